@@ -1,0 +1,70 @@
+"""cascade: cut the cost of LLM applications without cutting their quality.
+
+A prompt goes through tiers of models, cheapest first; after each tier a scorer decides whether
+to accept the answer or escalate. Policies are YAML files; see ``cascade.load``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cascade.budget import Budget, Cap
+from cascade.engine import Cascade, Tier
+from cascade.errors import (
+    AllTiersFailedError,
+    BudgetExceededError,
+    CascadeError,
+    CascadeExhaustedError,
+    ConfigurationError,
+    InvalidRequestError,
+    PermanentProviderError,
+    PolicyError,
+    ProviderError,
+    RateLimitError,
+    ScorerError,
+    TransientProviderError,
+)
+from cascade.pricing import Price
+from cascade.retry import RetryPolicy
+from cascade.types import Attempt, CascadeResult, Completion, Message, Request, Sample, Score, ToolCall, Usage
+
+__version__ = "0.1.0"
+
+
+def load(policy: str | os.PathLike[str], **overrides: Any) -> Cascade:
+    """Load a policy file and build its :class:`Cascade`."""
+    return Cascade.from_policy(policy, **overrides)
+
+
+__all__ = [
+    "AllTiersFailedError",
+    "Attempt",
+    "Budget",
+    "BudgetExceededError",
+    "Cap",
+    "Cascade",
+    "CascadeError",
+    "CascadeExhaustedError",
+    "CascadeResult",
+    "Completion",
+    "ConfigurationError",
+    "InvalidRequestError",
+    "Message",
+    "PermanentProviderError",
+    "PolicyError",
+    "Price",
+    "ProviderError",
+    "RateLimitError",
+    "Request",
+    "RetryPolicy",
+    "Sample",
+    "Score",
+    "ScorerError",
+    "Tier",
+    "ToolCall",
+    "TransientProviderError",
+    "Usage",
+    "__version__",
+    "load",
+]

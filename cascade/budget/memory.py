@@ -1,0 +1,81 @@
+"""An in-process ledger (thread-safe; state is lost when the process ends)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from cascade.errors import BudgetExceededError
+from cascade.types import ZERO
+
+
+class MemoryLedger:
+    """Holds spend in memory. Suits one process; use :class:`SQLiteLedger` across processes."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spent: dict[str, Decimal] = defaultdict(lambda: ZERO)
+        self._held: dict[str, Decimal] = defaultdict(lambda: ZERO)
+        # hold id -> (buckets, amount, expires_at, still counted)
+        self._holds: dict[str, tuple[tuple[str, ...], Decimal, float, bool]] = {}
+        self._next_expiry = math.inf
+        self._ids = itertools.count(1)
+
+    def _expire(self, now: float) -> None:
+        """Stop counting expired holds; they stay so a late settle still charges."""
+        if now < self._next_expiry:
+            return
+        self._next_expiry = math.inf
+        for hid, (buckets, amount, expires, live) in self._holds.items():
+            if live and expires < now:
+                self._holds[hid] = (buckets, amount, expires, False)
+                for b in buckets:
+                    self._held[b] -= amount
+            elif live:
+                self._next_expiry = min(self._next_expiry, expires)
+
+    def reserve(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0) -> str:
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            for bucket, limit in caps:
+                used = self._spent[bucket] + self._held[bucket]
+                if used + amount > limit:
+                    raise BudgetExceededError(
+                        f"cap {bucket} (${limit}) cannot cover ${amount}: ${used} used or held",
+                        cap=bucket,
+                        needed=amount,
+                        available=limit - used,
+                    )
+            hid = str(next(self._ids))
+            buckets = tuple(b for b, _ in caps)
+            for b in buckets:
+                self._held[b] += amount
+            self._holds[hid] = (buckets, amount, now + ttl, True)
+            self._next_expiry = min(self._next_expiry, now + ttl)
+            return hid
+
+    def settle(self, hold_id: str, actual: Decimal) -> None:
+        with self._lock:
+            held = self._holds.pop(hold_id, None)
+            if held is None:
+                raise KeyError(f"unknown hold {hold_id!r}")
+            buckets, amount, _, live = held
+            for bucket in buckets:
+                if live:
+                    self._held[bucket] -= amount
+                self._spent[bucket] += actual
+
+    def spent(self, bucket_key: str) -> Decimal:
+        with self._lock:
+            return self._spent[bucket_key]

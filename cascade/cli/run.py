@@ -1,0 +1,133 @@
+"""``cascade run``: one prompt (argument or stdin) or a batch file through a policy."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cascade.cli import UsageError
+from cascade.cli.progress import Progress
+from cascade.errors import CascadeError
+
+NAME = "run"
+HELP = "Run a prompt (or a batch of prompts) through a policy."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", "-p", required=True, help="policy YAML file")
+    parser.add_argument("prompt", nargs="?", help="the prompt, or - to read it from stdin")
+    parser.add_argument("--json", action="store_true", help="print the full trace as JSON")
+    parser.add_argument("--explain", action="store_true", help="print the decision trace after the answer")
+    parser.add_argument(
+        "--batch", metavar="FILE", help="JSON Lines of prompts: a string, or {prompt|messages, id, budget_key}"
+    )
+    parser.add_argument("--out", metavar="FILE", help="where batch results go (JSON Lines, input order)")
+    parser.add_argument("--concurrency", type=int, default=16, help="batch runs at once (default 16)")
+    parser.add_argument("--budget-key", help="caller key for per-key spend caps (tenant, user)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cascade.engine.build import build
+
+    if args.batch:
+        if args.prompt:
+            raise UsageError("give either a prompt or --batch, not both")
+        if not args.out:
+            raise UsageError("--batch needs --out FILE for the results")
+        items = _read_batch(Path(args.batch))
+        cascade = build(args.policy)
+        return _run_batch(cascade, items, Path(args.out), args)
+    if args.prompt is None:
+        raise UsageError("give a prompt, - to read it from stdin, or --batch FILE")
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        raise UsageError("empty prompt")
+    cascade = build(args.policy)
+    result = cascade.run(prompt, budget_key=args.budget_key)
+    if args.json:
+        print(result.to_json(indent=2))
+    else:
+        print(result.answer)
+        if args.explain:
+            print(result.explain(), file=sys.stderr)
+    return 0
+
+
+def _read_batch(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    items = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as err:
+                raise UsageError(f"{path}:{lineno}: not JSON ({err})") from None
+            if isinstance(obj, str):
+                obj = {"prompt": obj}
+            if not isinstance(obj, dict) or not (obj.get("prompt") or obj.get("messages")):
+                raise UsageError(f"{path}:{lineno}: expected a string or an object with 'prompt' or 'messages'")
+            obj.setdefault("id", str(lineno))
+            items.append(obj)
+    if not items:
+        raise UsageError(f"{path}: no prompts")
+    return items
+
+
+def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argparse.Namespace) -> int:
+    progress = Progress(len(items), label="cascade")
+    tiers: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    total = Decimal(0)
+    errors = 0
+
+    async def main() -> None:
+        nonlocal total, errors
+        gate = asyncio.Semaphore(max(1, args.concurrency))
+
+        async def one(item: dict[str, Any]) -> dict[str, Any]:
+            prompt = item.get("messages") or item["prompt"]
+            async with gate:
+                try:
+                    res = await cascade.arun(
+                        prompt,
+                        budget_key=item.get("budget_key", args.budget_key),
+                        metadata={"id": item["id"]},
+                    )
+                    return {"id": item["id"], **res.to_dict()}
+                except CascadeError as err:
+                    return {"id": item["id"], "error": f"{type(err).__name__}: {err}"}
+
+        tasks = [asyncio.ensure_future(one(item)) for item in items]
+        with out.open("w", encoding="utf-8") as fh:
+            for task in tasks:  # written in input order as each finishes in turn
+                row = await task
+                fh.write(json.dumps(row) + "\n")
+                progress.advance()
+                if "error" in row:
+                    errors += 1
+                else:
+                    tiers[row["tier"]] += 1
+                    reasons[row["reason"]] += 1
+                    total += Decimal(row["cost"])
+
+    asyncio.run(main())
+    progress.close()
+    n = len(items)
+    print(f"{n} prompts -> {out}")
+    for tier in (t.name for t in cascade.tiers):
+        print(f"  {tier:<20} {tiers[tier]:>6} answered ({tiers[tier] / n:.1%})")
+    for reason, count in sorted(reasons.items()):
+        print(f"  reason {reason:<13} {count:>6}")
+    if errors:
+        print(f"  errors               {errors:>6} (see the 'error' field in {out})")
+    print(f"  total cost ${total:.6f} (${total / n:.6f} per prompt)")
+    return 1 if errors == n else 0

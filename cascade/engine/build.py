@@ -1,0 +1,149 @@
+"""Build a :class:`~cascade.engine.cascade.Cascade` from a validated policy."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cascade.budget import Budget, Cap
+from cascade.engine.cascade import Cascade
+from cascade.engine.loop import Tier
+from cascade.errors import ConfigurationError
+from cascade.policy import loader
+from cascade.policy.schema import Policy, ScorerSpec, TierSpec
+from cascade.pricing import FREE, Price
+from cascade.protocols import Ledger, Provider, Scorer
+from cascade.registry import LEDGERS, PROVIDERS, SCORERS
+from cascade.retry import RetryPolicy
+
+
+@dataclass
+class BuildContext:
+    """What provider and scorer factories may use while a policy is built.
+
+    ``base_dir`` resolves relative paths in options (recorded-outcomes files, classifier
+    artifacts). ``tier`` is the tier being built (a judge or classifier may need its model).
+    ``overrides`` maps tier names to ready provider objects (a LangChain model passed in Python).
+    """
+
+    base_dir: Path
+    tier: TierSpec | None = None
+    overrides: dict[str, Provider] = field(default_factory=dict)
+
+    def path(self, value: str) -> Path:
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else self.base_dir / p
+
+    def build_provider(self, spec: TierSpec) -> Provider:
+        if spec.name in self.overrides:
+            return self.overrides[spec.name]
+        cls = PROVIDERS.get(spec.provider)
+        options = cls.Options.model_validate(spec.options)
+        provider: Provider = cls.from_config(spec, options, self)
+        return provider
+
+    def build_scorer(self, spec: ScorerSpec) -> Scorer:
+        cls = SCORERS.get(spec.kind)
+        options = cls.Options.model_validate(spec.options)
+        scorer: Scorer = cls.from_config(options, self)
+        return scorer
+
+    def price(self, spec: TierSpec, provider: Provider) -> Price:
+        """Tier price > the provider's own (e.g. a recorded file's card) > built-in table > free."""
+        if spec.price is not None:
+            p = spec.price
+            return Price(p.input, p.output, p.cached_input, p.cache_write)
+        own = getattr(provider, "default_price", None)
+        if isinstance(own, Price):
+            return own
+        from cascade.prices import lookup
+
+        known = lookup(spec.provider, spec.model)
+        if known is not None:
+            return known
+        if spec.free or getattr(provider, "free", False):
+            return FREE
+        raise ConfigurationError(
+            f"tier {spec.name!r}: no price known for model {spec.model!r}; "
+            "set `price: {input: ..., output: ...}` (USD per million tokens) or `free: true`"
+        )
+
+
+def build(
+    policy: Policy | str | os.PathLike[str],
+    *,
+    ledger: Ledger | None = None,
+    providers: dict[str, Any] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Cascade:
+    """Build a cascade from a policy object or file.
+
+    ``ledger`` replaces the policy's ledger; ``providers`` maps tier names to provider objects
+    (or LangChain chat models) to use instead of building them from the policy.
+    """
+    if not isinstance(policy, Policy):
+        path = Path(policy)
+        base = Path(base_dir) if base_dir is not None else path.parent
+        policy = loader.load(path)
+    else:
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+    ctx = BuildContext(base, overrides={k: _as_provider(v) for k, v in (providers or {}).items()})
+    tiers = []
+    for spec in policy.tiers:
+        ctx.tier = spec
+        provider = ctx.build_provider(spec)
+        scorer = ctx.build_scorer(spec.scorer) if spec.scorer is not None else None
+        r = spec.retry
+        tiers.append(
+            Tier(
+                name=spec.name,
+                provider=provider,
+                price=ctx.price(spec, provider),
+                scorer=scorer,
+                threshold=spec.threshold,
+                retry=RetryPolicy(r.attempts, r.initial, r.max_wait, r.jitter, r.max_retry_after),
+                provider_kind=spec.provider,
+                max_tokens=spec.params.max_tokens,
+            )
+        )
+    ctx.tier = None
+    b = policy.budget
+    caps = tuple(Cap(c.limit, c.window, c.scope) for c in b.caps)
+    if ledger is None and caps:
+        ledger = _ledger(b.ledger.kind if b.ledger else "sqlite", b.ledger.path if b.ledger else None, ctx)
+    budget = Budget(b.per_request, caps, b.on_exceeded, ledger, b.hold_ttl)
+    return Cascade(
+        tiers,
+        name=policy.name,
+        budget=budget,
+        on_exhausted=policy.on_exhausted,
+        include_text=policy.logging.include_text,
+    )
+
+
+def _ledger(kind: str, path: str | None, ctx: BuildContext) -> Ledger:
+    cls = LEDGERS.get(kind)
+    if kind == "sqlite":
+        ledger: Ledger = cls(ctx.path(path) if path else None)
+    else:
+        ledger = cls()
+    return ledger
+
+
+def _as_provider(obj: Any) -> Provider:
+    if isinstance(obj, Provider):
+        return obj
+    try:
+        from langchain_core.language_models import BaseChatModel
+    except ImportError:  # pragma: no cover - langchain-core is a dependency
+        BaseChatModel = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(obj, BaseChatModel):
+        from cascade.providers.langchain import LangChainProvider
+
+        return LangChainProvider(obj)
+    raise TypeError(f"not a provider or LangChain chat model: {obj!r}")
+
+
+__all__ = ["BuildContext", "build"]

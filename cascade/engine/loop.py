@@ -1,0 +1,336 @@
+"""The cascade loop, written once and free of I/O.
+
+:func:`steps` is a generator: it yields :class:`Call` and :class:`Rate` actions and receives
+their outcomes; the sync and async drivers in :mod:`cascade.engine.cascade` execute the actions
+(with retries) and feed results back. Budget holds, decisions, the trace and the log events all
+live here, so ``run`` and ``arun`` cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Generator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import structlog
+
+from cascade.budget import Budget
+from cascade.errors import (
+    AllTiersFailedError,
+    BudgetExceededError,
+    CascadeError,
+    CascadeExhaustedError,
+    ProviderError,
+)
+from cascade.logging import _stdlib, get_logger
+from cascade.pricing import Price
+from cascade.protocols import Provider, Scorer
+from cascade.retry import RetryPolicy
+from cascade.types import (
+    ZERO,
+    Attempt,
+    CascadeResult,
+    Completion,
+    Decision,
+    Request,
+    Sample,
+    Score,
+    Usage,
+)
+
+OnExhausted = Literal["return_last", "return_best", "raise"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A built tier: a provider bound to a model, its price, and (but on the last) a scorer."""
+
+    name: str
+    provider: Provider
+    price: Price
+    scorer: Scorer | None = None
+    threshold: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    provider_kind: str = ""
+    max_tokens: int = 1024
+
+    @property
+    def samples(self) -> int:
+        return self.scorer.samples if self.scorer is not None else 1
+
+    def worst_case(self, request: Request) -> Decimal:
+        """The most this tier's call plus its scoring can cost for ``request``."""
+        cost = self.price.cost(self.provider.max_usage(request, self.samples))
+        if self.scorer is not None:
+            cost += self.scorer.max_cost(request, self.max_tokens)
+        return cost
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    name: str
+    tiers: tuple[Tier, ...]
+    budget: Budget
+    on_exhausted: OnExhausted = "return_best"
+    include_text: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Action: call ``tier``'s provider for ``n`` samples (with retries)."""
+
+    tier: Tier
+    request: Request
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Action: score ``completion`` with ``tier``'s scorer."""
+
+    tier: Tier
+    request: Request
+    completion: Completion
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    completion: Completion | None
+    error: ProviderError | None
+    retries: int
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateOutcome:
+    score: Score | None
+    error: CascadeError | None
+    latency_s: float
+
+
+Action = Call | Rate
+Outcome = CallOutcome | RateOutcome
+
+
+class _Quiet:
+    """A logger that drops everything (when nobody listens, logging costs nothing)."""
+
+    def info(self, *_: Any, **__: Any) -> None:
+        return None
+
+    warning = info
+
+
+def _logger() -> Any:
+    if structlog.is_configured() or _stdlib.isEnabledFor(logging.INFO):
+        return get_logger()
+    return _Quiet()
+
+
+@dataclass(slots=True)
+class _Candidate:
+    sample: Sample
+    score: float | None
+    tier: Tier
+    model: str
+
+
+def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeResult]:
+    """Run the cascade for ``request``; yields actions, returns the result."""
+    log = _logger()
+    started = time.perf_counter()
+    run_id = uuid.uuid4().hex[:12]
+    log.info(
+        "cascade.run_started",
+        run_id=run_id,
+        policy=s.name,
+        tiers=[t.name for t in s.tiers],
+        **({"prompt": request.prompt} if s.include_text else {}),
+    )
+    attempts: list[Attempt] = []
+    candidates: list[_Candidate] = []
+    spent = ZERO
+    buckets = s.budget.buckets(s.name, request.budget_key)
+    last_index = len(s.tiers) - 1
+
+    def finish(c: _Candidate, accepted: bool, reason: str) -> CascadeResult:
+        result = CascadeResult(
+            answer=c.sample.text,
+            tier=c.tier.name,
+            model=c.model,
+            accepted=accepted,
+            reason=reason,
+            attempts=tuple(attempts),
+            tool_calls=c.sample.tool_calls,
+            policy=s.name,
+            latency_s=time.perf_counter() - started,
+            sample=c.sample,
+        )
+        log.info(
+            "cascade.finished",
+            run_id=run_id,
+            policy=s.name,
+            tier=c.tier.name,
+            model=c.model,
+            accepted=accepted,
+            reason=reason,
+            cost=str(result.cost),
+            latency_ms=round(result.latency_s * 1000, 3),
+            **({"answer": c.sample.text} if s.include_text else {}),
+        )
+        return result
+
+    for index, tier in enumerate(s.tiers):
+        is_last = index == last_index
+        model = tier.provider.model
+        base: dict[str, Any] = {"tier": tier.name, "model": model, "provider": tier.provider_kind}
+
+        # 1. reserve the worst case against the per-request cap and every window cap
+        worst = tier.worst_case(request)
+        hold: str | None = None
+        refusal: BudgetExceededError | None = None
+        per_request = s.budget.per_request
+        if per_request is not None and spent + worst > per_request:
+            refusal = BudgetExceededError(
+                f"per-request cap ${per_request} cannot cover tier {tier.name!r}"
+                f" (worst case ${worst}, ${spent} spent)",
+                cap="per_request",
+                needed=worst,
+                available=per_request - spent,
+            )
+        elif buckets and s.budget.ledger is not None:
+            try:
+                hold = s.budget.ledger.reserve(buckets, worst, ttl=s.budget.hold_ttl)
+            except BudgetExceededError as exc:
+                refusal = exc
+        if refusal is not None:
+            attempts.append(Attempt(**base, decision="stopped", reason=f"budget: {refusal}"))
+            log.warning("cascade.budget_stop", run_id=run_id, **base, cap=refusal.cap, needed=str(worst))
+            if s.budget.on_exceeded == "raise" or not candidates:
+                refusal.attempts = tuple(attempts)
+                raise refusal
+            return finish(_best(candidates), False, "budget")
+
+        # 2. call the provider (the driver retries transient errors)
+        call = yield Call(tier, request, tier.samples)
+        assert isinstance(call, CallOutcome)
+        latency = call.latency_s
+        if call.completion is None:
+            assert call.error is not None
+            if hold is not None:
+                s.budget.ledger.settle(hold, ZERO)  # type: ignore[union-attr]
+            decision: Decision = "failed" if is_last else "escalated"
+            err = call.error
+            attempts.append(
+                Attempt(
+                    **base,
+                    decision=decision,
+                    reason=f"error: {type(err).__name__}",
+                    latency_s=latency,
+                    retries=call.retries,
+                    error=str(err),
+                )
+            )
+            log.warning(
+                "cascade.attempt_failed",
+                run_id=run_id,
+                **base,
+                error=type(err).__name__,
+                status_code=err.status_code,
+                retries=call.retries,
+                latency_ms=round(latency * 1000, 3),
+            )
+            continue
+        completion = call.completion
+        cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
+
+        # 3. score
+        score: Score | None = None
+        scorer_error: CascadeError | None = None
+        if tier.scorer is not None:
+            rated = yield Rate(tier, request, completion)
+            assert isinstance(rated, RateOutcome)
+            latency += rated.latency_s
+            score, scorer_error = rated.score, rated.error
+        scorer_cost = score.cost if score is not None else ZERO
+        spent += cost + scorer_cost
+        if hold is not None:
+            s.budget.ledger.settle(hold, cost + scorer_cost)  # type: ignore[union-attr]
+
+        # 4. decide
+        chosen = score.chosen if score is not None and 0 <= score.chosen < len(completion.samples) else 0
+        sample = completion.samples[chosen] if completion.samples else Sample("")
+        value = score.value if score is not None else None
+        if tier.scorer is None:
+            decision, reason, accepted = "accepted", "last tier, no scorer", True
+        elif scorer_error is not None:
+            decision = "failed" if is_last else "escalated"
+            reason, accepted = f"scorer error: {type(scorer_error).__name__}: {scorer_error}", False
+        elif value is not None and tier.threshold is not None and value >= tier.threshold:
+            decision, reason, accepted = "accepted", f"score {value:.3f} >= {tier.threshold:.3f}", True
+        else:
+            decision = "rejected" if is_last else "escalated"
+            reason, accepted = f"score {value:.3f} < {tier.threshold:.3f}", False
+        attempts.append(
+            Attempt(
+                **base,
+                decision=decision,
+                reason=reason,
+                samples=len(completion.samples),
+                score=value,
+                threshold=tier.threshold,
+                usage=completion.usage + (score.usage if score is not None else Usage()),
+                cost=cost,
+                scorer_cost=scorer_cost,
+                latency_s=latency,
+                retries=call.retries,
+                answer=sample.text if s.include_text else None,
+                tool_calls=sample.tool_calls,
+                score_detail=dict(score.detail) if score is not None else {},
+            )
+        )
+        log.info(
+            "cascade.attempt_scored",
+            run_id=run_id,
+            **base,
+            decision=decision,
+            score=value,
+            threshold=tier.threshold,
+            samples=len(completion.samples),
+            cost=str(cost),
+            scorer_cost=str(scorer_cost),
+            latency_ms=round(latency * 1000, 3),
+            retries=call.retries,
+        )
+        candidate = _Candidate(sample, value, tier, completion.model or model)
+        if accepted:
+            return finish(candidate, True, "accepted")
+        candidates.append(candidate)
+        if not is_last:
+            log.info("cascade.escalated", run_id=run_id, **base, reason=reason)
+
+    # 5. nothing accepted
+    if not candidates:
+        log.warning("cascade.all_failed", run_id=run_id, policy=s.name)
+        raise AllTiersFailedError(
+            f"every tier of policy {s.name!r} failed: "
+            + "; ".join(f"{a.tier}: {a.error or a.reason}" for a in attempts),
+            attempts,
+        )
+    if s.on_exhausted == "raise":
+        raise CascadeExhaustedError(f"no tier of policy {s.name!r} produced an accepted answer", attempts)
+    chosen_c = candidates[-1] if s.on_exhausted == "return_last" else _best(candidates)
+    return finish(chosen_c, False, "exhausted")
+
+
+def _best(candidates: list[_Candidate]) -> _Candidate:
+    """The best-scored candidate; ties go to the later (stronger) tier, unscored ones rank last."""
+    best = candidates[0]
+    for c in candidates[1:]:
+        if (c.score if c.score is not None else -1.0) >= (best.score if best.score is not None else -1.0):
+            best = c
+    return best

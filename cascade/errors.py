@@ -1,0 +1,134 @@
+"""Every error cascade raises.
+
+::
+
+    CascadeError
+    ├── PolicyError                 a policy file or object is invalid (file:line:col: path: message)
+    ├── InvalidRequestError         an empty or malformed prompt
+    ├── ConfigurationError          a tier cannot be built (missing credentials, unknown model price)
+    ├── ProviderError               a model call failed; carries status_code, request_id, transient
+    │   ├── TransientProviderError  worth retrying: rate limit, overload, 5xx, timeout, connection
+    │   │   ├── RateLimitError      429, with retry_after
+    │   │   └── ProviderTimeoutError
+    │   └── PermanentProviderError  not worth retrying: 400, 401, 403, 404, unknown replay prompt
+    ├── ScorerError                 a scorer failed (for example the judge's call or its verdict)
+    ├── BudgetExceededError         a cap cannot cover the next call (on_budget_exceeded: raise)
+    ├── CascadeExhaustedError       no tier was accepted (on_exhausted: raise); carries the attempts
+    └── AllTiersFailedError         every tier failed; carries the attempts
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cascade.types import Attempt
+
+
+class CascadeError(Exception):
+    """Base class of every cascade error."""
+
+
+class PolicyError(CascadeError):
+    """A policy is invalid. ``problems`` lists each one as ``file:line:col: path: message``."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class InvalidRequestError(CascadeError, ValueError):
+    """The request cannot be sent (empty prompt, bad messages)."""
+
+
+class ConfigurationError(CascadeError):
+    """A tier cannot be built or called as configured (missing key, no price for a model)."""
+
+
+class ProviderError(CascadeError):
+    """A provider call failed."""
+
+    transient = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        status_code: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.provider = provider
+        self.status_code = status_code
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.retries = 0
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [super().__str__()]
+        if self.status_code is not None:
+            parts.append(f"status {self.status_code}")
+        if self.request_id:
+            parts.append(f"request {self.request_id}")
+        return " | ".join(parts) if len(parts) > 1 else parts[0]
+
+
+class TransientProviderError(ProviderError):
+    """A failure worth retrying (rate limit, overload, server error, timeout, connection)."""
+
+    transient = True
+
+
+class RateLimitError(TransientProviderError):
+    """HTTP 429; ``retry_after`` (seconds) when the server said."""
+
+
+class ProviderTimeoutError(TransientProviderError):
+    """The call exceeded the tier's timeout."""
+
+
+class PermanentProviderError(ProviderError):
+    """A failure that retrying will not fix (bad request, auth, unknown model, unknown prompt)."""
+
+
+class ScorerError(CascadeError):
+    """A scorer could not score (its own call failed, or its verdict could not be parsed)."""
+
+
+class BudgetExceededError(CascadeError):
+    """A spend cap cannot cover the next call."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cap: str = "",
+        needed: Decimal | None = None,
+        available: Decimal | None = None,
+        attempts: Sequence[Attempt] = (),
+    ) -> None:
+        self.cap = cap
+        self.needed = needed
+        self.available = available
+        self.attempts = tuple(attempts)
+        super().__init__(message)
+
+
+class CascadeExhaustedError(CascadeError):
+    """No tier's answer was accepted and the policy says to raise."""
+
+    def __init__(self, message: str, attempts: Sequence[Attempt]) -> None:
+        self.attempts = tuple(attempts)
+        super().__init__(message)
+
+
+class AllTiersFailedError(CascadeError):
+    """Every tier failed with an error; ``attempts`` holds each failure."""
+
+    def __init__(self, message: str, attempts: Sequence[Attempt]) -> None:
+        self.attempts = tuple(attempts)
+        super().__init__(message)

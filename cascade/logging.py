@@ -1,0 +1,25 @@
+"""structlog loggers for a library: never configures logging, silent unless the app opts in.
+
+If the application configured structlog, events go through its configuration. Otherwise they go
+to the standard ``logging`` logger named ``cascade`` (silent by default), as keyword data.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import structlog
+
+_stdlib = logging.getLogger("cascade")
+
+
+def get_logger() -> Any:
+    """The logger for cascade events (looked up per run, so late configuration is honoured)."""
+    if structlog.is_configured():
+        return structlog.get_logger("cascade")
+    return structlog.wrap_logger(
+        _stdlib,
+        processors=[structlog.stdlib.filter_by_level, structlog.stdlib.render_to_log_kwargs],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )

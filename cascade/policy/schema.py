@@ -1,0 +1,176 @@
+"""The policy model: what a YAML policy file may say, validated by pydantic.
+
+Provider and scorer *options* are validated in a second step against the options model the
+registered provider or scorer declares (see :mod:`cascade.policy.loader`), so third-party
+plugins get the same strict checking and file:line errors as built-ins.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from cascade.registry import PROVIDERS, SCORERS, suggest
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerationParams(Strict):
+    """Generation parameters sent with every call of the tier."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1, description="Maximum output tokens per sample.")
+    stop: list[str] | None = None
+    seed: int | None = None
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="Provider-specific parameters passed through as-is."
+    )
+
+
+class PriceSpec(Strict):
+    """USD per million tokens."""
+
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+    cached_input: Decimal | None = Field(None, ge=0)
+    cache_write: Decimal | None = Field(None, ge=0)
+
+
+class RetrySpec(Strict):
+    """Retries of transient errors (rate limits, overload, 5xx, timeouts)."""
+
+    attempts: int = Field(3, ge=1, le=20, description="Total tries including the first.")
+    initial: float = Field(0.5, ge=0, description="First backoff in seconds.")
+    max_wait: float = Field(8.0, ge=0, description="Backoff cap in seconds.")
+    jitter: float = Field(0.5, ge=0)
+    max_retry_after: float = Field(30.0, ge=0, description="Cap on a server's retry-after.")
+
+
+class ScorerSpec(BaseModel):
+    """A scorer: ``kind`` names it; the other keys are that scorer's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if v not in SCORERS.names():
+            raise PydanticCustomError(
+                "unknown_scorer",
+                "unknown scorer {kind!r}{hint}",
+                {"kind": v, "hint": suggest(v, SCORERS.names())},
+            )
+        return v
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TierSpec(Strict):
+    """One rung of the cascade."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    provider: str
+    model: str = Field(min_length=1)
+    params: GenerationParams = GenerationParams()
+    price: PriceSpec | None = Field(None, description="Overrides the built-in price table for this model.")
+    free: bool = Field(False, description="Mark a model without a price as costing nothing.")
+    timeout: float = Field(60.0, gt=0, description="Seconds per call.")
+    retry: RetrySpec = RetrySpec()
+    scorer: ScorerSpec | None = None
+    threshold: float | None = Field(None, ge=0, le=1)
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Provider options (base_url, api_key_env, path, ...)."
+    )
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str) -> str:
+        if v not in PROVIDERS.names():
+            raise PydanticCustomError(
+                "unknown_provider",
+                "unknown provider {provider!r}{hint}",
+                {"provider": v, "hint": suggest(v, PROVIDERS.names())},
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _threshold_needs_scorer(self) -> TierSpec:
+        if self.threshold is not None and self.scorer is None:
+            raise PydanticCustomError("threshold_without_scorer", "a threshold needs a scorer")
+        if self.scorer is not None and self.threshold is None:
+            raise PydanticCustomError("scorer_without_threshold", "a scorer needs a threshold")
+        return self
+
+
+class CapSpec(Strict):
+    """A spend cap over a time window, on the whole policy or per caller key."""
+
+    limit: Decimal = Field(gt=0, description="USD.")
+    window: Literal["day", "month", "total"]
+    scope: Literal["policy", "key"] = Field(
+        "policy", description="'key' caps each caller key (tenant, user) separately."
+    )
+
+
+class LedgerSpec(Strict):
+    kind: Literal["memory", "sqlite"] = "sqlite"
+    path: str | None = Field(
+        None, description="SQLite file; default $CASCADE_LEDGER or ~/.cascade/ledger.sqlite3."
+    )
+
+
+class BudgetSpec(Strict):
+    per_request: Decimal | None = Field(None, gt=0, description="USD cap on one run.")
+    caps: list[CapSpec] = Field(default_factory=list)
+    on_exceeded: Literal["stop", "raise"] = Field(
+        "stop",
+        description="stop: return the best answer so far with reason 'budget'; raise: raise.",
+    )
+    ledger: LedgerSpec | None = None
+    hold_ttl: float = Field(600.0, gt=0, description="Seconds before an unsettled hold expires.")
+
+
+class LoggingSpec(Strict):
+    include_text: bool = Field(False, description="Log prompt and answer text in events (off: never logged).")
+
+
+class Policy(Strict):
+    """A cascade policy: tiers cheapest first, budget, and what to do when nothing is accepted."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    tiers: list[TierSpec] = Field(min_length=1)
+    budget: BudgetSpec = BudgetSpec()
+    on_exhausted: Literal["return_last", "return_best", "raise"] = Field(
+        "return_best",
+        description="When no tier is accepted: return the last answer, the best-scored one, or raise.",
+    )
+    logging: LoggingSpec = LoggingSpec()
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> Policy:
+        seen: set[str] = set()
+        for tier in self.tiers:
+            if tier.name in seen:
+                raise PydanticCustomError(
+                    "duplicate_tier", "duplicate tier name {name!r}", {"name": tier.name}
+                )
+            seen.add(tier.name)
+        for tier in self.tiers[:-1]:
+            if tier.scorer is None:
+                raise PydanticCustomError(
+                    "missing_scorer",
+                    "tier {name!r} is not the last tier, so it needs a scorer and a threshold",
+                    {"name": tier.name},
+                )
+        return self

@@ -1,0 +1,66 @@
+"""The three extension points: providers, scorers and ledgers.
+
+Each is a small :class:`typing.Protocol`; anything with the right methods fits, and
+:mod:`cascade.registry` makes it nameable from a policy file (also through entry points).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from cascade.types import Completion, Request, Score, Usage
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Talks to one model. Built per tier, with the model and generation params bound.
+
+    ``complete`` returns ``n`` samples (one request with ``n`` where the API allows it, else ``n``
+    calls) and raises only :class:`cascade.errors.ProviderError` subclasses. ``max_usage`` is the
+    worst-case usage of that call, computed without network, used to reserve budget.
+    """
+
+    model: str
+
+    def complete(self, request: Request, n: int = 1) -> Completion: ...
+
+    async def acomplete(self, request: Request, n: int = 1) -> Completion: ...
+
+    def max_usage(self, request: Request, n: int = 1) -> Usage: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Rates a tier's completion in [0, 1].
+
+    ``samples`` is how many samples the scorer needs from the tier (self-consistency asks for k).
+    ``max_cost`` is the worst-case cost of scoring one request (0 for local scorers), reserved
+    before the tier is called. ``score`` raises :class:`cascade.errors.ScorerError` on failure.
+    """
+
+    samples: int
+
+    def score(self, request: Request, completion: Completion) -> Score: ...
+
+    async def ascore(self, request: Request, completion: Completion) -> Score: ...
+
+    def max_cost(self, request: Request, max_output_tokens: int) -> Decimal: ...
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """Holds spend against caps. ``caps`` are ``(bucket_key, limit)`` pairs.
+
+    ``reserve`` atomically checks every cap and holds ``amount`` against all of them, returning a
+    hold id, or raises :class:`cascade.errors.BudgetExceededError` holding nothing. ``settle``
+    replaces the hold with the actual amount spent (which may be more or less than held).
+    Holds older than ``ttl`` seconds are reclaimed (a crashed process cannot pin budget forever).
+    """
+
+    def reserve(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0) -> str: ...
+
+    def settle(self, hold_id: str, actual: Decimal) -> None: ...
+
+    def spent(self, bucket_key: str) -> Decimal: ...

@@ -1,0 +1,1 @@
+"""Providers: one module per way of reaching a model."""

@@ -1,0 +1,268 @@
+"""Plain value types shared by every part of cascade.
+
+Everything here is a frozen dataclass with no behaviour beyond small conveniences, so that
+providers, scorers, ledgers and the engine can exchange data without depending on each other.
+Money is always a :class:`decimal.Decimal` amount of US dollars (exact, never a float).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call requested by a model."""
+
+    name: str
+    arguments: Mapping[str, Any]
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message."""
+
+    role: Role
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the cascade is asked: the messages plus call-level options.
+
+    ``tools`` are JSON-schema tool definitions (OpenAI function format) passed through to every
+    tier. ``metadata`` is free-form caller data (for example ``{"id": "q-17"}``, used by the replay
+    provider to find a recorded query). ``budget_key`` scopes window caps to a tenant or user.
+    """
+
+    messages: tuple[Message, ...]
+    tools: tuple[Mapping[str, Any], ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    budget_key: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        prompt: str | Request | Sequence[Message | Mapping[str, Any]],
+        *,
+        budget_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """Build a request from a string, a list of messages (objects or dicts) or a request."""
+        from cascade.errors import InvalidRequestError
+
+        if isinstance(prompt, Request):
+            return prompt
+        if isinstance(prompt, str):
+            messages: tuple[Message, ...] = (Message("user", prompt),)
+        else:
+            messages = tuple(
+                m if isinstance(m, Message) else Message(m["role"], m.get("content") or "") for m in prompt
+            )
+        if not messages or not any(m.content.strip() or m.tool_calls for m in messages):
+            raise InvalidRequestError("empty prompt: give at least one non-empty message")
+        return cls(messages, metadata=dict(metadata or {}), budget_key=budget_key)
+
+    @property
+    def prompt(self) -> str:
+        """The text of the last user message (what a recorded-outcomes file is keyed by)."""
+        for m in reversed(self.messages):
+            if m.role == "user":
+                return m.content
+        return self.messages[-1].content
+
+    @property
+    def chars(self) -> int:
+        return sum(len(m.content) for m in self.messages) + sum(len(json.dumps(t)) for t in self.tools)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts. ``input_tokens`` excludes cached-read and cache-creation tokens."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_creation_tokens + other.cache_creation_tokens,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cached_input_tokens + self.cache_creation_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One sampled answer from a model.
+
+    ``answer`` is a final answer already extracted by the source (recorded outcomes carry one);
+    ``quality`` is a recorded correctness label (replay only, used by offline evaluation and never
+    by scorers). ``logprobs`` are per-token log probabilities when the provider returns them;
+    ``top_logprobs`` the alternatives at each position (token -> logprob), when asked for.
+    """
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: tuple[float, ...] | None = None
+    top_logprobs: tuple[Mapping[str, float], ...] | None = None
+    finish_reason: str | None = None
+    answer: str | None = None
+    quality: float | None = None
+    variant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What a provider returns for one call (possibly with several samples).
+
+    ``cost`` is set when the provider knows the billed amount (a recorded cost); otherwise the
+    engine prices ``usage`` with the tier's price.
+    """
+
+    samples: tuple[Sample, ...]
+    usage: Usage
+    model: str
+    cost: Decimal | None = None
+    request_id: str | None = None
+    latency_s: float = 0.0
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A scorer's verdict on a completion.
+
+    ``value`` is in [0, 1]; higher means more confident the answer is good. ``chosen`` is the index
+    of the sample the cascade should return (self-consistency picks a majority sample). ``cost`` and
+    ``usage`` are what the scorer itself spent (a judge call, extra samples).
+    """
+
+    value: float
+    chosen: int = 0
+    cost: Decimal = ZERO
+    usage: Usage = Usage()
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+Decision = Literal["accepted", "escalated", "rejected", "stopped", "failed"]
+"""accepted: answer returned; escalated: passed to the next tier (low score or error);
+rejected: the last tier scored below its threshold; stopped: the budget refused the call;
+failed: the last tier errored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One tier's part in a run: what was called, how it scored and what was decided."""
+
+    tier: str
+    model: str
+    provider: str
+    decision: Decision
+    reason: str
+    samples: int = 0
+    score: float | None = None
+    threshold: float | None = None
+    usage: Usage = Usage()
+    cost: Decimal = ZERO
+    scorer_cost: Decimal = ZERO
+    latency_s: float = 0.0
+    retries: int = 0
+    error: str | None = None
+    answer: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    score_detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_cost(self) -> Decimal:
+        return self.cost + self.scorer_cost
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeResult:
+    """The outcome of one cascade run.
+
+    ``accepted`` is true when a tier's answer cleared its threshold (or the last tier answered with
+    no scorer); ``reason`` says why the run ended: ``accepted``, ``budget`` (the next tier could not be
+    afforded), ``exhausted`` (every tier ran, none was accepted).
+    """
+
+    answer: str
+    tier: str
+    model: str
+    accepted: bool
+    reason: str
+    attempts: tuple[Attempt, ...]
+    tool_calls: tuple[ToolCall, ...] = ()
+    policy: str = ""
+    latency_s: float = 0.0
+    sample: Sample | None = field(default=None, compare=False)
+
+    @property
+    def cost(self) -> Decimal:
+        return sum((a.total_cost for a in self.attempts), ZERO)
+
+    @property
+    def usage(self) -> Usage:
+        return sum((a.usage for a in self.attempts), Usage())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (money as decimal strings)."""
+
+        def conv(v: Any) -> Any:
+            if isinstance(v, Decimal):
+                return str(v)
+            if isinstance(v, dict):
+                return {k: conv(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [conv(x) for x in v]
+            return v
+
+        d = asdict(self)
+        d.pop("sample", None)
+        for a in d["attempts"]:
+            a["total_cost"] = None
+        d = dict(conv(d))
+        for a, att in zip(d["attempts"], self.attempts, strict=True):
+            a["total_cost"] = str(att.total_cost)
+        d["cost"] = str(self.cost)
+        d["usage"] = asdict(self.usage)
+        return d
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def explain(self) -> str:
+        """A human-readable account of every decision."""
+        lines = [f"policy {self.policy!r}: {self.reason} at tier {self.tier!r} ({self.model})"]
+        for i, a in enumerate(self.attempts, 1):
+            score = "-" if a.score is None else f"{a.score:.3f}"
+            thr = "-" if a.threshold is None else f"{a.threshold:.3f}"
+            lines.append(
+                f"  {i}. {a.tier} [{a.provider}:{a.model}] {a.decision}: {a.reason}"
+                f" | score {score} / threshold {thr} | samples {a.samples}"
+                f" | tokens {a.usage.input_tokens}+{a.usage.output_tokens}"
+                f" | cost ${a.cost:.6f} + scorer ${a.scorer_cost:.6f}"
+                f" | {a.latency_s * 1000:.0f} ms"
+                + (f" | retries {a.retries}" if a.retries else "")
+                + (f" | error: {a.error}" if a.error else "")
+            )
+        lines.append(f"  total: ${self.cost:.6f}, {self.latency_s * 1000:.0f} ms")
+        return "\n".join(lines)
