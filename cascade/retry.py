@@ -18,7 +18,8 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from cascade.errors import ProviderError, TransientProviderError
@@ -37,10 +38,11 @@ class RetryPolicy:
     max_retry_after: float = 30.0
 
     def _wait(self) -> Callable[[RetryCallState], float]:
-        backoff = wait_exponential_jitter(initial=self.initial, max=self.max_wait, jitter=self.jitter)
+        exponential = wait_exponential(multiplier=self.initial, max=self.max_wait)
+        backoff = exponential + wait_random(0, self.jitter)
 
         def wait(state: RetryCallState) -> float:
-            base = backoff(state)
+            base = min(backoff(state), self.max_wait)
             exc = state.outcome.exception() if state.outcome else None
             after = getattr(exc, "retry_after", None)
             if after is not None:
@@ -58,6 +60,18 @@ def _replaying(first: BaseException, fn: Callable[[], T]) -> Callable[[], T]:
         if pending:
             raise pending.pop()
         return fn()
+
+    return call
+
+
+def _areplaying(first: BaseException, fn: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """Async twin of :func:`_replaying`."""
+    pending: list[BaseException] = [first]
+
+    async def call() -> T:
+        if pending:
+            raise pending.pop()
+        return await fn()
 
     return call
 
@@ -107,7 +121,7 @@ async def acall_with_retry(
         first: TransientProviderError = exc
     retrying = AsyncRetrying(**_retrying_kwargs(policy, sleep))  # type: ignore[arg-type]
     try:
-        result: T = await retrying(_replaying(first, fn))
+        result: T = await retrying(_areplaying(first, fn))
         return result, retrying.statistics["attempt_number"] - 1
     except ProviderError as exc:
         exc.retries = retrying.statistics["attempt_number"] - 1

@@ -12,14 +12,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from cascade.errors import PolicyError
 from cascade.policy.schema import Policy, ScorerSpec
-from cascade.registry import PROVIDERS, SCORERS
+from cascade.registry import PROVIDERS, SCORERS, suggest
 
 Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -58,15 +58,16 @@ class _Locator:
         self.source = source
         self.root = yaml.compose(text, Loader=_UniqueKeyLoader) if text is not None else None
 
-    def where(self, loc: Loc) -> str:
+    def where(self, loc: Loc, *, key: bool = False) -> str:
+        """Where ``loc`` is; with ``key``, the mapping key's position rather than its value's."""
         node = self.root
         best = node
-        for part in loc:
+        for i, part in enumerate(loc):
             if isinstance(node, yaml.MappingNode):
                 nxt = None
                 for k, v in node.value:
                     if k.value == part:
-                        nxt = v
+                        nxt = k if key and i == len(loc) - 1 else v
                         break
                 node = nxt
             elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
@@ -82,7 +83,8 @@ class _Locator:
         return f"{self.source}:{mark.line + 1}:{mark.column + 1}"
 
     def problem(self, loc: Loc, message: str) -> str:
-        return f"{self.where(loc)}: {format_loc(loc)}: {message}"
+        at_key = message.startswith("unknown field")
+        return f"{self.where(loc, key=at_key)}: {format_loc(loc)}: {message}"
 
 
 def _interpolate(value: Any, loc: Loc, problems: list[tuple[Loc, str]]) -> Any:
@@ -107,27 +109,54 @@ def _interpolate(value: Any, loc: Loc, problems: list[tuple[Loc, str]]) -> Any:
     return value
 
 
-def _pydantic_problems(err: ValidationError, prefix: Loc) -> list[tuple[Loc, str]]:
+def _fields_of(model: type[BaseModel], loc: Loc) -> list[str]:
+    """The field names of the (nested) model found at ``loc`` inside ``model``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _pydantic_problems(
+    err: ValidationError, prefix: Loc, model: type[BaseModel] | None = None
+) -> list[tuple[Loc, str]]:
     out = []
     for e in err.errors(include_url=False):
         loc = (*prefix, *e["loc"])
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-            parent_fields = _fields_at(e)
-            if parent_fields:
-                from cascade.registry import suggest
-
-                msg += suggest(str(e["loc"][-1]), parent_fields)
-        elif e["type"] not in ("missing",) and "input" in e and not isinstance(e["input"], (dict, list)):
+            fields = _fields_of(model, e["loc"][:-1]) if model is not None else []
+            if fields:
+                msg += suggest(str(e["loc"][-1]), fields)
+        elif (
+            e["type"] != "missing"
+            and "input" in e
+            and not isinstance(e["input"], (dict, list))
+            and repr(e["input"]) not in msg
+        ):
             msg += f" (got {e['input']!r})"
         out.append((loc, msg))
     return out
-
-
-def _fields_at(error: Any) -> list[str]:
-    ctx = error.get("ctx") or {}
-    return list(ctx.get("fields", []))
 
 
 def _validate_options(
@@ -136,17 +165,7 @@ def _validate_options(
     try:
         return model.model_validate(dict(data)), []
     except ValidationError as err:
-        problems = _pydantic_problems(err, loc)
-        # name the valid fields on an unknown one
-        fields = sorted(model.model_fields)
-        fixed = []
-        for ploc, msg in problems:
-            if msg == "unknown field":
-                from cascade.registry import suggest
-
-                msg += suggest(str(ploc[-1]), fields)
-            fixed.append((ploc, msg))
-        return None, fixed
+        return None, _pydantic_problems(err, loc, model)
 
 
 def check_scorer(spec: ScorerSpec, loc: Loc) -> list[tuple[Loc, str]]:
@@ -176,7 +195,7 @@ def validate(data: Any, *, source: str = "<policy>", text: str | None = None) ->
     try:
         policy = Policy.model_validate(data)
     except ValidationError as err:
-        raise PolicyError([locator.problem(loc, msg) for loc, msg in _pydantic_problems(err, ())]) from None
+        raise PolicyError([locator.problem(loc, msg) for loc, msg in _pydantic_problems(err, (), Policy)]) from None
     problems: list[tuple[Loc, str]] = []
     for i, tier in enumerate(policy.tiers):
         cls = PROVIDERS.get(tier.provider)

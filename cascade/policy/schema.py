@@ -65,8 +65,7 @@ class ScorerSpec(BaseModel):
         if v not in SCORERS.names():
             raise PydanticCustomError(
                 "unknown_scorer",
-                "unknown scorer {kind!r}{hint}",
-                {"kind": v, "hint": suggest(v, SCORERS.names())},
+                f"unknown scorer {v!r}{suggest(v, SCORERS.names())}",
             )
         return v
 
@@ -98,8 +97,7 @@ class TierSpec(Strict):
         if v not in PROVIDERS.names():
             raise PydanticCustomError(
                 "unknown_provider",
-                "unknown provider {provider!r}{hint}",
-                {"provider": v, "hint": suggest(v, PROVIDERS.names())},
+                f"unknown provider {v!r}{suggest(v, PROVIDERS.names())}",
             )
         return v
 
@@ -163,14 +161,13 @@ class Policy(Strict):
         for tier in self.tiers:
             if tier.name in seen:
                 raise PydanticCustomError(
-                    "duplicate_tier", "duplicate tier name {name!r}", {"name": tier.name}
+                    "duplicate_tier", f"duplicate tier name {tier.name!r}"
                 )
             seen.add(tier.name)
         for tier in self.tiers[:-1]:
             if tier.scorer is None:
                 raise PydanticCustomError(
                     "missing_scorer",
-                    "tier {name!r} is not the last tier, so it needs a scorer and a threshold",
-                    {"name": tier.name},
+                    f"tier {tier.name!r} is not the last tier, so it needs a scorer and a threshold",
                 )
         return self

@@ -1,0 +1,415 @@
+"""Answer extraction and similarity, for scorers that compare answers (self-consistency, features).
+
+An *extractor* turns a sample's text into a canonical answer key (a string), or ``None`` when
+no answer can be found; two samples agree when their keys are equal. Built-in kinds:
+
+=============  ==============================================================================
+``number``     ``\\boxed{}``, a JSON ``"answer"`` field, "the answer is", ``####``, else the last
+               number; commas, currency, units, percents and fractions handled (``1,000`` ==
+               ``1000.0``, ``3/4`` == ``0.75``)
+``choice``     a multiple-choice letter (``(B)``, ``Answer: B``, ``B)``, a lone ``B``)
+``json_field`` a field of a JSON object in the text (dotted path), canonical JSON
+``regex``      group 1 (or the whole match) of the last match of a pattern
+``literal``    a Python literal or call of literals (``f('a', 1)`` == ``f("a", 1)``), canonical repr
+``text``       normalised short text (case, punctuation, articles and spaces removed)
+``exact``      the stripped text as is
+``callable``   a user function ``"package.module:function"`` taking the text, returning str | None
+=============  ==============================================================================
+
+Tool calls compare by tool name and arguments (:func:`tool_call_key`). Free-form answers compare
+by :func:`similarity` (token-set Jaccard, character n-gram Jaccard, or difflib's ratio).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import json
+import re
+import string
+from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
+from typing import Any, Literal
+
+from cascade.types import ToolCall
+
+Extractor = Callable[[str], str | None]
+ExtractorKind = Literal["number", "choice", "json_field", "regex", "literal", "text", "exact", "callable"]
+SimilarityKind = Literal["jaccard", "char_ngram", "difflib"]
+
+# -- numbers ----------------------------------------------------------------------------------
+
+_BOXED = re.compile(r"\\boxed\s*\{")
+_NUM = r"[-+−]?\s?[$€£]?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?%?|[-+]?\.\d+%?"
+_NUMBER = re.compile(_NUM)
+_ANSWER_CUES = (
+    re.compile(r"####\s*(.+)"),
+    re.compile(r"(?i)final answer\s*(?:is|:|=)?\s*[:=]?\s*(.+)"),
+    re.compile(r"(?i)the answer is\s*[:=]?\s*(.+)"),
+    re.compile(r"(?im)^\s*answer\s*[:=]\s*(.+)"),
+)
+_JSON_ANSWER = re.compile(r'"answer"\s*:\s*("(?:[^"\\]|\\.)*"|[-+0-9.,/ $%eE]+)')
+
+
+def _boxed(text: str) -> str | None:
+    """The contents of the last ``\\boxed{...}`` (balanced braces)."""
+    last = None
+    for m in _BOXED.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            last = text[m.end() : i - 1]
+    return last
+
+
+def canonical_number(token: str) -> str | None:
+    """``"$1,234.50"`` -> ``"1234.5"``; ``"3/4"`` -> ``"0.75"``; ``"12%"`` -> ``"12"``; else None."""
+    t = token.strip().replace("−", "-").replace(",", "").replace("$", "").replace("€", "").replace("£", "")
+    t = t.replace(" ", "").rstrip("%").rstrip(".")
+    if not t:
+        return None
+    try:
+        if "/" in t:
+            num, _, den = t.partition("/")
+            value = Fraction(num) / Fraction(den)
+        else:
+            value = Fraction(t)
+    except (ValueError, ZeroDivisionError):
+        return None
+    if value.denominator == 1:
+        return str(value.numerator)
+    return f"{float(value):.10g}"
+
+
+def _last_number(text: str) -> str | None:
+    found = _NUMBER.findall(text)
+    for token in reversed(found):
+        value = canonical_number(token)
+        if value is not None:
+            return value
+    return None
+
+
+def extract_number(text: str) -> str | None:
+    """The final numeric answer of ``text`` (see the module table), canonical."""
+    boxed = _boxed(text)
+    if boxed is not None:
+        value = _last_number(boxed)
+        if value is not None:
+            return value
+    m = None
+    for m in _JSON_ANSWER.finditer(text):
+        pass
+    if m is not None:
+        raw = m.group(1)
+        value = _last_number(json.loads(raw) if raw.startswith('"') else raw)
+        if value is not None:
+            return value
+    for cue in _ANSWER_CUES:
+        hits = cue.findall(text)
+        if hits:
+            value = _first_number(hits[-1])
+            if value is not None:
+                return value
+    return _last_number(text)
+
+
+def _first_number(text: str) -> str | None:
+    for token in _NUMBER.findall(text):
+        value = canonical_number(token)
+        if value is not None:
+            return value
+    return None
+
+
+# -- multiple choice --------------------------------------------------------------------------
+
+
+def choice_extractor(letters: str = "ABCDE") -> Extractor:
+    """An extractor for a multiple-choice letter among ``letters``."""
+    cls = re.escape(letters) + re.escape(letters.lower())
+    cued = re.compile(
+        rf"(?i)(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:option\s*)?[\(\[]?([{cls}])\b[\)\]]?"
+    )
+    paren = re.compile(rf"[\(\[]([{re.escape(letters)}])[\)\]]")
+    leading = re.compile(rf"^\s*[\(\[]?([{re.escape(letters)}])(?:[\)\].:,]|\s|$)")
+    lone = re.compile(rf"\b([{re.escape(letters)}])\b")
+
+    def extract(text: str) -> str | None:
+        hits = cued.findall(text)
+        if hits:
+            return str(hits[-1]).upper()
+        m = leading.match(text)
+        if m:
+            return m.group(1)
+        hits = paren.findall(text)
+        if hits:
+            return str(hits[-1])
+        hits = lone.findall(text)
+        return str(hits[-1]) if len(set(hits)) == 1 else None
+
+    return extract
+
+
+# -- JSON, regex, literals, text --------------------------------------------------------------
+
+_FENCED = re.compile(r"```[A-Za-z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
+
+
+def _json_objects(text: str) -> list[Any]:
+    """JSON values found in ``text``: fenced blocks, the whole text, then each ``{...}`` object."""
+    out: list[Any] = []
+    candidates = [m.group(1) for m in _FENCED.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for c in candidates:
+        c = c.strip()
+        try:
+            out.append(json.loads(c))
+            continue
+        except ValueError:
+            pass
+        i = c.find("{")
+        while i != -1:
+            try:
+                value, end = decoder.raw_decode(c, i)
+            except ValueError:
+                i = c.find("{", i + 1)
+                continue
+            out.append(value)
+            i = c.find("{", end)
+    return out
+
+
+def canonical_json(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_field_extractor(field: str) -> Extractor:
+    """An extractor for ``field`` (a dotted path, ``a.b.0``) of a JSON object in the text."""
+    path = field.split(".")
+
+    def extract(text: str) -> str | None:
+        for obj in reversed(_json_objects(text)):
+            value: Any = obj
+            for part in path:
+                if isinstance(value, Mapping) and part in value:
+                    value = value[part]
+                elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                    value = value[int(part)]
+                else:
+                    break
+            else:
+                return canonical_json(value)
+        return None
+
+    return extract
+
+
+def regex_extractor(pattern: str, *, ignore_case: bool = False, first: bool = False) -> Extractor:
+    """Group 1 (or the whole match) of the last (or first) match of ``pattern``."""
+    rx = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+
+    def extract(text: str) -> str | None:
+        matches = list(rx.finditer(text))
+        if not matches:
+            return None
+        m = matches[0] if first else matches[-1]
+        value = m.group(1) if rx.groups else m.group(0)
+        return None if value is None else value.strip()
+
+    return extract
+
+
+def _literal_repr(node: ast.AST) -> str:
+    if isinstance(node, ast.Call):
+        func = ast.unparse(node.func)
+        args = [_literal_repr(a) for a in node.args]
+        args += [f"{k.arg}={_literal_repr(k.value)}" for k in node.keywords]
+        return f"{func}({', '.join(args)})"
+    return repr(ast.literal_eval(node))
+
+
+_ANSWER_PREFIX = re.compile(r"(?is)^(?:the\s+)?(?:answer|output|result)\s*(?:is|:|=)\s*")
+
+
+def extract_literal(text: str) -> str | None:
+    """A Python literal (or a call with literal arguments) in canonical ``repr`` form.
+
+    Fenced code and an ``answer:`` prefix are stripped; ``assert f(x) == y`` gives ``y``;
+    text that is not a literal falls back to its stripped form.
+    """
+    fenced = _FENCED.search(text)
+    t = (fenced.group(1) if fenced else text).strip()
+    t = _ANSWER_PREFIX.sub("", t).strip().rstrip(";").strip()
+    if not t:
+        return None
+    try:
+        tree = ast.parse(t, mode="eval").body
+    except SyntaxError:
+        try:
+            stmt = ast.parse(t).body
+        except SyntaxError:
+            return t
+        if len(stmt) == 1 and isinstance(stmt[0], ast.Assert) and isinstance(stmt[0].test, ast.Compare):
+            tree = stmt[0].test.comparators[-1]
+        else:
+            return t
+    try:
+        return _literal_repr(tree)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return t
+
+
+_PUNCT = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_text(text: str) -> str:
+    """Lower case, no punctuation, no articles, single spaces (SQuAD-style)."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
+
+
+def extract_text(text: str) -> str | None:
+    value = normalize_text(text)
+    return value or None
+
+
+def extract_exact(text: str) -> str | None:
+    value = text.strip()
+    return value or None
+
+
+def import_callable(path: str) -> Callable[..., Any]:
+    """``"package.module:function"`` -> the function (ValueError with a clear message)."""
+    module, sep, attr = path.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"expected 'package.module:function', got {path!r}")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot import {path!r}: {err}") from None
+    if not callable(obj):
+        raise ValueError(f"{path!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def make_extractor(
+    kind: ExtractorKind,
+    *,
+    pattern: str | None = None,
+    field: str | None = None,
+    function: str | None = None,
+    choices: str = "ABCDE",
+    ignore_case: bool = False,
+) -> Extractor:
+    """Build a named extractor (options as in :class:`SelfConsistencyScorer.Options`)."""
+    if kind == "number":
+        return extract_number
+    if kind == "choice":
+        return choice_extractor(choices)
+    if kind == "json_field":
+        if not field:
+            raise ValueError("extractor 'json_field' needs `field`")
+        return json_field_extractor(field)
+    if kind == "regex":
+        if not pattern:
+            raise ValueError("extractor 'regex' needs `pattern`")
+        return regex_extractor(pattern, ignore_case=ignore_case)
+    if kind == "literal":
+        return extract_literal
+    if kind == "text":
+        return extract_text
+    if kind == "exact":
+        return extract_exact
+    if kind == "callable":
+        if not function:
+            raise ValueError("extractor 'callable' needs `function` ('package.module:function')")
+        fn = import_callable(function)
+
+        def call(text: str) -> str | None:
+            value = fn(text)
+            return None if value is None else str(value)
+
+        return call
+    raise ValueError(f"unknown extractor {kind!r}")
+
+
+def tool_call_key(calls: Sequence[ToolCall]) -> str:
+    """Tool calls as one comparable key: names and arguments (order of keys ignored)."""
+    return "tool:" + json.dumps(
+        [[c.name, c.arguments] for c in calls], sort_keys=True, separators=(",", ":"), default=str
+    )
+
+
+# -- similarity -------------------------------------------------------------------------------
+
+_WORD = re.compile(r"\w+")
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def token_jaccard(a: str, b: str) -> float:
+    """Jaccard similarity of the two texts' lower-cased word sets."""
+    return _jaccard(set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower())))
+
+
+def char_ngram_jaccard(a: str, b: str, n: int = 3) -> float:
+    """Jaccard similarity of character ``n``-gram sets (spaces collapsed, lower case)."""
+
+    def grams(s: str) -> set[str]:
+        s = " ".join(s.lower().split())
+        return {s[i : i + n] for i in range(max(len(s) - n + 1, 1))}
+
+    return _jaccard(grams(a), grams(b))
+
+
+def difflib_ratio(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+SIMILARITIES: dict[str, Callable[[str, str], float]] = {
+    "jaccard": token_jaccard,
+    "char_ngram": char_ngram_jaccard,
+    "difflib": difflib_ratio,
+}
+
+
+def similarity(a: str, b: str, kind: SimilarityKind = "jaccard") -> float:
+    """Similarity in [0, 1] of two free-form answers."""
+    return SIMILARITIES[kind](a, b)
+
+
+__all__ = [
+    "SIMILARITIES",
+    "Extractor",
+    "ExtractorKind",
+    "SimilarityKind",
+    "canonical_json",
+    "canonical_number",
+    "char_ngram_jaccard",
+    "choice_extractor",
+    "difflib_ratio",
+    "extract_exact",
+    "extract_literal",
+    "extract_number",
+    "extract_text",
+    "import_callable",
+    "json_field_extractor",
+    "make_extractor",
+    "normalize_text",
+    "regex_extractor",
+    "similarity",
+    "tool_call_key",
+    "token_jaccard",
+]

@@ -1,0 +1,25 @@
+"""Shared fixtures. Tests that read ``../shared/data`` take ``data_dir`` and skip without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The recorded-outcomes folder; the test is skipped where it is absent."""
+    if not (DATA / "README.md").exists():
+        pytest.skip(f"recorded outcomes not found at {DATA} (set CASCADE_DATA)")
+    return DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's default ledger file from tests."""
+    monkeypatch.setenv("CASCADE_LEDGER", str(tmp_path / "ledger.sqlite3"))

@@ -1,0 +1,196 @@
+"""Spend caps: per-request, window caps per policy and per key, stop vs raise, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cascade import Budget, BudgetExceededError, Cap, Cascade
+from cascade.budget.memory import MemoryLedger
+from cascade.budget.sqlite import SQLiteLedger
+from cascade.testing import ScriptedProvider
+from tests.helpers import cost_of, tier
+
+ONE_CALL = cost_of(1)  # $0.00002 worst case and actual per scripted call
+
+
+def _cascade(budget: Budget, scores: tuple[float, ...] = (0.1, 0.1)) -> Cascade:
+    return Cascade(
+        [tier("small", "s", scores[0], 0.5), tier("medium", "m", scores[1], 0.5), tier("large", "l")],
+        name="p",
+        budget=budget,
+    )
+
+
+def test_per_request_cap_stops_with_best_answer_so_far() -> None:
+    result = _cascade(Budget(per_request=ONE_CALL * 2)).run("q")
+    assert (result.answer, result.tier, result.accepted, result.reason) == ("m", "medium", False, "budget")
+    last = result.attempts[-1]
+    assert (last.tier, last.decision) == ("large", "stopped")
+    assert last.reason.startswith("budget: per-request cap")
+    assert result.cost == ONE_CALL * 2
+
+
+def test_per_request_cap_raise_mode() -> None:
+    with pytest.raises(BudgetExceededError) as info:
+        _cascade(Budget(per_request=ONE_CALL * 2, on_exceeded="raise")).run("q")
+    assert [a.decision for a in info.value.attempts] == ["escalated", "escalated", "stopped"]
+    assert info.value.cap == "per_request"
+
+
+def test_cap_too_small_for_first_tier_raises_even_in_stop_mode() -> None:
+    with pytest.raises(BudgetExceededError):
+        _cascade(Budget(per_request=ONE_CALL / 2)).run("q")
+
+
+@pytest.mark.parametrize("ledger_kind", ["memory", "sqlite"])
+def test_window_cap_charges_actual_cost_and_then_refuses(ledger_kind: str, tmp_path: Path) -> None:
+    ledger = MemoryLedger() if ledger_kind == "memory" else SQLiteLedger(tmp_path / "l.db")
+    day = datetime(2026, 11, 23, tzinfo=UTC)
+    budget = Budget(caps=(Cap(ONE_CALL * 4, "day"),), ledger=ledger, clock=lambda: day)
+    c = _cascade(budget, scores=(0.9, 0.9))  # each run: one call
+    for _ in range(4):
+        assert c.run("q").accepted
+    assert ledger.spent("policy:p|day:2026-11-23") == ONE_CALL * 4
+    with pytest.raises(BudgetExceededError) as info:
+        c.run("q")
+    assert info.value.cap == "policy:p|day:2026-11-23"
+    # the next day has its own bucket
+    budget2 = Budget(caps=budget.caps, ledger=ledger, clock=lambda: datetime(2026, 11, 24, tzinfo=UTC))
+    assert _cascade(budget2, scores=(0.9, 0.9)).run("q").accepted
+
+
+def test_month_and_total_windows_bucket_names() -> None:
+    budget = Budget(
+        caps=(Cap(Decimal(1), "month"), Cap(Decimal(5), "total", "key")),
+        clock=lambda: datetime(2026, 2, 3, tzinfo=UTC),
+    )
+    assert [b for b, _ in budget.buckets("p", "tenant-1")] == ["policy:p|month:2026-02", "key:p:tenant-1|total"]
+    assert budget.buckets("p", None)[1][0] == "key:p:anonymous|total"
+
+
+def test_key_scoped_caps_are_separate_per_key() -> None:
+    ledger = MemoryLedger()
+    c = _cascade(Budget(caps=(Cap(ONE_CALL, "total", "key"),), ledger=ledger), scores=(0.9, 0.9))
+    assert c.run("q", budget_key="alice").accepted
+    assert c.run("q", budget_key="bob").accepted
+    with pytest.raises(BudgetExceededError):
+        c.run("q", budget_key="alice")
+
+
+def test_window_cap_stop_returns_best_answer_mid_cascade() -> None:
+    ledger = MemoryLedger()
+    c = _cascade(Budget(caps=(Cap(ONE_CALL * 2, "total"),), ledger=ledger))
+    result = c.run("q")
+    assert result.reason == "budget" and result.tier == "medium"
+    assert ledger.spent("policy:p|total") == ONE_CALL * 2
+
+
+def test_reservation_covers_scorer_worst_case() -> None:
+    ledger = MemoryLedger()
+    c = _cascade(Budget(caps=(Cap(ONE_CALL * 2, "total"),), ledger=ledger), scores=(0.9, 0.9))
+    c.tiers[0].scorer.cost = ONE_CALL * 2  # type: ignore[union-attr]  # a scorer as costly as two calls
+    with pytest.raises(BudgetExceededError):
+        c.run("q")
+    assert ledger.spent("policy:p|total") == 0
+
+
+def test_failed_call_releases_its_hold() -> None:
+    from cascade import PermanentProviderError
+
+    ledger = MemoryLedger()
+    c = Cascade(
+        [tier("a", PermanentProviderError("x"), 0.9, 0.5), tier("b", "y")],
+        name="p",
+        budget=Budget(caps=(Cap(ONE_CALL, "total"),), ledger=ledger),
+    )
+    assert c.run("q").answer == "y"  # the failed tier's hold did not block the second
+    assert ledger.spent("policy:p|total") == ONE_CALL
+
+
+@pytest.mark.parametrize("ledger_kind", ["memory", "sqlite"])
+def test_concurrent_threads_never_exceed_cap(ledger_kind: str, tmp_path: Path) -> None:
+    ledger = MemoryLedger() if ledger_kind == "memory" else SQLiteLedger(tmp_path / "l.db")
+    cap = ONE_CALL * 25
+    c = Cascade(
+        [tier("a", ScriptedProvider("x", latency=0.002))],
+        name="p",
+        budget=Budget(caps=(Cap(cap, "total"),), ledger=ledger),
+    )
+    ok, refused = [], []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(10):
+            try:
+                c.run("q")
+                with lock:
+                    ok.append(1)
+            except BudgetExceededError:
+                with lock:
+                    refused.append(1)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ok) == 25 and len(refused) == 55
+    assert ledger.spent("policy:p|total") == cap
+
+
+def test_concurrent_async_runs_never_exceed_cap() -> None:
+    ledger = MemoryLedger()
+    cap = ONE_CALL * 30
+    c = Cascade(
+        [tier("a", ScriptedProvider("x", latency=0.005))],
+        name="p",
+        budget=Budget(caps=(Cap(cap, "total"),), ledger=ledger),
+    )
+    results = asyncio.run(c.abatch(["q"] * 200, concurrency=200, return_exceptions=True))
+    assert sum(isinstance(r, BudgetExceededError) for r in results) == 170
+    assert ledger.spent("policy:p|total") == cap
+
+
+def _hammer(path: str, n: int) -> int:
+    ledger = SQLiteLedger(path)
+    won = 0
+    for _ in range(n):
+        try:
+            hold = ledger.reserve([("b", Decimal("0.001") * 50)], Decimal("0.001"))
+        except BudgetExceededError:
+            continue
+        ledger.settle(hold, Decimal("0.001"))
+        won += 1
+    return won
+
+
+def test_sqlite_ledger_holds_across_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    SQLiteLedger(path)
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        won = sum(pool.starmap(_hammer, [(path, 30)] * 4))
+    assert won == 50
+    assert SQLiteLedger(path).spent("b") == Decimal("0.050")
+
+
+def test_expired_hold_stops_counting_but_settles() -> None:
+    ledger = MemoryLedger()
+    hold = ledger.reserve([("b", Decimal(1))], Decimal(1), ttl=-1)  # already expired
+    ledger.reserve([("b", Decimal(1))], Decimal("0.5"))  # room again
+    ledger.settle(hold, Decimal("0.25"))
+    assert ledger.spent("b") == Decimal("0.25")
+
+
+def test_sqlite_expired_hold_settles(tmp_path: Path) -> None:
+    ledger = SQLiteLedger(tmp_path / "l.db")
+    hold = ledger.reserve([("b", Decimal(1))], Decimal(1), ttl=-1)
+    ledger.reserve([("b", Decimal(1))], Decimal("0.5"))
+    ledger.settle(hold, Decimal("0.25"))
+    assert ledger.spent("b") == Decimal("0.25")

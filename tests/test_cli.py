@@ -1,0 +1,105 @@
+"""The `cascade` CLI: run (single, stdin, batch), validate, schema; one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from cascade.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = str(ROOT / "policies" / "demo.yaml")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_prints_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "run", "--policy", DEMO, "What is 2+2?")
+    assert (code, out) == (0, "2 + 2 = 4\n")
+
+
+def test_run_json_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "run", "-p", DEMO, "--json", "What is 2+2?")
+    data = json.loads(out)
+    assert code == 0 and data["tier"] == "strong"
+    assert [(a["tier"], a["decision"], a["score"]) for a in data["attempts"]] == [
+        ("cheap", "escalated", 0.0),
+        ("strong", "accepted", None),
+    ]
+    # cheap: 10 in x $0.15 + 10 out x $0.60 per M; strong: 20 x 2.5 + 8 x 10 per M
+    assert data["attempts"][0]["cost"] == "0.0000075"
+    assert data["attempts"][1]["cost"] == "0.00013"
+
+
+def test_run_explain_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "run", "-p", DEMO, "--explain", "hi")
+    assert code == 0 and "escalated: score 0.000 < 1.000" in err
+
+
+def test_run_reads_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is 2+2?\n"))
+    code, out, _ = run(capsys, "run", "-p", DEMO, "-")
+    assert (code, out) == (0, "2 + 2 = 4\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "-p", DEMO, "  "], "cascade: error: empty prompt\n"),
+        (["run", "-p", "missing.yaml", "hi"], "cascade: error: missing.yaml: no such policy file\n"),
+        (["run", "-p", DEMO], "cascade: error: give a prompt, - to read it from stdin, or --batch FILE\n"),
+        (["run", "-p", DEMO, "--batch", "nope.jsonl", "--out", "o.jsonl"], "cascade: error: nope.jsonl: no such file\n"),
+        (["run", "-p", DEMO, "--batch", "x.jsonl"], "cascade: error: --batch needs --out FILE for the results\n"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and err == message and "Traceback" not in err
+
+
+def test_invalid_policy_is_located(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(DEMO).read_text().replace("provider: scripted\n    model: strong", "provider: scripte\n    model: strong"))
+    code, _, err = run(capsys, "run", "-p", str(bad), "hi")
+    assert code == 2
+    assert err == f"cascade: error: {bad}:16:15: tiers[1].provider: unknown provider 'scripte' (did you mean 'scripted'?)\n"
+
+
+def test_batch_writes_results_in_order_and_summarises(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('"one"\n{"prompt": "two", "id": "b"}\n{"messages": [{"role": "user", "content": "three"}]}\n')
+    out_file = tmp_path / "o.jsonl"
+    code, out, _ = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", str(out_file))
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert code == 0 and [r["id"] for r in rows] == ["1", "b", "3"]
+    assert all(r["tier"] == "strong" for r in rows)
+    assert "3 prompts" in out and "  strong                    3 answered (100.0%)" in out
+    assert "total cost $0.000412" in out
+
+
+def test_batch_bad_line_is_reported(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('"one"\n{not json}\n')
+    code, _, err = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", str(tmp_path / "o"))
+    assert code == 2 and err.startswith(f"cascade: error: {prompts}:2: not JSON")
+
+
+def test_validate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "validate", DEMO)
+    assert code == 0 and "ok: demo: cheap (scripted:cheap-model) -> strong (scripted:strong-model)" in out
+    bad = tmp_path / "b.yaml"
+    bad.write_text("name: x\ntiers: []\n")
+    code, _, err = run(capsys, "validate", DEMO, str(bad))
+    assert code == 2 and f"{bad}:2:8: tiers: List should have at least 1 item after validation" in err
+
+
+def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema")
+    assert code == 0 and json.loads(out)["title"] == "Policy"

@@ -1,0 +1,154 @@
+"""Policy loading: every error names file:line:col and the field; env vars; the JSON schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cascade import PolicyError
+from cascade.policy import load, loads
+from cascade.policy.jsonschema import policy_json_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """\
+name: support
+tiers:
+  - name: small
+    provider: scripted
+    model: tiny
+    options: {answers: ["hi"]}
+    scorer: {kind: non_empty}
+    threshold: 0.5
+  - name: big
+    provider: scripted
+    model: huge
+    options: {answers: ["hello"]}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        loads(text, source="support.yaml")
+    return info.value.problems
+
+
+def test_good_policy_loads_with_defaults() -> None:
+    policy = loads(GOOD)
+    assert [t.name for t in policy.tiers] == ["small", "big"]
+    assert policy.on_exhausted == "return_best"
+    assert policy.budget.on_exceeded == "stop"
+    assert policy.tiers[0].params.max_tokens == 1024
+    assert policy.tiers[0].retry.attempts == 3
+
+
+def test_unknown_provider_suggests_the_close_name() -> None:
+    text = GOOD.replace("    provider: scripted\n    model: huge", "    provider: scriptd\n    model: huge")
+    assert problems(text) == [
+        "support.yaml:10:15: tiers[1].provider: unknown provider 'scriptd' (did you mean 'scripted'?)"
+    ]
+
+
+def test_unknown_field_is_named_with_suggestion() -> None:
+    text = GOOD.replace("    threshold: 0.5", "    treshold: 0.5")
+    assert problems(text) == ["support.yaml:8:5: tiers[0].treshold: unknown field (did you mean 'threshold'?)"]
+
+
+def test_unknown_field_suggestion_in_options() -> None:
+    text = GOOD.replace('options: {answers: ["hi"]}', 'options: {answer: ["hi"]}')
+    got = problems(text)
+    assert "support.yaml:6:15: tiers[0].options.answer: unknown field (did you mean 'answers'?)" in got
+    assert "support.yaml:6:14: tiers[0].options.answers: Field required" in got
+
+
+def test_duplicate_keys_are_rejected() -> None:
+    text = GOOD.replace("    model: tiny\n", "    model: tiny\n    model: small\n")
+    assert problems(text) == ["support.yaml:6:5: duplicate key 'model' (first defined on line 5)"]
+
+
+def test_bad_value_reports_input() -> None:
+    text = GOOD.replace("threshold: 0.5", "threshold: 1.5")
+    assert problems(text) == [
+        "support.yaml:8:16: tiers[0].threshold: Input should be less than or equal to 1 (got 1.5)"
+    ]
+
+
+def test_middle_tier_needs_a_scorer() -> None:
+    text = GOOD.replace("    scorer: {kind: non_empty}\n    threshold: 0.5\n", "")
+    assert problems(text) == [
+        "support.yaml:1:1: (policy): tier 'small' is not the last tier, so it needs a scorer and a threshold"
+    ]
+
+
+def test_unknown_scorer_kind_and_bad_scorer_options() -> None:
+    assert problems(GOOD.replace("kind: non_empty", "kind: non_empt")) == [
+        "support.yaml:7:20: tiers[0].scorer.kind: unknown scorer 'non_empt' (did you mean 'non_empty'?)"
+    ]
+    got = problems(GOOD.replace("{kind: non_empty}", "{kind: regex, pattern: '('}"))
+    assert got == [
+        "support.yaml:7:36: tiers[0].scorer.pattern: invalid regular expression:"
+        " missing ), unterminated subpattern at position 0 (got '(')"
+    ]
+
+
+def test_nested_scorer_errors_are_located() -> None:
+    text = GOOD.replace("{kind: non_empty}", "{kind: min, scorers: [{kind: non_empty}, {kind: regex}]}")
+    assert problems(text) == ["support.yaml:7:54: tiers[0].scorer.scorers[1].pattern: Field required"]
+
+
+def test_duplicate_tier_names() -> None:
+    text = GOOD.replace("name: big", "name: small")
+    assert problems(text) == ["support.yaml:1:1: (policy): duplicate tier name 'small'"]
+
+
+def test_yaml_syntax_error_has_location() -> None:
+    got = problems("name: x\ntiers: [\n")
+    assert len(got) == 1 and got[0].startswith("support.yaml:3:1: ")
+
+
+def test_not_a_mapping() -> None:
+    assert problems("- a\n- b\n") == ["support.yaml: a policy must be a mapping (name:, tiers:, ...)"]
+
+
+def test_env_interpolation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINY_MODEL", "tiny-2")
+    policy = loads(GOOD.replace("model: tiny", "model: ${TINY_MODEL}").replace("model: huge", "model: ${BIG:-huge-1}"))
+    assert [t.model for t in policy.tiers] == ["tiny-2", "huge-1"]
+
+
+def test_missing_env_var_is_an_error_naming_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE", raising=False)
+    assert problems(GOOD.replace("model: tiny", "model: ${NOPE}")) == [
+        "support.yaml:5:12: tiers[0].model: environment variable NOPE is not set (use ${NOPE:-default} for a default)"
+    ]
+
+
+def test_yaml_traps_do_not_silently_coerce() -> None:
+    # `no` would be False and `1.10` the float 1.1 with plain YAML: the model name must be a string
+    got = problems(GOOD.replace("model: tiny", "model: no"))
+    assert got == ["support.yaml:5:12: tiers[0].model: Input should be a valid string (got False)"]
+
+
+def test_missing_file() -> None:
+    with pytest.raises(PolicyError, match="nope.yaml: no such policy file"):
+        load("nope.yaml")
+
+
+def test_every_example_policy_loads() -> None:
+    files = sorted((ROOT / "policies").glob("*.yaml"))
+    assert len(files) >= 3
+    for f in files:
+        load(f)
+
+
+def test_committed_json_schema_is_fresh() -> None:
+    committed = json.loads((ROOT / "policies" / "policy.schema.json").read_text())
+    assert committed == policy_json_schema(), "run: cascade schema --out policies/policy.schema.json"
+
+
+def test_json_schema_spells_out_scorer_kinds() -> None:
+    schema = policy_json_schema()
+    kinds = {k["properties"]["kind"]["const"] for k in schema["$defs"]["ScorerSpec"]["oneOf"]}
+    assert {"non_empty", "regex", "json", "min", "all"} <= kinds
