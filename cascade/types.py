@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from cascade.errors import InvalidRequestError
+
 Role = Literal["system", "user", "assistant", "tool"]
 ZERO = Decimal(0)
 
@@ -42,7 +44,9 @@ class Request:
     """What the cascade is asked: the messages plus call-level options.
 
     ``tools`` are JSON-schema tool definitions (OpenAI function format) passed through to every
-    tier. ``metadata`` is free-form caller data (for example ``{"id": "q-17"}``, used by the replay
+    tier; ``tool_choice`` (OpenAI style: ``"auto"``, ``"none"``, ``"required"``/``"any"``, a tool
+    name, or ``{"type": "function", "function": {"name": ...}}``) says whether a tool call is
+    required. ``metadata`` is free-form caller data (for example ``{"id": "q-17"}``, used by the replay
     provider to find a recorded query). ``budget_key`` scopes window caps to a tenant or user.
     """
 
@@ -50,6 +54,7 @@ class Request:
     tools: tuple[Mapping[str, Any], ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     budget_key: str | None = None
+    tool_choice: str | Mapping[str, Any] | None = None
 
     @classmethod
     def of(
@@ -60,8 +65,6 @@ class Request:
         metadata: Mapping[str, Any] | None = None,
     ) -> Request:
         """Build a request from a string, a list of messages (objects or dicts) or a request."""
-        from cascade.errors import InvalidRequestError
-
         if isinstance(prompt, Request):
             return prompt
         if isinstance(prompt, str):

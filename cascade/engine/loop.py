@@ -116,19 +116,11 @@ Action = Call | Rate
 Outcome = CallOutcome | RateOutcome
 
 
-class _Quiet:
-    """A logger that drops everything (when nobody listens, logging costs nothing)."""
-
-    def info(self, *_: Any, **__: Any) -> None:
-        return None
-
-    warning = info
-
-
 def _logger() -> Any:
+    """The event logger, or None when nobody listens (then events cost nothing to build)."""
     if structlog.is_configured() or _stdlib.isEnabledFor(logging.INFO):
         return get_logger()
-    return _Quiet()
+    return None
 
 
 @dataclass(slots=True)
@@ -143,14 +135,15 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
     """Run the cascade for ``request``; yields actions, returns the result."""
     log = _logger()
     started = time.perf_counter()
-    run_id = uuid.uuid4().hex[:12]
-    log.info(
-        "cascade.run_started",
-        run_id=run_id,
-        policy=s.name,
-        tiers=[t.name for t in s.tiers],
-        **({"prompt": request.prompt} if s.include_text else {}),
-    )
+    run_id = uuid.uuid4().hex[:12] if log is not None else ""
+    if log is not None:
+        log.info(
+            "cascade.run_started",
+            run_id=run_id,
+            policy=s.name,
+            tiers=[t.name for t in s.tiers],
+            **({"prompt": request.prompt} if s.include_text else {}),
+        )
     attempts: list[Attempt] = []
     candidates: list[_Candidate] = []
     spent = ZERO
@@ -170,18 +163,19 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
             latency_s=time.perf_counter() - started,
             sample=c.sample,
         )
-        log.info(
-            "cascade.finished",
-            run_id=run_id,
-            policy=s.name,
-            tier=c.tier.name,
-            model=c.model,
-            accepted=accepted,
-            reason=reason,
-            cost=str(result.cost),
-            latency_ms=round(result.latency_s * 1000, 3),
-            **({"answer": c.sample.text} if s.include_text else {}),
-        )
+        if log is not None:
+            log.info(
+                "cascade.finished",
+                run_id=run_id,
+                policy=s.name,
+                tier=c.tier.name,
+                model=c.model,
+                accepted=accepted,
+                reason=reason,
+                cost=str(result.cost),
+                latency_ms=round(result.latency_s * 1000, 3),
+                **({"answer": c.sample.text} if s.include_text else {}),
+            )
         return result
 
     for index, tier in enumerate(s.tiers):
@@ -209,7 +203,8 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
                 refusal = exc
         if refusal is not None:
             attempts.append(Attempt(**base, decision="stopped", reason=f"budget: {refusal}"))
-            log.warning("cascade.budget_stop", run_id=run_id, **base, cap=refusal.cap, needed=str(worst))
+            if log is not None:
+                log.warning("cascade.budget_stop", run_id=run_id, **base, cap=refusal.cap, needed=str(worst))
             if s.budget.on_exceeded == "raise" or not candidates:
                 refusal.attempts = tuple(attempts)
                 raise refusal
@@ -235,15 +230,16 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
                     error=str(err),
                 )
             )
-            log.warning(
-                "cascade.attempt_failed",
-                run_id=run_id,
-                **base,
-                error=type(err).__name__,
-                status_code=err.status_code,
-                retries=call.retries,
-                latency_ms=round(latency * 1000, 3),
-            )
+            if log is not None:
+                log.warning(
+                    "cascade.attempt_failed",
+                    run_id=run_id,
+                    **base,
+                    error=type(err).__name__,
+                    status_code=err.status_code,
+                    retries=call.retries,
+                    latency_ms=round(latency * 1000, 3),
+                )
             continue
         completion = call.completion
         cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
@@ -293,29 +289,32 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
                 score_detail=dict(score.detail) if score is not None else {},
             )
         )
-        log.info(
-            "cascade.attempt_scored",
-            run_id=run_id,
-            **base,
-            decision=decision,
-            score=value,
-            threshold=tier.threshold,
-            samples=len(completion.samples),
-            cost=str(cost),
-            scorer_cost=str(scorer_cost),
-            latency_ms=round(latency * 1000, 3),
-            retries=call.retries,
-        )
+        if log is not None:
+            log.info(
+                "cascade.attempt_scored",
+                run_id=run_id,
+                **base,
+                decision=decision,
+                score=value,
+                threshold=tier.threshold,
+                samples=len(completion.samples),
+                cost=str(cost),
+                scorer_cost=str(scorer_cost),
+                latency_ms=round(latency * 1000, 3),
+                retries=call.retries,
+            )
         candidate = _Candidate(sample, value, tier, completion.model or model)
         if accepted:
             return finish(candidate, True, "accepted")
         candidates.append(candidate)
         if not is_last:
-            log.info("cascade.escalated", run_id=run_id, **base, reason=reason)
+            if log is not None:
+                log.info("cascade.escalated", run_id=run_id, **base, reason=reason)
 
     # 5. nothing accepted
     if not candidates:
-        log.warning("cascade.all_failed", run_id=run_id, policy=s.name)
+        if log is not None:
+            log.warning("cascade.all_failed", run_id=run_id, policy=s.name)
         raise AllTiersFailedError(
             f"every tier of policy {s.name!r} failed: "
             + "; ".join(f"{a.tier}: {a.error or a.reason}" for a in attempts),

@@ -1,0 +1,113 @@
+"""Engine overhead: per request and per attempt, and 1,000 concurrent `arun` calls.
+
+    .venv/bin/python benchmarks/overhead.py
+
+1. Three scripted tiers at zero latency, every tier scored and escalated (3 attempts per request).
+   The engine's overhead is the time per request minus the time of the same provider and scorer
+   calls made directly (what any caller would pay anyway).
+2. 1,000 concurrent `arun` calls against scripted tiers sleeping 20 ms; the latency-bound minimum
+   is 20 ms per tier called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from decimal import Decimal
+
+from cascade import Budget, Cap, Cascade, Price, Request, Tier
+from cascade.budget.memory import MemoryLedger
+from cascade.testing import FixedScorer, ScriptedProvider
+
+PRICE = Price(Decimal("0.15"), Decimal("0.60"))
+
+
+def make(latency: float = 0.0, budget: Budget | None = None, first_accepts: bool = False) -> Cascade:
+    tiers = [
+        Tier("small", ScriptedProvider("a", latency=latency), PRICE, FixedScorer(0.9 if first_accepts else 0.1), 0.5),
+        Tier("medium", ScriptedProvider("b", latency=latency), PRICE, FixedScorer(0.1), 0.5),
+        Tier("large", ScriptedProvider("c", latency=latency), PRICE),
+    ]
+    return Cascade(tiers, name="bench", budget=budget)
+
+
+def per_request(cascade: Cascade, n: int) -> float:
+    best = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            cascade.run("What is 2+2?")
+        best.append((time.perf_counter() - t) / n)
+    return min(best)
+
+
+def bare(cascade: Cascade, n: int) -> float:
+    """The provider and scorer calls alone, as a caller would make them without cascade."""
+    request = Request.of("What is 2+2?")
+    best = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            for tier in cascade.tiers:
+                completion = tier.provider.complete(request, 1)
+                if tier.scorer is not None:
+                    tier.scorer.score(request, completion)
+        best.append((time.perf_counter() - t) / n)
+    return min(best)
+
+
+async def bare_concurrent(cascade: Cascade, n: int, tiers: int) -> float:
+    """The same simulated calls awaited directly (the floor asyncio itself imposes here)."""
+    request = Request.of("q")
+
+    async def one() -> None:
+        for tier in cascade.tiers[:tiers]:
+            await tier.provider.acomplete(request, 1)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return time.perf_counter() - t
+
+
+async def concurrent(cascade: Cascade, n: int) -> float:
+    t = time.perf_counter()
+    await asyncio.gather(*(cascade.arun(f"q{i}") for i in range(n)))
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    n = 5000
+    print("## Engine overhead (scripted provider, zero latency, 3 tiers, 3 attempts per request)\n")
+    print("| setting | time per request | bare calls | engine overhead per request | per attempt |")
+    print("|---|---|---|---|---|")
+    for label, budget in [
+        ("no caps", None),
+        ("per-request cap", Budget(per_request=Decimal("0.01"))),
+        ("per-request + day cap (memory ledger)", Budget(per_request=Decimal("0.01"), caps=(Cap(Decimal(10**6), "day"),), ledger=MemoryLedger())),
+    ]:
+        c = make(budget=budget)
+        total = per_request(c, n)
+        b = bare(c, n)
+        over = total - b
+        print(f"| {label} | {total * 1e3:.3f} ms | {b * 1e3:.3f} ms | {over * 1e3:.3f} ms | {over / 3 * 1e3:.3f} ms |")
+
+    print("\n## 1,000 concurrent `arun` calls, 20 ms simulated latency per call\n")
+    print(
+        "| tiers called per request | cascade wall time (median of 3) | same calls awaited bare"
+        " | latency-bound minimum | cascade / minimum |"
+    )
+    print("|---|---|---|---|---|")
+    for first_accepts, tiers_called in [(True, 1), (False, 3)]:
+        c = make(latency=0.02, first_accepts=first_accepts)
+        wall = statistics.median(asyncio.run(concurrent(c, 1000)) for _ in range(3))
+        floor_bare = statistics.median(asyncio.run(bare_concurrent(c, 1000, tiers_called)) for _ in range(3))
+        floor = 0.02 * tiers_called
+        print(
+            f"| {tiers_called} | {wall * 1e3:.1f} ms | {floor_bare * 1e3:.1f} ms | {floor * 1e3:.0f} ms"
+            f" | {wall / floor:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
