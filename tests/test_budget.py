@@ -194,3 +194,10 @@ def test_sqlite_expired_hold_settles(tmp_path: Path) -> None:
     ledger.reserve([("b", Decimal(1))], Decimal("0.5"))
     ledger.settle(hold, Decimal("0.25"))
     assert ledger.spent("b") == Decimal("0.25")
+
+
+def test_caps_without_a_ledger_still_hold() -> None:
+    c = _cascade(Budget(caps=(Cap(ONE_CALL, "total"),)), scores=(0.9, 0.9))
+    c.run("q")
+    with pytest.raises(BudgetExceededError):
+        c.run("q")

@@ -45,6 +45,13 @@ class Budget:
     hold_ttl: float = 600.0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
+    def __post_init__(self) -> None:
+        if self.caps and self.ledger is None:
+            from cascade.budget.memory import MemoryLedger
+
+            # caps must never be silently ignored: without a ledger they live in this process
+            object.__setattr__(self, "ledger", MemoryLedger())
+
     def buckets(self, policy: str, key: str | None) -> Sequence[tuple[str, Decimal]]:
         """The (bucket, limit) pairs a request with caller ``key`` is charged against now."""
         if not self.caps:
