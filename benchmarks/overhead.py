@@ -25,7 +25,13 @@ PRICE = Price(Decimal("0.15"), Decimal("0.60"))
 
 def make(latency: float = 0.0, budget: Budget | None = None, first_accepts: bool = False) -> Cascade:
     tiers = [
-        Tier("small", ScriptedProvider("a", latency=latency), PRICE, FixedScorer(0.9 if first_accepts else 0.1), 0.5),
+        Tier(
+            "small",
+            ScriptedProvider("a", latency=latency),
+            PRICE,
+            FixedScorer(0.9 if first_accepts else 0.1),
+            0.5,
+        ),
         Tier("medium", ScriptedProvider("b", latency=latency), PRICE, FixedScorer(0.1), 0.5),
         Tier("large", ScriptedProvider("c", latency=latency), PRICE),
     ]
@@ -84,13 +90,19 @@ def main() -> None:
     for label, budget in [
         ("no caps", None),
         ("per-request cap", Budget(per_request=Decimal("0.01"))),
-        ("per-request + day cap (memory ledger)", Budget(per_request=Decimal("0.01"), caps=(Cap(Decimal(10**6), "day"),), ledger=MemoryLedger())),
+        (
+            "per-request + day cap (memory ledger)",
+            Budget(per_request=Decimal("0.01"), caps=(Cap(Decimal(10**6), "day"),), ledger=MemoryLedger()),
+        ),
     ]:
         c = make(budget=budget)
         total = per_request(c, n)
         b = bare(c, n)
         over = total - b
-        print(f"| {label} | {total * 1e3:.3f} ms | {b * 1e3:.3f} ms | {over * 1e3:.3f} ms | {over / 3 * 1e3:.3f} ms |")
+        print(
+            f"| {label} | {total * 1e3:.3f} ms | {b * 1e3:.3f} ms | {over * 1e3:.3f} ms"
+            f" | {over / 3 * 1e3:.3f} ms |"
+        )
 
     print("\n## 1,000 concurrent `arun` calls, 20 ms simulated latency per call\n")
     print(

@@ -24,12 +24,18 @@ def tier(
     retry: RetryPolicy = NO_WAIT,
     **kw: Any,
 ) -> Tier:
-    provider = answer if isinstance(answer, ScriptedProvider) else ScriptedProvider(answer, model=f"{name}-model", **kw)
+    provider = (
+        answer
+        if isinstance(answer, ScriptedProvider)
+        else ScriptedProvider(answer, model=f"{name}-model", **kw)
+    )
     scorer = FixedScorer(score) if score is not None else None
     return Tier(name, provider, price, scorer, threshold, retry, provider_kind="scripted")
 
 
-def three(scores: tuple[float, float] = (0.2, 0.3), thresholds: tuple[float, float] = (0.5, 0.5), **kw: Any) -> Cascade:
+def three(
+    scores: tuple[float, float] = (0.2, 0.3), thresholds: tuple[float, float] = (0.5, 0.5), **kw: Any
+) -> Cascade:
     return Cascade(
         [
             tier("small", "s", scores[0], thresholds[0]),

@@ -71,7 +71,10 @@ def test_month_and_total_windows_bucket_names() -> None:
         caps=(Cap(Decimal(1), "month"), Cap(Decimal(5), "total", "key")),
         clock=lambda: datetime(2026, 2, 3, tzinfo=UTC),
     )
-    assert [b for b, _ in budget.buckets("p", "tenant-1")] == ["policy:p|month:2026-02", "key:p:tenant-1|total"]
+    assert [b for b, _ in budget.buckets("p", "tenant-1")] == [
+        "policy:p|month:2026-02",
+        "key:p:tenant-1|total",
+    ]
     assert budget.buckets("p", None)[1][0] == "key:p:anonymous|total"
 
 

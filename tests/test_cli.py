@@ -55,26 +55,45 @@ def test_run_reads_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
         (["run", "-p", DEMO, "  "], "cascade: error: empty prompt\n"),
         (["run", "-p", "missing.yaml", "hi"], "cascade: error: missing.yaml: no such policy file\n"),
         (["run", "-p", DEMO], "cascade: error: give a prompt, - to read it from stdin, or --batch FILE\n"),
-        (["run", "-p", DEMO, "--batch", "nope.jsonl", "--out", "o.jsonl"], "cascade: error: nope.jsonl: no such file\n"),
-        (["run", "-p", DEMO, "--batch", "x.jsonl"], "cascade: error: --batch needs --out FILE for the results\n"),
+        (
+            ["run", "-p", DEMO, "--batch", "nope.jsonl", "--out", "o.jsonl"],
+            "cascade: error: nope.jsonl: no such file\n",
+        ),
+        (
+            ["run", "-p", DEMO, "--batch", "x.jsonl"],
+            "cascade: error: --batch needs --out FILE for the results\n",
+        ),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+def test_bad_input_is_one_line_and_nonzero(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     code, out, err = run(capsys, *argv)
     assert code == 2 and err == message and "Traceback" not in err
 
 
 def test_invalid_policy_is_located(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(Path(DEMO).read_text().replace("provider: scripted\n    model: strong", "provider: scripte\n    model: strong"))
+    bad.write_text(
+        Path(DEMO)
+        .read_text()
+        .replace("provider: scripted\n    model: strong", "provider: scripte\n    model: strong")
+    )
     code, _, err = run(capsys, "run", "-p", str(bad), "hi")
     assert code == 2
-    assert err == f"cascade: error: {bad}:16:15: tiers[1].provider: unknown provider 'scripte' (did you mean 'scripted'?)\n"
+    assert (
+        err
+        == f"cascade: error: {bad}:16:15: tiers[1].provider: unknown provider 'scripte' (did you mean 'scripted'?)\n"
+    )
 
 
-def test_batch_writes_results_in_order_and_summarises(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_batch_writes_results_in_order_and_summarises(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text('"one"\n{"prompt": "two", "id": "b"}\n{"messages": [{"role": "user", "content": "three"}]}\n')
+    prompts.write_text(
+        '"one"\n{"prompt": "two", "id": "b"}\n{"messages": [{"role": "user", "content": "three"}]}\n'
+    )
     out_file = tmp_path / "o.jsonl"
     code, out, _ = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", str(out_file))
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]

@@ -115,7 +115,11 @@ def test_every_tier_failing_raises_with_all_attempts() -> None:
     c = Cascade(
         [
             tier("a", PermanentProviderError("a down"), 0.9, 0.5),
-            tier("b", TransientProviderError("b down"), retry=RetryPolicy(attempts=2, initial=0, max_wait=0, jitter=0)),
+            tier(
+                "b",
+                TransientProviderError("b down"),
+                retry=RetryPolicy(attempts=2, initial=0, max_wait=0, jitter=0),
+            ),
         ]
     )
     with pytest.raises(AllTiersFailedError) as info:
@@ -143,7 +147,12 @@ def test_transient_errors_are_retried_then_succeed() -> None:
 
 def test_retry_attempts_cap_the_calls() -> None:
     p = ScriptedProvider(TransientProviderError("down"))
-    c = Cascade([tier("a", p, 0.9, 0.5, retry=RetryPolicy(attempts=4, initial=0, max_wait=0, jitter=0)), tier("b", "y")])
+    c = Cascade(
+        [
+            tier("a", p, 0.9, 0.5, retry=RetryPolicy(attempts=4, initial=0, max_wait=0, jitter=0)),
+            tier("b", "y"),
+        ]
+    )
     result = c.run("q")
     assert len(p.calls) == 4
     assert result.attempts[0].retries == 3 and result.answer == "y"

@@ -15,7 +15,11 @@ SECRET_PROMPT = "my card number is 4111"
 
 def _cascade(include_text: bool = False) -> Cascade:
     return Cascade(
-        [tier("a", "alpha-answer", 0.1, 0.5), tier("b", PermanentProviderError("x"), 0.9, 0.5), tier("c", "gamma")],
+        [
+            tier("a", "alpha-answer", 0.1, 0.5),
+            tier("b", PermanentProviderError("x"), 0.9, 0.5),
+            tier("c", "gamma"),
+        ],
         name="p",
         include_text=include_text,
     )
@@ -34,7 +38,12 @@ def test_every_step_is_an_event_without_text() -> None:
         "cascade.finished",
     ]
     scored = logs[1]
-    assert (scored["tier"], scored["decision"], scored["score"], scored["threshold"]) == ("a", "escalated", 0.1, 0.5)
+    assert (scored["tier"], scored["decision"], scored["score"], scored["threshold"]) == (
+        "a",
+        "escalated",
+        0.1,
+        0.5,
+    )
     assert "cost" in scored and "latency_ms" in scored
     assert len({e["run_id"] for e in logs}) == 1
     blob = repr(logs)

@@ -53,7 +53,9 @@ def test_unknown_provider_suggests_the_close_name() -> None:
 
 def test_unknown_field_is_named_with_suggestion() -> None:
     text = GOOD.replace("    threshold: 0.5", "    treshold: 0.5")
-    assert problems(text) == ["support.yaml:8:5: tiers[0].treshold: unknown field (did you mean 'threshold'?)"]
+    assert problems(text) == [
+        "support.yaml:8:5: tiers[0].treshold: unknown field (did you mean 'threshold'?)"
+    ]
 
 
 def test_unknown_field_suggestion_in_options() -> None:
@@ -114,7 +116,9 @@ def test_not_a_mapping() -> None:
 
 def test_env_interpolation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TINY_MODEL", "tiny-2")
-    policy = loads(GOOD.replace("model: tiny", "model: ${TINY_MODEL}").replace("model: huge", "model: ${BIG:-huge-1}"))
+    policy = loads(
+        GOOD.replace("model: tiny", "model: ${TINY_MODEL}").replace("model: huge", "model: ${BIG:-huge-1}")
+    )
     assert [t.model for t in policy.tiers] == ["tiny-2", "huge-1"]
 
 
@@ -132,7 +136,7 @@ def test_yaml_traps_do_not_silently_coerce() -> None:
 
 
 def test_missing_file() -> None:
-    with pytest.raises(PolicyError, match="nope.yaml: no such policy file"):
+    with pytest.raises(PolicyError, match=r"nope\.yaml: no such policy file"):
         load("nope.yaml")
 
 

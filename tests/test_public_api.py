@@ -19,5 +19,7 @@ def test_import_is_light() -> None:
         "import sys, cascade; heavy = [m for m in ('openai', 'anthropic', 'langchain_core', 'numpy', 'httpx2')"
         " if m in sys.modules]; print(','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == ""

@@ -27,19 +27,62 @@ def tiny(tmp_path: Path) -> Path:
             "reference": "4",
             "responses": {
                 "weak": [
-                    {"text": "5", "answer": "5", "quality": 0.0, "input_tokens": 100, "output_tokens": 5, "cost_usd": 0.001, "variant": "cot"},
-                    {"text": "4", "answer": "4", "quality": 1.0, "input_tokens": 100, "output_tokens": 7, "cost_usd": 0.002, "variant": "pot"},
+                    {
+                        "text": "5",
+                        "answer": "5",
+                        "quality": 0.0,
+                        "input_tokens": 100,
+                        "output_tokens": 5,
+                        "cost_usd": 0.001,
+                        "variant": "cot",
+                    },
+                    {
+                        "text": "4",
+                        "answer": "4",
+                        "quality": 1.0,
+                        "input_tokens": 100,
+                        "output_tokens": 7,
+                        "cost_usd": 0.002,
+                        "variant": "pot",
+                    },
                 ],
-                "strong": [{"text": "4", "answer": "4", "quality": 1.0, "input_tokens": 100, "output_tokens": 3, "cost_usd": 0.01}],
+                "strong": [
+                    {
+                        "text": "4",
+                        "answer": "4",
+                        "quality": 1.0,
+                        "input_tokens": 100,
+                        "output_tokens": 3,
+                        "cost_usd": 0.01,
+                    }
+                ],
             },
         },
-        {"id": "q2", "prompt": "Capital of France?", "reference": "Paris", "responses": {"strong": [{"text": "Paris", "answer": "Paris", "quality": 1.0, "input_tokens": 10, "output_tokens": 1, "cost_usd": None}]}},
+        {
+            "id": "q2",
+            "prompt": "Capital of France?",
+            "reference": "Paris",
+            "responses": {
+                "strong": [
+                    {
+                        "text": "Paris",
+                        "answer": "Paris",
+                        "quality": 1.0,
+                        "input_tokens": 10,
+                        "output_tokens": 1,
+                        "cost_usd": None,
+                    }
+                ]
+            },
+        },
     ]
     path = tmp_path / "tiny.jsonl.gz"
     with gzip.open(path, "wt") as fh:
         for r in rows:
             fh.write(json.dumps(r) + "\n")
-    (tmp_path / "tiny.card.json").write_text(json.dumps({"models": {"weak": {"input_usd_per_mtok": 1, "output_usd_per_mtok": 2}}}))
+    (tmp_path / "tiny.card.json").write_text(
+        json.dumps({"models": {"weak": {"input_usd_per_mtok": 1, "output_usd_per_mtok": 2}}})
+    )
     return path
 
 
@@ -66,11 +109,11 @@ def test_lookup_by_id_and_missing_cost(tiny: Path) -> None:
 
 
 def test_unknown_prompt_and_model_are_clear_errors(tiny: Path) -> None:
-    with pytest.raises(PermanentProviderError, match="prompt not found in tiny.jsonl.gz"):
+    with pytest.raises(PermanentProviderError, match=r"prompt not found in tiny\.jsonl\.gz"):
         ReplayProvider(str(tiny), "strong").complete(Request.of("never recorded"))
     with pytest.raises(PermanentProviderError, match="weak has no recorded answer for record 'q2'"):
         ReplayProvider(str(tiny), "weak").complete(Request.of("Capital of France?"))
-    with pytest.raises(ConfigurationError, match="model 'strnog' is not in the file .did you mean 'strong'"):
+    with pytest.raises(ConfigurationError, match=r"model 'strnog' is not in the file \(did you mean 'strong'"):
         ReplayProvider(str(tiny), "strnog")
 
 
@@ -103,7 +146,9 @@ def test_gsm8k_three_tier_policy_from_python_and_cli(
     assert escalated.cost == sum(a.total_cost for a in escalated.attempts)
     # async gives the same decisions
     again = asyncio.run(c.arun(escalated.attempts and records[results.index(escalated)].prompt))
-    assert [(a.tier, a.decision, a.cost) for a in again.attempts] == [(a.tier, a.decision, a.cost) for a in escalated.attempts]
+    assert [(a.tier, a.decision, a.cost) for a in again.attempts] == [
+        (a.tier, a.decision, a.cost) for a in escalated.attempts
+    ]
     # the CLI prints the same trace
     code = main(["run", "-p", str(policy), "--json", records[results.index(escalated)].prompt])
     data = json.loads(capsys.readouterr().out)

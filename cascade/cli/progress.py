@@ -8,7 +8,9 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, total: int, label: str = "", stream: TextIO | None = None, force: bool = False) -> None:
+    def __init__(
+        self, total: int, label: str = "", stream: TextIO | None = None, force: bool = False
+    ) -> None:
         self.total = max(total, 0)
         self.label = label
         self.stream = stream or sys.stderr

@@ -23,9 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", "-p", required=True, help="policy YAML file")
     parser.add_argument("prompt", nargs="?", help="the prompt, or - to read it from stdin")
     parser.add_argument("--json", action="store_true", help="print the full trace as JSON")
-    parser.add_argument("--explain", action="store_true", help="print the decision trace after the answer")
     parser.add_argument(
-        "--batch", metavar="FILE", help="JSON Lines of prompts: a string, or {prompt|messages, id, budget_key}"
+        "--explain", action="store_true", help="print the decision trace (to stderr) after the answer"
+    )
+    parser.add_argument(
+        "--batch",
+        metavar="FILE",
+        help="JSON Lines of prompts: a string, or {prompt|messages, id, budget_key}",
     )
     parser.add_argument("--out", metavar="FILE", help="where batch results go (JSON Lines, input order)")
     parser.add_argument("--concurrency", type=int, default=16, help="batch runs at once (default 16)")
@@ -74,7 +78,9 @@ def _read_batch(path: Path) -> list[dict[str, Any]]:
             if isinstance(obj, str):
                 obj = {"prompt": obj}
             if not isinstance(obj, dict) or not (obj.get("prompt") or obj.get("messages")):
-                raise UsageError(f"{path}:{lineno}: expected a string or an object with 'prompt' or 'messages'")
+                raise UsageError(
+                    f"{path}:{lineno}: expected a string or an object with 'prompt' or 'messages'"
+                )
             obj.setdefault("id", str(lineno))
             items.append(obj)
     if not items:

@@ -307,9 +307,8 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
         if accepted:
             return finish(candidate, True, "accepted")
         candidates.append(candidate)
-        if not is_last:
-            if log is not None:
-                log.info("cascade.escalated", run_id=run_id, **base, reason=reason)
+        if not is_last and log is not None:
+            log.info("cascade.escalated", run_id=run_id, **base, reason=reason)
 
     # 5. nothing accepted
     if not candidates:

@@ -195,7 +195,8 @@ def validate(data: Any, *, source: str = "<policy>", text: str | None = None) ->
     try:
         policy = Policy.model_validate(data)
     except ValidationError as err:
-        raise PolicyError([locator.problem(loc, msg) for loc, msg in _pydantic_problems(err, (), Policy)]) from None
+        found = _pydantic_problems(err, (), Policy)
+        raise PolicyError([locator.problem(loc, msg) for loc, msg in found]) from None
     problems: list[tuple[Loc, str]] = []
     for i, tier in enumerate(policy.tiers):
         cls = PROVIDERS.get(tier.provider)

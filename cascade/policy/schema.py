@@ -160,9 +160,7 @@ class Policy(Strict):
         seen: set[str] = set()
         for tier in self.tiers:
             if tier.name in seen:
-                raise PydanticCustomError(
-                    "duplicate_tier", f"duplicate tier name {tier.name!r}"
-                )
+                raise PydanticCustomError("duplicate_tier", f"duplicate tier name {tier.name!r}")
             seen.add(tier.name)
         for tier in self.tiers[:-1]:
             if tier.scorer is None:
