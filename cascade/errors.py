@@ -96,7 +96,15 @@ class PermanentProviderError(ProviderError):
 
 
 class ScorerError(CascadeError):
-    """A scorer could not score (its own call failed, or its verdict could not be parsed)."""
+    """A scorer could not score (its own call failed, or its verdict could not be parsed).
+
+    ``cost`` is what the scorer spent before failing (a judge whose verdict did not parse was
+    still billed); the engine adds it to the attempt's cost and settles it against the caps.
+    """
+
+    def __init__(self, message: str, *, cost: Decimal = Decimal(0)) -> None:
+        super().__init__(message)
+        self.cost = cost
 
 
 class BudgetExceededError(CascadeError):

@@ -89,7 +89,9 @@ def build(
         policy = loader.load(path)
     else:
         base = Path(base_dir) if base_dir is not None else Path.cwd()
-    ctx = BuildContext(base, overrides={k: _as_provider(v) for k, v in (providers or {}).items()})
+    specs = {t.name: t for t in policy.tiers}
+    overrides = {k: _as_provider(v, specs.get(k)) for k, v in (providers or {}).items()}
+    ctx = BuildContext(base, overrides=overrides)
     tiers = []
     for spec in policy.tiers:
         ctx.tier = spec
@@ -132,7 +134,7 @@ def _ledger(kind: str, path: str | None, ctx: BuildContext) -> Ledger:
     return ledger
 
 
-def _as_provider(obj: Any) -> Provider:
+def _as_provider(obj: Any, spec: TierSpec | None = None) -> Provider:
     if isinstance(obj, Provider):
         return obj
     try:
@@ -142,7 +144,13 @@ def _as_provider(obj: Any) -> Provider:
     if isinstance(obj, BaseChatModel):
         from cascade.providers.langchain import LangChainProvider
 
-        return LangChainProvider(obj)
+        if spec is None:
+            return LangChainProvider(obj)
+        # the policy's max_tokens bounds budget reservations when set, else the model's own setting
+        set_here = "max_tokens" in spec.params.model_fields_set
+        return LangChainProvider(
+            obj, max_tokens=spec.params.max_tokens if set_here else None, stop=spec.params.stop
+        )
     raise TypeError(f"not a provider or LangChain chat model: {obj!r}")
 
 

@@ -1,0 +1,242 @@
+"""Anthropic messages API (kind ``anthropic``).
+
+System messages become the ``system`` parameter; tool results and assistant tool calls become
+``tool_result`` / ``tool_use`` blocks; tools in OpenAI function format are converted to Anthropic's
+(tools already in Anthropic's format pass through). The API has no ``n``: ``n`` samples are ``n``
+calls, at most ``parallel`` at once (threads for ``complete``, tasks for ``acomplete``), each
+billed for the prompt. ``temperature`` / ``top_p`` / ``params.extra`` travel in the request body.
+Usage keeps ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` apart from input.
+
+The SDK client is built with ``max_retries=0`` and the tier's timeout: :mod:`cascade.retry` is the
+only retry layer. Token logprobs and ``seed`` do not exist in this API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+from pydantic import BaseModel, ConfigDict, Field
+
+from cascade.errors import ConfigurationError
+from cascade.policy.schema import GenerationParams, TierSpec
+from cascade.providers import _sdk
+from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
+
+
+def to_anthropic_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI-format function tool as an Anthropic tool (Anthropic-format tools pass through)."""
+    if "input_schema" in tool or "function" not in tool:
+        return dict(tool)
+    fn = tool["function"]
+    out: dict[str, Any] = {
+        "name": fn["name"],
+        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    return out
+
+
+def to_anthropic_tool_choice(choice: str | Mapping[str, Any]) -> dict[str, Any]:
+    """``Request.tool_choice`` (OpenAI style, or already Anthropic's) in Anthropic's form."""
+    if isinstance(choice, str):
+        if choice in ("auto", "none", "any"):
+            return {"type": choice}
+        if choice == "required":
+            return {"type": "any"}
+        return {"type": "tool", "name": choice}
+    fn = choice.get("function")
+    if choice.get("type") == "function" and isinstance(fn, Mapping):
+        return {"type": "tool", "name": fn["name"]}
+    return dict(choice)
+
+
+def to_anthropic_messages(messages: tuple[Message, ...]) -> tuple[str | None, list[dict[str, Any]]]:
+    """``(system, messages)`` in the Anthropic wire format; consecutive same-role turns merged."""
+    system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content) or None
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        blocks: list[dict[str, Any]]
+        if m.role == "tool":
+            role = "user"
+            blocks = [{"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content}]
+        else:
+            role = m.role
+            blocks = [{"type": "text", "text": m.content}] if m.content else []
+            blocks += [
+                {"type": "tool_use", "id": tc.id, "name": tc.name, "input": dict(tc.arguments)}
+                for tc in m.tool_calls
+            ]
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return system, out
+
+
+def usage_of(u: Any) -> Usage:
+    """Our :class:`Usage` from an Anthropic ``usage`` (cache reads and writes counted apart)."""
+    if u is None:
+        return Usage()
+    return Usage(
+        int(u.input_tokens or 0),
+        int(u.output_tokens or 0),
+        int(getattr(u, "cache_read_input_tokens", 0) or 0),
+        int(getattr(u, "cache_creation_input_tokens", 0) or 0),
+    )
+
+
+def parse(message: Any, latency_s: float = 0.0) -> Completion:
+    """Our :class:`Completion` (one sample) from an Anthropic ``Message``."""
+    text = "".join(b.text for b in message.content if b.type == "text")
+    calls = tuple(
+        ToolCall(b.name, dict(b.input) if isinstance(b.input, Mapping) else {"_value": b.input}, b.id)
+        for b in message.content
+        if b.type == "tool_use"
+    )
+    return Completion(
+        samples=(Sample(text, tool_calls=calls, finish_reason=message.stop_reason),),
+        usage=usage_of(message.usage),
+        model=message.model,
+        request_id=getattr(message, "_request_id", None),
+        latency_s=latency_s,
+        raw={"id": message.id},
+    )
+
+
+class AnthropicProvider:
+    """A tier answered by Anthropic's messages API."""
+
+    kind = "anthropic"
+
+    class Options(BaseModel):
+        """Provider options for ``provider: anthropic``."""
+
+        model_config = ConfigDict(extra="forbid")
+        api_key_env: str = Field("ANTHROPIC_API_KEY", description="Environment variable holding the key.")
+        base_url: str | None = Field(None, description="Another endpoint (a gateway or proxy).")
+        stream: bool = Field(
+            False,
+            description="Stream the response (needed for very large max_tokens); assembled before scoring.",
+        )
+        parallel: int = Field(4, ge=1, le=32, description="Concurrent calls when sampling several answers.")
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        params: GenerationParams | None = None,
+        timeout: float = 60.0,
+        stream: bool = False,
+        parallel: int = 4,
+    ) -> None:
+        self.model = model
+        self.params = params or GenerationParams()
+        if self.params.seed is not None:
+            raise ConfigurationError(f"anthropic model {model!r}: the messages API has no seed")
+        self.timeout = timeout
+        self.stream = stream
+        self.parallel = parallel
+        self.free = False
+        client_kw: dict[str, Any] = {"api_key": api_key, "timeout": timeout, "max_retries": 0}
+        if base_url:
+            client_kw["base_url"] = base_url
+        self.client = anthropic.Anthropic(**client_kw)
+        self._async = _sdk.PerLoop(lambda: anthropic.AsyncAnthropic(**client_kw))
+
+    @classmethod
+    def from_config(cls, tier: TierSpec, options: AnthropicProvider.Options, ctx: Any) -> AnthropicProvider:
+        key = _sdk.api_key(options.api_key_env, tier=tier.name, provider="Anthropic")
+        try:
+            return cls(
+                tier.model,
+                api_key=key,
+                base_url=options.base_url,
+                params=tier.params,
+                timeout=tier.timeout,
+                stream=options.stream,
+                parallel=options.parallel,
+            )
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"tier {tier.name!r}: {exc}") from None
+
+    def request_kwargs(self, request: Request) -> dict[str, Any]:
+        """The keyword arguments of ``messages.create`` for one sample of ``request``."""
+        p = self.params
+        system, messages = to_anthropic_messages(request.messages)
+        kw: dict[str, Any] = {"model": self.model, "max_tokens": p.max_tokens, "messages": messages}
+        if system is not None:
+            kw["system"] = system
+        if p.stop:
+            kw["stop_sequences"] = list(p.stop)
+        if request.tools:
+            kw["tools"] = [to_anthropic_tool(t) for t in request.tools]
+            if request.tool_choice is not None:
+                kw["tool_choice"] = to_anthropic_tool_choice(request.tool_choice)
+        body = {k: v for k, v in (("temperature", p.temperature), ("top_p", p.top_p)) if v is not None}
+        body.update(p.extra)
+        if body:
+            kw["extra_body"] = body
+        return kw
+
+    def _call(self, request: Request) -> Completion:
+        kw = self.request_kwargs(request)
+        start = time.perf_counter()
+        try:
+            if self.stream:
+                with self.client.messages.stream(**kw) as events:
+                    message = events.get_final_message()
+            else:
+                message = self.client.messages.create(**kw)
+        except anthropic.AnthropicError as exc:
+            raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
+        return parse(message, time.perf_counter() - start)
+
+    async def _acall(self, request: Request) -> Completion:
+        kw = self.request_kwargs(request)
+        client = self._async.get()
+        start = time.perf_counter()
+        try:
+            if self.stream:
+                async with client.messages.stream(**kw) as events:
+                    message = await events.get_final_message()
+            else:
+                message = await client.messages.create(**kw)
+        except anthropic.AnthropicError as exc:
+            raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
+        return parse(message, time.perf_counter() - start)
+
+    def complete(self, request: Request, n: int = 1) -> Completion:
+        return _sdk.call_many(lambda: self._call(request), n, self.parallel)
+
+    async def acomplete(self, request: Request, n: int = 1) -> Completion:
+        return await _sdk.acall_many(lambda: self._acall(request), n, self.parallel)
+
+    def close(self) -> None:
+        """Close the sync HTTP client (the provider must not be used afterwards)."""
+        self.client.close()
+
+    async def aclose(self) -> None:
+        """Close the async HTTP client of the running event loop."""
+        await self._async.aclose()
+
+    def max_usage(self, request: Request, n: int = 1) -> Usage:
+        """Worst case: ``n`` calls, each billed for the prompt and up to ``max_tokens`` out."""
+        return Usage(_sdk.estimate_input_tokens(request) * n, self.params.max_tokens * n)
+
+
+__all__ = [
+    "AnthropicProvider",
+    "parse",
+    "to_anthropic_messages",
+    "to_anthropic_tool",
+    "to_anthropic_tool_choice",
+    "usage_of",
+]

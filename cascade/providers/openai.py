@@ -1,0 +1,376 @@
+"""OpenAI chat completions (kind ``openai``) and OpenAI-compatible servers (``openai_compatible``).
+
+``n`` samples are one request with ``n`` (the prompt is billed once). If fewer choices come back
+than asked (a server that ignores ``n``), the rest are fetched with extra single-sample calls.
+Token logprobs are requested with the ``logprobs`` / ``top_logprobs`` options and land in
+:attr:`cascade.types.Sample.logprobs` / ``top_logprobs``. Tools in the request are sent as-is
+(OpenAI function format); tool calls come back in :attr:`cascade.types.Sample.tool_calls`.
+
+OpenAI-compatible servers (vLLM, Ollama, llama.cpp server, hosted gateways) differ in what they
+honour, so the capabilities are options: ``supports_n`` (vLLM yes; Ollama ignores ``n``, llama.cpp
+rejects it, so the default is ``k`` separate calls), ``logprobs``. A server on this machine or the
+local network is free unless the tier sets a ``price``; a remote one needs a ``price`` or ``free``.
+
+The SDK client is built with ``max_retries=0`` and the tier's timeout: :mod:`cascade.retry` is the
+only retry layer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import openai
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cascade.errors import ConfigurationError
+from cascade.policy.schema import GenerationParams, TierSpec
+from cascade.providers import _sdk
+from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
+
+
+def to_openai_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+    """Chat messages in the OpenAI wire format (assistant tool calls and tool results included)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        msg: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            msg["content"] = m.content or None
+            msg["tool_calls"] = [
+                {
+                    "id": tc.id,
+                    "type": "function",
+                    "function": {"name": tc.name, "arguments": json.dumps(dict(tc.arguments))},
+                }
+                for tc in m.tool_calls
+            ]
+        if m.role == "tool":
+            msg["tool_call_id"] = m.tool_call_id or ""
+        if m.name and m.role in ("user", "system"):
+            msg["name"] = m.name
+        out.append(msg)
+    return out
+
+
+def to_openai_tool_choice(choice: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    """``Request.tool_choice`` in OpenAI's form (``any`` is ``required``; a bare name forces it)."""
+    if isinstance(choice, str):
+        if choice in ("auto", "none", "required"):
+            return choice
+        if choice == "any":
+            return "required"
+        return {"type": "function", "function": {"name": choice}}
+    if choice.get("type") == "tool" and "name" in choice:  # Anthropic's form
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return dict(choice)
+
+
+def _arguments(text: str | None) -> Mapping[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"_raw": text}  # a model wrote invalid JSON: keep it for the caller to judge
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def usage_of(u: Any) -> Usage:
+    """Our :class:`Usage` from an OpenAI ``usage``: cached prompt tokens counted apart."""
+    if u is None:
+        return Usage()
+    details = getattr(u, "prompt_tokens_details", None)
+    cached = int(getattr(details, "cached_tokens", 0) or 0)
+    prompt = int(u.prompt_tokens or 0)
+    return Usage(max(prompt - cached, 0), int(u.completion_tokens or 0), cached)
+
+
+class OpenAIProvider:
+    """A tier answered by OpenAI's chat completions API."""
+
+    kind = "openai"
+    sdk_name = "openai"
+    key_env = "OPENAI_API_KEY"
+    max_tokens_field = "max_completion_tokens"  # what current OpenAI models accept (o-series too)
+
+    class Options(BaseModel):
+        """Provider options for ``provider: openai``."""
+
+        model_config = ConfigDict(extra="forbid")
+        api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key.")
+        base_url: str | None = Field(None, description="Another endpoint (a gateway or proxy).")
+        logprobs: bool = Field(False, description="Ask for token logprobs (for logprob-based scorers).")
+        top_logprobs: int = Field(0, ge=0, le=20, description="Alternatives per token (needs logprobs).")
+        stream: bool = Field(False, description="Stream the response (assembled before scoring).")
+        parallel: int = Field(4, ge=1, le=64, description="Concurrent calls when samples need several.")
+
+        @model_validator(mode="after")
+        def _top_needs_logprobs(self) -> OpenAIProvider.Options:
+            if self.top_logprobs and not self.logprobs:
+                raise ValueError("top_logprobs needs logprobs: true")
+            return self
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        params: GenerationParams | None = None,
+        timeout: float = 60.0,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
+        stream: bool = False,
+        supports_n: bool = True,
+        parallel: int = 4,
+        provider_name: str | None = None,
+    ) -> None:
+        self.model = model
+        self.params = params or GenerationParams()
+        self.timeout = timeout
+        self.logprobs = logprobs
+        self.top_logprobs = top_logprobs
+        self.stream = stream
+        self.supports_n = supports_n
+        self.parallel = parallel
+        self.name = provider_name or self.kind
+        self.base_url = base_url
+        self.free = False
+        client_kw: dict[str, Any] = {"api_key": api_key, "timeout": timeout, "max_retries": 0}
+        if base_url:
+            client_kw["base_url"] = base_url
+        self.client = openai.OpenAI(**client_kw)
+        self._async = _sdk.PerLoop(lambda: openai.AsyncOpenAI(**client_kw))
+        self._warned_n = False
+
+    @classmethod
+    def from_config(cls, tier: TierSpec, options: OpenAIProvider.Options, ctx: Any) -> OpenAIProvider:
+        return cls(
+            tier.model,
+            api_key=_sdk.api_key(options.api_key_env, tier=tier.name, provider="OpenAI"),
+            base_url=options.base_url,
+            params=tier.params,
+            timeout=tier.timeout,
+            logprobs=options.logprobs,
+            top_logprobs=options.top_logprobs,
+            stream=options.stream,
+            parallel=options.parallel,
+        )
+
+    # -- request and response, shared by the sync and async paths -------------------------------
+
+    def request_kwargs(self, request: Request, n: int = 1) -> dict[str, Any]:
+        """The keyword arguments of ``chat.completions.create`` for ``request``."""
+        p = self.params
+        kw: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(request.messages)}
+        if n > 1:
+            kw["n"] = n
+        kw[self.max_tokens_field] = p.max_tokens
+        for field in ("temperature", "top_p", "stop", "seed"):
+            value = getattr(p, field)
+            if value is not None:
+                kw[field] = value
+        if request.tools:
+            kw["tools"] = [dict(t) for t in request.tools]
+            if request.tool_choice is not None:
+                kw["tool_choice"] = to_openai_tool_choice(request.tool_choice)
+        if self.logprobs:
+            kw["logprobs"] = True
+            if self.top_logprobs:
+                kw["top_logprobs"] = self.top_logprobs
+        if p.extra:
+            kw["extra_body"] = dict(p.extra)
+        if self.stream:
+            kw["stream_options"] = {"include_usage": True}
+        return kw
+
+    def _sample(self, choice: Any) -> Sample:
+        message = choice.message
+        calls = tuple(
+            ToolCall(tc.function.name, _arguments(tc.function.arguments), tc.id or "")
+            for tc in (message.tool_calls or ())
+            if getattr(tc, "type", "function") == "function"
+        )
+        logprobs: tuple[float, ...] | None = None
+        top: tuple[Mapping[str, float], ...] | None = None
+        content = getattr(choice.logprobs, "content", None) if choice.logprobs is not None else None
+        if content is not None:
+            logprobs = tuple(float(t.logprob) for t in content)
+            if self.top_logprobs:
+                top = tuple({a.token: float(a.logprob) for a in (t.top_logprobs or ())} for t in content)
+        return Sample(
+            message.content or "",
+            tool_calls=calls,
+            logprobs=logprobs,
+            top_logprobs=top,
+            finish_reason=choice.finish_reason,
+        )
+
+    def parse(self, response: Any, latency_s: float = 0.0) -> Completion:
+        """Our :class:`Completion` from a ``ChatCompletion``."""
+        choices = sorted(response.choices, key=lambda c: c.index)
+        return Completion(
+            samples=tuple(self._sample(c) for c in choices),
+            usage=usage_of(response.usage),
+            model=response.model or self.model,
+            request_id=getattr(response, "_request_id", None),
+            latency_s=latency_s,
+            raw={"id": response.id, "system_fingerprint": getattr(response, "system_fingerprint", None)},
+        )
+
+    def _missing(self, first: Completion, n: int) -> int:
+        """Samples still owed after a call with ``n``; warns once when a server ignores ``n``."""
+        missing = n - len(first.samples)
+        if missing > 0 and not self._warned_n and first.samples:
+            self._warned_n = True
+            from cascade.logging import get_logger
+
+            get_logger().warning(
+                "cascade.provider_ignored_n",
+                provider=self.name,
+                model=self.model,
+                asked=n,
+                got=len(first.samples),
+                hint="set supports_n: false for this server",
+            )
+        return missing
+
+    # -- sync -------------------------------------------------------------------------------------
+
+    def _call(self, request: Request, n: int) -> Completion:
+        kw = self.request_kwargs(request, n)
+        start = time.perf_counter()
+        try:
+            if self.stream:
+                with self.client.chat.completions.stream(**kw) as events:
+                    response = events.get_final_completion()
+            else:
+                response = self.client.chat.completions.create(**kw)
+        except openai.OpenAIError as exc:
+            raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
+        return self.parse(response, time.perf_counter() - start)
+
+    def complete(self, request: Request, n: int = 1) -> Completion:
+        if not self.supports_n:
+            return _sdk.call_many(lambda: self._call(request, 1), n, self.parallel)
+        first = self._call(request, n)
+        missing = self._missing(first, n)
+        if missing <= 0:
+            return first
+        rest = _sdk.call_many(lambda: self._call(request, 1), missing, self.parallel)
+        return _sdk.merge([first, rest])
+
+    # -- async ------------------------------------------------------------------------------------
+
+    async def _acall(self, request: Request, n: int) -> Completion:
+        kw = self.request_kwargs(request, n)
+        client = self._async.get()
+        start = time.perf_counter()
+        try:
+            if self.stream:
+                async with client.chat.completions.stream(**kw) as events:
+                    response = await events.get_final_completion()
+            else:
+                response = await client.chat.completions.create(**kw)
+        except openai.OpenAIError as exc:
+            raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
+        return self.parse(response, time.perf_counter() - start)
+
+    async def acomplete(self, request: Request, n: int = 1) -> Completion:
+        if not self.supports_n:
+            return await _sdk.acall_many(lambda: self._acall(request, 1), n, self.parallel)
+        first = await self._acall(request, n)
+        missing = self._missing(first, n)
+        if missing <= 0:
+            return first
+        rest = await _sdk.acall_many(lambda: self._acall(request, 1), missing, self.parallel)
+        return _sdk.merge([first, rest])
+
+    def close(self) -> None:
+        """Close the sync HTTP client (the provider must not be used afterwards)."""
+        self.client.close()
+
+    async def aclose(self) -> None:
+        """Close the async HTTP client of the running event loop."""
+        await self._async.aclose()
+
+    # -- budget -----------------------------------------------------------------------------------
+
+    def max_usage(self, request: Request, n: int = 1) -> Usage:
+        """Worst case: the prompt once (``n`` calls without native ``n``) plus every output token."""
+        prompt = _sdk.estimate_input_tokens(request)
+        calls = 1 if self.supports_n else n
+        return Usage(prompt * calls, self.params.max_tokens * n)
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    """A tier answered by an OpenAI-compatible server (vLLM, Ollama, llama.cpp, a gateway)."""
+
+    kind = "openai_compatible"
+    max_tokens_field = "max_tokens"  # what vLLM, Ollama and llama.cpp all read
+
+    class Options(BaseModel):
+        """Provider options for ``provider: openai_compatible``."""
+
+        model_config = ConfigDict(extra="forbid")
+        base_url: str = Field(
+            description="The server's OpenAI-compatible root, e.g. http://localhost:8000/v1."
+        )
+        api_key_env: str | None = Field(
+            None, description="Environment variable holding a key, if it needs one."
+        )
+        supports_n: bool = Field(
+            False, description="The server honours n (vLLM: true). Otherwise n samples are n calls."
+        )
+        logprobs: bool = Field(False, description="The server returns token logprobs: ask for them.")
+        top_logprobs: int = Field(0, ge=0, le=20)
+        stream: bool = False
+        parallel: int = Field(4, ge=1, le=64, description="Concurrent calls when samples need several.")
+
+        @model_validator(mode="after")
+        def _top_needs_logprobs(self) -> OpenAICompatibleProvider.Options:
+            if self.top_logprobs and not self.logprobs:
+                raise ValueError("top_logprobs needs logprobs: true")
+            return self
+
+    @classmethod
+    def from_config(  # type: ignore[override]
+        cls, tier: TierSpec, options: OpenAICompatibleProvider.Options, ctx: Any
+    ) -> OpenAICompatibleProvider:
+        key = (
+            _sdk.api_key(options.api_key_env, tier=tier.name, provider=f"{options.base_url}")
+            if options.api_key_env
+            else "not-needed"
+        )
+        provider = cls(
+            tier.model,
+            api_key=key,
+            base_url=options.base_url,
+            params=tier.params,
+            timeout=tier.timeout,
+            logprobs=options.logprobs,
+            top_logprobs=options.top_logprobs,
+            stream=options.stream,
+            supports_n=options.supports_n,
+            parallel=options.parallel,
+        )
+        return provider
+
+    def __init__(self, model: str, *, base_url: str | None = None, **kw: Any) -> None:
+        if not base_url:
+            raise ConfigurationError("openai_compatible needs a base_url")
+        kw.setdefault("supports_n", False)
+        kw.setdefault("api_key", "not-needed")
+        super().__init__(model, base_url=base_url, **kw)
+        self.free = _sdk.is_local_url(base_url)
+
+
+__all__ = [
+    "OpenAICompatibleProvider",
+    "OpenAIProvider",
+    "to_openai_messages",
+    "to_openai_tool_choice",
+    "usage_of",
+]

@@ -1,0 +1,363 @@
+"""A small local server speaking the OpenAI chat-completions and Anthropic messages wire formats.
+
+Used to record the provider cassettes (nobody here reaches the real APIs) and, live, for the
+timeout tests. OpenAI lives under ``/openai/v1``, Anthropic under ``/anthropic/v1``. Responses
+are deterministic; markers in the last user message choose the behaviour:
+
+=====================  ==================================================================
+``!answers=a|b_c``     the i-th sample (choice index, or i-th identical request) answers
+                       ``answers[i % len]`` (``_`` is a space); default ``ok``
+``!fail=429x1``        the first 1 request(s) with this exact body fail with status 429;
+                       ``!fail=400`` fails every time. 429 carries ``retry-after``.
+``!retry-after=2``     the ``retry-after`` header value on errors (default 1)
+``!quota``             OpenAI 429 with code ``insufficient_quota`` (not worth retrying)
+``!sleep=1.5``         wait before answering (timeouts)
+``!cached=N``          N prompt tokens reported as cached (OpenAI) / cache reads (Anthropic);
+                       ``!cache-write=N`` Anthropic cache-creation tokens
+``!choices=1``         OpenAI: return at most this many choices whatever ``n`` says (Ollama)
+``!tool={...}``        when tools are given, call the first one with these JSON arguments
+=====================  ==================================================================
+
+``logprobs`` / ``top_logprobs`` and ``stream`` (SSE, with ``stream_options.include_usage``) are
+honoured. Run it by hand with ``python tests/providers/wire_server.py [port]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_MARK = re.compile(r"!([a-z-]+)(?:=(\{.*?\}|\S+))?")
+
+
+def _markers(text: str) -> dict[str, str]:
+    return {m.group(1): m.group(2) or "" for m in _MARK.finditer(text)}
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"\S+\s*|\s+", text) or [""]
+
+
+def _count(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+class WireServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.seen: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.requests = 0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> WireServer:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out on purpose (the timeout tests) closes the socket before the
+        # delayed reply is written; that broken pipe is expected, not worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+    def visit(self, body: bytes) -> tuple[int, int]:
+        """(how many times this exact body was seen before, request number)."""
+        with self.lock:
+            key = body.decode("utf-8", "replace")
+            before = self.seen[key]
+            self.seen[key] += 1
+            self.requests += 1
+            return before, self.requests
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: WireServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload, indent=1).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _sse(self, events: Iterator[str], headers: dict[str, str]) -> None:
+        data = "".join(events).encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(data)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        seen, number = self.server.visit(raw)
+        body = json.loads(raw or b"{}")
+        if self.path.startswith(("/openai/v1/chat/completions", "/compat/v1/chat/completions")):
+            self._openai(body, seen, number)
+        elif self.path.startswith("/anthropic/v1/messages"):
+            self._anthropic(body, seen, number)
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+    def _fail(self, marks: dict[str, str], seen: int) -> int | None:
+        spec = marks.get("fail")
+        if not spec:
+            return None
+        status, _, times = spec.partition("x")
+        if times and seen >= int(times):
+            return None
+        return int(status)
+
+    # -- OpenAI -----------------------------------------------------------------------------------
+
+    def _openai(self, body: dict[str, Any], seen: int, number: int) -> None:
+        rid = f"req_oa_{number:04d}"
+        if not (self.headers.get("authorization") or "").startswith("Bearer "):
+            self._send(401, {"error": {"message": "missing key", "type": "invalid_request_error"}})
+            return
+        messages = body.get("messages") or []
+        last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        text = last.get("content") if isinstance(last.get("content"), str) else ""
+        marks = _markers(text or "")
+        time.sleep(float(marks.get("sleep") or 0))
+        status = 429 if "quota" in marks else self._fail(marks, seen)
+        if status is not None:
+            headers = {"x-request-id": rid}
+            if status == 429:
+                headers["retry-after"] = marks.get("retry-after") or "1"
+            kind = {400: "invalid_request_error", 401: "invalid_request_error", 429: "rate_limit_error"}
+            code = "insufficient_quota" if "quota" in marks else None
+            error = {"message": f"simulated {status}", "type": kind.get(status, "server_error"), "code": code}
+            self._send(status, {"error": error}, headers)
+            return
+        n = int(body.get("n") or 1)
+        if "choices" in marks:
+            n = min(n, int(marks["choices"]))
+        answers = (marks.get("answers") or "ok").replace("_", " ").split("|")
+        prompt_tokens = sum(_count(json.dumps(m)) for m in messages) + _count(
+            json.dumps(body.get("tools", []))
+        )
+        cached = min(int(marks.get("cached") or 0), prompt_tokens)
+        tool = marks.get("tool") if body.get("tools") else None
+        choices = []
+        for i in range(n):
+            answer = answers[(i + seen) % len(answers)]
+            choices.append(self._openai_choice(body, i, answer, tool))
+        completion = sum(_count(c["message"]["content"] or "x") for c in choices)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        }
+        model = body.get("model", "")
+        cid = f"chatcmpl-wire{number:04d}"
+        headers = {"x-request-id": rid}
+        if body.get("stream"):
+            include = (body.get("stream_options") or {}).get("include_usage")
+            self._sse(self._openai_stream(cid, model, choices, usage if include else None), headers)
+            return
+        payload = {
+            "id": cid,
+            "object": "chat.completion",
+            "created": 1_763_856_000,
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+            "system_fingerprint": "fp_wire",
+        }
+        self._send(200, payload, headers)
+
+    def _openai_choice(self, body: dict[str, Any], i: int, answer: str, tool: str | None) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
+        finish = "stop"
+        if tool is not None:
+            name = body["tools"][0]["function"]["name"]
+            message["content"] = None
+            message["tool_calls"] = [
+                {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": tool}}
+            ]
+            finish = "tool_calls"
+        choice: dict[str, Any] = {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
+        if body.get("logprobs") and tool is None:
+            top = int(body.get("top_logprobs") or 0)
+            content = []
+            for j, tok in enumerate(_tokens(answer)):
+                lp = round(-0.05 * (j + 1), 4)
+                alts = [{"token": tok, "logprob": lp, "bytes": None}]
+                alts += [
+                    {"token": f"alt{k}", "logprob": round(lp - k, 4), "bytes": None} for k in range(1, top)
+                ]
+                content.append({"token": tok, "logprob": lp, "bytes": None, "top_logprobs": alts[:top]})
+            choice["logprobs"] = {"content": content, "refusal": None}
+        return choice
+
+    def _openai_stream(
+        self, cid: str, model: str, choices: list[dict[str, Any]], usage: dict[str, Any] | None
+    ) -> Iterator[str]:
+        def chunk(delta_choices: list[dict[str, Any]], usage_: dict[str, Any] | None = None) -> str:
+            obj = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": 1_763_856_000,
+                "model": model,
+                "choices": delta_choices,
+                "usage": usage_,
+            }
+            return f"data: {json.dumps(obj)}\n\n"
+
+        for c in choices:
+            i = c["index"]
+            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            lps = (c.get("logprobs") or {}).get("content") or []
+            for j, tok in enumerate(_tokens(c["message"]["content"] or "")):
+                delta: dict[str, Any] = {"index": i, "delta": {"content": tok}, "finish_reason": None}
+                if j < len(lps):
+                    delta["logprobs"] = {"content": [lps[j]], "refusal": None}
+                yield chunk([delta])
+            yield chunk([{"index": i, "delta": {}, "finish_reason": c["finish_reason"]}])
+        if usage is not None:
+            yield chunk([], usage)
+        yield "data: [DONE]\n\n"
+
+    # -- Anthropic --------------------------------------------------------------------------------
+
+    def _anthropic(self, body: dict[str, Any], seen: int, number: int) -> None:
+        rid = f"req_an_{number:04d}"
+        if not (self.headers.get("x-api-key") or self.headers.get("authorization")):
+            self._send(401, {"type": "error", "error": {"type": "authentication_error", "message": "no key"}})
+            return
+        messages = body.get("messages") or []
+        last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        content = last.get("content")
+        if isinstance(content, list):
+            text = " ".join(b.get("text", "") for b in content if isinstance(b, dict))
+        else:
+            text = content or ""
+        marks = _markers(text)
+        time.sleep(float(marks.get("sleep") or 0))
+        status = self._fail(marks, seen)
+        if status is not None:
+            kind = {
+                400: "invalid_request_error",
+                429: "rate_limit_error",
+                500: "api_error",
+                529: "overloaded_error",
+            }.get(status, "api_error")
+            headers = {"request-id": rid}
+            if status in (429, 529):
+                headers["retry-after"] = marks.get("retry-after") or "1"
+            self._send(
+                status, {"type": "error", "error": {"type": kind, "message": f"simulated {status}"}}, headers
+            )
+            return
+        answers = (marks.get("answers") or "ok").replace("_", " ").split("|")
+        answer = answers[seen % len(answers)]
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": answer}]
+        stop = "end_turn"
+        if body.get("tools") and "tool" in marks:
+            blocks = [
+                {"type": "text", "text": "Let me check."},
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{number:04d}",
+                    "name": body["tools"][0]["name"],
+                    "input": json.loads(marks["tool"]),
+                },
+            ]
+            stop = "tool_use"
+        payload_in = json.dumps({k: body.get(k) for k in ("system", "messages", "tools")})
+        cache_read = int(marks.get("cached") or 0)
+        cache_write = int(marks.get("cache-write") or 0)
+        input_tokens = max(1, _count(payload_in) - cache_read - cache_write)
+        output_tokens = _count(json.dumps(blocks))
+        usage = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_read_input_tokens": cache_read,
+            "cache_creation_input_tokens": cache_write,
+        }
+        message = {
+            "id": f"msg_wire{number:04d}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", ""),
+            "content": blocks,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        headers = {"request-id": rid}
+        if body.get("stream"):
+            self._sse(self._anthropic_stream(message), headers)
+            return
+        self._send(200, message, headers)
+
+    def _anthropic_stream(self, message: dict[str, Any]) -> Iterator[str]:
+        def event(name: str, data: dict[str, Any]) -> str:
+            return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+        usage = message["usage"]
+        start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        yield event("message_start", {"message": start})
+        for i, block in enumerate(message["content"]):
+            if block["type"] == "text":
+                yield event(
+                    "content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}}
+                )
+                for tok in _tokens(block["text"]):
+                    yield event(
+                        "content_block_delta", {"index": i, "delta": {"type": "text_delta", "text": tok}}
+                    )
+            else:
+                empty = {**block, "input": {}}
+                yield event("content_block_start", {"index": i, "content_block": empty})
+                partial = json.dumps(block["input"])
+                delta = {"type": "input_json_delta", "partial_json": partial}
+                yield event("content_block_delta", {"index": i, "delta": delta})
+            yield event("content_block_stop", {"index": i})
+        delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+        yield event("message_delta", {"delta": delta, "usage": {"output_tokens": usage["output_tokens"]}})
+        yield event("message_stop", {})
+
+
+if __name__ == "__main__":
+    server = WireServer(int(sys.argv[1]) if len(sys.argv) > 1 else 8765).start()
+    print(f"wire server on {server.url} (OpenAI: {server.url}/openai/v1, Anthropic: {server.url}/anthropic)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
