@@ -63,8 +63,13 @@ class Registry:
 PROVIDERS = Registry(
     "cascade.providers",
     {
+        "anthropic": "cascade.providers.anthropic:AnthropicProvider",
+        "langchain": "cascade.providers.langchain:LangChainProvider",
+        "openai": "cascade.providers.openai:OpenAIProvider",
+        "openai_compatible": "cascade.providers.openai:OpenAICompatibleProvider",
         "replay": "cascade.providers.replay:ReplayProvider",
         "scripted": "cascade.testing:ScriptedProvider",
+        "replay_judge": "cascade.scorers.judge:ReplayJudgeProvider",
     },
 )
 SCORERS = Registry(
@@ -78,6 +83,10 @@ SCORERS = Registry(
         "max": "cascade.scorers.combine:MaxScorer",
         "mean": "cascade.scorers.combine:MeanScorer",
         "all": "cascade.scorers.combine:AllScorer",
+        "tool_args": "cascade.scorers.tools:ToolArgsScorer",
+        "self_consistency": "cascade.scorers.self_consistency:SelfConsistencyScorer",
+        "judge": "cascade.scorers.judge:JudgeScorer",
+        "classifier": "cascade.scorers.classifier:ClassifierScorer",
     },
 )
 LEDGERS = Registry(

@@ -25,6 +25,7 @@ from cascade.errors import (
     CascadeError,
     CascadeExhaustedError,
     ProviderError,
+    ScorerError,
 )
 from cascade.logging import _stdlib, get_logger
 from cascade.pricing import Price
@@ -252,7 +253,8 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
             assert isinstance(rated, RateOutcome)
             latency += rated.latency_s
             score, scorer_error = rated.score, rated.error
-        scorer_cost = score.cost if score is not None else ZERO
+        # a scorer that failed after paying (a judge whose verdict did not parse) still spent money
+        scorer_cost = score.cost if score is not None else _spent_by(scorer_error)
         spent += cost + scorer_cost
         if hold is not None:
             s.budget.ledger.settle(hold, cost + scorer_cost)  # type: ignore[union-attr]
@@ -332,3 +334,8 @@ def _best(candidates: list[_Candidate]) -> _Candidate:
         if (c.score if c.score is not None else -1.0) >= (best.score if best.score is not None else -1.0):
             best = c
     return best
+
+
+def _spent_by(error: CascadeError | None) -> Decimal:
+    """What a failed scorer spent before failing (only :class:`ScorerError` carries a cost)."""
+    return error.cost if isinstance(error, ScorerError) else ZERO

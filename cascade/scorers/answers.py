@@ -8,6 +8,7 @@ no answer can be found; two samples agree when their keys are equal. Built-in ki
                number; commas, currency, units, percents and fractions handled (``1,000`` ==
                ``1000.0``, ``3/4`` == ``0.75``)
 ``choice``     a multiple-choice letter (``(B)``, ``Answer: B``, ``B)``, a lone ``B``)
+``date``       the last date, as ``YYYY-MM-DD`` (``04/21/2021``, ``April 21, 2021``, ISO)
 ``json_field`` a field of a JSON object in the text (dotted path), canonical JSON
 ``regex``      group 1 (or the whole match) of the last match of a pattern
 ``literal``    a Python literal or call of literals (``f('a', 1)`` == ``f("a", 1)``), canonical repr
@@ -35,7 +36,9 @@ from typing import Any, Literal
 from cascade.types import ToolCall
 
 Extractor = Callable[[str], str | None]
-ExtractorKind = Literal["number", "choice", "json_field", "regex", "literal", "text", "exact", "callable"]
+ExtractorKind = Literal[
+    "number", "choice", "date", "json_field", "regex", "literal", "text", "exact", "callable"
+]
 SimilarityKind = Literal["jaccard", "char_ngram", "difflib"]
 
 # -- numbers ----------------------------------------------------------------------------------
@@ -49,6 +52,7 @@ _ANSWER_CUES = (
     re.compile(r"(?i)the answer is\s*[:=]?\s*(.+)"),
     re.compile(r"(?im)^\s*answer\s*[:=]\s*(.+)"),
 )
+_FRAC = re.compile(r"\\d?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _JSON_ANSWER = re.compile(r'"answer"\s*:\s*("(?:[^"\\]|\\.)*"|[-+0-9.,/ $%eE]+)')
 
 
@@ -97,13 +101,13 @@ def extract_number(text: str) -> str | None:
     """The final numeric answer of ``text`` (see the module table), canonical."""
     boxed = _boxed(text)
     if boxed is not None:
+        boxed = _FRAC.sub(r"\1/\2", boxed)
         value = _last_number(boxed)
         if value is not None:
             return value
-    m = None
-    for m in _JSON_ANSWER.finditer(text):
-        pass
-    if m is not None:
+    json_hits = list(_JSON_ANSWER.finditer(text))
+    if json_hits:
+        m = json_hits[-1]
         raw = m.group(1)
         value = _last_number(json.loads(raw) if raw.startswith('"') else raw)
         if value is not None:
@@ -130,9 +134,9 @@ def _first_number(text: str) -> str | None:
 
 def choice_extractor(letters: str = "ABCDE") -> Extractor:
     """An extractor for a multiple-choice letter among ``letters``."""
-    cls = re.escape(letters) + re.escape(letters.lower())
+    cls = re.escape(letters)
     cued = re.compile(
-        rf"(?i)(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:option\s*)?[\(\[]?([{cls}])\b[\)\]]?"
+        rf"(?:[Aa]nswer|[Oo]ption|[Cc]hoice)\s*(?:is|:|=)?\s*(?:[Oo]ption\s*)?[\(\[]?([{cls}])\b[\)\]]?"
     )
     paren = re.compile(rf"[\(\[]([{re.escape(letters)}])[\)\]]")
     leading = re.compile(rf"^\s*[\(\[]?([{re.escape(letters)}])(?:[\)\].:,]|\s|$)")
@@ -265,6 +269,52 @@ def extract_literal(text: str) -> str | None:
         return t
 
 
+_MONTHS = {
+    m: i + 1
+    for i, names in enumerate(
+        [
+            ("jan", "january"),
+            ("feb", "february"),
+            ("mar", "march"),
+            ("apr", "april"),
+            ("may",),
+            ("jun", "june"),
+            ("jul", "july"),
+            ("aug", "august"),
+            ("sep", "sept", "september"),
+            ("oct", "october"),
+            ("nov", "november"),
+            ("dec", "december"),
+        ]
+    )
+    for m in names
+}
+_DATES = re.compile(
+    r"(?P<iso>\b(\d{4})-(\d{1,2})-(\d{1,2})\b)"
+    r"|(?P<us>\b(\d{1,2})/(\d{1,2})/(\d{4})\b)"
+    r"|(?P<name>\b([A-Za-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b)"
+)
+
+
+def extract_date(text: str) -> str | None:
+    """The last date in ``text`` as ``YYYY-MM-DD`` (``04/21/2021``, ``April 21, 2021``, ``2021-04-21``;
+    slashes read month first)."""
+    for m in reversed(list(_DATES.finditer(text))):
+        g = m.groups()
+        if m.group("iso"):
+            y, mo, d = int(g[1]), int(g[2]), int(g[3])
+        elif m.group("us"):
+            mo, d, y = int(g[5]), int(g[6]), int(g[7])
+        else:
+            month = _MONTHS.get(g[9].lower())
+            if month is None:
+                continue
+            mo, d, y = month, int(g[10]), int(g[11])
+        if 1 <= mo <= 12 and 1 <= d <= 31:
+            return f"{y:04d}-{mo:02d}-{d:02d}"
+    return None
+
+
 _PUNCT = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -314,6 +364,8 @@ def make_extractor(
         return extract_number
     if kind == "choice":
         return choice_extractor(choices)
+    if kind == "date":
+        return extract_date
     if kind == "json_field":
         if not field:
             raise ValueError("extractor 'json_field' needs `field`")
@@ -400,6 +452,7 @@ __all__ = [
     "char_ngram_jaccard",
     "choice_extractor",
     "difflib_ratio",
+    "extract_date",
     "extract_exact",
     "extract_literal",
     "extract_number",
@@ -410,6 +463,6 @@ __all__ = [
     "normalize_text",
     "regex_extractor",
     "similarity",
-    "tool_call_key",
     "token_jaccard",
+    "tool_call_key",
 ]

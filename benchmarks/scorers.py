@@ -1,0 +1,363 @@
+"""How good are the scorers? Measured on real recorded outputs, on data they were not tuned on.
+
+For each scorer and data set: AUROC of the score for predicting that the returned answer is
+correct, calibration error (ECE, 10 equal-width bins) where the score claims to be a probability
+(the classifier), and the accept rate and accuracy among accepted answers at fixed thresholds.
+The label is always the recorded quality of the sample the scorer chose to return. The
+classifier is trained on the file's train split and reported on its test split (RouterBench
+sets), or by 5-fold cross-validation where the file has no split (every answer scored by a model
+that never saw it). Self-consistency and the judge have no trained parameters; their thresholds
+are fixed, not tuned. AUROC intervals are 95% bootstrap intervals; "ECE floor" is the ECE a
+perfectly calibrated scorer with the same confidences would show on this many examples (the
+noise floor of the estimate).
+
+    python benchmarks/scorers.py            # everything (a few minutes on 2 cores)
+    python benchmarks/scorers.py --only sc  # self-consistency | judge | classifier (sc, judge, clf)
+
+Reads ``../shared/data`` (or ``$CASCADE_DATA``); exits with a message where it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cascade import outcomes
+from cascade.errors import ScorerError
+from cascade.pricing import Price, usd
+from cascade.providers.replay import ReplayProvider
+from cascade.scorers import metrics
+from cascade.scorers.answers import ExtractorKind
+from cascade.scorers.classifier import (
+    Example,
+    evaluate,
+    examples_from_outcomes,
+    split_examples,
+    train,
+    train_and_report,
+)
+from cascade.scorers.judge import JudgeScorer, ReplayJudgeProvider
+from cascade.scorers.self_consistency import SelfConsistencyScorer, Source
+from cascade.types import Request
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
+THRESHOLDS = (0.5, 0.7, 0.9)
+
+
+@dataclass
+class Row:
+    scorer: str
+    data: str
+    model: str
+    scores: np.ndarray
+    labels: np.ndarray
+    probability: bool = False
+    note: str = ""
+
+    def cells(self) -> list[str]:
+        s, y = self.scores, self.labels
+        auroc = metrics.auroc(s, y)
+        lo, hi = bootstrap(metrics.auroc, s, y)
+        auroc_cell = "—" if np.isnan(auroc) else f"{auroc:.3f} ({lo:.2f}–{hi:.2f})"
+        ece = floor = "—"
+        if self.probability:
+            ece = f"{metrics.ece(s, y):.3f}"
+            floor = f"{ece_floor(s):.3f}"
+        out = [
+            self.scorer,
+            self.data,
+            self.model,
+            str(len(s)),
+            f"{y.mean():.3f}",
+            auroc_cell,
+            ece,
+            floor,
+        ]
+        for r in metrics.accept_table(s, y, THRESHOLDS):
+            acc = "—" if r.accuracy is None else f"{r.accuracy:.3f}"
+            out.append(f"{r.accept_rate:.0%} / {acc}")
+        out.append(self.note)
+        return out
+
+
+def bootstrap(
+    stat: Callable[[np.ndarray, np.ndarray], float], s: np.ndarray, y: np.ndarray, reps: int = 300
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of ``stat`` over resampled (score, label) pairs."""
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(reps):
+        i = rng.integers(0, len(s), len(s))
+        v = stat(s[i], y[i])
+        if not np.isnan(v):
+            values.append(v)
+    if not values:
+        return float("nan"), float("nan")
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def ece_floor(p: np.ndarray, reps: int = 300) -> float:
+    """The ECE a perfectly calibrated scorer with these confidences would show at this n (labels
+    drawn from the confidences): the sampling-noise floor of the ECE column."""
+    rng = np.random.default_rng(0)
+    return float(np.mean([metrics.ece(p, (rng.random(len(p)) < p).astype(float)) for _ in range(reps)]))
+
+
+HEADER = (
+    ["scorer", "data", "model", "n", "accuracy", "AUROC (95% CI)", "ECE", "ECE floor"]
+    + [f"accept / acc @{t}" for t in THRESHOLDS]
+    + ["note"]
+)
+
+
+def table(rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# -- self-consistency -------------------------------------------------------------------------
+
+
+def self_consistency(
+    data: outcomes.Outcomes,
+    model: str,
+    scorer: SelfConsistencyScorer,
+    *,
+    variant: str | None = None,
+    skip_missing: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score every record through the real path: replay provider -> completion -> scorer."""
+    provider = ReplayProvider(data, model, variant=variant)
+    scores, labels = [], []
+    for record in data.records:
+        if model not in record.responses:
+            continue
+        if skip_missing and any(s.provider.model not in record.responses for s in scorer.sources):
+            continue
+        request = Request.of(record.prompt, metadata={"id": record.id})
+        completion = provider.complete(request, scorer.samples)
+        s = scorer.score(request, completion)
+        chosen = completion.samples[s.chosen]
+        if chosen.quality is None:
+            continue
+        scores.append(s.value)
+        labels.append(1.0 if chosen.quality >= 0.5 else 0.0)
+    return np.array(scores), np.array(labels)
+
+
+def bench_self_consistency() -> list[Row]:
+    rows = []
+    for name in ("crux-o-samples", "crux-i-samples"):
+        data = outcomes.load(DATA / f"{name}.jsonl.gz")
+        for model in ("codellama-7b", "deepseek-instruct-6.7b", "codellama-13b"):
+            for k in (5, 10):
+                s, y = self_consistency(data, model, SelfConsistencyScorer("literal", k=k))
+                rows.append(Row("self_consistency", name, model, s, y, note=f"k={k}, literal answers"))
+    data = outcomes.load(DATA / "date-mot-3tier.jsonl.gz")
+    date: ExtractorKind = "date"
+    free = Price(usd(0), usd(0))
+    for model in ("llama-2-13b-chat", "gpt-3.5-turbo-0613"):
+        for k in (10, 20):  # llama-2's cot samples 11-20 repeat 1-10 in the source
+            s, y = self_consistency(data, model, SelfConsistencyScorer(date, k=k), variant="cot")
+            rows.append(Row("self_consistency", "date-mot-3tier", model, s, y, note=f"cot k={k}"))
+        for k in (5, 10, 20):
+            pot = Source(ReplayProvider(data, model, variant="pot"), k, free, name="pot")
+            mix = SelfConsistencyScorer(date, k=k, sources=[pot])
+            s, y = self_consistency(data, model, mix, variant="cot")
+            rows.append(
+                Row("self_consistency", "date-mot-3tier", model, s, y, note=f"cot {k} + pot {k} (MoT)")
+            )
+    # agreement between different cheap models (one greedy answer each): the tier's model votes
+    # with the others, which the scorer calls itself (their cost is the scorer's cost)
+    crowds = [
+        (
+            "gsm8k-zeroeval",
+            "number",
+            "Meta-Llama-3-8B-Instruct",
+            ("Phi-3.5-mini-instruct", "Qwen2-7B-Instruct"),
+        ),
+        (
+            "gsm8k-zeroeval",
+            "number",
+            "Meta-Llama-3-8B-Instruct",
+            ("Phi-3.5-mini-instruct", "Qwen2-7B-Instruct", "gemma-2-2b-it", "Mistral-Nemo-Instruct-2407"),
+        ),
+        ("routerbench-arc", "choice", "mistral-7b-chat", ("WizardLM-13B-V1.2", "mixtral-8x7b-chat")),
+    ]
+    for name, kind, model, others in crowds:
+        data = outcomes.load(DATA / f"{name}.jsonl.gz")
+        sources = [Source(ReplayProvider(data, m), 1, free, name=m) for m in others]
+        scorer = SelfConsistencyScorer(kind, k=1, sources=sources)  # type: ignore[arg-type]
+        s, y = self_consistency(data, model, scorer, skip_missing=True)
+        rows.append(
+            Row("self_consistency", name, model, s, y, note=f"+ {len(others)} other models, 1 answer each")
+        )
+    return rows
+
+
+# -- judge ------------------------------------------------------------------------------------
+
+
+def bench_judge() -> tuple[list[Row], str]:
+    path = DATA / "arena-judge.jsonl.gz"
+    data = outcomes.load(path)
+    judge = JudgeScorer(ReplayJudgeProvider(data, "gpt-4 (recorded)"), price=Price(usd(30), usd(60)))
+    rows = []
+    judged = parsed = failed = agree = labelled = no_text = 0
+    all_s: list[float] = []
+    all_y: list[float] = []
+    for model in data.models:
+        provider = ReplayProvider(data, model)
+        scores, labels = [], []
+        for record in data.records:
+            samples = record.responses.get(model)
+            if not samples or samples[0].judge is None:
+                continue
+            if not samples[0].text:
+                no_text += 1  # the source kept a verdict but no answer text: nothing to judge
+                continue
+            request = Request.of(record.prompt, metadata={"id": record.id})
+            completion = provider.complete(request, 1)
+            judged += 1
+            try:
+                s = judge.score(request, completion)
+            except ScorerError:
+                failed += 1
+                continue
+            parsed += 1
+            recorded = samples[0].judge.get("score_1_to_10")
+            labelled += recorded is not None
+            agree += recorded is not None and s.detail.get("rating") == recorded
+            if samples[0].quality is None:
+                continue  # parsed, but the source left it unlabelled
+            scores.append(s.value)
+            labels.append(1.0 if samples[0].quality >= 6 / 9 else 0.0)  # "good": GPT-4 rating >= 7
+        all_s += scores
+        all_y += labels
+        if model in ("Mistral-7B-Instruct-v0.1", "Mixtral-8x7B-Instruct-v0.1", "gpt-3.5-turbo-1106"):
+            rows.append(
+                Row("judge (replayed GPT-4)", "arena-judge", model, np.array(scores), np.array(labels))
+            )
+    rows.append(
+        Row(
+            "judge (replayed GPT-4)",
+            "arena-judge",
+            f"all {len(data.models)} models",
+            np.array(all_s),
+            np.array(all_y),
+            note="label: recorded rating >= 7 (same judge)",
+        )
+    )
+    summary = (
+        f"judge verdicts replayed for {judged} answers ({no_text} more have no answer text): "
+        f"{parsed} parsed ({parsed / judged:.1%}), {failed} without a rating (escalated as scorer "
+        f"errors); where the source recorded a score, the parsed rating equals it in {agree} of "
+        f"{labelled} ({agree / max(labelled, 1):.1%}); {parsed - labelled} parsed verdicts "
+        "(e.g. [[9.5]], 8/10) the source left unscored"
+    )
+    return rows, summary
+
+
+# -- classifier -------------------------------------------------------------------------------
+
+
+def cross_validated(
+    examples: Sequence[Example], folds: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out probabilities for every example from ``folds`` classifiers (each trained without it)."""
+    order = np.random.default_rng(seed).permutation(len(examples))
+    p = np.empty(len(examples))
+    for k in range(folds):
+        held = set(order[k::folds].tolist())
+        train_set = [e for i, e in enumerate(examples) if i not in held]
+        test_idx = sorted(held)
+        clf = train(train_set, seed=seed)
+        p[test_idx], _ = evaluate(clf, [examples[i] for i in test_idx])
+    return p, np.array([e.label for e in examples])
+
+
+def bench_classifier() -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
+    notes: list[str] = []
+    plan: list[tuple[str, tuple[str, ...], int]] = [
+        ("gsm8k-zeroeval", ("gemma-2-2b-it", "Meta-Llama-3-8B-Instruct", "Mixtral-8x7B-Instruct-v0.1"), 1),
+        ("routerbench-arc", ("mistral-7b-chat", "WizardLM-13B-V1.2", "mixtral-8x7b-chat"), 1),
+        ("routerbench-mbpp", ("mistral-7b-chat", "code-llama-instruct-34b-chat", "mixtral-8x7b-chat"), 1),
+        # with 10 samples the classifier also sees their agreement (compare self-consistency above)
+        ("crux-o-samples", ("codellama-7b", "codellama-13b"), 10),
+    ]
+    # MBPP's test split has 128 answers, too few to read an ECE from: also cross-validate on all
+    cv_too = {"routerbench-mbpp"}
+    for name, models, k in plan:
+        data = outcomes.load(DATA / f"{name}.jsonl.gz")
+        for model in models:
+            examples = examples_from_outcomes(data, model, samples=k)
+            started = time.perf_counter()
+            if {e.split for e in examples} >= {"train", "test"}:
+                # the file's own split: train on train, report on test
+                train_set, test_set = split_examples(examples)
+                clf, report = train_and_report(train_set, test_set)
+                p, y = evaluate(clf, test_set)
+                how = f"file split, train {report.n_train}"
+            else:
+                # no split in the file: 5-fold cross-validation, every answer scored by a classifier
+                # that never saw it (pooled held-out predictions)
+                p, y = cross_validated(examples, folds=5)
+                how = f"5-fold CV, train {len(examples) * 4 // 5} per fold"
+            seconds = (time.perf_counter() - started) / (1 if "file" in how else 5)
+            rows.append(
+                Row(
+                    "classifier",
+                    name,
+                    model,
+                    p,
+                    y,
+                    probability=True,
+                    note=f"{how}, k={k}, {seconds:.1f}s per training",
+                )
+            )
+            if name in cv_too:
+                p, y = cross_validated(examples, folds=5)
+                note = f"5-fold CV over both splits, train {len(examples) * 4 // 5} per fold"
+                rows.append(Row("classifier", name, model, p, y, probability=True, note=note))
+    return rows, notes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("sc", "judge", "clf"), help="run one scorer's benchmarks")
+    args = parser.parse_args(argv)
+    if not (DATA / "README.md").exists():
+        print(
+            f"recorded outcomes not found at {DATA}: set CASCADE_DATA to run this benchmark", file=sys.stderr
+        )
+        return 2
+    rows: list[Row] = []
+    notes: list[str] = []
+    if args.only in (None, "sc"):
+        rows += bench_self_consistency()
+    if args.only in (None, "judge"):
+        judge_rows, summary = bench_judge()
+        rows += judge_rows
+        notes.append(summary)
+    if args.only in (None, "clf"):
+        clf_rows, clf_notes = bench_classifier()
+        rows += clf_rows
+        notes += clf_notes
+    print(table(rows))
+    for n in notes:
+        print(f"\n{n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

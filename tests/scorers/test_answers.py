@@ -1,0 +1,131 @@
+"""Answer extractors and similarity."""
+
+from __future__ import annotations
+
+import pytest
+
+from cascade.scorers import answers
+from cascade.scorers.answers import (
+    choice_extractor,
+    extract_literal,
+    extract_number,
+    json_field_extractor,
+    make_extractor,
+    normalize_text,
+    regex_extractor,
+    similarity,
+    tool_call_key,
+)
+from cascade.types import ToolCall
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The total is $1,234.50 dollars.", "1234.5"),
+        ("so the answer is \\boxed{\\frac{3}{4}}", "0.75"),
+        ("\\boxed{42} and then 7", "42"),
+        ('```json\n{"reasoning": "3 * 60 = 180", "answer": "540"}\n```', "540"),
+        ('{"answer": 12.0}', "12"),
+        ("The answer is 3/4 cup.", "0.75"),
+        ("step 1: 5 + 6 = 11\n#### 72", "72"),
+        ("It grows by 12%.", "12"),
+        ("-3.0", "-3"),
+        ("Final answer: 18 meters. Check: 5 + 13", "18"),
+        ("He walks 5 km to the store", "5"),
+        ("no number here", None),
+    ],
+)
+def test_extract_number(text: str, expected: str | None) -> None:
+    assert extract_number(text) == expected
+
+
+def test_number_keys_agree_across_formats() -> None:
+    assert extract_number("1,000") == extract_number("1000.00") == extract_number("$1000")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A\n", "A"),
+        ("The answer is (C).", "C"),
+        ("B) dry palms", "B"),
+        ("I think the correct option is D", "D"),
+        ("Answer: b", None),  # lower-case letters are words, not choices
+        ("the answer is a bit unclear", None),
+        ("Between (A) and (C), I pick (C)", "C"),
+        ("I am not sure", None),
+    ],
+)
+def test_choice(text: str, expected: str | None) -> None:
+    assert choice_extractor()(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('f("bcks", "r")', "f('bcks', 'r')"),
+        ("f('bcks', 'r')", "f('bcks', 'r')"),
+        ("'abc'", "'abc'"),
+        ("[1, 2]", "[1, 2]"),
+        ("answer: (1,2)", "(1, 2)"),
+        ("assert f(1) == [1]", "[1]"),
+        ("```python\n{'a': 1}\n```", "{'a': 1}"),
+        ("f(x=1, y='a')", "f(x=1, y='a')"),
+        ("hello world", "hello world"),
+    ],
+)
+def test_extract_literal(text: str, expected: str) -> None:
+    assert extract_literal(text) == expected
+
+
+def test_json_field_nested_and_missing() -> None:
+    ext = json_field_extractor("result.value")
+    assert ext('blah {"result": {"value": [1, 2]}} trailing') == "[1,2]"
+    assert ext('{"other": 1}') is None
+    assert json_field_extractor("answer")('```json\n{"answer": " Paris "}\n```') == "Paris"
+
+
+def test_regex_extractor_uses_group_and_last_match() -> None:
+    ext = regex_extractor(r"A: (\d{2}/\d{2}/\d{4})")
+    assert ext("A: 01/02/2020\nA: 04/21/2021") == "04/21/2021"
+    assert regex_extractor(r"\d+")("a 1 b 22") == "22"
+    assert ext("nothing") is None
+
+
+def test_text_normalisation() -> None:
+    assert normalize_text("The  Eiffel Tower!") == normalize_text("eiffel tower")
+    assert make_extractor("text")("   ") is None
+    assert make_extractor("exact")(" X ") == "X"
+
+
+def test_callable_extractor_by_import_path() -> None:
+    ext = make_extractor("callable", function="cascade.scorers.answers:normalize_text")
+    assert ext("The Cat.") == "cat"
+    with pytest.raises(ValueError, match=r"package\.module:function"):
+        make_extractor("callable", function="no_colon")
+    with pytest.raises(ValueError, match="cannot import"):
+        make_extractor("callable", function="cascade.nope:fn")
+
+
+def test_make_extractor_needs_its_options() -> None:
+    with pytest.raises(ValueError, match="pattern"):
+        make_extractor("regex")
+    with pytest.raises(ValueError, match="field"):
+        make_extractor("json_field")
+
+
+def test_tool_call_key_ignores_argument_order_and_id() -> None:
+    a = tool_call_key([ToolCall("search", {"q": "x", "n": 2}, id="1")])
+    b = tool_call_key([ToolCall("search", {"n": 2, "q": "x"}, id="2")])
+    c = tool_call_key([ToolCall("search", {"n": 3, "q": "x"})])
+    assert a == b != c
+
+
+def test_similarities() -> None:
+    a, b = "Paris is the capital of France.", "The capital of France is Paris"
+    for kind in answers.SIMILARITIES:
+        assert similarity(a, a, kind) == pytest.approx(1.0)  # type: ignore[arg-type]
+        assert 0 <= similarity(a, "bananas", kind) < 0.5  # type: ignore[arg-type]
+    assert similarity(a, b, "jaccard") == pytest.approx(1.0)
+    assert similarity(a, b, "char_ngram") > 0.5
