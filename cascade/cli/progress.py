@@ -28,9 +28,7 @@ class Progress:
             frac = self.done / self.total if self.total else 1.0
             bar = "#" * int(frac * width)
             rate = self.done / max(now - self.started, 1e-9)
-            self.stream.write(
-                f"\r{self.label} [{bar:<{width}}] {self.done}/{self.total} ({rate:.1f}/s)"
-            )
+            self.stream.write(f"\r{self.label} [{bar:<{width}}] {self.done}/{self.total} ({rate:.1f}/s)")
             self.stream.flush()
 
     def close(self) -> None:

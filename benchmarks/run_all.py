@@ -1,0 +1,320 @@
+"""Reproduce the evaluation table: tune on one half of each recorded set, measure on the other.
+
+    .venv/bin/python benchmarks/run_all.py [--data DIR] [--only NAME ...] [--json OUT]
+
+Reads ``../shared/data`` (or ``$CASCADE_DATA``) and exits with a message where it is absent. For
+each set a policy skeleton is written to a temporary folder (which models and which scorer kind
+are candidates: the input a user would give), ``cascade tune`` chooses tiers and thresholds on
+the training part, and the chosen policy is measured on the held-out part. The tuned family's
+AIQ is measured on the held-out part from the settings on the training frontier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def sc(k: int, answer: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": "self_consistency", "k": k, "answer": answer, **extra}
+
+
+# name -> (tiers of the skeleton, tune keyword arguments). Tiers: (model, scorer or None, options).
+SETS: dict[str, dict[str, Any]] = {
+    "gsm8k-zeroeval": {
+        "tiers": [("gemini-1.5-flash", sc(1, "number"), {})],
+        "tune": {"models": "all", "partners": 2, "target": "best"},
+    },
+    "date-mot-3tier": {
+        "tiers": [
+            (
+                m,
+                sc(k, "text", mixture=[{"samples": k, "options": {"variant": "pot"}}]),
+                {"variant": "cot", "billing": "prompt_once"},
+            )
+            for m, k in (("llama-2-13b-chat", 20), ("gpt-3.5-turbo-0613", 20), ("gpt-4-0613", 3))
+        ],
+        "tune": {"target": "best", "samples": [5, 10]},
+    },
+    "routellm-gsm8k": {
+        # a confidence classifier trained on the training half of Mixtral's answers
+        "tiers": [("Mixtral-8x7B-Instruct-v0.1", sc(1, "number"), {}), ("gpt-4-1106-preview", None, {})],
+        "tune": {"target": "best", "depth": 2, "classifiers": 1},
+        "pair": ("Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"),
+    },
+    "routerbench-arc": {
+        "tiers": [("mistral-7b-chat", sc(1, "choice"), {})],
+        "tune": {"models": "all", "partners": 2, "target": "best"},
+    },
+    "routerbench-mbpp": {
+        "tiers": [("mistral-7b-chat", sc(1, "text", similarity="char_ngram", similarity_threshold=0.6), {})],
+        "tune": {"models": "all", "partners": 2, "target": "best"},
+    },
+    "arena-judge": {
+        # the judge's verdicts are GPT-4's recorded ones, billed at GPT-4's list price
+        "tiers": [
+            (
+                "Mixtral-8x7B-Instruct-v0.1",
+                {
+                    "kind": "judge",
+                    "provider": "replay_judge",
+                    "model": "gpt-4-judge",
+                    "options": {"path": "{path}"},
+                    "price": {"input": 30, "output": 60},
+                },
+                {},
+            )
+        ],
+        "tune": {"models": "all", "target": "best"},
+    },
+    "crux-o-samples": {
+        "tiers": [("deepseek-base-6.7b", sc(10, "literal"), {})],
+        "tune": {"models": "all", "target": "best", "samples": [3, 5]},
+    },
+    "crux-i-samples": {
+        "tiers": [("deepseek-base-6.7b", sc(10, "literal"), {})],
+        "tune": {"models": "all", "target": "best"},
+    },
+}
+
+
+def skeleton(name: str, data_dir: Path, spec: dict[str, Any], folder: Path, seed: int = 0) -> Path:
+    path = str(data_dir / f"{name}.jsonl.gz")
+    tiers = []
+    for i, (model, scorer, options) in enumerate(spec["tiers"]):
+        t: dict[str, Any] = {
+            "name": f"t{i}",
+            "provider": "replay",
+            "model": model,
+            "options": {"path": path, **options},
+        }
+        if scorer == "classifier":
+            scorer = {
+                "kind": "classifier",
+                "path": str(train_classifier(name, data_dir, model, folder, seed)),
+            }
+        if scorer is not None:
+            t["scorer"] = json.loads(json.dumps(scorer).replace("{path}", path))
+            t["threshold"] = 0.5
+        tiers.append(t)
+    if tiers[-1].get("scorer") is None and len(tiers) == 1:
+        pass
+    out = folder / f"{name}.yaml"
+    out.write_text(yaml.safe_dump({"name": f"{name}-tuned", "tiers": tiers}, sort_keys=False))
+    return out
+
+
+def train_classifier(name: str, data_dir: Path, model: str, folder: Path, seed: int = 0) -> Path:
+    """A classifier for ``model`` trained on the tuner's training part only (the same split)."""
+    from cascade import outcomes
+    from cascade.evaluate.data import EvalSet
+    from cascade.scorers import classifier
+
+    data = outcomes.load(data_dir / f"{name}.jsonl.gz")
+    es = EvalSet.build(data, data.models)
+    test = es.split("auto", seed=seed)
+    train_ids = {r.id for r, t in zip(es.records, test, strict=True) if not t}
+    examples = [e for e in classifier.examples_from_outcomes(data, model) if e.id in train_ids]
+    clf = classifier.train(examples)
+    out = folder / f"{name}.{model}.classifier.json"
+    clf.save(out)
+    return out
+
+
+def frontier_aiq(tuning: Any, lo: float, hi: float, max_points: int = 40) -> float:
+    """AIQ on the held-out part of the settings on the training frontier."""
+    from cascade.evaluate.metrics import aiq
+    from cascade.evaluate.simulate import run
+
+    front = sorted(tuning.frontier, key=lambda s: s.cost)
+    if len(front) > max_points:
+        idx = np.unique(np.linspace(0, len(front) - 1, max_points).round().astype(int))
+        front = [front[i] for i in idx]
+    qs, cs = [], []
+    for s in front:
+        r = run(tuning.arrays(s, tuning.test), tuning.thresholds(s))
+        qs.append(r.quality.mean())
+        cs.append(r.cost.mean())
+    return aiq(np.array(cs), np.array(qs), lo, hi)
+
+
+def pair_figures(tuning: Any, sk: Path, pair: tuple[str, str], seed: int) -> dict[str, Any] | None:
+    """RouteLLM's metrics for a weak -> strong cascade: the weak model's best-scored candidate (its
+    classifier when one was trained) before the strong model, over every threshold, held out."""
+    from cascade.evaluate import held_out
+    from cascade.evaluate.tune import Setting
+    from cascade.evaluate.write import render, tuned_raw
+    from cascade.policy import loader
+
+    weak, strong = pair
+    cands = tuning.candidates
+    scored = [
+        i for i, c in enumerate(cands) if c.spec.model == weak and c.scored is not None and not c.partners
+    ]
+    last = [i for i, c in enumerate(cands) if c.spec.model == strong and c.bare is not None]
+    if not scored or not last:
+        return None
+    first = max(scored, key=lambda i: cands[i].name.endswith("-clf"))
+    setting = Setting((first, last[0]), (0.5,), 0.0, 0.0)
+    policy = loader.loads(render(tuned_raw(sk, tuning, setting), [], {}), source="pair")
+    figures: dict[str, Any] | None = held_out(tuning, setting, policy, reps=300, seed=seed).figures.get(
+        "pair"
+    )
+    return figures
+
+
+def one(name: str, data_dir: Path, folder: Path, seed: int = 0) -> dict[str, Any]:
+    from cascade import outcomes
+    from cascade.evaluate import held_out
+    from cascade.evaluate.metrics import aiq, best_mix_aiq
+    from cascade.evaluate.tune import Objective, tune
+    from cascade.evaluate.write import render, tuned_raw
+    from cascade.policy import loader
+
+    spec = SETS[name]
+    sk = skeleton(name, data_dir, spec, folder, seed)
+    data = outcomes.load(data_dir / f"{name}.jsonl.gz")
+    kw = dict(spec["tune"])
+    target = kw.pop("target")
+    started = time.perf_counter()
+    tuning = tune(sk, data, Objective(target=target), seed=seed, **kw)
+    took = time.perf_counter() - started
+    row: dict[str, Any] = {"set": name, "tune_seconds": round(took, 1), "candidates": len(tuning.candidates)}
+    if tuning.choice is None:
+        row["error"] = "; ".join(tuning.notes) or "no setting met the objective"
+        return row
+    raw = tuned_raw(sk, tuning, tuning.choice)
+    policy = loader.loads(render(raw, [], {}), source=name)
+    ev = held_out(tuning, tuning.choice, policy, reps=300, seed=seed)
+    f = ev.figures
+    es, test = tuning.evalset, tuning.test
+    sq, scost = es.quality[test].mean(axis=0), es.cost[test].mean(axis=0)
+    lo, hi = float(scost.min()), float(scost.max())
+    single_aiq = max(aiq(scost[[j]], sq[[j]], lo, hi) for j in range(len(es.models)))
+    mix, _ = best_mix_aiq(scost, sq, lo, hi)
+    row.update(
+        {
+            "records_test": f["records"],
+            "policy": " -> ".join(
+                f"{t['model']}"
+                + (
+                    f" (+{len(tuning.candidates[i].partners)} voters)"
+                    if tuning.candidates[i].partners
+                    else ""
+                )
+                for t, i in zip(f["tiers"], tuning.choice.tiers, strict=True)
+            ),
+            "quality": f["quality"],
+            "cost": f["cost_per_query_usd"],
+            "best_single": f["best_single"]["model"],
+            "best_quality": f["best_single"]["quality"]["value"],
+            "best_cost": f["best_single"]["cost_per_query_usd"],
+            "quality_delta": f["vs_best"]["quality_delta"],
+            "cost_share": f["vs_best"]["cost_share"],
+            "cost_at_matched_quality": f["cost_at_matched_quality"],
+            "vs_reference": f.get("vs_reference"),
+            "aiq_tuned": frontier_aiq(tuning, lo, hi),
+            "aiq_best_single": single_aiq,
+            "aiq_best_mix": mix,
+            "aiq_all_singles": aiq(scost, sq, lo, hi),
+            "pair": f.get("pair") if "pair" not in spec else pair_figures(tuning, sk, spec["pair"], seed),
+        }
+    )
+    return row
+
+
+def pct(d: dict[str, Any] | None) -> str:
+    if not d or d.get("value") is None:
+        return "n/a"
+    lo, hi = d.get("low"), d.get("high")
+    ci = f" [{lo * 100:.1f}, {hi * 100:.1f}]" if lo is not None and hi is not None else ""
+    return f"{d['value'] * 100:.1f}%{ci}"
+
+
+def num(x: Any, spec: str = ".4f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:{spec}}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| set | tuned policy | quality [95% CI] "
+        "| best single on the held-out half: quality, cost share [95% CI] "
+        "| model best on the training half: Δquality, cost share "
+        "| cost at matched quality (threshold curve) "
+        "| AIQ tuned / best single / best 2-model mix / hull of all single models "
+        "| APGR, CPT(50%) | tune s |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['set']} | {r['error']} | | | | | | | {r['tune_seconds']} |")
+            continue
+        q = r["quality"]
+        p = r.get("pair")
+        gap = "-" if not p else f"{num(p['apgr']['value'], '.3f')}, {pct(p['cpt50'])}"
+        ref = r.get("vs_reference")
+        vs_ref = (
+            "-"
+            if not ref
+            else f"{ref['model']}: {num(ref['quality_delta']['value'], '+.4f')}, {pct(ref['cost_share'])}"
+        )
+        lines.append(
+            f"| {r['set']} | {r['policy']} | {num(q['value'])} [{num(q['low'])}, {num(q['high'])}] "
+            f"| {r['best_single']}: {num(r['best_quality'])}, {pct(r['cost_share'])} | {vs_ref} "
+            f"| {pct(r['cost_at_matched_quality'])} "
+            f"| {num(r['aiq_tuned'])} / {num(r['aiq_best_single'])} / {num(r['aiq_best_mix'])}"
+            f" / {num(r.get('aiq_all_singles'))}"
+            f" | {gap} | {r['tune_seconds']} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--only", nargs="*", choices=sorted(SETS))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="train/test split seed (files without their own split)"
+    )
+    args = parser.parse_args(argv)
+    if not (args.data / "README.md").exists():
+        print(f"benchmarks: recorded outcomes not found at {args.data} (set CASCADE_DATA); nothing to do")
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only or list(SETS):
+            if not (args.data / f"{name}.jsonl.gz").exists():
+                print(f"skip {name}: not in {args.data}", file=sys.stderr)
+                continue
+            print(f"{name} ...", file=sys.stderr, flush=True)
+            rows.append(one(name, args.data, Path(tmp), args.seed))
+            print(f"  {name}: {rows[-1].get('tune_seconds')} s to tune", file=sys.stderr, flush=True)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                rows, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else str(x)
+            )
+        )
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""``cascade tune``: choose tiers, order and thresholds from recorded outcomes; write the policy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cascade.cli import UsageError
+from cascade.cli.eval import add_data_arguments, add_report_arguments, data_path
+
+NAME = "tune"
+HELP = "Tune a policy skeleton on recorded outcomes (train/test split) and write the tuned YAML policy."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("skeleton", help="policy YAML whose tiers are the candidates")
+    add_data_arguments(parser)
+    goal = parser.add_mutually_exclusive_group(required=True)
+    goal.add_argument(
+        "--cost-cap", type=float, metavar="USD", help="maximise quality at most this cost per query"
+    )
+    goal.add_argument(
+        "--target-quality",
+        metavar="Q|best",
+        help="minimise cost reaching this quality (a number, or 'best': the best single model's)",
+    )
+    parser.add_argument(
+        "--models",
+        metavar="all|M1,M2",
+        help="also try these models of the file (with the skeleton's first scorer)",
+    )
+    parser.add_argument(
+        "--partners",
+        type=int,
+        default=0,
+        metavar="N",
+        help="self_consistency candidates also vote with up to N other cheap models (agreement); default 0",
+    )
+    parser.add_argument(
+        "--classifiers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also train a confidence classifier (training part only) for up to N cheap models (default 0)",
+    )
+    parser.add_argument(
+        "--samples",
+        metavar="K1,K2",
+        help="self_consistency candidates also tried with these (smaller) sample counts",
+    )
+    parser.add_argument(
+        "--pool", type=int, default=6, help="how many cheap models may be partners (default 6)"
+    )
+    parser.add_argument("--depth", type=int, default=3, help="most tiers in the cascade (default 3)")
+    parser.add_argument(
+        "--split",
+        choices=["auto", "file", "seed"],
+        default="auto",
+        help="the file's own train/test split if it has one (auto), or a seeded one",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=1.0,
+        help="margin, in standard errors on the training part, the objective must hold by (default 1)",
+    )
+    parser.add_argument("--out", metavar="FILE", help="tuned policy (default: SKELETON.tuned.yaml)")
+    add_report_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cascade import outcomes
+    from cascade.cli.progress import Progress
+    from cascade.evaluate import held_out
+    from cascade.evaluate.report import plot, table, to_json
+    from cascade.evaluate.tune import Objective, tune
+    from cascade.evaluate.write import diff, header_lines, render, tier_notes, tuned_raw
+    from cascade.policy import loader
+
+    if args.depth < 1:
+        raise UsageError("--depth must be at least 1")
+    target: float | str | None = None
+    if args.target_quality is not None:
+        if args.target_quality == "best":
+            target = "best"
+        else:
+            try:
+                target = float(args.target_quality)
+            except ValueError:
+                raise UsageError(
+                    f"--target-quality: a number or 'best' (got {args.target_quality!r})"
+                ) from None
+    objective = Objective(args.cost_cap, target, args.confidence)  # type: ignore[arg-type]
+    models = None
+    if args.models:
+        models = "all" if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        samples = [int(k) for k in args.samples.split(",")] if args.samples else []
+    except ValueError:
+        raise UsageError(f"--samples: comma-separated counts (got {args.samples!r})") from None
+    out = Path(args.out) if args.out else Path(args.skeleton).with_suffix(".tuned.yaml")
+    data = outcomes.load(data_path(args.skeleton, args.data))
+    bar = Progress(1, label="scoring candidates")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.advance(done - bar.done)
+
+    tuning = tune(
+        args.skeleton,
+        data,
+        objective,
+        models=models,
+        partners=args.partners,
+        samples=samples,
+        classifiers=args.classifiers,
+        artifacts=out.with_suffix(".classifiers"),
+        pool=args.pool,
+        depth=args.depth,
+        split=args.split,
+        seed=args.seed,
+        test_fraction=args.test_fraction,
+        billing=args.billing,
+        progress=progress,
+    )
+    bar.close()
+    for note in tuning.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if tuning.choice is None:
+        print(
+            "cascade: no setting meets the objective on the training part; relax it (or --confidence 0)",
+            file=sys.stderr,
+        )
+        return 1
+    goal = (
+        f"highest quality at most ${args.cost_cap} per query"
+        if args.cost_cap is not None
+        else f"lowest cost reaching quality {target}"
+        + (
+            f" (the best single model on the training part, {tuning.reference}: {tuning.target_quality:.4f})"
+            if target == "best"
+            else ""
+        )
+    )
+    raw = tuned_raw(args.skeleton, tuning, tuning.choice)
+    draft = render(raw, [], {})
+    policy = loader.loads(draft, source="<tuned>")
+    ev = held_out(tuning, tuning.choice, policy, reps=args.bootstrap, seed=args.seed)
+    text = render(
+        raw,
+        [*header_lines(ev.figures, tuning, goal), f"{tuning.settings_tried} settings tried", ""],
+        tier_notes(ev.figures),
+    )
+    out.write_text(text, encoding="utf-8")
+    if args.json == "-":
+        print(to_json(ev))
+    else:
+        print(f"tuned on {int(tuning.train.sum())} records; held-out figures on {int(tuning.test.sum())}:\n")
+        print(table(ev, models=0))
+        print()
+        old = Path(args.skeleton).read_text(encoding="utf-8")
+        print(diff(old, text, str(args.skeleton), str(out)) or "(no change)")
+        if args.json:
+            Path(args.json).write_text(to_json(ev) + "\n", encoding="utf-8")
+    print(f"tuned policy -> {out}", file=sys.stderr)
+    if args.plot:
+        try:
+            plot(ev, args.plot)
+        except ImportError:
+            raise UsageError("--plot needs matplotlib (pip install 'cascade-llm[plot]')") from None
+        print(f"plot -> {args.plot}", file=sys.stderr)
+    return 0

@@ -1,0 +1,64 @@
+"""Offline evaluation and tuning of policies on recorded outcomes (nothing is called).
+
+* :mod:`~cascade.evaluate.data`: the records evaluated, train/test splits, single-model arrays;
+* :mod:`~cascade.evaluate.simulate`: tiers scored once by the real scorers, cascades played with numpy;
+* :mod:`~cascade.evaluate.metrics`: AIQ, PGR/APGR, CPT, cost at matched quality, oracle, bootstrap;
+* :mod:`~cascade.evaluate.evaluate`: every figure of ``cascade eval``;
+* :mod:`~cascade.evaluate.tune`: tiers, order and thresholds chosen on a training part;
+* :mod:`~cascade.evaluate.report` and :mod:`~cascade.evaluate.write`: tables, JSON, plots, YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from cascade.evaluate.data import EvalSet
+from cascade.evaluate.evaluate import Evaluation, evaluate, score_policy
+from cascade.evaluate.tune import Objective, Setting, Tuning, tune
+from cascade.evaluate.write import floor_threshold
+from cascade.outcomes import Outcomes
+from cascade.policy.schema import Policy
+
+
+def evaluate_file(
+    policy: Policy,
+    data: Outcomes,
+    base_dir: str | Path = ".",
+    *,
+    split: str = "none",
+    seed: int = 0,
+    reps: int = 500,
+) -> Evaluation:
+    """Score ``policy`` on ``data`` and evaluate it on the chosen part (default: every record)."""
+    es = EvalSet.build(data, [t.model for t in policy.tiers])
+    tiers = score_policy(policy, data, es, Path(base_dir))
+    rows = es.split(split, seed=seed)  # type: ignore[arg-type]
+    return evaluate(policy, es, tiers, rows, reps=reps, seed=seed)
+
+
+def held_out(
+    tuning: Tuning, setting: Setting, policy: Policy, *, reps: int = 500, seed: int = 0
+) -> Evaluation:
+    """The tuned ``setting`` (written as ``policy``) measured on the tuning's held-out part."""
+    arrays = tuning.arrays(setting, np.ones(len(tuning.evalset), dtype=bool))
+    ths = [floor_threshold(t) for t in setting.thresholds]
+    arrays = [replace(a, threshold=ths[i]) if i < len(ths) else a for i, a in enumerate(arrays)]
+    return evaluate(
+        policy, tuning.evalset, arrays, tuning.test, reps=reps, seed=seed, reference=tuning.reference
+    )
+
+
+__all__ = [
+    "EvalSet",
+    "Evaluation",
+    "Objective",
+    "Setting",
+    "Tuning",
+    "evaluate",
+    "evaluate_file",
+    "held_out",
+    "tune",
+]

@@ -1,0 +1,616 @@
+"""Tune a policy from recorded outcomes: which tiers, in which order, with which thresholds.
+
+The input is a *skeleton* policy: its tiers are the candidates (a model with a scorer). It can
+be widened to every model of the file (``models="all"``: each gets the skeleton's first scorer);
+for ``self_consistency`` scorers, to fewer samples (``samples``) and to *agreement* candidates
+that add votes from up to ``partners`` other cheap models; and to trained confidence classifiers
+for up to ``classifiers`` cheap models (:mod:`cascade.evaluate.learned`, out-of-fold on the
+training part). "Cheap models" are the frontier and best-quality models costing at most
+``pool_cost_share`` of the reference model (or the cost cap), measured on the training part.
+
+Every candidate is scored once on every record by the real provider and scorer code
+(:func:`~cascade.evaluate.simulate.score_tier`); the search then runs on arrays:
+
+* one model alone (the last tier needs no scorer);
+* two tiers ``scored -> last``: every threshold at once, by sorting the scores (exact);
+* three tiers ``scored -> scored -> last`` (cheapest first) for the most useful scored candidates
+  and last tiers: a grid on the first threshold, every value of the second;
+* deeper cascades extend the best three-tier prefixes the same way.
+
+The objective is either the highest quality under a cost cap per query or the lowest cost for a
+target quality (a number, or ``"best"``: the best single model's quality on the training part).
+A setting must meet its constraint with a margin of ``confidence`` standard errors on the
+training part (paired against the reference model for ``"best"``), which keeps the choice from
+riding on luck. The chosen policy is then measured on the held-out part, with bootstrap
+intervals: that is the prediction.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+
+from cascade.errors import ConfigurationError
+from cascade.evaluate.data import BoolArray, EvalSet, FloatArray
+from cascade.evaluate.metrics import upper_hull
+from cascade.evaluate.simulate import Billing, ReplayContext, TierArrays, run, score_tier
+from cascade.outcomes import Outcomes
+from cascade.policy import loader
+from cascade.policy.schema import Policy, TierSpec
+
+Target = float | Literal["best"]
+
+
+@dataclass
+class Candidate:
+    """A tier the tuner may use: its raw YAML (written back as is), the validated spec, and its
+    simulated arrays with the scorer (``scored``; None when it has none) and without (``bare``:
+    one sample, what it costs as the last tier)."""
+
+    name: str
+    raw: dict[str, Any]
+    spec: TierSpec
+    scored: TierArrays | None = None
+    bare: TierArrays | None = None
+    partners: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Objective:
+    """``cost_cap`` (USD per query): maximise quality under it; ``target``: minimise cost while
+    reaching it (``"best"`` = the best single model's quality). ``confidence``: the margin in
+    standard errors on the training part."""
+
+    cost_cap: float | None = None
+    target: Target | None = None
+    confidence: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.cost_cap is None) == (self.target is None):
+            raise ConfigurationError("give exactly one objective: a cost cap or a target quality")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One cascade: candidate indices (the last one answers without scorer) and thresholds."""
+
+    tiers: tuple[int, ...]
+    thresholds: tuple[float, ...]
+    quality: float
+    cost: float
+
+
+@dataclass
+class Tuning:
+    """What :func:`tune` found."""
+
+    candidates: list[Candidate]
+    evalset: EvalSet
+    test: BoolArray
+    choice: Setting | None
+    reference: str
+    target_quality: float | None
+    frontier: list[Setting]
+    settings_tried: int
+    notes: list[str] = field(default_factory=list)
+    ctx: ReplayContext | None = None
+    skeleton: Policy | None = None
+    _complete: set[int] = field(default_factory=set)
+
+    @property
+    def train(self) -> BoolArray:
+        return ~self.test
+
+    def ensure(self, s: Setting) -> None:
+        """Score the held-out rows of the setting's tiers (the search only scored the training rows)."""
+        if self.ctx is None:
+            return
+        for pos, idx in enumerate(s.tiers):
+            c = self.candidates[idx]
+            last = pos == len(s.tiers) - 1
+            key = -1 - idx if last else idx
+            if key in self._complete:
+                continue
+            self._complete.add(key)
+            records = self.evalset.records
+            if last:
+                assert c.bare is not None
+                bare_spec = c.spec.model_copy(update={"scorer": None, "threshold": None})
+                full = score_tier(bare_spec, records, self.ctx, rows=self.test, into=c.bare)
+                for other_idx, other in enumerate(self.candidates):
+                    if other.bare is c.bare:
+                        other.bare = full
+                        self._complete.add(-1 - other_idx)
+            else:
+                assert c.scored is not None
+                c.scored = score_tier(c.spec, records, self.ctx, rows=self.test, into=c.scored)
+
+    def arrays(self, s: Setting, rows: BoolArray) -> list[TierArrays]:
+        if (rows & self.test).any():
+            self.ensure(s)
+        out: list[TierArrays] = []
+        for pos, idx in enumerate(s.tiers):
+            c = self.candidates[idx]
+            t = c.bare if pos == len(s.tiers) - 1 else c.scored
+            assert t is not None
+            out.append(t.take(rows))
+        return out
+
+    def thresholds(self, s: Setting) -> list[float | None]:
+        return [*s.thresholds, None]
+
+    def policy_tiers(self, s: Setting) -> list[TierSpec]:
+        return [self.candidates[i].spec for i in s.tiers]
+
+
+# -- candidates ---------------------------------------------------------------------------------
+
+
+def _slug(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-")[:60] or "tier"
+
+
+def _validate_tier(raw: dict[str, Any]) -> TierSpec:
+    pol = loader.validate({"name": "candidate", "tiers": [raw]}, source="<candidate>")
+    return pol.tiers[0]
+
+
+def raw_tiers(path: str | Path) -> list[dict[str, Any]]:
+    """The skeleton's tiers as written (``${VAR}`` kept), for writing back."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    tiers = data.get("tiers") if isinstance(data, dict) else None
+    if not isinstance(tiers, list):
+        raise ConfigurationError(f"{path}: no tiers")
+    return [dict(t) for t in tiers]
+
+
+def candidates_from(
+    raws: Sequence[dict[str, Any]],
+    data: Outcomes,
+    *,
+    models: Sequence[str] | Literal["all"] | None = None,
+) -> list[Candidate]:
+    """The skeleton's tiers, plus one per extra model with the skeleton's first scorer."""
+    out: list[Candidate] = []
+    seen: set[str] = set()
+    for raw in raws:
+        spec = _validate_tier(raw)
+        out.append(Candidate(spec.name, copy.deepcopy(raw), spec))
+        seen.add(spec.model)
+    if models:
+        template = next((r for r in raws if r.get("scorer")), raws[0])
+        wanted = data.models if models == "all" else list(models)
+        for m in wanted:
+            if m in seen:
+                continue
+            if m not in data.models:
+                from cascade.registry import suggest
+
+                raise ConfigurationError(
+                    f"{data.path}: model {m!r} is not in the file{suggest(m, data.models)}"
+                )
+            raw = copy.deepcopy(template)
+            raw["model"] = m
+            raw["name"] = _slug(m)
+            raw.pop("threshold", None) if not raw.get("scorer") else None
+            spec = _validate_tier(raw)
+            out.append(Candidate(spec.name, raw, spec))
+            seen.add(m)
+    names: set[str] = set()
+    for c in out:  # unique tier names
+        base, k = c.name, 2
+        while c.name in names:
+            c.name = f"{base}-{k}"
+            k += 1
+        c.raw["name"] = c.name
+        names.add(c.name)
+    return out
+
+
+def agreement_candidates(base: Sequence[Candidate], pool: Sequence[str], partners: int) -> list[Candidate]:
+    """For each self-consistency candidate whose model is in ``pool``: the same tier with votes
+    added from every set of up to ``partners`` other pool models (one sample each)."""
+    out: list[Candidate] = []
+    for c in base:
+        sc = c.raw.get("scorer") or {}
+        if sc.get("kind") != "self_consistency" or c.spec.model not in pool:
+            continue
+        others = [m for m in pool if m != c.spec.model]
+        for size in range(1, partners + 1):
+            for group in itertools.combinations(others, size):
+                raw = copy.deepcopy(c.raw)
+                mixture = list(raw["scorer"].get("mixture") or [])
+                mixture += [{"samples": 1, "model": m} for m in group]
+                raw["scorer"] = {**raw["scorer"], "mixture": mixture}
+                raw["name"] = _slug("+".join([c.spec.model, *group]))
+                spec = _validate_tier(raw)
+                out.append(Candidate(spec.name, raw, spec, partners=group))
+    return out
+
+
+def sample_count_candidates(base: Sequence[Candidate], counts: Sequence[int]) -> list[Candidate]:
+    """Each self-consistency candidate again with fewer samples (``k`` in ``counts``, below its own);
+    mixture sources of the same model (another prompt variant) are cut to the same count."""
+    out: list[Candidate] = []
+    for c in base:
+        sc = c.raw.get("scorer") or {}
+        if sc.get("kind") != "self_consistency" or c.partners:
+            continue
+        k0 = int(sc.get("k", 5))
+        for k in sorted({int(k) for k in counts}):
+            if not 1 <= k < k0:
+                continue
+            raw = copy.deepcopy(c.raw)
+            raw["scorer"]["k"] = k
+            for src in raw["scorer"].get("mixture") or []:
+                if "model" not in src and "provider" not in src:
+                    src["samples"] = min(int(src.get("samples", k)), k)
+            raw["name"] = f"{c.name}-k{k}"
+            spec = _validate_tier(raw)
+            out.append(Candidate(spec.name, raw, spec))
+    return out
+
+
+def frontier_models(es: EvalSet, rows: BoolArray, size: int, max_cost: float = math.inf) -> list[str]:
+    """Up to ``size`` cheap voters worth asking (on ``rows``): the models on the quality/cost
+    frontier that cost at most ``max_cost`` per query and reach the median model's quality, then
+    the best-quality others under ``max_cost``."""
+    q, c = es.quality[rows].mean(axis=0), es.cost[rows].mean(axis=0)
+    floor = float(np.median(q))
+    order = np.lexsort((-q, c))
+    front: list[int] = []
+    best = -math.inf
+    for j in order:
+        if q[j] > best:
+            best = q[j]
+            if c[j] <= max_cost and q[j] >= floor:
+                front.append(int(j))
+    rest = [int(j) for j in np.argsort(-q) if c[j] <= max_cost and int(j) not in front]
+    chosen = (front + rest)[:size]
+    return [es.models[j] for j in chosen]
+
+
+# -- search -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Arr:
+    """A tier's train arrays, ready for the fast two-tier path."""
+
+    accept_score: FloatArray  # -inf where the tier cannot accept (no answer, scorer error)
+    ok: BoolArray
+    quality: FloatArray
+    cost: FloatArray
+
+    @classmethod
+    def of(cls, t: TierArrays) -> _Arr:
+        can = t.ok & ~t.scorer_error & ~np.isnan(t.score)
+        return cls(
+            np.where(can, t.score, -np.inf), t.ok, np.nan_to_num(t.quality), np.where(t.ok, t.cost, 0.0)
+        )
+
+
+def _two_tier(
+    first: _Arr, last: _Arr, rows: BoolArray, fallback_q: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """All thresholds of ``first -> last`` on ``rows`` at once: (thresholds, quality sums, cost sums).
+
+    ``fallback_q`` is what a record gets when the last tier has no answer (an earlier candidate)."""
+    a = first.accept_score[rows]
+    q1 = first.quality[rows]
+    c1 = first.cost[rows]
+    okl = last.ok[rows]
+    ql = np.where(okl, last.quality[rows], np.where(first.ok[rows], q1, fallback_q[rows]))
+    cl = last.cost[rows]
+    order = np.argsort(-a, kind="stable")
+    a_s = a[order]
+    gain = np.cumsum((q1 - ql)[order])
+    saved = np.cumsum(cl[order])
+    # a cut after position i accepts every record with score >= a_s[i]; keep the last index of
+    # each distinct finite score
+    finite = np.isfinite(a_s)
+    last_of = np.r_[a_s[1:] != a_s[:-1], True] & finite
+    th = np.r_[a_s[last_of], np.inf]
+    base_q, base_c = float(ql.sum()), float(c1.sum() + cl.sum())
+    qs = np.r_[base_q + gain[last_of], base_q]
+    cs = np.r_[base_c - saved[last_of], base_c]
+    return th, qs, cs
+
+
+def _levels(score: FloatArray, k: int) -> FloatArray:
+    s = score[np.isfinite(score)]
+    values = np.unique(s)
+    if len(values) > k:
+        values = np.unique(np.quantile(s, np.linspace(0, 1, k + 1)[1:]))
+    out: FloatArray = np.r_[values, np.inf]
+    return out
+
+
+class _Search:
+    def __init__(self, cands: list[Candidate], rows: BoolArray) -> None:
+        self.cands = cands
+        self.rows = rows
+        self.n = int(rows.sum())
+        self.scored = {i: _Arr.of(c.scored) for i, c in enumerate(cands) if c.scored is not None}
+        self.bare = {i: _Arr.of(c.bare) for i, c in enumerate(cands) if c.bare is not None}
+        self.cost = {i: float(a.cost[rows].mean()) for i, a in self.scored.items()}
+        self.zero = np.zeros(len(rows))
+        self.settings: list[tuple[tuple[int, ...], FloatArray, FloatArray, FloatArray]] = []
+        # (tiers, thresholds (G, k-1), quality means (G,), cost means (G,))
+
+    def singles(self) -> None:
+        for i, a in self.bare.items():
+            q = np.where(a.ok, a.quality, 0.0)[self.rows].mean()
+            c = a.cost[self.rows].mean()
+            self.settings.append(((i,), np.zeros((1, 0)), np.array([q]), np.array([c])))
+
+    def pairs(self) -> None:
+        for i, s in self.scored.items():
+            for j, b in self.bare.items():
+                if j == i or (
+                    self.cands[j].spec.model == self.cands[i].spec.model and not self.cands[i].partners
+                ):
+                    continue
+                th, qs, cs = _two_tier(s, b, self.rows, self.zero)
+                self.settings.append(((i, j), th[:, None], qs / self.n, cs / self.n))
+
+    def deeper(
+        self, prefixes: Sequence[tuple[int, ...]], lasts: Sequence[int], firsts: Sequence[int], levels: int
+    ) -> None:
+        """Extend each prefix of scored tiers by one scored tier of ``firsts`` (costlier than the
+        prefix's last) before each last tier."""
+        for prefix in prefixes:
+            for mid in firsts:
+                if mid in prefix or self.cost[mid] <= self.cost[prefix[-1]]:
+                    continue
+                for j in lasts:
+                    if j != mid and j not in prefix:
+                        self._extend(prefix, mid, j, levels)
+
+    def _extend(self, prefix: tuple[int, ...], mid: int, last: int, levels: int) -> None:
+        # enumerate a grid over the prefix thresholds, then every threshold of `mid`
+        arrs = [self.scored[i] for i in prefix]
+        grids = [_levels(a.accept_score[self.rows], levels) for a in arrs]
+        rows_all = self.rows
+        ths: list[FloatArray] = []
+        qs: list[FloatArray] = []
+        cs: list[FloatArray] = []
+        for combo in itertools.product(*grids):
+            alive = rows_all.copy()
+            q_acc = 0.0
+            c_acc = 0.0
+            fallback = np.zeros(len(rows_all))
+            fb_set = np.zeros(len(rows_all), dtype=bool)
+            for a, th in zip(arrs, combo, strict=True):
+                c_acc += float(a.cost[alive].sum())
+                acc = alive & (a.accept_score >= th)
+                q_acc += float(a.quality[acc].sum())
+                new_fb = alive & ~acc & a.ok & ~fb_set
+                fallback = np.where(new_fb, a.quality, fallback)
+                fb_set |= new_fb
+                alive &= ~acc
+            th2, q2, c2 = _two_tier(self.scored[mid], self.bare[last], alive, fallback)
+            g = len(th2)
+            ths.append(np.column_stack([np.tile(np.array(combo), (g, 1)), th2]))
+            qs.append((q_acc + q2) / self.n)
+            cs.append((c_acc + c2) / self.n)
+        self.settings.append(
+            ((*prefix, mid, last), np.concatenate(ths), np.concatenate(qs), np.concatenate(cs))
+        )
+
+    def flat(self) -> tuple[FloatArray, FloatArray, np.ndarray, np.ndarray]:
+        """Every setting tried (a tier that never accepts is left out: the shorter cascade is cheaper)."""
+        q = np.concatenate([s[2] for s in self.settings])
+        c = np.concatenate([s[3] for s in self.settings])
+        which = np.concatenate([np.full(len(s[2]), k) for k, s in enumerate(self.settings)])
+        row = np.concatenate([np.arange(len(s[2])) for s in self.settings])
+        finite = np.concatenate([np.isfinite(s[1]).all(axis=1) for s in self.settings])
+        return q[finite], c[finite], which[finite], row[finite]
+
+    def setting(self, which: int, row: int, q: float, c: float) -> Setting:
+        tiers, th, _, _ = self.settings[which]
+        return Setting(tiers, tuple(float(x) for x in th[row]), float(q), float(c))
+
+
+def _usefulness(search: _Search, k: int) -> tuple[list[int], list[int]]:
+    """Scored candidates and last tiers that appear most on the two-tier frontier."""
+    q, c, _, _ = search.flat()
+    xs, ys = upper_hull(c, q)
+    score_first: dict[int, float] = {}
+    score_last: dict[int, float] = {}
+    for w in range(len(search.settings)):
+        tiers, _, qs, cs = search.settings[w]
+        if len(tiers) != 2:
+            continue
+        # how close this pair gets to the hull, at its best
+        hull_q = np.interp(cs, xs, ys, left=ys[0], right=ys[-1])
+        gap = float(np.max(qs - hull_q))
+        score_first[tiers[0]] = max(score_first.get(tiers[0], -math.inf), gap)
+        score_last[tiers[1]] = max(score_last.get(tiers[1], -math.inf), gap)
+    firsts = sorted(score_first, key=lambda i: -score_first[i])[:k]
+    lasts = sorted(score_last, key=lambda i: -score_last[i])[: max(4, k // 3)]
+    return firsts, lasts
+
+
+# -- choosing -----------------------------------------------------------------------------------
+
+
+def _passes(
+    tuning_rows: BoolArray,
+    arrays: list[TierArrays],
+    ths: list[float | None],
+    obj: Objective,
+    ref: FloatArray | None,
+    target: float | None,
+    on_exhausted: Any,
+) -> bool:
+    r = run(list(arrays), ths, on_exhausted)
+    n = len(r.quality)
+    z = obj.confidence
+    if obj.cost_cap is not None:
+        se = float(r.cost.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        return float(r.cost.mean()) + z * se <= obj.cost_cap
+    assert target is not None
+    if ref is not None:
+        d = r.quality - ref[tuning_rows]
+        se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        return float(d.mean()) - z * se >= -1e-12
+    se = float(r.quality.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    return float(r.quality.mean()) - z * se >= target - 1e-12
+
+
+def tune(
+    skeleton: str | Path,
+    data: Outcomes,
+    objective: Objective,
+    *,
+    models: Sequence[str] | Literal["all"] | None = None,
+    partners: int = 0,
+    samples: Sequence[int] = (),
+    classifiers: int = 0,
+    artifacts: str | Path | None = None,
+    pool: int = 6,
+    pool_cost_share: float = 0.2,
+    depth: int = 3,
+    split: Literal["auto", "file", "seed"] = "auto",
+    seed: int = 0,
+    test_fraction: float = 0.5,
+    billing: Billing = "auto",
+    breadth: int = 24,
+    levels: int = 12,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tuning:
+    """Choose tiers, order and thresholds from the training part of ``data`` (see the module doc).
+
+    ``progress(done, total)`` is called while candidates are scored (the slow part)."""
+    pol = loader.load(skeleton)
+    raws = raw_tiers(skeleton)
+    cands = candidates_from(raws, data, models=models)
+    notes: list[str] = []
+    es = EvalSet.build(data, sorted({c.spec.model for c in cands[: len(raws)]}))
+    dropped = sorted({c.spec.model for c in cands if c.spec.model not in es.models})
+    if dropped:
+        notes.append(f"left out, too few labelled answers: {', '.join(dropped)}")
+        cands = [c for c in cands if c.spec.model in es.models]
+    test = es.split(split, seed=seed, test_fraction=test_fraction)
+    train = ~test
+    if samples:
+        cands += sample_count_candidates(cands, samples)
+    tq, tc = es.quality[train].mean(axis=0), es.cost[train].mean(axis=0)
+    ref_cost = float(tc[int(np.lexsort((tc, -tq))[0])])
+    cap = objective.cost_cap if objective.cost_cap is not None else ref_cost * pool_cost_share
+    if partners > 0:
+        pool_models = frontier_models(es, train, pool, cap)
+        extra = agreement_candidates(cands, pool_models, partners)
+        notes.append(f"agreement partners from the cheapest frontier models: {', '.join(pool_models)}")
+        cands += extra
+    ctx = ReplayContext(Path(skeleton).resolve().parent, data, billing)
+    n_scored = sum(1 for k in cands if k.spec.scorer is not None)
+    total = (n_scored + len({k.spec.model for k in cands})) * int(train.sum())
+    done = 0
+
+    def tick(k: int) -> None:
+        nonlocal done
+        done += k
+        if progress is not None:
+            progress(done, total)
+
+    bare_by_model: dict[str, TierArrays] = {}
+    for cand in cands:
+        if cand.spec.scorer is not None:
+            cand.scored = score_tier(cand.spec, es.records, ctx, rows=train, progress=tick)
+        if not cand.partners:
+            if cand.spec.model not in bare_by_model:
+                bare_spec = cand.spec.model_copy(update={"scorer": None, "threshold": None})
+                bare_by_model[cand.spec.model] = score_tier(
+                    bare_spec, es.records, ctx, rows=train, progress=tick
+                )
+            cand.bare = bare_by_model[cand.spec.model]
+
+    if classifiers > 0:
+        from cascade.evaluate.learned import classifier_candidates
+
+        clf_models = frontier_models(es, train, classifiers, cap)
+        folder = Path(artifacts) if artifacts is not None else Path(tempfile.mkdtemp(prefix="cascade-tune-"))
+        cands += classifier_candidates(cands, es, data, train, clf_models, folder, seed=seed)
+        notes.append(
+            f"classifiers trained (training part only) for: {', '.join(clf_models)}; artifacts in {folder}"
+        )
+    search = _Search(cands, train)
+    search.singles()
+    if depth >= 2:
+        search.pairs()
+    if depth >= 3:
+        firsts, lasts = _usefulness(search, breadth)
+        search.deeper([(i,) for i in firsts], lasts, firsts, levels)
+        for d in range(4, depth + 1):
+            q, c, which, _ = search.flat()
+            best_prefixes: list[tuple[int, ...]] = []
+            for w in np.argsort(-q)[: 4 * breadth]:
+                t = search.settings[which[w]][0]
+                if len(t) == d - 1 and t[:-1] not in best_prefixes:
+                    best_prefixes.append(t[:-1])
+            search.deeper(best_prefixes[:breadth], lasts, firsts, max(3, levels // 2))
+
+    q, c, which, row = search.flat()
+    train_q = es.quality[train].mean(axis=0)
+    train_c = es.cost[train].mean(axis=0)
+    best_j = int(np.lexsort((train_c, -train_q))[0])
+    reference = es.models[best_j]
+    ref: FloatArray | None = None
+    target: float | None = None
+    if objective.target is not None:
+        if objective.target == "best":
+            target = float(train_q[best_j])
+            ref = es.quality[:, best_j]
+        else:
+            target = float(objective.target)
+    # candidates in order of preference, checked exactly (with the margin) until one passes
+    # (ties go to the shorter cascade)
+    ntiers = np.array([len(search.settings[w][0]) for w in which])
+    c_key = np.round(c, 12)  # sums in another order differ in the last bits
+    if objective.cost_cap is not None:
+        feasible = np.flatnonzero(c <= objective.cost_cap)
+        order = feasible[np.lexsort((ntiers[feasible], c_key[feasible], -np.round(q[feasible], 12)))]
+    else:
+        assert target is not None
+        feasible = np.flatnonzero(q >= target - 1e-12)
+        order = feasible[np.lexsort((ntiers[feasible], -np.round(q[feasible], 12), c_key[feasible]))]
+    choice: Setting | None = None
+    for k in order[:3000]:
+        s = search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k]))
+        tmp = Tuning(cands, es, test, None, reference, target, [], 0)
+        if _passes(train, tmp.arrays(s, train), tmp.thresholds(s), objective, ref, target, pol.on_exhausted):
+            choice = s
+            break
+    if choice is None:
+        notes.append("no setting meets the objective on the training part with the required margin")
+    hx, _ = upper_hull(c, q)
+    on_hull = np.isin(c, hx)
+    frontier_idx = np.flatnonzero(on_hull)
+    frontier = [search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in frontier_idx]
+    return Tuning(cands, es, test, choice, reference, target, frontier, len(q), notes, ctx, skeleton=pol)
+
+
+__all__ = [
+    "Candidate",
+    "Objective",
+    "Setting",
+    "Tuning",
+    "agreement_candidates",
+    "candidates_from",
+    "frontier_models",
+    "raw_tiers",
+    "sample_count_candidates",
+    "tune",
+]

@@ -1,0 +1,171 @@
+"""Tuning on synthetic files, the written policy, and the two commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cascade import outcomes
+from cascade.cli import main
+from cascade.evaluate import held_out
+from cascade.evaluate.tune import Objective, Setting, tune
+from cascade.evaluate.write import render, tuned_raw
+from cascade.policy import loader
+from tests.evaluate.synth import write_outcomes, write_policy
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    data = write_outcomes(tmp_path, 200, seed=5)
+    return data, write_policy(tmp_path, data)
+
+
+def test_tune_for_the_best_model_quality(files: tuple[Path, Path]) -> None:
+    data_path, pol_path = files
+    t = tune(pol_path, outcomes.load(data_path), Objective(target="best", confidence=0.0), seed=1)
+    assert t.choice is not None
+    assert t.reference == "big"
+    assert t.choice.quality >= (t.target_quality or 0) - 1e-9
+    names = [t.candidates[i].name for i in t.choice.tiers]
+    big_cost = float(t.evalset.cost[t.train, t.evalset.column("big")].mean())
+    assert t.choice.cost < big_cost
+    raw = tuned_raw(pol_path, t, t.choice)
+    policy = loader.loads(render(raw, ["header"], {}), source="tuned")
+    assert [x.name for x in policy.tiers] == names
+    ev = held_out(t, t.choice, policy, reps=50)
+    assert ev.n == int(t.test.sum())
+    # the held-out figures come from the same cascade
+    assert ev.figures["tiers"][0]["tier"] == names[0]
+
+
+def test_tune_under_a_cost_cap(files: tuple[Path, Path]) -> None:
+    data_path, pol_path = files
+    data = outcomes.load(data_path)
+    cheap = tune(pol_path, data, Objective(cost_cap=1e-5, confidence=0.0))
+    assert cheap.choice is not None and cheap.choice.cost <= 1e-5
+    rich = tune(pol_path, data, Objective(cost_cap=1.0, confidence=0.0))
+    assert rich.choice is not None and rich.choice.quality >= cheap.choice.quality
+    impossible = tune(pol_path, data, Objective(cost_cap=1e-9))
+    assert impossible.choice is None and impossible.notes
+
+
+def test_tune_widens_candidates_and_agreement(files: tuple[Path, Path]) -> None:
+    data_path, pol_path = files
+    t = tune(
+        pol_path,
+        outcomes.load(data_path),
+        Objective(target=0.8, confidence=0.0),
+        models="all",
+        partners=1,
+        pool=3,
+        depth=4,
+    )
+    assert any(c.partners for c in t.candidates)
+    assert t.choice is not None
+
+
+def test_objective_needs_exactly_one_goal() -> None:
+    from cascade.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        Objective()
+    with pytest.raises(ConfigurationError):
+        Objective(cost_cap=1.0, target="best")
+
+
+def test_cli_eval(files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, pol_path = files
+    out = tmp_path / "figs.json"
+    png = tmp_path / "plot.png"
+    assert main(["eval", str(pol_path), "--bootstrap", "30", "--json", str(out), "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert "best single model" in text and "AIQ" in text and "t-tiny" in text
+    figs = json.loads(out.read_text())
+    assert figs["records"] == 200
+    assert png.stat().st_size > 10_000
+    assert main(["eval", str(pol_path), "--bootstrap", "20", "--split", "seed", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == 100
+
+
+def test_cli_tune_writes_a_policy_and_a_diff(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, pol_path = files
+    out = tmp_path / "tuned.yaml"
+    code = main(
+        [
+            "tune",
+            str(pol_path),
+            "--target-quality",
+            "best",
+            "--confidence",
+            "0",
+            "--bootstrap",
+            "30",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "--- " in text and "+++ " in text
+    written = out.read_text()
+    assert written.startswith("# Tuned by `cascade tune`")
+    assert "predicted quality" in written
+    loader.load(out)  # the written policy is valid
+    assert main(["validate", str(out)]) == 0
+
+
+def test_cli_errors(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, pol_path = files
+    assert main(["tune", str(pol_path), "--target-quality", "high"]) == 2
+    assert "--target-quality" in capsys.readouterr().err
+    assert main(["eval", str(pol_path), "--data", "/nonexistent.jsonl.gz"]) == 2
+    assert main(["eval", str(pol_path), "--pair", "tiny"]) == 2
+
+
+def test_fewer_samples_are_tried(files: tuple[Path, Path]) -> None:
+    data_path, pol_path = files
+    t = tune(pol_path, outcomes.load(data_path), Objective(target="best", confidence=0.0), samples=[1, 3, 9])
+    names = {c.name for c in t.candidates}
+    assert {"t-tiny-k1", "t-tiny-k3", "t-small-k3"} <= names
+    assert not any(n.endswith("-k9") for n in names)  # never more samples than the skeleton asks
+    k3 = next(c for c in t.candidates if c.name == "t-tiny-k3")
+    k5 = next(c for c in t.candidates if c.name == "t-tiny")
+    assert k3.scored is not None and k5.scored is not None
+    assert k3.scored.cost[t.train].mean() < k5.scored.cost[t.train].mean()
+
+
+def test_classifier_candidates_are_trained_on_the_training_part(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data_path, pol_path = files
+    t = tune(
+        pol_path,
+        outcomes.load(data_path),
+        Objective(cost_cap=1.0, confidence=0.0),
+        classifiers=1,
+        artifacts=tmp_path / "clf",
+    )
+    clf = [c for c in t.candidates if c.name.endswith("-clf")]
+    assert len(clf) == 1 and clf[0].scored is not None
+    assert (tmp_path / "clf" / f"{clf[0].spec.model}.classifier.json").exists()
+    # out-of-fold scores on the training part, nothing yet on the held-out part
+    assert not np.isnan(clf[0].scored.score[t.train]).any()
+    assert np.isnan(clf[0].scored.score[t.test]).all()
+    big = next(i for i, c in enumerate(t.candidates) if c.name == "t-big")
+    setting = Setting((t.candidates.index(clf[0]), big), (0.5,), 0.0, 0.0)
+    t.ensure(setting)
+    assert not np.isnan(clf[0].scored.score[t.test]).any()
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_depth_limits_the_cascade(files: tuple[Path, Path], depth: int) -> None:
+    data_path, pol_path = files
+    t = tune(pol_path, outcomes.load(data_path), Objective(cost_cap=1.0, confidence=0.0), depth=depth)
+    assert t.choice is not None
+    assert len(t.choice.tiers) <= depth
+    assert all(len(s.tiers) <= depth for s in t.frontier)
