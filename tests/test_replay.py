@@ -113,7 +113,9 @@ def test_unknown_prompt_and_model_are_clear_errors(tiny: Path) -> None:
         ReplayProvider(str(tiny), "strong").complete(Request.of("never recorded"))
     with pytest.raises(PermanentProviderError, match="weak has no recorded answer for record 'q2'"):
         ReplayProvider(str(tiny), "weak").complete(Request.of("Capital of France?"))
-    with pytest.raises(ConfigurationError, match=r"model 'strnog' is not in the file \(did you mean 'strong'"):
+    with pytest.raises(
+        ConfigurationError, match=r"model 'strnog' is not in the file \(did you mean 'strong'"
+    ):
         ReplayProvider(str(tiny), "strnog")
 
 
