@@ -70,9 +70,7 @@ class Request:
         if isinstance(prompt, str):
             messages: tuple[Message, ...] = (Message("user", prompt),)
         else:
-            messages = tuple(
-                m if isinstance(m, Message) else Message(m["role"], m.get("content") or "") for m in prompt
-            )
+            messages = tuple(m if isinstance(m, Message) else _message(m) for m in prompt)
         if not messages or not any(m.content.strip() or m.tool_calls for m in messages):
             raise InvalidRequestError("empty prompt: give at least one non-empty message")
         return cls(messages, metadata=dict(metadata or {}), budget_key=budget_key)
@@ -88,6 +86,35 @@ class Request:
     @property
     def chars(self) -> int:
         return sum(len(m.content) for m in self.messages) + sum(len(json.dumps(t)) for t in self.tools)
+
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _message(m: Mapping[str, Any]) -> Message:
+    """A message from a dict in OpenAI chat format (content may be a list of text parts)."""
+    if not isinstance(m, Mapping):
+        raise InvalidRequestError(f"a message must be a dict or a Message, not {type(m).__name__}")
+    role = m.get("role")
+    if role not in _ROLES:
+        raise InvalidRequestError(f"message role must be one of {', '.join(_ROLES)}; got {role!r}")
+    content = m.get("content") or ""
+    if not isinstance(content, str):  # [{"type": "text", "text": ...}, ...]
+        try:
+            content = "".join(p["text"] for p in content if p.get("type") == "text")
+        except (TypeError, KeyError, AttributeError):
+            raise InvalidRequestError("message content must be a string or a list of text parts") from None
+    calls = []
+    for c in m.get("tool_calls") or ():
+        fn = c.get("function", c)  # OpenAI wire format nests name/arguments under "function"
+        args = fn.get("arguments") or {}
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError:
+                raise InvalidRequestError(f"tool call {fn.get('name')!r}: arguments are not JSON") from None
+        calls.append(ToolCall(fn["name"], args, c.get("id") or ""))
+    return Message(role, content, tuple(calls), m.get("tool_call_id"), m.get("name"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,22 @@ def test_json_schema_spells_out_scorer_kinds() -> None:
     schema = policy_json_schema()
     kinds = {k["properties"]["kind"]["const"] for k in schema["$defs"]["ScorerSpec"]["oneOf"]}
     assert {"non_empty", "regex", "json", "min", "all"} <= kinds
+
+
+def test_every_example_policy_builds_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Building checks credentials, prices and ledgers, and must not touch the network."""
+    from cascade.engine.build import build
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("CASCADE_LEDGER", str(tmp_path / "ledger.sqlite3"))
+    data = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
+    built = 0
+    for f in sorted((ROOT / "policies").glob("*.yaml")):
+        policy = load(f)
+        if any(t.provider == "replay" for t in policy.tiers) and not (data / "README.md").exists():
+            continue  # replay policies need the recorded outcomes
+        cascade = build(f)
+        assert [t.name for t in cascade.tiers] == [t.name for t in policy.tiers]
+        built += 1
+    assert built >= 4  # demo + support-bot + math-reasoning + agent-tools at least

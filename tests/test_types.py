@@ -1,0 +1,68 @@
+"""Request building: strings, Message objects and OpenAI-style dicts, and clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cascade import InvalidRequestError
+from cascade.types import Message, Request, ToolCall
+
+
+def test_request_from_openai_style_dicts_keeps_tool_turns() -> None:
+    req = Request.of(
+        [
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Weather in "}, {"type": "text", "text": "Oslo?"}],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "content": "4 C", "tool_call_id": "c1"},
+        ]
+    )
+    assert req.messages[1].content == "Weather in Oslo?"
+    assert req.messages[2].tool_calls == (ToolCall("weather", {"city": "Oslo"}, "c1"),)
+    assert req.messages[3].tool_call_id == "c1"
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"role": "robot", "content": "hi"}, "message role must be one of"),
+        ("hi", "a message must be a dict"),
+        (
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}],
+            },
+            "arguments are not JSON",
+        ),
+    ],
+)
+def test_request_rejects_malformed_messages(message: Any, error: str) -> None:
+    with pytest.raises(InvalidRequestError, match=error):
+        Request.of([message])
+
+
+def test_request_from_a_string_and_from_messages() -> None:
+    assert Request.of("hi").messages == (Message("user", "hi"),)
+    assert Request.of([Message("user", "hi")]).prompt == "hi"
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", [], [{"role": "user", "content": ""}]])
+def test_empty_prompts_are_rejected(prompt: Any) -> None:
+    with pytest.raises(InvalidRequestError, match="empty prompt"):
+        Request.of(prompt)
