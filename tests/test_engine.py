@@ -15,6 +15,7 @@ from cascade import (
     PermanentProviderError,
     RateLimitError,
     RetryPolicy,
+    Tier,
     TransientProviderError,
 )
 from cascade.testing import FixedScorer, ScriptedProvider
@@ -302,3 +303,35 @@ def test_result_serialises_and_explains() -> None:
 def test_cascade_rejects_unscored_middle_tier() -> None:
     with pytest.raises(ValueError, match="needs a scorer"):
         Cascade([tier("a", "x"), tier("b", "y")])
+
+
+class _Closing(ScriptedProvider):
+    def __init__(self) -> None:
+        super().__init__("ok")
+        self.closed: list[str] = []
+
+    def close(self) -> None:
+        self.closed.append("sync")
+
+    async def aclose(self) -> None:
+        self.closed.append("async")
+
+
+def test_close_releases_every_providers_clients() -> None:
+    a, b = _Closing(), _Closing()
+    c = Cascade(
+        [
+            Tier("a", a, PRICE, FixedScorer(0.0), 0.5),
+            Tier("b", b, PRICE),
+        ]
+    )
+    with c:
+        assert c.run("q").tier == "b"
+    assert a.closed == b.closed == ["sync"]
+
+    async def use() -> None:
+        async with c:
+            await c.arun("q")
+
+    asyncio.run(use())
+    assert a.closed == ["sync", "async", "sync"]

@@ -65,6 +65,38 @@ class Cascade:
     def tiers(self) -> tuple[Tier, ...]:
         return self.settings.tiers
 
+    # -- resources ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the providers' (and scorers') HTTP clients; use ``with cascade: ...`` to be sure."""
+        for obj in self._closeables():
+            closer = getattr(obj, "close", None)
+            if callable(closer):
+                closer()
+
+    async def aclose(self) -> None:
+        """Close the async clients made on the running event loop (and the sync ones)."""
+        for obj in self._closeables():
+            closer = getattr(obj, "aclose", None)
+            if callable(closer):
+                await closer()
+        self.close()
+
+    def _closeables(self) -> list[object]:
+        return [obj for t in self.tiers for obj in (t.provider, t.scorer) if obj is not None]
+
+    def __enter__(self) -> Cascade:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Cascade:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     # -- sync ---------------------------------------------------------------------------------
 
     def run(
