@@ -21,14 +21,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cascade.types import Attempt
 
 
 class CascadeError(Exception):
-    """Base class of every cascade error."""
+    """Base class of every cascade error.
+
+    ``attempts`` holds the tiers tried before the error where the run got that far (budget,
+    exhaustion and all-failed errors), so nothing spent goes unreported.
+    """
+
+    attempts: tuple[Attempt, ...] = ()
+
+    @property
+    def spent(self) -> Decimal:
+        """What the attempts before the error cost (tier calls and scorers)."""
+        return sum((a.total_cost for a in self.attempts), Decimal(0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready account: the error, the attempts made and what they cost."""
+        return {
+            "error": f"{type(self).__name__}: {self}",
+            "attempts": [a.to_dict() for a in self.attempts],
+            "cost": str(self.spent),
+        }
 
 
 class PolicyError(CascadeError):

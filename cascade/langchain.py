@@ -682,6 +682,8 @@ class CascadeChatModel(BaseChatModel):
                 action = gen.send(outcome)
         except StopIteration as stop_:
             result: CascadeResult = stop_.value
+        finally:
+            gen.close()  # an abandoned stream or a crash: the loop settles its budget hold
         yield ChatGenerationChunk(message=_final_chunk(result, bool(streamed), _list_content(streamed)))
 
     async def _astream(
@@ -719,6 +721,8 @@ class CascadeChatModel(BaseChatModel):
                 action = gen.send(outcome)
         except StopIteration as stop_:
             result: CascadeResult = stop_.value
+        finally:
+            gen.close()  # an abandoned stream or a crash: the loop settles its budget hold
         yield ChatGenerationChunk(message=_final_chunk(result, bool(streamed), _list_content(streamed)))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -69,6 +69,14 @@ class Request:
             return prompt
         if isinstance(prompt, str):
             messages: tuple[Message, ...] = (Message("user", prompt),)
+        elif isinstance(prompt, Mapping):
+            raise InvalidRequestError(
+                "a prompt is a string or a list of messages; wrap one message in a list"
+            )
+        elif not isinstance(prompt, Sequence) or isinstance(prompt, bytes):
+            raise InvalidRequestError(
+                f"a prompt is a string or a list of messages, not {type(prompt).__name__}"
+            )
         else:
             messages = tuple(m if isinstance(m, Message) else _message(m) for m in prompt)
         if not messages or not any(m.content.strip() or m.tool_calls for m in messages):
@@ -91,7 +99,7 @@ class Request:
 _ROLES = ("system", "user", "assistant", "tool")
 
 
-def _message(m: Mapping[str, Any]) -> Message:
+def _message(m: Any) -> Message:
     """A message from a dict in OpenAI chat format (content may be a list of text parts)."""
     if not isinstance(m, Mapping):
         raise InvalidRequestError(f"a message must be a dict or a Message, not {type(m).__name__}")
@@ -224,6 +232,24 @@ class Attempt:
     def total_cost(self) -> Decimal:
         return self.cost + self.scorer_cost
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (money as decimal strings), with ``total_cost``."""
+        d: dict[str, Any] = _jsonable(asdict(self))
+        d["total_cost"] = str(self.total_cost)
+        return d
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, Mapping):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "__dataclass_fields__"):
+        return _jsonable(asdict(v))
+    return v
+
 
 @dataclass(frozen=True, slots=True)
 class CascadeResult:
@@ -255,23 +281,13 @@ class CascadeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (money as decimal strings)."""
-
-        def conv(v: Any) -> Any:
-            if isinstance(v, Decimal):
-                return str(v)
-            if isinstance(v, dict):
-                return {k: conv(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [conv(x) for x in v]
-            return v
-
-        d = asdict(self)
-        d.pop("sample", None)
-        for a in d["attempts"]:
-            a["total_cost"] = None
-        d = dict(conv(d))
-        for a, att in zip(d["attempts"], self.attempts, strict=True):
-            a["total_cost"] = str(att.total_cost)
+        d = {
+            f.name: [a.to_dict() for a in self.attempts]
+            if f.name == "attempts"
+            else _jsonable(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "sample"
+        }
         d["cost"] = str(self.cost)
         d["usage"] = asdict(self.usage)
         return d

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from cascade import Budget, BudgetExceededError, Cap, Cascade
+from cascade import Budget, BudgetExceededError, Cap, Cascade, Tier
 from cascade.budget.memory import MemoryLedger
 from cascade.budget.sqlite import SQLiteLedger
-from cascade.testing import ScriptedProvider
-from tests.helpers import cost_of, tier
+from cascade.testing import FixedScorer, ScriptedProvider
+from cascade.types import Completion, Request, Score
+from tests.helpers import PRICE, cost_of, tier
 
 ONE_CALL = cost_of(1)  # $0.00002 worst case and actual per scripted call
 
@@ -204,3 +205,40 @@ def test_caps_without_a_ledger_still_hold() -> None:
     c.run("q")
     with pytest.raises(BudgetExceededError):
         c.run("q")
+
+
+def test_a_cancelled_run_settles_its_hold_at_the_worst_case() -> None:
+    """Cancelled mid-call (a timeout, a client gone): nothing stays held, the cut-off call is charged."""
+    ledger = MemoryLedger()
+    slow = ScriptedProvider("x", latency=5.0)
+    c = Cascade(
+        [tier("only", slow)], name="p", budget=Budget(caps=(Cap(ONE_CALL * 3, "total"),), ledger=ledger)
+    )
+    worst = c.tiers[0].worst_case(Request.of("q"))
+
+    async def cancelled() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.arun("q"), 0.01)
+
+    asyncio.run(cancelled())
+    assert ledger._holds == {}
+    assert ledger.spent("policy:p|total") == worst
+
+
+def test_an_unexpected_exception_settles_the_hold() -> None:
+    """A scorer bug (not a ScorerError) propagates, but its call is charged and nothing stays held."""
+    ledger = MemoryLedger()
+
+    class Broken(FixedScorer):
+        def score(self, request: Request, completion: Completion) -> Score:
+            raise ValueError("bug in my scorer")
+
+    c = Cascade(
+        [Tier("a", ScriptedProvider("x"), PRICE, Broken(), 0.5), tier("b", "y")],
+        name="p",
+        budget=Budget(caps=(Cap(ONE_CALL * 10, "total"),), ledger=ledger),
+    )
+    with pytest.raises(ValueError, match="bug in my scorer"):
+        c.run("q")
+    assert ledger._holds == {}
+    assert ledger.spent("policy:p|total") == ONE_CALL  # the call that happened; the scorer is free

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,88 @@ def test_validate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "schema")
     assert code == 0 and json.loads(out)["title"] == "Policy"
+
+
+def test_files_that_cannot_be_read_or_written_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('"one"\n')
+    nowhere = tmp_path / "no-such-dir" / "o.jsonl"
+    code, _, err = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", str(nowhere))
+    assert code == 1 and err == f"cascade: error: {nowhere}: No such file or directory\n"
+    code, _, err = run(capsys, "run", "-p", DEMO, "--batch", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert code == 1 and err == f"cascade: error: {tmp_path}: Is a directory\n"
+    binary = tmp_path / "b.jsonl"
+    binary.write_bytes(b"\xff\xfe\n")
+    code, _, err = run(capsys, "run", "-p", DEMO, "--batch", str(binary), "--out", str(tmp_path / "o"))
+    assert code == 1 and err.startswith("cascade: error: input is not UTF-8 text") and err[-1] == "\n"
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("line", ['{"prompt": 5}', '{"prompt": "  "}', '{"messages": "hi"}', "[1, 2]"])
+def test_batch_lines_of_the_wrong_shape_are_located(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, line: str
+) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(f'"fine"\n{line}\n')
+    code, _, err = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", str(tmp_path / "o"))
+    assert code == 2 and err.startswith(f"cascade: error: {prompts}:2: expected a non-empty string")
+
+
+def test_missing_credentials_name_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    code, out, err = run(capsys, "run", "-p", str(ROOT / "policies" / "support-bot.yaml"), "hi")
+    assert code == 1 and out == ""
+    assert err.startswith("cascade: error: tier 'mini': environment variable OPENAI_API_KEY is not set")
+    assert err.count("\n") == 1
+
+
+EXHAUSTED = """\
+name: strict
+on_exhausted: raise
+tiers:
+  - name: cheap
+    provider: scripted
+    model: cheap-model
+    price: {input: 1, output: 1}
+    options: {answers: ["not sure"]}
+    scorer: {kind: regex, pattern: '\\d'}
+    threshold: 1.0
+  - name: strong
+    provider: scripted
+    model: strong-model
+    price: {input: 1, output: 1}
+    options: {answers: ["still not sure"]}
+    scorer: {kind: regex, pattern: '\\d'}
+    threshold: 1.0
+"""
+
+
+def test_errors_keep_their_trace_and_cost(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    policy = tmp_path / "strict.yaml"
+    policy.write_text(EXHAUSTED)
+    code, out, err = run(capsys, "run", "-p", str(policy), "--json", "q")
+    trace = json.loads(out)
+    assert code == 1 and err.startswith("cascade: error: ")
+    assert trace["error"].startswith("CascadeExhaustedError") and len(trace["attempts"]) == 2
+    assert trace["cost"] == str(sum(Decimal(a["total_cost"]) for a in trace["attempts"])) != "0"
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('"a"\n"b"\n')
+    out_file = tmp_path / "o.jsonl"
+    code, out, _ = run(capsys, "run", "-p", str(policy), "--batch", str(prompts), "--out", str(out_file))
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert code == 1 and all(len(r["attempts"]) == 2 for r in rows)
+    spent = sum(Decimal(r["cost"]) for r in rows)
+    assert spent > 0 and f"total cost ${spent:.6f}" in out
+
+
+def test_an_answer_nobody_accepted_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    policy = tmp_path / "lenient.yaml"
+    policy.write_text(EXHAUSTED.replace("on_exhausted: raise", "on_exhausted: return_last"))
+    code, out, err = run(capsys, "run", "-p", str(policy), "q")
+    assert code == 0 and out == "still not sure\n"
+    assert err == "cascade: note: no tier accepted (exhausted); --explain says why\n"

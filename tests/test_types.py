@@ -66,3 +66,17 @@ def test_request_from_a_string_and_from_messages() -> None:
 def test_empty_prompts_are_rejected(prompt: Any) -> None:
     with pytest.raises(InvalidRequestError, match="empty prompt"):
         Request.of(prompt)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "error"),
+    [
+        (5, "not int"),
+        (None, "not NoneType"),
+        (b"hi", "not bytes"),
+        ({"role": "user", "content": "hi"}, "wrap one message in a list"),
+    ],
+)
+def test_prompts_of_the_wrong_type_are_invalid_requests(prompt: Any, error: str) -> None:
+    with pytest.raises(InvalidRequestError, match=error):
+        Request.of(prompt)

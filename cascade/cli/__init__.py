@@ -60,6 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:  # a file that cannot be read or written
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"cascade: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError as err:
+        print(f"cascade: error: input is not UTF-8 text ({err.reason} at byte {err.start})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

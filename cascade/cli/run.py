@@ -53,13 +53,20 @@ def run(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise UsageError("empty prompt")
     cascade = build(args.policy)
-    result = cascade.run(prompt, budget_key=args.budget_key)
+    try:
+        result = cascade.run(prompt, budget_key=args.budget_key)
+    except CascadeError as err:
+        if args.json:  # the trace of what was tried (and spent) before the error
+            print(json.dumps(err.to_dict(), indent=2))
+        raise
     if args.json:
         print(result.to_json(indent=2))
-    else:
-        print(result.answer)
-        if args.explain:
-            print(result.explain(), file=sys.stderr)
+        return 0
+    print(result.answer)
+    if args.explain:
+        print(result.explain(), file=sys.stderr)
+    elif not result.accepted:
+        print(f"cascade: note: no tier accepted ({result.reason}); --explain says why", file=sys.stderr)
     return 0
 
 
@@ -77,9 +84,14 @@ def _read_batch(path: Path) -> list[dict[str, Any]]:
                 raise UsageError(f"{path}:{lineno}: not JSON ({err})") from None
             if isinstance(obj, str):
                 obj = {"prompt": obj}
-            if not isinstance(obj, dict) or not (obj.get("prompt") or obj.get("messages")):
+            ok = isinstance(obj, dict) and (
+                (isinstance(obj.get("prompt"), str) and obj["prompt"].strip())
+                or (isinstance(obj.get("messages"), list) and obj["messages"])
+            )
+            if not ok:
                 raise UsageError(
-                    f"{path}:{lineno}: expected a string or an object with 'prompt' or 'messages'"
+                    f"{path}:{lineno}: expected a non-empty string, or an object with a non-empty"
+                    " 'prompt' string or 'messages' list"
                 )
             obj.setdefault("id", str(lineno))
             items.append(obj)
@@ -109,23 +121,23 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
                         metadata={"id": item["id"]},
                     )
                     return {"id": item["id"], **res.to_dict()}
-                except CascadeError as err:
-                    return {"id": item["id"], "error": f"{type(err).__name__}: {err}"}
+                except CascadeError as err:  # the row keeps what was tried and spent
+                    return {"id": item["id"], **err.to_dict()}
 
         tasks = [asyncio.ensure_future(one(item)) for item in items]
-        with out.open("w", encoding="utf-8") as fh:
-            for task in tasks:  # written in input order as each finishes in turn
-                row = await task
-                fh.write(json.dumps(row) + "\n")
-                progress.advance()
-                if "error" in row:
-                    errors += 1
-                else:
-                    tiers[row["tier"]] += 1
-                    reasons[row["reason"]] += 1
-                    total += Decimal(row["cost"])
+        for task in tasks:  # written in input order as each finishes in turn
+            row = await task
+            fh.write(json.dumps(row) + "\n")
+            progress.advance()
+            total += Decimal(row["cost"])
+            if "error" in row:
+                errors += 1
+            else:
+                tiers[row["tier"]] += 1
+                reasons[row["reason"]] += 1
 
-    asyncio.run(main())
+    with out.open("w", encoding="utf-8") as fh:  # fails before anything is spent
+        asyncio.run(main())
     progress.close()
     n = len(items)
     print(f"{n} prompts -> {out}")

@@ -116,6 +116,8 @@ class Cascade:
         except StopIteration as stop:
             result: CascadeResult = stop.value
             return result
+        finally:
+            gen.close()  # cancelled or crashed mid-step: the loop settles its budget hold
 
     def batch(
         self,
@@ -160,6 +162,8 @@ class Cascade:
         except StopIteration as stop:
             result: CascadeResult = stop.value
             return result
+        finally:
+            gen.close()  # cancelled or crashed mid-step: the loop settles its budget hold
 
     async def abatch(
         self,

@@ -212,7 +212,11 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
             return finish(_best(candidates), False, "budget")
 
         # 2. call the provider (the driver retries transient errors)
-        call = yield Call(tier, request, tier.samples)
+        try:
+            call = yield Call(tier, request, tier.samples)
+        except BaseException:  # the driver was cancelled or crashed: a cut-off call may be billed
+            _abandon(s, hold, worst, log, run_id, base)
+            raise
         assert isinstance(call, CallOutcome)
         latency = call.latency_s
         if call.completion is None:
@@ -249,7 +253,11 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
         score: Score | None = None
         scorer_error: CascadeError | None = None
         if tier.scorer is not None:
-            rated = yield Rate(tier, request, completion)
+            try:
+                rated = yield Rate(tier, request, completion)
+            except BaseException:
+                _abandon(s, hold, cost + tier.scorer.max_cost(request, tier.max_tokens), log, run_id, base)
+                raise
             assert isinstance(rated, RateOutcome)
             latency += rated.latency_s
             score, scorer_error = rated.score, rated.error
@@ -339,3 +347,18 @@ def _best(candidates: list[_Candidate]) -> _Candidate:
 def _spent_by(error: CascadeError | None) -> Decimal:
     """What a failed scorer spent before failing (only :class:`ScorerError` carries a cost)."""
     return error.cost if isinstance(error, ScorerError) else ZERO
+
+
+def _abandon(
+    s: Settings, hold: str | None, amount: Decimal, log: Any, run_id: str, base: dict[str, Any]
+) -> None:
+    """Settle a hold when the run ends mid-call (cancelled, or an unexpected exception).
+
+    The hold would otherwise count against the caps until it expires; it is charged at what the
+    step may have cost (the worst case for a call cut off in flight), so caps are never undercounted.
+    """
+    if hold is None:
+        return
+    s.budget.ledger.settle(hold, amount)  # type: ignore[union-attr]
+    if log is not None:
+        log.warning("cascade.abandoned", run_id=run_id, **base, settled=str(amount))

@@ -194,9 +194,12 @@ def merge(parts: Sequence[Completion], errors: Sequence[ProviderError] = ()) -> 
     for p in parts:
         usage = usage + p.usage
     raw: dict[str, Any] = {"calls": len(parts), "request_ids": [p.request_id for p in parts]}
-    if errors:
-        raw["failed_calls"] = len(errors)
-        raw["errors"] = [str(e) for e in errors]
+    # failures inside a part (itself merged from several calls) still count
+    failed = len(errors) + sum(int(p.raw.get("failed_calls", 0)) for p in parts)
+    messages = [str(e) for e in errors] + [m for p in parts for m in p.raw.get("errors", ())]
+    if failed:
+        raw["failed_calls"] = failed
+        raw["errors"] = messages
     return Completion(
         samples=tuple(s for p in parts for s in p.samples),
         usage=usage,

@@ -214,9 +214,13 @@ class SelfConsistencyScorer:
         except Exception as exc:  # a user extractor failed: say so, do not crash the cascade
             raise ScorerError(f"self_consistency: answer extractor failed: {type(exc).__name__}") from exc
 
-    def rate(self, primary: Sequence[Sample], extra: Sequence[Sample] = ()) -> Agreement:
-        """Agreement of ``primary`` (returnable) samples among ``primary + extra`` votes; pure."""
-        keys = [self.key(s) for s in primary] + [self.key(s) for s in extra]
+    def rate(self, primary: Sequence[Sample], extra: Sequence[Sample] = (), missing: int = 0) -> Agreement:
+        """Agreement of ``primary`` (returnable) samples among ``primary + extra`` votes; pure.
+
+        ``missing`` samples (asked for but not returned: a failed parallel call or source) count
+        as votes for nothing, so one surviving sample of five cannot claim full agreement.
+        """
+        keys = [self.key(s) for s in primary] + [self.key(s) for s in extra] + [None] * missing
         return agreement(keys, len(primary), self._same)
 
     def _score(
@@ -225,15 +229,18 @@ class SelfConsistencyScorer:
         samples: list[Sample] = []
         cost, usage = ZERO, Usage()
         by_source: dict[str, Any] = {}
-        for name, got, spent in extra:
+        missing = _lost(self.samples, completion)
+        for (name, got, spent), src in zip(extra, self.sources, strict=True):
             if isinstance(got, Completion):
                 samples.extend(got.samples)
                 cost += spent
                 usage += got.usage
                 by_source[name] = len(got.samples)
+                missing += _lost(src.n, got)
             else:
                 by_source[name] = f"error: {type(got).__name__}"
-        a = self.rate(completion.samples, samples)
+                missing += src.n
+        a = self.rate(completion.samples, samples, missing)
         detail: dict[str, Any] = {
             "agreeing": a.votes,
             "total": a.total,
@@ -272,6 +279,14 @@ class SelfConsistencyScorer:
 
     def max_cost(self, request: Request, max_output_tokens: int) -> Decimal:
         return sum((s.price.cost(s.provider.max_usage(s.request(request), s.n)) for s in self.sources), ZERO)
+
+
+def _lost(asked: int, got: Completion) -> int:
+    """Samples asked for that failed to come back (some of the parallel calls failed).
+
+    A provider that simply has fewer (a recorded file with fewer samples) loses none.
+    """
+    return max(0, asked - len(got.samples)) if got.raw.get("failed_calls") else 0
 
 
 def _build_source(index: int, spec: SourceSpec, ctx: Any) -> Source:

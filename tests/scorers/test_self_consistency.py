@@ -171,12 +171,13 @@ def test_prompt_template_for_a_variant() -> None:
     assert with_template(REQ, None) is REQ
 
 
-def test_a_failing_source_is_skipped_and_reported() -> None:
+def test_a_failing_source_is_reported_and_its_votes_count_as_unanswered() -> None:
     bad = ScriptedProvider(TransientProviderError("down", provider="x"), model="bad")
     no_retry = RetryPolicy(attempts=1)
     scorer = SelfConsistencyScorer("number", k=2, sources=[Source(bad, 2, PRICE, name="bad", retry=no_retry)])
     s = scorer.score(REQ, completion("42", "42"))
-    assert s.value == 1.0
+    assert s.value == 0.5  # 2 of the 4 votes asked for: the missing ones agree with nothing
+    assert s.detail["unanswered"] == 2
     assert s.detail["sources"] == {"bad": "error: TransientProviderError"}
     assert s.cost == 0
 
@@ -356,3 +357,19 @@ def test_mixture_outside_a_tier_needs_a_provider() -> None:
     options = SelfConsistencyScorer.Options.model_validate({"k": 2, "mixture": [{"samples": 2}]})
     with pytest.raises(ConfigurationError, match="needs `provider`"):
         SelfConsistencyScorer.from_config(options, BuildContext(Path(".")))
+
+
+def test_samples_that_never_came_back_count_against_agreement() -> None:
+    """One surviving sample of five (four parallel calls failed) must not claim full agreement."""
+    from cascade.types import Completion, Request, Sample, Usage
+
+    scorer = SelfConsistencyScorer("number", k=5)
+    partial = Completion((Sample("41"),), Usage(10, 2), model="m", raw={"failed_calls": 4})
+    got = scorer.score(Request.of("q"), partial)
+    assert got.value == pytest.approx(0.2)
+    assert got.detail["unanswered"] == 4
+    full = Completion(tuple(Sample("41") for _ in range(5)), Usage(10, 10), model="m")
+    assert scorer.score(Request.of("q"), full).value == 1.0
+    # a provider that just has fewer (a recorded file) loses none
+    recorded = Completion((Sample("41"), Sample("41")), Usage(10, 4), model="m")
+    assert scorer.score(Request.of("q"), recorded).value == 1.0
