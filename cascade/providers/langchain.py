@@ -27,6 +27,7 @@ import asyncio
 import importlib
 import math
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -55,6 +56,7 @@ from cascade.errors import (
     TransientProviderError,
 )
 from cascade.pricing import Price
+from cascade.providers._sdk import estimate_input_tokens
 from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
 
 DEFAULT_MAX_TOKENS = 1024
@@ -117,6 +119,14 @@ class LangChainProvider:
         self.max_concurrency = max_concurrency
         self.free = False
         self.default_price: Price | None = _known_price(chat_model, self.model)
+        retries = getattr(chat_model, "max_retries", None)
+        if isinstance(retries, int) and retries > 0:
+            warnings.warn(
+                f"{type(chat_model).__name__} ({self.model}) retries failed calls itself"
+                f" (max_retries={retries}) and cascade retries them too; build it with max_retries=0",
+                UserWarning,
+                stacklevel=2,
+            )
 
     @classmethod
     def from_config(cls, tier: Any, options: LangChainProvider.Options, ctx: Any) -> LangChainProvider:
@@ -144,6 +154,12 @@ class LangChainProvider:
                 kwargs.setdefault(name, getattr(params, name))
         for key, value in params.extra.items():
             kwargs.setdefault(key, value)
+        # cascade's retry layer is the only one, and the tier's timeout applies (where the class has them)
+        accepts = _constructor_names(obj)
+        if "max_retries" in accepts:
+            kwargs.setdefault("max_retries", 0)
+        if "timeout" in accepts:
+            kwargs.setdefault("timeout", tier.timeout)
         try:
             chat_model = obj(**kwargs)
         except Exception as exc:
@@ -186,7 +202,8 @@ class LangChainProvider:
         return self.completion([as_ai_message(o) for o in outputs], time.perf_counter() - start)
 
     def max_usage(self, request: Request, n: int = 1) -> Usage:
-        return Usage(estimate_input_tokens(request), self.max_tokens * n)
+        # n samples are n calls, each billed for the prompt
+        return Usage(estimate_input_tokens(request) * n, self.max_tokens * n)
 
     # -- streaming (used by the LangChain front for the final tier) ---------------------------
 
@@ -399,9 +416,14 @@ def to_usage(message: AIMessage) -> Usage | None:
     )
 
 
-def estimate_input_tokens(request: Request) -> int:
-    """A generous input-token estimate (4 characters a token plus per-message overhead)."""
-    return math.ceil(request.chars / 4) + 4 * len(request.messages) + 3
+def _constructor_names(cls: type[BaseChatModel]) -> set[str]:
+    """The keyword names a chat model class accepts: its fields' names and aliases."""
+    names: set[str] = set()
+    for name, info in cls.model_fields.items():
+        names.add(name)
+        if info.alias:
+            names.add(info.alias)
+    return names
 
 
 # -- errors ---------------------------------------------------------------------------------------

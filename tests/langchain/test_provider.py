@@ -6,11 +6,13 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from pydantic import Field
 
 from cascade import Message, Request, ToolCall, Usage
 from cascade.engine.build import build
@@ -108,7 +110,9 @@ def test_max_usage_reserves_max_tokens_per_sample() -> None:
     provider = LangChainProvider(ScriptedChatModel(script=["a"]), max_tokens=100)
     usage = provider.max_usage(Request.of("x" * 400), n=3)
     assert usage.output_tokens == 300
-    assert usage.input_tokens >= 100
+    assert usage.input_tokens >= 3 * 100  # n samples are n calls: the prompt is billed n times
+    cjk = provider.max_usage(Request.of("数" * 400))
+    assert cjk.input_tokens >= 400  # one token per non-ASCII character, not 4 characters a token
 
 
 class _Response:
@@ -249,3 +253,28 @@ def test_policy_max_tokens_bounds_a_python_chat_model(tmp_path: Path) -> None:
     assert pb.max_usage(Request.of("q")).output_tokens == 1024  # the model's own (or the default)
     pa.complete(Request.of("q"))
     assert a.calls[0][1]["stop"] == ["END"]
+
+
+class RetryingChatModel(ScriptedChatModel):
+    """Stands in for ChatOpenAI / ChatAnthropic: retries of its own and a ``timeout`` alias."""
+
+    max_retries: int = 2
+    request_timeout: float | None = Field(None, alias="timeout")
+
+
+def test_yaml_built_chat_models_leave_retries_to_cascade_and_take_the_tier_timeout(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "name: lc\ntiers:\n  - {name: t, provider: langchain, model: m, free: true, timeout: 7,"
+        ' options: {class: "tests.langchain.test_provider:RetryingChatModel", kwargs: {script: [hi]}}}\n'
+    )
+    chat_model = build(policy).tiers[0].provider.chat_model  # type: ignore[attr-defined]
+    assert chat_model.max_retries == 0 and chat_model.request_timeout == 7
+
+
+def test_a_chat_model_that_retries_by_itself_is_warned_about() -> None:
+    with pytest.warns(UserWarning, match="max_retries=2"):
+        LangChainProvider(RetryingChatModel(script=["a"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LangChainProvider(RetryingChatModel(script=["a"], max_retries=0))
