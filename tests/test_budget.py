@@ -242,3 +242,19 @@ def test_an_unexpected_exception_settles_the_hold() -> None:
         c.run("q")
     assert ledger._holds == {}
     assert ledger.spent("policy:p|total") == ONE_CALL  # the call that happened; the scorer is free
+
+
+def test_cap_errors_show_money_without_trailing_zeros(tmp_path: Path) -> None:
+    from cascade.pricing import show
+
+    assert (show(Decimal("0.040000000")), show(Decimal(5)), show(Decimal("0.00002"))) == (
+        "0.04",
+        "5.00",
+        "0.00002",
+    )
+    ledger = SQLiteLedger(tmp_path / "l.sqlite3")
+    ledger.reserve([("b", Decimal("0.04"))], Decimal("0.03"))
+    with pytest.raises(
+        BudgetExceededError, match=r"^cap b \(\$0\.04\) cannot cover \$0\.02: \$0\.03 used or held$"
+    ):
+        ledger.reserve([("b", Decimal("0.04"))], Decimal("0.02"))

@@ -13,6 +13,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict
 
 from cascade.errors import BudgetExceededError
+from cascade.pricing import show
 from cascade.types import ZERO
 
 
@@ -52,7 +53,8 @@ class MemoryLedger:
                 used = self._spent[bucket] + self._held[bucket]
                 if used + amount > limit:
                     raise BudgetExceededError(
-                        f"cap {bucket} (${limit}) cannot cover ${amount}: ${used} used or held",
+                        f"cap {bucket} (${show(limit)}) cannot cover ${show(amount)}:"
+                        f" ${show(used)} used or held",
                         cap=bucket,
                         needed=amount,
                         available=limit - used,

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from cascade.errors import BudgetExceededError
+from cascade.pricing import show
 
 NANO = Decimal("1e9")
 DEFAULT_PATH = "~/.cascade/ledger.sqlite3"
@@ -81,8 +82,8 @@ class SQLiteLedger:
                 cap = _nano(limit, ROUND_HALF_UP)
                 if used + want > cap:
                     raise BudgetExceededError(
-                        f"cap {bucket} (${limit}) cannot cover ${amount}:"
-                        f" ${Decimal(used) / NANO} used or held",
+                        f"cap {bucket} (${show(limit)}) cannot cover ${show(amount)}:"
+                        f" ${show(Decimal(used) / NANO)} used or held",
                         cap=bucket,
                         needed=amount,
                         available=Decimal(cap - used) / NANO,

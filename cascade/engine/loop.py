@@ -28,7 +28,7 @@ from cascade.errors import (
     ScorerError,
 )
 from cascade.logging import _stdlib, get_logger
-from cascade.pricing import Price
+from cascade.pricing import Price, show
 from cascade.protocols import Provider, Scorer
 from cascade.retry import RetryPolicy
 from cascade.types import (
@@ -191,8 +191,8 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
         per_request = s.budget.per_request
         if per_request is not None and spent + worst > per_request:
             refusal = BudgetExceededError(
-                f"per-request cap ${per_request} cannot cover tier {tier.name!r}"
-                f" (worst case ${worst}, ${spent} spent)",
+                f"per-request cap ${show(per_request)} cannot cover tier {tier.name!r}"
+                f" (worst case ${show(worst)}, ${show(spent)} spent)",
                 cap="per_request",
                 needed=worst,
                 available=per_request - spent,
