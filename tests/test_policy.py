@@ -103,7 +103,7 @@ def test_nested_scorer_errors_are_located() -> None:
 
 def test_duplicate_tier_names() -> None:
     text = GOOD.replace("name: big", "name: small")
-    assert problems(text) == ["support.yaml:1:1: (policy): duplicate tier name 'small'"]
+    assert problems(text) == ["support.yaml:9:11: tiers[1].name: duplicate tier name 'small'"]
 
 
 def test_yaml_syntax_error_has_location() -> None:

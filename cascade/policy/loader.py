@@ -183,6 +183,19 @@ def check_scorer(spec: ScorerSpec, loc: Loc) -> list[tuple[Loc, str]]:
     return problems
 
 
+def _duplicate_tiers(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    seen: set[str] = set()
+    out: list[tuple[Loc, str]] = []
+    tiers = data.get("tiers")
+    for i, tier in enumerate(tiers if isinstance(tiers, list) else []):
+        name = tier.get("name") if isinstance(tier, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                out.append((("tiers", i, "name"), f"duplicate tier name {name!r}"))
+            seen.add(name)
+    return out
+
+
 def validate(data: Any, *, source: str = "<policy>", text: str | None = None) -> Policy:
     """Validate parsed policy data; raise :class:`PolicyError` listing every problem."""
     locator = _Locator(source, text)
@@ -195,7 +208,9 @@ def validate(data: Any, *, source: str = "<policy>", text: str | None = None) ->
     try:
         policy = Policy.model_validate(data)
     except ValidationError as err:
-        found = _pydantic_problems(err, (), Policy)
+        # the model's own duplicate-name check has no location; point at the repeated name instead
+        found = [p for p in _pydantic_problems(err, (), Policy) if p[0] or "duplicate tier" not in p[1]]
+        found += _duplicate_tiers(data)
         raise PolicyError([locator.problem(loc, msg) for loc, msg in found]) from None
     problems: list[tuple[Loc, str]] = []
     for i, tier in enumerate(policy.tiers):
