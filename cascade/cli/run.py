@@ -125,10 +125,11 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
                     return {"id": item["id"], **err.to_dict()}
 
         tasks = [asyncio.ensure_future(one(item)) for item in items]
-        for task in tasks:  # written in input order as each finishes in turn
+        for task in tasks:  # the bar moves as prompts finish; rows are written in input order
+            task.add_done_callback(lambda _: progress.advance())
+        for task in tasks:
             row = await task
             fh.write(json.dumps(row) + "\n")
-            progress.advance()
             total += Decimal(row["cost"])
             if "error" in row:
                 errors += 1
