@@ -185,10 +185,11 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
         base: dict[str, Any] = {"tier": tier.name, "model": model, "provider": tier.provider_kind}
 
         # 1. reserve the worst case against the per-request cap and every window cap
-        worst = tier.worst_case(request)
+        per_request = s.budget.per_request
+        capped = per_request is not None or (buckets and s.budget.ledger is not None)
+        worst = tier.worst_case(request) if capped else ZERO  # only caps need the estimate
         hold: str | None = None
         refusal: BudgetExceededError | None = None
-        per_request = s.budget.per_request
         if per_request is not None and spent + worst > per_request:
             refusal = BudgetExceededError(
                 f"per-request cap ${show(per_request)} cannot cover tier {tier.name!r}"
