@@ -36,7 +36,8 @@ def sc(k: int, answer: str, **extra: Any) -> dict[str, Any]:
 SETS: dict[str, dict[str, Any]] = {
     "gsm8k-zeroeval": {
         "tiers": [("gemini-1.5-flash", sc(1, "number"), {})],
-        "tune": {"models": "all", "partners": 2, "target": "best"},
+        # votes of up to four cheap models (the tier's own and three partners) as a first tier
+        "tune": {"models": "all", "partners": 3, "target": "best"},
     },
     "date-mot-3tier": {
         "tiers": [

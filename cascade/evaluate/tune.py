@@ -21,8 +21,9 @@ The objective is either the highest quality under a cost cap per query or the lo
 target quality (a number, or ``"best"``: the best single model's quality on the training part).
 A setting must meet its constraint with a margin of ``confidence`` standard errors on the
 training part (paired against the reference model for ``"best"``), which keeps the choice from
-riding on luck. The chosen policy is then measured on the held-out part, with bootstrap
-intervals: that is the prediction.
+riding on luck; what the margin costs is stated (``Tuning.unmargined``: the choice without it, and a
+note). The chosen policy is then measured on the held-out part, with bootstrap intervals: that is
+the prediction.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import math
 import re
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,6 +106,7 @@ class Tuning:
     notes: list[str] = field(default_factory=list)
     ctx: ReplayContext | None = None
     skeleton: Policy | None = None
+    unmargined: Setting | None = None
     _complete: set[int] = field(default_factory=set)
 
     @property
@@ -595,11 +597,44 @@ def tune(
             break
     if choice is None:
         notes.append("no setting meets the objective on the training part with the required margin")
+    # what the margin costs: the choice with no margin (confidence 0), for the user to weigh
+    unmargined: Setting | None = None
+    if objective.confidence > 0:
+        free = replace(objective, confidence=0.0)
+        for k in order[:50]:
+            s = search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k]))
+            tmp = Tuning(cands, es, test, None, reference, target, [], 0)
+            if _passes(train, tmp.arrays(s, train), tmp.thresholds(s), free, ref, target, pol.on_exhausted):
+                unmargined = s
+                break
+        if unmargined is not None and unmargined != choice:
+            chosen = (
+                f"{choice.cost:.3g} USD at quality {choice.quality:.4f}"
+                if choice is not None
+                else "none passes"
+            )
+            notes.append(
+                f"without the margin of {objective.confidence:g} standard errors: {unmargined.cost:.3g} USD "
+                f"per query at quality {unmargined.quality:.4f} on the training part (chosen: {chosen})"
+            )
     hx, _ = upper_hull(c, q)
     on_hull = np.isin(c, hx)
     frontier_idx = np.flatnonzero(on_hull)
     frontier = [search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in frontier_idx]
-    return Tuning(cands, es, test, choice, reference, target, frontier, len(q), notes, ctx, skeleton=pol)
+    return Tuning(
+        cands,
+        es,
+        test,
+        choice,
+        reference,
+        target,
+        frontier,
+        len(q),
+        notes,
+        ctx,
+        skeleton=pol,
+        unmargined=unmargined,
+    )
 
 
 __all__ = [

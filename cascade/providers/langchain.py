@@ -119,6 +119,7 @@ class LangChainProvider:
         self.max_concurrency = max_concurrency
         self.free = False
         self.default_price: Price | None = _known_price(chat_model, self.model)
+        self._quiet_model: BaseChatModel | None = None
         retries = getattr(chat_model, "max_retries", None)
         if isinstance(retries, int) and retries > 0:
             warnings.warn(
@@ -175,7 +176,7 @@ class LangChainProvider:
     # -- the Provider protocol ----------------------------------------------------------------
 
     def complete(self, request: Request, n: int = 1) -> Completion:
-        runnable, messages, config, kwargs = self._prepare(request)
+        runnable, messages, config, kwargs = self._prepare(request, quiet=True)
         start = time.perf_counter()
         try:
             with _parent_config(config):
@@ -185,7 +186,7 @@ class LangChainProvider:
         return self.completion([as_ai_message(o) for o in outputs], time.perf_counter() - start)
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
-        runnable, messages, config, kwargs = self._prepare(request)
+        runnable, messages, config, kwargs = self._prepare(request, quiet=True)
         gate = asyncio.Semaphore(self.max_concurrency)
 
         async def one() -> BaseMessage:
@@ -274,10 +275,23 @@ class LangChainProvider:
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _quiet(self) -> BaseChatModel:
+        """The chat model with streaming off (a shallow copy: clients are shared)."""
+        if self._quiet_model is None:
+            quiet = self.chat_model.disable_streaming is True
+            self._quiet_model = (
+                self.chat_model if quiet else self.chat_model.model_copy(update={"disable_streaming": True})
+            )
+        return self._quiet_model
+
     def _prepare(
-        self, request: Request, context: CallContext | None = None
+        self, request: Request, context: CallContext | None = None, *, quiet: bool = False
     ) -> tuple[Runnable[LanguageModelInput, BaseMessage], list[BaseMessage], RunnableConfig, dict[str, Any]]:
-        """The runnable to call (tools bound), its input, config and call arguments."""
+        """The runnable to call (tools bound), its input, config and call arguments.
+
+        ``quiet``: a whole-answer call never streams, even when a caller listens for tokens
+        (``astream_events``), so a candidate the scorer may reject emits no token events.
+        """
         ctx = context if context is not None else tier_call.get()
         stop = (ctx.stop if ctx is not None and ctx.stop else None) or self.stop
         call_kwargs: dict[str, Any] = {"stop": list(stop)} if stop else {}
@@ -286,14 +300,15 @@ class LangChainProvider:
             messages = list(ctx.messages)
         else:
             messages = to_langchain_messages(request.messages)
-        runnable: Runnable[LanguageModelInput, BaseMessage] = self.chat_model
+        model = self._quiet() if quiet else self.chat_model
+        runnable: Runnable[LanguageModelInput, BaseMessage] = model
         if request.tools:
             kwargs: dict[str, Any] = {}
             choice = langchain_tool_choice(request.tool_choice)
             if choice is not None:
                 kwargs["tool_choice"] = choice
             try:
-                runnable = self.chat_model.bind_tools([dict(t) for t in request.tools], **kwargs)
+                runnable = model.bind_tools([dict(t) for t in request.tools], **kwargs)
             except NotImplementedError as exc:
                 raise PermanentProviderError(
                     f"{self.model}: this chat model does not support tools", provider="langchain"

@@ -169,3 +169,17 @@ def test_depth_limits_the_cascade(files: tuple[Path, Path], depth: int) -> None:
     assert t.choice is not None
     assert len(t.choice.tiers) <= depth
     assert all(len(s.tiers) <= depth for s in t.frontier)
+
+
+def test_tune_states_what_the_margin_costs(files: tuple[Path, Path]) -> None:
+    data_path, pol_path = files
+    data = outcomes.load(data_path)
+    free = tune(pol_path, data, Objective(target="best", confidence=0.0), seed=1)
+    assert free.choice is not None and free.unmargined is None
+    strict = tune(pol_path, data, Objective(target="best", confidence=2.0), seed=1)
+    # the margin's own choice without the margin is the zero-confidence choice
+    assert strict.unmargined == free.choice
+    # on this file the margin buys a costlier, better setting, and the notes say what it costs
+    assert strict.choice is not None and strict.choice != free.choice
+    assert strict.choice.cost > free.choice.cost and strict.choice.quality > free.choice.quality
+    assert any("without the margin of 2 standard errors" in n for n in strict.notes)

@@ -120,3 +120,18 @@ def test_last_tier_with_a_scorer_is_not_streamed_live() -> None:
     chunks = list(CascadeChatModel(cascade=c, stream_final_tier=True).stream("q"))
     assert len(chunks) == 1  # the best answer may be an earlier tier's: it cannot be streamed before scoring
     assert chunks[0].response_metadata["cascade"]["reason"] == "exhausted"
+
+
+async def test_event_listeners_never_see_a_rejected_candidates_tokens() -> None:
+    """``astream_events`` makes child chat models stream; tier calls stay whole-answer calls."""
+    model = CascadeChatModel(cascade=cascade())
+    streamed: list[str] = []
+    ended: list[str] = []
+    async for event in model.astream_events("Capital of France?", version="v2"):
+        if event["event"] == "on_chat_model_stream":
+            streamed.append(event["data"]["chunk"].text)
+        elif event["event"] == "on_chat_model_end":
+            ended.append(event["name"])
+    assert not any("no idea" in text for text in streamed)
+    assert "".join(streamed) in ("", ANSWER)
+    assert {"cheap", "strong"} <= set(ended)  # the tier runs still show up, whole
