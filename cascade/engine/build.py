@@ -54,7 +54,14 @@ class BuildContext:
         """Tier price > the provider's own (e.g. a recorded file's card) > built-in table > free."""
         if spec.price is not None:
             p = spec.price
-            return Price(p.input, p.output, p.cached_input, p.cache_write)
+            cached, write = p.cached_input, p.cache_write
+            # a provider that bills cache tokens at set multiples of input fills in what is unset
+            read_x, write_x = getattr(provider, "cache_multipliers", (None, None))
+            if cached is None and read_x is not None:
+                cached = p.input * read_x
+            if write is None and write_x is not None:
+                write = p.input * write_x
+            return Price(p.input, p.output, cached, write)
         own = getattr(provider, "default_price", None)
         if isinstance(own, Price):
             return own

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -113,6 +114,9 @@ class AnthropicProvider:
     """A tier answered by Anthropic's messages API."""
 
     kind = "anthropic"
+    cache_multipliers = (Decimal("0.1"), Decimal("1.25"))
+    """Cache reads and (5-minute) cache writes relative to the input price: a tier ``price:``
+    without ``cached_input`` / ``cache_write`` is completed with these, as Anthropic bills."""
 
     class Options(BaseModel):
         """Provider options for ``provider: anthropic``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,3 +210,17 @@ def test_message_conversion() -> None:
     assert [b["type"] for b in messages[2]["content"]] == ["tool_result", "text"]
     native = {"name": "x", "input_schema": {"type": "object"}}
     assert to_anthropic_tool(native) == native
+
+
+def test_a_tier_price_without_cache_rates_bills_cache_tokens_as_anthropic_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cascade.engine.build import build
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "name: p\ntiers:\n  - {name: t, provider: anthropic, model: claude-custom, price: {input: 4, output: 20}}\n"
+    )
+    price = build(policy).tiers[0].price
+    assert (price.cached_input, price.cache_write) == (Decimal("0.4"), Decimal("5.00"))
