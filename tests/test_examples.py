@@ -18,6 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
             "quickstart.py",
             ["from tier strong (strong-model)", "stopped by the cap", "another tenant is not affected"],
         ),
+        ("custom_scorer.py", ["escalated: score 0.500 < 0.900", "unknown field (did you mean 'target'?)"]),
         (
             "tune_your_logs.py",
             ["== cascade eval", "# predicted quality", "name: arithmetic"],
