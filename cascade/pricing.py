@@ -15,12 +15,6 @@ def usd(value: float | int | str | Decimal) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
-def show(value: Decimal) -> str:
-    """Money for people: exact, without trailing zeros (``0.04``, not ``0.040000000``)."""
-    text = format(value.normalize(), "f")
-    return text if "." in text else f"{text}.00"
-
-
 @dataclass(frozen=True, slots=True)
 class Price:
     """USD per million tokens. ``cached_input`` defaults to ``input``; ``cache_write`` too."""

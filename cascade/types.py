@@ -19,6 +19,12 @@ Role = Literal["system", "user", "assistant", "tool"]
 ZERO = Decimal(0)
 
 
+def show(value: Decimal) -> str:
+    """Money for people: exact, without trailing zeros (``0.04``, not ``0.040000000``)."""
+    text = format(value.normalize(), "f")
+    return text if "." in text else f"{text}.00"
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """A tool call requested by a model."""
@@ -296,19 +302,22 @@ class CascadeResult:
         return json.dumps(self.to_dict(), **kwargs)
 
     def explain(self) -> str:
-        """A human-readable account of every decision."""
+        """A human-readable account of every decision (money exact, in USD)."""
         lines = [f"policy {self.policy!r}: {self.reason} at tier {self.tier!r} ({self.model})"]
         for i, a in enumerate(self.attempts, 1):
-            score = "-" if a.score is None else f"{a.score:.3f}"
-            thr = "-" if a.threshold is None else f"{a.threshold:.3f}"
-            lines.append(
-                f"  {i}. {a.tier} [{a.provider}:{a.model}] {a.decision}: {a.reason}"
-                f" | score {score} / threshold {thr} | samples {a.samples}"
-                f" | tokens {a.usage.input_tokens}+{a.usage.output_tokens}"
-                f" | cost ${a.cost:.6f} + scorer ${a.scorer_cost:.6f}"
-                f" | {a.latency_s * 1000:.0f} ms"
-                + (f" | retries {a.retries}" if a.retries else "")
-                + (f" | error: {a.error}" if a.error else "")
-            )
-        lines.append(f"  total: ${self.cost:.6f}, {self.latency_s * 1000:.0f} ms")
+            parts = [f"  {i}. {a.tier} [{a.provider}:{a.model}] {a.decision}: {a.reason}"]
+            if a.score is not None and not a.reason.startswith("score"):
+                parts.append(f"score {a.score:.3f}")
+            if a.decision != "stopped":
+                parts.append(f"samples {a.samples}")
+                parts.append(f"tokens {a.usage.input_tokens}+{a.usage.output_tokens}")
+                cost = f"cost ${show(a.cost)}"
+                parts.append(cost + (f" + scorer ${show(a.scorer_cost)}" if a.scorer_cost else ""))
+                parts.append(f"{a.latency_s * 1000:.0f} ms")
+            if a.retries:
+                parts.append(f"retries {a.retries}")
+            if a.error:
+                parts.append(f"error: {a.error}")
+            lines.append(" | ".join(parts))
+        lines.append(f"  total: ${show(self.cost)}, {self.latency_s * 1000:.0f} ms")
         return "\n".join(lines)

@@ -245,7 +245,7 @@ def test_an_unexpected_exception_settles_the_hold() -> None:
 
 
 def test_cap_errors_show_money_without_trailing_zeros(tmp_path: Path) -> None:
-    from cascade.pricing import show
+    from cascade.types import show
 
     assert (show(Decimal("0.040000000")), show(Decimal(5)), show(Decimal("0.00002"))) == (
         "0.04",

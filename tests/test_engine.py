@@ -297,7 +297,7 @@ def test_result_serialises_and_explains() -> None:
     assert [a["decision"] for a in data["attempts"]] == ["escalated", "accepted"]
     assert data["attempts"][0]["total_cost"] == str(result.attempts[0].total_cost)
     text = result.explain()
-    assert "small" in text and "escalated" in text and "score 0.100 / threshold 0.500" in text
+    assert "small" in text and "escalated" in text and "escalated: score 0.100 < 0.500 | samples 1" in text
 
 
 def test_cascade_rejects_unscored_middle_tier() -> None:

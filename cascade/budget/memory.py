@@ -13,8 +13,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict
 
 from cascade.errors import BudgetExceededError
-from cascade.pricing import show
-from cascade.types import ZERO
+from cascade.types import ZERO, show
 
 
 class MemoryLedger:

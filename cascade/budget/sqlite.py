@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from cascade.errors import BudgetExceededError
-from cascade.pricing import show
+from cascade.types import show
 
 NANO = Decimal("1e9")
 DEFAULT_PATH = "~/.cascade/ledger.sqlite3"

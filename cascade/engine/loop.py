@@ -28,7 +28,7 @@ from cascade.errors import (
     ScorerError,
 )
 from cascade.logging import _stdlib, get_logger
-from cascade.pricing import Price, show
+from cascade.pricing import Price
 from cascade.protocols import Provider, Scorer
 from cascade.retry import RetryPolicy
 from cascade.types import (
@@ -41,6 +41,7 @@ from cascade.types import (
     Sample,
     Score,
     Usage,
+    show,
 )
 
 OnExhausted = Literal["return_last", "return_best", "raise"]
