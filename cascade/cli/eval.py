@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             plot(ev, args.plot)
         except ImportError:
-            raise UsageError("--plot needs matplotlib (pip install 'cascade-llm[plot]')") from None
+            raise UsageError(
+                "--plot needs matplotlib: pip install 'cascade-llm[plot]'"
+                " (pip install -e '.[plot]' in a checkout)"
+            ) from None
         print(f"plot -> {args.plot}", file=sys.stderr)
     return 0
