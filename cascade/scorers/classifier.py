@@ -266,8 +266,10 @@ def _lbfgs(
 class _Design:
     """``rows`` prepared for repeated products: CSR segment sums and a CSC copy for the transpose.
 
-    The products run in float32 with int32 indices: they are memory-bound gathers, and halving
-    the bytes halves their time; the optimiser itself stays in float64.
+    The products run in float32: they are memory-bound gathers, and halving the bytes of the
+    values halves their time; the optimiser itself stays in float64. Indices stay ``intp`` (numpy
+    converts any other index type on every gather) and are valid by construction, so the gathers
+    skip bounds checks (``mode="clip"``): together 3-4x faster than int32 indices.
     """
 
     def __init__(self, rows: Rows) -> None:
@@ -277,17 +279,19 @@ class _Design:
         if not bool((lengths > 0).all()):
             raise ValueError("every row needs at least one feature")  # the dense block guarantees it
         row_ids = rows.row_ids
-        self.indices = rows.indices.astype(np.int32)
+        self.indices = rows.indices.astype(np.intp)
         self.data = rows.data.astype(np.float32)
         self.starts = rows.indptr[:-1]
-        order = np.argsort(rows.indices, kind="stable")
+        # a stable sort of 16-bit keys is a radix sort: much faster on the usual <= 65,535 columns
+        keys = rows.indices.astype(np.uint16) if rows.width <= 0xFFFF else rows.indices
+        order = np.argsort(keys, kind="stable")
         self.col_ids, self.col_starts = np.unique(rows.indices[order], return_index=True)
-        self.csc_rows = row_ids[order].astype(np.int32)
+        self.csc_rows = row_ids[order].astype(np.intp)
         self.csc_data = self.data[order]
         self._buf = np.empty(len(rows.data), dtype=np.float32)
 
     def dot(self, w: Floats) -> Floats:
-        np.take(w.astype(np.float32), self.indices, out=self._buf)
+        np.take(w.astype(np.float32), self.indices, out=self._buf, mode="clip")
         self._buf *= self.data
         out: Floats = np.add.reduceat(self._buf, self.starts).astype(np.float64)
         return out
@@ -295,7 +299,7 @@ class _Design:
     def tdot(self, v: Floats, out: Floats) -> Floats:
         out[:] = 0.0
         if len(self.col_ids):
-            np.take(v.astype(np.float32), self.csc_rows, out=self._buf)
+            np.take(v.astype(np.float32), self.csc_rows, out=self._buf, mode="clip")
             self._buf *= self.csc_data
             out[self.col_ids] = np.add.reduceat(self._buf, self.col_starts)
         return out
