@@ -1,4 +1,4 @@
-"""The plain-Python and tuning examples run offline and say what they claim."""
+"""Every example runs offline and says what it claims (CI also runs each one as a script)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
             "quickstart.py",
             ["from tier strong (strong-model)", "stopped by the cap", "another tenant is not affected"],
         ),
+        (
+            "langchain_chain.py",
+            ["Australia  -> Canberra.  answered by large", "small [small-model] escalated"],
+        ),
+        ("langchain_agent.py", ["cheap:escalated -> strong:accepted", "tenant acme stopped", "daily cap"]),
         ("custom_scorer.py", ["escalated: score 0.500 < 0.900", "unknown field (did you mean 'target'?)"]),
         (
             "tune_your_logs.py",
@@ -32,3 +37,8 @@ def test_example_runs(script: str, expect: list[str]) -> None:
     assert done.returncode == 0, done.stderr
     for text in expect:
         assert text in done.stdout
+
+
+def test_every_example_is_tested() -> None:
+    tested = {p[0] for p in test_example_runs.pytestmark[0].args[1]}  # type: ignore[attr-defined]
+    assert tested == {p.name for p in EXAMPLES.glob("*.py")}
