@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cascade.cli import UsageError
+
+if TYPE_CHECKING:
+    from cascade.evaluate.evaluate import Evaluation
 
 NAME = "eval"
 HELP = "Simulate a policy on recorded outcomes (nothing is called) and report quality, cost and metrics."
@@ -68,12 +72,26 @@ def data_path(policy_path: str, explicit: str | None) -> Path:
     raise UsageError("the policy has no replay tier: give the recorded outcomes with --data FILE")
 
 
+def write_plot(ev: Evaluation, path: str) -> None:
+    """The quality-vs-cost plot of an evaluation (matplotlib is the optional ``plot`` extra)."""
+    from cascade.evaluate.report import plot
+
+    try:
+        plot(ev, path)
+    except ImportError:
+        raise UsageError(
+            "--plot needs matplotlib: pip install 'cascade-llm[plot]'"
+            " (pip install -e '.[plot]' in a checkout)"
+        ) from None
+    print(f"plot -> {path}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from cascade import outcomes
     from cascade.cli.progress import Progress
     from cascade.evaluate.data import EvalSet
     from cascade.evaluate.evaluate import evaluate, score_policy
-    from cascade.evaluate.report import plot, table, to_json
+    from cascade.evaluate.report import table, to_json
     from cascade.policy import loader
 
     policy = loader.load(args.policy)
@@ -101,12 +119,5 @@ def run(args: argparse.Namespace) -> int:
             Path(args.json).write_text(to_json(ev) + "\n", encoding="utf-8")
             print(f"\nfigures -> {args.json}", file=sys.stderr)
     if args.plot:
-        try:
-            plot(ev, args.plot)
-        except ImportError:
-            raise UsageError(
-                "--plot needs matplotlib: pip install 'cascade-llm[plot]'"
-                " (pip install -e '.[plot]' in a checkout)"
-            ) from None
-        print(f"plot -> {args.plot}", file=sys.stderr)
+        write_plot(ev, args.plot)
     return 0

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cascade.cli import UsageError
-from cascade.cli.eval import add_data_arguments, add_report_arguments, data_path
+from cascade.cli.eval import add_data_arguments, add_report_arguments, data_path, write_plot
 
 NAME = "tune"
 HELP = "Tune a policy skeleton on recorded outcomes (train/test split) and write the tuned YAML policy."
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from cascade import outcomes
     from cascade.cli.progress import Progress
     from cascade.evaluate import held_out
-    from cascade.evaluate.report import plot, table, to_json
+    from cascade.evaluate.report import table, to_json
     from cascade.evaluate.tune import Objective, tune
     from cascade.evaluate.write import diff, header_lines, render, tier_notes, tuned_raw
     from cascade.policy import loader
@@ -165,12 +165,5 @@ def run(args: argparse.Namespace) -> int:
             Path(args.json).write_text(to_json(ev) + "\n", encoding="utf-8")
     print(f"tuned policy -> {out}", file=sys.stderr)
     if args.plot:
-        try:
-            plot(ev, args.plot)
-        except ImportError:
-            raise UsageError(
-                "--plot needs matplotlib: pip install 'cascade-llm[plot]'"
-                " (pip install -e '.[plot]' in a checkout)"
-            ) from None
-        print(f"plot -> {args.plot}", file=sys.stderr)
+        write_plot(ev, args.plot)
     return 0
