@@ -87,6 +87,22 @@ def usage_of(u: Any) -> Usage:
     return Usage(max(prompt - cached, 0), int(u.completion_tokens or 0), cached)
 
 
+class _CallOptions(BaseModel):
+    """How calls are made: options the OpenAI API and compatible servers share."""
+
+    model_config = ConfigDict(extra="forbid")
+    logprobs: bool = Field(False, description="Ask for token logprobs (for logprob-based scorers).")
+    top_logprobs: int = Field(0, ge=0, le=20, description="Alternatives per token (needs logprobs).")
+    stream: bool = Field(False, description="Stream the response (assembled before scoring).")
+    parallel: int = Field(4, ge=1, le=64, description="Concurrent calls when samples need several.")
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> _CallOptions:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+
 class OpenAIProvider:
     """A tier answered by OpenAI's chat completions API."""
 
@@ -95,22 +111,11 @@ class OpenAIProvider:
     key_env = "OPENAI_API_KEY"
     max_tokens_field = "max_completion_tokens"  # what current OpenAI models accept (o-series too)
 
-    class Options(BaseModel):
+    class Options(_CallOptions):
         """Provider options for ``provider: openai``."""
 
-        model_config = ConfigDict(extra="forbid")
         api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key.")
         base_url: str | None = Field(None, description="Another endpoint (a gateway or proxy).")
-        logprobs: bool = Field(False, description="Ask for token logprobs (for logprob-based scorers).")
-        top_logprobs: int = Field(0, ge=0, le=20, description="Alternatives per token (needs logprobs).")
-        stream: bool = Field(False, description="Stream the response (assembled before scoring).")
-        parallel: int = Field(4, ge=1, le=64, description="Concurrent calls when samples need several.")
-
-        @model_validator(mode="after")
-        def _top_needs_logprobs(self) -> OpenAIProvider.Options:
-            if self.top_logprobs and not self.logprobs:
-                raise ValueError("top_logprobs needs logprobs: true")
-            return self
 
     def __init__(
         self,
@@ -311,10 +316,9 @@ class OpenAICompatibleProvider(OpenAIProvider):
     kind = "openai_compatible"
     max_tokens_field = "max_tokens"  # what vLLM, Ollama and llama.cpp all read
 
-    class Options(BaseModel):
+    class Options(_CallOptions):
         """Provider options for ``provider: openai_compatible``."""
 
-        model_config = ConfigDict(extra="forbid")
         base_url: str = Field(
             description="The server's OpenAI-compatible root, e.g. http://localhost:8000/v1."
         )
@@ -324,16 +328,6 @@ class OpenAICompatibleProvider(OpenAIProvider):
         supports_n: bool = Field(
             False, description="The server honours n (vLLM: true). Otherwise n samples are n calls."
         )
-        logprobs: bool = Field(False, description="The server returns token logprobs: ask for them.")
-        top_logprobs: int = Field(0, ge=0, le=20)
-        stream: bool = False
-        parallel: int = Field(4, ge=1, le=64, description="Concurrent calls when samples need several.")
-
-        @model_validator(mode="after")
-        def _top_needs_logprobs(self) -> OpenAICompatibleProvider.Options:
-            if self.top_logprobs and not self.logprobs:
-                raise ValueError("top_logprobs needs logprobs: true")
-            return self
 
     @classmethod
     def from_config(  # type: ignore[override]
