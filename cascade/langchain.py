@@ -75,7 +75,7 @@ from cascade.errors import ProviderError
 from cascade.langchain_testing import ScriptedChatModel
 from cascade.protocols import Provider
 from cascade.providers.langchain import CallContext, LangChainProvider, tier_call, to_langchain_messages
-from cascade.types import CascadeResult, Completion, Message, Request, ToolCall, Usage
+from cascade.types import CascadeResult, Completion, Message, Request, ToolCall, Usage, show
 
 _PARENT_KWARG = "_cascade_parent"
 
@@ -366,9 +366,9 @@ def explain(message: BaseMessage) -> str:
         threshold = "-" if a["threshold"] is None else f"{a['threshold']:.2f}"
         lines.append(
             f"  {i}. {a['tier']} [{a['model']}] {a['decision']}: {a['reason']}"
-            f" | score {score} / threshold {threshold} | ${Decimal(a['total_cost']):.6f}"
+            f" | score {score} / threshold {threshold} | ${show(Decimal(a['total_cost']))}"
         )
-    lines.append(f"  total: ${Decimal(t['cost']):.6f}")
+    lines.append(f"  total: ${show(Decimal(t['cost']))}")
     return "\n".join(lines)
 
 
