@@ -141,7 +141,8 @@ def _pydantic_problems(
 ) -> list[tuple[Loc, str]]:
     out = []
     for e in err.errors(include_url=False):
-        loc = (*prefix, *e["loc"])
+        # a model-level check can name the exact field in its context
+        loc = (*prefix, *(e.get("ctx") or {}).get("loc", e["loc"]))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -183,19 +184,6 @@ def check_scorer(spec: ScorerSpec, loc: Loc) -> list[tuple[Loc, str]]:
     return problems
 
 
-def _duplicate_tiers(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
-    seen: set[str] = set()
-    out: list[tuple[Loc, str]] = []
-    tiers = data.get("tiers")
-    for i, tier in enumerate(tiers if isinstance(tiers, list) else []):
-        name = tier.get("name") if isinstance(tier, dict) else None
-        if isinstance(name, str):
-            if name in seen:
-                out.append((("tiers", i, "name"), f"duplicate tier name {name!r}"))
-            seen.add(name)
-    return out
-
-
 def validate(data: Any, *, source: str = "<policy>", text: str | None = None) -> Policy:
     """Validate parsed policy data; raise :class:`PolicyError` listing every problem."""
     locator = _Locator(source, text)
@@ -208,9 +196,7 @@ def validate(data: Any, *, source: str = "<policy>", text: str | None = None) ->
     try:
         policy = Policy.model_validate(data)
     except ValidationError as err:
-        # the model's own duplicate-name check has no location; point at the repeated name instead
-        found = [p for p in _pydantic_problems(err, (), Policy) if p[0] or "duplicate tier" not in p[1]]
-        found += _duplicate_tiers(data)
+        found = _pydantic_problems(err, (), Policy)
         raise PolicyError([locator.problem(loc, msg) for loc, msg in found]) from None
     problems: list[tuple[Loc, str]] = []
     for i, tier in enumerate(policy.tiers):

@@ -158,9 +158,11 @@ class Policy(Strict):
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:
         seen: set[str] = set()
-        for tier in self.tiers:
-            if tier.name in seen:
-                raise PydanticCustomError("duplicate_tier", f"duplicate tier name {tier.name!r}")
+        for i, tier in enumerate(self.tiers):
+            if tier.name in seen:  # ctx "loc": where the loader points (a model error has no field)
+                raise PydanticCustomError(
+                    "duplicate_tier", f"duplicate tier name {tier.name!r}", {"loc": ("tiers", i, "name")}
+                )
             seen.add(tier.name)
         for tier in self.tiers[:-1]:
             if tier.scorer is None:
