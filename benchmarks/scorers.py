@@ -31,7 +31,7 @@ import numpy as np
 
 from cascade import outcomes
 from cascade.errors import ScorerError
-from cascade.pricing import Price, usd
+from cascade.money import Price, usd
 from cascade.providers.replay import ReplayProvider
 from cascade.scorers import metrics
 from cascade.scorers.answers import ExtractorKind

@@ -25,7 +25,7 @@ from cascade.errors import (
     ScorerError,
     TransientProviderError,
 )
-from cascade.pricing import Price
+from cascade.money import Price
 from cascade.retry import RetryPolicy
 from cascade.types import Attempt, CascadeResult, Completion, Message, Request, Sample, Score, ToolCall, Usage
 

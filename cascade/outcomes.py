@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.errors import ConfigurationError
-from cascade.pricing import Price, usd
+from cascade.money import Price, usd
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.errors import ProviderTimeoutError, TransientProviderError
-from cascade.pricing import usd
+from cascade.money import usd
 from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
 
 Step = str | Sequence[str] | BaseException

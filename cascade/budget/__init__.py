@@ -8,6 +8,7 @@ settles the real cost after it, so concurrent runs cannot overshoot a cap.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,3 +63,33 @@ class Budget:
             scope = f"policy:{policy}" if cap.scope == "policy" else f"key:{policy}:{key or 'anonymous'}"
             out.append((f"{scope}|{_period(cap.window, now)}", cap.limit))
         return out
+
+    # -- ledger access: the engine goes through these, never through the ledger directly ---------
+
+    def reserve(self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal) -> str:
+        """Hold ``amount`` on every bucket; raises :class:`~cascade.errors.BudgetExceededError`."""
+        assert self.ledger is not None
+        return self.ledger.reserve(buckets, amount, ttl=self.hold_ttl)
+
+    async def areserve(self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal) -> str:
+        """Async :meth:`reserve`: never blocks the event loop on the ledger."""
+        assert self.ledger is not None
+        native = getattr(self.ledger, "areserve", None)
+        if native is not None:
+            hold: str = await native(buckets, amount, ttl=self.hold_ttl)
+            return hold
+        return await asyncio.to_thread(self.ledger.reserve, buckets, amount, ttl=self.hold_ttl)
+
+    def settle(self, hold: str, actual: Decimal) -> None:
+        """Replace ``hold`` by what was really spent."""
+        assert self.ledger is not None
+        self.ledger.settle(hold, actual)
+
+    async def asettle(self, hold: str, actual: Decimal) -> None:
+        """Async :meth:`settle`."""
+        assert self.ledger is not None
+        native = getattr(self.ledger, "asettle", None)
+        if native is not None:
+            await native(hold, actual)
+            return
+        await asyncio.to_thread(self.ledger.settle, hold, actual)

@@ -11,9 +11,9 @@ from cascade.budget import Budget, Cap
 from cascade.engine.cascade import Cascade
 from cascade.engine.loop import Tier
 from cascade.errors import ConfigurationError
+from cascade.money import FREE, Price
 from cascade.policy import loader
 from cascade.policy.schema import Policy, ScorerSpec, TierSpec
-from cascade.pricing import FREE, Price
 from cascade.protocols import Ledger, Provider, Scorer
 from cascade.registry import LEDGERS, PROVIDERS, SCORERS
 from cascade.retry import RetryPolicy
@@ -65,7 +65,7 @@ class BuildContext:
         own = getattr(provider, "default_price", None)
         if isinstance(own, Price):
             return own
-        from cascade.prices import lookup
+        from cascade.price_table import lookup
 
         known = lookup(spec.provider, spec.model)
         if known is not None:

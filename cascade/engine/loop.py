@@ -28,7 +28,7 @@ from cascade.errors import (
     ScorerError,
 )
 from cascade.logging import _stdlib, get_logger
-from cascade.pricing import Price
+from cascade.money import Price
 from cascade.protocols import Provider, Scorer
 from cascade.retry import RetryPolicy
 from cascade.types import (
@@ -133,8 +133,8 @@ class _Candidate:
     model: str
 
 
-def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeResult]:
-    """Run the cascade for ``request``; yields actions, returns the result."""
+def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Outcome, CascadeResult]:
+    """Run the cascade for ``request`` from tier index ``start``; yields actions, returns the result."""
     log = _logger()
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:12] if log is not None else ""
@@ -180,7 +180,7 @@ def steps(s: Settings, request: Request) -> Generator[Action, Outcome, CascadeRe
             )
         return result
 
-    for index, tier in enumerate(s.tiers):
+    for index, tier in enumerate(s.tiers[start:], start):
         is_last = index == last_index
         model = tier.provider.model
         base: dict[str, Any] = {"tier": tier.name, "model": model, "provider": tier.provider_kind}

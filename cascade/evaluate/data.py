@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from cascade.errors import ConfigurationError
+from cascade.money import Price
 from cascade.outcomes import Outcomes, Record, RecordedSample
-from cascade.pricing import Price
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

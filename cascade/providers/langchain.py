@@ -55,7 +55,7 @@ from cascade.errors import (
     RateLimitError,
     TransientProviderError,
 )
-from cascade.pricing import Price
+from cascade.money import Price
 from cascade.providers._sdk import estimate_input_tokens
 from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
 
@@ -508,7 +508,7 @@ def _int_attr(obj: object, *names: str) -> int:
 
 
 def _known_price(chat_model: BaseChatModel, model: str) -> Price | None:
-    from cascade.prices import lookup
+    from cascade.price_table import lookup
 
     try:
         provider = chat_model._get_ls_params().get("ls_provider")

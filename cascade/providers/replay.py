@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cascade import outcomes
 from cascade.errors import ConfigurationError, PermanentProviderError
-from cascade.pricing import Price
+from cascade.money import Price
 from cascade.types import Completion, Request, Sample, Usage
 
 

@@ -36,8 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade import outcomes
 from cascade.errors import ConfigurationError, PermanentProviderError, ProviderError, ScorerError
+from cascade.money import Price
 from cascade.policy.schema import PriceSpec, RetrySpec, TierSpec
-from cascade.pricing import Price
 from cascade.protocols import Provider
 from cascade.retry import RetryPolicy, acall_with_retry, call_with_retry
 from cascade.types import ZERO, Completion, Message, Request, Sample, Score, Usage

@@ -28,8 +28,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade.errors import CascadeError, ConfigurationError, ProviderError, ScorerError
+from cascade.money import Price
 from cascade.policy.schema import PriceSpec, TierSpec
-from cascade.pricing import Price
 from cascade.protocols import Provider
 from cascade.retry import RetryPolicy, acall_with_retry, call_with_retry
 from cascade.scorers.answers import (

@@ -16,7 +16,7 @@ from cascade.errors import (
     RateLimitError,
     TransientProviderError,
 )
-from cascade.prices import lookup
+from cascade.price_table import lookup
 from cascade.providers.anthropic import to_anthropic_messages, to_anthropic_tool
 from cascade.types import Message, Request, ToolCall
 from tests.providers import helpers as h

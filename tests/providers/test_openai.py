@@ -15,7 +15,7 @@ from cascade.errors import (
     RateLimitError,
     TransientProviderError,
 )
-from cascade.prices import lookup
+from cascade.price_table import lookup
 from cascade.retry import call_with_retry
 from cascade.types import Message, Request, Usage
 from tests.providers import helpers as h

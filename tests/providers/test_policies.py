@@ -14,7 +14,7 @@ from cascade.cli import main
 from cascade.engine.build import build as _build
 from cascade.errors import ConfigurationError
 from cascade.policy.schema import Policy
-from cascade.prices import lookup
+from cascade.price_table import lookup
 from tests.providers import helpers
 from tests.providers.conftest import Endpoints, made
 

@@ -18,7 +18,7 @@ from cascade.errors import (
     RateLimitError,
     TransientProviderError,
 )
-from cascade.prices import CHECKED, PRICES, lookup
+from cascade.price_table import CHECKED, PRICES, lookup
 from cascade.providers import _sdk
 from cascade.types import Completion, Message, Request, Sample, Usage
 
@@ -186,7 +186,7 @@ def test_import_cascade_does_not_import_the_sdks() -> None:
     import sys
 
     code = (
-        "import sys, cascade, cascade.registry, cascade.prices; "
+        "import sys, cascade, cascade.registry, cascade.price_table; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('openai', 'anthropic', 'httpx2')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

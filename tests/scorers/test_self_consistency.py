@@ -13,7 +13,7 @@ import pytest
 from cascade import outcomes
 from cascade.engine.build import build
 from cascade.errors import ScorerError, TransientProviderError
-from cascade.pricing import Price
+from cascade.money import Price
 from cascade.retry import RetryPolicy
 from cascade.scorers.answers import regex_extractor
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source, agreement, with_template

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from cascade.pricing import Price, usd
+from cascade.money import Price, usd
 
 CHECKED = "2025-11-24"
 """The date these list prices were last known to be right (see the module docstring)."""

@@ -1,4 +1,4 @@
-"""Prices and money arithmetic (exact :class:`~decimal.Decimal` US dollars)."""
+"""Money: exact :class:`~decimal.Decimal` US dollars, and a model's :class:`Price` per million tokens."""
 
 from __future__ import annotations
 
