@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cascade.evaluate.candidates import Candidate
+from cascade.evaluate.candidates import slug as _slug
+from cascade.evaluate.candidates import validate_tier as _validate_tier
 from cascade.evaluate.data import BoolArray, EvalSet
-from cascade.evaluate.tune import Candidate, _slug, _validate_tier
 from cascade.outcomes import Outcomes
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +41,9 @@ import numpy as np
 import yaml
 
 from cascade.errors import ConfigurationError
+from cascade.evaluate.candidates import Candidate
+from cascade.evaluate.candidates import slug as _slug
+from cascade.evaluate.candidates import validate_tier as _validate_tier
 from cascade.evaluate.data import BoolArray, EvalSet, FloatArray
 from cascade.evaluate.metrics import upper_hull
 from cascade.evaluate.simulate import Billing, ReplayContext, TierArrays, run, score_tier
@@ -50,20 +52,6 @@ from cascade.policy import loader
 from cascade.policy.schema import Policy, TierSpec
 
 Target = float | Literal["best"]
-
-
-@dataclass
-class Candidate:
-    """A tier the tuner may use: its raw YAML (written back as is), the validated spec, and its
-    simulated arrays with the scorer (``scored``; None when it has none) and without (``bare``:
-    one sample, what it costs as the last tier)."""
-
-    name: str
-    raw: dict[str, Any]
-    spec: TierSpec
-    scored: TierArrays | None = None
-    bare: TierArrays | None = None
-    partners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,15 +144,6 @@ class Tuning:
 
 
 # -- candidates ---------------------------------------------------------------------------------
-
-
-def _slug(model: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-")[:60] or "tier"
-
-
-def _validate_tier(raw: dict[str, Any]) -> TierSpec:
-    pol = loader.validate({"name": "candidate", "tiers": [raw]}, source="<candidate>")
-    return pol.tiers[0]
 
 
 def raw_tiers(path: str | Path) -> list[dict[str, Any]]:
