@@ -87,6 +87,7 @@ SCORERS = Registry(
         "self_consistency": "cascade.scorers.self_consistency:SelfConsistencyScorer",
         "judge": "cascade.scorers.judge:JudgeScorer",
         "classifier": "cascade.scorers.classifier:ClassifierScorer",
+        "verifier": "cascade.scorers.verifier:VerifierScorer",
     },
 )
 LEDGERS = Registry(

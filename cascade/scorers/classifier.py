@@ -59,6 +59,7 @@ class Example:
     label: float
     id: str = ""
     split: str | None = None
+    extra: tuple[float, ...] = ()  # extra inputs (a verifier's partner agreement, other scores...)
 
 
 def examples_from_outcomes(
@@ -368,13 +369,27 @@ class Classifier:
     calibration: Calibration
     samples: int = 1
     meta: dict[str, Any] = field(default_factory=dict)
+    extra: tuple[str, ...] = ()  # names of extra inputs after the dense features
+    kind: str = "classifier"  # what the artifact is for: classifier | verifier | prompt
 
-    def rows(self, items: Iterable[tuple[str, Sequence[Sample]]]) -> Rows:
+    @property
+    def width(self) -> int:
+        return self.config.width + len(self.extra)
+
+    def dense(self, prompt: str, samples: Sequence[Sample], extra: Sequence[float] = ()) -> Floats:
+        if len(extra) != len(self.extra):
+            raise ValueError(f"{len(extra)} extra inputs, the classifier takes {len(self.extra)}")
+        d = dense_features(prompt, samples, self.config)
+        return np.concatenate([d, np.asarray(extra, dtype=np.float64)]) if self.extra else d
+
+    def rows(
+        self, items: Iterable[tuple[str, Sequence[Sample]]], extras: Sequence[Sequence[float]] | None = None
+    ) -> Rows:
         hashed, dense = [], []
-        for prompt, samples in items:
+        for i, (prompt, samples) in enumerate(items):
             hashed.append(hashed_features(prompt, samples, self.config))
-            dense.append(dense_features(prompt, samples))
-        mat = np.vstack(dense) if dense else np.zeros((0, len(DENSE)))
+            dense.append(self.dense(prompt, samples, extras[i] if extras is not None else ()))
+        mat = np.vstack(dense) if dense else np.zeros((0, len(DENSE) + len(self.extra)))
         return stack(hashed, mat, self.mean, self.std, self.config)
 
     def logits(self, rows: Rows) -> Floats:
@@ -383,10 +398,12 @@ class Classifier:
     def predict_rows(self, rows: Rows) -> Floats:
         return np.clip(self.calibration(self.logits(rows)), 0.0, 1.0)
 
-    def predict(self, prompt: str, samples: Sequence[Sample]) -> tuple[float, float]:
-        """``(probability, raw logit)`` for one answer."""
+    def predict(
+        self, prompt: str, samples: Sequence[Sample], extra: Sequence[float] = ()
+    ) -> tuple[float, float]:
+        """``(probability, raw logit)`` for one answer (``extra``: the extra inputs, in order)."""
         idx, val = hashed_features(prompt, samples, self.config)
-        z_dense = (dense_features(prompt, samples) - self.mean) / self.std
+        z_dense = (self.dense(prompt, samples, extra) - self.mean) / self.std
         logit = (
             float(val @ self.weights[idx]) + float(z_dense @ self.weights[self.config.hashed :]) + self.bias
         )
@@ -398,10 +415,16 @@ class Classifier:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
+            "kind": self.kind,
             "meta": self.meta,
             "samples": self.samples,
             "features": self.config.to_dict(),
-            "dense": {"names": list(DENSE), "mean": self.mean.tolist(), "std": self.std.tolist()},
+            "extra": list(self.extra),
+            "dense": {
+                "names": [*DENSE, *self.extra],
+                "mean": self.mean.tolist(),
+                "std": self.std.tolist(),
+            },
             "weights": {"dtype": "float32-le", "encoding": "base64", "data": _encode(self.weights)},
             "bias": self.bias,
             "calibration": {"method": self.calibration.method, **self.calibration.params},
@@ -411,37 +434,63 @@ class Classifier:
         Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
 
     @classmethod
-    def from_json(cls, d: dict[str, Any], source: str = "artifact") -> Classifier:
+    def from_json(cls, d: Any, source: str = "artifact", kind: str | None = None) -> Classifier:
+        """The classifier an artifact holds; every size is checked here, so a bad file fails when
+        the policy is built, not on every request. ``kind``: the artifact kind the caller needs."""
+        if not isinstance(d, dict):
+            raise ConfigurationError(
+                f"{source}: not a {FORMAT} artifact (a JSON {type(d).__name__}, expected an object)"
+            )
         if d.get("format") != FORMAT:
             raise ConfigurationError(f"{source}: not a {FORMAT} artifact (format {d.get('format')!r})")
+        has = str(d.get("kind", "classifier"))
+        if kind is not None and has != kind:
+            raise ConfigurationError(f"{source}: a {has} artifact, not a {kind} one")
         try:
             config = FeatureConfig.from_dict(d["features"])
-            if list(d["dense"]["names"]) != list(DENSE):
+            extra = tuple(str(x) for x in d.get("extra") or ())
+            names = [*DENSE, *extra]
+            if list(d["dense"]["names"]) != names:
                 raise ConfigurationError(
                     f"{source}: dense features differ from this version of cascade; retrain"
                 )
+            mean = np.asarray(d["dense"]["mean"], dtype=np.float64)
+            std = np.asarray(d["dense"]["std"], dtype=np.float64)
+            if mean.shape != (len(names),) or std.shape != (len(names),):
+                raise ConfigurationError(
+                    f"{source}: {mean.size} feature means and {std.size} scales, expected {len(names)} each"
+                )
+            if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+                raise ConfigurationError(f"{source}: feature scales must be finite and positive")
             weights = _decode(d["weights"]["data"])
-            if len(weights) != config.width:
-                raise ConfigurationError(f"{source}: {len(weights)} weights, expected {config.width}")
+            width = config.width + len(extra)
+            if len(weights) != width:
+                raise ConfigurationError(f"{source}: {len(weights)} weights, expected {width}")
             cal = dict(d["calibration"])
             method = cal.pop("method")
             if method not in ("platt", "isotonic"):
                 raise ConfigurationError(f"{source}: unknown calibration {method!r}")
+            if method == "platt":
+                cal = {"a": float(cal["a"]), "b": float(cal["b"])}
+            elif len(cal["x"]) != len(cal["y"]) or not cal["x"]:
+                raise ConfigurationError(f"{source}: isotonic calibration needs equal, non-empty x and y")
             return cls(
                 config=config,
-                mean=np.asarray(d["dense"]["mean"], dtype=np.float64),
-                std=np.asarray(d["dense"]["std"], dtype=np.float64),
+                mean=mean,
+                std=std,
                 weights=weights,
                 bias=float(d["bias"]),
                 calibration=Calibration(method, cal),
                 samples=int(d.get("samples", 1)),
                 meta=dict(d.get("meta") or {}),
+                extra=extra,
+                kind=has,
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ConfigurationError(f"{source}: malformed classifier artifact ({err!r})") from None
 
     @classmethod
-    def load(cls, path: str | Path) -> Classifier:
+    def load(cls, path: str | Path, kind: str | None = None) -> Classifier:
         p = Path(path)
         try:
             d = json.loads(p.read_text(encoding="utf-8"))
@@ -449,7 +498,7 @@ class Classifier:
             raise ConfigurationError(f"{p}: cannot read classifier artifact: {err.strerror}") from None
         except ValueError as err:
             raise ConfigurationError(f"{p}: classifier artifact is not JSON ({err})") from None
-        return cls.from_json(d, str(p))
+        return cls.from_json(d, str(p), kind)
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -506,6 +555,8 @@ def train(
     max_df: float = 0.9,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
+    extra: Sequence[str] = (),
+    kind: str = "classifier",
 ) -> Classifier:
     """Fit a calibrated classifier on ``examples``.
 
@@ -514,6 +565,7 @@ def train(
     held-out data for calibration; the final weights are the mean of the fold models'. Hashed
     columns present in more than ``max_df`` of the examples are left out (weight 0).
     ``calibration="auto"`` picks Platt or isotonic by cross-validated Brier score on those logits.
+    ``extra`` names the examples' extra inputs (``Example.extra``), appended to the dense block.
     """
     config = config or FeatureConfig()
     if len(examples) < 20:
@@ -522,8 +574,13 @@ def train(
     if y.min() == y.max():
         raise ConfigurationError("every training label is the same: nothing to learn")
     n = len(examples)
+    bad = next((e for e in examples if len(e.extra) != len(extra)), None)
+    if bad is not None:
+        raise ConfigurationError(f"example {bad.id!r}: {len(bad.extra)} extra inputs, expected {len(extra)}")
     hashed = [hashed_features(e.prompt, e.samples, config) for e in examples]
-    dense = np.vstack([dense_features(e.prompt, e.samples) for e in examples])
+    dense = np.vstack(
+        [np.concatenate([dense_features(e.prompt, e.samples, config), e.extra]) for e in examples]
+    )
     mean = dense.mean(axis=0)
     std = dense.std(axis=0)
     std[std < 1e-9] = 1.0
@@ -570,17 +627,17 @@ def train(
     cal = Calibration.fit(method, oof, y)
     # 3. the final model averages the fold models (a linear model: the mean logit), so the logits it
     # produces are distributed like the out-of-fold logits the calibration was fit on
-    weights = np.zeros(config.width)
+    weights = np.zeros(config.width + len(extra))
     weights[active] = x_all[:width]
     info = dict(meta or {})
     info.update(lam=lam, n_train=n, folds=folds, base_rate=float(y.mean()))
     samples = max((len(e.samples) for e in examples), default=1)
-    return Classifier(config, mean, std, weights, float(x_all[width]), cal, samples, info)
+    return Classifier(config, mean, std, weights, float(x_all[width]), cal, samples, info, tuple(extra), kind)
 
 
 def evaluate(clf: Classifier, examples: Sequence[Example]) -> tuple[Floats, Floats]:
     """``(probabilities, labels)`` of ``clf`` on ``examples``."""
-    rows = clf.rows((e.prompt, e.samples) for e in examples)
+    rows = clf.rows(((e.prompt, e.samples) for e in examples), [e.extra for e in examples])
     return clf.predict_rows(rows), np.array([e.label for e in examples], dtype=np.float64)
 
 
@@ -640,11 +697,11 @@ class ClassifierScorer:
 
     @classmethod
     def from_config(cls, options: ClassifierScorer.Options, ctx: Any) -> ClassifierScorer:
-        return cls(Classifier.load(ctx.path(options.path)), options.samples)
+        return cls(Classifier.load(ctx.path(options.path), kind="classifier"), options.samples)
 
     @classmethod
     def load(cls, path: str | Path, samples: int | None = None) -> ClassifierScorer:
-        return cls(Classifier.load(path), samples)
+        return cls(Classifier.load(path, kind="classifier"), samples)
 
     def score(self, request: Request, completion: Completion) -> Score:
         samples = completion.samples or (Sample(""),)

@@ -73,6 +73,24 @@ DENSE = (
 )
 
 
+# which feature group each dense column belongs to (a policy or training run may choose groups)
+GROUPS = ("prompt", "answer", "logprobs", "agreement")
+_DENSE_GROUP = {
+    "prompt_chars": "prompt",
+    "prompt_numbers": "prompt",
+    **{name: "logprobs" for name in DENSE if name.startswith(("logprob", "top_margin"))},
+    "agreement_present": "agreement",
+    "agreement": "agreement",
+    "distinct_share": "agreement",
+}
+
+
+def dense_mask(groups: Sequence[str]) -> Floats:
+    """1 for the dense columns of the chosen ``groups``, 0 for the others."""
+    chosen = set(groups)
+    return np.array([1.0 if _DENSE_GROUP.get(n, "answer") in chosen else 0.0 for n in DENSE])
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureConfig:
     """What to hash and how big the hashed space is (``2 ** bits`` columns)."""
@@ -83,6 +101,7 @@ class FeatureConfig:
     answer_chars: int = 2000
     prompt_chars: int = 2000
     char_tail: int = 2000
+    groups: tuple[str, ...] = GROUPS
 
     @property
     def hashed(self) -> int:
@@ -95,12 +114,16 @@ class FeatureConfig:
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["char_ngrams"] = list(self.char_ngrams)
+        d["groups"] = list(self.groups)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> FeatureConfig:
         grams: Any = d.get("char_ngrams", (3, 4))
         lo, hi = int(grams[0]), int(grams[1])
+        groups: Any = d.get("groups", GROUPS)
+        if not isinstance(groups, list | tuple) or not set(groups) <= set(GROUPS) or not groups:
+            raise ValueError(f"feature groups must be a non-empty subset of {list(GROUPS)}, got {groups!r}")
         return cls(
             bits=int(d.get("bits", 16)),  # type: ignore[call-overload]
             word_ngrams=int(d.get("word_ngrams", 2)),  # type: ignore[call-overload]
@@ -108,6 +131,7 @@ class FeatureConfig:
             answer_chars=int(d.get("answer_chars", 2000)),  # type: ignore[call-overload]
             prompt_chars=int(d.get("prompt_chars", 2000)),  # type: ignore[call-overload]
             char_tail=int(d.get("char_tail", 2000)),  # type: ignore[call-overload]
+            groups=tuple(str(g) for g in groups),
         )
 
 
@@ -185,8 +209,16 @@ def _answer_key(s: Sample) -> str | None:
     return extract_text(s.text[-200:]) if s.text else None
 
 
-def dense_features(prompt: str, samples: Sequence[Sample]) -> Floats:
-    """The dense feature vector (order: :data:`DENSE`), unscaled."""
+def dense_features(prompt: str, samples: Sequence[Sample], config: FeatureConfig | None = None) -> Floats:
+    """The dense feature vector (order: :data:`DENSE`), unscaled; columns of groups ``config``
+    leaves out are 0."""
+    out = _dense(prompt, samples)
+    if config is not None and len(config.groups) < len(GROUPS):
+        out *= dense_mask(config.groups)
+    return out
+
+
+def _dense(prompt: str, samples: Sequence[Sample]) -> Floats:
     s0 = samples[0] if samples else Sample("")
     text = s0.text or s0.answer or ""
     lower = text.lower()
@@ -243,20 +275,20 @@ def dense_features(prompt: str, samples: Sequence[Sample]) -> Floats:
 
 
 def hashed_features(prompt: str, samples: Sequence[Sample], config: FeatureConfig) -> tuple[Ints, Floats]:
-    """Sparse hashed features of the prompt and the first sample's text."""
+    """Sparse hashed features of the prompt and the first sample's text (the chosen groups)."""
     s0 = samples[0] if samples else Sample("")
     answer = _clip(s0.text or s0.answer or "", config.answer_chars)
     question = _clip(prompt, config.prompt_chars)
     bits = config.bits
-    groups = [
-        _group(_word_ngrams(question, config.word_ngrams, 101, bits)),
-        _group(_word_ngrams(answer, config.word_ngrams, 202, bits)),
-        _group(
-            _char_ngrams(
-                answer[-config.char_tail :] if config.char_tail else "", *config.char_ngrams, 303, bits
-            )
-        ),
-    ]
+    groups = []
+    if "prompt" in config.groups:
+        groups.append(_group(_word_ngrams(question, config.word_ngrams, 101, bits)))
+    if "answer" in config.groups:
+        groups.append(_group(_word_ngrams(answer, config.word_ngrams, 202, bits)))
+        tail = answer[-config.char_tail :] if config.char_tail else ""
+        groups.append(_group(_char_ngrams(tail, *config.char_ngrams, 303, bits)))
+    if not groups:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
     idx = np.concatenate([g[0] for g in groups])
     val = np.concatenate([g[1] for g in groups])
     return idx, val
@@ -308,7 +340,8 @@ class Rows:
 def stack(
     hashed: Sequence[tuple[Ints, Floats]], dense: Floats, mean: Floats, std: Floats, config: FeatureConfig
 ) -> Rows:
-    """CSR rows from hashed parts and a dense matrix (standardised with ``mean``/``std``)."""
+    """CSR rows from hashed parts and a dense matrix (standardised with ``mean``/``std``); the
+    dense block may be wider than :data:`DENSE` (extra inputs such as partner agreement)."""
     z = (dense - mean) / std
     d = z.shape[1]
     dense_idx = np.arange(config.hashed, config.hashed + d, dtype=np.int64)
@@ -323,8 +356,17 @@ def stack(
         np.asarray(indptr, dtype=np.int64),
         np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, dtype=np.int64),
         np.concatenate(data) if data else np.zeros(0),
-        config.width,
+        config.hashed + d,
     )
 
 
-__all__ = ["DENSE", "FeatureConfig", "Rows", "dense_features", "hashed_features", "stack"]
+__all__ = [
+    "DENSE",
+    "GROUPS",
+    "FeatureConfig",
+    "Rows",
+    "dense_features",
+    "dense_mask",
+    "hashed_features",
+    "stack",
+]
