@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cascade.budget import Budget
 from cascade.engine.loop import (
+    SETTLED,
     Action,
     Call,
     CallOutcome,
     OnExhausted,
     Outcome,
     RateOutcome,
+    Reserve,
+    Reserved,
     Settings,
+    Settle,
     Tier,
     steps,
 )
-from cascade.errors import CascadeError, ProviderError, ScorerError
+from cascade.errors import BudgetExceededError, CascadeError, ProviderError, ScorerError
+from cascade.logging import get_logger
 from cascade.retry import acall_with_retry, call_with_retry
-from cascade.types import CascadeResult, Message, Request
+from cascade.types import ZERO, CascadeResult, Message, Request
+
+if TYPE_CHECKING:
+    from cascade.observe import Observer
 
 Prompt = str | Request | Sequence[Message | Mapping[str, Any]]
+T = TypeVar("T")
 
 
 class Cascade:
@@ -42,6 +51,7 @@ class Cascade:
         budget: Budget | None = None,
         on_exhausted: OnExhausted = "return_best",
         include_text: bool = False,
+        observer: Observer | None = None,
     ) -> None:
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
@@ -49,6 +59,7 @@ class Cascade:
             if t.scorer is None or t.threshold is None:
                 raise ValueError(f"tier {t.name!r} is not the last, so it needs a scorer and threshold")
         self.settings = Settings(name, tuple(tiers), budget or Budget(), on_exhausted, include_text)
+        self.observer = observer  # outcome log, shadow sampling, session pins, metrics (cascade.observe)
 
     @classmethod
     def from_policy(cls, policy: Any, **overrides: Any) -> Cascade:
@@ -69,6 +80,8 @@ class Cascade:
 
     def close(self) -> None:
         """Close the providers' (and scorers') HTTP clients; use ``with cascade: ...`` to be sure."""
+        if self.observer is not None:  # first: pending shadow work still uses the clients
+            self.observer.close()
         for obj in self._closeables():
             closer = getattr(obj, "close", None)
             if callable(closer):
@@ -97,6 +110,12 @@ class Cascade:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def _steps(self, request: Request, session: str | None) -> Generator[Action, Outcome, CascadeResult]:
+        """The loop for ``request``, watched by the observer when there is one."""
+        if self.observer is None:
+            return steps(self.settings, request)
+        return self.observer.steps(self.settings, request, session)
+
     # -- sync ---------------------------------------------------------------------------------
 
     def run(
@@ -105,19 +124,28 @@ class Cascade:
         *,
         budget_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        session: str | None = None,
     ) -> CascadeResult:
-        """Run one prompt (a string, chat messages or a :class:`Request`)."""
+        """Run one prompt (a string, chat messages or a :class:`Request`).
+
+        ``session`` names a conversation or agent run, for session pinning (policy ``session:``).
+        """
         request = Request.of(prompt, budget_key=budget_key, metadata=metadata)
-        gen = steps(self.settings, request)
+        gen = self._steps(request, session)
         try:
             action = next(gen)
             while True:
-                action = gen.send(_execute(action))
+                try:
+                    outcome = _execute(action)
+                except BaseException as exc:  # crashed mid-step: the loop answers with its hold's Settle
+                    action = gen.throw(exc)
+                    continue
+                action = gen.send(outcome)
         except StopIteration as stop:
             result: CascadeResult = stop.value
             return result
         finally:
-            gen.close()  # cancelled or crashed mid-step: the loop settles its budget hold
+            gen.close()
 
     def batch(
         self,
@@ -151,19 +179,25 @@ class Cascade:
         *,
         budget_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        session: str | None = None,
     ) -> CascadeResult:
         """Async twin of :meth:`run` (same loop, same results)."""
         request = Request.of(prompt, budget_key=budget_key, metadata=metadata)
-        gen = steps(self.settings, request)
+        gen = self._steps(request, session)
         try:
             action = next(gen)
             while True:
-                action = gen.send(await _aexecute(action))
+                try:
+                    outcome = await _aexecute(action)
+                except BaseException as exc:  # cancelled mid-step: the loop answers with its hold's Settle
+                    action = gen.throw(exc)
+                    continue
+                action = gen.send(outcome)
         except StopIteration as stop:
             result: CascadeResult = stop.value
             return result
         finally:
-            gen.close()  # cancelled or crashed mid-step: the loop settles its budget hold
+            gen.close()
 
     async def abatch(
         self,
@@ -189,6 +223,14 @@ class Cascade:
 
 
 def _execute(action: Action) -> Outcome:
+    if isinstance(action, Reserve):
+        try:
+            return Reserved(action.budget.reserve(action.buckets, action.amount), None)
+        except BudgetExceededError as exc:
+            return Reserved(None, exc)
+    if isinstance(action, Settle):
+        action.budget.settle(action.hold, action.amount)
+        return SETTLED
     start = time.perf_counter()
     tier, request = action.tier, action.request
     if isinstance(action, Call):
@@ -208,6 +250,12 @@ def _execute(action: Action) -> Outcome:
 
 
 async def _aexecute(action: Action) -> Outcome:
+    if isinstance(action, Reserve):
+        return await _areserve(action)
+    if isinstance(action, Settle):
+        # a started settle runs to its end even if this task is cancelled meanwhile
+        await asyncio.shield(_background(action.budget.asettle(action.hold, action.amount)))
+        return SETTLED
     start = time.perf_counter()
     tier, request = action.tier, action.request
     if isinstance(action, Call):
@@ -224,6 +272,43 @@ async def _aexecute(action: Action) -> Outcome:
     except (ScorerError, ProviderError) as exc:
         return RateOutcome(None, exc, time.perf_counter() - start)
     return RateOutcome(score, None, time.perf_counter() - start)
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task kept referenced until done (a shielded ledger call outlives a cancelled run)."""
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_done)
+    return task
+
+
+def _done(task: asyncio.Task[Any]) -> None:
+    _tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:  # logged even when also awaited
+        get_logger().error(
+            "cascade.ledger_error", error=f"{type(task.exception()).__name__}: {task.exception()}"
+        )
+
+
+async def _areserve(action: Reserve) -> Reserved:
+    """Reserve off the event loop; cancelled meanwhile, a hold that still lands is released."""
+    task = _background(action.budget.areserve(action.buckets, action.amount))
+    try:
+        return Reserved(await asyncio.shield(task), None)
+    except BudgetExceededError as exc:
+        return Reserved(None, exc)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda t: _release(action, t))
+        raise
+
+
+def _release(action: Reserve, task: asyncio.Task[str]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return  # nothing was held (the exception is retrieved, so it is not reported as lost)
+    _background(action.budget.asettle(task.result(), ZERO))
 
 
 __all__ = ["Cascade", "Prompt"]

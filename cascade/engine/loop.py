@@ -1,9 +1,15 @@
 """The cascade loop, written once and free of I/O.
 
-:func:`steps` is a generator: it yields :class:`Call` and :class:`Rate` actions and receives
-their outcomes; the sync and async drivers in :mod:`cascade.engine.cascade` execute the actions
-(with retries) and feed results back. Budget holds, decisions, the trace and the log events all
-live here, so ``run`` and ``arun`` cannot drift apart.
+:func:`steps` is a generator: it yields actions (:class:`Reserve` and :class:`Settle` a budget hold,
+:class:`Call` a provider, :class:`Rate` a completion) and receives their outcomes; the sync and async
+drivers in :mod:`cascade.engine.cascade` execute the actions (with retries, the async one without
+ever blocking the event loop on the ledger) and feed results back. Decisions, the trace and the log
+events all live here, so ``run`` and ``arun`` cannot drift apart.
+
+A driver that is cancelled or crashes mid-action throws the exception into the generator
+(``gen.throw``): the loop answers with a :class:`Settle` of its open hold (at what the cut-off step
+may have cost), which the driver executes before the exception propagates. A generator closed
+instead (``gen.close()``) cannot yield, so it settles the hold itself, synchronously.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -100,6 +106,41 @@ class Rate:
 
 
 @dataclass(frozen=True, slots=True)
+class Reserve:
+    """Action: hold ``amount`` on ``buckets`` through ``budget`` (outcome: :class:`Reserved`)."""
+
+    budget: Budget
+    buckets: Sequence[tuple[str, Decimal]]
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """Action: replace ``hold`` by ``amount`` spent (outcome: :class:`Settled`).
+
+    A driver completes a settle it has started even when cancelled meanwhile.
+    """
+
+    budget: Budget
+    hold: str
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    hold: str | None
+    refusal: BudgetExceededError | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    pass
+
+
+SETTLED = Settled()
+
+
+@dataclass(frozen=True, slots=True)
 class CallOutcome:
     completion: Completion | None
     error: ProviderError | None
@@ -114,8 +155,8 @@ class RateOutcome:
     latency_s: float
 
 
-Action = Call | Rate
-Outcome = CallOutcome | RateOutcome
+Action = Call | Rate | Reserve | Settle
+Outcome = CallOutcome | RateOutcome | Reserved | Settled
 
 
 def _logger() -> Any:
@@ -200,10 +241,9 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
                 available=per_request - spent,
             )
         elif buckets and s.budget.ledger is not None:
-            try:
-                hold = s.budget.ledger.reserve(buckets, worst, ttl=s.budget.hold_ttl)
-            except BudgetExceededError as exc:
-                refusal = exc
+            held = yield Reserve(s.budget, buckets, worst)
+            assert isinstance(held, Reserved)
+            hold, refusal = held.hold, held.refusal
         if refusal is not None:
             attempts.append(Attempt(**base, decision="stopped", reason=f"budget: {refusal}"))
             if log is not None:
@@ -216,15 +256,16 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
         # 2. call the provider (the driver retries transient errors)
         try:
             call = yield Call(tier, request, tier.samples)
-        except BaseException:  # the driver was cancelled or crashed: a cut-off call may be billed
-            _abandon(s, hold, worst, log, run_id, base)
+        except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
+            if hold is not None:
+                yield from _abandon(s, exc, hold, worst, log, run_id, base)
             raise
         assert isinstance(call, CallOutcome)
         latency = call.latency_s
         if call.completion is None:
             assert call.error is not None
             if hold is not None:
-                s.budget.ledger.settle(hold, ZERO)  # type: ignore[union-attr]
+                yield Settle(s.budget, hold, ZERO)
             decision: Decision = "failed" if is_last else "escalated"
             err = call.error
             attempts.append(
@@ -257,8 +298,10 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
         if tier.scorer is not None:
             try:
                 rated = yield Rate(tier, request, completion)
-            except BaseException:
-                _abandon(s, hold, cost + tier.scorer.max_cost(request, tier.max_tokens), log, run_id, base)
+            except BaseException as exc:
+                if hold is not None:
+                    amount = cost + tier.scorer.max_cost(request, tier.max_tokens)
+                    yield from _abandon(s, exc, hold, amount, log, run_id, base)
                 raise
             assert isinstance(rated, RateOutcome)
             latency += rated.latency_s
@@ -267,7 +310,7 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
         scorer_cost = score.cost if score is not None else _spent_by(scorer_error)
         spent += cost + scorer_cost
         if hold is not None:
-            s.budget.ledger.settle(hold, cost + scorer_cost)  # type: ignore[union-attr]
+            yield Settle(s.budget, hold, cost + scorer_cost)
 
         # 4. decide
         chosen = score.chosen if score is not None and 0 <= score.chosen < len(completion.samples) else 0
@@ -299,11 +342,13 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
                 answer=sample.text if s.include_text else None,
                 tool_calls=sample.tool_calls,
                 score_detail=dict(score.detail) if score is not None else {},
+                usage_source=completion.usage_source,
             )
         )
         if log is not None:
             log.info(
                 "cascade.attempt_scored",
+                usage_source=completion.usage_source,
                 run_id=run_id,
                 **base,
                 decision=decision,
@@ -352,15 +397,18 @@ def _spent_by(error: CascadeError | None) -> Decimal:
 
 
 def _abandon(
-    s: Settings, hold: str | None, amount: Decimal, log: Any, run_id: str, base: dict[str, Any]
-) -> None:
-    """Settle a hold when the run ends mid-call (cancelled, or an unexpected exception).
+    s: Settings, exc: BaseException, hold: str, amount: Decimal, log: Any, run_id: str, base: dict[str, Any]
+) -> Generator[Action, Outcome, None]:
+    """Settle a hold when the run ends mid-step (cancelled, or an unexpected exception).
 
     The hold would otherwise count against the caps until it expires; it is charged at what the
     step may have cost (the worst case for a call cut off in flight), so caps are never undercounted.
+    A driver that threw ``exc`` in executes the :class:`Settle`; a closed generator cannot yield, so
+    then the hold is settled here, synchronously.
     """
-    if hold is None:
-        return
-    s.budget.ledger.settle(hold, amount)  # type: ignore[union-attr]
     if log is not None:
         log.warning("cascade.abandoned", run_id=run_id, **base, settled=str(amount))
+    if isinstance(exc, GeneratorExit):
+        s.budget.settle(hold, amount)
+    else:
+        yield Settle(s.budget, hold, amount)
