@@ -13,6 +13,8 @@
     │   └── PermanentProviderError  not worth retrying: 400, 401, 403, 404, unknown replay prompt
     ├── ScorerError                 a scorer failed (for example the judge's call or its verdict)
     ├── BudgetExceededError         a cap cannot cover the next call (on_budget_exceeded: raise)
+    ├── LedgerError                 the spend ledger cannot be used (corrupt, locked, read-only file)
+    │   └── LedgerUnavailableError  the ledger cannot be reached now (Redis down, lock timeout)
     ├── CascadeExhaustedError       no tier was accepted (on_exhausted: raise); carries the attempts
     └── AllTiersFailedError         every tier failed; carries the attempts
 """
@@ -143,6 +145,18 @@ class BudgetExceededError(CascadeError):
         self.available = available
         self.attempts = tuple(attempts)
         super().__init__(message)
+
+
+class LedgerError(CascadeError):
+    """The spend ledger cannot be used; the message names it and what to do. ``ledger`` names it."""
+
+    def __init__(self, message: str, *, ledger: str = "") -> None:
+        self.ledger = ledger
+        super().__init__(message)
+
+
+class LedgerUnavailableError(LedgerError):
+    """The ledger cannot be reached right now (a server down, a lock held too long): worth a retry."""
 
 
 class CascadeExhaustedError(CascadeError):

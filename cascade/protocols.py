@@ -57,10 +57,20 @@ class Ledger(Protocol):
     hold id, or raises :class:`cascade.errors.BudgetExceededError` holding nothing. ``settle``
     replaces the hold with the actual amount spent (which may be more or less than held).
     Holds older than ``ttl`` seconds are reclaimed (a crashed process cannot pin budget forever).
+    ``areserve`` / ``asettle`` are the same steps for async callers and must never block the event
+    loop (run blocking I/O in a thread). Errors reaching the ledger raise
+    :class:`cascade.errors.LedgerError` (:class:`cascade.errors.LedgerUnavailableError` when a
+    retry later can help), so ``budget.on_ledger_error`` can apply.
     """
 
     def reserve(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0) -> str: ...
 
     def settle(self, hold_id: str, actual: Decimal) -> None: ...
+
+    async def areserve(
+        self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0
+    ) -> str: ...
+
+    async def asettle(self, hold_id: str, actual: Decimal) -> None: ...
 
     def spent(self, bucket_key: str) -> Decimal: ...

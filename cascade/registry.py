@@ -95,5 +95,6 @@ LEDGERS = Registry(
     {
         "memory": "cascade.budget.memory:MemoryLedger",
         "sqlite": "cascade.budget.sqlite:SQLiteLedger",
+        "redis": "cascade.budget.redis:RedisLedger",
     },
 )

@@ -4,20 +4,66 @@ A window cap becomes a *bucket* per scope and window period, for example
 ``policy:support|day:2026-11-23`` or ``key:support:tenant-42|month:2026-11``. The engine reserves
 the worst-case cost of each tier call (and its scorer) on every bucket before the call and
 settles the real cost after it, so concurrent runs cannot overshoot a cap.
+
+The engine reaches the ledger only through :meth:`Budget.reserve` / :meth:`Budget.areserve` /
+:meth:`Budget.settle` / :meth:`Budget.asettle`, which own the policy around it: waiting for room
+(``on_exceeded: wait``), what happens when the ledger is unreachable (``on_ledger_error``), and the
+local journal of spend that could not be written yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
+import logging
+import random
+import threading
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Literal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from typing import Any, Literal
 
+from cascade.errors import BudgetExceededError, LedgerUnavailableError
 from cascade.protocols import Ledger
 
 Window = Literal["day", "month", "total"]
+OnExceeded = Literal["stop", "raise", "wait"]
+OnLedgerError = Literal["fail_closed", "fail_open"]
+
+NANO = Decimal("1e9")
+# the largest amount a ledger stores exactly (Redis scripts compute in doubles): about $9 million
+MAX_NANO = 2**53
+
+
+def to_nano(amount: Decimal, rounding: str = ROUND_HALF_UP) -> int:
+    """``amount`` USD in integer nano-dollars (reservations round up, settlements to nearest)."""
+    return int((amount * NANO).to_integral_value(rounding=rounding))
+
+
+def reserve_nano(amount: Decimal) -> int:
+    return to_nano(amount, ROUND_CEILING)
+
+
+def new_hold_id(buckets: Sequence[str]) -> str:
+    """A hold id that names its buckets, so a settle after the hold was purged still charges them."""
+    return uuid.uuid4().hex + json.dumps(list(buckets), separators=(",", ":"))
+
+
+def hold_buckets(hold_id: str) -> tuple[str, ...] | None:
+    """The buckets a hold id from :func:`new_hold_id` names (None for any other id)."""
+    if len(hold_id) <= 32 or hold_id[32] != "[":
+        return None
+    try:
+        value = json.loads(hold_id[32:])
+    except ValueError:
+        return None
+    if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
+        return None
+    return tuple(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +81,85 @@ def _period(window: Window, now: datetime) -> str:
     return "total"
 
 
+def window_end(bucket: str) -> datetime | None:
+    """When the window of ``bucket`` ends (UTC), from its period suffix; None for ``total``."""
+    period = bucket.rsplit("|", 1)[-1]
+    try:
+        if period.startswith("day:"):
+            d = datetime.strptime(period[4:], "%Y-%m-%d").replace(tzinfo=UTC)
+            return datetime.fromtimestamp(d.timestamp() + 86400, UTC)
+        if period.startswith("month:"):
+            m = datetime.strptime(period[6:], "%Y-%m").replace(tzinfo=UTC)
+            return m.replace(year=m.year + 1, month=1) if m.month == 12 else m.replace(month=m.month + 1)
+    except ValueError:
+        return None
+    return None
+
+
+def _log() -> Any:
+    import structlog
+
+    from cascade.logging import _stdlib, get_logger
+
+    if structlog.is_configured() or _stdlib.isEnabledFor(logging.WARNING):
+        return get_logger()
+    return None
+
+
+class _State:
+    """A budget's mutable side: waiters for room, and the journal of spend not yet in the ledger."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.async_waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
+            collections.deque()
+        )
+        self.local_holds: set[str] = set()  # fail_open holds the ledger never saw
+        self.journal: list[tuple[str, Decimal]] = []  # settlements to write when the ledger is back
+        self.down_until = 0.0  # monotonic time before which the ledger is not tried again (fail_open)
+        self.replaying = False
+
+    def wake_one(self) -> None:
+        """Room may have been freed: wake the first waiter (it wakes the next if it gets in)."""
+        with self.lock:
+            self.cond.notify(1)
+            while self.async_waiters:
+                loop, fut = self.async_waiters.popleft()
+                if not fut.done():
+                    loop.call_soon_threadsafe(_resolve, fut)
+                    break
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+_POLL_MIN, _POLL_MAX = 0.005, 0.1  # waiting also polls: room freed in another process wakes nobody here
+_RETRY_DOWN = 1.0  # seconds a fail_open budget skips an unreachable ledger before trying it again
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """The budget settings of a cascade."""
+    """The budget settings of a cascade.
+
+    ``on_exceeded``: ``stop`` returns the best answer so far, ``raise`` raises
+    :class:`~cascade.errors.BudgetExceededError`, ``wait`` queues the reservation up to ``max_wait``
+    seconds for in-flight holds to settle (then stops). ``on_ledger_error``: ``fail_closed`` makes
+    no call while the ledger is unreachable; ``fail_open`` lets calls go on and journals their
+    spend locally until the ledger is back.
+    """
 
     per_request: Decimal | None = None
     caps: tuple[Cap, ...] = ()
-    on_exceeded: Literal["stop", "raise"] = "stop"
+    on_exceeded: OnExceeded = "stop"
     ledger: Ledger | None = None
     hold_ttl: float = 600.0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    max_wait: float = 30.0
+    on_ledger_error: OnLedgerError = "fail_closed"
+    _state: _State = field(default_factory=_State, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.caps and self.ledger is None:
@@ -64,15 +179,101 @@ class Budget:
             out.append((f"{scope}|{_period(cap.window, now)}", cap.limit))
         return out
 
+    @property
+    def journal(self) -> tuple[tuple[str, Decimal], ...]:
+        """Settlements not yet written to the ledger (it was unreachable): (hold id, amount)."""
+        with self._state.lock:
+            return tuple(self._state.journal)
+
     # -- ledger access: the engine goes through these, never through the ledger directly ---------
 
     def reserve(self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal) -> str:
-        """Hold ``amount`` on every bucket; raises :class:`~cascade.errors.BudgetExceededError`."""
+        """Hold ``amount`` on every bucket; raises :class:`~cascade.errors.BudgetExceededError`.
+
+        With ``on_exceeded: wait`` a refusal waits (up to ``max_wait``) for holds to settle. With
+        ``on_ledger_error: fail_open`` an unreachable ledger gives a local hold (logged) instead of
+        :class:`~cascade.errors.LedgerUnavailableError`.
+        """
         assert self.ledger is not None
-        return self.ledger.reserve(buckets, amount, ttl=self.hold_ttl)
+        st = self._state
+        if st.journal and not self._skip_ledger():
+            self.replay()
+        if self.on_ledger_error == "fail_open" and self._skip_ledger():
+            return self._local_hold(buckets, amount, None)
+        deadline: float | None = None
+        poll = _POLL_MIN
+        while True:
+            try:
+                hold = self.ledger.reserve(buckets, amount, ttl=self.hold_ttl)
+            except BudgetExceededError as exc:
+                if self.on_exceeded != "wait" or self._never_fits(exc, buckets, amount):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.max_wait
+                    self._event("warning", "cascade.budget_wait", cap=exc.cap, needed=str(amount))
+                if now >= deadline:
+                    self._event("warning", "cascade.budget_wait_timeout", cap=exc.cap, waited_s=self.max_wait)
+                    raise
+                with st.cond:
+                    st.cond.wait(min(deadline - now, poll * (0.5 + random.random())))
+                poll = min(poll * 2, _POLL_MAX)
+                continue
+            except LedgerUnavailableError as exc:
+                if self.on_ledger_error != "fail_open":
+                    self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
+                    raise
+                return self._local_hold(buckets, amount, exc)
+            if deadline is not None:
+                st.wake_one()  # got in after waiting: there may be room for the next waiter too
+            return hold
 
     async def areserve(self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal) -> str:
-        """Async :meth:`reserve`: never blocks the event loop on the ledger."""
+        """Async :meth:`reserve`: never blocks the event loop on the ledger or while waiting."""
+        assert self.ledger is not None
+        st = self._state
+        if st.journal and not self._skip_ledger():
+            await self.areplay()
+        if self.on_ledger_error == "fail_open" and self._skip_ledger():
+            return self._local_hold(buckets, amount, None)
+        deadline: float | None = None
+        poll = _POLL_MIN
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                hold = await self._areserve_once(buckets, amount)
+            except BudgetExceededError as exc:
+                if self.on_exceeded != "wait" or await asyncio.to_thread(
+                    self._never_fits, exc, buckets, amount
+                ):
+                    raise
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.max_wait
+                    self._event("warning", "cascade.budget_wait", cap=exc.cap, needed=str(amount))
+                if now >= deadline:
+                    self._event("warning", "cascade.budget_wait_timeout", cap=exc.cap, waited_s=self.max_wait)
+                    raise
+                fut: asyncio.Future[None] = loop.create_future()
+                with st.lock:
+                    st.async_waiters.append((loop, fut))
+                try:
+                    await asyncio.wait({fut}, timeout=min(deadline - now, poll * (0.5 + random.random())))
+                finally:
+                    if not fut.done():
+                        fut.cancel()
+                poll = min(poll * 2, _POLL_MAX)
+                continue
+            except LedgerUnavailableError as exc:
+                if self.on_ledger_error != "fail_open":
+                    self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
+                    raise
+                return self._local_hold(buckets, amount, exc)
+            if deadline is not None:
+                st.wake_one()
+            return hold
+
+    async def _areserve_once(self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal) -> str:
         assert self.ledger is not None
         native = getattr(self.ledger, "areserve", None)
         if native is not None:
@@ -81,15 +282,168 @@ class Budget:
         return await asyncio.to_thread(self.ledger.reserve, buckets, amount, ttl=self.hold_ttl)
 
     def settle(self, hold: str, actual: Decimal) -> None:
-        """Replace ``hold`` by what was really spent."""
+        """Replace ``hold`` by what was really spent.
+
+        Never loses spend: if the ledger is unreachable the settlement is journaled (event
+        ``cascade.ledger_settle_deferred``) and written when it is back (:meth:`replay`).
+        """
         assert self.ledger is not None
-        self.ledger.settle(hold, actual)
+        if self._journal_local(hold, actual):
+            return
+        try:
+            self.ledger.settle(hold, actual)
+        except LedgerUnavailableError as exc:
+            self._defer(hold, actual, exc)
+        finally:
+            self._state.wake_one()
+        if self._state.journal and not self._skip_ledger():
+            self.replay()
 
     async def asettle(self, hold: str, actual: Decimal) -> None:
         """Async :meth:`settle`."""
         assert self.ledger is not None
-        native = getattr(self.ledger, "asettle", None)
-        if native is not None:
-            await native(hold, actual)
+        if self._journal_local(hold, actual):
             return
-        await asyncio.to_thread(self.ledger.settle, hold, actual)
+        try:
+            native = getattr(self.ledger, "asettle", None)
+            if native is not None:
+                await native(hold, actual)
+            else:
+                await asyncio.to_thread(self.ledger.settle, hold, actual)
+        except LedgerUnavailableError as exc:
+            self._defer(hold, actual, exc)
+        finally:
+            self._state.wake_one()
+        if self._state.journal and not self._skip_ledger():
+            await self.areplay()
+
+    # -- the local journal -------------------------------------------------------------------------
+
+    def replay(self) -> int:
+        """Write journaled settlements into the ledger; returns how many were written.
+
+        Each is a settle of a hold id that names its buckets, so a ledger that no longer knows the
+        hold charges its buckets, and a settlement written twice (a retry) is charged once.
+        """
+        assert self.ledger is not None
+        batch = self._take_journal()
+        done = 0
+        try:
+            for hold, amount in batch:
+                self.ledger.settle(hold, amount)
+                done += 1
+        except LedgerUnavailableError as exc:
+            self._mark_down(exc)
+        finally:
+            self._return_journal(batch, done)
+        return done
+
+    async def areplay(self) -> int:
+        """Async :meth:`replay`."""
+        assert self.ledger is not None
+        batch = self._take_journal()
+        done = 0
+        native = getattr(self.ledger, "asettle", None)
+        try:
+            for hold, amount in batch:
+                if native is not None:
+                    await native(hold, amount)
+                else:
+                    await asyncio.to_thread(self.ledger.settle, hold, amount)
+                done += 1
+        except LedgerUnavailableError as exc:
+            self._mark_down(exc)
+        finally:
+            self._return_journal(batch, done)
+        return done
+
+    def _take_journal(self) -> list[tuple[str, Decimal]]:
+        st = self._state
+        with st.lock:
+            if st.replaying:
+                return []
+            st.replaying = True
+            batch, st.journal = st.journal, []
+            return batch
+
+    def _return_journal(self, batch: list[tuple[str, Decimal]], done: int) -> None:
+        st = self._state
+        with st.lock:
+            st.replaying = False
+            st.journal[:0] = batch[done:]
+            left = len(st.journal)
+        if batch:
+            if done:
+                total = sum((a for _, a in batch[:done]), Decimal(0))
+                self._event(
+                    "warning", "cascade.ledger_replayed", settlements=done, amount=str(total), left=left
+                )
+            if done < len(batch):
+                self._event("warning", "cascade.ledger_replay_failed", written=done, left=left)
+
+    def _local_hold(
+        self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal, exc: Exception | None
+    ) -> str:
+        st = self._state
+        if exc is not None:
+            self._mark_down(exc)
+        hold = new_hold_id([b for b, _ in buckets])
+        with st.lock:
+            st.local_holds.add(hold)
+        self._event(
+            "warning", "cascade.ledger_fail_open", needed=str(amount), error=str(exc) if exc else "down"
+        )
+        return hold
+
+    def _journal_local(self, hold: str, actual: Decimal) -> bool:
+        st = self._state
+        with st.lock:
+            if hold not in st.local_holds:
+                return False
+            st.local_holds.discard(hold)
+            st.journal.append((hold, actual))
+        self._event("warning", "cascade.ledger_journaled", amount=str(actual))
+        return True
+
+    def _defer(self, hold: str, actual: Decimal, exc: Exception) -> None:
+        self._mark_down(exc)
+        with self._state.lock:
+            self._state.journal.append((hold, actual))
+        self._event("error", "cascade.ledger_settle_deferred", amount=str(actual), error=str(exc))
+
+    def _mark_down(self, exc: Exception) -> None:
+        self._state.down_until = time.monotonic() + _RETRY_DOWN
+
+    def _skip_ledger(self) -> bool:
+        return time.monotonic() < self._state.down_until
+
+    def _never_fits(
+        self, exc: BudgetExceededError, buckets: Sequence[tuple[str, Decimal]], amount: Decimal
+    ) -> bool:
+        """True when no settlement can make room: the refusing cap's spend alone leaves too little."""
+        assert self.ledger is not None
+        for bucket, limit in buckets:
+            if bucket == exc.cap:
+                try:
+                    return self.ledger.spent(bucket) + amount > limit
+                except LedgerUnavailableError:
+                    return False
+        return False
+
+    def _event(self, level: str, event: str, **fields: Any) -> None:
+        log = _log()
+        if log is not None:
+            getattr(log, level)(event, **fields)
+
+
+__all__ = [
+    "NANO",
+    "Budget",
+    "Cap",
+    "OnExceeded",
+    "OnLedgerError",
+    "hold_buckets",
+    "new_hold_id",
+    "to_nano",
+    "window_end",
+]

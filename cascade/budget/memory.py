@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
+from cascade.budget import hold_buckets
 from cascade.errors import BudgetExceededError
 from cascade.types import ZERO, show
 
@@ -69,14 +70,34 @@ class MemoryLedger:
     def settle(self, hold_id: str, actual: Decimal) -> None:
         with self._lock:
             held = self._holds.pop(hold_id, None)
-            if held is None:
-                raise KeyError(f"unknown hold {hold_id!r}")
+            if held is None:  # a journaled settlement (fail_open) names its buckets in its id
+                named = hold_buckets(hold_id)
+                if named is None:
+                    raise KeyError(f"unknown hold {hold_id!r}")
+                held = (named, ZERO, 0.0, False)
             buckets, amount, _, live = held
+            actual = max(actual, ZERO)
             for bucket in buckets:
                 if live:
                     self._held[bucket] -= amount
                 self._spent[bucket] += actual
 
+    def release(self, hold_id: str) -> None:
+        self.settle(hold_id, ZERO)
+
+    async def areserve(
+        self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0
+    ) -> str:
+        return self.reserve(caps, amount, ttl=ttl)  # in memory: never blocks
+
+    async def asettle(self, hold_id: str, actual: Decimal) -> None:
+        self.settle(hold_id, actual)
+
     def spent(self, bucket_key: str) -> Decimal:
         with self._lock:
             return self._spent[bucket_key]
+
+    def held(self, bucket_key: str) -> Decimal:
+        with self._lock:
+            self._expire(time.monotonic())
+            return self._held[bucket_key]

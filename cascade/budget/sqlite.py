@@ -4,37 +4,55 @@ Every reservation runs in a ``BEGIN IMMEDIATE`` transaction (one writer at a tim
 bucket's spent + held + amount against its limit, and records the hold; settlement replaces the
 hold by the real cost. Amounts are stored as integer nano-USD (reservations rounded up, settled
 amounts rounded to the nearest nano-dollar), so comparisons are exact integer arithmetic.
+
+The file is opened on first use (building a cascade never creates it). A fault (a corrupt or
+foreign file, a directory, a read-only folder, a lock held longer than ``lock_timeout``) raises
+:class:`~cascade.errors.LedgerError` with one line naming the file and what to do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Sequence
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.errors import BudgetExceededError
+from cascade.budget import NANO, hold_buckets, new_hold_id, reserve_nano, to_nano
+from cascade.errors import BudgetExceededError, LedgerError, LedgerUnavailableError
 from cascade.types import show
 
-NANO = Decimal("1e9")
 DEFAULT_PATH = "~/.cascade/ledger.sqlite3"
+KEEP_S = 86400.0  # expired holds and settled ids are kept a day: a late or retried settle still charges once
 
+_TABLES = {
+    "spend": ["bucket", "nano"],
+    "holds": ["id", "bucket", "nano", "expires"],
+    "settled": ["id", "at"],
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (bucket TEXT PRIMARY KEY, nano INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS holds (id TEXT NOT NULL, bucket TEXT NOT NULL, nano INTEGER NOT NULL,
                                   expires REAL NOT NULL, PRIMARY KEY (id, bucket));
 CREATE INDEX IF NOT EXISTS holds_bucket ON holds (bucket);
+CREATE INDEX IF NOT EXISTS holds_expires ON holds (expires);
+CREATE TABLE IF NOT EXISTS settled (id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS settled_at ON settled (at);
 """
 
 
-def _nano(amount: Decimal, rounding: str) -> int:
-    return int((amount * NANO).to_integral_value(rounding=rounding))
+def _nano(amount: Decimal, rounding: str) -> int:  # kept for callers of the old helper
+    return to_nano(amount, rounding)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
 
 
 def default_path() -> Path:
@@ -47,31 +65,117 @@ class SQLiteLedger:
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, lock_timeout: float = 5.0) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_timeout = lock_timeout
         self._local = threading.local()
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        self._ready = False
+        self._init_lock = threading.Lock()
+        self._last_purge = 0.0
+
+    def __repr__(self) -> str:
+        return f"SQLiteLedger({str(self.path)!r})"
+
+    # -- opening and faults ----------------------------------------------------------------------
+
+    def _fault(self, exc: BaseException) -> LedgerError:
+        """One line naming the file and what to do, for any error SQLite or the OS raised."""
+        where = str(self.path)
+        text = str(exc)
+        low = text.lower()
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in low or "busy" in low):
+            return LedgerUnavailableError(
+                f"ledger {where} stayed locked by another process for more than {self.lock_timeout:g} s:"
+                " find the process holding it, or raise ledger.lock_timeout",
+                ledger=where,
+            )
+        if self.path.is_dir():
+            return LedgerError(
+                f"ledger {where} is a directory: set ledger.path (or $CASCADE_LEDGER) to a file", ledger=where
+            )
+        if "not a database" in low or "malformed" in low or "corrupt" in low:
+            return LedgerError(
+                f"ledger {where} is not a readable SQLite database (corrupt or truncated: {text}):"
+                " move it aside to start a new ledger, or restore it from a backup",
+                ledger=where,
+            )
+        if "readonly" in low or "read-only" in low or isinstance(exc, PermissionError):
+            return LedgerError(
+                f"ledger {where} cannot be written ({text}): make the file and its folder writable,"
+                " or set ledger.path to a writable place",
+                ledger=where,
+            )
+        if "unable to open" in low or isinstance(exc, OSError):
+            return LedgerError(
+                f"ledger {where} cannot be opened ({text}): check that its folder exists and is writable",
+                ledger=where,
+            )
+        return LedgerError(f"ledger {where}: {type(exc).__name__}: {text}", ledger=where)
 
     def _connect(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            db.execute("PRAGMA journal_mode=WAL")
+        if db is not None:
+            return db
+        try:
+            if not self._ready:
+                with self._init_lock:
+                    if not self._ready:
+                        self._create()
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=self.lock_timeout)
             db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
+        except (sqlite3.Error, OSError) as exc:
+            raise self._fault(exc) from None
+        self._local.db = db
         return db
+
+    def _create(self) -> None:
+        if self.path.is_dir():
+            raise IsADirectoryError(21, "is a directory", str(self.path))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=self.lock_timeout)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for name in tables & set(_TABLES):
+                cols = [r[1] for r in db.execute(f"PRAGMA table_info({name})")]
+                if cols != _TABLES[name]:
+                    raise LedgerError(
+                        f"ledger {self.path} has a table {name!r} that is not a cascade ledger's"
+                        f" (columns {', '.join(cols)}): point ledger.path at another file",
+                        ledger=str(self.path),
+                    )
+            if tables and not tables & {"spend", "holds"}:
+                raise LedgerError(
+                    f"ledger {self.path} is a SQLite database of something else (tables"
+                    f" {', '.join(sorted(tables))}): point ledger.path at another file",
+                    ledger=str(self.path),
+                )
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        finally:
+            db.close()
+        self._ready = True
+
+    def _tx(self, db: sqlite3.Connection) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._fault(exc) from None
+
+    # -- the ledger ------------------------------------------------------------------------------
 
     def reserve(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0) -> str:
         db = self._connect()
-        want = _nano(amount, ROUND_CEILING)
+        want = reserve_nano(amount)
         now = time.time()
-        hid = uuid.uuid4().hex
-        db.execute("BEGIN IMMEDIATE")
+        hid = new_hold_id([b for b, _ in caps])
+        self._tx(db)
         try:
-            # expired holds stop counting at once; their rows stay a day so a late settle still charges
-            db.execute("DELETE FROM holds WHERE expires < ?", (now - 86400,))
+            if now - self._last_purge > 60:
+                # expired holds stop counting at once; their rows stay a day so a late settle still charges
+                db.execute("DELETE FROM holds WHERE expires < ?", (now - KEEP_S,))
+                db.execute("DELETE FROM settled WHERE at < ?", (now - KEEP_S,))
+                self._last_purge = now
             for bucket, limit in caps:
                 spent = db.execute("SELECT nano FROM spend WHERE bucket = ?", (bucket,)).fetchone()
                 held = db.execute(
@@ -79,7 +183,7 @@ class SQLiteLedger:
                     (bucket, now),
                 ).fetchone()[0]
                 used = (spent[0] if spent else 0) + held
-                cap = _nano(limit, ROUND_HALF_UP)
+                cap = to_nano(limit)
                 if used + want > cap:
                     raise BudgetExceededError(
                         f"cap {bucket} (${show(limit)}) cannot cover ${show(amount)}:"
@@ -93,31 +197,76 @@ class SQLiteLedger:
                     (hid, bucket, want, now + ttl),
                 )
             db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            raise self._fault(exc) from None
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         return hid
 
     def settle(self, hold_id: str, actual: Decimal) -> None:
+        """Charge ``actual`` to the hold's buckets once (a retried settle is a no-op).
+
+        A hold that expired, or whose row was purged, is still charged: its id names its buckets.
+        """
         db = self._connect()
-        cost = _nano(actual, ROUND_HALF_UP)
-        db.execute("BEGIN IMMEDIATE")
+        cost = max(to_nano(actual), 0)
+        self._tx(db)
         try:
-            buckets = [r[0] for r in db.execute("SELECT bucket FROM holds WHERE id = ?", (hold_id,))]
-            if not buckets:
-                raise KeyError(f"unknown or expired hold {hold_id!r}")
-            db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
-            for bucket in buckets:
-                db.execute(
-                    "INSERT INTO spend (bucket, nano) VALUES (?, ?) "
-                    "ON CONFLICT(bucket) DO UPDATE SET nano = nano + excluded.nano",
-                    (bucket, cost),
-                )
+            if db.execute("SELECT 1 FROM settled WHERE id = ?", (hold_id,)).fetchone() is None:
+                buckets = [r[0] for r in db.execute("SELECT bucket FROM holds WHERE id = ?", (hold_id,))]
+                if not buckets:
+                    buckets = list(hold_buckets(hold_id) or ())
+                    if not buckets:
+                        raise KeyError(f"unknown hold {hold_id!r}")
+                db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
+                for bucket in buckets:
+                    db.execute(
+                        "INSERT INTO spend (bucket, nano) VALUES (?, ?) "
+                        "ON CONFLICT(bucket) DO UPDATE SET nano = nano + excluded.nano",
+                        (bucket, cost),
+                    )
+                db.execute("INSERT INTO settled (id, at) VALUES (?, ?)", (hold_id, time.time()))
             db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(db)
+            raise self._fault(exc) from None
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
 
+    def release(self, hold_id: str) -> None:
+        """Drop a hold without charging anything."""
+        self.settle(hold_id, Decimal(0))
+
+    async def areserve(
+        self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0
+    ) -> str:
+        """:meth:`reserve` in a worker thread: a locked file never stalls the event loop."""
+        return await asyncio.to_thread(self.reserve, caps, amount, ttl=ttl)
+
+    async def asettle(self, hold_id: str, actual: Decimal) -> None:
+        await asyncio.to_thread(self.settle, hold_id, actual)
+
+    def _read(self, sql: str, args: tuple[object, ...]) -> int:
+        try:
+            row = self._connect().execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            raise self._fault(exc) from None
+        return int(row[0]) if row and row[0] is not None else 0
+
     def spent(self, bucket_key: str) -> Decimal:
-        row = self._connect().execute("SELECT nano FROM spend WHERE bucket = ?", (bucket_key,)).fetchone()
-        return Decimal(row[0] if row else 0) / NANO
+        return Decimal(self._read("SELECT nano FROM spend WHERE bucket = ?", (bucket_key,))) / NANO
+
+    def held(self, bucket_key: str) -> Decimal:
+        """What live (unexpired) holds keep from ``bucket_key`` now."""
+        nano = self._read(
+            "SELECT COALESCE(SUM(nano), 0) FROM holds WHERE bucket = ? AND expires >= ?",
+            (bucket_key, time.time()),
+        )
+        return Decimal(nano) / NANO
+
+    def holds(self) -> int:
+        """How many hold rows (live or expired, unsettled) the file has."""
+        return self._read("SELECT COUNT(DISTINCT id) FROM holds", ())

@@ -13,7 +13,7 @@ from cascade.engine.loop import Tier
 from cascade.errors import ConfigurationError
 from cascade.money import FREE, Price
 from cascade.policy import loader
-from cascade.policy.schema import Policy, ScorerSpec, TierSpec
+from cascade.policy.schema import LedgerSpec, Policy, ScorerSpec, TierSpec
 from cascade.protocols import Ledger, Provider, Scorer
 from cascade.registry import LEDGERS, PROVIDERS, SCORERS
 from cascade.retry import RetryPolicy
@@ -115,14 +115,23 @@ def build(
                 retry=RetryPolicy(r.attempts, r.initial, r.max_wait, r.jitter, r.max_retry_after),
                 provider_kind=spec.provider,
                 max_tokens=spec.params.max_tokens,
+                reserve_output_tokens=spec.reserve.output_tokens if spec.reserve else None,
             )
         )
     ctx.tier = None
     b = policy.budget
     caps = tuple(Cap(c.limit, c.window, c.scope) for c in b.caps)
     if ledger is None and caps:
-        ledger = _ledger(b.ledger.kind if b.ledger else "sqlite", b.ledger.path if b.ledger else None, ctx)
-    budget = Budget(b.per_request, caps, b.on_exceeded, ledger, b.hold_ttl)
+        ledger = _ledger(b.ledger or LedgerSpec(), policy.name, ctx)
+    budget = Budget(
+        b.per_request,
+        caps,
+        b.on_exceeded,
+        ledger,
+        b.hold_ttl,
+        max_wait=b.max_wait,
+        on_ledger_error=b.on_ledger_error,
+    )
     return Cascade(
         tiers,
         name=policy.name,
@@ -132,10 +141,13 @@ def build(
     )
 
 
-def _ledger(kind: str, path: str | None, ctx: BuildContext) -> Ledger:
-    cls = LEDGERS.get(kind)
-    if kind == "sqlite":
-        ledger: Ledger = cls(ctx.path(path) if path else None)
+def _ledger(spec: LedgerSpec, policy: str, ctx: BuildContext) -> Ledger:
+    """The policy's ledger; nothing is opened or created until the first reservation."""
+    cls = LEDGERS.get(spec.kind)
+    if spec.kind == "sqlite":
+        ledger: Ledger = cls(ctx.path(spec.path) if spec.path else None, lock_timeout=spec.lock_timeout)
+    elif spec.kind == "redis":
+        ledger = cls(spec.url, prefix=spec.prefix or f"cascade:{policy}")
     else:
         ledger = cls()
     return ledger

@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -65,16 +65,26 @@ class Tier:
     retry: RetryPolicy = RetryPolicy()
     provider_kind: str = ""
     max_tokens: int = 1024
+    reserve_output_tokens: int | None = None  # policy `reserve: {output_tokens: N}`: reserved per sample
 
     @property
     def samples(self) -> int:
         return self.scorer.samples if self.scorer is not None else 1
 
     def worst_case(self, request: Request) -> Decimal:
-        """The most this tier's call plus its scoring can cost for ``request``."""
-        cost = self.price.cost(self.provider.max_usage(request, self.samples))
+        """What is reserved for this tier's call plus its scoring for ``request``.
+
+        The worst case, unless the tier reserves fewer output tokens per sample (``reserve``): then
+        that many, while ``max_tokens`` is still sent as the true bound.
+        """
+        usage = self.provider.max_usage(request, self.samples)
+        out = self.max_tokens
+        if self.reserve_output_tokens is not None:
+            out = min(out, self.reserve_output_tokens)
+            usage = replace(usage, output_tokens=min(usage.output_tokens, out * self.samples))
+        cost = self.price.cost(usage)
         if self.scorer is not None:
-            cost += self.scorer.max_cost(request, self.max_tokens)
+            cost += self.scorer.max_cost(request, out)
         return cost
 
 

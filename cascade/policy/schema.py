@@ -74,6 +74,16 @@ class ScorerSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+class ReserveSpec(Strict):
+    """What a tier reserves per call when that is less than its worst case."""
+
+    output_tokens: int = Field(
+        ge=1,
+        description="Output tokens reserved per sample (e.g. the p99 of observed usage) instead of"
+        " max_tokens; a longer answer is still charged in full, so a cap can be overshot by the difference.",
+    )
+
+
 class TierSpec(Strict):
     """One rung of the cascade."""
 
@@ -85,6 +95,9 @@ class TierSpec(Strict):
     free: bool = Field(False, description="Mark a model without a price as costing nothing.")
     timeout: float = Field(60.0, gt=0, description="Seconds per call.")
     retry: RetrySpec = RetrySpec()
+    reserve: ReserveSpec | None = Field(
+        None, description="Reserve less than the worst case per call (max_tokens is still sent as the bound)."
+    )
     scorer: ScorerSpec | None = None
     threshold: float | None = Field(None, ge=0, le=1)
     options: dict[str, Any] = Field(
@@ -121,18 +134,48 @@ class CapSpec(Strict):
 
 
 class LedgerSpec(Strict):
-    kind: Literal["memory", "sqlite"] = "sqlite"
+    kind: Literal["memory", "sqlite", "redis"] = "sqlite"
     path: str | None = Field(
         None, description="SQLite file; default $CASCADE_LEDGER or ~/.cascade/ledger.sqlite3."
     )
+    lock_timeout: float = Field(
+        5.0, gt=0, le=3600, description="SQLite: seconds to wait for another process's write lock."
+    )
+    url: str | None = Field(None, description="Redis: redis:// or rediss:// URL, e.g. ${CASCADE_REDIS_URL}.")
+    prefix: str | None = Field(
+        None,
+        pattern=r"^[^{}]+$",
+        description="Redis: key prefix and Cluster hash tag; default cascade:<policy name>.",
+    )
+
+    @model_validator(mode="after")
+    def _options_fit_kind(self) -> LedgerSpec:
+        if self.kind == "redis" and not self.url:
+            raise PydanticCustomError(
+                "redis_url", "a redis ledger needs a url (e.g. url: ${CASCADE_REDIS_URL})"
+            )
+        if self.kind != "redis" and (self.url is not None or self.prefix is not None):
+            raise PydanticCustomError("ledger_option", "url and prefix are options of kind: redis")
+        if self.kind != "sqlite" and self.path is not None:
+            raise PydanticCustomError("ledger_option", "path is an option of kind: sqlite")
+        return self
 
 
 class BudgetSpec(Strict):
     per_request: Decimal | None = Field(None, gt=0, description="USD cap on one run.")
     caps: list[CapSpec] = Field(default_factory=list)
-    on_exceeded: Literal["stop", "raise"] = Field(
+    on_exceeded: Literal["stop", "raise", "wait"] = Field(
         "stop",
-        description="stop: return the best answer so far with reason 'budget'; raise: raise.",
+        description="stop: return the best answer so far with reason 'budget'; raise: raise;"
+        " wait: queue the reservation up to max_wait seconds for in-flight holds to settle, then stop.",
+    )
+    max_wait: float = Field(
+        30.0, gt=0, le=3600, description="on_exceeded: wait: seconds a reservation may wait."
+    )
+    on_ledger_error: Literal["fail_closed", "fail_open"] = Field(
+        "fail_closed",
+        description="When the ledger is unreachable: fail_closed makes no call; fail_open lets calls go on"
+        " and journals their spend until the ledger is back.",
     )
     ledger: LedgerSpec | None = None
     hold_ttl: float = Field(600.0, gt=0, description="Seconds before an unsettled hold expires.")

@@ -1,0 +1,359 @@
+"""A Redis ledger: one cap for a whole fleet of processes and hosts.
+
+Reserve, settle and release are each one Lua script, so every step is atomic on the server:
+reserve drops holds whose TTL passed, checks spent + live holds + amount against every bucket of
+the request and records the hold; settle replaces the hold by the real cost. Amounts are integer
+nano-dollars (``INCRBY``, never floats); hold expiry uses the server's clock (``TIME``), so hosts
+with skewed clocks agree. Both scripts are idempotent: a reserve or settle retried after a network
+blip counts once (a settled hold's id is remembered for ``keep`` seconds, a day by default).
+
+Keys (all of one ledger share the hash tag ``{prefix}``, so a script's keys sit in one Redis
+Cluster slot)::
+
+    {prefix}:s:<bucket>   spent (nano-dollars); expires ``retention`` after the bucket's window ends
+    {prefix}:h:<bucket>   held by live holds
+    {prefix}:z:<bucket>   live holds by expiry (ms, server time)
+    {prefix}:a:<bucket>   live hold -> amount
+    {prefix}:x:<hold>     hold state (held / settled), for idempotence
+
+Errors: an unreachable server (connection refused or dropped, timeout) raises
+:class:`~cascade.errors.LedgerUnavailableError`; any other Redis error :class:`~cascade.errors.LedgerError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections.abc import AsyncGenerator, Sequence
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cascade.budget import MAX_NANO, NANO, hold_buckets, new_hold_id, reserve_nano, to_nano, window_end
+from cascade.errors import BudgetExceededError, LedgerError, LedgerUnavailableError
+from cascade.types import show
+
+try:
+    import redis
+    import redis.asyncio
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+except ImportError:  # pragma: no cover - redis is an optional dependency
+    redis = None  # type: ignore[assignment]
+
+RESERVE = """
+local n = (#KEYS - 1) / 4
+local state = KEYS[#KEYS]
+if redis.call('EXISTS', state) == 1 then return {0, '0'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local amount = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+for i = 1, n do
+  local s, h, z, a = KEYS[4*i-3], KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i]
+  while true do
+    local gone = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. string.format('%d', now), 'LIMIT', 0, 500)
+    if #gone == 0 then break end
+    local amounts = redis.call('HMGET', a, unpack(gone))
+    local sum = 0
+    for _, v in ipairs(amounts) do if v then sum = sum + tonumber(v) end end
+    redis.call('ZREM', z, unpack(gone))
+    redis.call('HDEL', a, unpack(gone))
+    if sum > 0 and redis.call('DECRBY', h, string.format('%d', sum)) < 0 then
+      redis.call('SET', h, '0', 'KEEPTTL')
+    end
+  end
+  local used = tonumber(redis.call('GET', s) or '0') + tonumber(redis.call('GET', h) or '0')
+  if used + amount > tonumber(ARGV[4 + i]) then return {i, string.format('%d', used)} end
+end
+local expires = string.format('%d', now + ttl)
+local keep = ttl + 1000
+for i = 1, n do
+  local h, z, a = KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i]
+  redis.call('INCRBY', h, ARGV[2])
+  redis.call('ZADD', z, expires, ARGV[1])
+  redis.call('HSET', a, ARGV[1], ARGV[2])
+  for _, k in ipairs({h, z, a}) do
+    if redis.call('PTTL', k) < keep then redis.call('PEXPIRE', k, keep) end
+  end
+end
+redis.call('SET', state, 'h', 'PX', ttl + tonumber(ARGV[4]))
+return {0, '0'}
+"""
+
+SETTLE = """
+local n = (#KEYS - 1) / 4
+local state = KEYS[#KEYS]
+if redis.call('GET', state) == 's' then return 0 end
+for i = 1, n do
+  local s, h, z, a = KEYS[4*i-3], KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i]
+  if redis.call('ZSCORE', z, ARGV[1]) then
+    local v = redis.call('HGET', a, ARGV[1])
+    redis.call('ZREM', z, ARGV[1])
+    redis.call('HDEL', a, ARGV[1])
+    if v and redis.call('DECRBY', h, v) < 0 then redis.call('SET', h, '0', 'KEEPTTL') end
+  end
+  if ARGV[2] ~= '0' then redis.call('INCRBY', s, ARGV[2]) end
+  if ARGV[3 + i] ~= '0' and redis.call('PTTL', s) == -1 then redis.call('PEXPIREAT', s, ARGV[3 + i]) end
+end
+redis.call('SET', state, 's', 'PX', ARGV[3])
+return 1
+"""
+
+READ = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local live = redis.call('ZRANGEBYSCORE', KEYS[3], string.format('%d', now), '+inf')
+local held = 0
+if #live > 0 then
+  for _, v in ipairs(redis.call('HMGET', KEYS[4], unpack(live))) do
+    if v then held = held + tonumber(v) end
+  end
+end
+return {redis.call('GET', KEYS[1]) or '0', string.format('%d', held)}
+"""
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+async def _closer(client: Any) -> AsyncGenerator[None, None]:
+    """Kept suspended per event loop: asyncio closes it at loop shutdown, which closes the client."""
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+class RedisLedger:
+    """Spend and holds in Redis, shared by every process and host pointing at it."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        url: str | None = Field(None, description="redis:// or rediss:// URL; default $CASCADE_REDIS_URL.")
+        prefix: str = Field("cascade", min_length=1, description="Key prefix and Redis Cluster hash tag.")
+        timeout: float = Field(1.0, gt=0, description="Seconds to connect or wait for a reply.")
+
+        @field_validator("prefix")
+        @classmethod
+        def _no_braces(cls, v: str) -> str:
+            if "{" in v or "}" in v:
+                raise ValueError("prefix must not contain braces (it becomes the hash tag {prefix})")
+            return v
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        prefix: str = "cascade",
+        timeout: float = 1.0,
+        retention: float = 7 * 86400.0,
+        keep: float = 86400.0,
+        client: Any = None,
+        async_client: Any = None,
+    ) -> None:
+        if redis is None:  # pragma: no cover
+            raise LedgerError("the Redis ledger needs the redis package: pip install 'cascade-llm[redis]'")
+        self.Options(url=url, prefix=prefix, timeout=timeout)  # one check for Python and YAML callers
+        url = url or os.environ.get("CASCADE_REDIS_URL")
+        if client is None and not url:
+            raise LedgerError(
+                "the Redis ledger needs a url (ledger.url or $CASCADE_REDIS_URL)", ledger="redis"
+            )
+        self.url = url or "redis://(client)"
+        self.name = _redact(self.url)
+        self.prefix = prefix
+        self.timeout = timeout
+        self.retention_ms = int(retention * 1000)
+        self.keep_ms = int(keep * 1000)
+        if client is None:
+            try:
+                client = redis.Redis.from_url(
+                    self.url,
+                    socket_timeout=timeout,
+                    socket_connect_timeout=timeout,
+                    retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
+                    health_check_interval=30,
+                )
+            except ValueError as exc:
+                raise LedgerError(f"ledger url {self.name}: {exc}", ledger=self.name) from None
+        self._client = client
+        self._fixed_async = async_client
+        self._reserve = client.register_script(RESERVE)
+        self._settle = client.register_script(SETTLE)
+        self._read_script = client.register_script(READ)
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any, Any, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisLedger({self.name!r}, prefix={self.prefix!r})"
+
+    # -- keys and arguments ----------------------------------------------------------------------
+
+    def _keys(self, buckets: Sequence[str], hold: str) -> list[str]:
+        tag = "{" + self.prefix + "}"
+        keys = []
+        for b in buckets:
+            keys += [f"{tag}:s:{b}", f"{tag}:h:{b}", f"{tag}:z:{b}", f"{tag}:a:{b}"]
+        keys.append(f"{tag}:x:{hold[:32]}")
+        return keys
+
+    def _reserve_args(
+        self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, ttl: float
+    ) -> tuple[str, int, list[Any]]:
+        want = reserve_nano(amount)
+        if want < 0:
+            raise ValueError(f"cannot reserve a negative amount ({amount})")
+        limits = [to_nano(limit) for _, limit in caps]
+        if want >= MAX_NANO or any(c >= MAX_NANO for c in limits):
+            raise ValueError("the Redis ledger holds amounts below $9,007,199 per bucket")
+        hold = new_hold_id([b for b, _ in caps])
+        args = [hold[:32], want, max(int(ttl * 1000), 1), self.keep_ms, *limits]
+        return hold, want, args
+
+    def _settle_args(self, hold: str, actual: Decimal) -> tuple[list[str], list[Any]]:
+        buckets = hold_buckets(hold)
+        if buckets is None:
+            raise KeyError(f"unknown hold {hold!r}")
+        ends = []
+        for b in buckets:
+            end = window_end(b)
+            ends.append(int(end.timestamp() * 1000) + self.retention_ms if end is not None else 0)
+        return list(buckets), [hold[:32], max(to_nano(actual), 0), self.keep_ms, *ends]
+
+    def _refusal(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, result: Any) -> None:
+        index = int(result[0])
+        if index == 0:
+            return
+        bucket, limit = caps[index - 1]
+        used = Decimal(int(result[1])) / NANO
+        raise BudgetExceededError(
+            f"cap {bucket} (${show(limit)}) cannot cover ${show(amount)}: ${show(used)} used or held",
+            cap=bucket,
+            needed=amount,
+            available=limit - used,
+        )
+
+    def _fault(self, exc: Exception) -> LedgerError:
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            return LedgerUnavailableError(
+                f"redis ledger {self.name} is unreachable ({exc}): start the server, or set"
+                " budget.on_ledger_error: fail_open to let calls go on",
+                ledger=self.name,
+            )
+        return LedgerError(f"redis ledger {self.name}: {type(exc).__name__}: {exc}", ledger=self.name)
+
+    # -- sync ------------------------------------------------------------------------------------
+
+    def reserve(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0) -> str:
+        hold, _, args = self._reserve_args(caps, amount, ttl)
+        try:
+            result = self._reserve(keys=self._keys([b for b, _ in caps], hold), args=args)
+        except redis.RedisError as exc:
+            raise self._fault(exc) from None
+        self._refusal(caps, amount, result)
+        return hold
+
+    def settle(self, hold_id: str, actual: Decimal) -> None:
+        """Charge ``actual`` once to the hold's buckets (retries and late settles included)."""
+        buckets, args = self._settle_args(hold_id, actual)
+        try:
+            self._settle(keys=self._keys(buckets, hold_id), args=args)
+        except redis.RedisError as exc:
+            raise self._fault(exc) from None
+
+    def release(self, hold_id: str) -> None:
+        """Drop a hold, charging nothing."""
+        self.settle(hold_id, Decimal(0))
+
+    def _read(self, bucket: str) -> tuple[int, int]:
+        try:
+            spent, held = self._read_script(keys=self._keys([bucket], "0" * 32)[:4], args=[])
+        except redis.RedisError as exc:
+            raise self._fault(exc) from None
+        return int(spent), int(held)
+
+    def spent(self, bucket_key: str) -> Decimal:
+        return Decimal(self._read(bucket_key)[0]) / NANO
+
+    def held(self, bucket_key: str) -> Decimal:
+        """What live holds keep from ``bucket_key`` now (expired ones excluded)."""
+        return Decimal(self._read(bucket_key)[1]) / NANO
+
+    def ping(self) -> None:
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            raise self._fault(exc) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- async (redis.asyncio, one pooled client per event loop) ----------------------------------
+
+    async def _ascripts(self) -> tuple[Any, Any, Any]:
+        loop = asyncio.get_running_loop()
+        entry = self._aclients.get(loop)
+        if entry is None:
+            client = self._fixed_async
+            closer = None
+            if client is None:
+                client = redis.asyncio.Redis.from_url(
+                    self.url,
+                    socket_timeout=self.timeout,
+                    socket_connect_timeout=self.timeout,
+                    retry=redis.asyncio.retry.Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
+                )
+                closer = _closer(client)
+                await closer.__anext__()
+            entry = (
+                client.register_script(RESERVE),
+                client.register_script(SETTLE),
+                client.register_script(READ),
+                closer,
+            )
+            self._aclients[loop] = entry
+        return entry[0], entry[1], entry[2]
+
+    async def areserve(
+        self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0
+    ) -> str:
+        hold, _, args = self._reserve_args(caps, amount, ttl)
+        script, _, _ = await self._ascripts()
+        try:
+            result = await script(keys=self._keys([b for b, _ in caps], hold), args=args)
+        except redis.RedisError as exc:
+            raise self._fault(exc) from None
+        self._refusal(caps, amount, result)
+        return hold
+
+    async def asettle(self, hold_id: str, actual: Decimal) -> None:
+        buckets, args = self._settle_args(hold_id, actual)
+        _, script, _ = await self._ascripts()
+        try:
+            await script(keys=self._keys(buckets, hold_id), args=args)
+        except redis.RedisError as exc:
+            raise self._fault(exc) from None
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections now (they are closed at loop shutdown anyway)."""
+        entry = self._aclients.pop(asyncio.get_running_loop(), None)
+        if entry is not None and entry[3] is not None:
+            await entry[3].aclose()
