@@ -9,7 +9,9 @@
     ├── ProviderError               a model call failed; carries status_code, request_id, transient
     │   ├── TransientProviderError  worth retrying: rate limit, overload, 5xx, timeout, connection
     │   │   ├── RateLimitError      429, with retry_after
-    │   │   └── ProviderTimeoutError
+    │   │   ├── ProviderTimeoutError    the tier's timeout passed (connect to last byte, all samples)
+    │   │   └── InvalidResponseError    a reply that is not a usable answer (unparseable, HTML,
+    │   │                               no choices, an error object in a 200, negative usage)
     │   └── PermanentProviderError  not worth retrying: 400, 401, 403, 404, unknown replay prompt
     ├── ScorerError                 a scorer failed (for example the judge's call or its verdict)
     ├── BudgetExceededError         a cap cannot cover the next call (on_budget_exceeded: raise)
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types.py imports this module at run time; this one needs Attempt only for typing
     from cascade.types import Attempt
 
 
@@ -110,6 +112,18 @@ class RateLimitError(TransientProviderError):
 
 class ProviderTimeoutError(TransientProviderError):
     """The call exceeded the tier's timeout."""
+
+
+class InvalidResponseError(TransientProviderError):
+    """The provider answered, but not with a usable answer: a body that does not parse, an HTML
+    page, no (or empty) choices or content blocks, an error object with status 200, negative token
+    counts. ``reason`` says which, in a few words. Retried (a bad gateway or a glitch may pass), then
+    the cascade escalates with ``error: InvalidResponseError`` as the reason.
+    """
+
+    def __init__(self, message: str, *, reason: str = "", **kw: Any) -> None:
+        self.reason = reason
+        super().__init__(message, **kw)
 
 
 class PermanentProviderError(ProviderError):

@@ -16,6 +16,10 @@ from typing import Any, Literal
 from cascade.errors import InvalidRequestError
 
 Role = Literal["system", "user", "assistant", "tool"]
+UsageSource = Literal["reported", "estimated", "clamped"]
+"""Where a completion's usage came from: ``reported`` by the provider; ``estimated`` from the request
+and the returned text (the provider reported none, or nonsense); ``clamped`` to the reserved worst
+case (the provider reported more than the request could produce)."""
 ZERO = Decimal(0)
 
 
@@ -87,6 +91,10 @@ class Request:
             messages = tuple(m if isinstance(m, Message) else _message(m) for m in prompt)
         if not messages or not any(m.content.strip() or m.tool_calls for m in messages):
             raise InvalidRequestError("empty prompt: give at least one non-empty message")
+        if budget_key is not None and not isinstance(budget_key, str):
+            raise InvalidRequestError(f"budget_key must be a string, not {type(budget_key).__name__}")
+        for text in [m.content for m in messages] + ([budget_key] if budget_key else []):
+            _check_text(text)
         return cls(messages, metadata=dict(metadata or {}), budget_key=budget_key)
 
     @property
@@ -105,6 +113,22 @@ class Request:
 _ROLES = ("system", "user", "assistant", "tool")
 
 
+def _check_text(text: str) -> None:
+    """Refuse text that cannot be sent: lone surrogates (bytes that were not UTF-8, decoded with
+    ``surrogateescape``, as Python does for argv and, in some locales, stdin)."""
+    if not isinstance(text, str):
+        raise InvalidRequestError(f"message content must be a string, not {type(text).__name__}")
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"the prompt is not valid Unicode (a lone surrogate at character {exc.start}: input that"
+            " was not UTF-8); decode it as UTF-8 first"
+        ) from None
+
+
 def _message(m: Any) -> Message:
     """A message from a dict in OpenAI chat format (content may be a list of text parts)."""
     if not isinstance(m, Mapping):
@@ -120,14 +144,18 @@ def _message(m: Any) -> Message:
             raise InvalidRequestError("message content must be a string or a list of text parts") from None
     calls = []
     for c in m.get("tool_calls") or ():
-        fn = c.get("function", c)  # OpenAI wire format nests name/arguments under "function"
+        fn = c.get("function", c) if isinstance(c, Mapping) else None  # OpenAI nests under "function"
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+            raise InvalidRequestError("a tool call needs a name (and arguments: an object or JSON text)")
         args = fn.get("arguments") or {}
         if isinstance(args, str):
             try:
                 args = json.loads(args) if args.strip() else {}
             except json.JSONDecodeError:
                 raise InvalidRequestError(f"tool call {fn.get('name')!r}: arguments are not JSON") from None
-        calls.append(ToolCall(fn["name"], args, c.get("id") or ""))
+        if not isinstance(args, Mapping):
+            raise InvalidRequestError(f"tool call {fn['name']!r}: arguments must be an object")
+        calls.append(ToolCall(fn["name"], args, str(c.get("id") or "")))
     return Message(role, content, tuple(calls), m.get("tool_call_id"), m.get("name"))
 
 
@@ -178,7 +206,8 @@ class Completion:
     """What a provider returns for one call (possibly with several samples).
 
     ``cost`` is set when the provider knows the billed amount (a recorded cost); otherwise the
-    engine prices ``usage`` with the tier's price.
+    engine prices ``usage`` with the tier's price. ``usage_source`` says whether ``usage`` is what
+    the provider reported, an estimate (it reported none) or clamped to the worst case.
     """
 
     samples: tuple[Sample, ...]
@@ -188,6 +217,7 @@ class Completion:
     request_id: str | None = None
     latency_s: float = 0.0
     raw: Mapping[str, Any] = field(default_factory=dict)
+    usage_source: UsageSource = "reported"
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +263,7 @@ class Attempt:
     answer: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     score_detail: Mapping[str, Any] = field(default_factory=dict)
+    usage_source: UsageSource = "reported"
 
     @property
     def total_cost(self) -> Decimal:
@@ -310,7 +341,8 @@ class CascadeResult:
                 parts.append(f"score {a.score:.3f}")
             if a.decision != "stopped":
                 parts.append(f"samples {a.samples}")
-                parts.append(f"tokens {a.usage.input_tokens}+{a.usage.output_tokens}")
+                tokens = f"tokens {a.usage.input_tokens}+{a.usage.output_tokens}"
+                parts.append(tokens + (f" ({a.usage_source})" if a.usage_source != "reported" else ""))
                 cost = f"cost ${show(a.cost)}"
                 parts.append(cost + (f" + scorer ${show(a.scorer_cost)}" if a.scorer_cost else ""))
                 parts.append(f"{a.latency_s * 1000:.0f} ms")

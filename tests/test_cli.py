@@ -138,7 +138,7 @@ def test_files_that_cannot_be_read_or_written_are_one_line_errors(
     binary = tmp_path / "b.jsonl"
     binary.write_bytes(b"\xff\xfe\n")
     code, _, err = run(capsys, "run", "-p", DEMO, "--batch", str(binary), "--out", str(tmp_path / "o"))
-    assert code == 1 and err.startswith("cascade: error: input is not UTF-8 text") and err[-1] == "\n"
+    assert code == 2 and err == f"cascade: error: {binary}:1: not valid UTF-8 (byte 0 of the line)\n"
     assert err.count("\n") == 1
 
 

@@ -1,10 +1,16 @@
-"""``cascade run``: one prompt (argument or stdin) or a batch file through a policy."""
+"""``cascade run``: one prompt (argument or stdin) or a batch file through a policy.
+
+Input is checked before any money is reserved: text must be UTF-8, a batch line's ``budget_key`` a
+string and its messages well-formed. In a batch, one failing row never stops the others: its
+error (and whatever it spent) is written in its place and every paid answer reaches ``--out``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections import Counter
 from decimal import Decimal
@@ -13,7 +19,8 @@ from typing import Any
 
 from cascade.cli import UsageError
 from cascade.cli.progress import Progress
-from cascade.errors import CascadeError
+from cascade.errors import CascadeError, InvalidRequestError
+from cascade.types import Request
 
 NAME = "run"
 HELP = "Run a prompt (or a batch of prompts) through a policy."
@@ -44,12 +51,17 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("give either a prompt or --batch, not both")
         if not args.out:
             raise UsageError("--batch needs --out FILE for the results")
-        items = _read_batch(Path(args.batch))
+        for name, path in (("--batch", args.batch), ("--policy", args.policy)):
+            if _same_file(Path(args.out), Path(path)):
+                raise UsageError(f"--out {args.out} is the {name} file: results would overwrite it")
+        _text(args.budget_key, "--budget-key")
+        items = _read_batch(Path(args.batch), args.budget_key)
         cascade = build(args.policy)
         return _run_batch(cascade, items, Path(args.out), args)
     if args.prompt is None:
         raise UsageError("give a prompt, - to read it from stdin, or --batch FILE")
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _stdin() if args.prompt == "-" else _text(args.prompt, "the prompt")
+    _text(args.budget_key, "--budget-key")
     if not prompt.strip():
         raise UsageError("empty prompt")
     cascade = build(args.policy)
@@ -70,31 +82,76 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_batch(path: Path) -> list[dict[str, Any]]:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare where they would be
+        return a.resolve() == b.resolve()
+
+
+def _text(value: str | None, what: str) -> str:
+    """``value`` if it is valid Unicode; argv bytes that were not UTF-8 arrive as lone surrogates."""
+    if value is None:
+        return ""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} is not valid UTF-8") from None
+    return value
+
+
+def _stdin() -> str:
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"stdin is not valid UTF-8 (byte {err.start})") from None
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    data = path.read_bytes()
+    out = []
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        try:
+            out.append((lineno, raw.decode("utf-8")))
+        except UnicodeDecodeError as err:
+            raise UsageError(f"{path}:{lineno}: not valid UTF-8 (byte {err.start} of the line)") from None
+    return out
+
+
+def _read_batch(path: Path, default_key: str | None = None) -> list[dict[str, Any]]:
     if not path.exists():
         raise UsageError(f"{path}: no such file")
     items = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as err:
-                raise UsageError(f"{path}:{lineno}: not JSON ({err})") from None
-            if isinstance(obj, str):
-                obj = {"prompt": obj}
-            ok = isinstance(obj, dict) and (
-                (isinstance(obj.get("prompt"), str) and obj["prompt"].strip())
-                or (isinstance(obj.get("messages"), list) and obj["messages"])
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as err:
+            raise UsageError(f"{path}:{lineno}: not JSON ({err})") from None
+        if isinstance(obj, str):
+            obj = {"prompt": obj}
+        ok = isinstance(obj, dict) and (
+            (isinstance(obj.get("prompt"), str) and obj["prompt"].strip())
+            or (isinstance(obj.get("messages"), list) and obj["messages"])
+        )
+        if not ok:
+            raise UsageError(
+                f"{path}:{lineno}: expected a non-empty string, or an object with a non-empty"
+                " 'prompt' string or 'messages' list"
             )
-            if not ok:
-                raise UsageError(
-                    f"{path}:{lineno}: expected a non-empty string, or an object with a non-empty"
-                    " 'prompt' string or 'messages' list"
-                )
-            obj.setdefault("id", str(lineno))
-            items.append(obj)
+        obj.setdefault("id", str(lineno))
+        key = obj.get("budget_key", default_key)
+        if key is not None and not isinstance(key, str):
+            raise UsageError(f"{path}:{lineno}: budget_key must be a string, not {type(key).__name__}")
+        if not isinstance(obj["id"], (str, int)) or isinstance(obj["id"], bool):
+            raise UsageError(f"{path}:{lineno}: id must be a string or an integer")
+        try:  # every line is checked before the first call reserves any money
+            Request.of(obj.get("messages") or obj["prompt"], budget_key=key)
+        except InvalidRequestError as err:
+            raise UsageError(f"{path}:{lineno}: {err}") from None
+        items.append(obj)
     if not items:
         raise UsageError(f"{path}: no prompts")
     return items
@@ -123,6 +180,14 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
                     return {"id": item["id"], **res.to_dict()}
                 except CascadeError as err:  # the row keeps what was tried and spent
                     return {"id": item["id"], **err.to_dict()}
+                except Exception as err:  # one row's failure must not lose the others
+                    # not a cascade error: a bug; the run's budget hold was settled at its worst case
+                    return {
+                        "id": item["id"],
+                        "error": f"{type(err).__name__}: {err}",
+                        "attempts": [],
+                        "cost": None,
+                    }
 
         tasks = [asyncio.ensure_future(one(item)) for item in items]
         for task in tasks:  # the bar moves as prompts finish; rows are written in input order
@@ -130,7 +195,8 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
         for task in tasks:
             row = await task
             fh.write(json.dumps(row) + "\n")
-            total += Decimal(row["cost"])
+            fh.flush()  # a paid answer is on disk as soon as the rows before it are
+            total += Decimal(row["cost"] or 0)
             if "error" in row:
                 errors += 1
             else:

@@ -10,6 +10,17 @@ Every SDK error is mapped here, at the edge, to the cascade error tree (``raise 
     ``x-should-retry: true`` / ``false``     transient / permanent         as the server says
     any other status (400, 401, 403, 404)   PermanentProviderError        no
     request missing from a vcrpy cassette   PermanentProviderError        no
+    a 200 that is not a usable answer       InvalidResponseError          yes
+
+Responses are untrusted input. :func:`invalid` builds the error for a body that does not parse,
+is HTML, lacks choices or content blocks, or carries an error object; :func:`check_usage` replaces
+missing usage by an estimate, refuses negative counts and clamps impossible ones to the reserved
+worst case (``Completion.usage_source`` says which, and a log event says why).
+
+The tier's ``timeout`` is a deadline for the whole call, all samples included: :func:`deadline`
+sets it for the calling thread (sync clients get it through :func:`http_client`, whose sockets
+never wait past it, so a server dripping one byte at a time cannot stretch a call), and
+:func:`adeadline` wraps an async call in ``asyncio.timeout``.
 
 This module imports no SDK: the provider modules pass theirs in.
 """
@@ -17,26 +28,32 @@ This module imports no SDK: the provider modules pass theirs in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from weakref import WeakKeyDictionary
 
+import httpcore2
+import httpx2
+
 from cascade.errors import (
     ConfigurationError,
+    InvalidResponseError,
     PermanentProviderError,
     ProviderError,
     ProviderTimeoutError,
     RateLimitError,
     TransientProviderError,
 )
-from cascade.types import Completion, Request, Usage
+from cascade.types import Completion, Request, Sample, Usage, UsageSource
 
 T = TypeVar("T")
 
@@ -163,6 +180,237 @@ def map_error(exc: BaseException, *, provider: str, sdk: ModuleType) -> Provider
     return PermanentProviderError(f"{provider}: {name}: {str(exc)[:300]}", provider=provider)
 
 
+def invalid(
+    provider: str, reason: str, detail: str = "", *, request_id: str | None = None
+) -> InvalidResponseError:
+    """The error for a 200 whose body is not a usable answer (``reason``: a few words)."""
+    text = f"{provider}: invalid response: {reason}" + (f" ({detail[:200]})" if detail else "")
+    return InvalidResponseError(
+        text, reason=reason, provider=provider, status_code=200, request_id=request_id
+    )
+
+
+def error_object(body_extra: Mapping[str, Any] | None) -> str | None:
+    """The message of an ``error`` object found in a 200 body, if there is one."""
+    err = (body_extra or {}).get("error")
+    if err is None:
+        return None
+    if isinstance(err, Mapping):
+        kind, message = err.get("type") or err.get("code"), err.get("message")
+        text = f"{kind}: {message}" if isinstance(kind, str) and kind else str(message)
+        return text[:200]
+    return str(err)[:200]
+
+
+# -- deadlines --------------------------------------------------------------------------------
+
+_DEADLINE: ContextVar[float | None] = ContextVar("cascade_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Sockets of :func:`http_client` clients in this thread give up ``seconds`` from now.
+
+    An enclosing, earlier deadline stays in force. The SDK reports the expiry as its timeout
+    error, which :func:`map_error` turns into :class:`ProviderTimeoutError`.
+    """
+    at = time.monotonic() + seconds
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(at if outer is None else min(at, outer))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _remaining(timeout: float | None, what: str) -> float | None:
+    at = _DEADLINE.get()
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise (httpcore2.ConnectTimeout if what == "connect" else httpcore2.ReadTimeout)("deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    """A socket whose every read and write waits no longer than the thread's deadline."""
+
+    def __init__(self, inner: httpcore2.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _remaining(timeout, "read"))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _remaining(timeout, "write"))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> Any:
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, _remaining(timeout, "connect"))
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore2.NetworkBackend):
+    def __init__(self, inner: httpcore2.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _remaining(timeout, "connect"), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.NetworkStream:
+        stream = self._inner.connect_unix_socket(path, _remaining(timeout, "connect"), socket_options)
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def http_client(factory: Callable[..., httpx2.Client]) -> httpx2.Client:
+    """A sync HTTP client for an SDK (``factory``: its ``DefaultHttpxClient``) that honours
+    :func:`deadline`. Without a proxy the connection pool's sockets are wrapped; behind a proxy
+    (``HTTPS_PROXY``) the SDK's per-read timeout is what bounds a call."""
+    transport = httpx2.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if isinstance(pool, httpcore2.ConnectionPool) and isinstance(backend, httpcore2.NetworkBackend):
+        pool._network_backend = _DeadlineBackend(backend)
+    return factory(transport=transport)
+
+
+@contextlib.asynccontextmanager
+async def adeadline(seconds: float, provider: str) -> AsyncIterator[None]:
+    """The async call inside gives up after ``seconds`` with :class:`ProviderTimeoutError`."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise ProviderTimeoutError(
+            f"{provider}: no complete answer within the tier's timeout of {seconds:g} s", provider=provider
+        ) from None
+
+
+# -- usage sanity -----------------------------------------------------------------------------
+
+
+def _logger() -> Any:
+    """The event logger when the application listens (as the engine does), else None."""
+    import logging
+
+    import structlog
+
+    from cascade.logging import _stdlib, get_logger
+
+    if structlog.is_configured() or _stdlib.isEnabledFor(logging.INFO):
+        return get_logger()
+    return None
+
+
+FAR = 2
+"""Reported input tokens above ``FAR`` x the (already generous) estimate + ``SLACK`` are impossible."""
+SLACK = 1024
+
+
+def token_count(value: Any) -> int | None:
+    """A token count from an untrusted field: an int (or integral float); None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def estimate_output_tokens(samples: Sequence[Sample]) -> int:
+    """A generous output-token count for the returned samples (text and tool-call arguments)."""
+    import json
+
+    total = 0
+    for s in samples:
+        texts = [s.text] + [json.dumps(dict(tc.arguments)) + tc.name for tc in s.tool_calls]
+        for text in texts:
+            ascii_chars = sum(1 for ch in text if ch < "\x80")
+            total += math.ceil(ascii_chars / 3) + (len(text) - ascii_chars) + 1
+    return total
+
+
+def check_usage(
+    usage: Usage | None,
+    *,
+    samples: Sequence[Sample],
+    bound: Usage,
+    provider: str,
+    model: str,
+    request_id: str | None = None,
+) -> tuple[Usage, UsageSource]:
+    """Usage fit to bill: ``bound`` is the worst case reserved for this call (``max_usage``).
+
+    Missing usage is estimated (the bound's input, the returned text's output); negative counts
+    raise :class:`InvalidResponseError`; input far above the estimate, or output above the bound
+    (``max_tokens`` x samples) are clamped to the bound. Anything but ``reported`` is logged.
+    """
+    if usage is None:
+        estimated = Usage(bound.input_tokens, min(estimate_output_tokens(samples), bound.output_tokens))
+        log = _logger()
+        if log is not None:
+            log.warning(
+                "cascade.usage_estimated",
+                provider=provider,
+                model=model,
+                request_id=request_id,
+                input_tokens=estimated.input_tokens,
+                output_tokens=estimated.output_tokens,
+            )
+        return estimated, "estimated"
+    counts = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_creation_tokens)
+    if min(counts) < 0:
+        raise invalid(provider, "negative token counts", str(usage), request_id=request_id)
+    prompt_side = usage.input_tokens + usage.cached_input_tokens + usage.cache_creation_tokens
+    too_much_in = prompt_side > FAR * bound.input_tokens + SLACK
+    too_much_out = usage.output_tokens > bound.output_tokens
+    if not (too_much_in or too_much_out):
+        return usage, "reported"
+    room = bound.input_tokens
+    creation = min(usage.cache_creation_tokens, room) if too_much_in else usage.cache_creation_tokens
+    cached = min(usage.cached_input_tokens, room - creation) if too_much_in else usage.cached_input_tokens
+    inp = min(usage.input_tokens, room - creation - cached) if too_much_in else usage.input_tokens
+    clamped = Usage(inp, min(usage.output_tokens, bound.output_tokens), cached, creation)
+    log = _logger()
+    if log is not None:
+        log.warning(
+            "cascade.usage_clamped",
+            provider=provider,
+            model=model,
+            request_id=request_id,
+            reported_input=prompt_side,
+            reported_output=usage.output_tokens,
+            bound_input=bound.input_tokens,
+            bound_output=bound.output_tokens,
+        )
+    return clamped, "clamped"
+
+
 # -- token estimates --------------------------------------------------------------------------
 
 
@@ -187,8 +435,14 @@ def estimate_input_tokens(request: Request) -> int:
 # -- several calls for several samples ---------------------------------------------------------
 
 
+_SOURCE_RANK: dict[UsageSource, int] = {"reported": 0, "estimated": 1, "clamped": 2}
+
+
 def merge(parts: Sequence[Completion], errors: Sequence[ProviderError] = ()) -> Completion:
-    """One completion from several calls' completions (samples in order, usage summed)."""
+    """One completion from several calls' completions (samples in order, usage summed).
+
+    ``usage_source`` is the least trustworthy of the parts' (clamped, then estimated).
+    """
     first = parts[0]
     usage = Usage()
     for p in parts:
@@ -208,6 +462,7 @@ def merge(parts: Sequence[Completion], errors: Sequence[ProviderError] = ()) -> 
         request_id=first.request_id,
         latency_s=max(p.latency_s for p in parts),
         raw=raw,
+        usage_source=max((p.usage_source for p in parts), key=_SOURCE_RANK.__getitem__),
     )
 
 
@@ -225,12 +480,16 @@ def call_many(fn: Callable[[], Completion], k: int, parallel: int) -> Completion
     """``k`` calls of ``fn`` on at most ``parallel`` threads, merged."""
     if k == 1:
         return fn()
+    at = _DEADLINE.get()  # worker threads do not inherit context variables: pass the deadline on
 
     def one(_: int) -> Completion | ProviderError:
+        token = _DEADLINE.set(at)
         try:
             return fn()
         except ProviderError as exc:
             return exc
+        finally:
+            _DEADLINE.reset(token)
 
     with ThreadPoolExecutor(max_workers=max(1, min(k, parallel))) as pool:
         return _gathered(list(pool.map(one, range(k))))
@@ -278,11 +537,19 @@ class PerLoop:
 __all__ = [
     "PerLoop",
     "acall_many",
+    "adeadline",
     "api_key",
     "call_many",
+    "check_usage",
+    "deadline",
+    "error_object",
     "estimate_input_tokens",
+    "estimate_output_tokens",
+    "http_client",
+    "invalid",
     "is_local_url",
     "map_error",
     "merge",
     "retry_after",
+    "token_count",
 ]

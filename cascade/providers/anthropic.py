@@ -8,17 +8,22 @@ billed for the prompt. ``temperature`` / ``top_p`` / ``params.extra`` travel in 
 Usage keeps ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` apart from input.
 
 The SDK client is built with ``max_retries=0`` and the tier's timeout: :mod:`cascade.retry` is the
-only retry layer. Token logprobs and ``seed`` do not exist in this API.
+only retry layer; the timeout bounds the whole call (all ``n`` calls, connect to last byte). Bodies
+are checked before use: no or empty content blocks, an error object or a body that does not parse
+is an :class:`~cascade.errors.InvalidResponseError`; usage is checked by
+:func:`cascade.providers._sdk.check_usage`. Token logprobs and ``seed`` do not exist in this API.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
 import anthropic
+from anthropic.types import Message as AnthropicMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.errors import ConfigurationError
@@ -80,33 +85,83 @@ def to_anthropic_messages(messages: tuple[Message, ...]) -> tuple[str | None, li
     return system, out
 
 
-def usage_of(u: Any) -> Usage:
-    """Our :class:`Usage` from an Anthropic ``usage`` (cache reads and writes counted apart)."""
+def usage_of(u: Any) -> Usage | None:
+    """Our :class:`Usage` from an Anthropic ``usage`` (cache reads and writes counted apart); None
+    when there is none or its counts are not integers (the caller estimates it)."""
     if u is None:
-        return Usage()
-    return Usage(
-        int(u.input_tokens or 0),
-        int(u.output_tokens or 0),
-        int(getattr(u, "cache_read_input_tokens", 0) or 0),
-        int(getattr(u, "cache_creation_input_tokens", 0) or 0),
-    )
+        return None
+    counts = [
+        _sdk.token_count(getattr(u, "input_tokens", None)),
+        _sdk.token_count(getattr(u, "output_tokens", None)),
+        _sdk.token_count(getattr(u, "cache_read_input_tokens", 0) or 0),
+        _sdk.token_count(getattr(u, "cache_creation_input_tokens", 0) or 0),
+    ]
+    if any(c is None for c in counts):
+        return None
+    return Usage(*(c or 0 for c in counts))
 
 
-def parse(message: Any, latency_s: float = 0.0) -> Completion:
-    """Our :class:`Completion` (one sample) from an Anthropic ``Message``."""
-    text = "".join(b.text for b in message.content if b.type == "text")
-    calls = tuple(
-        ToolCall(b.name, dict(b.input) if isinstance(b.input, Mapping) else {"_value": b.input}, b.id)
-        for b in message.content
-        if b.type == "tool_use"
-    )
+_UNPARSEABLE = (json.JSONDecodeError, UnicodeDecodeError)
+_MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
+
+
+def parse(
+    message: Any, latency_s: float = 0.0, request: Request | None = None, max_tokens: int | None = None
+) -> Completion:
+    """Our :class:`Completion` (one sample) from an Anthropic ``Message`` (untrusted: checked).
+
+    With ``request`` and ``max_tokens``, usage is checked against the call's worst case.
+    """
+    rid = getattr(message, "_request_id", None)
+    if not isinstance(message, AnthropicMessage):  # the SDK returns the text of a non-JSON body
+        text = message if isinstance(message, str) else type(message).__name__
+        raise _sdk.invalid("anthropic", "not a message", " ".join(text.split())[:80], request_id=rid)
+    error = _sdk.error_object(message.model_extra)
+    if error is not None or str(message.type) == "error":
+        raise _sdk.invalid("anthropic", "error object in a 200 response", error or "", request_id=rid)
+    blocks = getattr(message, "content", None)
+    if not isinstance(blocks, Sequence) or isinstance(blocks, str):
+        raise _sdk.invalid("anthropic", "no content blocks", request_id=rid)
+    if not blocks:
+        raise _sdk.invalid("anthropic", "empty content blocks", request_id=rid)
+    try:
+        kinds = [b.type for b in blocks]
+        if not all(isinstance(k, str) for k in kinds):
+            raise TypeError("a content block without a type")
+        texts = [b.text for b in blocks if b.type == "text"]
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("a text block without text")
+        calls = tuple(
+            ToolCall(
+                str(b.name), dict(b.input) if isinstance(b.input, Mapping) else {"_value": b.input}, b.id
+            )
+            for b in blocks
+            if b.type == "tool_use"
+        )
+        sample = Sample("".join(texts), tool_calls=calls, finish_reason=message.stop_reason)
+        reported = usage_of(getattr(message, "usage", None))
+    except _MALFORMED as exc:
+        raise _sdk.invalid(
+            "anthropic", "malformed content", f"{type(exc).__name__}: {exc}", request_id=rid
+        ) from None
+    usage, source = (reported or Usage()), "reported"
+    if request is not None and max_tokens is not None:
+        usage, source = _sdk.check_usage(
+            reported,
+            samples=(sample,),
+            bound=Usage(_sdk.estimate_input_tokens(request), max_tokens),
+            provider="anthropic",
+            model=str(message.model),
+            request_id=rid,
+        )
     return Completion(
-        samples=(Sample(text, tool_calls=calls, finish_reason=message.stop_reason),),
-        usage=usage_of(message.usage),
-        model=message.model,
-        request_id=getattr(message, "_request_id", None),
+        samples=(sample,),
+        usage=usage,
+        model=message.model if isinstance(message.model, str) else "",
+        request_id=rid,
         latency_s=latency_s,
-        raw={"id": message.id},
+        raw={"id": getattr(message, "id", None)},
+        usage_source=source,  # type: ignore[arg-type]
     )
 
 
@@ -152,7 +207,9 @@ class AnthropicProvider:
         client_kw: dict[str, Any] = {"api_key": api_key, "timeout": timeout, "max_retries": 0}
         if base_url:
             client_kw["base_url"] = base_url
-        self.client = anthropic.Anthropic(**client_kw)
+        self.client = anthropic.Anthropic(
+            **client_kw, http_client=_sdk.http_client(anthropic.DefaultHttpxClient)
+        )
         self._async = _sdk.PerLoop(lambda: anthropic.AsyncAnthropic(**client_kw))
 
     @classmethod
@@ -201,7 +258,9 @@ class AnthropicProvider:
                 message = self.client.messages.create(**kw)
         except anthropic.AnthropicError as exc:
             raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
-        return parse(message, time.perf_counter() - start)
+        except _UNPARSEABLE as exc:
+            raise _sdk.invalid(self.kind, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
+        return parse(message, time.perf_counter() - start, request, self.params.max_tokens)
 
     async def _acall(self, request: Request) -> Completion:
         kw = self.request_kwargs(request)
@@ -215,13 +274,17 @@ class AnthropicProvider:
                 message = await client.messages.create(**kw)
         except anthropic.AnthropicError as exc:
             raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
-        return parse(message, time.perf_counter() - start)
+        except _UNPARSEABLE as exc:
+            raise _sdk.invalid(self.kind, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
+        return parse(message, time.perf_counter() - start, request, self.params.max_tokens)
 
     def complete(self, request: Request, n: int = 1) -> Completion:
-        return _sdk.call_many(lambda: self._call(request), n, self.parallel)
+        with _sdk.deadline(self.timeout):  # the timeout bounds all n calls together
+            return _sdk.call_many(lambda: self._call(request), n, self.parallel)
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
-        return await _sdk.acall_many(lambda: self._acall(request), n, self.parallel)
+        async with _sdk.adeadline(self.timeout, self.kind):
+            return await _sdk.acall_many(lambda: self._acall(request), n, self.parallel)
 
     def close(self) -> None:
         """Close the sync HTTP client (the provider must not be used afterwards)."""

@@ -12,17 +12,21 @@ rejects it, so the default is ``k`` separate calls), ``logprobs``. A server on t
 local network is free unless the tier sets a ``price``; a remote one needs a ``price`` or ``free``.
 
 The SDK client is built with ``max_retries=0`` and the tier's timeout: :mod:`cascade.retry` is the
-only retry layer.
+only retry layer. The timeout bounds the whole call (every sample, connect to last byte). Bodies
+are checked before use: no choices, empty choices, an error object or a body that does not parse
+is an :class:`~cascade.errors.InvalidResponseError`; usage is checked by
+:func:`cascade.providers._sdk.check_usage`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade.errors import ConfigurationError
@@ -77,14 +81,33 @@ def _arguments(text: str | None) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {"_value": value}
 
 
-def usage_of(u: Any) -> Usage:
-    """Our :class:`Usage` from an OpenAI ``usage``: cached prompt tokens counted apart."""
+def usage_of(u: Any) -> Usage | None:
+    """Our :class:`Usage` from an OpenAI ``usage`` (cached prompt tokens counted apart); None when
+    there is none or its counts are not integers (the caller estimates it)."""
     if u is None:
-        return Usage()
+        return None
     details = getattr(u, "prompt_tokens_details", None)
-    cached = int(getattr(details, "cached_tokens", 0) or 0)
-    prompt = int(u.prompt_tokens or 0)
-    return Usage(max(prompt - cached, 0), int(u.completion_tokens or 0), cached)
+    cached = _sdk.token_count(getattr(details, "cached_tokens", 0) or 0)
+    prompt = _sdk.token_count(getattr(u, "prompt_tokens", None))
+    completion = _sdk.token_count(getattr(u, "completion_tokens", None))
+    if cached is None or prompt is None or completion is None:
+        return None
+    if prompt < 0 or completion < 0 or cached < 0:
+        return Usage(prompt - cached, completion, cached)  # negative: check_usage refuses it
+    return Usage(max(prompt - cached, 0), completion, min(cached, prompt))
+
+
+_MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
+"""What reading fields of a body the SDK built without validation raises when it is malformed."""
+
+
+_UNPARSEABLE = (json.JSONDecodeError, UnicodeDecodeError)
+"""What the SDK raises for a body that is not JSON (or not UTF-8) although it says it is."""
+
+
+def _snippet(body: Any) -> str:
+    text = body if isinstance(body, str) else type(body).__name__
+    return " ".join(text.split())[:80]
 
 
 class _CallOptions(BaseModel):
@@ -146,7 +169,7 @@ class OpenAIProvider:
         client_kw: dict[str, Any] = {"api_key": api_key, "timeout": timeout, "max_retries": 0}
         if base_url:
             client_kw["base_url"] = base_url
-        self.client = openai.OpenAI(**client_kw)
+        self.client = openai.OpenAI(**client_kw, http_client=_sdk.http_client(openai.DefaultHttpxClient))
         self._async = _sdk.PerLoop(lambda: openai.AsyncOpenAI(**client_kw))
         self._warned_n = False
 
@@ -193,6 +216,10 @@ class OpenAIProvider:
 
     def _sample(self, choice: Any) -> Sample:
         message = choice.message
+        if message is None:
+            raise TypeError("a choice without a message")
+        if not isinstance(message.content, (str, type(None))):
+            raise TypeError("message content that is not text")
         calls = tuple(
             ToolCall(tc.function.name, _arguments(tc.function.arguments), tc.id or "")
             for tc in (message.tool_calls or ())
@@ -213,16 +240,54 @@ class OpenAIProvider:
             finish_reason=choice.finish_reason,
         )
 
-    def parse(self, response: Any, latency_s: float = 0.0) -> Completion:
-        """Our :class:`Completion` from a ``ChatCompletion``."""
-        choices = sorted(response.choices, key=lambda c: c.index)
+    def parse(
+        self, response: Any, latency_s: float = 0.0, request: Request | None = None, n: int = 1
+    ) -> Completion:
+        """Our :class:`Completion` from a ``ChatCompletion`` (an untrusted body: checked first).
+
+        With ``request``, usage is checked against the worst case of ``n`` samples for it.
+        """
+        rid = getattr(response, "_request_id", None)
+        if not isinstance(response, ChatCompletion):  # the SDK returns the text of a non-JSON body
+            raise _sdk.invalid(self.name, "not a chat completion", _snippet(response), request_id=rid)
+        error = _sdk.error_object(response.model_extra)
+        if error is not None:
+            raise _sdk.invalid(self.name, "error object in a 200 response", error, request_id=rid)
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, Sequence) or isinstance(choices, str):
+            raise _sdk.invalid(self.name, "no choices", request_id=rid)
+        if not choices:
+            raise _sdk.invalid(self.name, "empty choices", request_id=rid)
+        try:
+            ordered = sorted(choices, key=lambda c: c.index if isinstance(c.index, int) else 0)
+            samples = tuple(self._sample(c) for c in ordered)
+            model = response.model if isinstance(response.model, str) and response.model else self.model
+            reported = usage_of(getattr(response, "usage", None))
+        except _MALFORMED as exc:
+            raise _sdk.invalid(
+                self.name, "malformed choices", f"{type(exc).__name__}: {exc}", request_id=rid
+            ) from None
+        usage, source = (reported or Usage()), "reported"
+        if request is not None:  # one request for n samples: the prompt once, max_tokens each
+            usage, source = _sdk.check_usage(
+                reported,
+                samples=samples,
+                bound=Usage(_sdk.estimate_input_tokens(request), self.params.max_tokens * n),
+                provider=self.name,
+                model=self.model,
+                request_id=rid,
+            )
         return Completion(
-            samples=tuple(self._sample(c) for c in choices),
-            usage=usage_of(response.usage),
-            model=response.model or self.model,
-            request_id=getattr(response, "_request_id", None),
+            samples=samples,
+            usage=usage,
+            model=model,
+            request_id=rid,
             latency_s=latency_s,
-            raw={"id": response.id, "system_fingerprint": getattr(response, "system_fingerprint", None)},
+            raw={
+                "id": getattr(response, "id", None),
+                "system_fingerprint": getattr(response, "system_fingerprint", None),
+            },
+            usage_source=source,  # type: ignore[arg-type]
         )
 
     def _missing(self, first: Completion, n: int) -> int:
@@ -255,17 +320,20 @@ class OpenAIProvider:
                 response = self.client.chat.completions.create(**kw)
         except openai.OpenAIError as exc:
             raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
-        return self.parse(response, time.perf_counter() - start)
+        except _UNPARSEABLE as exc:
+            raise _sdk.invalid(self.name, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
+        return self.parse(response, time.perf_counter() - start, request, n)
 
     def complete(self, request: Request, n: int = 1) -> Completion:
-        if not self.supports_n:
-            return _sdk.call_many(lambda: self._call(request, 1), n, self.parallel)
-        first = self._call(request, n)
-        missing = self._missing(first, n)
-        if missing <= 0:
-            return first
-        rest = _sdk.call_many(lambda: self._call(request, 1), missing, self.parallel)
-        return _sdk.merge([first, rest])
+        with _sdk.deadline(self.timeout):  # the timeout bounds the whole call, every sample
+            if not self.supports_n:
+                return _sdk.call_many(lambda: self._call(request, 1), n, self.parallel)
+            first = self._call(request, n)
+            missing = self._missing(first, n)
+            if missing <= 0:
+                return first
+            rest = _sdk.call_many(lambda: self._call(request, 1), missing, self.parallel)
+            return _sdk.merge([first, rest])
 
     # -- async ------------------------------------------------------------------------------------
 
@@ -281,17 +349,20 @@ class OpenAIProvider:
                 response = await client.chat.completions.create(**kw)
         except openai.OpenAIError as exc:
             raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
-        return self.parse(response, time.perf_counter() - start)
+        except _UNPARSEABLE as exc:
+            raise _sdk.invalid(self.name, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
+        return self.parse(response, time.perf_counter() - start, request, n)
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
-        if not self.supports_n:
-            return await _sdk.acall_many(lambda: self._acall(request, 1), n, self.parallel)
-        first = await self._acall(request, n)
-        missing = self._missing(first, n)
-        if missing <= 0:
-            return first
-        rest = await _sdk.acall_many(lambda: self._acall(request, 1), missing, self.parallel)
-        return _sdk.merge([first, rest])
+        async with _sdk.adeadline(self.timeout, self.name):  # the whole call, every sample
+            if not self.supports_n:
+                return await _sdk.acall_many(lambda: self._acall(request, 1), n, self.parallel)
+            first = await self._acall(request, n)
+            missing = self._missing(first, n)
+            if missing <= 0:
+                return first
+            rest = await _sdk.acall_many(lambda: self._acall(request, 1), missing, self.parallel)
+            return _sdk.merge([first, rest])
 
     def close(self) -> None:
         """Close the sync HTTP client (the provider must not be used afterwards)."""

@@ -1,0 +1,256 @@
+"""A local server that answers in the OpenAI and Anthropic wire formats, badly on purpose.
+
+OpenAI lives under ``/openai/v1`` (chat completions), Anthropic under ``/anthropic/v1`` (messages).
+A marker in the last user message scripts the faults: ``!faults=html,ok`` makes the first request
+with this exact body get ``html``, the second ``ok``, and every later one ``ok`` (the last fault
+repeats if it is not ``ok``: ``!faults=drip`` drips forever). Without a marker, every request gets
+``server.default`` (``ok``). ``FAULTS`` lists every fault; :class:`FaultServer` runs in a thread on a
+free port and counts the requests it answered (``server.requests``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULTS: dict[str, str] = {
+    "ok": "a well-formed answer with honest usage",
+    "malformed": "a truncated JSON body (content-type: application/json)",
+    "html": "an HTML error page with status 200",
+    "no_choices": "JSON without choices (OpenAI) / content (Anthropic)",
+    "empty_choices": "choices: [] (OpenAI) / content: [] (Anthropic)",
+    "bad_types": "choices / content of the wrong JSON type",
+    "no_message": "a choice without a message / a content block without a type",
+    "error200": "an error object with status 200",
+    "no_usage": "a good answer without usage",
+    "huge_usage": "100M prompt tokens claimed for a short prompt",
+    "negative_usage": "negative completion tokens",
+    "big_output": "output tokens far above max_tokens",
+    "string_usage": "usage values that are strings",
+    "drip": "headers at once, then the body one byte every 50 ms (never ends in time)",
+    "drip_headers": "the status line and headers one byte every 50 ms",
+    "sleep": "nothing for 30 s, then an answer",
+    "truncated": "content-length says more than is sent, then the connection closes",
+    "status500": "HTTP 500 with an error body",
+    "status429": "HTTP 429 with retry-after: 0",
+    "status400": "HTTP 400 (a permanent error)",
+}
+
+_MARK = re.compile(r"!faults=([a-z0-9_,]+)")
+ANSWER = "The answer is 42."
+
+
+def _count(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+class FaultServer(ThreadingHTTPServer):
+    """``with FaultServer() as s: ... s.url``; ``s.default`` is the fault for unmarked prompts."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, default: str = "ok") -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.default = default
+        self.seen: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.served: Counter[str] = Counter()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> FaultServer:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, OSError)):
+            return  # a client that gave up on a drip closes the socket: expected
+        super().handle_error(request, client_address)
+
+    def fault_for(self, raw: bytes, text: str) -> str:
+        with self.lock:
+            key = raw.decode("utf-8", "replace")
+            seen = self.seen[key]
+            self.seen[key] += 1
+            self.requests += 1
+        match = _MARK.search(text)
+        if match is None:
+            fault = self.default
+        else:
+            script = match.group(1).split(",")
+            fault = script[seen] if seen < len(script) else ("ok" if script[-1] == "ok" else script[-1])
+        if fault not in FAULTS:
+            fault = "status400"
+        with self.lock:
+            self.served[fault] += 1
+        return fault
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FaultServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return None
+
+    def _raw(self, status: int, data: bytes, ctype: str = "application/json", length: int | None = None) -> None:
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(data) if length is None else length))
+        self.send_header("x-request-id", f"req_fault_{self.server.requests}")
+        if status == 429:
+            self.send_header("retry-after", "0")
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _json(self, status: int, payload: Any) -> None:
+        self._raw(status, json.dumps(payload).encode())
+
+    def _drip(self, data: bytes, headers_too: bool) -> None:
+        head = (
+            f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(data) * 400}\r\n\r\n"
+        ).encode()
+        sock: socket.socket = self.connection
+        try:
+            if not headers_too:
+                sock.sendall(head)
+            for byte in (head if headers_too else b"") + data * 400:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.05)
+        except OSError:
+            return
+        finally:
+            self.close_connection = True
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
+        anthropic = self.path.startswith("/anthropic/")
+        messages = body.get("messages") or []
+        last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        content = last.get("content")
+        if isinstance(content, list):
+            text = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+        else:
+            text = str(content or "")
+        fault = self.server.fault_for(raw, text)
+        good = _anthropic_ok(body) if anthropic else _openai_ok(body)
+        if fault == "ok":
+            self._json(200, good)
+        elif fault == "malformed":
+            self._raw(200, json.dumps(good).encode()[:40])
+        elif fault == "html":
+            self._raw(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+        elif fault == "no_choices":
+            self._json(200, {k: v for k, v in good.items() if k not in ("choices", "content")})
+        elif fault == "empty_choices":
+            self._json(200, {**good, **({"content": []} if anthropic else {"choices": []})})
+        elif fault == "bad_types":
+            self._json(200, {**good, **({"content": "oops"} if anthropic else {"choices": "oops"})})
+        elif fault == "no_message":
+            if anthropic:
+                self._json(200, {**good, "content": [{"text": ANSWER}]})
+            else:
+                self._json(200, {**good, "choices": [{"index": 0, "finish_reason": "stop"}]})
+        elif fault == "error200":
+            err = {"message": "upstream overloaded", "type": "server_error", "code": "overloaded"}
+            self._json(200, {"type": "error", "error": err} if anthropic else {"error": err})
+        elif fault == "no_usage":
+            self._json(200, {k: v for k, v in good.items() if k != "usage"})
+        elif fault in ("huge_usage", "negative_usage", "big_output", "string_usage"):
+            self._json(200, {**good, "usage": _bad_usage(fault, anthropic)})
+        elif fault in ("drip", "drip_headers"):
+            self._drip(json.dumps(good).encode(), headers_too=fault == "drip_headers")
+        elif fault == "sleep":
+            time.sleep(30)
+            self._json(200, good)
+        elif fault == "truncated":
+            self._raw(200, json.dumps(good).encode()[:60], length=5000)
+            self.close_connection = True
+        else:
+            status = int(fault.removeprefix("status"))
+            kind = {400: "invalid_request_error", 429: "rate_limit_error"}.get(status, "api_error")
+            err = {"message": f"simulated {status}", "type": kind}
+            self._json(status, {"type": "error", "error": err} if anthropic else {"error": err})
+
+
+def _bad_usage(fault: str, anthropic: bool) -> dict[str, Any]:
+    prompt, out = {
+        "huge_usage": (100_000_000, 10),
+        "negative_usage": (20, -50_000),
+        "big_output": (20, 1_000_000),
+        "string_usage": ("20", "10"),
+    }[fault]
+    if anthropic:
+        return {"input_tokens": prompt, "output_tokens": out}
+    return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": 0}
+
+
+def _openai_ok(body: dict[str, Any]) -> dict[str, Any]:
+    n = int(body.get("n") or 1)
+    prompt = _count(json.dumps(body.get("messages") or []))
+    choices = [
+        {"index": i, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop", "logprobs": None}
+        for i in range(n)
+    ]
+    out = _count(ANSWER) * n
+    return {
+        "id": "chatcmpl-fault",
+        "object": "chat.completion",
+        "created": 1_763_856_000,
+        "model": body.get("model", ""),
+        "choices": choices,
+        "usage": {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out},
+    }
+
+
+def _anthropic_ok(body: dict[str, Any]) -> dict[str, Any]:
+    prompt = _count(json.dumps({k: body.get(k) for k in ("system", "messages")}))
+    return {
+        "id": "msg_fault",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", ""),
+        "content": [{"type": "text", "text": ANSWER}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt, "output_tokens": _count(ANSWER)},
+    }
+
+
+if __name__ == "__main__":
+    server = FaultServer(sys.argv[1] if len(sys.argv) > 1 else "ok").start()
+    print(f"fault server on {server.url} (/openai/v1, /anthropic)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
