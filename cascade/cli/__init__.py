@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from cascade.errors import CascadeError, PolicyError
 
-COMMANDS = ("run", "validate", "schema", "eval", "tune", "train-scorer")
+COMMANDS = ("run", "validate", "schema", "eval", "tune", "train-scorer", "spend")
 
 
 class UsageError(Exception):
