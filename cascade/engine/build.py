@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cascade import observe
 from cascade.budget import Budget, Cap
 from cascade.engine.cascade import Cascade
 from cascade.engine.loop import Tier
@@ -138,6 +139,7 @@ def build(
         budget=budget,
         on_exhausted=policy.on_exhausted,
         include_text=policy.logging.include_text,
+        observer=observe.from_policy(policy, tiers, base),
     )
 
 

@@ -181,8 +181,45 @@ class BudgetSpec(Strict):
     hold_ttl: float = Field(600.0, gt=0, description="Seconds before an unsettled hold expires.")
 
 
+class OutcomeLogSpec(Strict):
+    """Append every run to an outcome log (recorded-outcomes rows, rotated daily)."""
+
+    path: str = Field(description="Base file, e.g. logs/outcomes.jsonl (written as outcomes-DATE.jsonl).")
+    include_text: bool = Field(False, description="Store prompt and answer texts (off: a hash and lengths).")
+    queue_size: int = Field(10_000, ge=1, description="Rows queued for the writer before new ones drop.")
+
+
 class LoggingSpec(Strict):
     include_text: bool = Field(False, description="Log prompt and answer text in events (off: never logged).")
+    outcomes: OutcomeLogSpec | None = None
+    prometheus: bool = Field(False, description="Record Prometheus metrics (needs the prometheus extra).")
+
+
+class ShadowCapSpec(Strict):
+    limit: Decimal = Field(gt=0, description="USD of shadow calls per window.")
+    window: Literal["day", "month", "total"] = "day"
+
+
+class ShadowSpec(Strict):
+    """Call the tiers a sampled request did not call, in the background, for complete log rows."""
+
+    rate: float = Field(ge=0, le=1, description="Share of requests shadowed (e.g. 0.02).")
+    cap: ShadowCapSpec | None = Field(None, description="Shadow spend cap, apart from the policy budget.")
+
+
+class SessionSpec(Strict):
+    """Session pinning: a session that escalated starts at that tier until ``ttl`` ends."""
+
+    pin: Literal["escalated"] = "escalated"
+    ttl: str | float = Field("30m", description="Seconds, or a duration like 30m, 2h, 1d.")
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, v: str | float) -> str | float:
+        from cascade.observe.session import parse_duration
+
+        parse_duration(v)
+        return v
 
 
 class Policy(Strict):
@@ -197,6 +234,8 @@ class Policy(Strict):
         description="When no tier is accepted: return the last answer, the best-scored one, or raise.",
     )
     logging: LoggingSpec = LoggingSpec()
+    shadow: ShadowSpec | None = None
+    session: SessionSpec | None = None
 
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:

@@ -1,0 +1,130 @@
+"""``cascade label``: fill the quality labels of an outcome log, and write a file to tune on."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from cascade.cli import UsageError
+
+NAME = "label"
+HELP = "Label an outcome log (strongest tier, a judge, or human labels) and write a labelled file."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("log", nargs="+", help="outcome log files, directories or the policy's log path")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        required=True,
+        metavar="strongest|judge|file:CSV|recorded",
+        help="a label source (repeat to combine: the first that labels a sample wins)",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="LABELLED", help="labelled file (.jsonl or .jsonl.gz)"
+    )
+    parser.add_argument(
+        "--rows",
+        choices=["shadow", "labelled", "all"],
+        default="shadow",
+        help="rows written: shadow-sampled ones, the unbiased sample to tune on (default), every row"
+        " with a label for every model, or all",
+    )
+    parser.add_argument("--judge", metavar="SCORER.yaml", help="--reference judge: the judge scorer's spec")
+    parser.add_argument(
+        "--judge-budget", default="1", metavar="USD", help="most the judge may spend (default 1)"
+    )
+    parser.add_argument("--since", metavar="7d", help="only rows newer than this (s, m, h, d)")
+
+
+def _judge(args: argparse.Namespace) -> tuple[Any, Any]:
+    import yaml
+
+    from cascade.engine.build import BuildContext
+    from cascade.observe.label import JudgeBudget
+    from cascade.policy.schema import ScorerSpec
+
+    if not args.judge:
+        raise UsageError("--reference judge needs --judge SCORER.yaml (a scorer spec: kind: judge, ...)")
+    try:
+        budget = Decimal(args.judge_budget)
+    except InvalidOperation:
+        raise UsageError(f"--judge-budget: a number of USD (got {args.judge_budget!r})") from None
+    path = Path(args.judge)
+    spec = ScorerSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    scorer = BuildContext(path.parent).build_scorer(spec)
+    return scorer, JudgeBudget(budget)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cascade.observe import label as lab
+    from cascade.observe.logfile import merged_card, meta, read_log, since
+
+    sources: dict[str, Any] = {}
+    judge_budget = None
+    for ref in args.reference:
+        if ref == "strongest":
+            sources[ref] = lab.strongest
+        elif ref == "recorded":
+            sources[ref] = lab.recorded
+        elif ref == "judge":
+            scorer, judge_budget = _judge(args)
+            sources[ref] = lab.from_judge(scorer, judge_budget)
+        elif ref.startswith("file:") and len(ref) > 5:
+            sources[ref] = lab.from_file(ref[5:])
+        else:
+            raise UsageError(f"--reference: strongest, judge, recorded or file:labels.csv (got {ref!r})")
+    log = read_log(args.log)
+    rows = log.rows
+    if args.since:
+        try:
+            rows = since(rows, args.since)
+        except ValueError as err:
+            raise UsageError(f"--since: {err}") from None
+    if log.bad_lines:
+        print(f"note: skipped {log.bad_lines} line(s) that are not log rows", file=sys.stderr)
+    per_source = {name: [fn(r) for r in rows] for name, fn in sources.items()}
+    kept: list[dict[str, Any]] = []
+    labelled = 0
+    for i, row in enumerate(rows):
+        complete = lab.apply(row, [per_source[name][i] for name in sources])
+        labelled += complete
+        shadow = bool(meta(row).get("shadow"))
+        if args.rows == "all" or (args.rows == "labelled" and complete) or (args.rows == "shadow" and shadow):
+            kept.append(row)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    opener: Any = gzip.open if out.name.endswith(".gz") else open
+    with opener(out, "wt", encoding="utf-8") as fh:
+        for row in kept:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    stem = out.name.removesuffix(".gz").removesuffix(".jsonl")
+    card = merged_card(log.cards)
+    card["quality"] = "labelled by cascade label: " + ", ".join(sources)
+    out.with_name(stem + ".card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+
+    shadow_rows = sum(bool(meta(r).get("shadow")) for r in rows)
+    print(f"{len(rows)} rows ({shadow_rows} shadow) from {len(log.files)} file(s)")
+    for name in sources:
+        n = sum(x is not None for x in per_source[name])
+        print(f"  {name}: labels {n} rows")
+    print(f"  every model labelled on {labelled} rows")
+    if judge_budget is not None:
+        print(
+            f"  judge: {judge_budget.calls} ratings, ${judge_budget.spent} spent"
+            + (f", {judge_budget.skipped} samples left unlabelled (budget)" if judge_budget.skipped else "")
+        )
+    if len(sources) > 1:
+        print("agreement between label sources (first-sample labels, rows both label):")
+        for p in lab.agreement(per_source):
+            rate = "-" if p.rate is None else f"{p.rate:.1%}"
+            print(f"  {p.a} vs {p.b}: {rate} of {p.compared}")
+    print(f"{len(kept)} rows -> {out}", file=sys.stderr)
+    if not kept:
+        print(f"note: no rows kept (--rows {args.rows}); is shadow sampling on?", file=sys.stderr)
+    return 0

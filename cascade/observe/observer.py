@@ -1,0 +1,212 @@
+"""The :class:`Observer` a :class:`~cascade.engine.cascade.Cascade` holds: it watches each run's
+actions and outcomes (wrapping the engine's :func:`~cascade.engine.loop.steps` generator, so the
+sync and async drivers share it), then logs the row, starts shadow work, updates session pins and
+metrics. All of it after the result exists and without blocking: the caller's answer is the
+engine's, unchanged but for the ``pinned`` entries in the trace of a pinned session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import replace
+from typing import Any
+
+from cascade.engine.loop import Call, CallOutcome, Rate, RateOutcome, Settings, Tier, steps
+from cascade.errors import CascadeError, ProviderError, ScorerError
+from cascade.logging import get_logger
+from cascade.observe.metrics import PrometheusMetrics
+from cascade.observe.outcome_log import OutcomeLog
+from cascade.observe.record import Row, TierOutcome, render
+from cascade.observe.session import SessionPins
+from cascade.observe.shadow import Shadow
+from cascade.retry import call_with_retry
+from cascade.types import ZERO, Attempt, CascadeResult, Request
+
+
+class Observer:
+    """Outcome log, shadow sampling, session pins and metrics around every run (all optional)."""
+
+    def __init__(
+        self,
+        *,
+        log: OutcomeLog | None = None,
+        include_text: bool = False,
+        shadow: Shadow | None = None,
+        pins: SessionPins | None = None,
+        metrics: PrometheusMetrics | None = None,
+    ) -> None:
+        self.log = log
+        self.include_text = include_text
+        self.shadow = shadow
+        self.pins = pins
+        self.metrics = metrics
+        self.tiers: tuple[Tier, ...] = ()
+        if log is not None and log.render is None:
+            log.render = self._render
+
+    def _render(self, row: Row) -> dict[str, Any]:  # runs on the log's writer thread
+        return render(row, self.include_text, self.tiers)
+
+    # -- around a run ---------------------------------------------------------------------------------
+
+    def steps(
+        self, settings: Settings, request: Request, session: str | None = None
+    ) -> Generator[Any, Any, CascadeResult]:
+        """The engine's steps for ``request``, watched (and started at a pinned tier)."""
+        self.tiers = settings.tiers
+        start = self.pins.start(session) if self.pins is not None and session is not None else 0
+        start = min(start, len(settings.tiers) - 1)
+        row = Row(request, settings.name, session=session)
+        if start:
+            row.pinned = settings.tiers[start].name
+        began = time.perf_counter()
+        gen = steps(settings, request, start)
+        try:
+            action = next(gen)
+            while True:
+                try:
+                    outcome = yield action
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except BaseException as exc:  # thrown into the driver: the loop settles its holds
+                    action = gen.throw(exc)
+                    continue
+                if isinstance(outcome, CallOutcome) and isinstance(action, Call):
+                    t = row.tiers[action.tier.name] = TierOutcome(action.tier, latency_s=outcome.latency_s)
+                    t.completion = outcome.completion
+                    if outcome.error is not None:
+                        t.error = f"{type(outcome.error).__name__}: {outcome.error}"
+                elif isinstance(outcome, RateOutcome) and isinstance(action, Rate):
+                    t = row.tiers[action.tier.name]
+                    t.score, t.latency_s = outcome.score, t.latency_s + outcome.latency_s
+                action = gen.send(outcome)
+        except StopIteration as stop:
+            result: CascadeResult = stop.value
+            if start:
+                result = _pinned(result, settings.tiers[:start], session)
+            row.latency_s = time.perf_counter() - began
+            self._finished(row, result, None)
+            return result
+        except CascadeError as exc:
+            row.latency_s = time.perf_counter() - began
+            self._finished(row, None, exc)
+            raise
+
+    def _finished(self, row: Row, result: CascadeResult | None, error: CascadeError | None) -> None:
+        attempts = result.attempts if result is not None else getattr(error, "attempts", ()) or ()
+        for a in attempts:
+            t = row.tiers.get(a.tier)
+            if t is not None:
+                t.decision, t.reason, t.cost, t.scorer_cost = a.decision, a.reason, a.cost, a.scorer_cost
+        if result is not None:
+            row.answered, row.accepted, row.reason = result.tier, result.accepted, result.reason
+        else:
+            row.reason, row.error = "error", f"{type(error).__name__}: {error}"
+        if self.metrics is not None:
+            self.metrics.run(row.policy, result, error)
+        if self.pins is not None and row.session is not None and result is not None:
+            names = [t.name for t in self.tiers]
+            self.pins.note(row.session, names.index(result.tier) if result.tier in names else 0)
+        if result is not None and self.shadow is not None and self.shadow.sample():
+            row.shadow = True  # a sampled row that already called every tier is complete as it is
+            missing = [t for t in self.tiers if t.name not in row.tiers]
+            if missing:
+                if self.shadow.submit(lambda: self._shadow(row, missing)):
+                    return
+                row.shadow, row.shadow_skipped = False, "dropped"
+        if self.log is not None:
+            self.log.write(row)
+
+    # -- shadow work (a background thread) ----------------------------------------------------------
+
+    def _shadow(self, row: Row, missing: list[Tier]) -> None:
+        assert self.shadow is not None
+        request = row.request
+        total = ZERO
+        for tier in missing:
+            worst = tier.worst_case(request)
+            if not self.shadow.reserve(worst):
+                row.shadow_skipped = "cap"
+                get_logger().info("cascade.shadow_capped", policy=row.policy, tier=tier.name)
+                break
+            t = row.tiers[tier.name] = TierOutcome(tier, shadow=True, decision="shadow", reason="shadow")
+            began = time.perf_counter()
+            spent = ZERO
+            try:
+                try:
+                    completion, _ = call_with_retry(
+                        lambda: tier.provider.complete(request, tier.samples),  # noqa: B023
+                        tier.retry,
+                    )
+                except ProviderError as exc:
+                    t.error = f"{type(exc).__name__}: {exc}"
+                    continue
+                t.completion = completion
+                t.cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
+                spent = t.cost
+                if tier.scorer is not None:
+                    try:
+                        t.score = tier.scorer.score(request, completion)
+                        t.scorer_cost = t.score.cost
+                    except (ScorerError, ProviderError) as exc:
+                        t.error = f"scorer: {type(exc).__name__}: {exc}"
+                        t.scorer_cost = exc.cost if isinstance(exc, ScorerError) else ZERO
+                    spent += t.scorer_cost
+            finally:
+                t.latency_s = time.perf_counter() - began
+                self.shadow.settle(worst, spent)
+                total += spent
+        if self.metrics is not None:
+            self.metrics.shadow(row.policy, total)
+        if self.log is not None:
+            self.log.write(row)
+
+    # -- resources ----------------------------------------------------------------------------------
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish (or count as dropped) pending shadow work, then flush and close the log."""
+        if self.shadow is not None:
+            self.shadow.close(timeout)
+        if self.log is not None:
+            self.log.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for operators: rows written/dropped, shadow work done/dropped, shadow spend."""
+        out: dict[str, Any] = {}
+        if self.log is not None:
+            out.update(logged=self.log.written, log_dropped=self.log.dropped, log_errors=self.log.errors)
+        if self.shadow is not None:
+            s = self.shadow
+            out.update(
+                shadow_submitted=s.submitted,
+                shadow_completed=s.completed,
+                shadow_dropped=s.dropped,
+                shadow_skipped_cap=s.skipped_cap,
+                shadow_spent=str(s.spent_total),
+            )
+        if self.pins is not None:
+            out["pinned_sessions"] = len(self.pins)
+        return out
+
+
+def _pinned(result: CascadeResult, skipped: tuple[Tier, ...], session: str | None) -> CascadeResult:
+    """The result with one ``pinned`` entry in the trace for every tier the session skipped."""
+    target = result.attempts[0].tier if result.attempts else result.tier
+    pinned = tuple(
+        Attempt(
+            tier=t.name,
+            model=t.provider.model,
+            provider=t.provider_kind,
+            decision="escalated",
+            reason=f"pinned: session {session!r} starts at tier {target!r}",
+        )
+        for t in skipped
+    )
+    log = get_logger()
+    log.info("cascade.pinned", policy=result.policy, session=session, start=target, skipped=len(skipped))
+    return replace(result, attempts=pinned + result.attempts)
+
+
+__all__ = ["Observer"]

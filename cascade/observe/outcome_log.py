@@ -1,0 +1,185 @@
+"""The outcome log: rows appended by a writer thread, never by the request that produced them.
+
+``write(row)`` puts the row on a bounded queue and returns at once; when the queue is full the row
+is dropped, counted (:attr:`OutcomeLog.dropped`) and logged (``cascade.outcome_log_dropped``, at
+most once a second), so writing never blocks or fails a request. The writer thread serialises
+rows to JSON Lines and flushes at least every ``flush_interval`` seconds (a crash loses at most the
+rows of the last interval). Files rotate by UTC day: ``outcomes.jsonl`` is written as
+``outcomes-2026-11-28.jsonl``, with a ``.card.json`` beside it naming the policy's models and
+prices, so each day's file is a recorded-outcomes file that ``cascade eval``/``tune`` can read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from cascade.logging import get_logger
+
+_STOP = object()
+
+
+def day_path(base: Path, day: str) -> Path:
+    """``logs/outcomes.jsonl`` -> ``logs/outcomes-2026-11-28.jsonl``."""
+    name = base.name
+    stem, suffix = (name[: -len(".jsonl")], ".jsonl") if name.endswith(".jsonl") else (name, ".jsonl")
+    return base.with_name(f"{stem}-{day}{suffix}")
+
+
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+class OutcomeLog:
+    """Append rows to daily JSON Lines files from a background thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        card: Mapping[str, Any] | None = None,
+        queue_size: int = 10_000,
+        flush_interval: float = 1.0,
+        clock: Callable[[], str] = _today,
+        render: Callable[[Any], Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.base = Path(path)
+        self.card = dict(card or {})
+        self.flush_interval = flush_interval
+        self._clock = clock
+        self.render = render
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_size))
+        self.written = 0
+        self.dropped = 0
+        self.errors = 0
+        self._last_drop_log = 0.0
+        self._lock = threading.Lock()
+        self._closed = False
+        self._file: IO[str] | None = None
+        self._day = ""
+        self._thread = threading.Thread(target=self._work, name="cascade-outcome-log", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side: never blocks ------------------------------------------------------------
+
+    def write(self, row: object) -> bool:
+        """Queue ``row`` (a JSON-ready mapping, or anything ``render`` turns into one); False (and
+        counted as dropped) when the queue is full or the log is closed."""
+        if not self._closed:
+            try:
+                self._queue.put_nowait(row)
+                return True
+            except queue.Full:
+                pass
+        self._drop("queue full" if not self._closed else "closed")
+        return False
+
+    def _drop(self, why: str) -> None:
+        with self._lock:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._last_drop_log < 1.0:
+                return
+            self._last_drop_log = now
+            dropped = self.dropped
+        get_logger().warning("cascade.outcome_log_dropped", reason=why, dropped=dropped, path=str(self.base))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, flush and close the file (rows written later are dropped)."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(queue.Full):  # the writer is stuck (a dead disk): give up on the rows
+            self._queue.put(_STOP, timeout=timeout)
+        self._thread.join(timeout)
+
+    def __enter__(self) -> OutcomeLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the writer thread --------------------------------------------------------------------------
+
+    def _open(self) -> IO[str]:
+        day = self._clock()
+        if self._file is not None and day == self._day:
+            return self._file
+        if self._file is not None:
+            self._file.close()
+        path = day_path(self.base, day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        card_path = path.with_name(path.name[: -len(".jsonl")] + ".card.json")
+        if self.card and not card_path.exists():
+            card_path.write_text(json.dumps(self.card, indent=2) + "\n", encoding="utf-8")
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across rows
+        self._day = day
+        return self._file
+
+    def _work(self) -> None:
+        last_flush = time.monotonic()
+        pending = False
+        while True:
+            timeout = max(0.0, self.flush_interval - (time.monotonic() - last_flush)) if pending else None
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                break
+            if item is not None:
+                try:
+                    data = self.render(item) if self.render is not None else item
+                    line = json.dumps(data, ensure_ascii=False, default=str)
+                    self._open().write(line + "\n")
+                    self.written += 1
+                    pending = True
+                except Exception as exc:  # a bad row or a full disk: counted and logged, never raised
+                    self.errors += 1
+                    get_logger().error("cascade.outcome_log_error", error=f"{type(exc).__name__}: {exc}")
+            if pending and time.monotonic() - last_flush >= self.flush_interval:
+                self._flush()
+                last_flush, pending = time.monotonic(), False
+        self._flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _flush(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+        except OSError as exc:
+            self.errors += 1
+            get_logger().error("cascade.outcome_log_error", error=f"{type(exc).__name__}: {exc}")
+
+
+def log_files(paths: list[str] | tuple[str, ...]) -> list[Path]:
+    """The log files named by ``paths``: files as given, directories' ``*.jsonl``/``*.jsonl.gz``
+    files, and a rotated base name (``outcomes.jsonl`` -> ``outcomes-*.jsonl``)."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.name.endswith((".jsonl", ".jsonl.gz"))))
+        elif p.exists():
+            out.append(p)
+        else:
+            stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+            rotated = sorted(p.parent.glob(f"{stem}-????-??-??.jsonl"))
+            if not rotated:
+                raise FileNotFoundError(2, "no such log file or directory", str(p))
+            out.extend(rotated)
+    return out
+
+
+__all__ = ["OutcomeLog", "day_path", "log_files"]
