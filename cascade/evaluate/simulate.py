@@ -13,12 +13,21 @@ escalates at no cost; a scorer error escalates; a score at or above the threshol
 last tier without scorer always accepts; when nothing is accepted, ``return_best`` returns the
 best-scored answer (ties to the later tier), ``return_last`` the last one, ``raise`` nothing
 (quality 0).
+
+**One call per model per request**, as the engine does: every provider call a tier makes (its
+own, a voter's, a mixture source's, a partner's) is metered by call key (provider, model,
+options, parameters and the prompt template), and when a later tier needs samples of a key an
+earlier tier already bought, it pays only for the missing ones (pro rata per sample; see
+:func:`chain_costs`). **Ex-ante skip**: a tier with ``skip:`` (a prompt-only estimator) is not
+called where the estimate is below its threshold (zero cost, outcome ``skipped``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +40,7 @@ from cascade.outcomes import Outcomes, Record
 from cascade.policy.schema import TierSpec
 from cascade.protocols import Provider
 from cascade.providers.replay import ReplayProvider
-from cascade.types import Request
+from cascade.types import Completion, Request, Usage
 
 Billing = Literal["auto", "recorded", "prompt_once"]
 OnExhausted = Literal["return_last", "return_best", "raise"]
@@ -45,7 +54,10 @@ class TierArrays:
 
     ``score`` is NaN where the tier has no scorer or the scorer failed (``scorer_error``);
     ``quality`` is the label of the sample the cascade would return; ``cost`` is the call plus the
-    scoring; ``ok`` is false where the model has no recorded answer (the call fails, costs 0).
+    scoring; ``ok`` is false where the model has no recorded answer (the call fails, costs 0) or
+    the tier is ``skipped`` (its prompt-only estimate is below the skip threshold).
+    ``calls`` breaks the cost down by call key (samples bought, cost per record; the rest of
+    ``cost`` is scoring that buys no samples), so a later tier can reuse what this one bought.
     """
 
     name: str
@@ -58,6 +70,10 @@ class TierArrays:
     scorer_cost: FloatArray
     ok: BoolArray
     scorer_error: BoolArray
+    calls: Mapping[str, tuple[np.ndarray, FloatArray]] = field(default_factory=dict)
+    skipped: BoolArray | None = None
+    skip_score: FloatArray | None = None
+    skip_threshold: float | None = None
 
     def take(self, rows: BoolArray | np.ndarray) -> TierArrays:
         """The same tier on a subset of records (a mask or indices)."""
@@ -69,6 +85,27 @@ class TierArrays:
             scorer_cost=self.scorer_cost[rows],
             ok=self.ok[rows],
             scorer_error=self.scorer_error[rows],
+            calls={k: (n[rows], c[rows]) for k, (n, c) in self.calls.items()},
+            skipped=None if self.skipped is None else self.skipped[rows],
+            skip_score=None if self.skip_score is None else self.skip_score[rows],
+        )
+
+    def with_skip(self, estimate: FloatArray, threshold: float) -> TierArrays:
+        """This tier behind a skip rule: where ``estimate < threshold`` it is not called (no
+        answer, no cost, nothing bought)."""
+        skip = np.asarray(estimate) < threshold
+        keep = ~skip
+        return replace(
+            self,
+            score=np.where(skip, np.nan, self.score),
+            cost=np.where(skip, 0.0, self.cost),
+            scorer_cost=np.where(skip, 0.0, self.scorer_cost),
+            ok=self.ok & keep,
+            scorer_error=self.scorer_error & keep,
+            calls={k: (np.where(skip, 0, n), np.where(skip, 0.0, c)) for k, (n, c) in self.calls.items()},
+            skipped=skip,
+            skip_score=np.asarray(estimate, dtype=np.float64),
+            skip_threshold=threshold,
         )
 
     @property
@@ -104,14 +141,64 @@ class ReplayContext(BuildContext):
         self.billing: Billing = billing
         self._models = set(data.models)
         self._cache: dict[tuple[str, str, Any, Any], ReplayProvider] = {}
+        self.log: list[tuple[str, int, float]] = []  # (call key, samples, cost) of the current record
+        self.prompt = ""  # the current record's prompt (call keys hold the template, not the text)
 
     def build_provider(self, spec: TierSpec) -> Provider:
         if spec.model in self._models and spec.provider != "replay_judge":
             key = (spec.provider, spec.model, spec.options.get("variant"), spec.options.get("billing"))
             if key not in self._cache:
                 self._cache[key] = replay_provider(spec, self.data, self.billing)
-            return self._cache[key]
+            return _Metered(self._cache[key], spec, self)
         return super().build_provider(spec)
+
+    def begin(self, prompt: str) -> None:
+        """Start metering the calls of one record."""
+        self.log = []
+        self.prompt = prompt
+
+
+def _call_key(spec: TierSpec, ctx: ReplayContext, request: Request) -> str:
+    """What makes two calls the same call: provider, model, options, parameters, prompt template."""
+    text = json.dumps([[m.role, m.content] for m in request.messages]).replace(
+        json.dumps(ctx.prompt)[1:-1], "{prompt}"
+    )
+    opts = {k: v for k, v in spec.options.items() if k != "path"}
+    params = spec.params.model_dump(exclude_defaults=True, mode="json")
+    digest = hashlib.sha256(json.dumps([opts, params, text], sort_keys=True).encode()).hexdigest()[:12]
+    return f"{spec.provider}:{spec.model}:{digest}"
+
+
+class _Metered:
+    """A replayed provider that logs every call (key, samples, cost) in its context."""
+
+    def __init__(self, inner: ReplayProvider, spec: TierSpec, ctx: ReplayContext) -> None:
+        self.inner = inner
+        self.spec = spec
+        self.ctx = ctx
+        self._price: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _log(self, request: Request, n: int, got: Completion) -> Completion:
+        if got.cost is not None:
+            cost = got.cost
+        else:
+            if self._price is None:
+                self._price = self.ctx.price(self.spec, self.inner)
+            cost = self._price.cost(got.usage)
+        self.ctx.log.append((_call_key(self.spec, self.ctx, request), n, float(cost)))
+        return got
+
+    def complete(self, request: Request, n: int = 1) -> Completion:
+        return self._log(request, n, self.inner.complete(request, n))
+
+    async def acomplete(self, request: Request, n: int = 1) -> Completion:
+        return self._log(request, n, await self.inner.acomplete(request, n))
+
+    def max_usage(self, request: Request, n: int = 1) -> Usage:
+        return self.inner.max_usage(request, n)
 
 
 def score_tier(
@@ -130,8 +217,23 @@ def score_tier(
     price = ctx.price(spec, prov)
     scorer = ctx.build_scorer(spec.scorer) if spec.scorer is not None else None
     ctx.tier = None
-    n_samples = scorer.samples if scorer is not None else 1
+    n_samples = int(getattr(scorer, "samples", 1)) if scorer is not None else 1
     n = len(records)
+    skip = getattr(spec, "skip", None)
+    estimate: FloatArray | None = None
+    if skip is not None:  # a prompt-only estimator decides, before the call, whether to call
+        from cascade.scorers.verifier import load_prompt_estimator
+
+        est = load_prompt_estimator(ctx.path(_get(skip, "artifact")))
+        if into is not None and into.skip_score is not None:
+            estimate = into.skip_score.copy()
+        else:
+            estimate = np.full(n, np.nan)
+        todo_est = np.arange(n) if rows is None else np.flatnonzero(rows)
+        estimate[todo_est] = est.predict_many([records[int(i)].prompt for i in todo_est])
+    calls: dict[str, tuple[np.ndarray, FloatArray]] = {}
+    if into is not None:
+        calls = {k: (c[0].copy(), c[1].copy()) for k, c in into.calls.items()}
     if into is not None:
         score, quality, cost = into.score.copy(), into.quality.copy(), into.cost.copy()
         scorer_cost, ok, scorer_error = into.scorer_cost.copy(), into.ok.copy(), into.scorer_error.copy()
@@ -146,6 +248,7 @@ def score_tier(
     for i in todo:
         record = records[i]
         request = Request.of(record.prompt, metadata={"id": record.id})
+        ctx.begin(record.prompt)
         try:
             completion = prov.complete(request, n_samples)
         except ProviderError:
@@ -166,9 +269,14 @@ def score_tier(
         q = completion.samples[chosen].quality if completion.samples else None
         quality[i] = np.nan if q is None else q
         cost[i] = float(call) + scorer_cost[i]
+        for key, k, c in ctx.log:
+            if key not in calls:
+                calls[key] = (np.zeros(n, dtype=np.int64), np.zeros(n))
+            calls[key][0][i] += k
+            calls[key][1][i] += c
         if progress is not None:
             progress(1)
-    return TierArrays(
+    out = TierArrays(
         name=spec.name,
         model=spec.model,
         has_scorer=scorer is not None,
@@ -179,7 +287,46 @@ def score_tier(
         scorer_cost=scorer_cost,
         ok=ok,
         scorer_error=scorer_error,
+        calls=calls,
     )
+    if estimate is not None and skip is not None:
+        out = out.with_skip(estimate, float(_get(skip, "threshold")))
+    elif into is not None and into.skip_score is not None and into.skip_threshold is not None:
+        out = out.with_skip(into.skip_score, into.skip_threshold)  # a tuner's skip candidate
+    return out
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
+
+
+def chain_costs(tiers: Sequence[TierArrays]) -> list[FloatArray]:
+    """Each tier's cost per record when every earlier tier was called first (as in a cascade: a
+    record reaches tier ``i`` only through tiers ``0..i-1``): samples of a call key an earlier
+    tier bought are reused, so only the missing ones are paid (pro rata per sample; a top-up
+    that re-sends the prompt costs a little more live). Without shared keys, the tiers' own costs."""
+    out: list[FloatArray] = []
+    bought: dict[str, np.ndarray] = {}
+    for t in tiers:
+        if not any(k in bought for k in t.calls):
+            out.append(t.cost)
+        else:
+            own = sum((c for _, c in t.calls.values()), np.zeros(len(t.cost)))
+            rest = np.maximum(t.cost - own, 0.0)
+            eff = rest.copy()
+            for key, (k, c) in t.calls.items():
+                have = bought.get(key)
+                if have is None:
+                    eff += c
+                else:
+                    missing = np.maximum(k - have, 0)
+                    eff += np.where(k > 0, c * missing / np.maximum(k, 1), 0.0)
+            out.append(np.where(t.ok, eff, 0.0))
+        for key, (k, _) in t.calls.items():
+            prev = bought.get(key)
+            got = np.where(t.ok, k, 0)
+            bought[key] = got if prev is None else np.maximum(prev, got)
+    return out
 
 
 @dataclass(frozen=True)
@@ -189,7 +336,8 @@ class Run:
     ``answered`` is the index of the tier whose answer was returned (-1: none); ``accepted`` is
     whether that answer cleared its threshold; ``reached[:, i]`` whether tier ``i`` was called;
     ``outcome[:, i]`` what happened there: 0 not reached, 1 accepted, 2 low score, 3 no answer
-    (provider error), 4 scorer error.
+    (provider error), 4 scorer error, 5 skipped (the prompt-only estimate was below threshold).
+    ``cost`` counts each call once per request (see :func:`chain_costs`).
     """
 
     quality: FloatArray
@@ -200,8 +348,8 @@ class Run:
     outcome: np.ndarray
 
 
-NOT_REACHED, ACCEPTED, LOW_SCORE, NO_ANSWER, SCORER_ERROR = range(5)
-OUTCOME_NAMES = ("not reached", "accepted", "low score", "no answer", "scorer error")
+NOT_REACHED, ACCEPTED, LOW_SCORE, NO_ANSWER, SCORER_ERROR, SKIPPED = range(6)
+OUTCOME_NAMES = ("not reached", "accepted", "low score", "no answer", "scorer error", "skipped")
 
 
 def _thresholds(tiers: Sequence[TierArrays], thresholds: Sequence[float | None] | None) -> list[float | None]:
@@ -232,10 +380,11 @@ def run(
     best_i = np.full(n, -1)
     last_q = np.zeros(n)
     last_i = np.full(n, -1)
+    costs = chain_costs(tiers)
     for i, (t, th) in enumerate(zip(tiers, ths, strict=True)):
         reach = alive.copy()
         reached[:, i] = reach
-        cost += np.where(reach & t.ok, t.cost, 0.0)
+        cost += np.where(reach & t.ok, costs[i], 0.0)
         if th is None or not t.has_scorer:
             acc = reach & t.ok
         else:
@@ -246,6 +395,8 @@ def run(
         outcome[reach, i] = LOW_SCORE
         outcome[reach & ~t.ok, i] = NO_ANSWER
         outcome[reach & t.ok & t.scorer_error, i] = SCORER_ERROR
+        if t.skipped is not None:
+            outcome[reach & t.skipped, i] = SKIPPED
         outcome[acc, i] = ACCEPTED
         cand = reach & t.ok & ~acc
         s_eff = np.where(t.scorer_error | np.isnan(t.score), -1.0, t.score)
@@ -288,11 +439,12 @@ def sweep(
     last_q = np.zeros((g, n))
     any_answer = np.zeros((g, n), dtype=bool)
     strong = np.zeros((g, n))
+    costs = chain_costs(tiers)
     for i, t in enumerate(tiers):
         reach = alive
         if i == len(tiers) - 1:
             strong = reach.astype(np.float64)
-        cost += np.where(reach & t.ok[None, :], t.cost[None, :], 0.0)
+        cost += np.where(reach & t.ok[None, :], costs[i][None, :], 0.0)
         th = grid[:, i : i + 1]
         if not t.has_scorer:
             acc = reach & t.ok[None, :]
@@ -347,6 +499,7 @@ __all__ = [
     "ReplayContext",
     "Run",
     "TierArrays",
+    "chain_costs",
     "replay_provider",
     "run",
     "score_tier",

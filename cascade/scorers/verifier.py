@@ -411,6 +411,10 @@ class OpenAIEmbedder:
             response = self.client.embeddings.create(model=self.model, input=list(texts))
         except openai.OpenAIError as exc:
             raise _sdk.map_error(exc, provider="openai", sdk=openai) from exc
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:  # the SDK choked on the body
+            raise ProviderError(
+                f"openai embeddings: malformed response ({type(exc).__name__})", provider="openai"
+            ) from exc
         data = getattr(response, "data", None)
         if not isinstance(data, list):
             raise ProviderError("openai embeddings: the response has no data list", provider="openai")

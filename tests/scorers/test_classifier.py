@@ -136,6 +136,65 @@ def test_bad_artifacts_are_clear(tmp_path: Path) -> None:
         Classifier.load(tmp_path / "missing.json")
 
 
+def test_artifacts_with_wrong_shapes_fail_at_load_not_at_scoring(tmp_path: Path) -> None:
+    clf = train(synthetic(120), config=SMALL)
+    good = clf.to_json()
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps([good]))  # a JSON list
+    with pytest.raises(ConfigurationError, match="a JSON list, expected an object"):
+        ClassifierScorer.load(p)
+    short = json.loads(json.dumps(good))
+    short["dense"]["mean"] = short["dense"]["mean"][:-3]
+    p.write_text(json.dumps(short))
+    with pytest.raises(ConfigurationError, match="feature means"):
+        ClassifierScorer.load(p)
+    zero = json.loads(json.dumps(good))
+    zero["dense"]["std"][0] = 0.0
+    p.write_text(json.dumps(zero))
+    with pytest.raises(ConfigurationError, match="finite and positive"):
+        ClassifierScorer.load(p)
+    iso = json.loads(json.dumps(good))
+    iso["calibration"] = {"method": "isotonic", "x": [0.0, 1.0], "y": [0.5]}
+    p.write_text(json.dumps(iso))
+    with pytest.raises(ConfigurationError, match="isotonic"):
+        ClassifierScorer.load(p)
+    # a verifier or prompt-only artifact is not a classifier scorer's
+    other = {**good, "kind": "prompt"}
+    p.write_text(json.dumps(other))
+    with pytest.raises(ConfigurationError, match="a prompt artifact, not a classifier one"):
+        ClassifierScorer.load(p)
+    for bad in (good, short):  # every error is one line
+        p.write_text(json.dumps([bad]))
+        with pytest.raises(ConfigurationError) as info:
+            ClassifierScorer.load(p)
+        assert "\n" not in str(info.value)
+
+
+def test_feature_groups_and_extra_inputs(tmp_path: Path) -> None:
+    ex = synthetic(300)
+    only_prompt = FeatureConfig(bits=12, groups=("prompt",))
+    idx, _ = hashed_features("What is 1 + 2?", (Sample("maybe 3"),), only_prompt)
+    idx2, _ = hashed_features("What is 1 + 2?", (Sample("surely 4, not 3"),), only_prompt)
+    assert sorted(idx.tolist()) == sorted(idx2.tolist())  # the answer is not looked at
+    d = dense_features("What is 1 + 2?", (Sample("maybe 3"),), only_prompt)
+    assert d[DENSE.index("hedges")] == 0 and d[DENSE.index("prompt_chars")] > 0
+    # an extra input that carries the label is learned; the artifact keeps its name
+    rng = random.Random(3)
+    extra = [Example(e.prompt, e.samples, e.label, e.id, extra=(e.label + rng.random() * 0.5,)) for e in ex]
+    clf = train(extra, config=SMALL, extra=("signal",))
+    p = tmp_path / "x.json"
+    clf.save(p)
+    again = Classifier.load(p)
+    assert again.extra == ("signal",)
+    hi, _ = again.predict("What is 1 + 1?", (Sample("the sum is 2."),), (1.2,))
+    lo, _ = again.predict("What is 1 + 1?", (Sample("the sum is 2."),), (0.1,))
+    assert hi > 0.9 > 0.1 > lo
+    with pytest.raises(ValueError, match="extra inputs"):
+        again.predict("q", (Sample("a"),))
+    with pytest.raises(ConfigurationError, match="extra inputs"):
+        train(ex[:50] + extra[50:], config=SMALL, extra=("signal",))
+
+
 def _outcomes_file(path: Path, examples: list[Example]) -> None:
     with gzip.open(path, "wt") as fh:
         for e in examples:
