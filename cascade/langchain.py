@@ -8,26 +8,34 @@ Swap any chat model for a cascade with one line, in chains and in agents::
     agent = create_agent(model, tools=[search, lookup])
 
 - ``bind_tools`` binds the tools on every tier (they travel on the request) and returns a copy;
-  ``with_structured_output`` is built on it. Tool calls flow through to the caller.
-- Every tier call is a child run of the cascade's run (callbacks, tags and metadata inherited),
-  tagged ``nostream`` so rejected candidates never reach an agent's message stream.
-- The answer keeps the accepted call's ``usage_metadata`` but not its ``model_name`` (the tier
-  runs already report usage, so ``UsageMetadataCallbackHandler`` counts each call once);
-  ``response_metadata["cascade"]`` holds the decision trace (:meth:`CascadeResult.to_dict`):
-  tiers tried, scores, thresholds, reasons, costs, and which tier and model answered.
-- Streaming is off by default (``disable_streaming=True``: stream calls run the cascade and yield
-  one chunk). With ``stream_final_tier=True`` the last tier streams live when it is reached and its
-  answer is final (no scorer on it, or ``on_exhausted: return_last``); earlier tiers never stream.
+  ``with_structured_output`` honours ``method`` (``function_calling``, ``json_schema`` and
+  ``json_mode`` send ``response_format``) and streams. Tool calls flow through to the caller; a
+  scorer reads a tool-call answer's arguments as its text (JSON).
+- Call options (``bind(temperature=..., max_tokens=...)``, ``parallel_tool_calls``,
+  ``response_format``) reach LangChain tiers; tiers of other providers warn that they ignore them.
+- Every tier call is a child run of the cascade's run (callbacks, tags and metadata inherited,
+  the constructor's ``callbacks=``/``tags=`` too), tagged ``nostream`` so rejected candidates never
+  reach an agent's message stream.
+- Token accounting: the returned message's ``usage_metadata`` is everything the request spent
+  (every tier tried and every scorer). In the run tree each token is reported once: tier runs
+  report their own calls, and the cascade's run reports only what no child run did (scorer
+  calls, estimates), so ``UsageMetadataCallbackHandler`` or a sum over runs equals the total.
+  ``response_metadata`` has ``model_name`` and ``finish_reason`` of the answer and, under
+  ``"cascade"``, the decision trace (:meth:`CascadeResult.to_dict`).
+- Streaming: ``stream`` yields one chunk by default. With ``stream_final_tier=True`` the last
+  tier streams live when it is reached and its answer is final (no scorer on it, or
+  ``on_exhausted: return_last``); earlier tiers never stream. Each token reaches listeners once,
+  from the cascade's run. A stream without usage is billed from an estimate (prompt included).
 - The budget key (per-tenant caps) comes from the ``budget_key`` call argument or from the run's
   metadata under ``budget_key_metadata`` (default ``"tenant_id"``).
 - Messages reach LangChain tiers as given (images and content blocks included) and other tiers as
-  text; ``stop`` reaches LangChain tiers. A budget stop with no answer yet raises
-  :class:`~cascade.errors.BudgetExceededError` (in an agent, prefer ``on_exceeded: raise``, so a
-  rejected tool call is never handed back).
+  text; a request with images or files fails with :class:`~cascade.errors.InvalidRequestError`
+  when a tier takes text only. ``stop`` reaches LangChain tiers. A budget stop with no answer yet
+  raises :class:`~cascade.errors.BudgetExceededError`; :class:`~cascade.errors.AllTiersFailedError`
+  has the last tier's error as ``__cause__`` (``with_retry`` matches the cause too).
 
-:class:`~cascade.langchain_testing.ScriptedChatModel` (re-exported here) is a scripted LangChain
-chat model for tests and offline demos. Importing this module imports LangChain; ``import cascade``
-does not.
+:class:`~cascade.testing.ScriptedChatModel` (re-exported here) is a scripted LangChain chat model
+for tests and offline demos. Importing this module imports LangChain; ``import cascade`` does not.
 """
 
 from __future__ import annotations
@@ -36,17 +44,17 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from functools import reduce
-from operator import add
 from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
     BaseCallbackManager,
     CallbackManager,
     CallbackManagerForLLMRun,
@@ -61,26 +69,66 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
-    UsageMetadata,
 )
-from langchain_core.messages.utils import message_chunk_to_message
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableMap,
+    RunnablePassthrough,
+    ensure_config,
+)
+from langchain_core.runnables.retry import RunnableRetry
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from cascade.engine.cascade import Cascade, _aexecute, _execute
 from cascade.engine.loop import Call, CallOutcome, Outcome, steps
-from cascade.errors import ProviderError
-from cascade.langchain_testing import ScriptedChatModel
-from cascade.protocols import Provider
-from cascade.providers.langchain import CallContext, LangChainProvider, tier_call, to_langchain_messages
-from cascade.types import CascadeResult, Completion, Message, Request, ToolCall, Usage, show
+from cascade.errors import AllTiersFailedError, InvalidRequestError, ProviderError
+from cascade.logging import get_logger
+from cascade.protocols import Provider, Scorer
+from cascade.providers._sdk import estimate_input_tokens
+from cascade.providers.langchain import (
+    CallContext,
+    LangChainProvider,
+    tier_call,
+    to_langchain_messages,
+    usage_metadata,
+)
+from cascade.testing import ScriptedChatModel
+from cascade.types import (
+    CascadeResult,
+    Completion,
+    Message,
+    Request,
+    Sample,
+    Score,
+    ToolCall,
+    Usage,
+    show,
+)
 
 _PARENT_KWARG = "_cascade_parent"
+_NOT_OPTIONS = (
+    "budget_key",
+    "tools",
+    "tool_choice",
+    "ls_structured_output_format",
+    "structured_output_format",
+)
+_MEDIA = frozenset({"image", "image_url", "input_image", "audio", "input_audio", "file", "video", "document"})
 
 
 # -- the run scope: what tier calls need to become child runs --------------------------------------
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What one cascade run's child runs reported, and the tier errors seen (for ``__cause__``)."""
+
+    reported: Usage = field(default_factory=Usage)
+    errors: list[ProviderError] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +140,8 @@ class _Scope:
     messages: Sequence[BaseMessage]
     policy: str
     stop: list[str] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    tally: _Tally = field(default_factory=_Tally)
 
     def context(self, tier: str) -> CallContext:
         config = RunnableConfig(
@@ -101,7 +151,7 @@ class _Scope:
         )
         if self.callbacks is not None:
             config["callbacks"] = self.callbacks
-        return CallContext(config, self.request, self.messages, self.stop)
+        return CallContext(config, self.request, self.messages, self.stop, self.options)
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("cascade_langchain_scope", default=None)
@@ -115,18 +165,42 @@ class _Parent:
     config: RunnableConfig
 
 
+def _local_handlers(callbacks: Any) -> list[BaseCallbackHandler]:
+    if isinstance(callbacks, BaseCallbackManager):
+        return list(callbacks.handlers)
+    return list(callbacks or [])
+
+
 def _child_callbacks(
     parent: BaseCallbackManager | CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun,
     run_id: uuid.UUID | None,
+    own: Any = None,
+    own_tags: Sequence[str] | None = None,
 ) -> CallbackManager:
+    """The tier runs' callbacks: the run's inheritable ones plus the model's own (constructor) ones."""
+    handlers = list(parent.inheritable_handlers)
+    handlers += [h for h in _local_handlers(own) if h not in handlers]
+    tags = list(parent.inheritable_tags)
+    tags += [t for t in own_tags or () if t not in tags]
     return CallbackManager(
-        handlers=list(parent.inheritable_handlers),
-        inheritable_handlers=list(parent.inheritable_handlers),
+        handlers=handlers,
+        inheritable_handlers=handlers,
         parent_run_id=run_id,
-        tags=list(parent.inheritable_tags),
-        inheritable_tags=list(parent.inheritable_tags),
+        tags=tags,
+        inheritable_tags=tags,
         metadata=dict(parent.inheritable_metadata),
         inheritable_metadata=dict(parent.inheritable_metadata),
+    )
+
+
+def _reported_by_tier(completion: Completion) -> Usage:
+    """The usage a LangChain tier's own run reported: the completion's, less what was estimated."""
+    guess = completion.raw.get("usage_estimated") if completion.raw else None
+    u = completion.usage
+    if not guess:
+        return u
+    return replace(
+        u, input_tokens=max(0, u.input_tokens - guess[0]), output_tokens=max(0, u.output_tokens - guess[1])
     )
 
 
@@ -142,59 +216,87 @@ class _TierRun:
         self.tier = tier
         self.kind = kind
         self.model = inner.model
+        self.langchain = isinstance(inner, LangChainProvider)
 
     def max_usage(self, request: Request, n: int = 1) -> Usage:
         return self.inner.max_usage(request, n)
 
     @property
     def streams(self) -> bool:
-        return isinstance(self.inner, LangChainProvider)
+        return isinstance(self.inner, LangChainProvider) and self.inner.can_stream()
 
     def complete(self, request: Request, n: int = 1) -> Completion:
         scope = _scope.get()
         if scope is None:
             return self.inner.complete(request, n)
         ctx = scope.context(self.tier)
-        if isinstance(self.inner, LangChainProvider):
-            token = tier_call.set(ctx)
-            try:
-                return self.inner.complete(request, n)
-            finally:
-                tier_call.reset(token)
-        manager = CallbackManager.configure(
-            ctx.config.get("callbacks"), None, False, ctx.config.get("tags"), None, self._metadata(ctx)
-        )
-        (run,) = manager.on_chat_model_start(*self._start(request, scope), **self._start_kwargs(n))
         try:
-            completion = self.inner.complete(request, n)
-        except BaseException as exc:
-            run.on_llm_error(exc)
+            if self.langchain:
+                token = tier_call.set(ctx)
+                try:
+                    completion = self.inner.complete(request, n)
+                finally:
+                    tier_call.reset(token)
+                scope.tally.reported += _reported_by_tier(completion)
+                return completion
+            manager = CallbackManager.configure(
+                ctx.config.get("callbacks"), None, False, ctx.config.get("tags"), None, self._metadata(ctx)
+            )
+            (run,) = manager.on_chat_model_start(*self._start(request, scope), **self._start_kwargs(n))
+            try:
+                completion = self.inner.complete(request, n)
+            except BaseException as exc:
+                run.on_llm_error(exc)
+                raise
+            run.on_llm_end(_llm_result(completion))
+            scope.tally.reported += completion.usage
+            return completion
+        except ProviderError as exc:
+            self._failed(exc, scope)
             raise
-        run.on_llm_end(_llm_result(completion))
-        return completion
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
         scope = _scope.get()
         if scope is None:
             return await self.inner.acomplete(request, n)
         ctx = scope.context(self.tier)
-        if isinstance(self.inner, LangChainProvider):
-            token = tier_call.set(ctx)
-            try:
-                return await self.inner.acomplete(request, n)
-            finally:
-                tier_call.reset(token)
-        manager = AsyncCallbackManager.configure(
-            ctx.config.get("callbacks"), None, False, ctx.config.get("tags"), None, self._metadata(ctx)
-        )
-        (run,) = await manager.on_chat_model_start(*self._start(request, scope), **self._start_kwargs(n))
         try:
-            completion = await self.inner.acomplete(request, n)
-        except BaseException as exc:
-            await run.on_llm_error(exc)
+            if self.langchain:
+                token = tier_call.set(ctx)
+                try:
+                    completion = await self.inner.acomplete(request, n)
+                finally:
+                    tier_call.reset(token)
+                scope.tally.reported += _reported_by_tier(completion)
+                return completion
+            manager = AsyncCallbackManager.configure(
+                ctx.config.get("callbacks"), None, False, ctx.config.get("tags"), None, self._metadata(ctx)
+            )
+            (run,) = await manager.on_chat_model_start(*self._start(request, scope), **self._start_kwargs(n))
+            try:
+                completion = await self.inner.acomplete(request, n)
+            except BaseException as exc:
+                await run.on_llm_error(exc)
+                raise
+            await run.on_llm_end(_llm_result(completion))
+            scope.tally.reported += completion.usage
+            return completion
+        except ProviderError as exc:
+            self._failed(exc, scope)
             raise
-        await run.on_llm_end(_llm_result(completion))
-        return completion
+
+    def _failed(self, exc: ProviderError, scope: _Scope) -> None:
+        scope.tally.errors.append(exc)
+        if exc.status_code in (401, 403):  # a bad key escalates to dearer tiers: say so loudly
+            get_logger().warning(
+                "cascade.langchain.auth_error", tier=self.tier, model=self.model, status_code=exc.status_code
+            )
+            warnings.warn(
+                f"tier {self.tier!r} ({self.model}) was refused with HTTP {exc.status_code}"
+                " (check its API key); the cascade escalates to the next tier, which may cost more",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def stream(self, request: Request, scope: _Scope) -> Iterator[AIMessageChunk]:
         assert isinstance(self.inner, LangChainProvider)
@@ -229,6 +331,47 @@ class _TierRun:
         return f"_TierRun({self.tier!r}, {self.inner!r})"
 
 
+class _ToolArgsAsText:
+    """A tier's scorer that reads a tool-call answer's arguments as its text.
+
+    A tool-call answer has no text, so a text-reading scorer (``json``, ``regex``, a judge) would
+    always reject it. The scorer sees the arguments as JSON instead (one call: its arguments; more:
+    a list of ``{"name", "arguments"}``); the answer returned is unchanged.
+    """
+
+    def __init__(self, inner: Scorer) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def score(self, request: Request, completion: Completion) -> Score:
+        return self.inner.score(request, _args_as_text(completion))
+
+    async def ascore(self, request: Request, completion: Completion) -> Score:
+        return await self.inner.ascore(request, _args_as_text(completion))
+
+    def max_cost(self, request: Request, max_output_tokens: int) -> Decimal:
+        return self.inner.max_cost(request, max_output_tokens)
+
+
+def _args_text(sample: Sample) -> str:
+    calls = sample.tool_calls
+    if len(calls) == 1:
+        return json.dumps(dict(calls[0].arguments))
+    return json.dumps([{"name": c.name, "arguments": dict(c.arguments)} for c in calls])
+
+
+def _args_as_text(completion: Completion) -> Completion:
+    if not any(s.tool_calls and not s.text.strip() for s in completion.samples):
+        return completion
+    samples = tuple(
+        replace(s, text=_args_text(s)) if s.tool_calls and not s.text.strip() else s
+        for s in completion.samples
+    )
+    return replace(completion, samples=samples)
+
+
 def _llm_result(completion: Completion) -> LLMResult:
     """A tier's completion as a LangChain result: usage and model name on the first generation."""
     generations = []
@@ -248,7 +391,14 @@ def _llm_result(completion: Completion) -> LLMResult:
 
 def _traced(cascade: Cascade) -> Cascade:
     """A copy of ``cascade`` whose tier calls report as child runs of the LangChain run."""
-    tiers = tuple(replace(t, provider=_TierRun(t.provider, t.name, t.provider_kind)) for t in cascade.tiers)
+    tiers = tuple(
+        replace(
+            t,
+            provider=_TierRun(t.provider, t.name, t.provider_kind),
+            scorer=_ToolArgsAsText(t.scorer) if t.scorer is not None else None,  # type: ignore[arg-type]
+        )
+        for t in cascade.tiers
+    )
     traced = copy.copy(cascade)
     traced.settings = replace(cascade.settings, tiers=tiers)
     return traced
@@ -269,6 +419,14 @@ def _text(content: str | list[str | dict[str, Any]]) -> str:
     return "".join(parts)
 
 
+def _has_media(messages: Sequence[BaseMessage]) -> bool:
+    return any(
+        isinstance(m.content, list)
+        and any(isinstance(b, dict) and b.get("type") in _MEDIA for b in m.content)
+        for m in messages
+    )
+
+
 _ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {
     "system": "system",
     "developer": "system",
@@ -285,34 +443,20 @@ def from_langchain_messages(messages: Sequence[BaseMessage]) -> tuple[Message, .
     out: list[Message] = []
     for m in messages:
         text = _text(m.content)
-        if isinstance(m, SystemMessage):
-            out.append(Message("system", text))
+        if isinstance(m, HumanMessage):
+            out.append(Message("user", text, name=m.name))
         elif isinstance(m, AIMessage):
             calls = tuple(ToolCall(tc["name"], dict(tc["args"]), tc.get("id") or "") for tc in m.tool_calls)
             out.append(Message("assistant", text, tool_calls=calls))
+        elif isinstance(m, SystemMessage):
+            out.append(Message("system", text))
         elif isinstance(m, ToolMessage):
             out.append(Message("tool", text, tool_call_id=m.tool_call_id, name=m.name))
-        elif isinstance(m, HumanMessage):
-            out.append(Message("user", text, name=m.name))
         elif isinstance(m, ChatMessage):
             out.append(Message(_ROLES.get(m.role, "user"), text))
         else:
             out.append(Message(_ROLES.get(m.type, "user"), text))
     return tuple(out)
-
-
-def usage_metadata(usage: Usage) -> UsageMetadata:
-    """Our usage in LangChain's shape (its ``input_tokens`` include cache reads and writes)."""
-    inp = usage.input_tokens + usage.cached_input_tokens + usage.cache_creation_tokens
-    um = UsageMetadata(
-        input_tokens=inp, output_tokens=usage.output_tokens, total_tokens=inp + usage.output_tokens
-    )
-    if usage.cached_input_tokens or usage.cache_creation_tokens:
-        um["input_token_details"] = {
-            "cache_read": usage.cached_input_tokens,
-            "cache_creation": usage.cache_creation_tokens,
-        }
-    return um
 
 
 def _tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
@@ -342,17 +486,40 @@ def _ai_message(
     )
 
 
-def _answer_usage(result: CascadeResult) -> Usage:
-    """The usage of the call whose answer was returned."""
-    for attempt in reversed(result.attempts):
-        if attempt.tier == result.tier and attempt.samples:
-            return attempt.usage
-    return Usage()
-
-
 def trace(result: CascadeResult) -> dict[str, Any]:
     """The decision trace put in ``response_metadata["cascade"]``."""
     return result.to_dict()
+
+
+def _metadata(result: CascadeResult) -> dict[str, Any]:
+    """``response_metadata`` of a cascade answer: the answering model, finish reason and trace."""
+    finish = result.sample.finish_reason if result.sample is not None else None
+    return {
+        "model_name": result.model,
+        "finish_reason": finish or ("tool_calls" if result.tool_calls else "stop"),
+        "model_provider": "cascade",
+        "cascade": trace(result),
+    }
+
+
+def _own_usage(result: CascadeResult, tally: _Tally | None) -> Usage | None:
+    """What the cascade's own run reports: the usage no child run reported (None when nothing)."""
+    total, seen = result.usage, tally.reported if tally is not None else Usage()
+    own = Usage(
+        max(0, total.input_tokens - seen.input_tokens),
+        max(0, total.output_tokens - seen.output_tokens),
+        max(0, total.cached_input_tokens - seen.cached_input_tokens),
+        max(0, total.cache_creation_tokens - seen.cache_creation_tokens),
+    )
+    return own if own.total_tokens else None
+
+
+def _total(message: BaseMessage) -> BaseMessage:
+    """``message`` with ``usage_metadata`` = everything its cascade run spent (from its trace)."""
+    t = message.response_metadata.get("cascade")
+    if not isinstance(message, AIMessage) or not isinstance(t, dict) or not isinstance(t.get("usage"), dict):
+        return message
+    return message.model_copy(update={"usage_metadata": usage_metadata(Usage(**t["usage"]))})
 
 
 def explain(message: BaseMessage) -> str:
@@ -373,18 +540,23 @@ def explain(message: BaseMessage) -> str:
 
 
 def to_ai_message(result: CascadeResult) -> AIMessage:
-    """The cascade's answer as the message a LangChain caller gets."""
+    """The cascade's answer as the message a LangChain caller gets (usage: the whole run's)."""
     return _ai_message(
-        result.answer,
-        result.tool_calls,
-        usage=_answer_usage(result),
-        response_metadata={"cascade": trace(result)},
+        result.answer, result.tool_calls, usage=result.usage, response_metadata=_metadata(result)
     )
 
 
-def _final_chunk(result: CascadeResult, streamed: bool, list_content: bool) -> AIMessageChunk:
-    meta = {"cascade": trace(result)}
-    usage = usage_metadata(_answer_usage(result))
+def _reported_message(result: CascadeResult, tally: _Tally) -> AIMessage:
+    """The answer as the cascade's own run reports it (usage: only what no tier run reported)."""
+    return _ai_message(
+        result.answer, result.tool_calls, usage=_own_usage(result, tally), response_metadata=_metadata(result)
+    )
+
+
+def _final_chunk(result: CascadeResult, streamed: bool, list_content: bool, tally: _Tally) -> AIMessageChunk:
+    meta = _metadata(result)
+    own = _own_usage(result, tally)
+    usage = usage_metadata(own) if own is not None else None
     if streamed:
         return AIMessageChunk(
             content=[] if list_content else "",
@@ -394,18 +566,41 @@ def _final_chunk(result: CascadeResult, streamed: bool, list_content: bool) -> A
         )
     return AIMessageChunk(
         content=result.answer,
-        tool_call_chunks=[
-            {
-                "name": c["name"],
-                "args": json.dumps(c["args"]),
-                "id": c["id"],
-                "index": i,
-                "type": "tool_call_chunk",
-            }
-            for i, c in enumerate(_tool_calls(result.tool_calls))
-        ],
+        tool_call_chunks=_call_chunks(_tool_calls(result.tool_calls)),
         usage_metadata=usage,
         response_metadata=meta,
+        chunk_position="last",
+    )
+
+
+def _call_chunks(calls: Sequence[Mapping[str, Any]]) -> list[Any]:
+    return [
+        {
+            "name": c["name"],
+            "args": json.dumps(c["args"]),
+            "id": c["id"],
+            "index": i,
+            "type": "tool_call_chunk",
+        }
+        for i, c in enumerate(calls)
+    ]
+
+
+def _as_chunk(message: BaseMessage) -> AIMessageChunk:
+    """What ``stream`` yields: chunks always (a parser downstream needs them), usage = the total."""
+    if isinstance(message, AIMessageChunk):
+        if message.chunk_position == "last" and "cascade" in message.response_metadata:
+            total = _total(message)
+            assert isinstance(total, AIMessageChunk)
+            return total
+        return message
+    assert isinstance(message, AIMessage)
+    return AIMessageChunk(
+        content=message.content,
+        tool_call_chunks=_call_chunks(message.tool_calls),
+        usage_metadata=message.usage_metadata,
+        response_metadata=message.response_metadata,
+        id=message.id,
         chunk_position="last",
     )
 
@@ -413,6 +608,26 @@ def _final_chunk(result: CascadeResult, streamed: bool, list_content: bool) -> A
 def _public(chunk: AIMessageChunk) -> AIMessageChunk:
     """A live tier chunk without the tier's id, usage and metadata (reported on its own run)."""
     return AIMessageChunk(content=chunk.content, tool_call_chunks=list(chunk.tool_call_chunks))
+
+
+def _with_cause(exc: AllTiersFailedError, tally: _Tally) -> AllTiersFailedError:
+    """Chain the last tier's error (the SDK's, when there is one) as ``__cause__``."""
+    if exc.__cause__ is None and tally.errors:
+        last = tally.errors[-1]
+        exc.__cause__ = last.__cause__ if last.__cause__ is not None else last
+    return exc
+
+
+def _cause_matcher(types: tuple[type[BaseException], ...]) -> Callable[[BaseException], bool]:
+    def matches(exc: BaseException) -> bool:
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, types):
+                return True
+            seen = seen.__cause__
+        return False
+
+    return matches
 
 
 # -- the chat model ------------------------------------------------------------------------------
@@ -436,19 +651,17 @@ class CascadeChatModel(BaseChatModel):
     """Stream the last tier live when it is reached (its answer being final)."""
     budget_key_metadata: str | None = "tenant_id"
     """Run-metadata key whose value scopes per-key budget caps."""
-    disable_streaming: bool | Literal["tool_calling"] = True
 
     _traced: Cascade = PrivateAttr()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _streaming_default(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("stream_final_tier") and "disable_streaming" not in data:
-            data = {**data, "disable_streaming": False}
-        return data
+    _text_only: tuple[str, ...] = PrivateAttr(())
 
     def model_post_init(self, context: Any, /) -> None:
         self._traced = _traced(self.cascade)
+        self._text_only = tuple(
+            f"{t.name} ({t.provider_kind or type(t.provider).__name__})"
+            for t in self.cascade.tiers
+            if not isinstance(t.provider, LangChainProvider)
+        )
 
     @classmethod
     def from_policy(
@@ -460,13 +673,29 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> CascadeChatModel:
         """Build from a policy file (or :class:`~cascade.policy.Policy`); ``providers`` maps tier
-        names to provider objects or LangChain chat models; other arguments set fields."""
+        names to provider objects or LangChain chat models; other arguments set fields.
+
+        A chat model passed in gets its tier's ``timeout:`` (enforced around the whole call)."""
         overrides: dict[str, Any] = {}
         if providers is not None:
             overrides["providers"] = providers
         if ledger is not None:
             overrides["ledger"] = ledger
-        return cls(cascade=Cascade.from_policy(policy, **overrides), **kwargs)
+        built = Cascade.from_policy(policy, **overrides)
+        if providers:
+            from cascade.policy import loader
+            from cascade.policy.schema import Policy
+
+            spec = policy if isinstance(policy, Policy) else loader.load(policy)
+            timeouts = {t.name: t.timeout for t in spec.tiers}
+            for t in built.tiers:
+                if (
+                    t.name in providers
+                    and isinstance(t.provider, LangChainProvider)
+                    and t.provider.timeout is None
+                ):
+                    t.provider.timeout = timeouts.get(t.name)
+        return cls(cascade=built, **kwargs)
 
     # -- LangChain plumbing ---------------------------------------------------------------------
 
@@ -488,6 +717,22 @@ class CascadeChatModel(BaseChatModel):
         kwargs.pop(_PARENT_KWARG, None)
         return super()._get_invocation_params(stop=stop, **kwargs)
 
+    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
+        # only the opt-in live final tier streams; otherwise stream calls run the cascade whole
+        if not self.stream_final_tier:
+            return False
+        return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        """The cascade's own (conservative) estimate: no tokenizer download."""
+        tool_dicts = tuple(convert_to_openai_tool(t) for t in tools or ())
+        return estimate_input_tokens(Request(from_langchain_messages(messages), tools=tool_dicts))
+
+    def get_num_tokens(self, text: str) -> int:
+        return self.get_num_tokens_from_messages([HumanMessage(text)])
+
     def bind_tools(
         self,
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | Any],
@@ -495,7 +740,8 @@ class CascadeChatModel(BaseChatModel):
         tool_choice: str | dict[str, Any] | bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """A copy whose every tier gets ``tools`` (and ``tool_choice``) with each request."""
+        """A copy whose every tier gets ``tools`` (and ``tool_choice``) with each request; other
+        arguments (``parallel_tool_calls``, ``strict``...) are bound as call options."""
         choice: str | dict[str, Any] | None
         if tool_choice is True:
             choice = "any"
@@ -507,6 +753,70 @@ class CascadeChatModel(BaseChatModel):
         bound = self.model_copy(update={"tools": formatted, "tool_choice": choice})
         return bound.bind(**kwargs) if kwargs else bound
 
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """As ``ChatOpenAI.with_structured_output``: ``function_calling`` forces a tool call,
+        ``json_schema`` and ``json_mode`` send ``response_format`` to every tier."""
+        if kwargs:
+            raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
+        if method == "function_calling":  # a forced tool call on every tier (``strict`` is for json_schema)
+            return super().with_structured_output(schema, include_raw=include_raw)
+        is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
+        parser: Runnable[Any, Any] = (
+            PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()  # type: ignore[arg-type]
+        )
+        if method == "json_schema":
+            function = convert_to_openai_tool(schema)["function"]
+            json_schema: dict[str, Any] = {"name": function["name"], "schema": function.get("parameters", {})}
+            if function.get("description"):
+                json_schema["description"] = function["description"]
+            if strict is not None:
+                json_schema["strict"] = strict
+            response_format: dict[str, Any] = {"type": "json_schema", "json_schema": json_schema}
+        elif method == "json_mode":
+            response_format = {"type": "json_object"}
+        else:
+            raise ValueError(f"method must be function_calling, json_schema or json_mode, not {method!r}")
+        llm = self.bind(
+            response_format=response_format,
+            ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
+        )
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=lambda x: parser.invoke(x["raw"]), parsing_error=lambda _: None
+        )
+        failed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
+
+    def with_retry(
+        self,
+        *,
+        retry_if_exception_type: tuple[type[BaseException], ...] = (Exception,),
+        wait_exponential_jitter: bool = True,
+        exponential_jitter_params: Any = None,
+        stop_after_attempt: int = 3,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """As ``Runnable.with_retry``, but an exception type also matches an error's ``__cause__``
+        (``AllTiersFailedError`` caused by ``openai.InternalServerError`` retries on the latter)."""
+        return RunnableRetry(
+            bound=self,
+            kwargs={},
+            config={},
+            retry_exception_types=_cause_matcher(retry_if_exception_type),
+            wait_exponential_jitter=wait_exponential_jitter,
+            exponential_jitter_params=exponential_jitter_params,
+            max_attempt_number=stop_after_attempt,
+        )
+
+    # the returned message carries the whole run's usage; the run reported only its own share.
     # streaming paths call ``_stream`` without a run manager: hand it the run's id and config
     def invoke(
         self,
@@ -517,7 +827,9 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AIMessage:
         config = self._parent(config, kwargs)
-        return super().invoke(input, config, stop=stop, **kwargs)
+        out = _total(super().invoke(input, config, stop=stop, **kwargs))
+        assert isinstance(out, AIMessage)
+        return out
 
     async def ainvoke(
         self,
@@ -528,7 +840,9 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AIMessage:
         config = self._parent(config, kwargs)
-        return await super().ainvoke(input, config, stop=stop, **kwargs)
+        out = _total(await super().ainvoke(input, config, stop=stop, **kwargs))
+        assert isinstance(out, AIMessage)
+        return out
 
     def stream(
         self,
@@ -539,9 +853,10 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         config = self._parent(config, kwargs)
-        return super().stream(input, config, stop=stop, **kwargs)
+        for chunk in super().stream(input, config, stop=stop, **kwargs):
+            yield _as_chunk(chunk)
 
-    def astream(
+    async def astream(
         self,
         input: LanguageModelInput,
         config: RunnableConfig | None = None,
@@ -550,7 +865,8 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         config = self._parent(config, kwargs)
-        return super().astream(input, config, stop=stop, **kwargs)
+        async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            yield _as_chunk(chunk)
 
     def _parent(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> RunnableConfig | None:
         if not self.stream_final_tier or _PARENT_KWARG in kwargs:
@@ -576,8 +892,8 @@ class CascadeChatModel(BaseChatModel):
         callbacks: BaseCallbackManager | None = None
         metadata: dict[str, Any] = {}
         if run_manager is not None:
-            callbacks = _child_callbacks(run_manager, run_manager.run_id)
-            metadata = dict(run_manager.metadata)
+            callbacks = _child_callbacks(run_manager, run_manager.run_id, self.callbacks, self.tags)
+            metadata = run_manager.metadata
         elif parent is not None:
             cfg = parent.config
             run = CallbackManager.configure(
@@ -588,20 +904,41 @@ class CascadeChatModel(BaseChatModel):
                 self.tags,
                 {**(cfg.get("metadata") or {}), **(self.metadata or {})},
             )
-            callbacks = _child_callbacks(run, parent.run_id)
-            metadata = dict(run.inheritable_metadata)
+            callbacks = _child_callbacks(run, parent.run_id, self.callbacks, self.tags)
+            metadata = run.inheritable_metadata
         key = kwargs.get("budget_key")
         if key is None and self.budget_key_metadata:
             key = metadata.get(self.budget_key_metadata)
         tools = kwargs.get("tools")
         tool_dicts = tuple(convert_to_openai_tool(t) for t in tools) if tools else self.tools
-        request = Request.of(
+        options = {k: v for k, v in kwargs.items() if k not in _NOT_OPTIONS}
+        if self._text_only:
+            self._check_text_only(messages, options)
+        request = Request(
             from_langchain_messages(messages),
+            tools=tool_dicts,
+            metadata={k: v for k, v in metadata.items() if not k.startswith("ls_")} if metadata else {},
             budget_key=None if key is None else str(key),
-            metadata={k: v for k, v in metadata.items() if not k.startswith("ls_")},
+            tool_choice=kwargs.get("tool_choice", self.tool_choice),
         )
-        request = replace(request, tools=tool_dicts, tool_choice=kwargs.get("tool_choice", self.tool_choice))
-        return _Scope(callbacks, request, list(messages), self.cascade.name, stop)
+        if not request.messages or not any(m.content.strip() or m.tool_calls for m in request.messages):
+            request = Request.of(request.messages)  # raises the usual InvalidRequestError
+        return _Scope(callbacks, request, messages, self.cascade.name, stop, options)
+
+    def _check_text_only(self, messages: Sequence[BaseMessage], options: Mapping[str, Any]) -> None:
+        tiers = ", ".join(self._text_only)
+        if _has_media(messages):
+            raise InvalidRequestError(
+                f"this request has image/audio/file content, which tiers {tiers} cannot take (text only);"
+                " use LangChain chat models for tiers that must see it"
+            )
+        if options:
+            warnings.warn(
+                f"call options {sorted(options)} reach LangChain tiers only; tiers {tiers} ignore them"
+                " (set them in the policy's params)",
+                UserWarning,
+                stacklevel=4,
+            )
 
     # -- generation -------------------------------------------------------------------------------
 
@@ -616,9 +953,11 @@ class CascadeChatModel(BaseChatModel):
         token = _scope.set(scope)
         try:
             result = self._traced.run(scope.request)
+        except AllTiersFailedError as exc:
+            raise _with_cause(exc, scope.tally) from exc.__cause__
         finally:
             _scope.reset(token)
-        return ChatResult(generations=[ChatGeneration(message=to_ai_message(result))])
+        return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope.tally))])
 
     async def _agenerate(
         self,
@@ -631,9 +970,11 @@ class CascadeChatModel(BaseChatModel):
         token = _scope.set(scope)
         try:
             result = await self._traced.arun(scope.request)
+        except AllTiersFailedError as exc:
+            raise _with_cause(exc, scope.tally) from exc.__cause__
         finally:
             _scope.reset(token)
-        return ChatResult(generations=[ChatGeneration(message=to_ai_message(result))])
+        return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope.tally))])
 
     def _live(self, action: Any) -> _TierRun | None:
         """The tier to stream live for ``action``, if any: the last tier, when its answer is final."""
@@ -668,11 +1009,12 @@ class CascadeChatModel(BaseChatModel):
                         for chunk in live.stream(scope.request, scope):
                             streamed.append(chunk)
                             yield ChatGenerationChunk(message=_public(chunk))
-                    except ProviderError:
+                    except ProviderError as exc:
+                        scope.tally.errors.append(exc)
                         if streamed:
                             raise
                     if streamed:
-                        outcome = _streamed_outcome(live, streamed, time.perf_counter() - start)
+                        outcome = _streamed_outcome(live, streamed, time.perf_counter() - start, scope)
                 if outcome is None:
                     token = _scope.set(scope)
                     try:
@@ -682,9 +1024,13 @@ class CascadeChatModel(BaseChatModel):
                 action = gen.send(outcome)
         except StopIteration as stop_:
             result: CascadeResult = stop_.value
+        except AllTiersFailedError as exc:
+            raise _with_cause(exc, scope.tally) from exc.__cause__
         finally:
             gen.close()  # an abandoned stream or a crash: the loop settles its budget hold
-        yield ChatGenerationChunk(message=_final_chunk(result, bool(streamed), _list_content(streamed)))
+        yield ChatGenerationChunk(
+            message=_final_chunk(result, bool(streamed), _list_content(streamed), scope.tally)
+        )
 
     async def _astream(
         self,
@@ -707,11 +1053,12 @@ class CascadeChatModel(BaseChatModel):
                         async for chunk in live.astream(scope.request, scope):
                             streamed.append(chunk)
                             yield ChatGenerationChunk(message=_public(chunk))
-                    except ProviderError:
+                    except ProviderError as exc:
+                        scope.tally.errors.append(exc)
                         if streamed:
                             raise
                     if streamed:
-                        outcome = _streamed_outcome(live, streamed, time.perf_counter() - start)
+                        outcome = _streamed_outcome(live, streamed, time.perf_counter() - start, scope)
                 if outcome is None:
                     token = _scope.set(scope)
                     try:
@@ -721,20 +1068,28 @@ class CascadeChatModel(BaseChatModel):
                 action = gen.send(outcome)
         except StopIteration as stop_:
             result: CascadeResult = stop_.value
+        except AllTiersFailedError as exc:
+            raise _with_cause(exc, scope.tally) from exc.__cause__
         finally:
             gen.close()  # an abandoned stream or a crash: the loop settles its budget hold
-        yield ChatGenerationChunk(message=_final_chunk(result, bool(streamed), _list_content(streamed)))
+        yield ChatGenerationChunk(
+            message=_final_chunk(result, bool(streamed), _list_content(streamed), scope.tally)
+        )
 
 
 def _list_content(chunks: list[AIMessageChunk]) -> bool:
     return bool(chunks) and not isinstance(chunks[0].content, str)
 
 
-def _streamed_outcome(live: _TierRun, chunks: list[AIMessageChunk], latency: float) -> CallOutcome:
-    message = message_chunk_to_message(reduce(add, chunks))
-    assert isinstance(message, AIMessage)
+def _streamed_outcome(
+    live: _TierRun, chunks: list[AIMessageChunk], latency: float, scope: _Scope
+) -> CallOutcome:
+    """The outcome of a live-streamed tier call; its run reported all of its usage (estimate included)."""
     assert isinstance(live.inner, LangChainProvider)
-    return CallOutcome(live.inner.completion([message], latency), None, 0, latency)
+    message = live.inner.streamed_message(chunks, scope.request)
+    completion = live.inner.completion([message], latency, scope.request)
+    scope.tally.reported += completion.usage
+    return CallOutcome(completion, None, 0, latency)
 
 
 __all__ = [

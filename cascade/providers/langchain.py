@@ -13,9 +13,14 @@ class in YAML::
 
 Our messages and tools become LangChain messages (``bind_tools`` when the request has tools);
 ``usage_metadata`` becomes :class:`~cascade.types.Usage` (cache reads from
-``input_token_details``); ``n`` samples are ``n`` calls (at most ``max_concurrency`` at once in
-async). Every exception is mapped to a :class:`~cascade.errors.ProviderError` (transient or
-permanent, from status codes, timeouts and connection errors); the provider never retries.
+``input_token_details``); an answer without usage, or without input tokens (a stream from a
+gateway that sends none), is billed from an estimate of the prompt and the answer, never 0 input
+tokens. ``n`` samples are ``n`` calls (at most ``max_concurrency`` at once in async). Every
+exception is mapped to a :class:`~cascade.errors.ProviderError` (transient or permanent, from
+status codes, timeouts and connection errors); the provider never retries, and a ``timeout``
+(the tier's, for instances passed in) is enforced around the whole call, SDK retries included.
+A chat model that retries by itself (``max_retries`` above 0, or unset: the SDKs then retry
+twice) gets a warning.
 
 When :class:`cascade.langchain.CascadeChatModel` runs a tier it sets :data:`tier_call`, so the
 call becomes a child run (callbacks, tags, metadata) of the cascade's run.
@@ -24,16 +29,22 @@ call becomes a child run (callbacks, tags, metadata) of the cascade's run.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import importlib
+import json
 import math
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from functools import reduce
+from operator import add
+from typing import Any, TypeVar
 
+from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
@@ -42,8 +53,11 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    UsageMetadata,
 )
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.messages.utils import message_chunk_to_message
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, LLMResult
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,6 +74,9 @@ from cascade.providers._sdk import estimate_input_tokens
 from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
 
 DEFAULT_MAX_TOKENS = 1024
+SDK_DEFAULT_RETRIES = 2  # what the OpenAI and Anthropic SDKs do when max_retries is unset
+_T = TypeVar("_T")
+_DEADLINES = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="cascade-tier-deadline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +85,16 @@ class CallContext:
 
     ``messages`` are the caller's original LangChain messages for ``request`` (used instead of
     converting ours back, so images and provider-specific content blocks survive); ``stop`` are
-    the caller's stop sequences (they replace the tier's own).
+    the caller's stop sequences (they replace the tier's own); ``options`` are the caller's call
+    options (``bind(temperature=..., max_tokens=...)``, ``parallel_tool_calls``,
+    ``response_format``), passed on to the chat model.
     """
 
     config: RunnableConfig = field(default_factory=lambda: RunnableConfig())
     request: Request | None = None
     messages: Sequence[BaseMessage] | None = None
     stop: Sequence[str] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 tier_call: ContextVar[CallContext | None] = ContextVar("cascade_langchain_tier_call", default=None)
@@ -109,6 +129,7 @@ class LangChainProvider:
         max_tokens: int | None = None,
         stop: Sequence[str] | None = None,
         max_concurrency: int = 4,
+        timeout: float | None = None,
     ) -> None:
         if not isinstance(chat_model, BaseChatModel):
             raise TypeError(f"not a LangChain chat model: {chat_model!r}")
@@ -117,17 +138,60 @@ class LangChainProvider:
         self.max_tokens = max_tokens or _int_attr(chat_model, "max_tokens", "max_output_tokens")
         self.stop = list(stop) if stop else None
         self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        """Seconds a whole call may take (the chat model's own retries included); None: no limit."""
         self.free = False
         self.default_price: Price | None = _known_price(chat_model, self.model)
         self._quiet_model: BaseChatModel | None = None
-        retries = getattr(chat_model, "max_retries", None)
-        if isinstance(retries, int) and retries > 0:
+        retries = sdk_retries(chat_model)
+        if retries:
+            set_to = getattr(chat_model, "max_retries", None)
+            shown = (
+                f"max_retries={set_to}"
+                if set_to is not None
+                else f"max_retries unset: the SDK retries {retries}x"
+            )
             warnings.warn(
-                f"{type(chat_model).__name__} ({self.model}) retries failed calls itself"
-                f" (max_retries={retries}) and cascade retries them too; build it with max_retries=0",
+                f"{type(chat_model).__name__} ({self.model}) retries failed calls itself ({shown})"
+                " and cascade retries them too, multiplying requests; build it with max_retries=0",
                 UserWarning,
                 stacklevel=2,
             )
+
+    def _own_deadline(self) -> bool:
+        """Whether the chat model's own client enforces :attr:`timeout` (no retries, a shorter timeout)."""
+        if self.timeout is None:
+            return True
+        if sdk_retries(self.chat_model):
+            return False
+        for attr in ("request_timeout", "timeout", "default_request_timeout"):
+            value = getattr(self.chat_model, attr, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= self.timeout:
+                return True
+        return False
+
+    def _deadline(self, fn: Callable[[], _T]) -> _T:
+        """``fn()``, abandoned with :class:`ProviderTimeoutError` after :attr:`timeout` seconds."""
+        if self._own_deadline():
+            return fn()
+        future = _DEADLINES.submit(contextvars.copy_context().run, fn)
+        try:
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ProviderTimeoutError(
+                f"{self.model}: no answer within the tier timeout ({self.timeout}s)", provider="langchain"
+            ) from None
+
+    async def _adeadline(self, coro: Any) -> Any:
+        if self._own_deadline():
+            return await coro
+        try:
+            return await asyncio.wait_for(coro, self.timeout)
+        except TimeoutError:
+            raise ProviderTimeoutError(
+                f"{self.model}: no answer within the tier timeout ({self.timeout}s)", provider="langchain"
+            ) from None
 
     @classmethod
     def from_config(cls, tier: Any, options: LangChainProvider.Options, ctx: Any) -> LangChainProvider:
@@ -171,6 +235,7 @@ class LangChainProvider:
             max_tokens=params.max_tokens,
             stop=params.stop,
             max_concurrency=options.max_concurrency,
+            timeout=tier.timeout,
         )
 
     # -- the Provider protocol ----------------------------------------------------------------
@@ -178,12 +243,16 @@ class LangChainProvider:
     def complete(self, request: Request, n: int = 1) -> Completion:
         runnable, messages, config, kwargs = self._prepare(request, quiet=True)
         start = time.perf_counter()
-        try:
+
+        def call() -> list[BaseMessage]:
             with _parent_config(config):
-                outputs = [runnable.invoke(messages, config, **kwargs) for _ in range(n)]
+                return [runnable.invoke(messages, config, **kwargs) for _ in range(n)]
+
+        try:
+            outputs = self._deadline(call)
         except Exception as exc:
             raise map_error(exc) from exc
-        return self.completion([as_ai_message(o) for o in outputs], time.perf_counter() - start)
+        return self.completion([as_ai_message(o) for o in outputs], time.perf_counter() - start, request)
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
         runnable, messages, config, kwargs = self._prepare(request, quiet=True)
@@ -197,10 +266,13 @@ class LangChainProvider:
         start = time.perf_counter()
         try:
             with _parent_config(config):
-                outputs = await asyncio.gather(*(one() for _ in range(n)))
+                if n == 1:
+                    outputs = [await self._adeadline(one())]
+                else:
+                    outputs = await self._adeadline(asyncio.gather(*(one() for _ in range(n))))
         except Exception as exc:
             raise map_error(exc) from exc
-        return self.completion([as_ai_message(o) for o in outputs], time.perf_counter() - start)
+        return self.completion([as_ai_message(o) for o in outputs], time.perf_counter() - start, request)
 
     def max_usage(self, request: Request, n: int = 1) -> Usage:
         # n samples are n calls, each billed for the prompt
@@ -208,60 +280,159 @@ class LangChainProvider:
 
     # -- streaming (used by the LangChain front for the final tier) ---------------------------
 
+    def can_stream(self) -> bool:
+        """Whether the chat model streams (implements ``_stream`` and has streaming enabled)."""
+        model = self.chat_model
+        return type(model)._stream is not BaseChatModel._stream and model.disable_streaming is not True
+
+    def _stream_call(
+        self, request: Request, context: CallContext | None
+    ) -> tuple[BaseChatModel, list[BaseMessage], RunnableConfig, dict[str, Any], dict[str, Any]]:
+        runnable, messages, config, kwargs = self._prepare(request, context)
+        bound: dict[str, Any] = {}
+        while isinstance(runnable, RunnableBinding):  # bind_tools / bind: the kwargs travel to _stream
+            bound = {**runnable.kwargs, **bound}
+            runnable = runnable.bound
+        assert isinstance(runnable, BaseChatModel)
+        model = runnable
+        kwargs = {**bound, **kwargs}
+        kwargs.pop("ls_structured_output_format", None)
+        kwargs.pop("structured_output_format", None)
+        # ask for usage in the stream where the model can (ChatOpenAI with a base_url does not by default)
+        fields = type(model).model_fields
+        if (
+            "stream_usage" in fields
+            and "stream_usage" not in model.model_fields_set
+            and not model.stream_usage
+        ):  # type: ignore[attr-defined]
+            kwargs.setdefault("stream_usage", True)
+        params = model._get_invocation_params(**kwargs)
+        start: dict[str, Any] = {
+            "invocation_params": params,
+            "options": {"stop": kwargs.get("stop")},
+            "name": config.get("run_name"),
+            "batch_size": 1,
+        }
+        metadata = {**(config.get("metadata") or {}), **model._get_ls_params_with_defaults(**kwargs)}
+        config = RunnableConfig(**config)
+        config["metadata"] = metadata
+        return model, messages, config, kwargs, start
+
     def stream(self, request: Request, context: CallContext | None = None) -> Iterator[AIMessageChunk]:
         """Stream one answer as LangChain chunks; errors are mapped like :meth:`complete`'s.
 
-        ``context`` replaces :data:`tier_call` (a generator cannot rely on a context variable).
+        The call is a run of its own (start, end with usage, errors) that reports no token
+        events: the caller of the cascade streams these chunks as its own, so token listeners
+        (``astream_events``, ``on_llm_new_token``) get each token once. An answer whose stream
+        carries no usage is billed, and reported, from an estimate. ``context`` replaces
+        :data:`tier_call` (a generator cannot rely on a context variable).
         """
-        runnable, messages, config, kwargs = self._prepare(request, context)
+        model, messages, config, kwargs, start = self._stream_call(request, context)
+        manager = CallbackManager.configure(
+            config.get("callbacks"),
+            model.callbacks,
+            model.verbose,
+            config.get("tags"),
+            model.tags,
+            config.get("metadata"),
+            model.metadata,
+        )
+        (run,) = manager.on_chat_model_start(model._serialized, [messages], **start)
+        chunks: list[AIMessageChunk] = []
         try:
-            with _parent_config(config):
-                chunks = iter(runnable.stream(messages, config, **kwargs))
-            while True:
-                with _parent_config(config):  # around each step: a generator must not leak it
-                    chunk = next(chunks, None)
-                if chunk is None:
-                    return
-                if isinstance(chunk, AIMessageChunk):
+            for generation in model._stream(messages, **kwargs):
+                chunk = _chunk_message(generation)
+                if chunk is not None:
+                    chunks.append(chunk)
                     yield chunk
+        except GeneratorExit:
+            run.on_llm_error(GeneratorExit("the stream was abandoned"))
+            raise
         except Exception as exc:
+            run.on_llm_error(exc)
             raise map_error(exc) from exc
+        run.on_llm_end(self._streamed_result(chunks, request))
 
     async def astream(
         self, request: Request, context: CallContext | None = None
     ) -> AsyncIterator[AIMessageChunk]:
         """Async twin of :meth:`stream`."""
-        runnable, messages, config, kwargs = self._prepare(request, context)
+        model, messages, config, kwargs, start = self._stream_call(request, context)
+        manager = AsyncCallbackManager.configure(
+            config.get("callbacks"),
+            model.callbacks,
+            model.verbose,
+            config.get("tags"),
+            model.tags,
+            config.get("metadata"),
+            model.metadata,
+        )
+        (run,) = await manager.on_chat_model_start(model._serialized, [messages], **start)
+        chunks: list[AIMessageChunk] = []
         try:
-            with _parent_config(config):
-                chunks = aiter(runnable.astream(messages, config, **kwargs))
-            while True:
-                with _parent_config(config):
-                    chunk = await anext(chunks, None)
-                if chunk is None:
-                    return
-                if isinstance(chunk, AIMessageChunk):
+            async for generation in model._astream(messages, **kwargs):
+                chunk = _chunk_message(generation)
+                if chunk is not None:
+                    chunks.append(chunk)
                     yield chunk
+        except GeneratorExit:
+            await run.on_llm_error(GeneratorExit("the stream was abandoned"))
+            raise
         except Exception as exc:
+            await run.on_llm_error(exc)
             raise map_error(exc) from exc
+        await run.on_llm_end(self._streamed_result(chunks, request))
 
-    def completion(self, messages: Sequence[AIMessage], latency_s: float = 0.0) -> Completion:
-        """Our :class:`Completion` for the answers a LangChain model gave (one per sample)."""
+    def streamed_message(self, chunks: Sequence[AIMessageChunk], request: Request) -> AIMessage:
+        """The whole answer of a stream, with its usage (estimated when the stream had none)."""
+        if not chunks:
+            return AIMessage("")
+        message = message_chunk_to_message(reduce(add, chunks))
+        assert isinstance(message, AIMessage)
+        usage, estimated = self._usage(message, request)
+        if estimated:
+            message = message.model_copy(update={"usage_metadata": usage_metadata(usage)})
+        return message
+
+    def _streamed_result(self, chunks: Sequence[AIMessageChunk], request: Request) -> LLMResult:
+        return LLMResult(generations=[[ChatGeneration(message=self.streamed_message(chunks, request))]])
+
+    def _usage(self, message: AIMessage, request: Request | None) -> tuple[Usage, Usage | None]:
+        """The usage of one answer and the part of it that was estimated (None: all reported)."""
+        reported = to_usage(message)
+        out = _estimate_output(message)
+        inp = estimate_input_tokens(request) if request is not None else 0
+        if reported is None:
+            return Usage(inp, out), Usage(inp, out)
+        estimated = Usage()
+        if reported.input_tokens + reported.cached_input_tokens + reported.cache_creation_tokens == 0:
+            reported, estimated = replace(reported, input_tokens=inp), Usage(inp)  # output-only usage
+        if reported.output_tokens == 0 and (message.text or message.tool_calls):
+            reported, estimated = replace(reported, output_tokens=out), estimated + Usage(0, out)
+        return reported, (estimated if estimated.total_tokens else None)
+
+    def completion(
+        self, messages: Sequence[AIMessage], latency_s: float = 0.0, request: Request | None = None
+    ) -> Completion:
+        """Our :class:`Completion` for the answers a LangChain model gave (one per sample).
+
+        Missing usage is estimated (input tokens from ``request``); ``raw["usage_estimated"]``
+        then holds the estimated part as ``[input, output]`` tokens.
+        """
         samples = tuple(to_sample(m) for m in messages)
         usage = Usage()
-        estimated = False
+        estimated = Usage()
         for m in messages:
-            u = to_usage(m)
-            if u is None:
-                estimated = True
-                u = Usage(0, max(1, math.ceil(len(m.text) / 4)))
+            u, guess = self._usage(m, request)
             usage += u
+            if guess is not None:
+                estimated += guess
         raw: dict[str, Any] = {}
         invalid = [list(m.invalid_tool_calls) for m in messages]
         if any(invalid):
             raw["invalid_tool_calls"] = invalid
-        if estimated:
-            raw["usage_estimated"] = True
+        if estimated.total_tokens:
+            raw["usage_estimated"] = [estimated.input_tokens, estimated.output_tokens]
         meta = messages[0].response_metadata if messages else {}
         model = meta.get("model_name") or meta.get("model") or self.model
         return Completion(
@@ -295,6 +466,8 @@ class LangChainProvider:
         ctx = context if context is not None else tier_call.get()
         stop = (ctx.stop if ctx is not None and ctx.stop else None) or self.stop
         call_kwargs: dict[str, Any] = {"stop": list(stop)} if stop else {}
+        if ctx is not None and ctx.options:
+            call_kwargs.update(ctx.options)
         config: RunnableConfig = dict(ctx.config) if ctx is not None else {}  # type: ignore[assignment]
         if ctx is not None and ctx.request is request and ctx.messages is not None:
             messages = list(ctx.messages)
@@ -307,6 +480,8 @@ class LangChainProvider:
             choice = langchain_tool_choice(request.tool_choice)
             if choice is not None:
                 kwargs["tool_choice"] = choice
+            if "parallel_tool_calls" in call_kwargs:  # bind_tools knows each provider's spelling
+                kwargs["parallel_tool_calls"] = call_kwargs.pop("parallel_tool_calls")
             try:
                 runnable = model.bind_tools([dict(t) for t in request.tools], **kwargs)
             except NotImplementedError as exc:
@@ -415,6 +590,47 @@ def to_sample(message: AIMessage) -> Sample:
     )
 
 
+def usage_metadata(usage: Usage) -> UsageMetadata:
+    """Our usage in LangChain's shape (its ``input_tokens`` include cache reads and writes)."""
+    inp = usage.input_tokens + usage.cached_input_tokens + usage.cache_creation_tokens
+    um = UsageMetadata(
+        input_tokens=inp, output_tokens=usage.output_tokens, total_tokens=inp + usage.output_tokens
+    )
+    if usage.cached_input_tokens or usage.cache_creation_tokens:
+        um["input_token_details"] = {
+            "cache_read": usage.cached_input_tokens,
+            "cache_creation": usage.cache_creation_tokens,
+        }
+    return um
+
+
+def _estimate_output(message: AIMessage) -> int:
+    """Output tokens of an answer by the cascade's estimate (chars / 4), tool calls included."""
+    size = len(message.text)
+    if message.tool_calls:
+        size += len(json.dumps([[c["name"], c["args"]] for c in message.tool_calls]))
+    return max(1, math.ceil(size / 4))
+
+
+def _chunk_message(generation: ChatGenerationChunk) -> AIMessageChunk | None:
+    message = generation.message
+    if not isinstance(message, AIMessageChunk):
+        return None
+    if generation.generation_info:  # as BaseChatModel.stream does: generation info joins the metadata
+        message.response_metadata = {**generation.generation_info, **message.response_metadata}
+    return message
+
+
+def sdk_retries(chat_model: BaseChatModel) -> int:
+    """How many times the chat model's own client retries a failed call (unset: the SDK default)."""
+    if "max_retries" not in type(chat_model).model_fields:
+        return 0
+    value = getattr(chat_model, "max_retries", None)
+    if value is None:
+        return SDK_DEFAULT_RETRIES
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def to_usage(message: AIMessage) -> Usage | None:
     """``usage_metadata`` as our :class:`Usage` (input excludes cache reads and writes); None if absent."""
     um = message.usage_metadata
@@ -517,4 +733,12 @@ def _known_price(chat_model: BaseChatModel, model: str) -> Price | None:
     return lookup(str(provider), model) if provider else None
 
 
-__all__ = ["CallContext", "LangChainProvider", "map_error", "tier_call", "to_langchain_messages"]
+__all__ = [
+    "CallContext",
+    "LangChainProvider",
+    "map_error",
+    "sdk_retries",
+    "tier_call",
+    "to_langchain_messages",
+    "usage_metadata",
+]

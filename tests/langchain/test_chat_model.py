@@ -48,7 +48,8 @@ def test_is_a_chat_model_and_answers_with_the_trace() -> None:
     ]
     assert trace["attempts"][0]["threshold"] == 0.5
     assert trace["attempts"][0]["score"] == 0.0
-    assert "model_name" not in out.response_metadata
+    assert out.response_metadata["model_name"] == "strong-1"
+    assert out.response_metadata["finish_reason"] == "stop"
     assert Decimal(trace["cost"]) == Decimal("0.000005") + Decimal("0.0001")
 
 
@@ -158,8 +159,8 @@ def test_usage_is_counted_once_by_the_usage_callback() -> None:
         "cheap-1": {"input_tokens": 10, "output_tokens": 10, "total_tokens": 20},
         "strong-1": {"input_tokens": 20, "output_tokens": 5, "total_tokens": 25},
     }
-    # the answer carries the accepted call's usage; the trace the whole run's
-    assert out.usage_metadata == {"input_tokens": 20, "output_tokens": 5, "total_tokens": 25}
+    # the answer carries everything the request spent, as the trace does
+    assert out.usage_metadata == {"input_tokens": 30, "output_tokens": 15, "total_tokens": 45}
     total = out.response_metadata["cascade"]["usage"]
     assert (total["input_tokens"], total["output_tokens"]) == (30, 15)
     assert sum(u["total_tokens"] for u in handler.usage_metadata.values()) == 45

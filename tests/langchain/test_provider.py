@@ -189,7 +189,7 @@ def test_yaml_policy_names_a_class(tmp_path: Path) -> None:
                 free: true
                 params: {max_tokens: 64}
                 options:
-                  class: "cascade.langchain:ScriptedChatModel"
+                  class: "cascade.testing:ScriptedChatModel"
                   kwargs: {script: ["hello from yaml"], output_tokens: 3}
             """
         )

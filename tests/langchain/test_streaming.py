@@ -42,7 +42,6 @@ def check_nesting(recorder: Recorder) -> None:
 
 def test_off_by_default_one_chunk_and_nested_tier_runs() -> None:
     model = CascadeChatModel(cascade=cascade())
-    assert model.disable_streaming is True
     recorder = Recorder()
     chunks = list(model.stream("capital?", config={"callbacks": [recorder], "tags": ["mine"]}))
     assert len(chunks) == 1
@@ -53,7 +52,6 @@ def test_off_by_default_one_chunk_and_nested_tier_runs() -> None:
 
 def test_final_tier_streams_live() -> None:
     model = CascadeChatModel(cascade=cascade(), stream_final_tier=True)
-    assert model.disable_streaming is False
     recorder = Recorder()
     chunks: list[AIMessageChunk] = []
     strong_ended_before_first_chunk = None
@@ -67,7 +65,8 @@ def test_final_tier_streams_live() -> None:
     final = merged(chunks)
     assert final.content == ANSWER
     assert final.response_metadata["cascade"]["tier"] == "strong"
-    assert final.usage_metadata == {"input_tokens": 10, "output_tokens": 7, "total_tokens": 17}
+    # everything the request spent: the rejected cheap call and the streamed one
+    assert final.usage_metadata == {"input_tokens": 20, "output_tokens": 17, "total_tokens": 37}
     check_nesting(recorder)
     # nothing from the rejected cheap answer reached the caller's token stream
     assert "no idea" not in "".join(recorder.tokens)

@@ -20,6 +20,10 @@ are deterministic; markers in the last user message choose the behaviour:
 
 ``logprobs`` / ``top_logprobs`` and ``stream`` (SSE, with ``stream_options.include_usage``) are
 honoured. Run it by hand with ``python tests/providers/wire_server.py [port]``.
+
+Live tests can also script behaviour per model, without markers: ``server.script("cheap-1",
+ModelScript(answers=["4"], fail=[500, 500], stream_usage="none"))``. A model's script wins over
+the markers; ``server.bodies`` records every request body (path, JSON) for assertions.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -50,6 +55,36 @@ def _count(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
+@dataclass
+class ModelScript:
+    """What the server does for one model, call after call (the last entry of a list repeats).
+
+    ``answers``: text answers in turn. ``tool``: arguments of a call to the request's first tool
+    (or ``tool_name``) whenever tools are given. ``fail``: statuses for the first calls (``0``
+    answers normally; ``[500, 500]``: two failures, then answers). ``sleep``: seconds before
+    answering. ``stream_usage``: ``"auto"`` (usage when asked: ``stream_options.include_usage``
+    for OpenAI, always for Anthropic), ``"none"`` (never in a stream, as some gateways), or
+    ``"output"`` (only output tokens: OpenAI ``prompt_tokens`` 0, Anthropic ``message_start``
+    without input tokens, as some Anthropic-compatible servers).
+    """
+
+    answers: Sequence[str] = ("ok",)
+    tool: dict[str, Any] | None = None
+    tool_name: str | None = None
+    fail: Sequence[int] = ()
+    sleep: float = 0.0
+    stream_usage: str = "auto"
+    calls: int = field(default=0, init=False)
+
+    def next_call(self) -> tuple[int, str]:
+        """(status to fail with or 0, answer) for the next call."""
+        i = self.calls
+        self.calls += 1
+        status = self.fail[i] if i < len(self.fail) else 0
+        answer = self.answers[min(i - min(i, len(self.fail)), len(self.answers) - 1)]
+        return status, answer
+
+
 class WireServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -58,7 +93,29 @@ class WireServer(ThreadingHTTPServer):
         self.seen: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.requests = 0
+        self.scripts: dict[str, ModelScript] = {}
+        self.bodies: list[tuple[str, dict[str, Any]]] = []
         self._thread: threading.Thread | None = None
+
+    def script(self, model: str, script: ModelScript) -> ModelScript:
+        """Script ``model``'s behaviour (replaces any earlier script for it)."""
+        with self.lock:
+            self.scripts[model] = script
+        return script
+
+    def requests_for(self, model: str) -> list[dict[str, Any]]:
+        """The request bodies sent for ``model`` so far."""
+        with self.lock:
+            return [b for _, b in self.bodies if b.get("model") == model]
+
+    def take(self, model: str) -> tuple[ModelScript, int, str] | None:
+        """The script for ``model`` and its next (status, answer), if the model is scripted."""
+        with self.lock:
+            script = self.scripts.get(model)
+            if script is None:
+                return None
+            status, answer = script.next_call()
+            return script, status, answer
 
     @property
     def url(self) -> str:
@@ -123,6 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         seen, number = self.server.visit(raw)
         body = json.loads(raw or b"{}")
+        with self.server.lock:
+            self.server.bodies.append((self.path, body))
         if self.path.startswith(("/openai/v1/chat/completions", "/compat/v1/chat/completions")):
             self._openai(body, seen, number)
         elif self.path.startswith("/anthropic/v1/messages"):
@@ -150,6 +209,18 @@ class _Handler(BaseHTTPRequestHandler):
         last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         text = last.get("content") if isinstance(last.get("content"), str) else ""
         marks = _markers(text or "")
+        scripted = self.server.take(str(body.get("model", "")))
+        stream_usage = "auto"
+        if scripted is not None:
+            script, fail, answer = scripted
+            marks = {"answer": answer}
+            if script.tool is not None:
+                marks["tool"] = json.dumps(script.tool)
+            if fail:
+                marks["fail"] = str(fail)
+            marks["sleep"] = str(script.sleep)
+            stream_usage = script.stream_usage
+            seen = 0
         time.sleep(float(marks.get("sleep") or 0))
         status = 429 if "quota" in marks else self._fail(marks, seen)
         if status is not None:
@@ -165,6 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
         if "choices" in marks:
             n = min(n, int(marks["choices"]))
         answers = (marks.get("answers") or "ok").replace("_", " ").split("|")
+        if "answer" in marks:  # a scripted answer, verbatim
+            answers = [marks["answer"]]
         prompt_tokens = sum(_count(json.dumps(m)) for m in messages) + _count(
             json.dumps(body.get("tools", []))
         )
@@ -187,6 +260,10 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"x-request-id": rid}
         if body.get("stream"):
             include = (body.get("stream_options") or {}).get("include_usage")
+            if stream_usage == "output":
+                usage = {**usage, "prompt_tokens": 0, "total_tokens": completion}
+            if stream_usage != "auto":
+                include = stream_usage == "output"
             self._sse(self._openai_stream(cid, model, choices, usage if include else None), headers)
             return
         payload = {
@@ -204,7 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
         message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
         finish = "stop"
         if tool is not None:
-            name = body["tools"][0]["function"]["name"]
+            script = self.server.scripts.get(str(body.get("model", "")))
+            name = (script.tool_name if script else None) or body["tools"][0]["function"]["name"]
             message["content"] = None
             message["tool_calls"] = [
                 {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": tool}}
@@ -267,6 +345,19 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             text = content or ""
         marks = _markers(text)
+        scripted = self.server.take(str(body.get("model", "")))
+        stream_usage = "auto"
+        tool_name = None
+        if scripted is not None:
+            script, fail, answer = scripted
+            marks = {"answer": answer}
+            if script.tool is not None:
+                marks["tool"] = json.dumps(script.tool)
+            if fail:
+                marks["fail"] = str(fail)
+            marks["sleep"] = str(script.sleep)
+            stream_usage, tool_name = script.stream_usage, script.tool_name
+            seen = 0
         time.sleep(float(marks.get("sleep") or 0))
         status = self._fail(marks, seen)
         if status is not None:
@@ -284,6 +375,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         answers = (marks.get("answers") or "ok").replace("_", " ").split("|")
+        if "answer" in marks:  # a scripted answer, verbatim
+            answers = [marks["answer"]]
         answer = answers[seen % len(answers)]
         blocks: list[dict[str, Any]] = [{"type": "text", "text": answer}]
         stop = "end_turn"
@@ -293,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
                 {
                     "type": "tool_use",
                     "id": f"toolu_{number:04d}",
-                    "name": body["tools"][0]["name"],
+                    "name": tool_name or body["tools"][0]["name"],
                     "input": json.loads(marks["tool"]),
                 },
             ]
@@ -321,16 +414,19 @@ class _Handler(BaseHTTPRequestHandler):
         }
         headers = {"request-id": rid}
         if body.get("stream"):
-            self._sse(self._anthropic_stream(message), headers)
+            self._sse(self._anthropic_stream(message, stream_usage), headers)
             return
         self._send(200, message, headers)
 
-    def _anthropic_stream(self, message: dict[str, Any]) -> Iterator[str]:
+    def _anthropic_stream(self, message: dict[str, Any], stream_usage: str = "auto") -> Iterator[str]:
         def event(name: str, data: dict[str, Any]) -> str:
             return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
 
         usage = message["usage"]
-        start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        start_usage = {**usage, "output_tokens": 1}
+        if stream_usage in ("none", "output"):
+            start_usage = {"input_tokens": 0, "output_tokens": 0}
+        start = {**message, "content": [], "stop_reason": None, "usage": start_usage}
         yield event("message_start", {"message": start})
         for i, block in enumerate(message["content"]):
             if block["type"] == "text":
@@ -349,7 +445,8 @@ class _Handler(BaseHTTPRequestHandler):
                 yield event("content_block_delta", {"index": i, "delta": delta})
             yield event("content_block_stop", {"index": i})
         delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
-        yield event("message_delta", {"delta": delta, "usage": {"output_tokens": usage["output_tokens"]}})
+        out = 0 if stream_usage == "none" else usage["output_tokens"]
+        yield event("message_delta", {"delta": delta, "usage": {"output_tokens": out}})
         yield event("message_stop", {})
 
 
