@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -121,29 +122,59 @@ def read(path: str | Path) -> Outcomes:
     if not p.exists():
         raise ConfigurationError(f"{p}: no such recorded-outcomes file")
     opener = gzip.open if p.name.endswith(".gz") else open
-    records = []
-    with opener(p, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                records.append(
-                    Record(
-                        id=str(d["id"]),
-                        prompt=d["prompt"],
-                        reference=d.get("reference"),
-                        split=d.get("split"),
-                        responses={
-                            m: tuple(_sample(s) for s in samples) for m, samples in d["responses"].items()
-                        },
-                    )
-                )
-            except (ValueError, KeyError, TypeError) as err:
-                raise ConfigurationError(f"{p}:{lineno}: not a recorded-outcomes record ({err!r})") from None
+    records: list[Record] = []
+    try:
+        with opener(p, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+            _read_lines(p, fh, records)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise ConfigurationError(
+            f"{p}: cannot read it as gzip JSON Lines after {len(records)} records"
+            f" (truncated or not gzip: {err})"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise ConfigurationError(f"{p}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     card_file = _card_path(p)
-    card = json.loads(card_file.read_text()) if card_file.exists() else {}
+    card: Any = {}
+    if card_file.exists():
+        try:
+            card = json.loads(card_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ConfigurationError(f"{card_file}: not a valid card (JSON: {err})") from None
+        if not isinstance(card, dict) or not isinstance(card.get("models", {}), dict):
+            raise ConfigurationError(
+                f"{card_file}: not a valid card (expected an object with a 'models' object)"
+            )
+        for m, info in card.get("models", {}).items():
+            for key in ("input_usd_per_mtok", "output_usd_per_mtok"):
+                if isinstance(info, dict) and key in info:
+                    try:
+                        usd(info[key])
+                    except (ValueError, TypeError, ArithmeticError):
+                        raise ConfigurationError(
+                            f"{card_file}: models.{m}.{key}: not a price ({info[key]!r})"
+                        ) from None
     return Outcomes(p, records, card)
+
+
+def _read_lines(p: Path, fh: Any, records: list[Record]) -> None:
+    for lineno, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            records.append(
+                Record(
+                    id=str(d["id"]),
+                    prompt=d["prompt"],
+                    reference=d.get("reference"),
+                    split=d.get("split"),
+                    responses={
+                        m: tuple(_sample(s) for s in samples) for m, samples in d["responses"].items()
+                    },
+                )
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as err:
+            raise ConfigurationError(f"{p}:{lineno}: not a recorded-outcomes record ({err!r})") from None
 
 
 _cache: dict[tuple[str, float], Outcomes] = {}

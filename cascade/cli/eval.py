@@ -22,13 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split",
         choices=["none", "auto", "file", "seed"],
-        default="none",
-        help="evaluate every record (none, default) or only the held-out part of a split",
+        default=None,
+        help="evaluate every record (none) or only the held-out part of a split; default: the split a"
+        " tuned policy records (its held-out part), else none",
     )
     parser.add_argument(
         "--pair",
         metavar="WEAK,STRONG",
-        help="weak/strong models for PGR/APGR/CPT (default: first and last tier)",
+        help="weak/strong models for PGR/APGR/CPT (default: the policy's cheapest and strongest models)",
     )
     add_report_arguments(parser)
 
@@ -37,8 +38,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", metavar="FILE", help="recorded outcomes (default: the policy's replay file)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="split and bootstrap seed (default 0)")
-    parser.add_argument("--test-fraction", type=float, default=0.5, help="held-out share with a seeded split")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="split and bootstrap seed (default: a tuned policy's, else 0)"
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="held-out share with a seeded split (default: a tuned policy's, else 0.5)",
+    )
     parser.add_argument(
         "--billing",
         choices=["auto", "recorded", "prompt_once"],
@@ -56,7 +64,10 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def data_path(policy_path: str, explicit: str | None) -> Path:
-    """``--data``, else the file the policy's first replay tier reads."""
+    """``--data``, else the file a tuned policy records (``tuned.data``), else the file the policy's
+    first replay tier reads, else ``$CASCADE_DATA`` when it names a file."""
+    import os
+
     if explicit:
         p = Path(explicit)
         if not p.exists():
@@ -65,11 +76,24 @@ def data_path(policy_path: str, explicit: str | None) -> Path:
     from cascade.policy import loader
 
     pol = loader.load(policy_path)
+    base = Path(policy_path).resolve().parent
+    if pol.tuned is not None:
+        p = Path(pol.tuned.data).expanduser()
+        p = p if p.is_absolute() else base / p
+        if p.exists():
+            return p
     for t in pol.tiers:
         if t.provider == "replay" and "path" in t.options:
             p = Path(str(t.options["path"])).expanduser()
-            return p if p.is_absolute() else Path(policy_path).resolve().parent / p
-    raise UsageError("the policy has no replay tier: give the recorded outcomes with --data FILE")
+            return p if p.is_absolute() else base / p
+    env = os.environ.get("CASCADE_DATA")
+    if env and Path(env).is_file():
+        return Path(env)
+    raise UsageError(
+        "the policy has no replay tier and records no tuning data: give the recorded outcomes with"
+        " --data FILE (a folder of them, e.g. ../shared/data, can be set as $CASCADE_DATA for the"
+        " benchmarks)"
+    )
 
 
 def write_plot(ev: Evaluation, path: str) -> None:
@@ -92,25 +116,50 @@ def run(args: argparse.Namespace) -> int:
     from cascade.evaluate.data import EvalSet
     from cascade.evaluate.evaluate import evaluate, score_policy
     from cascade.evaluate.report import table, to_json
+    from cascade.evaluate.tune import check_choices, raw_tiers
     from cascade.policy import loader
 
+    if args.bootstrap < 1:
+        raise UsageError(f"--bootstrap: at least 1 (got {args.bootstrap})")
+    if args.test_fraction is not None and not 0 < args.test_fraction < 1:
+        raise UsageError(f"--test-fraction: between 0 and 1 (got {args.test_fraction})")
     policy = loader.load(args.policy)
     path = data_path(args.policy, args.data)
     data = outcomes.load(path)
+    for note in check_choices(raw_tiers(args.policy), data, fill=False):
+        print(f"warning: {note}", file=sys.stderr)
+    tuned = policy.tuned
+    same_data = tuned is not None and (
+        args.data is None or Path(args.data).resolve() == data_path(args.policy, None).resolve()
+    )
+    split = args.split or (tuned.split if tuned is not None and same_data else "none")
+    seed = args.seed if args.seed is not None else (tuned.seed if tuned is not None else 0)
+    fraction = args.test_fraction or (tuned.test_fraction if tuned is not None else 0.5)
     es = EvalSet.build(data, [t.model for t in policy.tiers])
     bar = Progress(len(es) * len(policy.tiers), label="scoring")
     tiers = score_policy(
         policy, data, es, Path(args.policy).resolve().parent, billing=args.billing, progress=bar.advance
     )
     bar.close()
-    rows = es.split(args.split, seed=args.seed, test_fraction=args.test_fraction)
+    rows = es.split(split, seed=seed, test_fraction=fraction)
+    if split == "none":
+        part = f"every record of {path.name}" + (
+            " (including the part the policy was tuned on)" if tuned is not None and same_data else ""
+        )
+    else:
+        rule = (
+            "the file's own split"
+            if split == "file" or (split == "auto" and not _seeded(es, rows))
+            else (f"seed {seed}, held-out share {fraction:g}")
+        )
+        part = f"the held-out part of {path.name} ({int(rows.sum())} of {len(es)} records; {rule})"
     pair = None
     if args.pair:
         parts = [p.strip() for p in args.pair.split(",")]
         if len(parts) != 2 or any(p not in es.models for p in parts):
             raise UsageError(f"--pair needs two models of the file, WEAK,STRONG (got {args.pair!r})")
         pair = (parts[0], parts[1])
-    ev = evaluate(policy, es, tiers, rows, reps=args.bootstrap, seed=args.seed, pair=pair)
+    ev = evaluate(policy, es, tiers, rows, reps=args.bootstrap, seed=seed, pair=pair, part=part)
     if args.json == "-":
         print(to_json(ev))
     else:
@@ -121,3 +170,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(ev, args.plot)
     return 0
+
+
+def _seeded(es: object, rows: object) -> bool:
+    """Whether an ``auto`` split fell back to the seed (the file carries no split of its own)."""
+    records = getattr(es, "records", [])
+    own = [(r.split or "").lower() in ("test", "validation", "dev", "val") for r in records]
+    return not (any(own) and not all(own))

@@ -25,6 +25,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="Q|best",
         help="minimise cost reaching this quality (a number, or 'best': the best single model's)",
     )
+    goal.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="EPS",
+        help="cheapest setting whose expected quality drop against the best single model is at most EPS,"
+        " with probability at least 1 - RISK (Learn-then-Test on a calibration part)",
+    )
+    parser.add_argument(
+        "--risk", type=float, default=0.05, metavar="DELTA", help="with --max-drop: the risk (default 0.05)"
+    )
+    parser.add_argument(
+        "--calibration",
+        type=float,
+        default=0.7,
+        metavar="SHARE",
+        help="with --max-drop: share of the training part kept for the risk test (default 0.7)",
+    )
     parser.add_argument(
         "--models",
         metavar="all|M1,M2",
@@ -72,14 +89,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cascade import outcomes
     from cascade.cli.progress import Progress
+    from cascade.errors import ConfigurationError
     from cascade.evaluate import held_out
     from cascade.evaluate.report import table, to_json
     from cascade.evaluate.tune import Objective, tune
-    from cascade.evaluate.write import diff, header_lines, render, tier_notes, tuned_raw
+    from cascade.evaluate.write import diff, header_lines, render, tier_notes, tuned_block, tuned_raw
     from cascade.policy import loader
 
+    args.seed = 0 if args.seed is None else args.seed
+    args.test_fraction = 0.5 if args.test_fraction is None else args.test_fraction
     if args.depth < 1:
         raise UsageError("--depth must be at least 1")
+    for flag, value, ok in (
+        ("--partners", args.partners, args.partners >= 0),
+        ("--classifiers", args.classifiers, args.classifiers >= 0),
+        ("--pool", args.pool, args.pool >= 1),
+        ("--bootstrap", args.bootstrap, args.bootstrap >= 1),
+        ("--test-fraction", args.test_fraction, 0 < args.test_fraction < 1),
+    ):
+        if not ok:
+            raise UsageError(f"{flag}: out of range (got {value})")
     target: float | str | None = None
     if args.target_quality is not None:
         if args.target_quality == "best":
@@ -91,7 +120,17 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(
                     f"--target-quality: a number or 'best' (got {args.target_quality!r})"
                 ) from None
-    objective = Objective(args.cost_cap, target, args.confidence)  # type: ignore[arg-type]
+    try:
+        objective = Objective(
+            args.cost_cap,
+            target,  # type: ignore[arg-type]
+            args.confidence,
+            max_drop=args.max_drop,
+            risk=args.risk,
+            calibration=args.calibration,
+        )
+    except ConfigurationError as err:
+        raise UsageError(str(err)) from None
     models = None
     if args.models:
         models = "all" if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
@@ -100,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise UsageError(f"--samples: comma-separated counts (got {args.samples!r})") from None
     out = Path(args.out) if args.out else Path(args.skeleton).with_suffix(".tuned.yaml")
-    data = outcomes.load(data_path(args.skeleton, args.data))
+    data_file = data_path(args.skeleton, args.data)
+    data = outcomes.load(data_file)
     bar = Progress(1, label="scoring candidates")
 
     def progress(done: int, total: int) -> None:
@@ -133,9 +173,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    from cascade.evaluate.report import usd
+
     goal = (
-        f"highest quality at most ${args.cost_cap} per query"
+        f"highest quality at most {usd(args.cost_cap)} per query"
         if args.cost_cap is not None
+        else f"cheapest setting with expected quality drop <= {args.max_drop:g} vs {tuning.reference}"
+        f" with probability >= {1 - args.risk:g}"
+        if args.max_drop is not None
         else f"lowest cost reaching quality {target}"
         + (
             f" (the best single model on the training part, {tuning.reference}: {tuning.target_quality:.4f})"
@@ -143,13 +188,14 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    raw = tuned_raw(args.skeleton, tuning, tuning.choice)
+    raw = tuned_raw(args.skeleton, tuning, tuning.choice, tuned_block(tuning, data_file, out))
     draft = render(raw, [], {})
     policy = loader.loads(draft, source="<tuned>")
     ev = held_out(tuning, tuning.choice, policy, reps=args.bootstrap, seed=args.seed)
+    header = header_lines(ev.figures, tuning, goal)
     text = render(
         raw,
-        [*header_lines(ev.figures, tuning, goal), f"{tuning.settings_tried} settings tried", ""],
+        [*header, f"{tuning.settings_tried} settings tried", ""],
         tier_notes(ev.figures),
     )
     out.write_text(text, encoding="utf-8")
@@ -157,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
         print(to_json(ev))
     else:
         print(f"tuned on {int(tuning.train.sum())} records; held-out figures on {int(tuning.test.sum())}:\n")
+        if tuning.guarantee is not None:
+            print("\n".join(line for line in header if line.startswith(("guarantee", "  settings"))) + "\n")
         print(table(ev, models=0))
         print()
         old = Path(args.skeleton).read_text(encoding="utf-8")

@@ -106,8 +106,12 @@ def evaluate(
     seed: int = 0,
     pair: tuple[str, str] | None = None,
     reference: str | None = None,
+    part: str | None = None,
 ) -> Evaluation:
-    """Figures for the policy on ``rows`` of ``evalset`` (tiers already scored on every row)."""
+    """Figures for the policy on ``rows`` of ``evalset`` (tiers already scored on every row).
+
+    ``pair`` (weak, strong) for APGR/CPT defaults to the cheapest and the strongest model of the
+    policy's tiers on these rows; ``part`` says which records were measured (for the report)."""
     tiers = [t.take(rows) for t in tiers]
     qm = evalset.quality[rows]
     cm = evalset.cost[rows]
@@ -159,6 +163,8 @@ def evaluate(
         "models_dropped": evalset.dropped_models,
         "bootstrap_reps": reps,
     }
+    if part is not None:
+        figures["part"] = part
     qi, ci = bootstrap(pol_q, wts), bootstrap(pol_c, wts)
     figures["quality"] = qi.to_dict()
     figures["cost_per_query_usd"] = ci.to_dict()
@@ -223,8 +229,29 @@ def evaluate(
         "oracle": aiq(np.array([oc.mean()]), np.array([oq.mean()]), lo, hi),
         "cost_range_usd": [lo, hi],
     }
-    weak, strong = pair if pair is not None else (tiers[0].model, tiers[-1].model)
-    if len(tiers) >= 2 and weak in models and strong in models:
+    omitted: str | None = None
+    if pair is not None:
+        weak, strong = pair
+    else:
+        own = [m for m in dict.fromkeys(t.model for t in tiers) if m in models]
+        weak = min(own, key=lambda m: float(sc[models.index(m)])) if own else ""
+        strong = (
+            max(own, key=lambda m: (float(sq[models.index(m)]), -float(sc[models.index(m)]))) if own else ""
+        )
+        if len(own) < 2:
+            omitted = "the policy has one model"
+        elif weak == strong:
+            omitted = f"the cheapest model ({weak}) is also the strongest: there is no gap to recover"
+    if (
+        omitted is None
+        and weak in models
+        and strong in models
+        and float(sq[models.index(strong)]) <= float(sq[models.index(weak)])
+    ):
+        omitted = f"{strong} is not better than {weak} on these records: there is no gap to recover"
+    if omitted is not None:
+        figures["pair_omitted"] = omitted
+    elif len(tiers) >= 2 and weak in models and strong in models:
         jw, js = models.index(weak), models.index(strong)
 
         def gm(w: FloatArray | None) -> tuple[float, float, float]:

@@ -139,13 +139,21 @@ class Interval:
         if math.isnan(self.value):
             return "n/a"
         v, lo, hi = self.value * scale, self.low * scale, self.high * scale
-        return f"{v:{spec}}{suffix} [{lo:{spec}}, {hi:{spec}}]"
+        if math.isnan(lo) or math.isnan(hi):
+            return f"{signless(v, spec)}{suffix}"
+        return f"{signless(v, spec)}{suffix} [{signless(lo, spec)}, {signless(hi, spec)}]"
 
     def to_dict(self) -> dict[str, float | None]:
         def clean(x: float) -> float | None:
             return None if math.isnan(x) or math.isinf(x) else x
 
         return {"value": clean(self.value), "low": clean(self.low), "high": clean(self.high)}
+
+
+def signless(x: float, spec: str) -> str:
+    """``format(x, spec)``, but a value that rounds to zero never prints as ``-0.0000``."""
+    text = f"{x:{spec}}"
+    return f"{0.0:{spec}}" if not any(ch in "123456789" for ch in text) else text
 
 
 def interval(point: float, replicates: FloatArray | list[float]) -> Interval:
@@ -187,6 +195,7 @@ __all__ = [
     "gap_metrics",
     "interval",
     "oracle",
+    "signless",
     "upper_hull",
     "wmean",
 ]

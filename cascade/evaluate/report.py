@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cascade.evaluate.evaluate import Evaluation, as_interval
-from cascade.evaluate.metrics import upper_hull
+from cascade.evaluate.metrics import signless, upper_hull
 
 
 def usd(x: float | None) -> str:
-    """Money per query with sensible precision (micro-dollars stay readable)."""
-    if x is None:
+    """Money per query in fixed notation: at least 4 decimals and 3 significant digits
+    (``$0.0000500``, ``$0.00378``, ``$0.0123``, ``$1.5000``); never exponents or ``-$0``."""
+    if x is None or not math.isfinite(x):
         return "n/a"
-    return f"${x:.3g}" if abs(x) < 0.01 else f"${x:.4f}"
+    if x == 0:
+        return "$0"
+    decimals = max(4, 2 - math.floor(math.log10(abs(x))))
+    text = signless(abs(x), f".{decimals}f")
+    return f"-${text}" if x < 0 and any(ch in "123456789" for ch in text) else f"${text}"
 
 
 def _pct(d: dict[str, Any]) -> str:
@@ -42,9 +48,14 @@ def table(ev: Evaluation, *, models: int = 40) -> str:
     out.append(
         f"  quality {q.fmt('.4f')}   cost/query {usd(c.value)} [{usd(c.low)}, {usd(c.high)}]  (95% bootstrap)"
     )
+    if f.get("part"):
+        out.append(f"  measured on {f['part']}")
     out.append("")
+    # full tier names: a name longer than the column gets its own line (names are never cut)
+    wt = max([4, *(len(t["tier"]) for t in f["tiers"] if len(t["tier"]) <= 40)])
+    wm = max([5, *(len(t["model"]) for t in f["tiers"] if len(t["model"]) <= 40)])
     out.append(
-        f"  {'tier':<18} {'model':<34} {'thr':>6} {'reached':>8} {'accepted':>9}"
+        f"  {'tier':<{wt}} {'model':<{wm}} {'thr':>6} {'reached':>8} {'accepted':>9}"
         f" {'acc.rate':>8} {'accuracy':>8}  escalated"
     )
     for t in f["tiers"]:
@@ -52,8 +63,15 @@ def table(ev: Evaluation, *, models: int = 40) -> str:
         rate = "-" if t["accept_rate"] is None else f"{t['accept_rate']:.1%}"
         acc = "-" if t["accuracy_accepted"] is None else f"{t['accuracy_accepted']:.4f}"
         esc = ", ".join(f"{k}: {v}" for k, v in t["escalated"].items()) or "-"
+        name, model = t["tier"], t["model"]
+        if len(name) > wt:
+            out.append(f"  {name}")
+            name = ""
+        if len(model) > wm:
+            out.append(f"  {'':<{wt}} {model}")
+            model = ""
         out.append(
-            f"  {t['tier'][:18]:<18} {t['model'][:34]:<34} {thr:>6} {t['reached']:>8} {t['accepted']:>9}"
+            f"  {name:<{wt}} {model:<{wm}} {thr:>6} {t['reached']:>8} {t['accepted']:>9}"
             f" {rate:>8} {acc:>8}  {esc}"
         )
     if f["exhausted"]:
@@ -83,22 +101,32 @@ def table(ev: Evaluation, *, models: int = 40) -> str:
     o = f["oracle"]
     out.append(f"  oracle              quality {o['quality']:.4f}, cost/query {usd(o['cost_per_query_usd'])}")
     a = f["aiq"]
+    curve = (
+        as_interval(a["policy_curve"]).fmt(".4f")
+        if len(f["tiers"]) > 1
+        else "n/a (one tier: no threshold curve)"
+    )
     out.append(
-        f"  AIQ                 policy curve {as_interval(a['policy_curve']).fmt('.4f')};"
+        f"  AIQ                 policy curve {curve};"
         f" best single {a['best_single']['value']:.4f} ({a['best_single']['model']});"
         f" best random mix {a['best_random_mix']['value']:.4f} ({' + '.join(a['best_random_mix']['models'])})"
     )
     if "pair" in f:
         p = f["pair"]
         out.append(
-            f"  weak/strong         {p['weak']} -> {p['strong']}: APGR {as_interval(p['apgr']).fmt('.3f')},"
+            f"  cheapest/strongest  {p['weak']} -> {p['strong']}: APGR {as_interval(p['apgr']).fmt('.3f')},"
             f" CPT(50%) {_pct(p['cpt50'])}, CPT(80%) {_pct(p['cpt80'])};"
             f" the policy sends {p['policy_strong_share']:.1%} to the strong model"
         )
-    out.append("")
-    out.append(f"  {'single model':<36} {'quality':>8} {'cost/query':>11}")
-    for s in f["single_models"][:models]:
-        out.append(f"  {s['model'][:36]:<36} {s['quality']:>8.4f} {usd(s['cost_per_query_usd']):>11}")
+    elif f.get("pair_omitted"):
+        out.append(f"  APGR/CPT            omitted: {f['pair_omitted']}")
+    shown = f["single_models"][:models]
+    if shown:
+        wn = max(12, *(len(s["model"]) for s in shown))
+        out.append("")
+        out.append(f"  {'single model':<{wn}} {'quality':>8} {'cost/query':>11}")
+        for s in shown:
+            out.append(f"  {s['model']:<{wn}} {s['quality']:>8.4f} {usd(s['cost_per_query_usd']):>11}")
     return "\n".join(out)
 
 

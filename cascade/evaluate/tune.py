@@ -63,10 +63,30 @@ class Objective:
     cost_cap: float | None = None
     target: Target | None = None
     confidence: float = 1.0
+    max_drop: float | None = None
+    risk: float = 0.05
+    calibration: float = 0.7
 
     def __post_init__(self) -> None:
-        if (self.cost_cap is None) == (self.target is None):
-            raise ConfigurationError("give exactly one objective: a cost cap or a target quality")
+        given = sum(x is not None for x in (self.cost_cap, self.target, self.max_drop))
+        if given != 1:
+            raise ConfigurationError(
+                "give exactly one objective: a cost cap, a target quality or a maximum drop"
+            )
+        if self.cost_cap is not None and not (math.isfinite(self.cost_cap) and self.cost_cap > 0):
+            raise ConfigurationError(f"the cost cap must be a positive number of USD (got {self.cost_cap:g})")
+        if isinstance(self.target, float | int) and not 0 <= self.target <= 1:
+            raise ConfigurationError(f"the target quality must be between 0 and 1 (got {self.target:g})")
+        if self.max_drop is not None and not 0 <= self.max_drop < 1:
+            raise ConfigurationError(f"the maximum drop must be in [0, 1) (got {self.max_drop:g})")
+        if not 0 < self.risk < 1:
+            raise ConfigurationError(f"the risk must be between 0 and 1 (got {self.risk:g})")
+        if not 0 < self.calibration < 1:
+            raise ConfigurationError(
+                f"the calibration share must be between 0 and 1 (got {self.calibration:g})"
+            )
+        if not (math.isfinite(self.confidence) and self.confidence >= 0):
+            raise ConfigurationError(f"the confidence margin must be >= 0 (got {self.confidence:g})")
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,38 @@ class Setting:
     thresholds: tuple[float, ...]
     quality: float
     cost: float
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    """What ``--max-drop``/``--risk`` established (see :mod:`cascade.evaluate.risk`): the chosen
+    setting's expected quality drop against ``reference`` is at most ``max_drop`` with probability
+    at least ``1 - risk``, from ``calibration`` records the search never saw."""
+
+    max_drop: float
+    risk: float
+    reference: str
+    method: str
+    calibration: int
+    search: int
+    tested: int
+    rejected: int
+    pvalue: float
+    calibration_drop: float
+    fallback: bool = False
+
+    def sentence(self) -> str:
+        if self.fallback:
+            return (
+                f"no setting cheaper than {self.reference} passed the risk test (max drop {self.max_drop:g},"
+                f" risk {self.risk:g}, {self.calibration} calibration records; first p-value {self.pvalue:.3g}):"
+                f" {self.reference} alone, which loses nothing by definition"
+            )
+        return (
+            f"expected quality drop vs {self.reference} <= {self.max_drop:g} with probability"
+            f" >= {1 - self.risk:g} (Learn-then-Test, {self.method} p-values, fixed sequence;"
+            f" {self.calibration} calibration records, {self.search} search records)"
+        )
 
 
 @dataclass
@@ -95,6 +147,8 @@ class Tuning:
     ctx: ReplayContext | None = None
     skeleton: Policy | None = None
     unmargined: Setting | None = None
+    split: dict[str, Any] = field(default_factory=dict)
+    guarantee: Guarantee | None = None
     _complete: set[int] = field(default_factory=set)
 
     @property
@@ -153,6 +207,42 @@ def raw_tiers(path: str | Path) -> list[dict[str, Any]]:
     if not isinstance(tiers, list):
         raise ConfigurationError(f"{path}: no tiers")
     return [dict(t) for t in tiers]
+
+
+def data_choices(data: Outcomes, limit: int = 3000) -> str:
+    """The multiple-choice letters a file uses (its references and recorded answers)."""
+    from cascade.scorers.answers import choice_letters
+
+    values: list[Any] = []
+    for r in data.records[:limit]:
+        values.append(r.reference)
+        values.extend(s[0].answer for s in r.responses.values() if s)
+    return choice_letters(values)
+
+
+def check_choices(raws: Sequence[dict[str, Any]], data: Outcomes, *, fill: bool) -> list[str]:
+    """Tiers whose scorer reads ``answer: choice``: with ``fill``, those without ``choices:`` get the
+    file's letter set; a ``choices:`` narrower than the file's letters is reported."""
+    notes: list[str] = []
+    letters: str | None = None
+    for raw in raws:
+        sc = raw.get("scorer")
+        if not isinstance(sc, dict) or sc.get("answer") != "choice":
+            continue
+        letters = letters or data_choices(data)
+        given = sc.get("choices")
+        if given is None and fill:
+            if letters != "ABCDE":
+                sc["choices"] = letters
+                notes.append(f"tier {raw.get('name')}: choices {letters} learned from the data")
+        elif given is None:
+            given = "ABCDE"
+        if given is not None and set(letters) - set(str(given)):
+            notes.append(
+                f"tier {raw.get('name')}: the data uses letters {letters} but the scorer reads only"
+                f" {given}: answers outside it are never read (set `choices: {letters}`)"
+            )
+    return notes
 
 
 def candidates_from(
@@ -476,8 +566,8 @@ def tune(
     ``progress(done, total)`` is called while candidates are scored (the slow part)."""
     pol = loader.load(skeleton)
     raws = raw_tiers(skeleton)
+    notes: list[str] = check_choices(raws, data, fill=True)
     cands = candidates_from(raws, data, models=models)
-    notes: list[str] = []
     es = EvalSet.build(data, sorted({c.spec.model for c in cands[: len(raws)]}))
     dropped = sorted({c.spec.model for c in cands if c.spec.model not in es.models})
     if dropped:
@@ -485,13 +575,26 @@ def tune(
         cands = [c for c in cands if c.spec.model in es.models]
     test = es.split(split, seed=seed, test_fraction=test_fraction)
     train = ~test
+    # with a risk target, the training part is cut once more: the search (and the order of the
+    # settings to test) sees ``fit`` only; the p-values come from ``cal``
+    fit, cal = train, np.zeros(len(train), dtype=bool)
+    if objective.max_drop is not None:
+        idx = np.flatnonzero(train)
+        picked = np.random.default_rng(seed + 1).permutation(len(idx))[
+            : round(len(idx) * objective.calibration)
+        ]
+        cal = np.zeros(len(train), dtype=bool)
+        cal[idx[picked]] = True
+        fit = train & ~cal
+        if int(fit.sum()) < 2 or int(cal.sum()) < 2:
+            raise ConfigurationError(f"{data.path}: too few training records to keep a calibration part")
     if samples:
         cands += sample_count_candidates(cands, samples)
-    tq, tc = es.quality[train].mean(axis=0), es.cost[train].mean(axis=0)
+    tq, tc = es.quality[fit].mean(axis=0), es.cost[fit].mean(axis=0)
     ref_cost = float(tc[int(np.lexsort((tc, -tq))[0])])
     cap = objective.cost_cap if objective.cost_cap is not None else ref_cost * pool_cost_share
     if partners > 0:
-        pool_models = frontier_models(es, train, pool, cap)
+        pool_models = frontier_models(es, fit, pool, cap)
         extra = agreement_candidates(cands, pool_models, partners)
         notes.append(f"agreement partners from the cheapest frontier models: {', '.join(pool_models)}")
         cands += extra
@@ -521,13 +624,13 @@ def tune(
     if classifiers > 0:
         from cascade.evaluate.learned import classifier_candidates
 
-        clf_models = frontier_models(es, train, classifiers, cap)
+        clf_models = frontier_models(es, fit, classifiers, cap)
         folder = Path(artifacts) if artifacts is not None else Path(tempfile.mkdtemp(prefix="cascade-tune-"))
         cands += classifier_candidates(cands, es, data, train, clf_models, folder, seed=seed)
         notes.append(
             f"classifiers trained (training part only) for: {', '.join(clf_models)}; artifacts in {folder}"
         )
-    search = _Search(cands, train)
+    search = _Search(cands, fit)
     search.singles()
     if depth >= 2:
         search.pairs()
@@ -544,12 +647,32 @@ def tune(
             search.deeper(best_prefixes[:breadth], lasts, firsts, max(3, levels // 2))
 
     q, c, which, row = search.flat()
-    train_q = es.quality[train].mean(axis=0)
-    train_c = es.cost[train].mean(axis=0)
+    train_q = es.quality[fit].mean(axis=0)
+    train_c = es.cost[fit].mean(axis=0)
     best_j = int(np.lexsort((train_c, -train_q))[0])
     reference = es.models[best_j]
     ref: FloatArray | None = None
     target: float | None = None
+    split_rule = {"split": split, "seed": seed, "test_fraction": test_fraction}
+    if objective.max_drop is not None:
+        choice, guarantee = _risk_controlled(search, cands, es, test, fit, cal, best_j, objective, pol, seed)
+        if choice is None:
+            notes.append("no setting passes the risk test; the reference model alone is the safe choice")
+        return Tuning(
+            cands,
+            es,
+            test,
+            choice,
+            reference,
+            None,
+            _frontier(search),
+            len(q),
+            notes,
+            ctx,
+            skeleton=pol,
+            split=split_rule,
+            guarantee=guarantee,
+        )
     if objective.target is not None:
         if objective.target == "best":
             target = float(train_q[best_j])
@@ -596,10 +719,6 @@ def tune(
                 f"without the margin of {objective.confidence:g} standard errors: {unmargined.cost:.3g} USD "
                 f"per query at quality {unmargined.quality:.4f} on the training part (chosen: {chosen})"
             )
-    hx, _ = upper_hull(c, q)
-    on_hull = np.isin(c, hx)
-    frontier_idx = np.flatnonzero(on_hull)
-    frontier = [search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in frontier_idx]
     return Tuning(
         cands,
         es,
@@ -607,13 +726,115 @@ def tune(
         choice,
         reference,
         target,
-        frontier,
+        _frontier(search),
         len(q),
         notes,
         ctx,
         skeleton=pol,
         unmargined=unmargined,
+        split=split_rule,
     )
+
+
+def _frontier(search: _Search) -> list[Setting]:
+    q, c, which, row = search.flat()
+    hx, _ = upper_hull(c, q)
+    on_hull = np.isin(c, hx)
+    return [
+        search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in np.flatnonzero(on_hull)
+    ]
+
+
+def _by_budget(q: FloatArray, c: FloatArray, below: float, bins: int) -> np.ndarray:
+    """The best setting (highest quality, then cheapest) in each of ``bins`` cost bands, log-spaced
+    up to ``below``: a family from the cheapest to the most conservative settings."""
+    ok = np.flatnonzero((c < below - 1e-15) & (c > 0))
+    if len(ok) == 0:
+        return ok
+    lo = float(c[ok].min())
+    edges = np.geomspace(lo, below, bins + 1) if below > lo else np.array([lo, below])
+    band = np.clip(np.searchsorted(edges, c[ok], side="right") - 1, 0, len(edges) - 2)
+    order = np.lexsort((np.round(c[ok], 12), -np.round(q[ok], 12), band))
+    first = np.r_[True, band[order][1:] != band[order][:-1]]
+    return np.asarray(ok[order][first], dtype=np.int64)
+
+
+def _risk_controlled(
+    search: _Search,
+    cands: list[Candidate],
+    es: EvalSet,
+    test: BoolArray,
+    fit: BoolArray,
+    cal: BoolArray,
+    ref_j: int,
+    objective: Objective,
+    pol: Policy,
+    seed: int,
+    max_tests: int = 400,
+) -> tuple[Setting | None, Guarantee]:
+    """Learn-then-Test: the settings on the search part's quality/cost frontier that are cheaper
+    than the reference, most conservative (best search quality) first, each tested on ``cal``;
+    the cheapest setting rejected before the first failure is chosen (:mod:`cascade.evaluate.risk`)."""
+    from cascade.evaluate import risk
+
+    assert objective.max_drop is not None
+    eps, delta = objective.max_drop, objective.risk
+    q, c, which, row = search.flat()
+    ref_model = es.models[ref_j]
+    ref_q_cal = es.quality[cal, ref_j]
+    ref_cost = float(es.cost[fit, ref_j].mean())
+    front = _by_budget(q, c, ref_cost, max_tests)
+    settings = [search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in front]
+    method = "binomial" if risk.is_binary(es.quality[cal]) else "betting"
+    tmp = Tuning(cands, es, test, None, ref_model, None, [], 0)
+    # the order of the sequence: the p-value each setting gets on the search part (most likely to
+    # pass first, the costlier first among equals); it never looks at the calibration part
+    ref_q_fit = es.quality[fit, ref_j]
+    fit_p = []
+    for s in settings:
+        r = run(tmp.arrays(s, fit), tmp.thresholds(s), pol.on_exhausted)
+        fit_p.append(risk.pvalue(r.quality, ref_q_fit, eps, delta, seed=seed))
+    sequence = sorted(range(len(settings)), key=lambda i: (round(fit_p[i], 9), -settings[i].cost))
+    results: dict[int, tuple[float, float]] = {}
+
+    def check(i: int) -> tuple[float, float]:
+        s = settings[i]
+        r = run(tmp.arrays(s, cal), tmp.thresholds(s), pol.on_exhausted)
+        results[i] = (float(r.cost.mean()), float(r.quality.mean()))
+        return float((ref_q_cal - r.quality).mean()), risk.pvalue(r.quality, ref_q_cal, eps, delta, seed=seed)
+
+    tested = risk.fixed_sequence(sequence, check, delta)
+    passed = [t for t in tested if t.rejected]
+    # the reference alone loses nothing by definition: it is the fallback
+    ref_single = next(
+        (
+            i
+            for i, cand in enumerate(cands)
+            if cand.bare is not None and cand.spec.model == ref_model and not cand.partners
+        ),
+        None,
+    )
+    choice: Setting | None = None
+    best = None
+    if passed:
+        best = min(passed, key=lambda t: (round(results[t.index][0], 12), -results[t.index][1]))
+        choice = settings[best.index]
+    elif ref_single is not None:
+        choice = Setting((ref_single,), (), float(es.quality[fit, ref_j].mean()), ref_cost)
+    guarantee = Guarantee(
+        eps,
+        delta,
+        ref_model,
+        method,
+        int(cal.sum()),
+        int(fit.sum()),
+        len(tested),
+        len(passed),
+        best.pvalue if best is not None else (tested[0].pvalue if tested else 1.0),
+        best.drop if best is not None else 0.0,
+        fallback=best is None,
+    )
+    return choice, guarantee
 
 
 __all__ = [

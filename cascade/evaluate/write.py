@@ -22,10 +22,13 @@ def floor_threshold(x: float, digits: int = 6) -> float:
     return float(max(0.0, min(1.0, f)))
 
 
-def tuned_raw(skeleton: str | Path, tuning: Tuning, setting: Setting) -> dict[str, Any]:
-    """The skeleton's top-level settings with the chosen tiers (raw YAML values, ``${VAR}`` kept)."""
+def tuned_raw(
+    skeleton: str | Path, tuning: Tuning, setting: Setting, tuned: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The skeleton's top-level settings with the chosen tiers (raw YAML values, ``${VAR}`` kept);
+    ``tuned``: the ``tuned:`` block (data file and split) ``cascade eval`` reads."""
     data = yaml.safe_load(Path(skeleton).read_text(encoding="utf-8"))
-    out: dict[str, Any] = {k: v for k, v in data.items() if k != "tiers"}
+    out: dict[str, Any] = {k: v for k, v in data.items() if k not in ("tiers", "tuned")}
     tiers = []
     for pos, idx in enumerate(setting.tiers):
         raw = copy.deepcopy(tuning.candidates[idx].raw)
@@ -43,7 +46,46 @@ def tuned_raw(skeleton: str | Path, tuning: Tuning, setting: Setting) -> dict[st
     ordered["tiers"] = tiers
     for k in keys:
         ordered.setdefault(k, out[k])
+    if tuned is not None:
+        ordered["tuned"] = tuned
     return ordered
+
+
+def tuned_block(tuning: Tuning, data_path: str | Path, policy_path: str | Path) -> dict[str, Any]:
+    """The ``tuned:`` block: the data file (relative to the policy when it can be) and the split."""
+    data_abs = Path(data_path).resolve()
+    folder = Path(policy_path).resolve().parent
+    try:
+        rel = str(data_abs.relative_to(folder))
+    except ValueError:
+        rel = str(data_abs)
+    split = tuning.split or {"split": "auto", "seed": 0, "test_fraction": 0.5}
+    return {"data": rel, **split}
+
+
+def _num(x: Any, spec: str) -> str:
+    """A figure, or ``n/a`` when it is missing; never ``-0.0000``."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    text = f"{x:{spec}}"
+    try:
+        if float(text.rstrip("%")) == 0:
+            text = f"{0.0:{spec}}"
+    except ValueError:
+        pass
+    return text
+
+
+def _iv(d: dict[str, Any] | None, spec: str, money: bool = False) -> str:
+    """``value (95% CI low .. high)`` from an interval dict, missing parts as n/a."""
+    if not d:
+        return "n/a"
+    fmt = (lambda x: usd(x)) if money else (lambda x: _num(x, spec))
+    if d.get("value") is None:
+        return "n/a"
+    if d.get("low") is None or d.get("high") is None:
+        return fmt(d["value"])
+    return f"{fmt(d['value'])}  (95% CI {fmt(d['low'])} .. {fmt(d['high'])})"
 
 
 def _comment_block(lines: list[str]) -> str:
@@ -66,37 +108,61 @@ def render(raw: dict[str, Any], header: list[str], tier_notes: dict[str, str]) -
 
 
 def header_lines(figures: dict[str, Any], tuning: Tuning, objective: str) -> list[str]:
-    """What the tuner predicts, for the top of the written policy."""
-    q, c = figures["quality"], figures["cost_per_query_usd"]
-    b = figures["best_single"]
-    vs = figures["vs_best"]
+    """What the tuner predicts, for the top of the written policy. A figure that is missing is
+    written as ``n/a`` (or left out with the reason): it never stops the policy being written."""
+    f = figures
     n_train = int(tuning.train.sum())
     lines = [
         "Tuned by `cascade tune` from recorded outcomes; review before use.",
-        f"data: {figures['file']}  (tuned on {n_train} records,"
-        f" figures on {figures['records']} held-out records)",
+        f"data: {f.get('file')}  (tuned on {n_train} records,"
+        f" figures on {f.get('records')} held-out records; `cascade eval` measures the same part)",
         f"objective: {objective}",
-        f"predicted quality     {q['value']:.4f}  (95% CI {q['low']:.4f} .. {q['high']:.4f})",
-        f"predicted cost/query  {usd(c['value'])}  (95% CI {usd(c['low'])} .. {usd(c['high'])})",
-        f"best single model on the held-out part: {b['model']}, quality {b['quality']['value']:.4f},"
-        f" cost/query {usd(b['cost_per_query_usd'])}",
-        f"vs that model: quality {vs['quality_delta']['value']:+.4f}"
-        f" (95% CI {vs['quality_delta']['low']:+.4f} .. {vs['quality_delta']['high']:+.4f}),"
-        f" cost {vs['cost_share']['value']:.1%} of it"
-        f" (95% CI {vs['cost_share']['low']:.1%} .. {vs['cost_share']['high']:.1%})",
     ]
-    if "vs_reference" in figures:
-        r = figures["vs_reference"]
+    g = tuning.guarantee
+    if g is not None:
+        lines.append(f"guarantee: {g.sentence()}")
+        delta = ((f.get("vs_reference") or {}).get("quality_delta") or {}).get("value")
+        realised = None if delta is None else -float(delta)
         lines.append(
-            f"vs {r['model']} (best on the training part): quality {r['quality_delta']['value']:+.4f},"
-            f" cost {r['cost_share']['value']:.1%} of it"
+            f"  {g.tested} settings tested, {g.rejected} passed;"
+            + (
+                ""
+                if g.fallback
+                else f" calibration drop {_num(g.calibration_drop, '+.4f')}, p-value {_num(g.pvalue, '.3g')};"
+            )
+            + f" realised drop on the held-out part {_num(realised, '+.4f')}"
         )
-    if "pair" in figures:
-        p = figures["pair"]
+    lines.append(f"predicted quality     {_iv(f.get('quality'), '.4f')}")
+    lines.append(f"predicted cost/query  {_iv(f.get('cost_per_query_usd'), '', money=True)}")
+    b = f.get("best_single") or {}
+    if b:
         lines.append(
-            f"weak/strong {p['weak']} -> {p['strong']}: APGR {p['apgr']['value']:.3f},"
-            f" strong-model calls {p['policy_strong_share']:.1%}"
+            f"best single model on the held-out part: {b.get('model')},"
+            f" quality {_num((b.get('quality') or {}).get('value'), '.4f')},"
+            f" cost/query {usd(b.get('cost_per_query_usd'))}"
         )
+    vs = f.get("vs_best") or {}
+    if vs:
+        lines.append(
+            f"vs that model: quality {_iv(vs.get('quality_delta'), '+.4f')},"
+            f" cost {_iv(vs.get('cost_share'), '.1%')} of it"
+        )
+    if "vs_reference" in f:
+        r = f["vs_reference"]
+        lines.append(
+            f"vs {r['model']} (best on the training part): quality"
+            f" {_num((r.get('quality_delta') or {}).get('value'), '+.4f')},"
+            f" cost {_num((r.get('cost_share') or {}).get('value'), '.1%')} of it"
+        )
+    if "pair" in f:
+        p = f["pair"]
+        lines.append(
+            f"cheapest/strongest model {p['weak']} -> {p['strong']}: APGR"
+            f" {_num((p.get('apgr') or {}).get('value'), '.3f')},"
+            f" strong-model calls {_num(p.get('policy_strong_share'), '.1%')}"
+        )
+    elif f.get("pair_omitted"):
+        lines.append(f"APGR/CPT omitted: {f['pair_omitted']}")
     return lines
 
 
@@ -122,4 +188,4 @@ def diff(old_text: str, new_text: str, old_name: str, new_name: str) -> str:
     )
 
 
-__all__ = ["diff", "floor_threshold", "header_lines", "render", "tier_notes", "tuned_raw"]
+__all__ = ["diff", "floor_threshold", "header_lines", "render", "tier_notes", "tuned_block", "tuned_raw"]

@@ -222,6 +222,16 @@ class SessionSpec(Strict):
         return v
 
 
+class TunedSpec(Strict):
+    """Written by ``cascade tune``: the recorded outcomes and split it tuned on, so ``cascade eval``
+    measures the held-out part by default. The live engine ignores it."""
+
+    data: str = Field(description="The recorded-outcomes file (relative to the policy file, or absolute).")
+    split: Literal["auto", "file", "seed"] = Field("auto", description="The train/test split rule.")
+    seed: int = Field(0, description="Seed of the split (and of any randomised boundary).")
+    test_fraction: float = Field(0.5, gt=0, lt=1, description="Held-out share with a seeded split.")
+
+
 class Policy(Strict):
     """A cascade policy: tiers cheapest first, budget, and what to do when nothing is accepted."""
 
@@ -236,6 +246,7 @@ class Policy(Strict):
     logging: LoggingSpec = LoggingSpec()
     shadow: ShadowSpec | None = None
     session: SessionSpec | None = None
+    tuned: TunedSpec | None = Field(None, description="Set by cascade tune: its data and split.")
 
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:

@@ -29,6 +29,8 @@ import importlib
 import json
 import re
 import string
+import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from typing import Any, Literal
@@ -132,9 +134,25 @@ def _first_number(text: str) -> str | None:
 # -- multiple choice --------------------------------------------------------------------------
 
 
+_CUED_ANY = re.compile(
+    r"(?:[Aa]nswer|[Oo]ption|[Cc]hoice)\s*(?:is|:|=)?\s*(?:[Oo]ption\s*)?[\(\[]?([A-Z])\b[\)\]]?"
+)
+
+
+def choice_letters(values: Sequence[Any]) -> str:
+    """The letter set a multiple-choice file uses: ``A`` through the last single capital letter
+    among ``values`` (references or recorded answers), at least ``ABCDE``."""
+    seen = [str(v).strip().upper() for v in values if v is not None]
+    top = max((ord(v) for v in seen if len(v) == 1 and "A" <= v <= "Z"), default=ord("E"))
+    return string.ascii_uppercase[: max(5, top - ord("A") + 1)]
+
+
 def choice_extractor(letters: str = "ABCDE") -> Extractor:
-    """An extractor for a multiple-choice letter among ``letters``."""
+    """An extractor for a multiple-choice letter among ``letters``. An answer cued with a letter
+    outside the set (``Answer: G`` with ``ABCDE``) is not read: a ``choice_outside_letters``
+    warning event is logged (once per extractor) so a too-small ``choices:`` does not go unseen."""
     cls = re.escape(letters)
+    warned: list[bool] = []
     cued = re.compile(
         rf"(?:[Aa]nswer|[Oo]ption|[Cc]hoice)\s*(?:is|:|=)?\s*(?:[Oo]ption\s*)?[\(\[]?([{cls}])\b[\)\]]?"
     )
@@ -146,6 +164,13 @@ def choice_extractor(letters: str = "ABCDE") -> Extractor:
         hits = cued.findall(text)
         if hits:
             return str(hits[-1]).upper()
+        if not warned:
+            outside = [h for h in _CUED_ANY.findall(text) if h not in letters]
+            if outside:
+                from cascade.logging import get_logger
+
+                warned.append(True)
+                get_logger().warning("choice_outside_letters", letter=outside[-1], choices=letters)
         m = leading.match(text)
         if m:
             return m.group(1)
@@ -238,6 +263,17 @@ def _literal_repr(node: ast.AST) -> str:
     return repr(ast.literal_eval(node))
 
 
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse(text: str, mode: Literal["eval", "exec"]) -> Any:
+    """``ast.parse`` without its SyntaxWarnings (``1if x`` is an answer, not our code) on stderr."""
+    with _PARSE_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ast.parse(text, mode=mode)
+
+
 _ANSWER_PREFIX = re.compile(r"(?is)^(?:the\s+)?(?:answer|output|result)\s*(?:is|:|=)\s*")
 
 
@@ -253,10 +289,10 @@ def extract_literal(text: str) -> str | None:
     if not t:
         return None
     try:
-        tree = ast.parse(t, mode="eval").body
+        tree = _parse(t, "eval").body
     except SyntaxError:
         try:
-            stmt = ast.parse(t).body
+            stmt = _parse(t, "exec").body
         except SyntaxError:
             return t
         if len(stmt) == 1 and isinstance(stmt[0], ast.Assert) and isinstance(stmt[0].test, ast.Compare):
@@ -451,6 +487,7 @@ __all__ = [
     "canonical_number",
     "char_ngram_jaccard",
     "choice_extractor",
+    "choice_letters",
     "difflib_ratio",
     "extract_date",
     "extract_exact",
