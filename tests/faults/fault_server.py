@@ -4,7 +4,8 @@ OpenAI lives under ``/openai/v1`` (chat completions), Anthropic under ``/anthrop
 A marker in the last user message scripts the faults: ``!faults=html,ok`` makes the first request
 with this exact body get ``html``, the second ``ok``, and every later one ``ok`` (the last fault
 repeats if it is not ``ok``: ``!faults=drip`` drips forever). Without a marker, every request gets
-``server.default`` (``ok``). ``FAULTS`` lists every fault; :class:`FaultServer` runs in a thread on a
+``server.default`` (``ok``). Under ``/clean/...`` every request is answered well whatever it says
+(a second, healthy tier on the same server). ``FAULTS`` lists every fault; :class:`FaultServer` runs in a thread on a
 free port and counts the requests it answered (``server.requests``).
 """
 
@@ -117,7 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return None
 
-    def _raw(self, status: int, data: bytes, ctype: str = "application/json", length: int | None = None) -> None:
+    def _raw(
+        self, status: int, data: bytes, ctype: str = "application/json", length: int | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("content-type", ctype)
         self.send_header("content-length", str(len(data) if length is None else length))
@@ -153,15 +156,15 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except ValueError:
             body = {}
-        anthropic = self.path.startswith("/anthropic/")
+        anthropic = "/anthropic/" in self.path
         messages = body.get("messages") or []
-        last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         content = last.get("content")
         if isinstance(content, list):
             text = " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
         else:
             text = str(content or "")
-        fault = self.server.fault_for(raw, text)
+        fault = "ok" if self.path.startswith("/clean/") else self.server.fault_for(raw, text)
         good = _anthropic_ok(body) if anthropic else _openai_ok(body)
         if fault == "ok":
             self._json(200, good)
@@ -218,7 +221,12 @@ def _openai_ok(body: dict[str, Any]) -> dict[str, Any]:
     n = int(body.get("n") or 1)
     prompt = _count(json.dumps(body.get("messages") or []))
     choices = [
-        {"index": i, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop", "logprobs": None}
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": ANSWER},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
         for i in range(n)
     ]
     out = _count(ANSWER) * n

@@ -1,0 +1,99 @@
+"""The fault server and cascades pointed at it (a faulty cheap tier, a healthy strong one)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cascade import Cascade
+from cascade.budget import Budget, Cap
+from cascade.budget.memory import MemoryLedger
+from cascade.budget.sqlite import SQLiteLedger
+from cascade.engine.loop import Tier
+from cascade.money import Price
+from cascade.policy.schema import GenerationParams
+from cascade.providers.anthropic import AnthropicProvider
+from cascade.providers.openai import OpenAIProvider
+from cascade.retry import RetryPolicy
+from cascade.testing import FixedScorer
+from tests.faults.fault_server import FaultServer
+
+RETRY = RetryPolicy(attempts=2, initial=0, max_wait=0, jitter=0, max_retry_after=0)
+PRICE = Price(Decimal(2), Decimal(8))  # USD per million tokens
+MAX_TOKENS = 64
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[FaultServer]:
+    with FaultServer() as s:
+        yield s
+
+
+def provider(server: FaultServer, kind: str, *, clean: bool = False, timeout: float = 2.0, **kw: Any) -> Any:
+    root = f"{server.url}/clean" if clean else server.url
+    params = GenerationParams(max_tokens=MAX_TOKENS, temperature=0.0)
+    if kind == "openai":
+        return OpenAIProvider(
+            "gpt-4o-mini", api_key="k", base_url=f"{root}/openai/v1", params=params, timeout=timeout, **kw
+        )
+    return AnthropicProvider(
+        "claude-haiku-4-5", api_key="k", base_url=f"{root}/anthropic", params=params, timeout=timeout, **kw
+    )
+
+
+@dataclass
+class Rig:
+    """A two-tier cascade (faulty ``small``, healthy ``big``) with a day cap on a ledger."""
+
+    cascade: Cascade
+    ledger: Any
+    cap: Decimal
+
+    @property
+    def bucket(self) -> str:
+        return self.cascade.settings.budget.buckets(self.cascade.name, None)[0][0]
+
+    def spent(self) -> Decimal:
+        return Decimal(self.ledger.spent(self.bucket))
+
+    def held(self) -> Decimal:
+        return Decimal(self.ledger.held(self.bucket))
+
+    def close(self) -> None:
+        self.cascade.close()
+
+
+def make_ledger(kind: str, tmp_path: Path) -> Any:
+    return MemoryLedger() if kind == "memory" else SQLiteLedger(tmp_path / "faults.sqlite3")
+
+
+def rig(
+    server: FaultServer,
+    kind: str,
+    ledger: Any,
+    *,
+    cap: Decimal = Decimal(1),
+    samples: int = 1,
+    timeout: float = 2.0,
+    retry: RetryPolicy = RETRY,
+) -> Rig:
+    small = Tier(
+        "small",
+        provider(server, kind, timeout=timeout),
+        PRICE,
+        FixedScorer(1.0, samples=samples),
+        0.5,
+        retry,
+        kind,
+        MAX_TOKENS,
+    )
+    big = Tier(
+        "big", provider(server, kind, clean=True, timeout=timeout), PRICE, None, None, retry, kind, MAX_TOKENS
+    )
+    budget = Budget(per_request=Decimal("0.5"), caps=(Cap(cap, "day"),), ledger=ledger, hold_ttl=60)
+    return Rig(Cascade([small, big], name=f"faults-{kind}", budget=budget), ledger, cap)

@@ -1,0 +1,236 @@
+"""Every fault a provider can serve, through a whole cascade, sync and async, on both ledgers.
+
+The cheap tier ``small`` meets the fault (every try, unless the script says otherwise); the strong
+tier ``big`` answers well. Each test asserts the decision (retried, escalated with a reason, or
+billed with flagged usage), the trace, and the ledger: what it holds as spent equals what the
+result says was spent, nothing is left held, nothing is negative, the cap is never passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cascade.errors import InvalidResponseError, ProviderTimeoutError
+from cascade.types import CascadeResult, Request
+from tests.faults.conftest import MAX_TOKENS, PRICE, Rig, make_ledger, provider, rig
+from tests.faults.fault_server import FAULTS, FaultServer
+
+ESCALATES = {  # fault -> the error named in the small tier's attempt (retried once unless permanent)
+    "malformed": "InvalidResponseError",
+    "html": "InvalidResponseError",
+    "no_choices": "InvalidResponseError",
+    "empty_choices": "InvalidResponseError",
+    "bad_types": "InvalidResponseError",
+    "no_message": "InvalidResponseError",
+    "error200": "InvalidResponseError",
+    "negative_usage": "InvalidResponseError",
+    "truncated": "TransientProviderError",
+    "status500": "TransientProviderError",
+    "status429": "RateLimitError",
+    "status400": "PermanentProviderError",
+}
+HANGS = {
+    "drip": "ProviderTimeoutError",
+    "drip_headers": "ProviderTimeoutError",
+    "sleep": "ProviderTimeoutError",
+}
+BILLED = {  # fault -> usage_source of the small tier's accepted answer, per wire format
+    "ok": {"openai": "reported", "anthropic": "reported"},
+    "no_usage": {"openai": "estimated", "anthropic": "estimated"},
+    "huge_usage": {"openai": "clamped", "anthropic": "clamped"},
+    "big_output": {"openai": "clamped", "anthropic": "clamped"},
+    "string_usage": {"openai": "reported", "anthropic": "estimated"},  # the OpenAI SDK coerces "20"
+}
+KINDS = ["openai", "anthropic"]
+MODES = ["sync", "async"]
+LEDGERS = ["memory", "sqlite"]
+
+
+def test_every_fault_has_an_expectation() -> None:
+    assert set(ESCALATES) | set(HANGS) | set(BILLED) == set(FAULTS)
+
+
+def execute(r: Rig, prompt: str, mode: str) -> CascadeResult:
+    if mode == "sync":
+        return r.cascade.run(prompt)
+
+    async def go() -> CascadeResult:
+        try:
+            return await r.cascade.arun(prompt)
+        finally:
+            await r.cascade.aclose()
+
+    return asyncio.run(go())
+
+
+def prompt_for(fault: str) -> str:
+    return f"What is six times seven? {uuid.uuid4().hex[:8]} !faults={fault}"
+
+
+def check_ledger(r: Rig, result: CascadeResult) -> None:
+    assert r.spent() == result.cost >= 0
+    assert r.held() == 0
+    assert r.spent() <= r.cap
+    if hasattr(r.ledger, "holds"):
+        assert r.ledger.holds() == 0
+
+
+@pytest.fixture(params=LEDGERS)
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    return make_ledger(request.param, tmp_path)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fault", sorted(ESCALATES))
+def test_bad_answers_are_retried_then_escalated(
+    server: FaultServer, ledger: Any, fault: str, kind: str, mode: str
+) -> None:
+    r = rig(server, kind, ledger)
+    before = server.served[fault]
+    result = execute(r, prompt_for(fault), mode)
+    small, big = result.attempts
+    error = ESCALATES[fault]
+    retried = error != "PermanentProviderError"
+    assert (result.tier, result.accepted, result.reason) == ("big", True, "accepted")
+    assert (small.tier, small.decision, small.reason) == ("small", "escalated", f"error: {error}")
+    assert small.retries == (1 if retried else 0) and small.error and small.cost == 0
+    assert big.decision == "accepted" and big.cost > 0 and big.usage_source == "reported"
+    # no top-up or extra call: one request per try
+    assert server.served[fault] - before == (2 if retried else 1)
+    check_ledger(r, result)
+    r.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fault", sorted(BILLED))
+def test_usage_is_checked_before_it_is_billed(
+    server: FaultServer, ledger: Any, fault: str, kind: str, mode: str
+) -> None:
+    r = rig(server, kind, ledger)
+    text = prompt_for(fault)
+    result = execute(r, text, mode)
+    (small,) = result.attempts
+    assert (result.tier, result.accepted) == ("small", True)
+    assert small.usage_source == BILLED[fault][kind]
+    worst = r.cascade.tiers[0].worst_case(Request.of(text))
+    assert Decimal(0) < small.cost <= worst  # never negative, never above what was reserved
+    if fault in ("no_usage", "string_usage") and small.usage_source == "estimated":
+        assert small.usage.output_tokens > 0 and small.usage.input_tokens > 0
+    if fault == "big_output":
+        assert small.usage.output_tokens == MAX_TOKENS
+    if fault == "huge_usage":
+        assert small.usage.input_tokens < 1000
+    assert ("(estimated)" in result.explain()) == (small.usage_source == "estimated")
+    check_ledger(r, result)
+    r.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_retry_that_succeeds_stays_on_the_cheap_tier(
+    server: FaultServer, kind: str, mode: str, tmp_path: Path
+) -> None:
+    r = rig(server, kind, make_ledger("sqlite", tmp_path))
+    result = execute(r, prompt_for("html,ok"), mode)
+    (small,) = result.attempts
+    assert (result.tier, small.decision, small.retries) == ("small", "accepted", 1)
+    check_ledger(r, result)
+    r.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fault", sorted(HANGS))
+def test_hangs_end_at_the_timeout(
+    server: FaultServer, fault: str, kind: str, mode: str, tmp_path: Path
+) -> None:
+    timeout = 0.3
+    r = rig(server, kind, make_ledger("memory", tmp_path), timeout=timeout)
+    start = time.perf_counter()
+    result = execute(r, prompt_for(fault), mode)
+    elapsed = time.perf_counter() - start
+    small, big = result.attempts
+    assert (small.decision, small.reason, small.retries) == ("escalated", f"error: {HANGS[fault]}", 1)
+    assert result.tier == "big"
+    assert elapsed < 2 * timeout + 1.0  # two tries of the small tier, then a quick healthy answer
+    check_ledger(r, result)
+    r.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_deadline_covers_every_sample_sync(server: FaultServer, kind: str) -> None:
+    # one call at a time: without a whole-call deadline, 3 samples would take 3 timeouts
+    p = provider(server, kind, timeout=0.4, parallel=1, **({"supports_n": False} if kind == "openai" else {}))
+    start = time.perf_counter()
+    with pytest.raises(ProviderTimeoutError):
+        p.complete(Request.of(prompt_for("drip")), 3)
+    assert time.perf_counter() - start < 0.4 + 0.3
+    p.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_deadline_covers_every_sample_async(server: FaultServer, kind: str) -> None:
+    p = provider(server, kind, timeout=0.4, parallel=1, **({"supports_n": False} if kind == "openai" else {}))
+    start = time.perf_counter()
+    with pytest.raises(ProviderTimeoutError, match=r"timeout of 0\.4 s"):
+        await p.acomplete(Request.of(prompt_for("drip_headers")), 3)
+    assert time.perf_counter() - start < 0.4 + 0.3
+    await p.aclose()
+    p.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_choices_never_buy_a_top_up(server: FaultServer, kind: str) -> None:
+    p = provider(server, kind)
+    before = server.requests
+    with pytest.raises(InvalidResponseError, match="empty") as info:
+        p.complete(Request.of(prompt_for("empty_choices")), 1 if kind == "anthropic" else 3)
+    assert info.value.transient and info.value.reason.startswith("empty")
+    assert server.requests - before == 1
+    p.close()
+
+
+def test_a_server_ignoring_n_still_gets_its_top_up(server: FaultServer) -> None:
+    """Fewer choices than asked (not zero) is a server that ignores n: the rest are fetched."""
+    from tests.faults.fault_server import _openai_ok
+
+    full = _openai_ok({"n": 3})
+    one = {**full, "choices": full["choices"][:1]}
+    p = provider(server, "openai")
+    from openai.types.chat import ChatCompletion
+
+    completion = p.parse(ChatCompletion.construct(**one), request=Request.of("q"), n=3)
+    assert len(completion.samples) == 1 and p._missing(completion, 3) == 2
+    p.close()
+
+
+def test_usage_events_are_logged_without_text(server: FaultServer, tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    r = rig(server, "openai", make_ledger("memory", tmp_path))
+    text = prompt_for("huge_usage")
+    with capture_logs() as logs:
+        result = r.cascade.run(text)
+    clamped = [e for e in logs if e["event"] == "cascade.usage_clamped"]
+    assert len(clamped) == 1 and clamped[0]["reported_input"] == 100_000_000
+    scored = [e for e in logs if e["event"] == "cascade.attempt_scored"]
+    assert scored and scored[0]["usage_source"] == "clamped"
+    assert all(text not in str(e) for e in logs)
+    assert result.attempts[0].to_dict()["usage_source"] == "clamped"
+    r.close()
+
+
+def test_costs_use_the_tier_price() -> None:
+    assert PRICE.input == 2 and PRICE.output == 8  # the figures the assertions above rely on
