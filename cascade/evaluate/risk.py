@@ -44,7 +44,8 @@ def binom_cdf(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 0.0
     i = np.arange(k + 1, dtype=np.float64)
-    logc = math.lgamma(n + 1) - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in i])
+    logf = np.r_[0.0, np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))]  # log(j!)
+    logc = logf[n] - logf[: k + 1] - logf[n - k - 1 : n + 1][::-1][: k + 1]
     logp = logc + i * math.log(p) + (n - i) * math.log1p(-p)
     top = float(logp.max())
     return float(min(1.0, math.exp(top) * float(np.exp(logp - top).sum())))

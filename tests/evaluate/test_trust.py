@@ -1,0 +1,281 @@
+"""Tuning a user can trust (issue 10): the risk guarantee, held-out by default, and the fixes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cascade import outcomes
+from cascade.cli import main
+from cascade.evaluate import risk
+from cascade.evaluate.metrics import Interval, signless
+from cascade.evaluate.report import usd
+from cascade.evaluate.tune import Objective, check_choices, tune
+from cascade.evaluate.write import header_lines
+from cascade.scorers.answers import choice_extractor, choice_letters, extract_literal
+from tests.evaluate.synth import write_outcomes, write_policy
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    data = write_outcomes(tmp_path, 600, seed=3)
+    return data, write_policy(tmp_path, data)
+
+
+# -- p-values -----------------------------------------------------------------------------------
+
+
+def _ternary(rng: np.random.Generator, n: int, worse: float, better: float) -> np.ndarray:
+    u = rng.random(n)
+    return np.where(u < worse, 1.0, np.where(u < worse + better, -1.0, 0.0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("worse", "better"), [(0.06, 0.05), (0.01, 0.0), (0.3, 0.29)])
+def test_binomial_pvalue_is_valid_at_the_null_boundary(worse: float, better: float) -> None:
+    # the expected drop is exactly eps = 0.01: at most 5% of draws may reject at delta = 0.05
+    rng = np.random.default_rng(0)
+    hits = [risk.binomial_pvalue(_ternary(rng, 400, worse, better), 0.01, 0.05) <= 0.05 for _ in range(300)]
+    assert np.mean(hits) <= 0.05 + 0.03
+
+
+def test_binomial_pvalue_rejects_a_clear_improvement() -> None:
+    rng = np.random.default_rng(1)
+    # delta/2 (the share spent on bounding the discordant share) plus a tiny binomial tail
+    assert risk.binomial_pvalue(_ternary(rng, 1000, 0.01, 0.06), 0.01, 0.05) < 0.026
+    # and never without evidence: identical answers on 100 records cannot show a drop <= 0.01
+    assert risk.binomial_pvalue(np.zeros(100), 0.01, 0.05) > 0.05
+    assert risk.binomial_pvalue(np.zeros(1000), 0.01, 0.05) <= 0.05
+
+
+@pytest.mark.slow
+def test_betting_pvalue_is_valid_and_has_power() -> None:
+    rng = np.random.default_rng(2)
+    null = [
+        risk.betting_pvalue(np.clip(rng.normal(0.05, 0.2, 300), -1, 1), 0.05, seed=i) <= 0.05
+        for i in range(200)
+    ]
+    assert np.mean(null) <= 0.05 + 0.03
+    assert risk.betting_pvalue(np.clip(rng.normal(-0.1, 0.2, 500), -1, 1), 0.05) < 0.01
+
+
+def test_fixed_sequence_stops_at_the_first_failure() -> None:
+    ps = {0: 0.01, 1: 0.02, 2: 0.5, 3: 0.0}
+    out = risk.fixed_sequence([0, 1, 2, 3], lambda i: (0.0, ps[i]), 0.05)
+    assert [t.index for t in out] == [0, 1, 2]
+    assert [t.rejected for t in out] == [True, True, False]
+
+
+def test_binomial_helpers() -> None:
+    assert risk.binom_cdf(3, 10, 0.5) == pytest.approx(176 / 1024)
+    up = risk.binom_upper(0, 300, 0.05)
+    assert up == pytest.approx(1 - 0.05 ** (1 / 300), rel=1e-6)
+
+
+# -- the tuner ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tune_with_a_risk_target_states_its_guarantee(files: tuple[Path, Path]) -> None:
+    data_path, pol_path = files
+    t = tune(pol_path, outcomes.load(data_path), Objective(max_drop=0.05, risk=0.1), seed=1)
+    g = t.guarantee
+    assert t.choice is not None and g is not None
+    n_train = int(t.train.sum())
+    assert g.calibration + g.search == n_train
+    assert g.calibration == round(n_train * 0.7)
+    assert g.reference == t.reference == "big"
+    if not g.fallback:
+        assert g.pvalue <= 0.1 and g.rejected >= 1
+        assert t.choice.cost < float(t.evalset.cost[t.train, t.evalset.column("big")].mean())
+    assert "probability >= 0.9" in g.sentence()
+    assert t.split == {"split": "auto", "seed": 1, "test_fraction": 0.5}
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"cost_cap": -1.0},
+        {"target": 2.0},
+        {"max_drop": 1.5},
+        {"max_drop": 0.01, "risk": 0.0},
+        {"max_drop": 0.01, "target": "best"},
+        {"cost_cap": 0.1, "confidence": -1.0},
+    ],
+)
+def test_bad_objectives_are_refused(kw: dict[str, object]) -> None:
+    from cascade.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        Objective(**kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--cost-cap", "-1"], "cost cap"),
+        (["--target-quality", "2"], "target quality"),
+        (["--max-drop", "0.01", "--risk", "1.5"], "risk"),
+        (["--target-quality", "best", "--test-fraction", "1.5"], "--test-fraction"),
+        (["--target-quality", "best", "--partners", "-1"], "--partners"),
+    ],
+)
+def test_cli_bad_arguments_are_one_line(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], flags: list[str], needle: str
+) -> None:
+    _, pol_path = files
+    assert main(["tune", str(pol_path), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cascade: error:") and needle in err[0]
+
+
+@pytest.mark.slow
+def test_tuned_policy_records_its_split_and_eval_measures_the_held_out_part(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_path, pol_path = files
+    out = tmp_path / "tuned.yaml"
+    code = main(
+        ["tune", str(pol_path), "--max-drop", "0.05", "--risk", "0.1", "--seed", "3", "--out", str(out)]
+    )
+    assert code == 0
+    text = out.read_text()
+    assert "# guarantee: " in text and "calibration records" in text
+    assert "realised drop on the held-out part" in text
+    from cascade.policy import loader
+
+    pol = loader.load(out)
+    assert pol.tuned is not None and pol.tuned.seed == 3 and pol.tuned.data == data_path.name
+    capsys.readouterr()
+    assert main(["eval", str(out), "--bootstrap", "20", "--json", "-"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["records"] == 300  # the held-out half of 600, with the tune's seed
+    assert "held-out part" in figures["part"] and "seed 3" in figures["part"]
+    assert main(["eval", str(out), "--bootstrap", "20", "--split", "none", "--json", "-"]) == 0
+    everything = json.loads(capsys.readouterr().out)
+    assert everything["records"] == 600 and "including the part" in everything["part"]
+
+
+def test_header_survives_missing_figures(files: tuple[Path, Path]) -> None:
+    data_path, pol_path = files
+    t = tune(pol_path, outcomes.load(data_path), Objective(target="best", confidence=0.0), seed=1)
+    none = {"value": None, "low": None, "high": None}
+    figures = {
+        "file": "x",
+        "records": 3,
+        "quality": none,
+        "cost_per_query_usd": none,
+        "best_single": {"model": "big", "quality": none, "cost_per_query_usd": None},
+        "vs_best": {"quality_delta": none, "cost_share": none},
+        "pair": {"weak": "tiny", "strong": "big", "apgr": none, "policy_strong_share": None},
+    }
+    lines = header_lines(figures, t, "goal")  # crashed with a TypeError before
+    assert any("APGR n/a" in line for line in lines)
+    assert not any("-0.0000" in line for line in lines)
+
+
+def test_apgr_pair_is_the_cheapest_and_strongest_or_omitted(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data_path, pol_path = files
+    # the last tier is a weak fallback: the pair is still tiny -> big, not tiny -> small
+    text = pol_path.read_text().replace("model: big", "model: BIGX")
+    text = text.replace("  - name: t-big", "  - name: t-fallback").replace("BIGX", "small")
+    text = text.replace("  - name: t-small", "  - name: t-big-one").replace(
+        'model: small\n    options: {path: "' + str(data_path) + '", billing: recorded}\n    scorer',
+        'model: big\n    options: {path: "' + str(data_path) + '", billing: recorded}\n    scorer',
+        1,
+    )
+    p = tmp_path / "fallback.yaml"
+    p.write_text(text)
+    assert main(["eval", str(p), "--bootstrap", "20", "--json", "-"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    assert (f["pair"]["weak"], f["pair"]["strong"]) == ("tiny", "big")
+    single = tmp_path / "single.yaml"
+    single.write_text(
+        f"name: one\ntiers:\n  - name: only-the-big-model-with-a-long-name\n    provider: replay\n"
+        f'    model: big\n    options: {{path: "{data_path}"}}\n'
+    )
+    assert main(["eval", str(single), "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "APGR/CPT            omitted: the policy has one model" in out
+    assert "only-the-big-model-with-a-long-name" in out  # never cut
+    assert "AIQ                 policy curve n/a" in out
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def test_money_and_signs_are_readable() -> None:
+    assert usd(5e-05) == "$0.0000500"
+    assert usd(0.0037799) == "$0.00378"
+    assert usd(1.5) == "$1.5000"
+    assert usd(0.0) == "$0" and usd(None) == "n/a"
+    assert "e-" not in usd(1.234e-9)
+    assert signless(-0.00001, "+.4f") == "+0.0000"
+    assert signless(-0.0, ".4f") == "0.0000"
+    assert "-0.0000" not in Interval(-1e-7, -1e-6, 1e-6).fmt("+.4f")
+
+
+# -- answers ---------------------------------------------------------------------------------------
+
+
+def test_choice_letters_are_learned_and_a_narrow_set_is_reported(tmp_path: Path) -> None:
+    assert choice_letters(["A", "c", "J", None, "12"]) == "ABCDEFGHIJ"
+    assert choice_letters(["A", "B"]) == "ABCDE"
+    rec = {
+        "id": "q1",
+        "prompt": "p",
+        "reference": "H",
+        "responses": {"m": [{"text": "Answer: H", "answer": "H", "quality": 1.0}]},
+    }
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps(rec) + "\n")
+    data = outcomes.read(path)
+    raws = [{"name": "t", "scorer": {"kind": "self_consistency", "answer": "choice"}}]
+    notes = check_choices(raws, data, fill=True)
+    assert raws[0]["scorer"]["choices"] == "ABCDEFGH" and "learned" in notes[0]
+    narrow = [{"name": "t", "scorer": {"kind": "self_consistency", "answer": "choice", "choices": "ABCD"}}]
+    assert "never read" in check_choices(narrow, data, fill=False)[0]
+    assert choice_extractor("ABCDEFGHIJ")("The answer is (H)") == "H"
+    assert choice_extractor("ABCDE")("Answer: H") is None
+
+
+def test_literal_extractor_leaks_no_syntax_warning() -> None:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert extract_literal("1if x else 2") == "1if x else 2"
+        assert extract_literal("0x1for") == "0x1for"
+    assert not [w for w in seen if issubclass(w.category, SyntaxWarning)]
+
+
+# -- broken inputs -----------------------------------------------------------------------------
+
+
+def test_truncated_file_and_bad_card_are_one_line_errors(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_path, pol_path = files
+    cut = tmp_path / "cut" / "synth.jsonl.gz"
+    cut.parent.mkdir()
+    cut.write_bytes(data_path.read_bytes()[:3000])
+    assert main(["eval", str(pol_path), "--data", str(cut)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("cascade: error:") and "truncated" in err[-1]
+    card = tmp_path / "cut" / "synth.card.json"
+    with gzip.open(cut, "wt") as fh:
+        fh.write(gzip.decompress(data_path.read_bytes()).decode())
+    card.write_text("{not json")
+    assert main(["eval", str(pol_path), "--data", str(cut)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("cascade: error:") and "card" in err[-1]
+    card.write_text(
+        json.dumps({"models": {"tiny": {"input_usd_per_mtok": "cheap", "output_usd_per_mtok": 1}}})
+    )
+    assert main(["eval", str(pol_path), "--data", str(cut)]) == 1
+    assert "not a price" in capsys.readouterr().err
