@@ -12,7 +12,16 @@ from cascade.engine.build import build
 from cascade.evaluate import evaluate_file
 from cascade.evaluate.data import EvalSet
 from cascade.evaluate.evaluate import score_policy
-from cascade.evaluate.simulate import run, sweep, threshold_grid
+from cascade.evaluate.simulate import (
+    OUTCOME_NAMES,
+    SKIPPED,
+    ReplayContext,
+    chain_costs,
+    run,
+    score_tier,
+    sweep,
+    threshold_grid,
+)
 from cascade.evaluate.tune import _Arr, _two_tier
 from cascade.policy import loader
 from tests.evaluate.synth import write_outcomes, write_policy
@@ -118,3 +127,98 @@ def test_models_missing_answers_are_left_out(tmp_path: Path) -> None:
     es = EvalSet.build(outcomes.read(path))
     assert es.dropped_models == ["ghost"]
     assert len(es) == 15 and es.dropped_records == 5
+
+
+# -- one call per model per request, and ex-ante skip (issue 9) ----------------------------------
+
+
+def _reuse_policy(tmp_path: Path, data: Path, k2: int = 1) -> Path:
+    """tiny votes with one sample of small; small is also the next tier (k2 samples)."""
+    scorer2 = f"\n    scorer: {{kind: self_consistency, k: {k2}, answer: number}}\n    threshold: 1.0"
+    p = tmp_path / "reuse.yaml"
+    p.write_text(
+        f"""name: reuse
+tiers:
+  - name: tiny-votes
+    provider: replay
+    model: tiny
+    options: {{path: "{data}"}}
+    scorer:
+      kind: self_consistency
+      k: 1
+      answer: number
+      mixture: [{{samples: 1, model: small}}]
+    threshold: 0.9
+  - name: small
+    provider: replay
+    model: small
+    options: {{path: "{data}"}}{scorer2}
+  - name: big
+    provider: replay
+    model: big
+    options: {{path: "{data}"}}
+"""
+    )
+    return p
+
+
+def test_a_model_voting_in_one_tier_and_answering_the_next_is_paid_once(tmp_path: Path) -> None:
+    data_path = write_outcomes(tmp_path, 60, seed=4)
+    policy = loader.load(_reuse_policy(tmp_path, data_path))
+    data = outcomes.load(data_path)
+    es = EvalSet.build(data)
+    tiers = score_policy(policy, data, es, tmp_path)
+    first, second, _ = tiers
+    small_key = next(k for k in first.calls if ":small:" in k)
+    assert set(second.calls) == {small_key}  # the same call: provider, model, options, prompt
+    r = run(tiers, [0.9, 1.1, None], on_exhausted="return_last")  # small never accepts: on to big
+    reached_second = r.reached[:, 1]
+    assert reached_second.any()
+    # tier 2 costs nothing where it was reached: small's one sample was bought by tier 1's vote
+    standalone = first.cost + second.cost
+    assert (r.cost[reached_second] < standalone[reached_second] + tiers[2].cost[reached_second]).all()
+    assert chain_costs(tiers)[1][reached_second] == pytest.approx(0.0)
+    assert r.cost[reached_second] == pytest.approx(first.cost[reached_second] + tiers[2].cost[reached_second])
+    q, c, _ = sweep(tiers, np.array([[0.9, 1.1, np.nan]]), "return_last")
+    assert c[0] == pytest.approx(r.cost)
+
+
+def test_a_later_tier_tops_up_only_the_missing_samples(tmp_path: Path) -> None:
+    data_path = write_outcomes(tmp_path, 40, seed=6)
+    policy = loader.load(_reuse_policy(tmp_path, data_path, k2=3))
+    data = outcomes.load(data_path)
+    tiers = score_policy(policy, data, EvalSet.build(data), tmp_path)
+    first, second, _ = tiers
+    eff = chain_costs(tiers)[1]
+    key = next(iter(second.calls))
+    k, c = second.calls[key]
+    assert (k == 3).all()
+    # one of three samples was bought by tier 1: two thirds of tier 2's call remain (plus nothing else)
+    assert eff == pytest.approx(c * 2 / 3)
+
+
+def test_skip_is_free_and_reported(tmp_path: Path, files: tuple[Path, Path]) -> None:
+    data_path, pol_path = files
+    policy = loader.load(pol_path)
+    data = outcomes.load(data_path)
+    es = EvalSet.build(data)
+    tiers = score_policy(policy, data, es, tmp_path)
+    estimate = np.linspace(0, 1, len(es))
+    skipped = tiers[0].with_skip(estimate, 0.5)
+    r = run([skipped, *tiers[1:]])
+    skip_rows = estimate < 0.5
+    assert (r.outcome[skip_rows, 0] == SKIPPED).all()
+    assert OUTCOME_NAMES[SKIPPED] == "skipped"
+    assert not r.accepted[skip_rows & (r.answered == 0)].any()
+    assert (r.answered[skip_rows] != 0).all()
+    plain = run(tiers[1:])  # a skipped record runs as if the tier were not there
+    assert r.cost[skip_rows] == pytest.approx(plain.cost[skip_rows])
+    assert r.quality[skip_rows] == pytest.approx(plain.quality[skip_rows])
+    kept = run(tiers)
+    assert r.cost[~skip_rows] == pytest.approx(kept.cost[~skip_rows])
+    # held-out rows scored later keep the rule (the tuner's path)
+    half = np.arange(len(es)) % 2 == 0
+    part = score_tier(policy.tiers[0], es.records, ReplayContext(tmp_path, data), rows=half)
+    part = part.with_skip(estimate, 0.5)
+    full = score_tier(policy.tiers[0], es.records, ReplayContext(tmp_path, data), rows=~half, into=part)
+    assert (full.skipped == skip_rows).all() and (full.cost[skip_rows] == 0).all()

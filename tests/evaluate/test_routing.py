@@ -1,0 +1,147 @@
+"""The tuner's side of issue 9: costs that count each call once, and skip thresholds searched with
+the accept thresholds."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from cascade import outcomes
+from cascade.evaluate.routing import skip_levels
+from cascade.evaluate.simulate import run
+from cascade.evaluate.tune import Objective, Setting, _Search, tune
+from tests.evaluate.synth import write_outcomes
+
+
+def routing_data(folder: Path, n: int = 400, seed: int = 0) -> Path:
+    """``weak`` is right on easy topics and wrong on hard ones; ``strong`` is right 93% of the time.
+    Neither leaves a signal in its answer (one sample, always an answer): only the prompt tells."""
+    rng = random.Random(seed)
+    path = folder / "route.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for i in range(n):
+            hard = rng.random() < 0.5
+            topic = rng.choice(["topology", "measure theory"] if hard else ["arithmetic", "spelling"])
+            responses = {}
+            for model, p, price in (("weak", 0.1 if hard else 0.97, 1.0), ("strong", 0.93, 30.0)):
+                right = rng.random() < p
+                responses[model] = [
+                    {
+                        "text": f"The answer is {7 if right else 8}.",
+                        "answer": "7" if right else "8",
+                        "quality": 1.0 if right else 0.0,
+                        "input_tokens": 50,
+                        "output_tokens": 10,
+                        "cost_usd": 60 * price / 1e6,
+                    }
+                ]
+            rec = {"id": f"r{i}", "prompt": f"A question about {topic}, number {i}?", "responses": responses}
+            fh.write(json.dumps(rec) + "\n")
+    card = {"name": "route", "models": {"weak": {}, "strong": {}}}
+    (folder / "route.card.json").write_text(json.dumps(card))
+    return path
+
+
+def skeleton(folder: Path, data: Path) -> Path:
+    p = folder / "skeleton.yaml"
+    p.write_text(
+        f"""name: route
+tiers:
+  - name: weak
+    provider: replay
+    model: weak
+    options: {{path: "{data}"}}
+    scorer: {{kind: self_consistency, k: 1, answer: number}}
+    threshold: 0.5
+  - name: strong
+    provider: replay
+    model: strong
+    options: {{path: "{data}"}}
+"""
+    )
+    return p
+
+
+@pytest.mark.slow
+def test_tuner_finds_a_skip_rule_where_only_the_prompt_helps(tmp_path: Path) -> None:
+    data_path = routing_data(tmp_path)
+    data = outcomes.load(data_path)
+    sk = skeleton(tmp_path, data_path)
+    plain = tune(sk, data, Objective(target="best"), seed=1)
+    routed = tune(sk, data, Objective(target="best"), seed=1, skip=1, artifacts=tmp_path / "art")
+    assert plain.choice is not None and routed.choice is not None
+    # without skip the weak tier cannot help (its score is always 1): the strong model alone
+    assert [plain.candidates[i].spec.model for i in plain.choice.tiers] == ["strong"]
+    first = routed.candidates[routed.choice.tiers[0]]
+    assert "skip" in first.raw and Path(first.raw["skip"]["artifact"]).exists()
+    assert first.raw["skip"]["threshold"] in skip_levels(first.scored.skip_score, routed.train, 5)
+    test = routed.test
+    held = run(routed.arrays(routed.choice, test), routed.thresholds(routed.choice))
+    strong = routed.evalset.models.index("strong")
+    q_strong = routed.evalset.quality[test, strong].mean()
+    c_strong = routed.evalset.cost[test, strong].mean()
+    assert held.quality.mean() >= q_strong - 0.02
+    assert held.cost.mean() < 0.75 * c_strong  # most easy prompts never reach the strong model
+    assert any("skip estimator" in n for n in routed.notes)
+
+
+def test_search_costs_count_each_call_once(tmp_path: Path) -> None:
+    """The search's own figures for every frontier setting equal the simulator's (which counts a
+    partner that is also the next tier once)."""
+    data_path = write_outcomes(tmp_path, 120, seed=2)
+    sk = tmp_path / "sk.yaml"
+    sk.write_text(
+        f"""name: votes
+tiers:
+  - name: tiny-votes
+    provider: replay
+    model: tiny
+    options: {{path: "{data_path}"}}
+    scorer:
+      kind: self_consistency
+      k: 1
+      answer: number
+      mixture: [{{samples: 1, model: small}}]
+    threshold: 0.9
+  - name: small
+    provider: replay
+    model: small
+    options: {{path: "{data_path}"}}
+    scorer: {{kind: self_consistency, k: 1, answer: number}}
+    threshold: 0.9
+  - name: big
+    provider: replay
+    model: big
+    options: {{path: "{data_path}"}}
+"""
+    )
+    data = outcomes.load(data_path)
+    tuning = tune(sk, data, Objective(target="best", confidence=0.0), depth=3, seed=0)
+    for s in tuning.frontier:
+        r = run(tuning.arrays(s, tuning.train), tuning.thresholds(s))
+        assert r.cost.mean() == pytest.approx(s.cost, rel=1e-9, abs=1e-15)
+        assert r.quality.mean() == pytest.approx(s.quality)
+    names = [c.name for c in tuning.candidates]
+    i, j = names.index("tiny-votes"), names.index("small")
+    search = _Search(tuning.candidates, tuning.train)
+    search.pairs()
+    search.deeper([(i,)], [names.index("big")], [i, j], 4)
+    checked = 0
+    for tiers, ths, qs, cs in search.settings:
+        if tiers[:2] != (i, j):
+            continue
+        for row in range(len(ths)):
+            s = Setting(tiers, tuple(float(x) for x in ths[row]), 0.0, 0.0)
+            r = run(tuning.arrays(s, tuning.train), tuning.thresholds(s))
+            assert cs[row] == pytest.approx(r.cost.mean(), rel=1e-9, abs=1e-15)
+            assert qs[row] == pytest.approx(r.quality.mean())
+            checked += 1
+    assert checked >= 2
+    a, b = tuning.candidates[i].scored, tuning.candidates[j].bare
+    assert a is not None and b is not None
+    both = run([a.take(tuning.train), b.take(tuning.train)], [1.1, None])  # never accept: both called
+    assert both.cost.mean() == pytest.approx(a.take(tuning.train).cost.mean())  # small was bought by the vote
