@@ -432,8 +432,15 @@ class _Search:
                     self.cands[j].spec.model == self.cands[i].spec.model and not self.cands[i].partners
                 ):
                     continue
-                th, qs, cs = _two_tier(s, b, self.rows, self.zero)
+                th, qs, cs = _two_tier(s, self._after((i,), j), self.rows, self.zero)
                 self.settings.append(((i, j), th[:, None], qs / self.n, cs / self.n))
+
+    def _after(self, prefix: tuple[int, ...], j: int, scored: bool = False) -> _Arr:
+        """Candidate ``j`` (scored or bare) costed after ``prefix``'s tiers: one call per model per
+        request, samples bought earlier are reused (issue 9; :func:`routing.after`)."""
+        from cascade.evaluate.routing import after
+
+        return after(self.cands, self.scored if scored else self.bare, prefix, j, scored)
 
     def deeper(
         self, prefixes: Sequence[tuple[int, ...]], lasts: Sequence[int], firsts: Sequence[int], levels: int
@@ -450,7 +457,8 @@ class _Search:
 
     def _extend(self, prefix: tuple[int, ...], mid: int, last: int, levels: int) -> None:
         # enumerate a grid over the prefix thresholds, then every threshold of `mid`
-        arrs = [self.scored[i] for i in prefix]
+        arrs = [self._after(prefix[:k], i, scored=True) for k, i in enumerate(prefix)]
+        mid_arr, last_arr = self._after(prefix, mid, scored=True), self._after((*prefix, mid), last)
         grids = [_levels(a.accept_score[self.rows], levels) for a in arrs]
         rows_all = self.rows
         ths: list[FloatArray] = []
@@ -470,7 +478,7 @@ class _Search:
                 fallback = np.where(new_fb, a.quality, fallback)
                 fb_set |= new_fb
                 alive &= ~acc
-            th2, q2, c2 = _two_tier(self.scored[mid], self.bare[last], alive, fallback)
+            th2, q2, c2 = _two_tier(mid_arr, last_arr, alive, fallback)
             g = len(th2)
             ths.append(np.column_stack([np.tile(np.array(combo), (g, 1)), th2]))
             qs.append((q_acc + q2) / self.n)
@@ -549,6 +557,7 @@ def tune(
     partners: int = 0,
     samples: Sequence[int] = (),
     classifiers: int = 0,
+    skip: int = 0,
     artifacts: str | Path | None = None,
     pool: int = 6,
     pool_cost_share: float = 0.2,
@@ -630,6 +639,14 @@ def tune(
         notes.append(
             f"classifiers trained (training part only) for: {', '.join(clf_models)}; artifacts in {folder}"
         )
+    if skip > 0:  # issue 9: ex-ante skip; skip thresholds are searched with the accept thresholds
+        from cascade.evaluate.routing import skip_candidates
+
+        skip_models = frontier_models(es, fit, skip, cap)
+        folder = Path(artifacts) if artifacts is not None else Path(tempfile.mkdtemp(prefix="cascade-tune-"))
+        more, skip_notes = skip_candidates(cands, es, data, fit, skip_models, folder, seed=seed)
+        cands += more
+        notes += skip_notes
     search = _Search(cands, fit)
     search.singles()
     if depth >= 2:
