@@ -17,7 +17,7 @@ from cascade.errors import CascadeError, ProviderError, ScorerError
 from cascade.logging import get_logger
 from cascade.observe.metrics import PrometheusMetrics
 from cascade.observe.outcome_log import OutcomeLog
-from cascade.observe.record import Row, TierOutcome, render
+from cascade.observe.record import Row, TierOutcome, card, render
 from cascade.observe.session import SessionPins
 from cascade.observe.shadow import Shadow
 from cascade.retry import call_with_retry
@@ -54,7 +54,10 @@ class Observer:
         self, settings: Settings, request: Request, session: str | None = None
     ) -> Generator[Any, Any, CascadeResult]:
         """The engine's steps for ``request``, watched (and started at a pinned tier)."""
-        self.tiers = settings.tiers
+        if self.tiers is not settings.tiers:
+            self.tiers = settings.tiers
+            if self.log is not None and not self.log.card:  # the day's files name models and prices
+                self.log.card = card(settings.name, settings.tiers)
         start = self.pins.start(session) if self.pins is not None and session is not None else 0
         start = min(start, len(settings.tiers) - 1)
         row = Row(request, settings.name, session=session)

@@ -1,0 +1,89 @@
+"""The outcome log: never blocks, counts drops, rotates by day, flushes within its interval."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from cascade.observe.outcome_log import OutcomeLog, day_path, log_files
+
+
+def test_rows_are_written_to_the_days_file_with_a_card(tmp_path: Path) -> None:
+    log = OutcomeLog(tmp_path / "o.jsonl", card={"models": {"m": {}}}, clock=lambda: "2026-01-02")
+    assert log.write({"id": "1"}) and log.write({"id": "2"})
+    log.close()
+    f = tmp_path / "o-2026-01-02.jsonl"
+    assert [json.loads(x)["id"] for x in f.read_text().splitlines()] == ["1", "2"]
+    assert json.loads((tmp_path / "o-2026-01-02.card.json").read_text()) == {"models": {"m": {}}}
+    assert log.written == 2 and log.dropped == 0
+
+
+def test_rotation_by_day(tmp_path: Path) -> None:
+    day = ["2026-01-01"]
+    log = OutcomeLog(tmp_path / "o.jsonl", clock=lambda: day[0], flush_interval=0.01)
+    log.write({"id": "a"})
+    deadline = time.monotonic() + 5
+    while log.written < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    day[0] = "2026-01-02"
+    log.write({"id": "b"})
+    log.close()
+    assert (tmp_path / "o-2026-01-01.jsonl").read_text().count("\n") == 1
+    assert (tmp_path / "o-2026-01-02.jsonl").read_text().count("\n") == 1
+    assert [p.name for p in log_files([str(tmp_path / "o.jsonl")])] == [
+        "o-2026-01-01.jsonl",
+        "o-2026-01-02.jsonl",
+    ]
+
+
+def test_a_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
+    gate = threading.Event()
+
+    def slow(row: object) -> dict[str, object]:
+        gate.wait(5)
+        return {"row": row}
+
+    log = OutcomeLog(tmp_path / "o.jsonl", queue_size=2, render=slow)
+    started = time.perf_counter()
+    results = [log.write(i) for i in range(50)]
+    took = time.perf_counter() - started
+    gate.set()
+    log.close()
+    assert took < 0.5  # the writer is stuck, the callers are not
+    assert results.count(False) == log.dropped >= 40
+    assert log.written == 50 - log.dropped
+
+
+def test_rows_reach_the_file_within_the_flush_interval(tmp_path: Path) -> None:
+    log = OutcomeLog(tmp_path / "o.jsonl", flush_interval=0.05, clock=lambda: "d")
+    log.write({"id": "x"})
+    f = tmp_path / "o-d.jsonl"
+    deadline = time.monotonic() + 5
+    while (not f.exists() or not f.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert f.read_text().strip() == '{"id": "x"}'  # on disk while the log is still open
+    log.close()
+
+
+def test_a_row_that_cannot_be_rendered_is_counted_not_raised(tmp_path: Path) -> None:
+    def bad(row: object) -> dict[str, object]:
+        raise ValueError("no")
+
+    log = OutcomeLog(tmp_path / "o.jsonl", render=bad)
+    assert log.write(1)
+    log.close()
+    assert log.errors == 1 and log.written == 0
+
+
+def test_writes_after_close_are_dropped(tmp_path: Path) -> None:
+    log = OutcomeLog(tmp_path / "o.jsonl")
+    log.close()
+    assert not log.write({"id": "late"})
+    assert log.dropped == 1
+
+
+def test_day_path() -> None:
+    assert day_path(Path("logs/outcomes.jsonl"), "2026-11-28") == Path("logs/outcomes-2026-11-28.jsonl")
+    assert day_path(Path("logs/out"), "2026-11-28") == Path("logs/out-2026-11-28.jsonl")
