@@ -178,7 +178,7 @@ def _hammer(path: str, n: int) -> int:
 def test_sqlite_ledger_holds_across_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "shared.db")
     SQLiteLedger(path)
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
+    with multiprocessing.get_context("fork").Pool(4) as pool:
         won = sum(pool.starmap(_hammer, [(path, 30)] * 4))
     assert won == 50
     assert SQLiteLedger(path).spent("b") == Decimal("0.050")

@@ -48,6 +48,25 @@ def reserve_nano(amount: Decimal) -> int:
     return to_nano(amount, ROUND_CEILING)
 
 
+def refusal(
+    bucket: str, limit: Decimal, amount: Decimal, used: Decimal, spent: Decimal
+) -> BudgetExceededError:
+    """The error a ledger raises when ``bucket`` cannot cover ``amount`` (``used`` = spent + held).
+
+    ``cap_spent`` tells a waiting reservation whether settlements could ever make room.
+    """
+    from cascade.types import show
+
+    err = BudgetExceededError(
+        f"cap {bucket} (${show(limit)}) cannot cover ${show(amount)}: ${show(used)} used or held",
+        cap=bucket,
+        needed=amount,
+        available=limit - used,
+    )
+    err.cap_spent = spent  # type: ignore[attr-defined]
+    return err
+
+
 def new_hold_id(buckets: Sequence[str]) -> str:
     """A hold id that names its buckets, so a settle after the hold was purged still charges them."""
     return uuid.uuid4().hex + json.dumps(list(buckets), separators=(",", ":"))
@@ -96,12 +115,13 @@ def window_end(bucket: str) -> datetime | None:
     return None
 
 
-def _log() -> Any:
+def _log(level: int) -> Any:
+    """The event logger, or None when nobody listens at ``level``."""
     import structlog
 
     from cascade.logging import _stdlib, get_logger
 
-    if structlog.is_configured() or _stdlib.isEnabledFor(logging.WARNING):
+    if structlog.is_configured() or _stdlib.isEnabledFor(level):
         return get_logger()
     return None
 
@@ -136,7 +156,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-_POLL_MIN, _POLL_MAX = 0.005, 0.1  # waiting also polls: room freed in another process wakes nobody here
+_POLL_MIN, _POLL_MAX = 0.005, 0.25  # waiting also polls: room freed in another process wakes nobody here
 _RETRY_DOWN = 1.0  # seconds a fail_open budget skips an unreachable ledger before trying it again
 
 
@@ -201,22 +221,16 @@ class Budget:
         if self.on_ledger_error == "fail_open" and self._skip_ledger():
             return self._local_hold(buckets, amount, None)
         deadline: float | None = None
-        poll = _POLL_MIN
+        poll = self._first_poll()
         while True:
             try:
                 hold = self.ledger.reserve(buckets, amount, ttl=self.hold_ttl)
             except BudgetExceededError as exc:
                 if self.on_exceeded != "wait" or self._never_fits(exc, buckets, amount):
                     raise
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.max_wait
-                    self._event("warning", "cascade.budget_wait", cap=exc.cap, needed=str(amount))
-                if now >= deadline:
-                    self._event("warning", "cascade.budget_wait_timeout", cap=exc.cap, waited_s=self.max_wait)
-                    raise
+                deadline = self._keep_waiting(exc, amount, deadline)
                 with st.cond:
-                    st.cond.wait(min(deadline - now, poll * (0.5 + random.random())))
+                    st.cond.wait(min(deadline - time.monotonic(), poll * (0.5 + random.random())))
                 poll = min(poll * 2, _POLL_MAX)
                 continue
             except LedgerUnavailableError as exc:
@@ -237,28 +251,27 @@ class Budget:
         if self.on_ledger_error == "fail_open" and self._skip_ledger():
             return self._local_hold(buckets, amount, None)
         deadline: float | None = None
-        poll = _POLL_MIN
+        poll = self._first_poll()
         loop = asyncio.get_running_loop()
         while True:
             try:
                 hold = await self._areserve_once(buckets, amount)
             except BudgetExceededError as exc:
-                if self.on_exceeded != "wait" or await asyncio.to_thread(
-                    self._never_fits, exc, buckets, amount
-                ):
+                if self.on_exceeded != "wait":
                     raise
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + self.max_wait
-                    self._event("warning", "cascade.budget_wait", cap=exc.cap, needed=str(amount))
-                if now >= deadline:
-                    self._event("warning", "cascade.budget_wait_timeout", cap=exc.cap, waited_s=self.max_wait)
+                if isinstance(getattr(exc, "cap_spent", None), Decimal):
+                    never = self._never_fits(exc, buckets, amount)
+                else:  # a third-party ledger: ask it off the loop
+                    never = await asyncio.to_thread(self._never_fits, exc, buckets, amount)
+                if never:
                     raise
+                deadline = self._keep_waiting(exc, amount, deadline)
                 fut: asyncio.Future[None] = loop.create_future()
                 with st.lock:
                     st.async_waiters.append((loop, fut))
                 try:
-                    await asyncio.wait({fut}, timeout=min(deadline - now, poll * (0.5 + random.random())))
+                    timeout = min(deadline - time.monotonic(), poll * (0.5 + random.random()))
+                    await asyncio.wait({fut}, timeout=max(timeout, 0))
                 finally:
                     if not fut.done():
                         fut.cancel()
@@ -272,6 +285,23 @@ class Budget:
             if deadline is not None:
                 st.wake_one()
             return hold
+
+    def _first_poll(self) -> float:
+        # a ledger only this process uses needs no polling: its settles wake the waiters
+        return _POLL_MAX * 4 if getattr(self.ledger, "in_process", False) else _POLL_MIN
+
+    def _keep_waiting(self, exc: BudgetExceededError, amount: Decimal, deadline: float | None) -> float:
+        """The deadline of a refused reservation that may wait; raises ``exc`` when it has passed."""
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + self.max_wait
+            self._event(
+                "info", "cascade.budget_wait", cap=exc.cap, needed=str(amount), max_wait=self.max_wait
+            )
+        elif now >= deadline:
+            self._event("warning", "cascade.budget_wait_timeout", cap=exc.cap, waited_s=self.max_wait)
+            raise exc
+        return deadline
 
     async def _areserve_once(self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal) -> str:
         assert self.ledger is not None
@@ -424,6 +454,9 @@ class Budget:
         assert self.ledger is not None
         for bucket, limit in buckets:
             if bucket == exc.cap:
+                known = getattr(exc, "cap_spent", None)  # our ledgers say what the cap has spent
+                if isinstance(known, Decimal):
+                    return known + amount > limit
                 try:
                     return self.ledger.spent(bucket) + amount > limit
                 except LedgerUnavailableError:
@@ -431,7 +464,7 @@ class Budget:
         return False
 
     def _event(self, level: str, event: str, **fields: Any) -> None:
-        log = _log()
+        log = _log(logging.getLevelName(level.upper()))
         if log is not None:
             getattr(log, level)(event, **fields)
 
@@ -444,6 +477,7 @@ __all__ = [
     "OnLedgerError",
     "hold_buckets",
     "new_hold_id",
+    "refusal",
     "to_nano",
     "window_end",
 ]

@@ -12,13 +12,14 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.budget import hold_buckets
-from cascade.errors import BudgetExceededError
-from cascade.types import ZERO, show
+from cascade.budget import hold_buckets, refusal
+from cascade.types import ZERO
 
 
 class MemoryLedger:
     """Holds spend in memory. Suits one process; use :class:`SQLiteLedger` across processes."""
+
+    in_process = True  # nothing outside this process settles its holds: waiters need no polling
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -52,13 +53,7 @@ class MemoryLedger:
             for bucket, limit in caps:
                 used = self._spent[bucket] + self._held[bucket]
                 if used + amount > limit:
-                    raise BudgetExceededError(
-                        f"cap {bucket} (${show(limit)}) cannot cover ${show(amount)}:"
-                        f" ${show(used)} used or held",
-                        cap=bucket,
-                        needed=amount,
-                        available=limit - used,
-                    )
+                    raise refusal(bucket, limit, amount, used, self._spent[bucket])
             hid = str(next(self._ids))
             buckets = tuple(b for b, _ in caps)
             for b in buckets:

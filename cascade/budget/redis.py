@@ -32,9 +32,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cascade.budget import MAX_NANO, NANO, hold_buckets, new_hold_id, reserve_nano, to_nano, window_end
-from cascade.errors import BudgetExceededError, LedgerError, LedgerUnavailableError
-from cascade.types import show
+from cascade.budget import (
+    MAX_NANO,
+    NANO,
+    hold_buckets,
+    new_hold_id,
+    refusal,
+    reserve_nano,
+    to_nano,
+    window_end,
+)
+from cascade.errors import LedgerError, LedgerUnavailableError
 
 try:
     import redis
@@ -67,7 +75,9 @@ for i = 1, n do
     end
   end
   local used = tonumber(redis.call('GET', s) or '0') + tonumber(redis.call('GET', h) or '0')
-  if used + amount > tonumber(ARGV[4 + i]) then return {i, string.format('%d', used)} end
+  if used + amount > tonumber(ARGV[4 + i]) then
+    return {i, string.format('%d', used), redis.call('GET', s) or '0'}
+  end
 end
 local expires = string.format('%d', now + ttl)
 local keep = ttl + 1000
@@ -243,13 +253,7 @@ class RedisLedger:
         if index == 0:
             return
         bucket, limit = caps[index - 1]
-        used = Decimal(int(result[1])) / NANO
-        raise BudgetExceededError(
-            f"cap {bucket} (${show(limit)}) cannot cover ${show(amount)}: ${show(used)} used or held",
-            cap=bucket,
-            needed=amount,
-            available=limit - used,
-        )
+        raise refusal(bucket, limit, amount, Decimal(int(result[1])) / NANO, Decimal(int(result[2])) / NANO)
 
     def _fault(self, exc: Exception) -> LedgerError:
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):

@@ -23,9 +23,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.budget import NANO, hold_buckets, new_hold_id, reserve_nano, to_nano
-from cascade.errors import BudgetExceededError, LedgerError, LedgerUnavailableError
-from cascade.types import show
+from cascade.budget import NANO, hold_buckets, new_hold_id, refusal, reserve_nano, to_nano
+from cascade.errors import LedgerError, LedgerUnavailableError
 
 DEFAULT_PATH = "~/.cascade/ledger.sqlite3"
 KEEP_S = 86400.0  # expired holds and settled ids are kept a day: a late or retried settle still charges once
@@ -185,13 +184,8 @@ class SQLiteLedger:
                 used = (spent[0] if spent else 0) + held
                 cap = to_nano(limit)
                 if used + want > cap:
-                    raise BudgetExceededError(
-                        f"cap {bucket} (${show(limit)}) cannot cover ${show(amount)}:"
-                        f" ${show(Decimal(used) / NANO)} used or held",
-                        cap=bucket,
-                        needed=amount,
-                        available=Decimal(cap - used) / NANO,
-                    )
+                    spent_nano = spent[0] if spent else 0
+                    raise refusal(bucket, limit, amount, Decimal(used) / NANO, Decimal(spent_nano) / NANO)
                 db.execute(
                     "INSERT INTO holds (id, bucket, nano, expires) VALUES (?, ?, ?, ?)",
                     (hid, bucket, want, now + ttl),

@@ -36,7 +36,7 @@ def test_reserve_checks_every_bucket_and_settle_replaces_the_hold(redis_url: str
     assert ledger.held(DAY) == Decimal("0.3")  # a refused reservation holds nothing anywhere
     ledger.settle(hold, Decimal("0.123456789"))
     assert (ledger.spent(DAY), ledger.spent(KEY)) == (Decimal("0.123456789"), Decimal("0.123456789"))
-    assert (ledger.held(DAY), ledger.held(KEY)) == (0, 0)
+    assert (ledger.held(DAY), ledger.held(KEY)) == (Decimal(0), Decimal(0))
 
 
 def test_amounts_are_integer_nano_dollars(redis_url: str, prefix: str) -> None:
