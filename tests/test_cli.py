@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -208,3 +209,127 @@ def test_an_answer_nobody_accepted_says_so(capsys: pytest.CaptureFixture[str], t
     code, out, err = run(capsys, "run", "-p", str(policy), "q")
     assert code == 0 and out == "still not sure\n"
     assert err == "cascade: note: no tier accepted (exhausted); --explain says why\n"
+
+
+# -- batches never lose paid answers; bad input is refused before any money moves ----------------
+
+FAULTY = """\
+name: faulty
+tiers:
+  - name: small
+    provider: openai
+    model: gpt-4o-mini
+    params: {max_tokens: 32}
+    options: {base_url: "URL/openai/v1"}
+    retry: {attempts: 1}
+budget:
+  caps: [{limit: 1, window: day}]
+  ledger: {kind: sqlite, path: LEDGER}
+"""
+
+
+@pytest.fixture
+def faulty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
+    from tests.faults.fault_server import FaultServer
+
+    server = FaultServer().start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    ledger = tmp_path / "ledger.sqlite3"
+    policy = tmp_path / "faulty.yaml"
+    policy.write_text(FAULTY.replace("URL", server.url).replace("LEDGER", str(ledger)))
+    yield policy, ledger
+    server.stop()
+
+
+def test_one_bad_body_does_not_abort_the_batch(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, faulty: tuple[Path, Path]
+) -> None:
+    policy, _ = faulty
+    prompts = tmp_path / "p.jsonl"
+    lines = [f'"q{i}"' for i in range(8)]
+    lines[2] = '"q2 !faults=html"'
+    lines[5] = '"q5 !faults=malformed"'
+    prompts.write_text("\n".join(lines) + "\n")
+    out_file = tmp_path / "o.jsonl"
+    code, out, _ = run(capsys, "run", "-p", str(policy), "--batch", str(prompts), "--out", str(out_file))
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert code == 0 and len(rows) == 8 and [r["id"] for r in rows] == [str(i) for i in range(1, 9)]
+    failed = [i for i, r in enumerate(rows) if "error" in r]
+    assert failed == [2, 5] and "InvalidResponseError" in rows[2]["attempts"][0]["reason"]
+    assert all(Decimal(r["cost"]) > 0 for i, r in enumerate(rows) if i not in failed)
+    assert "errors                    2" in out
+
+
+def test_an_unexpected_error_in_one_row_keeps_the_others(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cascade.engine.cascade import Cascade
+
+    real = Cascade.arun
+
+    async def flaky(self: Cascade, prompt: object, **kw: object) -> object:
+        if prompt == "boom":
+            raise RuntimeError("a bug somewhere")
+        return await real(self, prompt, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Cascade, "arun", flaky)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('"a"\n"boom"\n"c"\n')
+    out_file = tmp_path / "o.jsonl"
+    code, out, _ = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", str(out_file))
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert code == 0 and len(rows) == 3 and "answer" in rows[0] and "answer" in rows[2]
+    assert rows[1]["error"] == "RuntimeError: a bug somewhere" and rows[1]["cost"] is None
+
+
+def test_out_may_not_be_an_input(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('"a"\n')
+    for out_path, name in (
+        (str(prompts), "--batch"),
+        (str(tmp_path / "." / "p.jsonl"), "--batch"),
+        (DEMO, "--policy"),
+    ):
+        code, _, err = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", out_path)
+        assert (
+            code == 2
+            and err == f"cascade: error: --out {out_path} is the {name} file: results would overwrite it\n"
+        )
+    assert prompts.read_text() == '"a"\n'
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"prompt": "a", "budget_key": {"t": 1}}', "budget_key must be a string, not dict"),
+        ('{"prompt": "a", "budget_key": 7}', "budget_key must be a string, not int"),
+        ('{"prompt": "a", "id": [1]}', "id must be a string or an integer"),
+        ('"caf\\udce9"', "not valid Unicode"),
+        ('{"messages": [{"role": "robot", "content": "x"}]}', "message role must be one of"),
+        ('{"messages": [{"role": "assistant", "tool_calls": [{}]}]}', "a tool call needs a name"),
+    ],
+)
+def test_bad_batch_lines_are_refused_before_any_call(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, faulty: tuple[Path, Path], line: str, message: str
+) -> None:
+    policy, ledger = faulty
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(f'"fine"\n{line}\n')
+    out_file = tmp_path / "o.jsonl"
+    code, _, err = run(capsys, "run", "-p", str(policy), "--batch", str(prompts), "--out", str(out_file))
+    assert code == 2 and err.startswith(f"cascade: error: {prompts}:2: ") and message in err
+    assert not out_file.exists() and not ledger.exists()  # nothing reserved, nothing written
+
+
+def test_text_that_is_not_utf8_is_refused(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, faulty: tuple[Path, Path]
+) -> None:
+    policy, ledger = faulty
+    code, _, err = run(capsys, "run", "-p", str(policy), "caf\udce9")  # how Python passes argv bytes
+    assert code == 2 and err == "cascade: error: the prompt is not valid UTF-8\n"
+    code, _, err = run(capsys, "run", "-p", str(policy), "--budget-key", "t\udcff", "q")
+    assert code == 2 and err == "cascade: error: --budget-key is not valid UTF-8\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9 au lait")))
+    code, _, err = run(capsys, "run", "-p", str(policy), "-")
+    assert code == 2 and err == "cascade: error: stdin is not valid UTF-8 (byte 3)\n"
+    assert not ledger.exists()

@@ -80,3 +80,48 @@ def test_empty_prompts_are_rejected(prompt: Any) -> None:
 def test_prompts_of_the_wrong_type_are_invalid_requests(prompt: Any, error: str) -> None:
     with pytest.raises(InvalidRequestError, match=error):
         Request.of(prompt)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "kw", "message"),
+    [
+        ("caf\udce9", {}, "not valid Unicode"),
+        ([{"role": "user", "content": "ok \ud800"}], {}, "not valid Unicode"),
+        ("fine", {"budget_key": {"tenant": 1}}, "budget_key must be a string, not dict"),
+        ("fine", {"budget_key": "t\udcff"}, "not valid Unicode"),
+        ([{"role": "assistant", "content": "", "tool_calls": [{"id": "x"}]}], {}, "a tool call needs a name"),
+        ([{"role": "assistant", "content": "", "tool_calls": ["x"]}], {}, "a tool call needs a name"),
+        (
+            [
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}],
+                }
+            ],
+            {},
+            "arguments must be an object",
+        ),
+    ],
+)
+def test_requests_that_cannot_be_sent_are_refused(prompt: Any, kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequestError, match=message):
+        Request.of(prompt, **kw)
+
+
+def test_unicode_that_is_valid_passes() -> None:
+    assert Request.of("caf\u00e9 \U0001f600", budget_key="t\u00e9").prompt == "caf\u00e9 \U0001f600"
+
+
+def test_usage_source_is_in_the_trace_and_the_explanation() -> None:
+    from dataclasses import replace
+    from decimal import Decimal
+
+    from cascade.types import Attempt, CascadeResult, Usage
+
+    a = Attempt("t", "m", "openai", "accepted", "ok", samples=1, usage=Usage(3, 4), cost=Decimal("0.01"))
+    est = replace(a, usage_source="estimated")
+    assert a.to_dict()["usage_source"] == "reported" and est.to_dict()["usage_source"] == "estimated"
+    result = CascadeResult("x", "t", "m", True, "accepted", (est,))
+    assert "tokens 3+4 (estimated)" in result.explain()
+    assert "(reported)" not in CascadeResult("x", "t", "m", True, "accepted", (a,)).explain()

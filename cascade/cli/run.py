@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:  # the trace of what was tried (and spent) before the error
             print(json.dumps(err.to_dict(), indent=2))
         raise
+    finally:
+        cascade.close()
     if args.json:
         print(result.to_json(indent=2))
         return 0
@@ -165,7 +167,6 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
     errors = 0
 
     async def main() -> None:
-        nonlocal total, errors
         gate = asyncio.Semaphore(max(1, args.concurrency))
 
         async def one(item: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +193,13 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
         tasks = [asyncio.ensure_future(one(item)) for item in items]
         for task in tasks:  # the bar moves as prompts finish; rows are written in input order
             task.add_done_callback(lambda _: progress.advance())
+        try:
+            await write(tasks)
+        finally:
+            await cascade.aclose()  # the async clients belong to this event loop
+
+    async def write(tasks: list[asyncio.Task[dict[str, Any]]]) -> None:
+        nonlocal total, errors
         for task in tasks:
             row = await task
             fh.write(json.dumps(row) + "\n")

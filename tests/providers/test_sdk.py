@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from cascade.errors import (
+    InvalidResponseError,
     PermanentProviderError,
     ProviderTimeoutError,
     RateLimitError,
@@ -20,7 +21,7 @@ from cascade.errors import (
 )
 from cascade.price_table import CHECKED, PRICES, lookup
 from cascade.providers import _sdk
-from cascade.types import Completion, Message, Request, Sample, Usage
+from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
 
 
 def status_error(sdk: Any, status: int, body: Any = None, headers: dict[str, str] | None = None) -> Exception:
@@ -191,3 +192,83 @@ def test_import_cascade_does_not_import_the_sdks() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- untrusted usage ----------------------------------------------------------------------------
+
+BOUND = Usage(100, 64)
+
+
+def checked(
+    usage: Usage | None, samples: tuple[Sample, ...] = (Sample("four words of text"),)
+) -> tuple[Usage, str]:
+    return _sdk.check_usage(usage, samples=samples, bound=BOUND, provider="p", model="m")
+
+
+def test_plausible_usage_is_billed_as_reported() -> None:
+    assert checked(Usage(80, 10, 15)) == (Usage(80, 10, 15), "reported")
+    # above the estimate but not absurdly (hidden tool prompts): still as reported
+    assert checked(Usage(2 * 100 + 1024, 64)) == (Usage(1224, 64), "reported")
+
+
+def test_missing_usage_is_estimated_from_the_request_and_the_text() -> None:
+    usage, source = checked(None, (Sample("x" * 30), Sample("", tool_calls=(ToolCall("f", {"a": 1}),))))
+    assert source == "estimated" and usage.input_tokens == BOUND.input_tokens
+    assert 10 <= usage.output_tokens <= BOUND.output_tokens
+    long, _ = checked(None, (Sample("x" * 10_000),))
+    assert long.output_tokens == BOUND.output_tokens  # never above what could be produced
+
+
+def test_impossible_usage_is_clamped_to_the_worst_case() -> None:
+    assert checked(Usage(100_000_000, 10)) == (Usage(100, 10), "clamped")
+    assert checked(Usage(50, 1_000_000)) == (Usage(50, 64), "clamped")
+    # cache reads and writes count towards the prompt side too
+    usage, source = checked(Usage(10, 5, 5_000, 5_000))
+    assert (
+        source == "clamped"
+        and usage.input_tokens + usage.cached_input_tokens + usage.cache_creation_tokens == 100
+    )
+
+
+@pytest.mark.parametrize("usage", [Usage(-1, 5), Usage(5, -50_000), Usage(5, 5, -1), Usage(5, 5, 0, -3)])
+def test_negative_usage_is_an_invalid_response(usage: Usage) -> None:
+    with pytest.raises(InvalidResponseError, match="negative") as info:
+        checked(usage)
+    assert info.value.transient and info.value.status_code == 200
+
+
+def test_token_counts_from_untrusted_fields() -> None:
+    assert _sdk.token_count(5) == 5 and _sdk.token_count(5.0) == 5 and _sdk.token_count(-2) == -2
+    assert _sdk.token_count("5") is None and _sdk.token_count(True) is None and _sdk.token_count(5.5) is None
+
+
+def test_merge_keeps_the_least_trustworthy_usage_source() -> None:
+    ok = Completion((Sample("a"),), Usage(1, 1), "m")
+    est = Completion((Sample("b"),), Usage(1, 1), "m", usage_source="estimated")
+    clamped = Completion((Sample("c"),), Usage(1, 1), "m", usage_source="clamped")
+    assert _sdk.merge([ok, ok]).usage_source == "reported"
+    assert _sdk.merge([ok, est]).usage_source == "estimated"
+    assert _sdk.merge([est, clamped, ok]).usage_source == "clamped"
+
+
+def test_error_objects_are_found() -> None:
+    assert _sdk.error_object({"error": {"type": "server_error", "message": "down"}}) == "server_error: down"
+    assert _sdk.error_object({"error": "plain"}) == "plain"
+    assert _sdk.error_object({}) is None and _sdk.error_object(None) is None
+
+
+def test_the_deadline_nests_and_resets() -> None:
+    with _sdk.deadline(10):
+        outer = _sdk._DEADLINE.get()
+        with _sdk.deadline(100):
+            assert _sdk._DEADLINE.get() == outer  # an earlier deadline stays in force
+        with _sdk.deadline(0.001):
+            assert (_sdk._DEADLINE.get() or 0) < (outer or 0)
+    assert _sdk._DEADLINE.get() is None
+
+
+def test_the_sync_client_sockets_honour_the_deadline() -> None:
+    client = _sdk.http_client(openai.DefaultHttpxClient)
+    backend = client._transport._pool._network_backend  # type: ignore[attr-defined]
+    assert type(backend).__name__ == "_DeadlineBackend"
+    client.close()
