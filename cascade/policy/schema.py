@@ -47,9 +47,15 @@ class RetrySpec(Strict):
 
     attempts: int = Field(3, ge=1, le=20, description="Total tries including the first.")
     initial: float = Field(0.5, ge=0, description="First backoff in seconds.")
-    max_wait: float = Field(8.0, ge=0, description="Backoff cap in seconds.")
+    max_wait: float = Field(8.0, ge=0, allow_inf_nan=False, description="Backoff cap in seconds.")
     jitter: float = Field(0.5, ge=0)
-    max_retry_after: float = Field(30.0, ge=0, description="Cap on a server's retry-after.")
+    max_retry_after: float = Field(
+        30.0, ge=0, allow_inf_nan=False, description="Cap on a server's retry-after."
+    )
+
+    def longest(self, timeout: float) -> float:
+        """The longest a call with these retries can take: every try times out, every wait is full."""
+        return timeout * self.attempts + (self.attempts - 1) * max(self.max_wait, self.max_retry_after)
 
 
 class ScorerSpec(BaseModel):
@@ -93,7 +99,12 @@ class TierSpec(Strict):
     params: GenerationParams = GenerationParams()
     price: PriceSpec | None = Field(None, description="Overrides the built-in price table for this model.")
     free: bool = Field(False, description="Mark a model without a price as costing nothing.")
-    timeout: float = Field(60.0, gt=0, description="Seconds per call.")
+    timeout: float = Field(
+        60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds per call: a deadline for the whole call (connect to last byte, all samples).",
+    )
     retry: RetrySpec = RetrySpec()
     reserve: ReserveSpec | None = Field(
         None, description="Reserve less than the worst case per call (max_tokens is still sent as the bound)."
@@ -178,7 +189,13 @@ class BudgetSpec(Strict):
         " and journals their spend until the ledger is back.",
     )
     ledger: LedgerSpec | None = None
-    hold_ttl: float = Field(600.0, gt=0, description="Seconds before an unsettled hold expires.")
+    hold_ttl: float = Field(
+        600.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds before an unsettled hold expires; must outlive every tier's longest call"
+        " (timeout x retry.attempts + the retry waits).",
+    )
 
 
 class OutcomeLogSpec(Strict):
@@ -263,4 +280,20 @@ class Policy(Strict):
                     "missing_scorer",
                     f"tier {tier.name!r} is not the last tier, so it needs a scorer and a threshold",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _holds_outlive_calls(self) -> Policy:
+        """A hold that expires mid-call frees its money while the call may still be billed."""
+        if not self.budget.caps:
+            return self
+        tier = max(self.tiers, key=lambda t: t.retry.longest(t.timeout))
+        longest = tier.retry.longest(tier.timeout)
+        if self.budget.hold_ttl <= longest:
+            raise PydanticCustomError(
+                "hold_ttl_too_short",
+                f"hold_ttl {self.budget.hold_ttl:g} s must exceed the longest call, {longest:g} s (tier"
+                f" {tier.name!r}: timeout x retry.attempts + retry waits); raise hold_ttl or lower those",
+                {"loc": ("budget", "hold_ttl")},
+            )
         return self
