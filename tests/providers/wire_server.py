@@ -94,6 +94,8 @@ class WireServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests = 0
         self.scripts: dict[str, ModelScript] = {}
+        self.keep_alive = True
+        """False: every reply closes its connection (no pooled sockets left when an event loop ends)."""
         self.bodies: list[tuple[str, dict[str, Any]]] = []
         self._thread: threading.Thread | None = None
 
@@ -156,9 +158,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------------------------
 
+    def _close_if_asked(self) -> None:
+        if not self.server.keep_alive:
+            self.send_header("connection", "close")
+            self.close_connection = True
+
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload, indent=1).encode()
         self.send_response(status)
+        self._close_if_asked()
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         for k, v in (headers or {}).items():
@@ -169,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _sse(self, events: Iterator[str], headers: dict[str, str]) -> None:
         data = "".join(events).encode()
         self.send_response(200)
+        self._close_if_asked()
         self.send_header("content-type", "text/event-stream")
         self.send_header("content-length", str(len(data)))
         for k, v in headers.items():
