@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         policy, data, es, Path(args.policy).resolve().parent, billing=args.billing, progress=bar.advance
     )
     bar.close()
-    rows = es.split(split, seed=seed, test_fraction=fraction)
+    rows = es.split(split, seed=seed, test_fraction=fraction)  # type: ignore[arg-type]
     if split == "none":
         part = f"every record of {path.name}" + (
             " (including the part the policy was tuned on)" if tuned is not None and same_data else ""

@@ -233,12 +233,12 @@ def evaluate(
     if pair is not None:
         weak, strong = pair
     else:
-        own = [m for m in dict.fromkeys(t.model for t in tiers) if m in models]
-        weak = min(own, key=lambda m: float(sc[models.index(m)])) if own else ""
+        mine = [m for m in dict.fromkeys(t.model for t in tiers) if m in models]
+        weak = min(mine, key=lambda m: float(sc[models.index(m)])) if mine else ""
         strong = (
-            max(own, key=lambda m: (float(sq[models.index(m)]), -float(sc[models.index(m)]))) if own else ""
+            max(mine, key=lambda m: (float(sq[models.index(m)]), -float(sc[models.index(m)]))) if mine else ""
         )
-        if len(own) < 2:
+        if len(mine) < 2:
             omitted = "the policy has one model"
         elif weak == strong:
             omitted = f"the cheapest model ({weak}) is also the strongest: there is no gap to recover"

@@ -120,8 +120,10 @@ class Guarantee:
     def sentence(self) -> str:
         if self.fallback:
             return (
-                f"no setting cheaper than {self.reference} passed the risk test (max drop {self.max_drop:g},"
-                f" risk {self.risk:g}, {self.calibration} calibration records; first p-value {self.pvalue:.3g}):"
+                f"no setting cheaper than {self.reference} passed the risk test"
+                f" (max drop {self.max_drop:g},"
+                f" risk {self.risk:g}, {self.calibration} calibration records;"
+                f" first p-value {self.pvalue:.3g}):"
                 f" {self.reference} alone, which loses nothing by definition"
             )
         return (
@@ -672,6 +674,13 @@ def tune(
     target: float | None = None
     split_rule = {"split": split, "seed": seed, "test_fraction": test_fraction}
     if objective.max_drop is not None:
+        # the reference must be a model the policy can fall back to: the best candidate model
+        own = sorted({es.column(k.spec.model) for k in cands if k.bare is not None and not k.partners})
+        if own and best_j not in own:
+            best_j = min(own, key=lambda j: (-float(train_q[j]), float(train_c[j])))
+            notes.append(f"reference: {es.models[best_j]}, the best skeleton model on the search part")
+            reference = es.models[best_j]
+        choice: Setting | None
         choice, guarantee = _risk_controlled(search, cands, es, test, fit, cal, best_j, objective, pol, seed)
         if choice is None:
             notes.append("no setting passes the risk test; the reference model alone is the safe choice")
@@ -707,7 +716,7 @@ def tune(
         assert target is not None
         feasible = np.flatnonzero(q >= target - 1e-12)
         order = feasible[np.lexsort((ntiers[feasible], -np.round(q[feasible], 12), c_key[feasible]))]
-    choice: Setting | None = None
+    choice = None
     for k in order[:3000]:
         s = search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k]))
         tmp = Tuning(cands, es, test, None, reference, target, [], 0)

@@ -80,7 +80,10 @@ def _iv(d: dict[str, Any] | None, spec: str, money: bool = False) -> str:
     """``value (95% CI low .. high)`` from an interval dict, missing parts as n/a."""
     if not d:
         return "n/a"
-    fmt = (lambda x: usd(x)) if money else (lambda x: _num(x, spec))
+
+    def fmt(x: Any) -> str:
+        return usd(x) if money else _num(x, spec)
+
     if d.get("value") is None:
         return "n/a"
     if d.get("low") is None or d.get("high") is None:

@@ -6,6 +6,7 @@ import gzip
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -237,7 +238,7 @@ def test_choice_letters_are_learned_and_a_narrow_set_is_reported(tmp_path: Path)
     path = tmp_path / "mc.jsonl"
     path.write_text(json.dumps(rec) + "\n")
     data = outcomes.read(path)
-    raws = [{"name": "t", "scorer": {"kind": "self_consistency", "answer": "choice"}}]
+    raws: list[dict[str, Any]] = [{"name": "t", "scorer": {"kind": "self_consistency", "answer": "choice"}}]
     notes = check_choices(raws, data, fill=True)
     assert raws[0]["scorer"]["choices"] == "ABCDEFGH" and "learned" in notes[0]
     narrow = [{"name": "t", "scorer": {"kind": "self_consistency", "answer": "choice", "choices": "ABCD"}}]
