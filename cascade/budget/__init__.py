@@ -234,6 +234,7 @@ class Budget:
                 poll = min(poll * 2, _POLL_MAX)
                 continue
             except LedgerUnavailableError as exc:
+                self._release_lost(exc)
                 if self.on_ledger_error != "fail_open":
                     self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
                     raise
@@ -278,6 +279,7 @@ class Budget:
                 poll = min(poll * 2, _POLL_MAX)
                 continue
             except LedgerUnavailableError as exc:
+                self._release_lost(exc)
                 if self.on_ledger_error != "fail_open":
                     self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
                     raise
@@ -410,6 +412,14 @@ class Budget:
                 )
             if done < len(batch):
                 self._event("warning", "cascade.ledger_replay_failed", written=done, left=left)
+
+    def _release_lost(self, exc: LedgerUnavailableError) -> None:
+        """A reservation that failed in flight may still have landed: journal its release (settle 0)."""
+        pending = getattr(exc, "pending_hold", None)
+        if isinstance(pending, str):
+            self._mark_down(exc)
+            with self._state.lock:
+                self._state.journal.append((pending, Decimal(0)))
 
     def _local_hold(
         self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal, exc: Exception | None

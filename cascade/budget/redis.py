@@ -255,13 +255,16 @@ class RedisLedger:
         bucket, limit = caps[index - 1]
         raise refusal(bucket, limit, amount, Decimal(int(result[1])) / NANO, Decimal(int(result[2])) / NANO)
 
-    def _fault(self, exc: Exception) -> LedgerError:
+    def _fault(self, exc: Exception, hold: str | None = None) -> LedgerError:
         if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            return LedgerUnavailableError(
+            err = LedgerUnavailableError(
                 f"redis ledger {self.name} is unreachable ({exc}): start the server, or set"
                 " budget.on_ledger_error: fail_open to let calls go on",
                 ledger=self.name,
             )
+            # a reserve whose reply was lost may have landed: releasing this id later is harmless
+            err.pending_hold = hold  # type: ignore[attr-defined]
+            return err
         return LedgerError(f"redis ledger {self.name}: {type(exc).__name__}: {exc}", ledger=self.name)
 
     # -- sync ------------------------------------------------------------------------------------
@@ -271,7 +274,7 @@ class RedisLedger:
         try:
             result = self._reserve(keys=self._keys([b for b, _ in caps], hold), args=args)
         except redis.RedisError as exc:
-            raise self._fault(exc) from None
+            raise self._fault(exc, hold) from None
         self._refusal(caps, amount, result)
         return hold
 
@@ -344,7 +347,7 @@ class RedisLedger:
         try:
             result = await script(keys=self._keys([b for b, _ in caps], hold), args=args)
         except redis.RedisError as exc:
-            raise self._fault(exc) from None
+            raise self._fault(exc, hold) from None
         self._refusal(caps, amount, result)
         return hold
 
