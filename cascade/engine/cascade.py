@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Coroutine, Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from cascade.budget import Budget
-from cascade.engine.loop import (
-    SETTLED,
-    Action,
-    Call,
-    CallOutcome,
-    OnExhausted,
-    Outcome,
-    RateOutcome,
-    Reserve,
-    Reserved,
-    Settings,
-    Settle,
-    Tier,
-    steps,
-)
-from cascade.errors import BudgetExceededError, CascadeError, ProviderError, ScorerError
-from cascade.logging import get_logger
-from cascade.retry import acall_with_retry, call_with_retry
-from cascade.types import ZERO, CascadeResult, Message, Request
+from cascade.engine.drive import adrive, aexecute, drive, execute
+from cascade.engine.loop import Action, OnExhausted, Outcome, Settings, Tier, steps
+from cascade.errors import CascadeError
+from cascade.types import CascadeResult, Message, Request
 
 if TYPE_CHECKING:
+    from cascade.engine.assemble import Parts
     from cascade.observe import Observer
 
 Prompt = str | Request | Sequence[Message | Mapping[str, Any]]
-T = TypeVar("T")
 
 
 class Cascade:
@@ -63,10 +47,26 @@ class Cascade:
 
     @classmethod
     def from_policy(cls, policy: Any, **overrides: Any) -> Cascade:
-        """Build from a policy file path, YAML text path-like, or a :class:`~cascade.policy.Policy`."""
-        from cascade.engine.build import build
+        """Build from a policy file path or a :class:`~cascade.policy.Policy`.
 
-        return build(policy, **overrides)
+        ``overrides``: ``ledger``, ``providers`` (tier name -> provider or LangChain chat model),
+        ``base_dir`` (see :func:`cascade.engine.build.build`).
+        """
+        from cascade.engine.assemble import assemble  # policy parsing: loaded only when used
+
+        return cls.from_parts(assemble(policy, **overrides))
+
+    @classmethod
+    def from_parts(cls, parts: Parts) -> Cascade:
+        """A cascade from parts a policy was assembled into (:func:`cascade.engine.assemble.assemble`)."""
+        return cls(
+            parts.tiers,
+            name=parts.name,
+            budget=parts.budget,
+            on_exhausted=parts.on_exhausted,
+            include_text=parts.include_text,
+            observer=parts.observer,
+        )
 
     @property
     def name(self) -> str:
@@ -131,21 +131,7 @@ class Cascade:
         ``session`` names a conversation or agent run, for session pinning (policy ``session:``).
         """
         request = Request.of(prompt, budget_key=budget_key, metadata=metadata)
-        gen = self._steps(request, session)
-        try:
-            action = next(gen)
-            while True:
-                try:
-                    outcome = _execute(action)
-                except BaseException as exc:  # crashed mid-step: the loop answers with its hold's Settle
-                    action = gen.throw(exc)
-                    continue
-                action = gen.send(outcome)
-        except StopIteration as stop:
-            result: CascadeResult = stop.value
-            return result
-        finally:
-            gen.close()
+        return drive(self._steps(request, session))
 
     def batch(
         self,
@@ -183,21 +169,7 @@ class Cascade:
     ) -> CascadeResult:
         """Async twin of :meth:`run` (same loop, same results)."""
         request = Request.of(prompt, budget_key=budget_key, metadata=metadata)
-        gen = self._steps(request, session)
-        try:
-            action = next(gen)
-            while True:
-                try:
-                    outcome = await _aexecute(action)
-                except BaseException as exc:  # cancelled mid-step: the loop answers with its hold's Settle
-                    action = gen.throw(exc)
-                    continue
-                action = gen.send(outcome)
-        except StopIteration as stop:
-            result: CascadeResult = stop.value
-            return result
-        finally:
-            gen.close()
+        return await adrive(self._steps(request, session))
 
     async def abatch(
         self,
@@ -222,93 +194,8 @@ class Cascade:
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
 
-def _execute(action: Action) -> Outcome:
-    if isinstance(action, Reserve):
-        try:
-            return Reserved(action.budget.reserve(action.buckets, action.amount), None)
-        except BudgetExceededError as exc:
-            return Reserved(None, exc)
-    if isinstance(action, Settle):
-        action.budget.settle(action.hold, action.amount)
-        return SETTLED
-    start = time.perf_counter()
-    tier, request = action.tier, action.request
-    if isinstance(action, Call):
-        try:
-            completion, retries = call_with_retry(
-                lambda: tier.provider.complete(request, action.n), tier.retry
-            )
-        except ProviderError as exc:
-            return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
-        return CallOutcome(completion, None, retries, time.perf_counter() - start)
-    assert tier.scorer is not None
-    try:
-        score = tier.scorer.score(request, action.completion)
-    except (ScorerError, ProviderError) as exc:
-        return RateOutcome(None, exc, time.perf_counter() - start)
-    return RateOutcome(score, None, time.perf_counter() - start)
-
-
-async def _aexecute(action: Action) -> Outcome:
-    if isinstance(action, Reserve):
-        return await _areserve(action)
-    if isinstance(action, Settle):
-        # a started settle runs to its end even if this task is cancelled meanwhile
-        await asyncio.shield(_background(action.budget.asettle(action.hold, action.amount)))
-        return SETTLED
-    start = time.perf_counter()
-    tier, request = action.tier, action.request
-    if isinstance(action, Call):
-        try:
-            completion, retries = await acall_with_retry(
-                lambda: tier.provider.acomplete(request, action.n), tier.retry
-            )
-        except ProviderError as exc:
-            return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
-        return CallOutcome(completion, None, retries, time.perf_counter() - start)
-    assert tier.scorer is not None
-    try:
-        score = await tier.scorer.ascore(request, action.completion)
-    except (ScorerError, ProviderError) as exc:
-        return RateOutcome(None, exc, time.perf_counter() - start)
-    return RateOutcome(score, None, time.perf_counter() - start)
-
-
-_tasks: set[asyncio.Task[Any]] = set()
-
-
-def _background(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """A task kept referenced until done (a shielded ledger call outlives a cancelled run)."""
-    task = asyncio.ensure_future(coro)
-    _tasks.add(task)
-    task.add_done_callback(_done)
-    return task
-
-
-def _done(task: asyncio.Task[Any]) -> None:
-    _tasks.discard(task)
-    if not task.cancelled() and task.exception() is not None:  # logged even when also awaited
-        get_logger().error(
-            "cascade.ledger_error", error=f"{type(task.exception()).__name__}: {task.exception()}"
-        )
-
-
-async def _areserve(action: Reserve) -> Reserved:
-    """Reserve off the event loop; cancelled meanwhile, a hold that still lands is released."""
-    task = _background(action.budget.areserve(action.buckets, action.amount))
-    try:
-        return Reserved(await asyncio.shield(task), None)
-    except BudgetExceededError as exc:
-        return Reserved(None, exc)
-    except asyncio.CancelledError:
-        task.add_done_callback(lambda t: _release(action, t))
-        raise
-
-
-def _release(action: Reserve, task: asyncio.Task[str]) -> None:
-    if task.cancelled() or task.exception() is not None:
-        return  # nothing was held (the exception is retrieved, so it is not reported as lost)
-    _background(action.budget.asettle(task.result(), ZERO))
-
+# the LangChain front drives the loop itself (it streams the last tier): it executes through these
+_execute = execute
+_aexecute = aexecute
 
 __all__ = ["Cascade", "Prompt"]

@@ -186,157 +186,181 @@ class _Candidate:
 
 def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Outcome, CascadeResult]:
     """Run the cascade for ``request`` from tier index ``start``; yields actions, returns the result."""
-    log = _logger()
-    started = time.perf_counter()
-    run_id = uuid.uuid4().hex[:12] if log is not None else ""
-    if log is not None:
-        log.info(
-            "cascade.run_started",
-            run_id=run_id,
-            policy=s.name,
-            tiers=[t.name for t in s.tiers],
-            **({"prompt": request.prompt} if s.include_text else {}),
-        )
-    attempts: list[Attempt] = []
-    candidates: list[_Candidate] = []
-    spent = ZERO
-    buckets = s.budget.buckets(s.name, request.budget_key)
-    last_index = len(s.tiers) - 1
+    run = _Run(s, request)
+    last = len(s.tiers) - 1
+    for index in range(start, last + 1):
+        result = yield from _tier(run, s.tiers[index], index == last)
+        if result is not None:
+            return result
+    return run.exhausted()
 
-    def finish(c: _Candidate, accepted: bool, reason: str) -> CascadeResult:
-        result = CascadeResult(
-            answer=c.sample.text,
-            tier=c.tier.name,
-            model=c.model,
-            accepted=accepted,
-            reason=reason,
-            attempts=tuple(attempts),
-            tool_calls=c.sample.tool_calls,
-            policy=s.name,
-            latency_s=time.perf_counter() - started,
-            sample=c.sample,
-        )
-        if log is not None:
-            log.info(
-                "cascade.finished",
-                run_id=run_id,
-                policy=s.name,
-                tier=c.tier.name,
-                model=c.model,
-                accepted=accepted,
-                reason=reason,
-                cost=str(result.cost),
-                latency_ms=round(result.latency_s * 1000, 3),
-                **({"answer": c.sample.text} if s.include_text else {}),
-            )
-        return result
 
-    for index, tier in enumerate(s.tiers[start:], start):
-        is_last = index == last_index
-        model = tier.provider.model
-        base: dict[str, Any] = {"tier": tier.name, "model": model, "provider": tier.provider_kind}
+def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, CascadeResult | None]:
+    """One tier: reserve, call, score, settle, decide. Returns the result when the run ends here."""
+    s, request = run.s, run.request
+    base: dict[str, Any] = {"tier": tier.name, "model": tier.provider.model, "provider": tier.provider_kind}
 
-        # 1. reserve the worst case against the per-request cap and every window cap
-        per_request = s.budget.per_request
-        capped = per_request is not None or (buckets and s.budget.ledger is not None)
-        worst = tier.worst_case(request) if capped else ZERO  # only caps need the estimate
-        hold: str | None = None
-        refusal: BudgetExceededError | None = None
-        if per_request is not None and spent + worst > per_request:
-            refusal = BudgetExceededError(
-                f"per-request cap ${show(per_request)} cannot cover tier {tier.name!r}"
-                f" (worst case ${show(worst)}, ${show(spent)} spent)",
-                cap="per_request",
-                needed=worst,
-                available=per_request - spent,
-            )
-        elif buckets and s.budget.ledger is not None:
-            held = yield Reserve(s.budget, buckets, worst)
-            assert isinstance(held, Reserved)
-            hold, refusal = held.hold, held.refusal
-        if refusal is not None:
-            attempts.append(Attempt(**base, decision="stopped", reason=f"budget: {refusal}"))
-            if log is not None:
-                log.warning("cascade.budget_stop", run_id=run_id, **base, cap=refusal.cap, needed=str(worst))
-            if s.budget.on_exceeded == "raise" or not candidates:
-                refusal.attempts = tuple(attempts)
-                raise refusal
-            return finish(_best(candidates), False, "budget")
+    # 1. reserve the worst case against the per-request cap and every window cap
+    worst = tier.worst_case(request) if run.capped else ZERO  # only caps need the estimate
+    hold: str | None = None
+    refusal = run.per_request_refusal(tier, worst)
+    if refusal is None and run.buckets:
+        held = yield Reserve(s.budget, run.buckets, worst)
+        assert isinstance(held, Reserved)
+        hold, refusal = held.hold, held.refusal
+    if refusal is not None:
+        return run.budget_stop(refusal, worst, base)
 
-        # 2. call the provider (the driver retries transient errors)
-        try:
-            call = yield Call(tier, request, tier.samples)
-        except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
-            if hold is not None:
-                yield from _abandon(s, exc, hold, worst, log, run_id, base)
-            raise
-        assert isinstance(call, CallOutcome)
-        latency = call.latency_s
-        if call.completion is None:
-            assert call.error is not None
-            if hold is not None:
-                yield Settle(s.budget, hold, ZERO)
-            decision: Decision = "failed" if is_last else "escalated"
-            err = call.error
-            attempts.append(
-                Attempt(
-                    **base,
-                    decision=decision,
-                    reason=f"error: {type(err).__name__}",
-                    latency_s=latency,
-                    retries=call.retries,
-                    error=str(err),
-                )
-            )
-            if log is not None:
-                log.warning(
-                    "cascade.attempt_failed",
-                    run_id=run_id,
-                    **base,
-                    error=type(err).__name__,
-                    status_code=err.status_code,
-                    retries=call.retries,
-                    latency_ms=round(latency * 1000, 3),
-                )
-            continue
-        completion = call.completion
-        cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
-
-        # 3. score
-        score: Score | None = None
-        scorer_error: CascadeError | None = None
-        if tier.scorer is not None:
-            try:
-                rated = yield Rate(tier, request, completion)
-            except BaseException as exc:
-                if hold is not None:
-                    amount = cost + tier.scorer.max_cost(request, tier.max_tokens)
-                    yield from _abandon(s, exc, hold, amount, log, run_id, base)
-                raise
-            assert isinstance(rated, RateOutcome)
-            latency += rated.latency_s
-            score, scorer_error = rated.score, rated.error
-        # a scorer that failed after paying (a judge whose verdict did not parse) still spent money
-        scorer_cost = score.cost if score is not None else _spent_by(scorer_error)
-        spent += cost + scorer_cost
+    # 2. call the provider (the driver retries transient errors)
+    try:
+        call = yield Call(tier, request, tier.samples)
+    except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
         if hold is not None:
-            yield Settle(s.budget, hold, cost + scorer_cost)
+            yield from _abandon(run, exc, hold, worst, base)
+        raise
+    assert isinstance(call, CallOutcome)
+    if call.completion is None:
+        if hold is not None:
+            yield Settle(s.budget, hold, ZERO)
+        run.call_failed(call, is_last, base)
+        return None
+    completion = call.completion
+    cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
 
-        # 4. decide
+    # 3. score
+    rated: RateOutcome | None = None
+    if tier.scorer is not None:
+        try:
+            outcome = yield Rate(tier, request, completion)
+        except BaseException as exc:
+            if hold is not None:
+                cut_off = cost + tier.scorer.max_cost(request, tier.max_tokens)
+                yield from _abandon(run, exc, hold, cut_off, base)
+            raise
+        assert isinstance(outcome, RateOutcome)
+        rated = outcome
+    score = rated.score if rated is not None else None
+    # a scorer that failed after paying (a judge whose verdict did not parse) still spent money
+    scorer_cost = score.cost if score is not None else _spent_by(rated.error if rated is not None else None)
+    run.spent += cost + scorer_cost
+    if hold is not None:
+        yield Settle(s.budget, hold, cost + scorer_cost)
+
+    # 4. decide
+    return run.decide(tier, is_last, base, call, completion, cost, rated, scorer_cost)
+
+
+class _Run:
+    """What the loop knows about one request between steps: the trace so far, money, the logger."""
+
+    __slots__ = (
+        "attempts",
+        "buckets",
+        "candidates",
+        "capped",
+        "log",
+        "request",
+        "run_id",
+        "s",
+        "spent",
+        "started",
+    )
+
+    def __init__(self, s: Settings, request: Request) -> None:
+        self.s = s
+        self.request = request
+        self.log = _logger()
+        self.started = time.perf_counter()
+        self.run_id = uuid.uuid4().hex[:12] if self.log is not None else ""
+        self.attempts: list[Attempt] = []
+        self.candidates: list[_Candidate] = []
+        self.spent = ZERO
+        self.buckets = s.budget.buckets(s.name, request.budget_key) if s.budget.ledger is not None else ()
+        self.capped = s.budget.per_request is not None or bool(self.buckets)
+        if self.log is not None:
+            self.log.info(
+                "cascade.run_started",
+                run_id=self.run_id,
+                policy=s.name,
+                tiers=[t.name for t in s.tiers],
+                **({"prompt": request.prompt} if s.include_text else {}),
+            )
+
+    # -- budget ---------------------------------------------------------------------------------
+
+    def per_request_refusal(self, tier: Tier, worst: Decimal) -> BudgetExceededError | None:
+        cap = self.s.budget.per_request
+        if cap is None or self.spent + worst <= cap:
+            return None
+        return BudgetExceededError(
+            f"per-request cap ${show(cap)} cannot cover tier {tier.name!r}"
+            f" (worst case ${show(worst)}, ${show(self.spent)} spent)",
+            cap="per_request",
+            needed=worst,
+            available=cap - self.spent,
+        )
+
+    def budget_stop(
+        self, refusal: BudgetExceededError, worst: Decimal, base: dict[str, Any]
+    ) -> CascadeResult:
+        """The budget refused the next tier: the best answer so far, or the refusal raised."""
+        self.attempts.append(Attempt(**base, decision="stopped", reason=f"budget: {refusal}"))
+        if self.log is not None:
+            self.log.warning(
+                "cascade.budget_stop", run_id=self.run_id, **base, cap=refusal.cap, needed=str(worst)
+            )
+        if self.s.budget.on_exceeded == "raise" or not self.candidates:
+            refusal.attempts = tuple(self.attempts)
+            raise refusal
+        return self.finish(_best(self.candidates), False, "budget")
+
+    # -- the trace ------------------------------------------------------------------------------
+
+    def call_failed(self, call: CallOutcome, is_last: bool, base: dict[str, Any]) -> None:
+        err = call.error
+        assert err is not None
+        self.attempts.append(
+            Attempt(
+                **base,
+                decision="failed" if is_last else "escalated",
+                reason=f"error: {type(err).__name__}",
+                latency_s=call.latency_s,
+                retries=call.retries,
+                error=str(err),
+            )
+        )
+        if self.log is not None:
+            self.log.warning(
+                "cascade.attempt_failed",
+                run_id=self.run_id,
+                **base,
+                error=type(err).__name__,
+                status_code=err.status_code,
+                retries=call.retries,
+                latency_ms=round(call.latency_s * 1000, 3),
+            )
+
+    def decide(
+        self,
+        tier: Tier,
+        is_last: bool,
+        base: dict[str, Any],
+        call: CallOutcome,
+        completion: Completion,
+        cost: Decimal,
+        rated: RateOutcome | None,
+        scorer_cost: Decimal,
+    ) -> CascadeResult | None:
+        """Accept or escalate a scored completion; the result when accepted."""
+        score = rated.score if rated is not None else None
+        latency = call.latency_s + (rated.latency_s if rated is not None else 0.0)
         chosen = score.chosen if score is not None and 0 <= score.chosen < len(completion.samples) else 0
         sample = completion.samples[chosen] if completion.samples else Sample("")
         value = score.value if score is not None else None
-        if tier.scorer is None:
-            decision, reason, accepted = "accepted", "last tier, no scorer", True
-        elif scorer_error is not None:
-            decision = "failed" if is_last else "escalated"
-            reason, accepted = f"scorer error: {type(scorer_error).__name__}: {scorer_error}", False
-        elif value is not None and tier.threshold is not None and value >= tier.threshold:
-            decision, reason, accepted = "accepted", f"score {value:.3f} >= {tier.threshold:.3f}", True
-        else:
-            decision = "rejected" if is_last else "escalated"
-            reason, accepted = f"score {value:.3f} < {tier.threshold:.3f}", False
-        attempts.append(
+        decision, reason, accepted = _verdict(
+            tier, value, rated.error if rated is not None else None, is_last
+        )
+        self.attempts.append(
             Attempt(
                 **base,
                 decision=decision,
@@ -349,17 +373,18 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
                 scorer_cost=scorer_cost,
                 latency_s=latency,
                 retries=call.retries,
-                answer=sample.text if s.include_text else None,
+                answer=sample.text if self.s.include_text else None,
                 tool_calls=sample.tool_calls,
                 score_detail=dict(score.detail) if score is not None else {},
                 usage_source=completion.usage_source,
             )
         )
+        log = self.log
         if log is not None:
             log.info(
                 "cascade.attempt_scored",
+                run_id=self.run_id,
                 usage_source=completion.usage_source,
-                run_id=run_id,
                 **base,
                 decision=decision,
                 score=value,
@@ -370,26 +395,76 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
                 latency_ms=round(latency * 1000, 3),
                 retries=call.retries,
             )
-        candidate = _Candidate(sample, value, tier, completion.model or model)
+        candidate = _Candidate(sample, value, tier, completion.model or tier.provider.model)
         if accepted:
-            return finish(candidate, True, "accepted")
-        candidates.append(candidate)
+            return self.finish(candidate, True, "accepted")
+        self.candidates.append(candidate)
         if not is_last and log is not None:
-            log.info("cascade.escalated", run_id=run_id, **base, reason=reason)
+            log.info("cascade.escalated", run_id=self.run_id, **base, reason=reason)
+        return None
 
-    # 5. nothing accepted
-    if not candidates:
-        if log is not None:
-            log.warning("cascade.all_failed", run_id=run_id, policy=s.name)
-        raise AllTiersFailedError(
-            f"every tier of policy {s.name!r} failed: "
-            + "; ".join(f"{a.tier}: {a.error or a.reason}" for a in attempts),
-            attempts,
+    # -- the end --------------------------------------------------------------------------------
+
+    def finish(self, c: _Candidate, accepted: bool, reason: str) -> CascadeResult:
+        s = self.s
+        result = CascadeResult(
+            answer=c.sample.text,
+            tier=c.tier.name,
+            model=c.model,
+            accepted=accepted,
+            reason=reason,
+            attempts=tuple(self.attempts),
+            tool_calls=c.sample.tool_calls,
+            policy=s.name,
+            latency_s=time.perf_counter() - self.started,
+            sample=c.sample,
         )
-    if s.on_exhausted == "raise":
-        raise CascadeExhaustedError(f"no tier of policy {s.name!r} produced an accepted answer", attempts)
-    chosen_c = candidates[-1] if s.on_exhausted == "return_last" else _best(candidates)
-    return finish(chosen_c, False, "exhausted")
+        if self.log is not None:
+            self.log.info(
+                "cascade.finished",
+                run_id=self.run_id,
+                policy=s.name,
+                tier=c.tier.name,
+                model=c.model,
+                accepted=accepted,
+                reason=reason,
+                cost=str(result.cost),
+                latency_ms=round(result.latency_s * 1000, 3),
+                **({"answer": c.sample.text} if s.include_text else {}),
+            )
+        return result
+
+    def exhausted(self) -> CascadeResult:
+        """Every tier ran and none was accepted: the policy's ``on_exhausted`` answer, or an error."""
+        s = self.s
+        if not self.candidates:
+            if self.log is not None:
+                self.log.warning("cascade.all_failed", run_id=self.run_id, policy=s.name)
+            raise AllTiersFailedError(
+                f"every tier of policy {s.name!r} failed: "
+                + "; ".join(f"{a.tier}: {a.error or a.reason}" for a in self.attempts),
+                self.attempts,
+            )
+        if s.on_exhausted == "raise":
+            raise CascadeExhaustedError(
+                f"no tier of policy {s.name!r} produced an accepted answer", self.attempts
+            )
+        chosen = self.candidates[-1] if s.on_exhausted == "return_last" else _best(self.candidates)
+        return self.finish(chosen, False, "exhausted")
+
+
+def _verdict(
+    tier: Tier, value: float | None, scorer_error: CascadeError | None, is_last: bool
+) -> tuple[Decision, str, bool]:
+    """(decision, reason, accepted) for a tier's scored completion."""
+    if tier.scorer is None:
+        return "accepted", "last tier, no scorer", True
+    if scorer_error is not None:
+        reason = f"scorer error: {type(scorer_error).__name__}: {scorer_error}"
+        return ("failed" if is_last else "escalated"), reason, False
+    if value is not None and tier.threshold is not None and value >= tier.threshold:
+        return "accepted", f"score {value:.3f} >= {tier.threshold:.3f}", True
+    return ("rejected" if is_last else "escalated"), f"score {value:.3f} < {tier.threshold:.3f}", False
 
 
 def _best(candidates: list[_Candidate]) -> _Candidate:
@@ -407,7 +482,7 @@ def _spent_by(error: CascadeError | None) -> Decimal:
 
 
 def _abandon(
-    s: Settings, exc: BaseException, hold: str, amount: Decimal, log: Any, run_id: str, base: dict[str, Any]
+    run: _Run, exc: BaseException, hold: str, amount: Decimal, base: dict[str, Any]
 ) -> Generator[Action, Outcome, None]:
     """Settle a hold when the run ends mid-step (cancelled, or an unexpected exception).
 
@@ -416,9 +491,9 @@ def _abandon(
     A driver that threw ``exc`` in executes the :class:`Settle`; a closed generator cannot yield, so
     then the hold is settled here, synchronously.
     """
-    if log is not None:
-        log.warning("cascade.abandoned", run_id=run_id, **base, settled=str(amount))
+    if run.log is not None:
+        run.log.warning("cascade.abandoned", run_id=run.run_id, **base, settled=str(amount))
     if isinstance(exc, GeneratorExit):
-        s.budget.settle(hold, amount)
+        run.s.budget.settle(hold, amount)
     else:
-        yield Settle(s.budget, hold, amount)
+        yield Settle(run.s.budget, hold, amount)

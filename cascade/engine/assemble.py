@@ -1,0 +1,197 @@
+"""A policy's parts: tiers (providers, scorers, prices), budget and observer, ready for a Cascade.
+
+:meth:`Cascade.from_policy <cascade.engine.cascade.Cascade.from_policy>` and
+:func:`cascade.engine.build.build` both go through :func:`assemble`; this module does not know the
+:class:`~cascade.engine.cascade.Cascade` class (no import circle), and ``import cascade`` stays
+light: policy parsing (pydantic, YAML) is only loaded when a policy is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cascade import observe, registry
+from cascade.budget import Budget, Cap
+from cascade.engine.loop import OnExhausted, Tier
+from cascade.errors import ConfigurationError
+from cascade.money import FREE, Price
+from cascade.policy import loader
+from cascade.policy.schema import LedgerSpec, Policy, ScorerSpec, TierSpec
+from cascade.protocols import Ledger, Provider, Scorer
+from cascade.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from cascade.observe import Observer
+
+
+@dataclass
+class BuildContext:
+    """What provider and scorer factories may use while a policy is built.
+
+    ``base_dir`` resolves relative paths in options (recorded-outcomes files, classifier
+    artifacts). ``tier`` is the tier being built (a judge or classifier may need its model).
+    ``overrides`` maps tier names to ready provider objects (a LangChain model passed in Python).
+    """
+
+    base_dir: Path
+    tier: TierSpec | None = None
+    overrides: dict[str, Provider] = field(default_factory=dict)
+
+    def path(self, value: str) -> Path:
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else self.base_dir / p
+
+    def build_provider(self, spec: TierSpec) -> Provider:
+        if spec.name in self.overrides:
+            return self.overrides[spec.name]
+        cls = registry.PROVIDERS.get(spec.provider)
+        options = cls.Options.model_validate(spec.options)
+        provider: Provider = cls.from_config(spec, options, self)
+        return provider
+
+    def build_scorer(self, spec: ScorerSpec) -> Scorer:
+        cls = registry.SCORERS.get(spec.kind)
+        options = cls.Options.model_validate(spec.options)
+        scorer: Scorer = cls.from_config(options, self)
+        return scorer
+
+    def price(self, spec: TierSpec, provider: Provider) -> Price:
+        """Tier price > the provider's own (e.g. a recorded file's card) > built-in table > free."""
+        if spec.price is not None:
+            p = spec.price
+            cached, write = p.cached_input, p.cache_write
+            # a provider that bills cache tokens at set multiples of input fills in what is unset
+            read_x, write_x = getattr(provider, "cache_multipliers", (None, None))
+            if cached is None and read_x is not None:
+                cached = p.input * read_x
+            if write is None and write_x is not None:
+                write = p.input * write_x
+            return Price(p.input, p.output, cached, write)
+        own = getattr(provider, "default_price", None)
+        if isinstance(own, Price):
+            return own
+        from cascade.price_table import lookup
+
+        known = lookup(spec.provider, spec.model)
+        if known is not None:
+            return known
+        if spec.free or getattr(provider, "free", False):
+            return FREE
+        raise ConfigurationError(
+            f"tier {spec.name!r}: no price known for model {spec.model!r}; "
+            "set `price: {input: ..., output: ...}` (USD per million tokens) or `free: true`"
+        )
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What :class:`~cascade.engine.cascade.Cascade` is made of, built from a policy."""
+
+    tiers: list[Tier]
+    name: str
+    budget: Budget
+    on_exhausted: OnExhausted
+    include_text: bool
+    observer: Observer | None
+
+
+def assemble(
+    policy: Policy | str | os.PathLike[str],
+    *,
+    ledger: Ledger | None = None,
+    providers: dict[str, Any] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Parts:
+    """Build a cascade's parts from a policy object or file.
+
+    ``ledger`` replaces the policy's ledger; ``providers`` maps tier names to provider objects
+    (or LangChain chat models) to use instead of building them from the policy.
+    """
+    if not isinstance(policy, Policy):
+        path = Path(policy)
+        base = Path(base_dir) if base_dir is not None else path.parent
+        policy = loader.load(path)
+    else:
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+    specs = {t.name: t for t in policy.tiers}
+    overrides = {k: _as_provider(v, specs.get(k)) for k, v in (providers or {}).items()}
+    ctx = BuildContext(base, overrides=overrides)
+    tiers = []
+    for spec in policy.tiers:
+        ctx.tier = spec
+        provider = ctx.build_provider(spec)
+        scorer = ctx.build_scorer(spec.scorer) if spec.scorer is not None else None
+        r = spec.retry
+        tiers.append(
+            Tier(
+                name=spec.name,
+                provider=provider,
+                price=ctx.price(spec, provider),
+                scorer=scorer,
+                threshold=spec.threshold,
+                retry=RetryPolicy(r.attempts, r.initial, r.max_wait, r.jitter, r.max_retry_after),
+                provider_kind=spec.provider,
+                max_tokens=spec.params.max_tokens,
+                reserve_output_tokens=spec.reserve.output_tokens if spec.reserve else None,
+            )
+        )
+    ctx.tier = None
+    b = policy.budget
+    caps = tuple(Cap(c.limit, c.window, c.scope) for c in b.caps)
+    if ledger is None and caps:
+        ledger = _ledger(b.ledger or LedgerSpec(), policy.name, ctx)
+    budget = Budget(
+        b.per_request,
+        caps,
+        b.on_exceeded,
+        ledger,
+        b.hold_ttl,
+        max_wait=b.max_wait,
+        on_ledger_error=b.on_ledger_error,
+    )
+    return Parts(
+        tiers,
+        name=policy.name,
+        budget=budget,
+        on_exhausted=policy.on_exhausted,
+        include_text=policy.logging.include_text,
+        observer=observe.from_policy(policy, tiers, base),
+    )
+
+
+def _ledger(spec: LedgerSpec, policy: str, ctx: BuildContext) -> Ledger:
+    """The policy's ledger; nothing is opened or created until the first reservation."""
+    cls = registry.LEDGERS.get(spec.kind)
+    if spec.kind == "sqlite":
+        ledger: Ledger = cls(ctx.path(spec.path) if spec.path else None, lock_timeout=spec.lock_timeout)
+    elif spec.kind == "redis":
+        ledger = cls(spec.url, prefix=spec.prefix or f"cascade:{policy}")
+    else:
+        ledger = cls()
+    return ledger
+
+
+def _as_provider(obj: Any, spec: TierSpec | None = None) -> Provider:
+    if isinstance(obj, Provider):
+        return obj
+    try:
+        from langchain_core.language_models import BaseChatModel
+    except ImportError:  # pragma: no cover - langchain-core is a dependency
+        BaseChatModel = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(obj, BaseChatModel):
+        from cascade.providers.langchain import LangChainProvider
+
+        if spec is None:
+            return LangChainProvider(obj)
+        # the policy's max_tokens bounds budget reservations when set, else the model's own setting
+        set_here = "max_tokens" in spec.params.model_fields_set
+        return LangChainProvider(
+            obj, max_tokens=spec.params.max_tokens if set_here else None, stop=spec.params.stop
+        )
+    raise TypeError(f"not a provider or LangChain chat model: {obj!r}")
+
+
+__all__ = ["BuildContext", "Parts", "assemble"]

@@ -1,0 +1,165 @@
+"""The drivers: they execute the loop's actions, sync or async, and feed the outcomes back.
+
+:func:`drive` and :func:`adrive` run one generator from :func:`cascade.engine.loop.steps` to its
+result. An exception while executing an action (a cancellation, a crash in user code) is thrown
+into the loop, which answers with the :class:`~cascade.engine.loop.Settle` of its open hold; the
+driver executes that before the exception propagates. The async driver runs ledger calls off the
+event loop (``Budget.areserve``/``asettle``) and shields them: a started settle completes, and a
+reservation that lands after its run was cancelled is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine, Generator
+from typing import Any, TypeVar
+
+from cascade.engine.loop import (
+    SETTLED,
+    Action,
+    Call,
+    CallOutcome,
+    Outcome,
+    RateOutcome,
+    Reserve,
+    Reserved,
+    Settle,
+)
+from cascade.errors import BudgetExceededError, ProviderError, ScorerError
+from cascade.logging import get_logger
+from cascade.retry import acall_with_retry, call_with_retry
+from cascade.types import ZERO, CascadeResult
+
+T = TypeVar("T")
+Steps = Generator[Action, Outcome, CascadeResult]
+
+
+def drive(gen: Steps) -> CascadeResult:
+    """Run the loop ``gen`` to its result, executing its actions in this thread."""
+    try:
+        action = next(gen)
+        while True:
+            try:
+                outcome = execute(action)
+            except BaseException as exc:  # crashed mid-step: the loop answers with its hold's Settle
+                action = gen.throw(exc)
+                continue
+            action = gen.send(outcome)
+    except StopIteration as stop:
+        result: CascadeResult = stop.value
+        return result
+    finally:
+        gen.close()
+
+
+async def adrive(gen: Steps) -> CascadeResult:
+    """Async :func:`drive`: provider, scorer and ledger calls are awaited, never blocking the loop."""
+    try:
+        action = next(gen)
+        while True:
+            try:
+                outcome = await aexecute(action)
+            except BaseException as exc:  # cancelled mid-step: the loop answers with its hold's Settle
+                action = gen.throw(exc)
+                continue
+            action = gen.send(outcome)
+    except StopIteration as stop:
+        result: CascadeResult = stop.value
+        return result
+    finally:
+        gen.close()
+
+
+def execute(action: Action) -> Outcome:
+    """Execute one action (provider calls with retries); provider and scorer errors become outcomes."""
+    if isinstance(action, Reserve):
+        try:
+            return Reserved(action.budget.reserve(action.buckets, action.amount), None)
+        except BudgetExceededError as exc:
+            return Reserved(None, exc)
+    if isinstance(action, Settle):
+        action.budget.settle(action.hold, action.amount)
+        return SETTLED
+    start = time.perf_counter()
+    tier, request = action.tier, action.request
+    if isinstance(action, Call):
+        try:
+            completion, retries = call_with_retry(
+                lambda: tier.provider.complete(request, action.n), tier.retry
+            )
+        except ProviderError as exc:
+            return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
+        return CallOutcome(completion, None, retries, time.perf_counter() - start)
+    assert tier.scorer is not None
+    try:
+        score = tier.scorer.score(request, action.completion)
+    except (ScorerError, ProviderError) as exc:
+        return RateOutcome(None, exc, time.perf_counter() - start)
+    return RateOutcome(score, None, time.perf_counter() - start)
+
+
+async def aexecute(action: Action) -> Outcome:
+    """Async :func:`execute`."""
+    if isinstance(action, Reserve):
+        return await _areserve(action)
+    if isinstance(action, Settle):
+        # a started settle runs to its end even if this task is cancelled meanwhile
+        await asyncio.shield(_background(action.budget.asettle(action.hold, action.amount)))
+        return SETTLED
+    start = time.perf_counter()
+    tier, request = action.tier, action.request
+    if isinstance(action, Call):
+        try:
+            completion, retries = await acall_with_retry(
+                lambda: tier.provider.acomplete(request, action.n), tier.retry
+            )
+        except ProviderError as exc:
+            return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
+        return CallOutcome(completion, None, retries, time.perf_counter() - start)
+    assert tier.scorer is not None
+    try:
+        score = await tier.scorer.ascore(request, action.completion)
+    except (ScorerError, ProviderError) as exc:
+        return RateOutcome(None, exc, time.perf_counter() - start)
+    return RateOutcome(score, None, time.perf_counter() - start)
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task kept referenced until done (a shielded ledger call outlives a cancelled run)."""
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_done)
+    return task
+
+
+def _done(task: asyncio.Task[Any]) -> None:
+    _tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:  # logged even when also awaited
+        get_logger().error(
+            "cascade.ledger_error", error=f"{type(task.exception()).__name__}: {task.exception()}"
+        )
+
+
+async def _areserve(action: Reserve) -> Reserved:
+    """Reserve off the event loop; cancelled meanwhile, a hold that still lands is released."""
+    task = _background(action.budget.areserve(action.buckets, action.amount))
+    try:
+        return Reserved(await asyncio.shield(task), None)
+    except BudgetExceededError as exc:
+        return Reserved(None, exc)
+    except asyncio.CancelledError:
+        task.add_done_callback(lambda t: _release(action, t))
+        raise
+
+
+def _release(action: Reserve, task: asyncio.Task[str]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return  # nothing was held (the exception is retrieved, so it is not reported as lost)
+    _background(action.budget.asettle(task.result(), ZERO))
+
+
+__all__ = ["adrive", "aexecute", "drive", "execute"]
