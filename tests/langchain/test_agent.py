@@ -137,7 +137,7 @@ async def test_async_agent_stream_nests_every_tier_call(live: bool) -> None:
     c, _, _ = agent_cascade()
     recorder = Recorder()
     agent = create_agent(CascadeChatModel(cascade=c, stream_final_tier=live), tools=[get_weather, convert])
-    streamed = [
+    streamed: list[Any] = [
         x async for x in agent.astream(QUESTION, stream_mode="messages", config={"callbacks": [recorder]})
     ]
     assert "".join(chunk.text for chunk, meta in streamed if meta["langgraph_node"] == "model") == FINAL

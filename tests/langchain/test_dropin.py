@@ -16,13 +16,17 @@ from uuid import UUID
 
 import openai
 import pytest
+from langchain.agents import create_agent
 from langchain_anthropic import ChatAnthropic
 from langchain_core.callbacks import BaseCallbackHandler, UsageMetadataCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.output_parsers import JsonOutputToolsParser
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import ConfigurableField
+from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
 from pydantic import BaseModel
 
 from cascade import AllTiersFailedError, Cascade, InvalidRequestError
@@ -30,7 +34,7 @@ from cascade.langchain import CascadeChatModel
 from cascade.providers.langchain import LangChainProvider
 from cascade.retry import RetryPolicy
 from cascade.scorers.basic import JsonScorer, RegexScorer
-from cascade.testing import ScriptedProvider
+from cascade.testing import FixedScorer, ScriptedProvider
 from cascade.types import Completion, Request, Score, Usage
 from tests.langchain.support import CHEAP, STRONG, tier
 from tests.providers.wire_server import ModelScript, WireServer
@@ -99,7 +103,7 @@ class Tokens(BaseCallbackHandler):
     def __init__(self) -> None:
         self.tokens: list[str] = []
 
-    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:  # type: ignore[override]
         self.tokens.append(token)
 
 
@@ -495,3 +499,83 @@ def test_anthropic_tiers_sync_and_async(server: WireServer) -> None:
     assert handler_total(handler) == runs.total() == io(out)
     out2 = asyncio.run(model.ainvoke("2+2?"))
     assert io(out2) == io(out)
+
+
+# -- agents: create_agent and a LangGraph StateGraph with ToolNode over real clients ---------------
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Current weather in a city."""
+    return f"{city}: 20C, sunny"
+
+
+def tool_or_sunny(request: Request, completion: Completion) -> float:
+    """Accepts a tool call, or an answer that uses the tool's result."""
+    sample = completion.samples[0]
+    return 1.0 if sample.tool_calls or "sunny" in sample.text else 0.0
+
+
+def agent_model(server: WireServer, chat: Any = oa, **kw: Any) -> CascadeChatModel:
+    server.script("cheap-1", ModelScript(answers=["no idea"], turns=[{"city": "Paris"}, None]))
+    server.script("strong-1", ModelScript(answers=["It is sunny in Paris."]))
+    c = Cascade(
+        [
+            tier("cheap", chat(server, "cheap-1"), FixedScorer(tool_or_sunny), 0.5),
+            tier("strong", chat(server, "strong-1"), price=STRONG),
+        ],
+        name="agent",
+    )
+    return CascadeChatModel(cascade=c, **kw)
+
+
+def check_agent_usage(messages: list[Any], handler: UsageMetadataCallbackHandler, runs: RunUsage) -> None:
+    answers = [m for m in messages if isinstance(m, AIMessage)]
+    assert [bool(m.tool_calls) for m in answers] == [True, False]
+    assert answers[-1].text == "It is sunny in Paris."
+    spent = tuple(map(sum, zip(*(io(m) for m in answers), strict=True)))
+    assert handler_total(handler) == runs.total() == spent  # each token once, whoever sums
+
+
+def test_create_agent_over_chatopenai_tiers(server: WireServer) -> None:
+    agent = create_agent(agent_model(server), tools=[get_weather])
+    handler, runs = UsageMetadataCallbackHandler(), RunUsage()
+    state = agent.invoke({"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler, runs]})
+    check_agent_usage(state["messages"], handler, runs)
+    assert len(server.requests_for("cheap-1")) == 2 and len(server.requests_for("strong-1")) == 1
+
+
+async def test_state_graph_with_tool_node_streams_each_token_once(server: WireServer) -> None:
+    model = agent_model(server, stream_final_tier=True).bind_tools([get_weather])
+
+    async def call_model(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("model", call_model)
+    graph.add_node("tools", ToolNode([get_weather]))
+    graph.add_edge(START, "model")
+    graph.add_conditional_edges("model", tools_condition)
+    graph.add_edge("tools", "model")
+    app = graph.compile()
+    handler, runs = UsageMetadataCallbackHandler(), RunUsage()
+    streamed: list[str] = []
+    final: Any = None
+    async for event in app.astream_events(
+        {"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler, runs]}, version="v2"
+    ):
+        if event["event"] == "on_chat_model_stream":
+            streamed.append(event["data"]["chunk"].text)
+        elif event["event"] == "on_chain_end" and event["name"] == "LangGraph":
+            final = event["data"]["output"]
+    assert "".join(streamed) == "It is sunny in Paris."
+    check_agent_usage(final["messages"], handler, runs)
+
+
+async def test_create_agent_over_chatanthropic_tiers_async(server: WireServer) -> None:
+    agent = create_agent(agent_model(server, an), tools=[get_weather])
+    handler, runs = UsageMetadataCallbackHandler(), RunUsage()
+    state = await agent.ainvoke(
+        {"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler, runs]}
+    )
+    check_agent_usage(state["messages"], handler, runs)

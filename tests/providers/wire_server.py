@@ -70,19 +70,23 @@ class ModelScript:
 
     answers: Sequence[str] = ("ok",)
     tool: dict[str, Any] | None = None
+    turns: Sequence[dict[str, Any] | None] = ()
+    """Per call (after failures), tool-call arguments or None for a text answer; overrides ``tool``."""
     tool_name: str | None = None
     fail: Sequence[int] = ()
     sleep: float = 0.0
     stream_usage: str = "auto"
     calls: int = field(default=0, init=False)
 
-    def next_call(self) -> tuple[int, str]:
-        """(status to fail with or 0, answer) for the next call."""
+    def next_call(self) -> tuple[int, str, dict[str, Any] | None]:
+        """(status to fail with or 0, answer, tool-call arguments or None) for the next call."""
         i = self.calls
         self.calls += 1
         status = self.fail[i] if i < len(self.fail) else 0
-        answer = self.answers[min(i - min(i, len(self.fail)), len(self.answers) - 1)]
-        return status, answer
+        k = i - min(i, len(self.fail))
+        answer = self.answers[min(k, len(self.answers) - 1)]
+        tool = self.turns[min(k, len(self.turns) - 1)] if self.turns else self.tool
+        return status, answer, tool
 
 
 class WireServer(ThreadingHTTPServer):
@@ -110,14 +114,13 @@ class WireServer(ThreadingHTTPServer):
         with self.lock:
             return [b for _, b in self.bodies if b.get("model") == model]
 
-    def take(self, model: str) -> tuple[ModelScript, int, str] | None:
-        """The script for ``model`` and its next (status, answer), if the model is scripted."""
+    def take(self, model: str) -> tuple[ModelScript, int, str, dict[str, Any] | None] | None:
+        """The script for ``model`` and its next (status, answer, tool arguments), if scripted."""
         with self.lock:
             script = self.scripts.get(model)
             if script is None:
                 return None
-            status, answer = script.next_call()
-            return script, status, answer
+            return (script, *script.next_call())
 
     @property
     def url(self) -> str:
@@ -215,16 +218,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, {"error": {"message": "missing key", "type": "invalid_request_error"}})
             return
         messages = body.get("messages") or []
-        last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         text = last.get("content") if isinstance(last.get("content"), str) else ""
         marks = _markers(text or "")
         scripted = self.server.take(str(body.get("model", "")))
         stream_usage = "auto"
         if scripted is not None:
-            script, fail, answer = scripted
+            script, fail, answer, args = scripted
             marks = {"answer": answer}
-            if script.tool is not None:
-                marks["tool"] = json.dumps(script.tool)
+            if args is not None:
+                marks["tool"] = json.dumps(args)
             if fail:
                 marks["fail"] = str(fail)
             marks["sleep"] = str(script.sleep)
@@ -347,7 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, {"type": "error", "error": {"type": "authentication_error", "message": "no key"}})
             return
         messages = body.get("messages") or []
-        last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         content = last.get("content")
         if isinstance(content, list):
             text = " ".join(b.get("text", "") for b in content if isinstance(b, dict))
@@ -358,10 +361,10 @@ class _Handler(BaseHTTPRequestHandler):
         stream_usage = "auto"
         tool_name = None
         if scripted is not None:
-            script, fail, answer = scripted
+            script, fail, answer, args = scripted
             marks = {"answer": answer}
-            if script.tool is not None:
-                marks["tool"] = json.dumps(script.tool)
+            if args is not None:
+                marks["tool"] = json.dumps(args)
             if fail:
                 marks["fail"] = str(fail)
             marks["sleep"] = str(script.sleep)
@@ -453,9 +456,9 @@ class _Handler(BaseHTTPRequestHandler):
                 delta = {"type": "input_json_delta", "partial_json": partial}
                 yield event("content_block_delta", {"index": i, "delta": delta})
             yield event("content_block_stop", {"index": i})
-        delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+        end = {"stop_reason": message["stop_reason"], "stop_sequence": None}
         out = 0 if stream_usage == "none" else usage["output_tokens"]
-        yield event("message_delta", {"delta": delta, "usage": {"output_tokens": out}})
+        yield event("message_delta", {"delta": end, "usage": {"output_tokens": out}})
         yield event("message_stop", {})
 
 
