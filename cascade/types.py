@@ -236,10 +236,11 @@ class Score:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
-Decision = Literal["accepted", "escalated", "rejected", "stopped", "failed"]
+Decision = Literal["accepted", "escalated", "rejected", "stopped", "failed", "skipped"]
 """accepted: answer returned; escalated: passed to the next tier (low score or error);
 rejected: the last tier scored below its threshold; stopped: the budget refused the call;
-failed: the last tier errored."""
+failed: the last tier errored; skipped: the tier's prompt-only estimate was below its skip
+threshold, so it was not called."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,7 @@ class Attempt:
     tool_calls: tuple[ToolCall, ...] = ()
     score_detail: Mapping[str, Any] = field(default_factory=dict)
     usage_source: UsageSource = "reported"
+    reused_samples: int = 0  # samples (the tier's and its scorer's) bought earlier in the run, not paid again
 
     @property
     def total_cost(self) -> Decimal:
@@ -339,8 +341,9 @@ class CascadeResult:
             parts = [f"  {i}. {a.tier} [{a.provider}:{a.model}] {a.decision}: {a.reason}"]
             if a.score is not None and not a.reason.startswith("score"):
                 parts.append(f"score {a.score:.3f}")
-            if a.decision != "stopped":
-                parts.append(f"samples {a.samples}")
+            if a.decision not in ("stopped", "skipped"):
+                reused = f" ({a.reused_samples} reused)" if a.reused_samples else ""
+                parts.append(f"samples {a.samples}{reused}")
                 tokens = f"tokens {a.usage.input_tokens}+{a.usage.output_tokens}"
                 parts.append(tokens + (f" ({a.usage_source})" if a.usage_source != "reported" else ""))
                 cost = f"cost ${show(a.cost)}"
