@@ -175,6 +175,7 @@ class RedisLedger:
         timeout: float = 1.0,
         retention: float = 7 * 86400.0,
         keep: float = 86400.0,
+        max_connections: int = 32,
         client: Any = None,
         async_client: Any = None,
     ) -> None:
@@ -192,15 +193,19 @@ class RedisLedger:
         self.timeout = timeout
         self.retention_ms = int(retention * 1000)
         self.keep_ms = int(keep * 1000)
+        self.max_connections = max_connections
         if client is None:
             try:
-                client = redis.Redis.from_url(
+                pool = redis.BlockingConnectionPool.from_url(
                     self.url,
+                    max_connections=max_connections,
+                    timeout=timeout,
                     socket_timeout=timeout,
                     socket_connect_timeout=timeout,
                     retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
                     health_check_interval=30,
                 )
+                client = redis.Redis.from_pool(pool)
             except ValueError as exc:
                 raise LedgerError(f"ledger url {self.name}: {exc}", ledger=self.name) from None
         self._client = client
@@ -322,12 +327,16 @@ class RedisLedger:
             client = self._fixed_async
             closer = None
             if client is None:
-                client = redis.asyncio.Redis.from_url(
+                # bounded: a thousand coroutines share a few connections (a server allows ~10,000)
+                pool = redis.asyncio.BlockingConnectionPool.from_url(
                     self.url,
+                    max_connections=self.max_connections,
+                    timeout=self.timeout,
                     socket_timeout=self.timeout,
                     socket_connect_timeout=self.timeout,
                     retry=redis.asyncio.retry.Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
                 )
+                client = redis.asyncio.Redis.from_pool(pool)
                 closer = _closer(client)
                 await closer.__anext__()
             entry = (
