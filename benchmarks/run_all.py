@@ -53,7 +53,17 @@ SETS: dict[str, dict[str, Any]] = {
     "routellm-gsm8k": {
         # a confidence classifier trained on the training half of Mixtral's answers
         "tiers": [("Mixtral-8x7B-Instruct-v0.1", sc(1, "number"), {}), ("gpt-4-1106-preview", None, {})],
-        "tune": {"target": "best", "depth": 2, "classifiers": 1},
+        "tune": {"target": "best", "depth": 2, "classifiers": 1, "skip": 1},
+        "pair": ("Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"),
+    },
+    "routellm-mmlu": {
+        # no answer text: nothing to score after the call, so only the prompt can route; the weak
+        # tier accepts whatever it is asked (fixed score), its skip rule decides what it is asked
+        "tiers": [
+            ("Mixtral-8x7B-Instruct-v0.1", {"kind": "fixed", "value": 1.0}, {}),
+            ("gpt-4-1106-preview", None, {}),
+        ],
+        "tune": {"target": "best", "depth": 2, "skip": 1},
         "pair": ("Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"),
     },
     "routerbench-arc": {
@@ -152,6 +162,99 @@ def frontier_aiq(tuning: Any, lo: float, hi: float, max_points: int = 40) -> flo
     return aiq(np.array(cs), np.array(qs), lo, hi)
 
 
+def family_pair(tuning: Any, pair: tuple[str, str]) -> dict[str, Any] | None:
+    """RouteLLM's APGR and CPT(50%/80%) of the tuned family (every setting on the training frontier,
+    skip rules included), measured on the held-out half: strong share = records reaching the strong
+    model as the last tier."""
+    from cascade.evaluate.metrics import gap_metrics
+    from cascade.evaluate.simulate import run
+
+    es, test = tuning.evalset, tuning.test
+    weak, strong = pair
+    if weak not in es.models or strong not in es.models:
+        return None
+    shares, qs = [], []
+    for s in tuning.frontier:
+        r = run(tuning.arrays(s, test), tuning.thresholds(s))
+        last = tuning.candidates[s.tiers[-1]].spec.model
+        shares.append(float(r.reached[:, -1].mean()) if last == strong else 0.0)
+        qs.append(float(r.quality.mean()))
+    qw = float(es.quality[test, es.models.index(weak)].mean())
+    qst = float(es.quality[test, es.models.index(strong)].mean())
+    g = gap_metrics(np.array(shares), np.array(qs), qw, qst)
+    return {"apgr": g.apgr, "cpt50": g.cpt50, "cpt80": g.cpt80, "points": len(shares)}
+
+
+def route_figures(tuning: Any, pair: tuple[str, str], levels: int = 60) -> dict[str, Any] | None:
+    """RouteLLM's metrics for weak (behind its skip rule, accepting at its scorer's thresholds) ->
+    strong, over every skip and accept threshold. The estimator is the one whose curve is best
+    on the training half (its out-of-fold estimates); the figures are held out."""
+    from cascade.evaluate.metrics import gap_metrics
+    from cascade.evaluate.simulate import run
+    from cascade.evaluate.tune import Setting
+
+    es, cands = tuning.evalset, tuning.candidates
+    weak, strong = pair
+    last = next((i for i, c in enumerate(cands) if c.spec.model == strong and c.bare is not None), None)
+    if last is None or weak not in es.models or strong not in es.models:
+        return None
+
+    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return {k: v for k, v in a.items() if k not in ("name", "skip")} == {
+            k: v for k, v in b.items() if k not in ("name", "skip")
+        }
+
+    best: tuple[float, dict[str, Any]] | None = None
+    seen: set[tuple[int, str]] = set()
+    for c in cands:
+        if c.spec.model != weak or c.scored is None or c.scored.skip_score is None:
+            continue
+        base = next(
+            (
+                i
+                for i, b in enumerate(cands)
+                if b.scored is not None
+                and b.scored.skipped is None
+                and b.spec.model == weak
+                and same(b.raw, c.raw)
+            ),
+            None,
+        )
+        if base is None or (base, c.raw["skip"]["artifact"]) in seen:
+            continue
+        seen.add((base, c.raw["skip"]["artifact"]))
+        tuning.ensure(Setting((base, last), (0.0,), 0.0, 0.0))
+        est = c.scored.skip_score
+        figures = {}
+        for part, rows in (("train", tuning.train), ("test", tuning.test)):
+            b, s = cands[base].scored.take(rows), cands[last].bare.take(rows)
+            e = est[rows]
+            skips = np.unique(np.quantile(e, np.linspace(0, 1, levels + 1)))
+            accepts = np.unique(np.quantile(b.score[np.isfinite(b.score)], np.linspace(0, 1, 9)))
+            shares, qs = [], []
+            for th in skips:
+                first = b.with_skip(e, float(th))
+                for a in accepts:
+                    r = run([first, s], [float(a), None])
+                    shares.append(float(r.reached[:, -1].mean()))
+                    qs.append(float(r.quality.mean()))
+            qw = float(es.quality[rows, es.models.index(weak)].mean())
+            qst = float(es.quality[rows, es.models.index(strong)].mean())
+            figures[part] = gap_metrics(np.array(shares), np.array(qs), qw, qst)
+        key = figures["train"].cpt50 if figures["train"].cpt50 is not None else 1.0
+        g = figures["test"]
+        row = {
+            "apgr": g.apgr,
+            "cpt50": g.cpt50,
+            "cpt80": g.cpt80,
+            "estimator": Path(c.raw["skip"]["artifact"]).name,
+            "train_cpt50": figures["train"].cpt50,
+        }
+        if best is None or key < best[0]:
+            best = (key, row)
+    return None if best is None else best[1]
+
+
 def pair_figures(tuning: Any, sk: Path, pair: tuple[str, str], seed: int) -> dict[str, Any] | None:
     """RouteLLM's metrics for a weak -> strong cascade: the weak model's best-scored candidate (its
     classifier when one was trained) before the strong model, over every threshold, held out."""
@@ -234,6 +337,11 @@ def one(name: str, data_dir: Path, folder: Path, seed: int = 0) -> dict[str, Any
             "pair": f.get("pair") if "pair" not in spec else pair_figures(tuning, sk, spec["pair"], seed),
         }
     )
+    if "pair" in spec:  # issue 9: the tuned family, skip rules included, as a weak/strong router
+        row["family_pair"] = family_pair(tuning, spec["pair"])
+        if spec["tune"].get("skip"):
+            row["route"] = route_figures(tuning, spec["pair"])
+    row["beats_best_mix"] = bool(row["aiq_tuned"] > row["aiq_best_mix"])
     return row
 
 
@@ -267,6 +375,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         q = r["quality"]
         p = r.get("pair")
         gap = "-" if not p else f"{num(p['apgr']['value'], '.3f')}, {pct(p['cpt50'])}"
+        fam = r.get("family_pair")
+        if fam:  # the tuned family (skip rules included) as a router, held out
+            cpt = "n/a" if fam["cpt50"] is None else f"{fam['cpt50'] * 100:.1f}%"
+            gap += f"; tuned family: {num(fam['apgr'], '.3f')}, {cpt}"
+        route = r.get("route")
+        if route:  # weak behind its skip rule -> strong, every skip/accept threshold, held out
+            cpt = "n/a" if route["cpt50"] is None else f"{route['cpt50'] * 100:.1f}%"
+            gap += f"; skip route: {num(route['apgr'], '.3f')}, {cpt}"
         ref = r.get("vs_reference")
         vs_ref = (
             "-"

@@ -49,14 +49,21 @@ def after(cands: Sequence[Any], arrs: Mapping[int, A], prefix: tuple[int, ...], 
 
 
 def oof_estimates(
-    data: Outcomes, es: EvalSet, train: BoolArray, model: str, *, folds: int = 3, seed: int = 0
+    data: Outcomes,
+    es: EvalSet,
+    train: BoolArray,
+    model: str,
+    *,
+    versus: str | None = None,
+    folds: int = 3,
+    seed: int = 0,
 ) -> tuple[FloatArray, Any] | None:
-    """Out-of-fold prompt-only estimates of ``model`` being right on the training rows, the final
-    estimator's on the others (fit on every training row), and that estimator; None when the
-    training part has too few labels."""
+    """Out-of-fold prompt-only estimates of ``model`` being right (``versus``: as good as that
+    model) on the training rows, the final estimator's on the others (fit on every training row),
+    and that estimator; None when the training part has too few labels."""
     from cascade.scorers.verifier import prompt_examples, train_prompt_estimator
 
-    by_id = {e.id: e for e in prompt_examples(data, model)}
+    by_id = {e.id: e for e in prompt_examples(data, model, versus=versus)}
     rows = [by_id.get(r.id) for r in es.records]
     tr = [int(i) for i in np.flatnonzero(train) if rows[int(i)] is not None]
     if len(tr) < 40 or len({rows[i].label for i in tr}) < 2:  # type: ignore[union-attr]
@@ -67,11 +74,9 @@ def oof_estimates(
     for f in range(folds):
         fit = [rows[tr[k]] for k in order if k % folds != f]
         held = [tr[k] for k in order if k % folds == f]
-        est = train_prompt_estimator([e for e in fit if e is not None], lams=(2e-4,), folds=2, seed=seed)
+        est = train_prompt_estimator([e for e in fit if e is not None], folds=2, seed=seed)
         out[held] = est.predict_many([es.records[i].prompt for i in held])
-    final = train_prompt_estimator(
-        [e for e in (rows[i] for i in tr) if e is not None], lams=(2e-4,), folds=2, seed=seed
-    )
+    final = train_prompt_estimator([e for e in (rows[i] for i in tr) if e is not None], folds=2, seed=seed)
     rest = np.flatnonzero(~train)
     if len(rest):
         out[rest] = final.predict_many([es.records[int(i)].prompt for i in rest])
@@ -95,32 +100,36 @@ def skip_candidates(
     models: Sequence[str],
     folder: Path,
     *,
-    levels: int = 5,
+    levels: int = 8,
     seed: int = 0,
 ) -> tuple[list[Any], list[str]]:
-    """For each scored candidate of ``models`` (not the last-tier-only ones): the same tier behind
-    a skip rule at ``levels`` thresholds. Returns the new candidates and notes."""
+    """For each scored candidate of ``models``: the same tier behind a skip rule at ``levels``
+    thresholds, for two estimators: P(its answer is right), and P(it is as good as the best model
+    on the training part). Returns the new candidates and notes."""
     from cascade.evaluate.candidates import Candidate, slug, validate_tier
 
     folder.mkdir(parents=True, exist_ok=True)
     out: list[Any] = []
     notes: list[str] = []
-    for m in models:
-        base = [c for c in cands if c.spec.model == m and c.scored is not None]
+    q, c_ = es.quality[train].mean(axis=0), es.cost[train].mean(axis=0)
+    best = es.models[int(np.lexsort((c_, -q))[0])]
+    for m, versus in [(m, v) for m in models for v in (None, best) if v != m]:
+        base = [c for c in cands if c.spec.model == m and c.scored is not None and c.scored.skipped is None]
         if not base:
             continue
-        got = oof_estimates(data, es, train, m, seed=seed)
+        got = oof_estimates(data, es, train, m, versus=versus, seed=seed)
         if got is None:
             continue
         estimate, final = got
-        path = (folder / f"{slug(m)}.prompt.json").resolve()
+        tag = "" if versus is None else f".vs-{slug(versus)}"
+        path = (folder / f"{slug(m)}{tag}.prompt.json").resolve()
         final.save(path)
         ths = skip_levels(estimate, train, levels)
         for c in base:
             for th in ths:
                 raw = copy.deepcopy(c.raw)
                 raw["skip"] = {"artifact": str(path), "threshold": th}
-                raw["name"] = f"{c.name}-skip{th:.3f}".replace("0.", "")
+                raw["name"] = f"{c.name}-skip{'v' if versus else ''}{th:.3f}".replace("0.", "")
                 # the spec without `skip:` (the arrays carry the rule, so the simulation needs no
                 # schema support; the written policy keeps it)
                 spec = validate_tier({k: v for k, v in raw.items() if k != "skip"})
@@ -136,7 +145,8 @@ def skip_candidates(
                         partners=c.partners,
                     )
                 )
-        notes.append(f"prompt-only skip estimator for {m} (training part, out-of-fold): {path}")
+        what = "right" if versus is None else f"as good as {versus}"
+        notes.append(f"prompt-only skip estimator for {m} (P({what}); training part, out-of-fold): {path}")
         get_logger().info(
             "tune_skip_candidates", model=m, thresholds=len(ths), candidates=len(base) * len(ths)
         )

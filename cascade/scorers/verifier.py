@@ -509,15 +509,25 @@ def load_prompt_estimator(path: str | Path, *, embeddings: Any = None) -> Prompt
 
 
 def prompt_examples(
-    data: outcomes.Outcomes, model: str, *, positive_at: float = 0.5, ids: set[str] | None = None
+    data: outcomes.Outcomes,
+    model: str,
+    *,
+    positive_at: float = 0.5,
+    ids: set[str] | None = None,
+    versus: str | None = None,
 ) -> list[Example]:
-    """One example per labelled record of ``model``: its prompt, and whether the answer was right."""
-    if model not in data.models:
-        from cascade.registry import suggest
+    """One example per labelled record of ``model``: its prompt, and whether the answer was right.
 
-        raise ConfigurationError(
-            f"{data.path.name}: model {model!r} is not in the file{suggest(model, data.models)}"
-        )
+    With ``versus`` (a stronger model, e.g. the next tier) the label is whether ``model``'s answer
+    is *as good as* that model's (right, or both wrong): skipping then sends exactly the prompts
+    where the stronger model would gain, which routes better when both are often wrong."""
+    for m in (model, versus):
+        if m is not None and m not in data.models:
+            from cascade.registry import suggest
+
+            raise ConfigurationError(
+                f"{data.path.name}: model {m!r} is not in the file{suggest(m, data.models)}"
+            )
     out = []
     for r in data.records:
         if ids is not None and r.id not in ids:
@@ -525,9 +535,13 @@ def prompt_examples(
         recorded = r.responses.get(model)
         if not recorded or recorded[0].quality is None:
             continue
-        out.append(
-            Example(r.prompt, _EMPTY, 1.0 if recorded[0].quality >= positive_at else 0.0, r.id, r.split)
-        )
+        right = recorded[0].quality >= positive_at
+        if versus is not None:
+            other = r.responses.get(versus)
+            if not other or other[0].quality is None:
+                continue
+            right = right or other[0].quality < positive_at
+        out.append(Example(r.prompt, _EMPTY, 1.0 if right else 0.0, r.id, r.split))
     return out
 
 

@@ -78,7 +78,8 @@ def test_tuner_finds_a_skip_rule_where_only_the_prompt_helps(tmp_path: Path) -> 
     assert [plain.candidates[i].spec.model for i in plain.choice.tiers] == ["strong"]
     first = routed.candidates[routed.choice.tiers[0]]
     assert "skip" in first.raw and Path(first.raw["skip"]["artifact"]).exists()
-    assert first.raw["skip"]["threshold"] in skip_levels(first.scored.skip_score, routed.train, 5)
+    assert first.scored is not None and first.scored.skip_threshold == first.raw["skip"]["threshold"]
+    assert len(skip_levels(first.scored.skip_score, routed.train, 8)) >= 3
     test = routed.test
     held = run(routed.arrays(routed.choice, test), routed.thresholds(routed.choice))
     strong = routed.evalset.models.index("strong")
