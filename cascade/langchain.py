@@ -84,7 +84,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from cascade.engine.cascade import Cascade, _aexecute, _execute
-from cascade.engine.loop import Call, CallOutcome, Outcome, steps
+from cascade.engine.loop import Call, CallOutcome, Outcome
 from cascade.errors import AllTiersFailedError, InvalidRequestError, ProviderError
 from cascade.logging import get_logger
 from cascade.protocols import Provider, Scorer
@@ -651,6 +651,8 @@ class CascadeChatModel(BaseChatModel):
     """Stream the last tier live when it is reached (its answer being final)."""
     budget_key_metadata: str | None = "tenant_id"
     """Run-metadata key whose value scopes per-key budget caps."""
+    session_metadata: tuple[str, ...] = ("session_id", "thread_id")
+    """Run-metadata keys (first present wins) naming the session, for the policy's session pinning."""
 
     _traced: Cascade = PrivateAttr()
     _text_only: tuple[str, ...] = PrivateAttr(())
@@ -925,6 +927,14 @@ class CascadeChatModel(BaseChatModel):
             request = Request.of(request.messages)  # raises the usual InvalidRequestError
         return _Scope(callbacks, request, messages, self.cascade.name, stop, options)
 
+    def _session(self, request: Request) -> str | None:
+        """The session key for pinning, from the run's metadata (``session_metadata``)."""
+        for key in self.session_metadata:
+            value = request.metadata.get(key)
+            if value is not None:
+                return str(value)
+        return None
+
     def _check_text_only(self, messages: Sequence[BaseMessage], options: Mapping[str, Any]) -> None:
         tiers = ", ".join(self._text_only)
         if _has_media(messages):
@@ -952,7 +962,7 @@ class CascadeChatModel(BaseChatModel):
         scope = self._prepare(messages, stop, run_manager, kwargs)
         token = _scope.set(scope)
         try:
-            result = self._traced.run(scope.request)
+            result = self._traced.run(scope.request, session=self._session(scope.request))
         except AllTiersFailedError as exc:
             raise _with_cause(exc, scope.tally) from exc.__cause__
         finally:
@@ -969,7 +979,7 @@ class CascadeChatModel(BaseChatModel):
         scope = self._prepare(messages, stop, run_manager, kwargs)
         token = _scope.set(scope)
         try:
-            result = await self._traced.arun(scope.request)
+            result = await self._traced.arun(scope.request, session=self._session(scope.request))
         except AllTiersFailedError as exc:
             raise _with_cause(exc, scope.tally) from exc.__cause__
         finally:
@@ -996,7 +1006,7 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         scope = self._prepare(messages, stop, run_manager, kwargs)
-        gen = steps(self._traced.settings, scope.request)
+        gen = self._traced._steps(scope.request, self._session(scope.request))  # watched, pinned
         streamed: list[AIMessageChunk] = []
         try:
             action = next(gen)
@@ -1040,7 +1050,7 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         scope = self._prepare(messages, stop, run_manager, kwargs)
-        gen = steps(self._traced.settings, scope.request)
+        gen = self._traced._steps(scope.request, self._session(scope.request))  # watched, pinned
         streamed: list[AIMessageChunk] = []
         try:
             action = next(gen)
