@@ -17,7 +17,7 @@ HELP = "Simulate a policy on recorded outcomes (nothing is called) and report qu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("policy", help="policy YAML file")
+    parser.add_argument("policy", help="policy YAML file, or a family file from `cascade tune --frontier`")
     add_data_arguments(parser)
     parser.add_argument(
         "--split",
@@ -111,26 +111,59 @@ def write_plot(ev: Evaluation, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cascade import outcomes
-    from cascade.cli.progress import Progress
-    from cascade.evaluate.data import EvalSet
-    from cascade.evaluate.evaluate import evaluate, score_policy
+    from cascade.evaluate import family
     from cascade.evaluate.report import table, to_json
-    from cascade.evaluate.tune import check_choices, raw_tiers
-    from cascade.policy import loader
 
     if args.bootstrap < 1:
         raise UsageError(f"--bootstrap: at least 1 (got {args.bootstrap})")
     if args.test_fraction is not None and not 0 < args.test_fraction < 1:
         raise UsageError(f"--test-fraction: between 0 and 1 (got {args.test_fraction})")
-    policy = loader.load(args.policy)
-    path = data_path(args.policy, args.data)
+    if family.is_family(args.policy):
+        import json
+
+        from cascade.cli.tune import _family_plot
+
+        evals = [(p.name, evaluate_one(str(p), args)) for p in family.read_family(args.policy)]
+        figures = family.family_figures(evals)
+        if args.json == "-":
+            print(json.dumps(figures, indent=2))
+        else:
+            print(family.table(figures))
+            if args.json:
+                Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+        if args.plot:
+            _family_plot(figures, args.plot)
+        return 0
+    ev = evaluate_one(args.policy, args)
+    if args.json == "-":
+        print(to_json(ev))
+    else:
+        print(table(ev))
+        if args.json:
+            Path(args.json).write_text(to_json(ev) + "\n", encoding="utf-8")
+            print(f"\nfigures -> {args.json}", file=sys.stderr)
+    if args.plot:
+        write_plot(ev, args.plot)
+    return 0
+
+
+def evaluate_one(policy_path: str, args: argparse.Namespace) -> Evaluation:
+    """Score one policy file and evaluate it on the part ``args`` (or its ``tuned:`` block) says."""
+    from cascade import outcomes
+    from cascade.cli.progress import Progress
+    from cascade.evaluate.data import EvalSet
+    from cascade.evaluate.evaluate import evaluate, score_policy
+    from cascade.evaluate.tune import check_choices, raw_tiers
+    from cascade.policy import loader
+
+    policy = loader.load(policy_path)
+    path = data_path(policy_path, args.data)
     data = outcomes.load(path)
-    for note in check_choices(raw_tiers(args.policy), data, fill=False):
+    for note in check_choices(raw_tiers(policy_path), data, fill=False):
         print(f"warning: {note}", file=sys.stderr)
     tuned = policy.tuned
     same_data = tuned is not None and (
-        args.data is None or Path(args.data).resolve() == data_path(args.policy, None).resolve()
+        args.data is None or Path(args.data).resolve() == data_path(policy_path, None).resolve()
     )
     split = args.split or (tuned.split if tuned is not None and same_data else "none")
     seed = args.seed if args.seed is not None else (tuned.seed if tuned is not None else 0)
@@ -138,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     es = EvalSet.build(data, [t.model for t in policy.tiers])
     bar = Progress(len(es) * len(policy.tiers), label="scoring")
     tiers = score_policy(
-        policy, data, es, Path(args.policy).resolve().parent, billing=args.billing, progress=bar.advance
+        policy, data, es, Path(policy_path).resolve().parent, billing=args.billing, progress=bar.advance
     )
     bar.close()
     rows = es.split(split, seed=seed, test_fraction=fraction)  # type: ignore[arg-type]
@@ -159,17 +192,7 @@ def run(args: argparse.Namespace) -> int:
         if len(parts) != 2 or any(p not in es.models for p in parts):
             raise UsageError(f"--pair needs two models of the file, WEAK,STRONG (got {args.pair!r})")
         pair = (parts[0], parts[1])
-    ev = evaluate(policy, es, tiers, rows, reps=args.bootstrap, seed=seed, pair=pair, part=part)
-    if args.json == "-":
-        print(to_json(ev))
-    else:
-        print(table(ev))
-        if args.json:
-            Path(args.json).write_text(to_json(ev) + "\n", encoding="utf-8")
-            print(f"\nfigures -> {args.json}", file=sys.stderr)
-    if args.plot:
-        write_plot(ev, args.plot)
-    return 0
+    return evaluate(policy, es, tiers, rows, reps=args.bootstrap, seed=seed, pair=pair, part=part)
 
 
 def _seeded(es: object, rows: object) -> bool:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cascade.cli import UsageError
 from cascade.cli.eval import add_data_arguments, add_report_arguments, data_path, write_plot
+
+if TYPE_CHECKING:
+    from cascade.evaluate.tune import Tuning
 
 NAME = "tune"
 HELP = "Tune a policy skeleton on recorded outcomes (train/test split) and write the tuned YAML policy."
@@ -31,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="EPS",
         help="cheapest setting whose expected quality drop against the best single model is at most EPS,"
         " with probability at least 1 - RISK (Learn-then-Test on a calibration part)",
+    )
+    goal.add_argument(
+        "--frontier",
+        type=int,
+        metavar="N",
+        help="write a family of up to N tuned policies along the cost/quality frontier (budgets from the"
+        " cheapest to the best single model's cost) and a family file listing them",
     )
     parser.add_argument(
         "--risk", type=float, default=0.05, metavar="DELTA", help="with --max-drop: the risk (default 0.05)"
@@ -120,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(
                     f"--target-quality: a number or 'best' (got {args.target_quality!r})"
                 ) from None
+    if args.frontier is not None:
+        if args.frontier < 1:
+            raise UsageError(f"--frontier: at least 1 member (got {args.frontier})")
+        target = "best"
     try:
         objective = Objective(
             args.cost_cap,
@@ -138,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         samples = [int(k) for k in args.samples.split(",")] if args.samples else []
     except ValueError:
         raise UsageError(f"--samples: comma-separated counts (got {args.samples!r})") from None
-    out = Path(args.out) if args.out else Path(args.skeleton).with_suffix(".tuned.yaml")
+    suffix = ".family.yaml" if args.frontier is not None else ".tuned.yaml"
+    out = Path(args.out) if args.out else Path(args.skeleton).with_suffix(suffix)
     data_file = data_path(args.skeleton, args.data)
     data = outcomes.load(data_file)
     bar = Progress(1, label="scoring candidates")
@@ -167,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     for note in tuning.notes:
         print(f"note: {note}", file=sys.stderr)
+    if args.frontier is not None:
+        return _family(args, tuning, out, data_file)
     if tuning.choice is None:
         print(
             "cascade: no setting meets the objective on the training part; relax it (or --confidence 0)",
@@ -215,3 +233,56 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(ev, args.plot)
     return 0
+
+
+def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path) -> int:
+    """``--frontier N``: one policy per member, a family file, the family's held-out figures."""
+    import json
+
+    from cascade.evaluate import family, held_out
+    from cascade.evaluate.write import header_lines, render, tier_notes, tuned_block, tuned_raw
+    from cascade.policy import loader
+
+    chosen = family.members(tuning, args.frontier)
+    if not chosen:
+        print("cascade: the training part has no frontier setting to write", file=sys.stderr)
+        return 1
+    stem = out.name.removesuffix(".yaml").removesuffix(".family")
+    files: list[Path] = []
+    evals = []
+    for k, s in enumerate(chosen, 1):
+        path = out.with_name(f"{stem}-{k}.yaml")
+        raw = tuned_raw(args.skeleton, tuning, s, tuned_block(tuning, data_file, path))
+        raw["name"] = f"{raw.get('name', 'policy')}-{k}"
+        policy = loader.loads(render(raw, [], {}), source=str(path))
+        ev = held_out(tuning, s, policy, reps=args.bootstrap, seed=args.seed)
+        goal = f"frontier member {k} of {len(chosen)}: best on the training part at {s.cost:.3g} USD/query"
+        text = render(raw, [*header_lines(ev.figures, tuning, goal), ""], tier_notes(ev.figures))
+        path.write_text(text, encoding="utf-8")
+        files.append(path)
+        evals.append((path.name, ev))
+    figures = family.family_figures(evals)
+    family.write_family(out, files, figures)
+    if args.json == "-":
+        print(json.dumps(figures, indent=2))
+    else:
+        print(family.table(figures))
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(f"family of {len(files)} policies -> {out}", file=sys.stderr)
+    if args.plot:
+        _family_plot(figures, args.plot)
+    return 0
+
+
+def _family_plot(figures: dict[str, Any], path: str) -> None:
+    from cascade.evaluate import family
+
+    try:
+        family.plot(figures, path)
+    except ImportError:
+        raise UsageError(
+            "--plot needs matplotlib: pip install 'cascade-llm[plot]'"
+            " (pip install -e '.[plot]' in a checkout)"
+        ) from None
+    print(f"plot -> {path}", file=sys.stderr)

@@ -46,9 +46,15 @@ def held_out(
     arrays = tuning.arrays(setting, np.ones(len(tuning.evalset), dtype=bool))
     ths = [floor_threshold(t) for t in setting.thresholds]
     arrays = [replace(a, threshold=ths[i]) if i < len(ths) else a for i, a in enumerate(arrays)]
-    return evaluate(
-        policy, tuning.evalset, arrays, tuning.test, reps=reps, seed=seed, reference=tuning.reference
+    es, test = tuning.evalset, tuning.test
+    rule = tuning.split or {}
+    how = (
+        f"seed {rule.get('seed')}, held-out share {rule.get('test_fraction'):g}"
+        if rule.get("split") == "seed"
+        else f"split rule {rule.get('split', 'auto')}, seed {rule.get('seed', 0)}"
     )
+    part = f"the held-out part of {es.data.path.name} ({int(test.sum())} of {len(es)} records; {how})"
+    return evaluate(policy, es, arrays, test, reps=reps, seed=seed, reference=tuning.reference, part=part)
 
 
 __all__ = [

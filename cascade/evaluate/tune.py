@@ -571,6 +571,7 @@ def tune(
     breadth: int = 24,
     levels: int = 12,
     progress: Callable[[int, int], None] | None = None,
+    cache: dict[str, TierArrays] | None = None,
 ) -> Tuning:
     """Choose tiers, order and thresholds from the training part of ``data`` (see the module doc).
 
@@ -621,16 +622,31 @@ def tune(
             progress(done, total)
 
     bare_by_model: dict[str, TierArrays] = {}
-    for cand in cands:
+    complete: set[int] = set()
+
+    def scored(spec: TierSpec) -> TierArrays:
+        """The tier scored on the training rows, or (with a ``cache``, for repeated tunes of one
+        file) on every row once."""
+        if cache is None:
+            return score_tier(spec, es.records, ctx, rows=train, progress=tick)
+        key = f"{data.path}|{len(es)}|{spec.model_dump_json(exclude={'name'})}"
+        if key not in cache:
+            cache[key] = score_tier(spec, es.records, ctx)
+        tick(int(train.sum()))
+        return replace(cache[key], name=spec.name)
+
+    for idx, cand in enumerate(cands):
         if cand.spec.scorer is not None:
-            cand.scored = score_tier(cand.spec, es.records, ctx, rows=train, progress=tick)
+            cand.scored = scored(cand.spec)
+            if cache is not None:
+                complete.add(idx)
         if not cand.partners:
             if cand.spec.model not in bare_by_model:
                 bare_spec = cand.spec.model_copy(update={"scorer": None, "threshold": None})
-                bare_by_model[cand.spec.model] = score_tier(
-                    bare_spec, es.records, ctx, rows=train, progress=tick
-                )
+                bare_by_model[cand.spec.model] = scored(bare_spec)
             cand.bare = bare_by_model[cand.spec.model]
+            if cache is not None:
+                complete.add(-1 - idx)
 
     if classifiers > 0:
         from cascade.evaluate.learned import classifier_candidates
@@ -698,6 +714,7 @@ def tune(
             skeleton=pol,
             split=split_rule,
             guarantee=guarantee,
+            _complete=complete,
         )
     if objective.target is not None:
         if objective.target == "best":
@@ -759,6 +776,7 @@ def tune(
         skeleton=pol,
         unmargined=unmargined,
         split=split_rule,
+        _complete=complete,
     )
 
 
