@@ -88,6 +88,7 @@ SCORERS = Registry(
         "judge": "cascade.scorers.judge:JudgeScorer",
         "classifier": "cascade.scorers.classifier:ClassifierScorer",
         "verifier": "cascade.scorers.verifier:VerifierScorer",
+        "boundary": "cascade.scorers.boundary:BoundaryScorer",
     },
 )
 LEDGERS = Registry(

@@ -46,6 +46,10 @@ def held_out(
     arrays = tuning.arrays(setting, np.ones(len(tuning.evalset), dtype=bool))
     ths = [floor_threshold(t) for t in setting.thresholds]
     arrays = [replace(a, threshold=ths[i]) if i < len(ths) else a for i, a in enumerate(arrays)]
+    b = tuning.boundary
+    if b is not None and setting == tuning.choice:
+        b = replace(b, below=floor_threshold(b.below), above=floor_threshold(b.above))
+        arrays = b.apply(arrays, [r.prompt for r in tuning.evalset.records])
     es, test = tuning.evalset, tuning.test
     rule = tuning.split or {}
     how = (

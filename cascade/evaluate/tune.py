@@ -133,6 +133,33 @@ class Guarantee:
         )
 
 
+@dataclass(frozen=True)
+class Boundary:
+    """A randomised boundary on the chosen setting's tier ``pos`` (:mod:`cascade.scorers.boundary`):
+    scores in ``[below, above)`` are accepted for a seeded share ``p`` of requests; the tier's
+    threshold is ``above``. Used under a cost cap when the deterministic choice leaves budget unused."""
+
+    pos: int
+    below: float
+    above: float
+    p: float
+    seed: int
+    quality: float
+    cost: float
+    note: str = ""
+
+    def apply(self, arrays: list[TierArrays], prompts: Sequence[str]) -> list[TierArrays]:
+        """The arrays as the boundary scorer makes them (the same coin per prompt as live runs)."""
+        from cascade.scorers.boundary import coin
+
+        t = arrays[self.pos]
+        u = np.array([coin(self.seed, p) for p in prompts])
+        band = (t.score >= self.below) & (t.score < self.above) & (u < self.p)
+        out = list(arrays)
+        out[self.pos] = replace(t, score=np.where(band, self.above, t.score), threshold=self.above)
+        return out
+
+
 @dataclass
 class Tuning:
     """What :func:`tune` found."""
@@ -151,6 +178,7 @@ class Tuning:
     unmargined: Setting | None = None
     split: dict[str, Any] = field(default_factory=dict)
     guarantee: Guarantee | None = None
+    boundary: Boundary | None = None
     _complete: set[int] = field(default_factory=set)
 
     @property
@@ -572,6 +600,7 @@ def tune(
     levels: int = 12,
     progress: Callable[[int, int], None] | None = None,
     cache: dict[str, TierArrays] | None = None,
+    randomise: bool = True,
 ) -> Tuning:
     """Choose tiers, order and thresholds from the training part of ``data`` (see the module doc).
 
@@ -742,6 +771,12 @@ def tune(
             break
     if choice is None:
         notes.append("no setting meets the objective on the training part with the required margin")
+    boundary: Boundary | None = None
+    if choice is not None and objective.cost_cap is not None and randomise:
+        tmp = Tuning(cands, es, test, None, reference, target, [], 0)
+        boundary = _randomised_boundary(tmp, choice, train, objective, pol, seed)
+        if boundary is not None:
+            notes.append(boundary.note)
     # what the margin costs: the choice with no margin (confidence 0), for the user to weigh
     unmargined: Setting | None = None
     if objective.confidence > 0:
@@ -776,8 +811,53 @@ def tune(
         skeleton=pol,
         unmargined=unmargined,
         split=split_rule,
+        boundary=boundary,
         _complete=complete,
     )
+
+
+def _randomised_boundary(
+    tmp: Tuning, choice: Setting, train: BoolArray, objective: Objective, pol: Policy, seed: int
+) -> Boundary | None:
+    """Under a cost cap: for each scored tier of ``choice``, the next threshold up (the neighbouring,
+    costlier setting) mixed in with the probability that spends the cap (less the margin) on the
+    training part; the tier whose mix gains most quality, or None when no mix gains."""
+    assert objective.cost_cap is not None
+    prompts = [r.prompt for r, keep in zip(tmp.evalset.records, train, strict=True) if keep]
+    base = tmp.arrays(choice, train)
+    ra = run(base, tmp.thresholds(choice), pol.on_exhausted)
+    n = len(ra.cost)
+    se = float(ra.cost.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    cap = objective.cost_cap - objective.confidence * se
+    qa, ca = float(ra.quality.mean()), float(ra.cost.mean())
+    if ca >= cap:
+        return None
+    best: Boundary | None = None
+    for pos, t_a in enumerate(choice.thresholds):
+        scores = base[pos].score
+        above = np.unique(scores[np.isfinite(scores) & (scores > t_a + 1e-12)])
+        if len(above) == 0:
+            continue
+        t_b = float(above[0])
+        ths_b = list(choice.thresholds)
+        ths_b[pos] = t_b
+        rb = run(base, [*ths_b, None], pol.on_exhausted)
+        qb, cb = float(rb.quality.mean()), float(rb.cost.mean())
+        if cb <= cap or qb <= qa or cb <= ca:
+            continue
+        # the share of the band still accepted (p = 1: the choice itself), as written in the policy
+        p = round((cb - cap) / (cb - ca), 6)
+        trial = Boundary(pos, float(t_a), t_b, float(p), seed, 0.0, 0.0)
+        rm = run(trial.apply(base, prompts), [*ths_b, None], pol.on_exhausted)
+        qm, cm = float(rm.quality.mean()), float(rm.cost.mean())
+        if qm > qa and cm <= objective.cost_cap and (best is None or qm > best.quality):
+            note = (
+                f"randomised boundary on tier {pos + 1}: scores in [{t_a:.4g}, {t_b:.4g}) accepted for"
+                f" {p:.1%} of requests (seed {seed}); on the training part {cm:.3g} USD/query at quality"
+                f" {qm:.4f}, against {ca:.3g} USD at {qa:.4f} deterministic"
+            )
+            best = Boundary(pos, float(t_a), t_b, float(p), seed, qm, cm, note)
+    return best
 
 
 def _frontier(search: _Search) -> list[Setting]:

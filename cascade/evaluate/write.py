@@ -37,6 +37,17 @@ def tuned_raw(
             raw.pop("threshold", None)
         else:
             raw["threshold"] = floor_threshold(setting.thresholds[pos])
+            b = tuning.boundary
+            if b is not None and setting == tuning.choice and pos == b.pos:
+                raw["threshold"] = floor_threshold(b.above)
+                raw["scorer"] = {
+                    "kind": "boundary",
+                    "scorer": raw["scorer"],
+                    "above": floor_threshold(b.above),
+                    "below": floor_threshold(b.below),
+                    "p": b.p,
+                    "seed": b.seed,
+                }
         tiers.append(raw)
     keys = list(out)
     ordered: dict[str, Any] = {}
@@ -134,6 +145,13 @@ def header_lines(figures: dict[str, Any], tuning: Tuning, objective: str) -> lis
                 else f" calibration drop {_num(g.calibration_drop, '+.4f')}, p-value {_num(g.pvalue, '.3g')};"
             )
             + f" realised drop on the held-out part {_num(realised, '+.4f')}"
+        )
+    if tuning.boundary is not None:
+        b = tuning.boundary
+        lines.append(
+            f"randomised boundary (kind: boundary, seed {b.seed}): tier {b.pos + 1} accepts scores in"
+            f" [{b.below:.4g}, {b.above:.4g}) for {b.p:.1%} of requests, chosen by a hash of the prompt"
+            " (reproducible), to spend the cost cap"
         )
     lines.append(f"predicted quality     {_iv(f.get('quality'), '.4f')}")
     lines.append(f"predicted cost/query  {_iv(f.get('cost_per_query_usd'), '', money=True)}")
