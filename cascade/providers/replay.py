@@ -73,6 +73,12 @@ class ReplayProvider:
 
     def _completion(self, request: Request, n: int) -> Completion:
         recorded = self._samples(request)[:n]
+        for s in recorded:  # a data file is untrusted input too: never settle a negative amount
+            if s.input_tokens < 0 or s.output_tokens < 0 or (s.cost_usd is not None and s.cost_usd < 0):
+                raise PermanentProviderError(
+                    f"{self.data.path.name}: {self.model} has negative tokens or cost for this prompt",
+                    provider="replay",
+                )
         out = sum(s.output_tokens for s in recorded)
         if self.billing == "prompt_once":
             usage = Usage(recorded[0].input_tokens, out)
