@@ -1,27 +1,70 @@
-"""Classifier candidates for the tuner: a confidence classifier per cheap model, trained on the
-training part only, with out-of-fold scores so the thresholds are not tuned on the very records
-the classifier learned from.
+"""Learned candidates for the tuner: per cheap model, a confidence classifier and a combined
+verifier (:mod:`cascade.scorers.verifier`: text features, agreement with the other cheap models,
+the arithmetic check), trained on the training part only, with out-of-fold scores so the
+thresholds are not tuned on the very records the scorer learned from.
 
 For each model, the training records are cut into ``folds``; each record's score comes from a
-classifier fit on the other folds. The artifact written for the policy is fit on every training
-record; the held-out records are scored with it, through the real
-:class:`~cascade.scorers.classifier.ClassifierScorer`.
+scorer fit on the other folds. The artifact written for the policy is fit on every training
+record; the held-out records are scored with it, through the real scorer
+(:class:`~cascade.scorers.classifier.ClassifierScorer`, :class:`~cascade.scorers.verifier.VerifierScorer`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cascade.evaluate.candidates import Candidate
 from cascade.evaluate.candidates import slug as _slug
 from cascade.evaluate.candidates import validate_tier as _validate_tier
-from cascade.evaluate.data import BoolArray, EvalSet
+from cascade.evaluate.data import BoolArray, EvalSet, FloatArray
+from cascade.logging import get_logger
 from cascade.outcomes import Outcomes
+from cascade.scorers.classifier import Classifier, Example
+
+
+def _out_of_fold(
+    rows: Sequence[Example | None],
+    train: BoolArray,
+    fit: Callable[[list[Example]], Classifier],
+    folds: int,
+    seed: int,
+) -> tuple[FloatArray, Classifier] | None:
+    """Out-of-fold probabilities on the training rows and the model fit on all of them."""
+    tr = [int(i) for i in np.flatnonzero(train) if rows[int(i)] is not None]
+    if len(tr) < 40 or len({rows[i].label for i in tr}) < 2:  # type: ignore[union-attr]
+        return None
+    oof = np.full(len(rows), np.nan)
+    order = np.random.default_rng(seed).permutation(len(tr))
+    for f in range(folds):
+        model = fit([e for e in (rows[tr[k]] for k in order if k % folds != f) if e is not None])
+        for k in order:
+            if k % folds == f:
+                e = rows[tr[k]]
+                assert e is not None
+                oof[tr[k]] = model.predict(e.prompt, e.samples, e.extra)[0]
+    return oof, fit([e for e in (rows[i] for i in tr) if e is not None])
+
+
+def _candidate(
+    base: Candidate, scorer: dict[str, Any], suffix: str, train: BoolArray, oof: FloatArray
+) -> Candidate:
+    assert base.bare is not None
+    raw = copy.deepcopy(base.raw)
+    raw["scorer"] = scorer
+    raw["threshold"] = 0.5
+    raw["name"] = f"{base.name}-{suffix}"
+    raw.pop("skip", None)
+    spec = _validate_tier(raw)
+    scored = replace(
+        base.bare, name=spec.name, has_scorer=True, threshold=0.5, score=np.where(train, oof, np.nan)
+    )
+    return Candidate(spec.name, raw, spec, scored=scored, bare=base.bare)
 
 
 def classifier_candidates(
@@ -34,51 +77,65 @@ def classifier_candidates(
     *,
     folds: int = 2,
     seed: int = 0,
+    verifiers: bool = True,
 ) -> list[Candidate]:
-    """One candidate per model in ``models``: the model with a trained classifier scorer."""
+    """Per model in ``models``: the model with a trained classifier scorer, and (``verifiers``)
+    with a trained verifier over its text, the arithmetic check and agreement with up to two other
+    models of ``models``."""
     from cascade.scorers import classifier
+    from cascade.scorers.verifier import VerifierOptions, train_verifier, verifier_examples
 
     folder.mkdir(parents=True, exist_ok=True)
     out: list[Candidate] = []
-    n = len(es)
     for m in models:
         base = next((c for c in cands if c.spec.model == m and not c.partners and c.bare is not None), None)
         if base is None or base.bare is None:
             continue
         by_id = {e.id: e for e in classifier.examples_from_outcomes(data, m)}
-        rows = [by_id.get(r.id) for r in es.records]
-        tr = [int(i) for i in np.flatnonzero(train) if rows[int(i)] is not None]
-        labels = {rows[i].label for i in tr}  # type: ignore[union-attr]
-        if len(tr) < 40 or len(labels) < 2:
-            continue
-        order = np.random.default_rng(seed).permutation(len(tr))
-        oof = np.full(n, np.nan)
-        for f in range(folds):
-            fit = [rows[tr[k]] for k in order if k % folds != f]
-            model = classifier.train([e for e in fit if e is not None], lams=(2e-4,), folds=2, seed=seed)
-            for k in order:
-                if k % folds == f:
-                    e = rows[tr[k]]
-                    assert e is not None
-                    oof[tr[k]] = model.predict(e.prompt, e.samples)[0]
-        final = classifier.train(
-            [e for e in (rows[i] for i in tr) if e is not None], lams=(2e-4,), folds=2, seed=seed
+        got = _out_of_fold(
+            [by_id.get(r.id) for r in es.records],
+            train,
+            lambda ex: classifier.train(ex, lams=(2e-4,), folds=2, seed=seed),
+            folds,
+            seed,
         )
+        if got is None:
+            continue
+        oof, final = got
         path = (folder / f"{_slug(m)}.classifier.json").resolve()
         final.save(path)
-        raw = copy.deepcopy(base.raw)
-        raw["scorer"] = {"kind": "classifier", "path": str(path)}
-        raw["threshold"] = 0.5
-        raw["name"] = f"{base.name}-clf"
-        spec = _validate_tier(raw)
-        scored = replace(
-            base.bare,
-            name=spec.name,
-            has_scorer=True,
-            threshold=0.5,
-            score=np.where(train, oof, np.nan),
+        out.append(_candidate(base, {"kind": "classifier", "path": str(path)}, "clf", train, oof))
+        if not verifiers:
+            continue
+        sc = (base.raw.get("scorer") or {}) if isinstance(base.raw.get("scorer"), dict) else {}
+        answer = sc.get("answer", "text") if sc.get("kind") == "self_consistency" else "text"
+        partners = [p for p in models if p != m][:2]
+        vpath = (folder / f"{_slug(m)}.verifier.json").resolve()
+        scorer: dict[str, Any] = {
+            "kind": "verifier",
+            "path": str(vpath),
+            "k": 1,
+            "answer": answer,
+            "partners": [{"samples": 1, "model": p} for p in partners],
+            "checks": ["arithmetic"],
+        }
+        options = VerifierOptions(**{k: v for k, v in scorer.items() if k != "kind"})
+        ids = {r.id for r, t in zip(es.records, train, strict=True) if t}
+        examples, names = verifier_examples(options, data, m, ids=ids, base_dir=folder)
+        vby_id = {e.id: e for e in examples}
+        vgot = _out_of_fold(
+            [vby_id.get(r.id) for r in es.records],
+            train,
+            lambda ex: train_verifier(ex, names, lams=(2e-4,), folds=2, seed=seed),  # noqa: B023
+            folds,
+            seed,
         )
-        out.append(Candidate(spec.name, raw, spec, scored=scored, bare=base.bare))
+        if vgot is None:
+            continue
+        voof, vfinal = vgot
+        vfinal.save(vpath)
+        out.append(_candidate(base, scorer, "ver", train, voof))
+        get_logger().info("tune_verifier_candidate", model=m, partners=len(partners), inputs=len(names))
     return out
 
 

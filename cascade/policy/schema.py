@@ -90,6 +90,18 @@ class ReserveSpec(Strict):
     )
 
 
+class SkipSpec(Strict):
+    """Ex-ante skip: a prompt-only estimator decides, before the call, whether to call the tier."""
+
+    artifact: str = Field(
+        min_length=1,
+        description="Prompt-only estimator (JSON) written by `cascade train-scorer --prompt-only`.",
+    )
+    threshold: float = Field(
+        ge=0, le=1, description="Skip the tier when the estimate that its answer would be good is below this."
+    )
+
+
 class TierSpec(Strict):
     """One rung of the cascade."""
 
@@ -111,6 +123,7 @@ class TierSpec(Strict):
     )
     scorer: ScorerSpec | None = None
     threshold: float | None = Field(None, ge=0, le=1)
+    skip: SkipSpec | None = Field(None, description="Skip this tier when a prompt-only estimate is low.")
     options: dict[str, Any] = Field(
         default_factory=dict, description="Provider options (base_url, api_key_env, path, ...)."
     )
@@ -280,6 +293,12 @@ class Policy(Strict):
                     "missing_scorer",
                     f"tier {tier.name!r} is not the last tier, so it needs a scorer and a threshold",
                 )
+        if self.tiers[-1].skip is not None:
+            raise PydanticCustomError(
+                "skip_on_last_tier",
+                f"tier {self.tiers[-1].name!r} is the last tier: it cannot be skipped",
+                {"loc": ("tiers", len(self.tiers) - 1, "skip")},
+            )
         return self
 
     @model_validator(mode="after")

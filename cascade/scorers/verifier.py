@@ -10,7 +10,9 @@ same training code and artifact format, ``kind: verifier``) over the inputs a po
   asked by the scorer, one input per partner (1 when its answer equals the tier's) plus the
   share of partners that agree;
 * the scores of other ``scorers`` (a judge, a regex, a JSON check...), one input each, plus
-  whether that scorer answered.
+  whether that scorer answered;
+* built-in ``checks`` of the answer text: ``arithmetic`` recomputes every ``a op b = c`` step of
+  a worked answer (and GSM8K-style ``<<a*b=c>>`` annotations) and counts the wrong ones.
 
 Partners and scorers cost what their calls cost (``Score.cost``, reserved in ``max_cost``). The
 artifact records which inputs it was trained on; a policy that names different ones fails at
@@ -32,14 +34,18 @@ embeddings endpoint). :func:`load_prompt_estimator` loads one; ``cascade train-s
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib
+import math
+import operator
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -56,6 +62,59 @@ from cascade.scorers.self_consistency import SelfConsistencyScorer, Source, Sour
 from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
 
 _EMPTY = (Sample(""),)
+Check = Literal["arithmetic"]
+
+
+# -- checks of the answer text -----------------------------------------------------------------
+
+_OPS: dict[type, Any] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+_EQUATION = re.compile(
+    r"([-+*/x×÷().\d\s,$%]*\d[-+*/x×÷().\d\s,$%]*?)"  # the left side: numbers and operators
+    r"\s*=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)"  # = the claimed number
+    r"(?![\d,.]*\s*[/*x×÷^]\s*\d)"  # not a fraction or product on the right
+)
+_OPERATION = re.compile(r"\d\s*[-+*/]\s*[\d(]")
+
+
+def _evaluate(node: ast.AST, depth: int = 0) -> float:
+    if depth > 50:
+        raise ValueError("too deep")
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return float(node.value)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        return float(_OPS[type(node.op)](_evaluate(node.left, depth + 1), _evaluate(node.right, depth + 1)))
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+        return float(_OPS[type(node.op)](_evaluate(node.operand, depth + 1)))
+    raise ValueError("not arithmetic")
+
+
+def arithmetic_check(text: str) -> tuple[int, int]:
+    """``(steps checked, steps wrong)``: every ``a op b = c`` in ``text`` recomputed (numbers,
+    + - * / x, parentheses, percentages; no names, no powers: nothing but arithmetic is evaluated)."""
+    done = wrong = 0
+    for left, right in _EQUATION.findall(text[:20_000]):
+        expr = left.replace(",", "").replace("$", "").replace("x", "*").replace("×", "*").replace("÷", "/")
+        expr = re.sub(r"(\d)\s*%", r"(\1/100)", expr.strip().lstrip(".").strip())
+        if len(expr) > 200 or not _OPERATION.search(expr):
+            continue
+        try:
+            value = _evaluate(ast.parse(expr, mode="eval").body)
+            claimed = float(right.replace(",", ""))
+        except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, RecursionError):
+            continue
+        if not math.isfinite(value):
+            continue
+        done += 1
+        if abs(value - claimed) > 1e-2 * max(1.0, abs(claimed)) and abs(round(value, 2) - claimed) > 0.011:
+            wrong += 1
+    return done, wrong
 
 
 # -- the verifier -------------------------------------------------------------------------------
@@ -81,6 +140,9 @@ class VerifierOptions(BaseModel):
     )
     scorers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Other scorers whose scores are inputs (name -> scorer)."
+    )
+    checks: list[Check] = Field(
+        default_factory=list, description="Built-in checks of the answer text (arithmetic)."
     )
 
     @field_validator("features")
@@ -119,10 +181,12 @@ class VerifierInputs:
         sc: SelfConsistencyScorer,
         partners: Sequence[Source] = (),
         scorers: Mapping[str, Scorer] | None = None,
+        checks: Sequence[Check] = (),
     ) -> None:
         self.sc = sc
         self.partners = tuple(partners)
         self.scorers = dict(scorers or {})
+        self.checks = tuple(dict.fromkeys(checks))
 
     @classmethod
     def build(cls, options: VerifierOptions, ctx: Any) -> VerifierInputs:
@@ -137,7 +201,7 @@ class VerifierInputs:
         sc = SelfConsistencyScorer(extractor, options.k)
         partners = [_build_source(i, spec, ctx) for i, spec in enumerate(options.partners)]
         scorers = {name: ctx.build_scorer(ScorerSpec(**spec)) for name, spec in options.scorers.items()}
-        return cls(sc, partners, scorers)
+        return cls(sc, partners, scorers, options.checks)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -148,6 +212,8 @@ class VerifierInputs:
             out.append("partners_agree_share")
         for name in self.scorers:
             out += [f"score:{name}", f"scored:{name}"]
+        for check in self.checks:
+            out += [f"check:{check}_steps", f"check:{check}_wrong", f"check:{check}_any_wrong"]
         return tuple(out)
 
     def _combine(
@@ -184,6 +250,11 @@ class VerifierInputs:
             else:
                 values += [0.0, 0.0]
                 detail[name] = f"error: {type(s).__name__}"
+        for _ in self.checks:  # arithmetic, the only one so far
+            text = completion.samples[0].text if completion.samples else ""
+            done, wrong = arithmetic_check(text or "")
+            values += [math.log1p(done), math.log1p(wrong), 1.0 if wrong else 0.0]
+            detail["arithmetic"] = f"{wrong} of {done} steps wrong"
         return Inputs(tuple(values), cost, usage, detail)
 
     def gather(self, request: Request, completion: Completion) -> Inputs:
@@ -582,6 +653,7 @@ __all__ = [
     "VerifierInputs",
     "VerifierOptions",
     "VerifierScorer",
+    "arithmetic_check",
     "embedder_from_spec",
     "load_prompt_estimator",
     "prompt_examples",
