@@ -272,3 +272,30 @@ def test_the_sync_client_sockets_honour_the_deadline() -> None:
     backend = client._transport._pool._network_backend  # type: ignore[attr-defined]
     assert type(backend).__name__ == "_DeadlineBackend"
     client.close()
+
+
+def test_deadline_streams_shrink_every_wait_and_survive_tls() -> None:
+    import httpcore2
+
+    seen: list[float | None] = []
+
+    class Inner(httpcore2.NetworkStream):
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            seen.append(timeout)
+            return b"x"
+
+        def start_tls(
+            self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+        ) -> Any:
+            seen.append(timeout)
+            return Inner()
+
+    stream = _sdk._DeadlineStream(Inner())
+    assert stream.read(1, 30.0) == b"x" and seen[-1] == 30.0  # no deadline: the SDK's timeout
+    with _sdk.deadline(0.5):
+        tls = stream.start_tls(object(), server_hostname="api.example.com", timeout=30.0)
+        assert isinstance(tls, _sdk._DeadlineStream) and 0 < (seen[-1] or 0) <= 0.5
+        tls.read(1, 30.0)
+        assert 0 < (seen[-1] or 0) <= 0.5
+    with _sdk.deadline(0.0), pytest.raises(httpcore2.ReadTimeout):
+        stream.read(1, 30.0)
