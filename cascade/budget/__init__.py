@@ -14,7 +14,6 @@ local journal of spend that could not be written yet.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import random
@@ -126,29 +125,72 @@ def _log(level: int) -> Any:
     return None
 
 
+class _Waiter:
+    """A reservation queued for room: a thread's event or a coroutine's future."""
+
+    __slots__ = ("event", "fut", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.loop = loop
+        self.event = threading.Event()
+        self.fut: asyncio.Future[None] | None = None
+
+    def arm(self) -> None:
+        """Forget past wake-ups; call before each try, so a wake-up during the try is not lost."""
+        if self.loop is None:
+            self.event.clear()
+        else:
+            self.fut = self.loop.create_future()
+
+    def wake(self) -> None:
+        if self.loop is None:
+            self.event.set()
+        elif self.fut is not None and not self.fut.done():
+            self.loop.call_soon_threadsafe(_resolve, self.fut)
+
+
 class _State:
-    """A budget's mutable side: waiters for room, and the journal of spend not yet in the ledger."""
+    """A budget's mutable side: waiters for room, and the journal of spend not yet in the ledger.
+
+    Waiters queue per refusing cap, first come first served. Only the head of a queue polls the
+    ledger (room freed by another process wakes nobody here); a settle in this process wakes the
+    heads at once, and a head that gets in wakes the next, so a thousand waiters cost one poll.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
-        self.async_waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
-            collections.deque()
-        )
+        self.queues: dict[str, list[_Waiter]] = {}
         self.local_holds: set[str] = set()  # fail_open holds the ledger never saw
         self.journal: list[tuple[str, Decimal]] = []  # settlements to write when the ledger is back
         self.down_until = 0.0  # monotonic time before which the ledger is not tried again (fail_open)
         self.replaying = False
 
     def wake_one(self) -> None:
-        """Room may have been freed: wake the first waiter (it wakes the next if it gets in)."""
+        """Room may have been freed: wake the head of every queue."""
         with self.lock:
-            self.cond.notify(1)
-            while self.async_waiters:
-                loop, fut = self.async_waiters.popleft()
-                if not fut.done():
-                    loop.call_soon_threadsafe(_resolve, fut)
-                    break
+            for queue in self.queues.values():
+                if queue:
+                    queue[0].wake()
+
+    def join(self, cap: str, waiter: _Waiter) -> None:
+        with self.lock:
+            self.queues.setdefault(cap, []).append(waiter)
+
+    def is_head(self, cap: str, waiter: _Waiter) -> bool:
+        with self.lock:
+            queue = self.queues.get(cap)
+            return bool(queue) and queue[0] is waiter  # type: ignore[index]
+
+    def leave(self, cap: str, waiter: _Waiter) -> None:
+        """Leave the queue (admitted or given up) and wake the next, who now leads."""
+        with self.lock:
+            queue = self.queues.get(cap, [])
+            if waiter in queue:
+                queue.remove(waiter)
+            if queue:
+                queue[0].wake()
+            else:
+                self.queues.pop(cap, None)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -157,7 +199,7 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 _POLL_MIN, _POLL_MAX = 0.005, 0.25  # waiting also polls: room freed in another process wakes nobody here
-_RETRY_DOWN = 1.0  # seconds a fail_open budget skips an unreachable ledger before trying it again
+_RETRY_DOWN = 0.5  # seconds a fail_open budget skips an unreachable ledger before trying it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,27 +263,39 @@ class Budget:
         if self.on_ledger_error == "fail_open" and self._skip_ledger():
             return self._local_hold(buckets, amount, None)
         deadline: float | None = None
-        poll = self._first_poll()
-        while True:
-            try:
-                hold = self.ledger.reserve(buckets, amount, ttl=self.hold_ttl)
-            except BudgetExceededError as exc:
-                if self.on_exceeded != "wait" or self._never_fits(exc, buckets, amount):
-                    raise
-                deadline = self._keep_waiting(exc, amount, deadline)
-                with st.cond:
-                    st.cond.wait(min(deadline - time.monotonic(), poll * (0.5 + random.random())))
-                poll = min(poll * 2, _POLL_MAX)
-                continue
-            except LedgerUnavailableError as exc:
-                self._release_lost(exc)
-                if self.on_ledger_error != "fail_open":
-                    self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
-                    raise
-                return self._local_hold(buckets, amount, exc)
-            if deadline is not None:
-                st.wake_one()  # got in after waiting: there may be room for the next waiter too
-            return hold
+        poll = _POLL_MIN
+        waiter: _Waiter | None = None
+        queue = ""
+        try:
+            while True:
+                if waiter is not None:
+                    waiter.arm()
+                try:
+                    return self.ledger.reserve(buckets, amount, ttl=self.hold_ttl)
+                except BudgetExceededError as exc:
+                    if self.on_exceeded != "wait" or self._never_fits(exc, buckets, amount):
+                        raise
+                    deadline = self._keep_waiting(exc, amount, deadline)
+                    if waiter is None or queue != exc.cap:
+                        if waiter is not None:
+                            st.leave(queue, waiter)
+                        waiter, queue = _Waiter(None), exc.cap
+                        st.join(queue, waiter)
+                    while True:  # only the head polls; the others sleep until woken (or they lead)
+                        head = st.is_head(queue, waiter)
+                        timeout = self._timeout(head, poll, deadline)
+                        if waiter.event.wait(timeout) or head or time.monotonic() >= deadline:
+                            break
+                    poll = min(poll * 2, self._poll_max()) if head else _POLL_MIN
+                except LedgerUnavailableError as exc:
+                    self._release_lost(exc)
+                    if self.on_ledger_error != "fail_open":
+                        self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
+                        raise
+                    return self._local_hold(buckets, amount, exc)
+        finally:
+            if waiter is not None:
+                st.leave(queue, waiter)
 
     async def areserve(self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal) -> str:
         """Async :meth:`reserve`: never blocks the event loop on the ledger or while waiting."""
@@ -252,45 +306,58 @@ class Budget:
         if self.on_ledger_error == "fail_open" and self._skip_ledger():
             return self._local_hold(buckets, amount, None)
         deadline: float | None = None
-        poll = self._first_poll()
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                hold = await self._areserve_once(buckets, amount)
-            except BudgetExceededError as exc:
-                if self.on_exceeded != "wait":
-                    raise
-                if isinstance(getattr(exc, "cap_spent", None), Decimal):
-                    never = self._never_fits(exc, buckets, amount)
-                else:  # a third-party ledger: ask it off the loop
-                    never = await asyncio.to_thread(self._never_fits, exc, buckets, amount)
-                if never:
-                    raise
-                deadline = self._keep_waiting(exc, amount, deadline)
-                fut: asyncio.Future[None] = loop.create_future()
-                with st.lock:
-                    st.async_waiters.append((loop, fut))
+        poll = _POLL_MIN
+        waiter: _Waiter | None = None
+        queue = ""
+        try:
+            while True:
+                if waiter is not None:
+                    waiter.arm()
                 try:
-                    timeout = min(deadline - time.monotonic(), poll * (0.5 + random.random()))
-                    await asyncio.wait({fut}, timeout=max(timeout, 0))
-                finally:
-                    if not fut.done():
-                        fut.cancel()
-                poll = min(poll * 2, _POLL_MAX)
-                continue
-            except LedgerUnavailableError as exc:
-                self._release_lost(exc)
-                if self.on_ledger_error != "fail_open":
-                    self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
-                    raise
-                return self._local_hold(buckets, amount, exc)
-            if deadline is not None:
-                st.wake_one()
-            return hold
+                    return await self._areserve_once(buckets, amount)
+                except BudgetExceededError as exc:
+                    if self.on_exceeded != "wait":
+                        raise
+                    if isinstance(getattr(exc, "cap_spent", None), Decimal):
+                        never = self._never_fits(exc, buckets, amount)
+                    else:  # a third-party ledger: ask it off the loop
+                        never = await asyncio.to_thread(self._never_fits, exc, buckets, amount)
+                    if never:
+                        raise
+                    deadline = self._keep_waiting(exc, amount, deadline)
+                    if waiter is None or queue != exc.cap:
+                        if waiter is not None:
+                            st.leave(queue, waiter)
+                        waiter, queue = _Waiter(asyncio.get_running_loop()), exc.cap
+                        waiter.arm()
+                        st.join(queue, waiter)
+                    fut = waiter.fut
+                    assert fut is not None
+                    while True:
+                        head = st.is_head(queue, waiter)
+                        await asyncio.wait({fut}, timeout=self._timeout(head, poll, deadline))
+                        if fut.done() or head or time.monotonic() >= deadline:
+                            break
+                    poll = min(poll * 2, self._poll_max()) if head else _POLL_MIN
+                except LedgerUnavailableError as exc:
+                    self._release_lost(exc)
+                    if self.on_ledger_error != "fail_open":
+                        self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
+                        raise
+                    return self._local_hold(buckets, amount, exc)
+        finally:
+            if waiter is not None:
+                st.leave(queue, waiter)
 
-    def _first_poll(self) -> float:
+    @staticmethod
+    def _timeout(head: bool, poll: float, deadline: float) -> float:
+        """How long a waiter sleeps: the head until its next poll, the others a second at most."""
+        left = deadline - time.monotonic()
+        return max(min(left, poll * (0.5 + random.random()) if head else 1.0), 0.0)
+
+    def _poll_max(self) -> float:
         # a ledger only this process uses needs no polling: its settles wake the waiters
-        return _POLL_MAX * 4 if getattr(self.ledger, "in_process", False) else _POLL_MIN
+        return 1.0 if getattr(self.ledger, "in_process", False) else _POLL_MAX
 
     def _keep_waiting(self, exc: BudgetExceededError, amount: Decimal, deadline: float | None) -> float:
         """The deadline of a refused reservation that may wait; raises ``exc`` when it has passed."""

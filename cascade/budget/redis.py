@@ -199,7 +199,7 @@ class RedisLedger:
                 pool = redis.BlockingConnectionPool.from_url(
                     self.url,
                     max_connections=max_connections,
-                    timeout=timeout,
+                    timeout=max(10.0, timeout),  # waiting for a free connection is local congestion
                     socket_timeout=timeout,
                     socket_connect_timeout=timeout,
                     retry=Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),
@@ -331,7 +331,7 @@ class RedisLedger:
                 pool = redis.asyncio.BlockingConnectionPool.from_url(
                     self.url,
                     max_connections=self.max_connections,
-                    timeout=self.timeout,
+                    timeout=max(10.0, self.timeout),
                     socket_timeout=self.timeout,
                     socket_connect_timeout=self.timeout,
                     retry=redis.asyncio.retry.Retry(ExponentialBackoff(cap=0.05, base=0.005), 2),

@@ -1,0 +1,401 @@
+"""Ledger contention: SQLite and Redis under N processes, a Redis restart, waiting caps, a locked file.
+
+    .venv/bin/python benchmarks/ledger.py           # needs redis-server (apt-get install redis-server)
+    .venv/bin/python benchmarks/ledger.py --quick    # fewer requests
+
+1. Contention: N worker processes (1, 2, 4, 8), each with its own ledger client, run reserve + settle
+   through ``Budget`` against one day cap sized to stop them about halfway. Each request reserves
+   $0.01 and settles a random $0.002-0.01. Prints requests/s, p50/p99 reserve+settle latency, final
+   spend vs cap (overspend must be 0), under-use (cap left unspent) and holds left behind.
+2. Redis restarted midway (``SHUTDOWN``, then started again on the same port with its append-only
+   file): with ``fail_closed`` (no call without a reservation) and with ``fail_open`` (calls go on,
+   spend journaled locally and replayed when Redis is back).
+3. Caps that are used: 8 processes x 125 concurrent async requests whose worst case is 50x their real
+   cost, on a cap that fits 400 real calls; ``on_exceeded: stop`` vs ``wait`` vs ``wait`` with a
+   tier ``reserve`` of 2x the real cost. Prints the share of the cap spent.
+4. Event-loop stall: another process holds the SQLite write lock for 2 s while an async task reserves
+   through ``Budget.areserve``; a ticker measures the longest gap in the event loop (and, for
+   comparison, the same reservation made synchronously inside the loop).
+
+The Redis server is started here on a free port (``--appendonly yes --appendfsync everysec``).
+Timings are noisy on a shared machine: they are medians of what this run saw, not a promise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cascade.budget import Budget, Cap
+from cascade.budget.redis import RedisLedger
+from cascade.budget.sqlite import SQLiteLedger
+from cascade.errors import BudgetExceededError, LedgerUnavailableError
+from cascade.protocols import Ledger
+
+WORST = Decimal("0.01")
+CENT = Decimal("0.001")
+
+
+# -- a Redis server of our own -------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            sys.exit("benchmarks/ledger.py: redis-server not found (apt-get install -y redis-server)")
+        self.binary = binary
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                time.sleep(0.02)
+        client.close()
+
+    def shutdown(self) -> None:
+        """``SHUTDOWN`` (the append-only file is flushed), as an operator's restart would."""
+        import redis
+
+        client = redis.Redis(port=self.port)
+        with contextlib.suppress(redis.RedisError):
+            client.shutdown()
+        if self.proc is not None:
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def make_ledger(kind: str, where: str, prefix: str, timeout: float = 0.5) -> Ledger:
+    if kind == "sqlite":
+        return SQLiteLedger(where, lock_timeout=30)
+    return RedisLedger(where, prefix=prefix, timeout=timeout)
+
+
+# -- 1 and 2: contention ----------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    kind: str
+    where: str
+    prefix: str
+    cap: Decimal
+    requests: int
+    seed: int
+    on_ledger_error: str = "fail_closed"
+
+
+def worker(job: Job, start: Any) -> dict[str, Any]:
+    rng = random.Random(job.seed)
+    ledger = make_ledger(job.kind, job.where, job.prefix)
+    budget = Budget(
+        caps=(Cap(job.cap, "day"),),
+        ledger=ledger,
+        hold_ttl=30,
+        on_ledger_error=job.on_ledger_error,  # type: ignore[arg-type]
+    )
+    buckets = budget.buckets("bench", None)
+    lat: list[float] = []
+    ok = refused = unavailable = 0
+    charged = Decimal(0)
+    start.wait()
+    t0 = time.perf_counter()
+    for _ in range(job.requests):
+        actual = Decimal(rng.randint(2, 10)) * CENT
+        t = time.perf_counter()
+        try:
+            hold = budget.reserve(buckets, WORST)
+        except BudgetExceededError:
+            refused += 1
+            continue
+        except LedgerUnavailableError:
+            unavailable += 1  # fail_closed: no call is made
+            time.sleep(0.01)
+            continue
+        budget.settle(hold, actual)
+        lat.append(time.perf_counter() - t)
+        ok += 1
+        charged += actual
+    elapsed = time.perf_counter() - t0
+    deadline = time.monotonic() + 30
+    while budget.journal and time.monotonic() < deadline:  # write what the outage left in the journal
+        budget._state.down_until = 0
+        budget.replay()
+        if budget.journal:
+            time.sleep(0.2)
+    return {
+        "lat": lat,
+        "ok": ok,
+        "refused": refused,
+        "unavailable": unavailable,
+        "charged": charged,
+        "elapsed": elapsed,
+        "journal_left": len(budget.journal),
+    }
+
+
+def _run(out: Any, job: Job, start: Any) -> None:
+    out.put(worker(job, start))
+
+
+def contention(
+    kind: str,
+    where: str,
+    procs: int,
+    requests: int,
+    restart: Server | None = None,
+    on_ledger_error: str = "fail_closed",
+) -> dict[str, Any]:
+    prefix = f"bench:{os.getpid()}:{time.monotonic_ns()}"
+    total = procs * requests
+    cap = WORST * total * Decimal("0.6") / 2  # the mean actual is 0.6 x worst: stops them about halfway
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    out: Any = ctx.Queue()
+    jobs = [Job(kind, where, prefix, cap, requests, seed, on_ledger_error) for seed in range(procs)]
+    workers = [ctx.Process(target=_run, args=(out, j, start)) for j in jobs]
+    for w in workers:
+        w.start()
+    time.sleep(0.3)
+    start.set()
+    if restart is not None:
+        time.sleep(0.15)
+        restart.shutdown()
+        time.sleep(0.5)
+        restart.start()
+    results = [out.get(timeout=300) for _ in workers]
+    wall = max(r["elapsed"] for r in results)
+    for w in workers:
+        w.join()
+    ledger = make_ledger(kind, where, prefix)
+    bucket = Budget(caps=(Cap(cap, "day"),)).buckets("bench", None)[0][0]
+    spent = ledger.spent(bucket)
+    held = ledger.held(bucket)  # type: ignore[attr-defined]
+    lat = sorted(x for r in results for x in r["lat"])
+    ok = sum(r["ok"] for r in results)
+    charged = sum((r["charged"] for r in results), Decimal(0))
+    return {
+        "kind": kind,
+        "procs": procs,
+        "ok": ok,
+        "refused": sum(r["refused"] for r in results),
+        "unavailable": sum(r["unavailable"] for r in results),
+        "rps": (ok + sum(r["refused"] for r in results)) / wall,
+        "p50": lat[len(lat) // 2] * 1000 if lat else float("nan"),
+        "p99": lat[int(len(lat) * 0.99)] * 1000 if lat else float("nan"),
+        "cap": cap,
+        "spent": spent,
+        "charged": charged,
+        "overspend": max(spent - cap, Decimal(0)),
+        "underuse": (cap - spent) / cap if spent <= cap else Decimal(0),
+        "held": held,
+        "journal_left": sum(r["journal_left"] for r in results),
+    }
+
+
+def show(r: dict[str, Any], label: str = "") -> None:
+    print(
+        f"| {label or r['kind']} | {r['procs']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} |"
+        f" ${r['spent']:.3f} / ${r['cap']:.3f} | ${r['overspend']:.3f} | {float(r['underuse']) * 100:.2f}% |"
+        f" ${r['held']:.3f} | {r['ok']} ok, {r['refused']} refused, {r['unavailable']} unavailable |"
+        f" {'yes' if r['spent'] == r['charged'] else 'NO: ' + str(r['charged'])} |"
+    )
+
+
+# -- 3: caps that are used ------------------------------------------------------------------------
+
+
+REAL = Decimal("0.0001")
+
+
+def wait_worker(
+    kind: str, where: str, prefix: str, cap: Decimal, mode: str, worst: Decimal, n: int
+) -> Decimal:
+    ledger = make_ledger(kind, where, prefix)
+    budget = Budget(
+        caps=(Cap(cap, "total"),),
+        ledger=ledger,
+        on_exceeded="wait" if mode.startswith("wait") else "stop",
+        max_wait=30,
+    )
+    buckets = budget.buckets("bench", None)
+
+    async def one() -> Decimal:
+        try:
+            hold = await budget.areserve(buckets, worst)
+        except BudgetExceededError:
+            return Decimal(0)
+        await asyncio.sleep(0.005)  # the model call
+        await budget.asettle(hold, REAL)
+        return REAL
+
+    async def main() -> Decimal:
+        return sum(await asyncio.gather(*(one() for _ in range(n))), Decimal(0))
+
+    return asyncio.run(main())
+
+
+def caps_used(kind: str, where: str, procs: int = 8, per_proc: int = 125) -> None:
+    cap = REAL * 400
+    print(
+        f"\n{kind}: {procs} processes x {per_proc} concurrent requests, real cost ${REAL},"
+        f" cap ${cap} (400 calls)"
+    )
+    print("| mode | worst case reserved | calls made | spent / cap | share of cap spent | seconds |")
+    print("|---|---|---|---|---|---|")
+    for mode, worst in (("stop", REAL * 50), ("wait", REAL * 50), ("wait + reserve 2x", REAL * 2)):
+        prefix = f"bench:{os.getpid()}:{time.monotonic_ns()}"
+        if kind == "sqlite":
+            where = str(Path(tempfile.mkdtemp()) / "wait.sqlite3")
+        t = time.perf_counter()
+        with multiprocessing.get_context("fork").Pool(procs) as pool:
+            got = pool.starmap(wait_worker, [(kind, where, prefix, cap, mode, worst, per_proc)] * procs)
+        elapsed = time.perf_counter() - t
+        spent = make_ledger(kind, where, prefix).spent(
+            Budget(caps=(Cap(cap, "total"),)).buckets("bench", None)[0][0]
+        )
+        assert spent == sum(got, Decimal(0))
+        assert spent <= cap
+        print(
+            f"| {mode} | {worst / REAL:.0f}x | {spent / REAL:.0f} | ${spent} / ${cap} |"
+            f" {float(spent / cap) * 100:.1f}% | {elapsed:.2f} |"
+        )
+
+
+# -- 4: event-loop stall ---------------------------------------------------------------------------
+
+
+def stall(path: Path, hold_s: float = 2.0) -> None:
+    ledger = SQLiteLedger(path, lock_timeout=30)
+    budget = Budget(caps=(Cap(Decimal(1000), "day"),), ledger=ledger)
+    buckets = budget.buckets("bench", None)
+    budget.settle(budget.reserve(buckets, CENT), CENT)  # the file exists
+
+    def locker(ready: threading.Event) -> subprocess.Popen[bytes]:
+        code = (
+            "import sqlite3, time\n"
+            f"db = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+            "db.execute('BEGIN IMMEDIATE')\n"
+            "print('locked', flush=True)\n"
+            f"time.sleep({hold_s})\n"
+            "db.execute('ROLLBACK')\n"
+        )
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        return proc
+
+    async def run(sync_in_loop: bool) -> tuple[float, float]:
+        worst = 0.0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal worst
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                worst = max(worst, now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        proc = locker(threading.Event())
+        t = time.perf_counter()
+        if sync_in_loop:
+            budget.settle(budget.reserve(buckets, CENT), CENT)  # what the engine did before: blocks the loop
+        else:
+            await budget.asettle(await budget.areserve(buckets, CENT), CENT)
+        waited = time.perf_counter() - t
+        stop.set()
+        await tick
+        proc.wait()
+        return worst, waited
+
+    print(f"\nSQLite write lock held {hold_s:g} s by another process while an async task reserves:")
+    print("| how the reservation runs | longest event-loop gap | reservation waited |")
+    print("|---|---|---|")
+    for label, sync in (
+        ("Budget.areserve (a worker thread)", False),
+        ("ledger.reserve inside the loop", True),
+    ):
+        gap, waited = asyncio.run(run(sync))
+        print(f"| {label} | {gap * 1000:.1f} ms | {waited:.2f} s |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    requests = 250 if args.quick else 1000
+    workdir = Path(tempfile.mkdtemp(prefix="cascade-ledger-bench-"))
+    server = Server(workdir / "redis")
+    (workdir / "redis").mkdir()
+    server.start()
+    try:
+        print(
+            f"Contention: each process {requests} requests of reserve $0.01 + settle $0.002-0.01, one day cap"
+        )
+        print(
+            "| ledger | processes | requests/s | p50 ms | p99 ms | spent / cap | overspend | under-use |"
+            " held after | outcome | ledger = what was charged |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for kind in ("sqlite", "redis"):
+            for procs in (1, 2, 4, 8):
+                where = str(workdir / f"c{procs}.sqlite3") if kind == "sqlite" else server.url
+                show(contention(kind, where, procs, requests))
+        for mode in ("fail_closed", "fail_open"):
+            r = contention("redis", server.url, 8, requests, restart=server, on_ledger_error=mode)
+            show(r, f"redis, restarted midway, {mode}")
+        caps_used("redis", server.url)
+        caps_used("sqlite", "")
+        stall(workdir / "stall.sqlite3")
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
