@@ -280,3 +280,102 @@ def test_truncated_file_and_bad_card_are_one_line_errors(
     )
     assert main(["eval", str(pol_path), "--data", str(cut)]) == 1
     assert "not a price" in capsys.readouterr().err
+
+
+# -- the frontier family ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_frontier_family_is_written_and_eval_accepts_it(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, pol_path = files
+    fam = tmp_path / "fam.family.yaml"
+    assert main(["tune", str(pol_path), "--frontier", "4", "--out", str(fam), "--bootstrap", "20"]) == 0
+    tuned = capsys.readouterr().out
+    from cascade.evaluate import family
+
+    members = family.read_family(fam)
+    assert 2 <= len(members) <= 4
+    assert all(m.exists() and "tuned:" in m.read_text() for m in members)
+    assert "family AIQ" in fam.read_text() and "AIQ  family" in tuned
+    assert main(["eval", str(fam), "--bootstrap", "20", "--json", "-"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    costs = [m["cost_per_query_usd"] for m in f["members"]]
+    assert costs == sorted(costs) and len(costs) == len(members)
+    assert f["records"] == 300 and "held-out" in f["part"]
+    # the family reproduces the tuner's held-out figures member by member
+    for m in f["members"]:
+        assert f"{m['quality']:.4f}" in tuned
+    assert 0 < f["aiq"]["family"] <= 1
+
+
+def test_a_family_file_must_list_policies(tmp_path: Path) -> None:
+    from cascade.errors import ConfigurationError
+    from cascade.evaluate import family
+
+    bad = tmp_path / "f.yaml"
+    bad.write_text("family: []\n")
+    assert family.is_family(bad)
+    with pytest.raises(ConfigurationError, match="non-empty list"):
+        family.read_family(bad)
+    bad.write_text("family: [missing.yaml]\n")
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        family.read_family(bad)
+
+
+# -- the randomised boundary ---------------------------------------------------------------------
+
+
+def test_boundary_scorer_accepts_a_seeded_share_of_the_band() -> None:
+    from cascade.scorers.boundary import BoundaryScorer, coin
+    from cascade.types import Completion, Request, Score
+
+    class Half:
+        samples = 1
+
+        def score(self, request: Request, completion: Completion) -> Score:
+            return Score(value=0.5)
+
+    s = BoundaryScorer(Half(), above=0.8, below=0.5, p=0.3, seed=4)  # type: ignore[arg-type]
+    prompts = [f"q{i}" for i in range(2000)]
+    values = [s.score(Request.of(p), None).value for p in prompts]  # type: ignore[arg-type]
+    lifted = [v == 0.8 for v in values]
+    assert set(values) == {0.5, 0.8}
+    assert abs(np.mean(lifted) - 0.3) < 0.04
+    assert lifted == [coin(4, p) < 0.3 for p in prompts]  # the same coin the tuner simulates
+    assert [s.score(Request.of(p), None).value for p in prompts] == values  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_cost_cap_uses_a_randomised_boundary_that_replays_as_predicted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the packaged demo: agreement of three models gives four score levels, and at this cap the best
+    # deterministic threshold leaves budget unused
+    import cascade
+
+    pol = Path(cascade.__file__).parent / "demo" / "demo.yaml"
+    data = pol.parent / "gsm8k-demo.jsonl.gz"
+    out = tmp_path / "cap.yaml"
+    t = tune(pol, outcomes.load(data), Objective(cost_cap=3e-4), depth=2, seed=0)
+    assert t.choice is not None
+    assert t.boundary is not None
+    assert 0 < t.boundary.p < 1 and t.boundary.cost <= 3e-4
+    assert t.boundary.quality > t.choice.quality
+    assert main(["tune", str(pol), "--cost-cap", "3e-4", "--depth", "2", "--seed", "0",
+                 "--out", str(out), "--bootstrap", "20", "--json", "-"]) == 0  # fmt: skip
+    predicted = json.loads(capsys.readouterr().out)
+    text = out.read_text()
+    assert "kind: boundary" in text and "randomised boundary" in text
+    assert main(["eval", str(out), "--bootstrap", "20", "--json", "-"]) == 0
+    replayed = json.loads(capsys.readouterr().out)
+    assert replayed["records"] == predicted["records"]
+    assert replayed["quality"]["value"] == pytest.approx(predicted["quality"]["value"])
+    assert replayed["cost_per_query_usd"]["value"] == pytest.approx(predicted["cost_per_query_usd"]["value"])
+
+
+def test_without_randomise_the_choice_is_deterministic(files: tuple[Path, Path]) -> None:
+    data_path, pol_path = files
+    t = tune(pol_path, outcomes.load(data_path), Objective(cost_cap=1e-4, confidence=0.0), randomise=False)
+    assert t.boundary is None
