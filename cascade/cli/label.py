@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  every model labelled on {labelled} rows")
     if judge_budget is not None:
         print(
-            f"  judge: {judge_budget.calls} ratings, ${judge_budget.spent} spent"
+            f"  judge: {judge_budget.calls} calls, ${judge_budget.spent} spent"
+            + (f", {judge_budget.failed} without a verdict" if judge_budget.failed else "")
             + (f", {judge_budget.skipped} samples left unlabelled (budget)" if judge_budget.skipped else "")
         )
     if len(sources) > 1:

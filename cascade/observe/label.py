@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cascade.errors import ConfigurationError
+from cascade.errors import ConfigurationError, ProviderError, ScorerError
 from cascade.observe.logfile import meta
 
 # a source's labels for one row: model -> one label (or None) per sample
@@ -130,6 +130,7 @@ class JudgeBudget:
     spent: Decimal = Decimal(0)
     calls: int = 0
     skipped: int = 0
+    failed: int = 0
 
 
 def from_judge(scorer: Any, budget: JudgeBudget) -> Source:
@@ -149,9 +150,15 @@ def from_judge(scorer: Any, budget: JudgeBudget) -> Source:
                     budget.skipped += isinstance(text, str)
                     labels.append(None)
                     continue
-                score = scorer.score(request, Completion((Sample(text),), Usage(), m))
-                budget.spent += score.cost
                 budget.calls += 1
+                try:
+                    score = scorer.score(request, Completion((Sample(text),), Usage(), m))
+                except (ScorerError, ProviderError) as exc:  # no verdict: unlabelled, its cost counted
+                    budget.spent += exc.cost if isinstance(exc, ScorerError) else Decimal(0)
+                    budget.failed += 1
+                    labels.append(None)
+                    continue
+                budget.spent += score.cost
                 labels.append(float(score.value))
             out[m] = labels
         return out if any(v is not None for ls in out.values() for v in ls) else None

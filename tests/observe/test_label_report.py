@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,44 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["report", str(tmp_path), "--since", "soon"]) == 2
     assert main(["report", str(tmp_path)]) == 0
     assert "skipped 1 line" in capsys.readouterr().err
+
+
+JUDGE = """\
+kind: judge
+provider: scripted
+model: judge-model
+price: {input: 1, output: 1}
+options: {answers: ["[[9]]"], input_tokens: 1000, output_tokens: 20}
+retry: {attempts: 1}
+"""
+
+
+def test_judge_labels_within_a_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs = tmp_path / "logs"
+    c, _ = observed(logs, include_text=True)
+    for i in range(3):
+        c.run(f"question {i}")
+    c.close()
+    (tmp_path / "judge.yaml").write_text(JUDGE)
+    out = tmp_path / "judged.jsonl"
+    args = ["label", str(logs), "--reference", "judge", "--judge", str(tmp_path / "judge.yaml")]
+    assert main([*args, "--judge-budget", "0.003", "--rows", "all", "--out", str(out)]) == 0
+    labels = [
+        s["quality"]
+        for line in out.read_text().splitlines()
+        for m in json.loads(line)["responses"].values()
+        for s in m
+    ]
+    assert labels.count(None) == 3 and all(q == pytest.approx(8 / 9) for q in labels if q is not None)
+    assert "judge: 3 calls, $0.00306 spent, 3 samples left unlabelled (budget)" in capsys.readouterr().out
+
+
+def test_judge_needs_texts(tmp_path: Path) -> None:
+    c, _ = observed(tmp_path)
+    c.run("q")
+    c.close()
+    from cascade.observe.logfile import read_log
+
+    [row] = read_log([str(tmp_path)]).rows
+    budget = lab.JudgeBudget(Decimal(1))
+    assert lab.from_judge(object(), budget)(row) is None  # a hashed prompt cannot be judged
