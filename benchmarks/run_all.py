@@ -342,7 +342,64 @@ def one(name: str, data_dir: Path, folder: Path, seed: int = 0) -> dict[str, Any
         if spec["tune"].get("skip"):
             row["route"] = route_figures(tuning, spec["pair"])
     row["beats_best_mix"] = bool(row["aiq_tuned"] > row["aiq_best_mix"])
+    row["risk"] = risk_row(sk, data, kw, seed)  # issue 10: --max-drop 0.01 --risk 0.05 beside 1-SE
     return row
+
+
+def risk_row(sk: Path, data: Any, kw: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The same set tuned with ``--max-drop 0.01 --risk 0.05`` (Learn-then-Test), held out."""
+    from cascade.evaluate import held_out
+    from cascade.evaluate.tune import Objective, tune
+    from cascade.evaluate.write import render, tuned_raw
+    from cascade.policy import loader
+
+    started = time.perf_counter()
+    t = tune(sk, data, Objective(max_drop=0.01, risk=0.05), seed=seed, **kw)
+    took = round(time.perf_counter() - started, 1)
+    if t.choice is None or t.guarantee is None:
+        return {"error": "; ".join(t.notes) or "no choice", "tune_seconds": took}
+    policy = loader.loads(render(tuned_raw(sk, t, t.choice), [], {}), source="risk")
+    f = held_out(t, t.choice, policy, reps=300, seed=seed).figures
+    g = t.guarantee
+    return {
+        "policy": " -> ".join(
+            tier["model"] + (f" (+{len(c.partners)} voters)" if c.partners else "")
+            for tier, c in zip(f["tiers"], [t.candidates[i] for i in t.choice.tiers], strict=True)
+        ),
+        "quality": f["quality"],
+        "cost": f["cost_per_query_usd"],
+        "best_single": f["best_single"]["model"],
+        "best_quality": f["best_single"]["quality"]["value"],
+        "cost_share": f["vs_best"]["cost_share"],
+        "vs_reference": f.get("vs_reference"),
+        "calibration": g.calibration,
+        "passed": g.rejected,
+        "fallback": g.fallback,
+        "tune_seconds": took,
+    }
+
+
+def risk_line(r: dict[str, Any]) -> str:
+    k = r["risk"]
+    label = f"{r['set']}, `--max-drop 0.01 --risk 0.05`"
+    if "error" in k:
+        return f"| {label} | {k['error']} | | | | | | | {k['tune_seconds']} |"
+    q, ref = k["quality"], k.get("vs_reference")
+    drop = (
+        "-"
+        if not ref
+        else f"{ref['model']}: {num(ref['quality_delta']['value'], '+.4f')}, {pct(ref['cost_share'])}"
+    )
+    why = (
+        f"no cheaper setting passed ({k['calibration']} calibration records)"
+        if k["fallback"]
+        else f"{k['passed']} settings passed on {k['calibration']} calibration records"
+    )
+    return (
+        f"| {label} | {k['policy']} | {num(q['value'])} [{num(q['low'])}, {num(q['high'])}] "
+        f"| {k['best_single']}: {num(k['best_quality'])}, {pct(k['cost_share'])} | {drop} | {why} | | |"
+        f" {k['tune_seconds']} |"
+    )
 
 
 def pct(d: dict[str, Any] | None) -> str:
@@ -397,6 +454,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f" / {num(r.get('aiq_all_singles'))}"
             f" | {gap} | {r['tune_seconds']} |"
         )
+        if r.get("risk"):
+            lines.append(risk_line(r))
     return head + "\n".join(lines) + "\n"
 
 
