@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cascade import observe, registry
 from cascade.budget import Budget, Cap
 from cascade.engine.loop import OnExhausted, Tier
+from cascade.engine.reuse import ReusingProvider, call_key
 from cascade.errors import ConfigurationError
 from cascade.money import FREE, Price
 from cascade.policy import loader
@@ -45,12 +46,25 @@ class BuildContext:
         return p if p.is_absolute() else self.base_dir / p
 
     def build_provider(self, spec: TierSpec) -> Provider:
+        """The provider ``spec`` names, for a scorer (a mixture source, a judge): within a run it
+        reuses samples already bought from the same call (:mod:`cascade.engine.reuse`)."""
+        return ReusingProvider(self.make_provider(spec), self.call_key(spec))
+
+    def make_provider(self, spec: TierSpec) -> Provider:
+        """The provider ``spec`` names, as is (a tier's: the engine reuses tier calls itself)."""
         if spec.name in self.overrides:
             return self.overrides[spec.name]
         cls = registry.PROVIDERS.get(spec.provider)
         options = cls.Options.model_validate(spec.options)
         provider: Provider = cls.from_config(spec, options, self)
         return provider
+
+    def call_key(self, spec: TierSpec) -> str:
+        """What makes a call of ``spec`` the same call as another's (provider, model, options, params)."""
+        kind = spec.provider
+        if spec.name in self.overrides:  # a provider object passed in Python is its own kind
+            kind = f"object:{id(self.overrides[spec.name])}"
+        return call_key(kind, spec.model, spec.options, spec.params.model_dump(mode="json"))
 
     def build_scorer(self, spec: ScorerSpec) -> Scorer:
         cls = registry.SCORERS.get(spec.kind)
@@ -122,7 +136,7 @@ def assemble(
     tiers = []
     for spec in policy.tiers:
         ctx.tier = spec
-        provider = ctx.build_provider(spec)
+        provider = ctx.make_provider(spec)
         scorer = ctx.build_scorer(spec.scorer) if spec.scorer is not None else None
         r = spec.retry
         tiers.append(
@@ -136,6 +150,7 @@ def assemble(
                 provider_kind=spec.provider,
                 max_tokens=spec.params.max_tokens,
                 reserve_output_tokens=spec.reserve.output_tokens if spec.reserve else None,
+                call_key=ctx.call_key(spec),
             )
         )
     ctx.tier = None

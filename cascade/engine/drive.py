@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
+from cascade.engine import reuse
 from cascade.engine.loop import (
     SETTLED,
     Action,
@@ -29,7 +30,7 @@ from cascade.engine.loop import (
 from cascade.errors import BudgetExceededError, ProviderError, ScorerError
 from cascade.logging import get_logger
 from cascade.retry import acall_with_retry, call_with_retry
-from cascade.types import ZERO, CascadeResult
+from cascade.types import ZERO, CascadeResult, Completion
 
 T = TypeVar("T")
 Steps = Generator[Action, Outcome, CascadeResult]
@@ -82,25 +83,33 @@ def execute(action: Action) -> Outcome:
         action.budget.settle(action.hold, action.amount)
         return SETTLED
     start = time.perf_counter()
-    tier, request = action.tier, action.request
+    tier, request, cache = action.tier, action.request, action.cache
     if isinstance(action, Call):
+        n = action.n
+        if cache is not None and tier.call_key:
+            key = tier.call_key
+            fn: Callable[[], Completion] = lambda: cache.complete(key, tier.provider, request, n)  # noqa: E731
+        else:
+            fn = lambda: tier.provider.complete(request, n)  # noqa: E731
         try:
-            completion, retries = call_with_retry(
-                lambda: tier.provider.complete(request, action.n), tier.retry
-            )
+            completion, retries = call_with_retry(fn, tier.retry)
         except ProviderError as exc:
             return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
         return CallOutcome(completion, None, retries, time.perf_counter() - start)
     assert tier.scorer is not None
+    token = reuse.current.set(cache) if cache is not None else None  # the scorer's providers reuse too
     try:
         score = tier.scorer.score(request, action.completion)
     except (ScorerError, ProviderError) as exc:
         return RateOutcome(None, exc, time.perf_counter() - start)
+    finally:
+        if token is not None:
+            reuse.current.reset(token)
     return RateOutcome(score, None, time.perf_counter() - start)
 
 
 async def aexecute(action: Action) -> Outcome:
-    """Async :func:`execute`."""
+    """Async :func:`execute`: ledger calls run off the event loop and are shielded."""
     if isinstance(action, Reserve):
         return await _areserve(action)
     if isinstance(action, Settle):
@@ -108,20 +117,28 @@ async def aexecute(action: Action) -> Outcome:
         await asyncio.shield(_background(action.budget.asettle(action.hold, action.amount)))
         return SETTLED
     start = time.perf_counter()
-    tier, request = action.tier, action.request
+    tier, request, cache = action.tier, action.request, action.cache
     if isinstance(action, Call):
+        n = action.n
+        if cache is not None and tier.call_key:
+            key = tier.call_key
+            afn: Callable[[], Awaitable[Completion]] = lambda: cache.acomplete(key, tier.provider, request, n)  # noqa: E731
+        else:
+            afn = lambda: tier.provider.acomplete(request, n)  # noqa: E731
         try:
-            completion, retries = await acall_with_retry(
-                lambda: tier.provider.acomplete(request, action.n), tier.retry
-            )
+            completion, retries = await acall_with_retry(afn, tier.retry)
         except ProviderError as exc:
             return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
         return CallOutcome(completion, None, retries, time.perf_counter() - start)
     assert tier.scorer is not None
+    token = reuse.current.set(cache) if cache is not None else None
     try:
         score = await tier.scorer.ascore(request, action.completion)
     except (ScorerError, ProviderError) as exc:
         return RateOutcome(None, exc, time.perf_counter() - start)
+    finally:
+        if token is not None:
+            reuse.current.reset(token)
     return RateOutcome(score, None, time.perf_counter() - start)
 
 

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import structlog
 
 from cascade.budget import Budget
+from cascade.engine.reuse import SampleCache
 from cascade.errors import (
     AllTiersFailedError,
     BudgetExceededError,
@@ -66,6 +67,7 @@ class Tier:
     provider_kind: str = ""
     max_tokens: int = 1024
     reserve_output_tokens: int | None = None  # policy `reserve: {output_tokens: N}`: reserved per sample
+    call_key: str = ""  # same key, same call: its samples are reused within a run ("": never reused)
 
     @property
     def samples(self) -> int:
@@ -104,6 +106,7 @@ class Call:
     tier: Tier
     request: Request
     n: int
+    cache: SampleCache | None = None  # the run's samples (reused when the tier has a call key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,7 @@ class Rate:
     tier: Tier
     request: Request
     completion: Completion
+    cache: SampleCache | None = None  # the run's samples, for the providers the scorer calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +217,8 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
 
     # 2. call the provider (the driver retries transient errors)
     try:
-        call = yield Call(tier, request, tier.samples)
+        reused_before = run.cache.reused
+        call = yield Call(tier, request, tier.samples, run.cache)
     except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
         if hold is not None:
             yield from _abandon(run, exc, hold, worst, base)
@@ -231,7 +236,7 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
     rated: RateOutcome | None = None
     if tier.scorer is not None:
         try:
-            outcome = yield Rate(tier, request, completion)
+            outcome = yield Rate(tier, request, completion, run.cache)
         except BaseException as exc:
             if hold is not None:
                 cut_off = cost + tier.scorer.max_cost(request, tier.max_tokens)
@@ -247,7 +252,8 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
         yield Settle(s.budget, hold, cost + scorer_cost)
 
     # 4. decide
-    return run.decide(tier, is_last, base, call, completion, cost, rated, scorer_cost)
+    reused = run.cache.reused - reused_before
+    return run.decide(tier, is_last, base, call, completion, cost, rated, scorer_cost, reused)
 
 
 class _Run:
@@ -256,6 +262,7 @@ class _Run:
     __slots__ = (
         "attempts",
         "buckets",
+        "cache",
         "candidates",
         "capped",
         "log",
@@ -275,6 +282,7 @@ class _Run:
         self.attempts: list[Attempt] = []
         self.candidates: list[_Candidate] = []
         self.spent = ZERO
+        self.cache = SampleCache()
         self.buckets = s.budget.buckets(s.name, request.budget_key) if s.budget.ledger is not None else ()
         self.capped = s.budget.per_request is not None or bool(self.buckets)
         if self.log is not None:
@@ -350,6 +358,7 @@ class _Run:
         cost: Decimal,
         rated: RateOutcome | None,
         scorer_cost: Decimal,
+        reused: int,
     ) -> CascadeResult | None:
         """Accept or escalate a scored completion; the result when accepted."""
         score = rated.score if rated is not None else None
@@ -377,6 +386,7 @@ class _Run:
                 tool_calls=sample.tool_calls,
                 score_detail=dict(score.detail) if score is not None else {},
                 usage_source=completion.usage_source,
+                reused_samples=reused,
             )
         )
         log = self.log
@@ -394,6 +404,7 @@ class _Run:
                 scorer_cost=str(scorer_cost),
                 latency_ms=round(latency * 1000, 3),
                 retries=call.retries,
+                **({"reused_samples": reused} if reused else {}),
             )
         candidate = _Candidate(sample, value, tier, completion.model or tier.provider.model)
         if accepted:
