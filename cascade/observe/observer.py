@@ -7,14 +7,17 @@ engine's, unchanged but for the ``pinned`` entries in the trace of a pinned sess
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator
 from dataclasses import replace
 from typing import Any
 
+import structlog
+
 from cascade.engine.loop import Call, CallOutcome, Rate, RateOutcome, Settings, Tier, steps
 from cascade.errors import CascadeError, ProviderError, ScorerError
-from cascade.logging import get_logger
+from cascade.logging import _stdlib, get_logger
 from cascade.observe.metrics import PrometheusMetrics
 from cascade.observe.outcome_log import OutcomeLog
 from cascade.observe.record import Row, TierOutcome, card, render
@@ -117,8 +120,10 @@ class Observer:
             missing = [t for t in self.tiers if t.name not in row.tiers]
             if missing:
                 if self.shadow.submit(lambda: self._shadow(row, missing)):
+                    _event("cascade.shadow_sampled", policy=row.policy, tiers=[t.name for t in missing])
                     return
                 row.shadow, row.shadow_skipped = False, "dropped"
+                _event("cascade.shadow_dropped", policy=row.policy, pending=self.shadow.pending)
         if self.log is not None:
             self.log.write(row)
 
@@ -207,9 +212,14 @@ def _pinned(result: CascadeResult, skipped: tuple[Tier, ...], session: str | Non
         )
         for t in skipped
     )
-    log = get_logger()
-    log.info("cascade.pinned", policy=result.policy, session=session, start=target, skipped=len(skipped))
+    _event("cascade.pinned", policy=result.policy, session=session, start=target, skipped=len(skipped))
     return replace(result, attempts=pinned + result.attempts)
+
+
+def _event(name: str, **fields: Any) -> None:
+    """An info event, built only when someone listens (as the engine's events)."""
+    if structlog.is_configured() or _stdlib.isEnabledFor(logging.INFO):
+        get_logger().info(name, **fields)
 
 
 __all__ = ["Observer"]

@@ -3,8 +3,9 @@
 ``write(row)`` puts the row on a bounded queue and returns at once; when the queue is full the row
 is dropped, counted (:attr:`OutcomeLog.dropped`) and logged (``cascade.outcome_log_dropped``, at
 most once a second), so writing never blocks or fails a request. The writer thread serialises
-rows to JSON Lines and flushes at least every ``flush_interval`` seconds (a crash loses at most the
-rows of the last interval). Files rotate by UTC day: ``outcomes.jsonl`` is written as
+rows to JSON Lines and appends them at least every ``flush_interval`` seconds (a crash loses at most
+the rows of the last interval), whole lines in one ``write`` to an ``O_APPEND`` file, so several
+processes may share a log path. Files rotate by UTC day: ``outcomes.jsonl`` is written as
 ``outcomes-2026-11-28.jsonl``, with a ``.card.json`` beside it naming the policy's models and
 prices, so each day's file is a recorded-outcomes file that ``cascade eval``/``tune`` can read.
 """
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from cascade.logging import get_logger
 
@@ -63,7 +64,7 @@ class OutcomeLog:
         self._last_drop_log = 0.0
         self._lock = threading.Lock()
         self._closed = False
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
         self._day = ""
         self._thread = threading.Thread(target=self._work, name="cascade-outcome-log", daemon=True)
         self._thread.start()
@@ -109,26 +110,30 @@ class OutcomeLog:
 
     # -- the writer thread --------------------------------------------------------------------------
 
-    def _open(self) -> IO[str]:
+    def _open(self) -> int:
         day = self._clock()
-        if self._file is not None and day == self._day:
-            return self._file
-        if self._file is not None:
-            self._file.close()
+        if self._fd is not None and day == self._day:
+            return self._fd
+        self._close_fd()
         path = day_path(self.base, day)
         path.parent.mkdir(parents=True, exist_ok=True)
         card_path = path.with_name(path.name[: -len(".jsonl")] + ".card.json")
         if self.card and not card_path.exists():
             card_path.write_text(json.dumps(self.card, indent=2) + "\n", encoding="utf-8")
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across rows
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._day = day
-        return self._file
+        return self._fd
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _work(self) -> None:
         last_flush = time.monotonic()
-        pending = False
+        lines: list[bytes] = []
         while True:
-            timeout = max(0.0, self.flush_interval - (time.monotonic() - last_flush)) if pending else None
+            timeout = max(0.0, self.flush_interval - (time.monotonic() - last_flush)) if lines else None
             try:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -138,29 +143,34 @@ class OutcomeLog:
             if item is not None:
                 try:
                     data = self.render(item) if self.render is not None else item
-                    line = json.dumps(data, ensure_ascii=False, default=str)
-                    self._open().write(line + "\n")
-                    self.written += 1
-                    pending = True
-                except Exception as exc:  # a bad row or a full disk: counted and logged, never raised
-                    self.errors += 1
-                    get_logger().error("cascade.outcome_log_error", error=f"{type(exc).__name__}: {exc}")
-            if pending and time.monotonic() - last_flush >= self.flush_interval:
-                self._flush()
-                last_flush, pending = time.monotonic(), False
-        self._flush()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+                    lines.append(json.dumps(data, ensure_ascii=False, default=str).encode() + b"\n")
+                except Exception as exc:  # a row that cannot be rendered: counted and logged, never raised
+                    self._error(exc)
+            if lines and (time.monotonic() - last_flush >= self.flush_interval or len(lines) >= 1000):
+                self._write(lines)
+                lines = []
+                last_flush = time.monotonic()
+        if lines:
+            self._write(lines)
+        self._close_fd()
 
-    def _flush(self) -> None:
-        if self._file is None:
-            return
+    def _write(self, lines: list[bytes]) -> None:
+        """Append whole lines with one ``write`` on an ``O_APPEND`` file: processes and cascades
+        sharing a log never interleave inside a row."""
         try:
-            self._file.flush()
-        except OSError as exc:
-            self.errors += 1
-            get_logger().error("cascade.outcome_log_error", error=f"{type(exc).__name__}: {exc}")
+            fd = self._open()
+            chunk = memoryview(b"".join(lines))
+            while chunk:
+                chunk = chunk[os.write(fd, chunk) :]
+            self.written += len(lines)
+        except OSError as exc:  # a full disk, a removed folder: the rows are lost, counted and logged
+            with self._lock:
+                self.dropped += len(lines)
+            self._error(exc)
+
+    def _error(self, exc: BaseException) -> None:
+        self.errors += 1
+        get_logger().error("cascade.outcome_log_error", error=f"{type(exc).__name__}: {exc}")
 
 
 def log_files(paths: list[str] | tuple[str, ...]) -> list[Path]:

@@ -188,3 +188,16 @@ async def test_pinning_works_async(tmp_path: Path) -> None:
     again = await c.arun("q", session="s")
     assert again.attempts[0].reason.startswith("pinned")
     await c.aclose()
+
+
+def test_decisions_are_logged_events(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    c, _ = observed(tmp_path, rate=1.0, pins=SessionPins(60))
+    with capture_logs() as events:
+        c.run("q", session="s")
+        c.run("q", session="s")
+    c.close()
+    names = [e["event"] for e in events]
+    assert "cascade.shadow_sampled" in names and "cascade.pinned" in names
+    assert not any(v == "q" for e in events for v in e.values())  # no prompt text in events

@@ -87,3 +87,30 @@ def test_writes_after_close_are_dropped(tmp_path: Path) -> None:
 def test_day_path() -> None:
     assert day_path(Path("logs/outcomes.jsonl"), "2026-11-28") == Path("logs/outcomes-2026-11-28.jsonl")
     assert day_path(Path("logs/out"), "2026-11-28") == Path("logs/out-2026-11-28.jsonl")
+
+
+def test_logs_sharing_a_path_never_interleave_inside_a_row(tmp_path: Path) -> None:
+    logs = [OutcomeLog(tmp_path / "o.jsonl", clock=lambda: "d", flush_interval=0.001) for _ in range(3)]
+    big = "x" * 5000  # rows larger than a buffer's page
+
+    def fill(log: OutcomeLog, who: int) -> None:
+        for i in range(300):
+            log.write({"who": who, "i": i, "pad": big})
+
+    threads = [threading.Thread(target=fill, args=(log, n)) for n, log in enumerate(logs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for log in logs:
+        log.close()
+    rows = [json.loads(line) for line in (tmp_path / "o-d.jsonl").read_text().splitlines()]
+    assert len(rows) == 900 and all(r["pad"] == big for r in rows)
+
+
+def test_a_failing_disk_counts_rows_as_dropped(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a file where the log folder should be")
+    log = OutcomeLog(tmp_path / "blocked" / "o.jsonl")
+    assert log.write({"id": "1"})  # accepted: the caller never sees the disk
+    log.close()
+    assert log.written == 0 and log.dropped == 1 and log.errors == 1
