@@ -33,7 +33,7 @@ import email.utils
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from types import ModuleType
@@ -298,16 +298,27 @@ def http_client(factory: Callable[..., httpx2.Client]) -> httpx2.Client:
     return factory(transport=transport)
 
 
-@contextlib.asynccontextmanager
-async def adeadline(seconds: float, provider: str) -> AsyncIterator[None]:
+class adeadline:  # noqa: N801 - used like a function: ``async with adeadline(...)``
     """The async call inside gives up after ``seconds`` with :class:`ProviderTimeoutError`."""
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError:
-        raise ProviderTimeoutError(
-            f"{provider}: no complete answer within the tier's timeout of {seconds:g} s", provider=provider
-        ) from None
+
+    __slots__ = ("_provider", "_seconds", "_timeout")
+
+    def __init__(self, seconds: float, provider: str) -> None:
+        self._seconds = seconds
+        self._provider = provider
+        self._timeout = asyncio.timeout(seconds)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self._timeout.__aexit__(kind, exc, tb)
+        except TimeoutError:
+            raise ProviderTimeoutError(
+                f"{self._provider}: no complete answer within the tier's timeout of {self._seconds:g} s",
+                provider=self._provider,
+            ) from None
 
 
 # -- usage sanity -----------------------------------------------------------------------------
@@ -350,7 +361,7 @@ def estimate_output_tokens(samples: Sequence[Sample]) -> int:
     for s in samples:
         texts = [s.text] + [json.dumps(dict(tc.arguments)) + tc.name for tc in s.tool_calls]
         for text in texts:
-            ascii_chars = sum(1 for ch in text if ch < "\x80")
+            ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
             total += math.ceil(ascii_chars / 3) + (len(text) - ascii_chars) + 1
     return total
 
@@ -427,7 +438,7 @@ def estimate_input_tokens(request: Request) -> int:
     texts += [json.dumps(t) for t in request.tools]
     total = 0
     for text in texts:
-        ascii_chars = sum(1 for ch in text if ch < "\x80")
+        ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
         total += math.ceil(ascii_chars / 3) + (len(text) - ascii_chars)
     return total + 8 * len(request.messages) + 16
 
