@@ -37,7 +37,7 @@ SETS: dict[str, dict[str, Any]] = {
     "gsm8k-zeroeval": {
         "tiers": [("gemini-1.5-flash", sc(1, "number"), {})],
         # votes of up to four cheap models (the tier's own and three partners) as a first tier
-        "tune": {"models": "all", "partners": 3, "target": "best"},
+        "tune": {"models": "all", "partners": 3, "target": "best", "skip": 2},
     },
     "date-mot-3tier": {
         "tiers": [
@@ -255,9 +255,28 @@ def route_figures(tuning: Any, pair: tuple[str, str], levels: int = 60) -> dict[
     return None if best is None else best[1]
 
 
+def _train_cpt50(tuning: Any, first: int, last: int, pair: tuple[str, str]) -> float:
+    """CPT(50%) of ``first -> last`` over every threshold of ``first`` on the training half (its
+    out-of-fold scores, for a learned scorer)."""
+    from cascade.evaluate.metrics import gap_metrics
+    from cascade.evaluate.simulate import sweep
+
+    es, rows = tuning.evalset, tuning.train
+    a, b = tuning.candidates[first].scored.take(rows), tuning.candidates[last].bare.take(rows)
+    s = a.score[np.isfinite(a.score)]
+    levels = np.r_[np.unique(np.quantile(s, np.linspace(0, 1, 101))), np.inf]
+    grid = np.column_stack([levels, np.full(len(levels), np.nan)])
+    q, _, strong = sweep([a, b], grid)
+    qw = float(es.quality[rows, es.models.index(pair[0])].mean())
+    qs = float(es.quality[rows, es.models.index(pair[1])].mean())
+    g = gap_metrics(strong.mean(axis=1), q.mean(axis=1), qw, qs)
+    return 1.0 if g.cpt50 is None else g.cpt50
+
+
 def pair_figures(tuning: Any, sk: Path, pair: tuple[str, str], seed: int) -> dict[str, Any] | None:
-    """RouteLLM's metrics for a weak -> strong cascade: the weak model's best-scored candidate (its
-    classifier when one was trained) before the strong model, over every threshold, held out."""
+    """RouteLLM's metrics for a weak -> strong cascade: the weak model's scored candidate with the
+    best CPT(50%) on the training half (a classifier or verifier when trained: their out-of-fold
+    scores) before the strong model, over every threshold, held out."""
     from cascade.evaluate import held_out
     from cascade.evaluate.tune import Setting
     from cascade.evaluate.write import render, tuned_raw
@@ -271,7 +290,8 @@ def pair_figures(tuning: Any, sk: Path, pair: tuple[str, str], seed: int) -> dic
     last = [i for i, c in enumerate(cands) if c.spec.model == strong and c.bare is not None]
     if not scored or not last:
         return None
-    first = max(scored, key=lambda i: cands[i].name.endswith("-clf"))
+    scored = [i for i in scored if cands[i].scored.skipped is None]  # type: ignore[union-attr]
+    first = min(scored, key=lambda i: _train_cpt50(tuning, i, last[0], pair))  # chosen on the training half
     setting = Setting((first, last[0]), (0.5,), 0.0, 0.0)
     policy = loader.loads(render(tuned_raw(sk, tuning, setting), [], {}), source="pair")
     figures: dict[str, Any] | None = held_out(tuning, setting, policy, reps=300, seed=seed).figures.get(

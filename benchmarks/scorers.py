@@ -12,7 +12,7 @@ perfectly calibrated scorer with the same confidences would show on this many ex
 noise floor of the estimate).
 
     python benchmarks/scorers.py            # everything (a few minutes on 2 cores)
-    python benchmarks/scorers.py --only sc  # self-consistency | judge | classifier (sc, judge, clf)
+    python benchmarks/scorers.py --only ver  # one of: sc, judge, clf (classifier), ver (verifier)
 
 Reads ``../shared/data`` (or ``$CASCADE_DATA``); exits with a message where it is absent.
 """
@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -332,9 +333,183 @@ def bench_classifier() -> tuple[list[Row], list[str]]:
     return rows, notes
 
 
+# -- verifier -----------------------------------------------------------------------------------
+
+# set -> (model, verifier options without path, tier options for the replayed model)
+VERIFIER_PLAN: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+    (
+        "gsm8k-zeroeval",
+        "Meta-Llama-3-8B-Instruct",
+        {
+            "answer": "number",
+            "partners": [
+                {"samples": 1, "model": "Phi-3.5-mini-instruct"},
+                {"samples": 1, "model": "Qwen2-7B-Instruct"},
+            ],
+            "checks": ["arithmetic"],
+        },
+        {},
+    ),
+    (
+        "routerbench-arc",
+        "mistral-7b-chat",
+        {
+            "answer": "choice",
+            "partners": [
+                {"samples": 1, "model": "WizardLM-13B-V1.2"},
+                {"samples": 1, "model": "mixtral-8x7b-chat"},
+            ],
+        },
+        {},
+    ),
+    (
+        "routerbench-mbpp",
+        "mistral-7b-chat",
+        {"partners": [{"samples": 1, "model": "code-llama-instruct-34b-chat"}]},
+        {},
+    ),
+    (
+        "crux-o-samples",
+        "codellama-7b",
+        {"k": 10, "answer": "literal", "partners": [{"samples": 1, "model": "deepseek-instruct-6.7b"}]},
+        {},
+    ),
+    (
+        "crux-i-samples",
+        "codellama-7b",
+        {"k": 10, "answer": "literal", "partners": [{"samples": 1, "model": "deepseek-instruct-6.7b"}]},
+        {},
+    ),
+    (
+        "date-mot-3tier",
+        "gpt-3.5-turbo-0613",
+        {"k": 10, "answer": "date", "partners": [{"samples": 10, "options": {"variant": "pot"}}]},
+        {"variant": "cot"},
+    ),
+    (
+        "arena-judge",
+        "Mixtral-8x7B-Instruct-v0.1",
+        {
+            "scorers": {
+                "judge": {
+                    "kind": "judge",
+                    "provider": "replay_judge",
+                    "model": "gpt-4-judge",
+                    "options": {"path": "{path}"},
+                    "price": {"input": 30, "output": 60},
+                }
+            }
+        },
+        {},
+    ),
+]
+
+
+def bench_verifier() -> tuple[list[Row], list[str]]:
+    """The verifier against each single signal it combines, on the same held-out answers (the
+    file's split, else a seeded half): own-sample agreement, partner agreement, the arithmetic
+    check, another scorer's score, and the text classifier alone (same training code and data)."""
+    import json
+
+    from cascade.scorers.features import DENSE, FeatureConfig, dense_features
+    from cascade.scorers.verifier import VerifierOptions, train_verifier, verifier_examples
+
+    rows: list[Row] = []
+    notes: list[str] = []
+    misses = []
+    for name, model, opts, tier_opts in VERIFIER_PLAN:
+        path = DATA / f"{name}.jsonl.gz"
+        data = outcomes.load(path)
+        spec = json.loads(json.dumps(opts).replace("{path}", str(path)))
+        options = VerifierOptions(path="unused.json", **spec)
+        positive_at = 6 / 9 if name == "arena-judge" else 0.5
+        started = time.perf_counter()
+        examples, names = _verifier_examples(verifier_examples, options, data, model, tier_opts, positive_at)
+        train_set, test_set = split_examples(examples, 0.5, seed=0)
+        ver = train_verifier(train_set, names)
+        seconds = time.perf_counter() - started
+        y = np.array([e.label for e in test_set])
+        p = np.array([ver.predict(e.prompt, e.samples, e.extra)[0] for e in test_set])
+        how = f"{'file split' if {e.split for e in examples} >= {'train', 'test'} else 'seeded half'}"
+        rows.append(
+            Row("verifier", name, model, p, y, probability=True, note=f"{how}, train {len(train_set)}, "
+                f"inputs: text + {', '.join(names) or 'none'}; {seconds:.0f}s")
+        )  # fmt: skip
+        singles: list[tuple[str, np.ndarray]] = []
+        if options.k > 1:
+            own = np.array([dense_features(e.prompt, e.samples)[DENSE.index("agreement")] for e in test_set])
+            singles.append((f"signal: own agreement (k={options.k})", own))
+        col = {n: i for i, n in enumerate(names)}
+        if "partners_agree_share" in col:
+            share = np.array([e.extra[col["partners_agree_share"]] for e in test_set])
+            singles.append((f"signal: partner agreement ({len(options.partners)})", share))
+        for n in names:
+            if n.startswith("score:"):
+                singles.append((f"signal: {n[6:]} score", np.array([e.extra[col[n]] for e in test_set])))
+            if n.endswith("_wrong") and n.startswith("check:"):
+                singles.append(
+                    (f"signal: {n[6:]} (fewer is better)", -np.array([e.extra[col[n]] for e in test_set]))
+                )
+        clf = train(
+            [e.__class__(e.prompt, e.samples, e.label, e.id, e.split) for e in train_set],
+            config=FeatureConfig(),
+        )
+        pc = np.array([clf.predict(e.prompt, e.samples)[0] for e in test_set])
+        singles.append(("signal: text classifier", pc))
+        best = max(metrics.auroc(v, y) for _, v in singles)
+        for label, v in singles:
+            rows.append(Row(label, name, model, v, y, probability=label.endswith("classifier")))
+        got = metrics.auroc(p, y)
+        if got < best:
+            misses.append(f"{name}: verifier {got:.3f} < best single signal {best:.3f}")
+    notes.append(
+        "verifier vs the best single signal (held-out AUROC): "
+        + ("at least as good on every set" if not misses else "; ".join(misses))
+    )
+    return rows, notes
+
+
+def _verifier_examples(
+    fn: Callable[..., Any],
+    options: Any,
+    data: outcomes.Outcomes,
+    model: str,
+    tier: dict[str, Any],
+    positive_at: float,
+) -> tuple[list[Example], tuple[str, ...]]:
+    if not tier:
+        out: tuple[list[Example], tuple[str, ...]] = fn(options, data, model, positive_at=positive_at)
+        return out
+    # a tier with provider options (a prompt variant): gather through a replay context by hand
+    from cascade.evaluate.simulate import ReplayContext
+    from cascade.policy.schema import TierSpec
+    from cascade.scorers.verifier import VerifierInputs
+
+    ctx = ReplayContext(ROOT, data, "auto")
+    spec = TierSpec(name="v", provider="replay", model=model, options={"path": str(data.path), **tier})
+    ctx.tier = spec
+    inputs = VerifierInputs.build(options, ctx)
+    provider = ctx.build_provider(spec)
+    examples = []
+    for r in data.records:
+        rec = r.responses.get(model)
+        if not rec or rec[0].quality is None:
+            continue
+        request = Request.of(r.prompt, metadata={"id": r.id})
+        completion = provider.complete(request, options.k)
+        got = inputs.gather(request, completion)
+        label = (
+            1.0
+            if completion.samples[0].quality is not None and completion.samples[0].quality >= positive_at
+            else 0.0
+        )
+        examples.append(Example(r.prompt, completion.samples, label, r.id, r.split, got.values))
+    return examples, inputs.names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("sc", "judge", "clf"), help="run one scorer's benchmarks")
+    parser.add_argument("--only", choices=("sc", "judge", "clf", "ver"), help="run one scorer's benchmarks")
     args = parser.parse_args(argv)
     if not (DATA / "README.md").exists():
         print(
@@ -353,6 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         clf_rows, clf_notes = bench_classifier()
         rows += clf_rows
         notes += clf_notes
+    if args.only in (None, "ver"):
+        ver_rows, ver_notes = bench_verifier()
+        rows += ver_rows
+        notes += ver_notes
     print(table(rows))
     for n in notes:
         print(f"\n{n}")

@@ -126,7 +126,7 @@ def classifier_candidates(
         vgot = _out_of_fold(
             [vby_id.get(r.id) for r in es.records],
             train,
-            lambda ex: train_verifier(ex, names, lams=(2e-4,), folds=2, seed=seed),  # noqa: B023
+            lambda ex: train_verifier(ex, names, seed=seed),  # noqa: B023
             folds,
             seed,
         )
