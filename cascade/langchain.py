@@ -47,7 +47,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -79,6 +79,7 @@ from langchain_core.runnables import (
     RunnablePassthrough,
     ensure_config,
 )
+from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.runnables.retry import RunnableRetry
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, PrivateAttr
@@ -110,6 +111,27 @@ from cascade.types import (
 )
 
 _PARENT_KWARG = "_cascade_parent"
+
+
+class _LangChainInternals:
+    """The pieces of ``BaseChatModel.generate`` the lean ``invoke`` reuses (None if they moved)."""
+
+    def __init__(self) -> None:
+        from langchain_core.globals import get_llm_cache
+        from langchain_core.language_models import chat_models as cm
+        from langchain_core.utils.utils import LC_ID_PREFIX
+
+        self.get_llm_cache = get_llm_cache
+        self.format_for_tracing = cm._format_for_tracing
+        self.format_ls_structured_output = cm._format_ls_structured_output
+        self.filter_invocation_params_for_tracing = getattr(cm, "_filter_invocation_params_for_tracing")  # noqa: B009
+        self.LC_ID_PREFIX = LC_ID_PREFIX
+
+
+try:
+    _lc: _LangChainInternals | None = _LangChainInternals()
+except (ImportError, AttributeError):  # pragma: no cover - a LangChain that moved them: the full path
+    _lc = None
 _NOT_OPTIONS = (
     "budget_key",
     "tools",
@@ -486,9 +508,60 @@ def _ai_message(
     )
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def _plain(v: Any) -> Any:
+    """``_jsonable(asdict(v))`` of :mod:`cascade.types`, without asdict's deep copies (hot path)."""
+    if v is None or type(v) in (str, int, float, bool):
+        return v
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if is_dataclass(v) and not isinstance(v, type):
+        return {n: _plain(getattr(v, n)) for n in _names(type(v))}
+    return v
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, values made JSON-ready (scalars untouched: the hot path)."""
+    d = {n: getattr(obj, n) for n in _names(type(obj))}
+    for n, v in d.items():
+        if type(v) not in _SCALARS:
+            d[n] = _plain(v)
+    return d
+
+
 def trace(result: CascadeResult) -> dict[str, Any]:
-    """The decision trace put in ``response_metadata["cascade"]``."""
-    return result.to_dict()
+    """The decision trace put in ``response_metadata["cascade"]``: :meth:`CascadeResult.to_dict`."""
+    attempts = []
+    for a in result.attempts:
+        ad = _flat(a)
+        ad["total_cost"] = str(a.total_cost)
+        attempts.append(ad)
+    d: dict[str, Any] = {}
+    for name in _names(CascadeResult):
+        if name == "attempts":
+            d[name] = attempts
+        elif name != "sample":
+            v = getattr(result, name)
+            d[name] = v if type(v) in _SCALARS else _plain(v)
+    d["cost"] = str(result.cost)
+    d["usage"] = _flat(result.usage)
+    return d
 
 
 def _metadata(result: CascadeResult) -> dict[str, Any]:
@@ -656,9 +729,16 @@ class CascadeChatModel(BaseChatModel):
 
     _traced: Cascade = PrivateAttr()
     _text_only: tuple[str, ...] = PrivateAttr(())
+    _ident: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _ls: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
         self._traced = _traced(self.cascade)
+        self._ident = {
+            "policy": self.cascade.name,
+            "tiers": [f"{t.name}:{t.provider.model}" for t in self.cascade.tiers],
+        }
+        self._ls = dict(self._get_ls_params_with_defaults())
         self._text_only = tuple(
             f"{t.name} ({t.provider_kind or type(t.provider).__name__})"
             for t in self.cascade.tiers
@@ -707,17 +787,14 @@ class CascadeChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
-            "policy": self.cascade.name,
-            "tiers": [f"{t.name}:{t.provider.model}" for t in self.cascade.tiers],
-        }
+        return dict(self._ident)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return LangSmithParams(ls_provider="cascade", ls_model_name=self.cascade.name, ls_model_type="chat")
 
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop(_PARENT_KWARG, None)
-        return super()._get_invocation_params(stop=stop, **kwargs)
+        return {**self._ident, "_type": "cascade", "stop": stop, **kwargs}
 
     def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
         # only the opt-in live final tier streams; otherwise stream calls run the cascade whole
@@ -801,7 +878,9 @@ class CascadeChatModel(BaseChatModel):
     def with_retry(
         self,
         *,
-        retry_if_exception_type: tuple[type[BaseException], ...] = (Exception,),
+        retry_if_exception_type: tuple[type[BaseException], ...] | Callable[[BaseException], bool] = (
+            Exception,
+        ),
         wait_exponential_jitter: bool = True,
         exponential_jitter_params: Any = None,
         stop_after_attempt: int = 3,
@@ -812,7 +891,9 @@ class CascadeChatModel(BaseChatModel):
             bound=self,
             kwargs={},
             config={},
-            retry_exception_types=_cause_matcher(retry_if_exception_type),
+            retry_exception_types=retry_if_exception_type
+            if callable(retry_if_exception_type)
+            else _cause_matcher(retry_if_exception_type),
             wait_exponential_jitter=wait_exponential_jitter,
             exponential_jitter_params=exponential_jitter_params,
             max_attempt_number=stop_after_attempt,
@@ -828,6 +909,8 @@ class CascadeChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
+        if self._lean():
+            return self._lean_invoke(input, config, stop, kwargs)
         config = self._parent(config, kwargs)
         out = _total(super().invoke(input, config, stop=stop, **kwargs))
         assert isinstance(out, AIMessage)
@@ -841,8 +924,118 @@ class CascadeChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
+        if self._lean():
+            return await self._lean_ainvoke(input, config, stop, kwargs)
         config = self._parent(config, kwargs)
         out = _total(await super().ainvoke(input, config, stop=stop, **kwargs))
+        assert isinstance(out, AIMessage)
+        return out
+
+    # -- the lean path: BaseChatModel.generate's run reporting, without its per-call machinery ---------
+
+    def _lean(self) -> bool:
+        """Whether ``invoke`` may skip ``BaseChatModel.generate`` (no cache, rate limiter, live
+        streaming or v1 output to honour): the same run is reported, at a fraction of the cost."""
+        if (
+            _lc is None
+            or self.stream_final_tier
+            or self.rate_limiter is not None
+            or self.output_version == "v1"
+        ):
+            return False
+        return self.cache is False or (self.cache is None and _lc.get_llm_cache() is None)
+
+    def _lean_start(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None,
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[RunnableConfig, list[BaseMessage], dict[str, Any]]:
+        assert _lc is not None
+        if config is None or var_child_runnable_config.get() is not None:
+            config = ensure_config(config)  # merges an enclosing runnable's config
+        else:
+            config = RunnableConfig(**config)  # popping run_id must not touch the caller's dict
+        if isinstance(input, str):
+            messages: list[BaseMessage] = [HumanMessage(input)]
+        elif isinstance(input, list) and all(isinstance(m, BaseMessage) for m in input):
+            messages = list(input)
+        else:
+            messages = self._convert_input(input).to_messages()
+        fmt = kwargs.pop("ls_structured_output_format", None) or kwargs.pop("structured_output_format", None)
+        params = self._get_invocation_params(stop=stop, **kwargs)
+        start = {
+            "invocation_params": params,
+            "options": {"stop": stop, **_lc.format_ls_structured_output(fmt)},
+            "name": config.get("run_name"),
+            "run_id": config.pop("run_id", None),
+            "batch_size": 1,
+        }
+        configure = (
+            (config.get("callbacks"), self.callbacks, self.verbose, config.get("tags"), self.tags),
+            {
+                "inheritable_metadata": {
+                    **(config.get("metadata") or {}),
+                    **self._ls,
+                },
+                "local_metadata": self.metadata,
+                "langsmith_inheritable_metadata": _lc.filter_invocation_params_for_tracing(params),
+            },
+        )
+        return config, messages, {"start": start, "configure": configure}
+
+    def _lean_invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None,
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> AIMessage:
+        assert _lc is not None
+        config, messages, how = self._lean_start(input, config, stop, kwargs)
+        args, named = how["configure"]
+        manager = CallbackManager.configure(*args, **named)
+        (run,) = manager.on_chat_model_start(
+            self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
+        )
+        try:
+            result = self._generate(messages, stop=stop, run_manager=run, **kwargs)
+        except BaseException as exc:
+            run.on_llm_error(exc, response=LLMResult(generations=[]))
+            raise
+        generation = result.generations[0]
+        if generation.message.id is None:
+            generation.message.id = f"{_lc.LC_ID_PREFIX}-{run.run_id}-0"
+        run.on_llm_end(LLMResult(generations=[[generation]], llm_output=result.llm_output))
+        out = _total(generation.message)
+        assert isinstance(out, AIMessage)
+        return out
+
+    async def _lean_ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None,
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> AIMessage:
+        assert _lc is not None
+        config, messages, how = self._lean_start(input, config, stop, kwargs)
+        args, named = how["configure"]
+        manager = AsyncCallbackManager.configure(*args, **named)
+        (run,) = await manager.on_chat_model_start(
+            self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
+        )
+        try:
+            result = await self._agenerate(messages, stop=stop, run_manager=run, **kwargs)
+        except BaseException as exc:
+            await run.on_llm_error(exc, response=LLMResult(generations=[]))
+            raise
+        generation = result.generations[0]
+        if generation.message.id is None:
+            generation.message.id = f"{_lc.LC_ID_PREFIX}-{run.run_id}-0"
+        await run.on_llm_end(LLMResult(generations=[[generation]], llm_output=result.llm_output))
+        out = _total(generation.message)
         assert isinstance(out, AIMessage)
         return out
 

@@ -299,12 +299,12 @@ class LangChainProvider:
         kwargs.pop("ls_structured_output_format", None)
         kwargs.pop("structured_output_format", None)
         # ask for usage in the stream where the model can (ChatOpenAI with a base_url does not by default)
-        fields = type(model).model_fields
+        asked = "stream_usage" in model.model_fields_set
         if (
-            "stream_usage" in fields
-            and "stream_usage" not in model.model_fields_set
-            and not model.stream_usage
-        ):  # type: ignore[attr-defined]
+            "stream_usage" in type(model).model_fields
+            and not asked
+            and not getattr(model, "stream_usage", None)
+        ):
             kwargs.setdefault("stream_usage", True)
         params = model._get_invocation_params(**kwargs)
         start: dict[str, Any] = {
@@ -400,14 +400,23 @@ class LangChainProvider:
     def _usage(self, message: AIMessage, request: Request | None) -> tuple[Usage, Usage | None]:
         """The usage of one answer and the part of it that was estimated (None: all reported)."""
         reported = to_usage(message)
-        out = _estimate_output(message)
-        inp = estimate_input_tokens(request) if request is not None else 0
         if reported is None:
-            return Usage(inp, out), Usage(inp, out)
+            guess = Usage(
+                estimate_input_tokens(request) if request is not None else 0, _estimate_output(message)
+            )
+            return guess, guess
+        missing_input = (
+            reported.input_tokens + reported.cached_input_tokens + reported.cache_creation_tokens == 0
+        )
+        missing_output = reported.output_tokens == 0 and bool(message.text or message.tool_calls)
+        if not (missing_input or missing_output):
+            return reported, None
         estimated = Usage()
-        if reported.input_tokens + reported.cached_input_tokens + reported.cache_creation_tokens == 0:
-            reported, estimated = replace(reported, input_tokens=inp), Usage(inp)  # output-only usage
-        if reported.output_tokens == 0 and (message.text or message.tool_calls):
+        if missing_input:  # output-only usage (some Anthropic-compatible streams)
+            inp = estimate_input_tokens(request) if request is not None else 0
+            reported, estimated = replace(reported, input_tokens=inp), Usage(inp)
+        if missing_output:
+            out = _estimate_output(message)
             reported, estimated = replace(reported, output_tokens=out), estimated + Usage(0, out)
         return reported, (estimated if estimated.total_tokens else None)
 

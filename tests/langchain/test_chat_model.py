@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -244,3 +245,15 @@ def test_stop_sequences_reach_langchain_tiers() -> None:
     cheap = ScriptedChatModel(model="cheap-1", script=["Paris"])
     CascadeChatModel(cascade=Cascade([tier("only", cheap)])).invoke("q", stop=["END"])
     assert cheap.calls[0][1]["stop"] == ["END"]
+
+
+def test_the_fast_trace_equals_to_dict() -> None:
+    """``response_metadata["cascade"]`` is built on the hot path without asdict: same content."""
+    from cascade.langchain import trace
+
+    cheap = ScriptedChatModel(model="cheap-1", script=[call("get_weather", {"city": "Paris"}, "c1")])
+    strong = ScriptedChatModel(model="strong-1", script=["Paris"])
+    c = Cascade([tier("cheap", cheap, RegexScorer("Paris"), 0.5), tier("strong", strong, price=STRONG)])
+    for result in (c.run("q"), two_tiers().run("What is the capital of France?")):
+        assert trace(result) == result.to_dict()
+        assert json.loads(json.dumps(trace(result))) == trace(result)

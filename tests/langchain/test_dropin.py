@@ -510,6 +510,9 @@ def get_weather(city: str) -> str:
     return f"{city}: 20C, sunny"
 
 
+QUESTION: Any = {"messages": [("user", "Weather in Paris?")]}
+
+
 def tool_or_sunny(request: Request, completion: Completion) -> float:
     """Accepts a tool call, or an answer that uses the tool's result."""
     sample = completion.samples[0]
@@ -540,7 +543,7 @@ def check_agent_usage(messages: list[Any], handler: UsageMetadataCallbackHandler
 def test_create_agent_over_chatopenai_tiers(server: WireServer) -> None:
     agent = create_agent(agent_model(server), tools=[get_weather])
     handler, runs = UsageMetadataCallbackHandler(), RunUsage()
-    state = agent.invoke({"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler, runs]})
+    state = agent.invoke(QUESTION, config={"callbacks": [handler, runs]})
     check_agent_usage(state["messages"], handler, runs)
     assert len(server.requests_for("cheap-1")) == 2 and len(server.requests_for("strong-1")) == 1
 
@@ -561,9 +564,7 @@ async def test_state_graph_with_tool_node_streams_each_token_once(server: WireSe
     handler, runs = UsageMetadataCallbackHandler(), RunUsage()
     streamed: list[str] = []
     final: Any = None
-    async for event in app.astream_events(
-        {"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler, runs]}, version="v2"
-    ):
+    async for event in app.astream_events(QUESTION, config={"callbacks": [handler, runs]}, version="v2"):
         if event["event"] == "on_chat_model_stream":
             streamed.append(event["data"]["chunk"].text)
         elif event["event"] == "on_chain_end" and event["name"] == "LangGraph":
@@ -575,7 +576,5 @@ async def test_state_graph_with_tool_node_streams_each_token_once(server: WireSe
 async def test_create_agent_over_chatanthropic_tiers_async(server: WireServer) -> None:
     agent = create_agent(agent_model(server, an), tools=[get_weather])
     handler, runs = UsageMetadataCallbackHandler(), RunUsage()
-    state = await agent.ainvoke(
-        {"messages": [("user", "Weather in Paris?")]}, config={"callbacks": [handler, runs]}
-    )
+    state = await agent.ainvoke(QUESTION, config={"callbacks": [handler, runs]})
     check_agent_usage(state["messages"], handler, runs)
