@@ -32,6 +32,20 @@ class Provider(Protocol):
 
 
 @runtime_checkable
+class SkipEstimator(Protocol):
+    """Predicts from the prompt alone, before a tier is called, how likely its answer is to be
+    accepted and right (in [0, 1]); below the tier's skip threshold the tier is not called.
+
+    ``predict`` may raise :class:`cascade.errors.CascadeError` (an embeddings endpoint down): the
+    tier is then called as if there were no estimator. An estimator that does I/O may also offer
+    ``async def apredict(request) -> float``; without it the async driver runs ``predict`` in a
+    worker thread, so the event loop never waits on it.
+    """
+
+    def predict(self, request: Request) -> float: ...
+
+
+@runtime_checkable
 class Scorer(Protocol):
     """Rates a tier's completion in [0, 1].
 

@@ -21,7 +21,7 @@ from cascade.errors import ConfigurationError
 from cascade.money import FREE, Price
 from cascade.policy import loader
 from cascade.policy.schema import LedgerSpec, Policy, ScorerSpec, TierSpec
-from cascade.protocols import Ledger, Provider, Scorer
+from cascade.protocols import Ledger, Provider, Scorer, SkipEstimator
 from cascade.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -65,6 +65,15 @@ class BuildContext:
         if spec.name in self.overrides:  # a provider object passed in Python is its own kind
             kind = f"object:{id(self.overrides[spec.name])}"
         return call_key(kind, spec.model, spec.options, spec.params.model_dump(mode="json"))
+
+    def skip_estimator(self, spec: TierSpec) -> SkipEstimator | None:
+        """The prompt-only estimator of the tier's ``skip:`` (loaded from its artifact), if any."""
+        if spec.skip is None:
+            return None
+        from cascade.scorers.verifier import load_prompt_estimator  # numpy: only when a tier skips
+
+        estimator: SkipEstimator = load_prompt_estimator(self.path(spec.skip.artifact))
+        return estimator
 
     def build_scorer(self, spec: ScorerSpec) -> Scorer:
         cls = registry.SCORERS.get(spec.kind)
@@ -151,6 +160,8 @@ def assemble(
                 max_tokens=spec.params.max_tokens,
                 reserve_output_tokens=spec.reserve.output_tokens if spec.reserve else None,
                 call_key=ctx.call_key(spec),
+                skip=ctx.skip_estimator(spec),
+                skip_threshold=spec.skip.threshold if spec.skip is not None else 0.0,
             )
         )
     ctx.tier = None

@@ -42,6 +42,8 @@ class Cascade:
         for t in tiers[:-1]:
             if t.scorer is None or t.threshold is None:
                 raise ValueError(f"tier {t.name!r} is not the last, so it needs a scorer and threshold")
+        if tiers[-1].skip is not None:
+            raise ValueError(f"tier {tiers[-1].name!r} is the last tier: it cannot be skipped")
         self.settings = Settings(name, tuple(tiers), budget or Budget(), on_exhausted, include_text)
         self.observer = observer  # outcome log, shadow sampling, session pins, metrics (cascade.observe)
 

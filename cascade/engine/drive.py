@@ -22,12 +22,14 @@ from cascade.engine.loop import (
     Call,
     CallOutcome,
     Outcome,
+    Predict,
+    Predicted,
     RateOutcome,
     Reserve,
     Reserved,
     Settle,
 )
-from cascade.errors import BudgetExceededError, ProviderError, ScorerError
+from cascade.errors import BudgetExceededError, CascadeError, ConfigurationError, ProviderError, ScorerError
 from cascade.logging import get_logger
 from cascade.retry import acall_with_retry, call_with_retry
 from cascade.types import ZERO, CascadeResult, Completion
@@ -82,6 +84,11 @@ def execute(action: Action) -> Outcome:
     if isinstance(action, Settle):
         action.budget.settle(action.hold, action.amount)
         return SETTLED
+    if isinstance(action, Predict):
+        try:
+            return _predicted(action.tier.skip.predict(action.request))  # type: ignore[union-attr]
+        except CascadeError as exc:
+            return Predicted(None, exc)
     start = time.perf_counter()
     tier, request, cache = action.tier, action.request, action.cache
     if isinstance(action, Call):
@@ -116,6 +123,8 @@ async def aexecute(action: Action) -> Outcome:
         # a started settle runs to its end even if this task is cancelled meanwhile
         await asyncio.shield(_background(action.budget.asettle(action.hold, action.amount)))
         return SETTLED
+    if isinstance(action, Predict):
+        return await _apredict(action)
     start = time.perf_counter()
     tier, request, cache = action.tier, action.request, action.cache
     if isinstance(action, Call):
@@ -140,6 +149,26 @@ async def aexecute(action: Action) -> Outcome:
         if token is not None:
             reuse.current.reset(token)
     return RateOutcome(score, None, time.perf_counter() - start)
+
+
+def _predicted(value: Any) -> Predicted:
+    """An estimate, validated: a number in [0, 1] (anything else is the estimator's failure)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        error = ConfigurationError(f"skip estimator: predicted {value!r}, not a number in [0, 1]")
+        return Predicted(None, error)
+    return Predicted(float(value))
+
+
+async def _apredict(action: Predict) -> Predicted:
+    estimator, request = action.tier.skip, action.request
+    assert estimator is not None
+    native = getattr(estimator, "apredict", None)
+    try:
+        if native is not None:
+            return _predicted(await native(request))
+        return _predicted(await asyncio.to_thread(estimator.predict, request))  # I/O never blocks the loop
+    except CascadeError as exc:
+        return Predicted(None, exc)
 
 
 _tasks: set[asyncio.Task[Any]] = set()

@@ -36,7 +36,7 @@ from cascade.errors import (
 )
 from cascade.logging import _stdlib, get_logger
 from cascade.money import Price
-from cascade.protocols import Provider, Scorer
+from cascade.protocols import Provider, Scorer, SkipEstimator
 from cascade.retry import RetryPolicy
 from cascade.types import (
     ZERO,
@@ -68,6 +68,8 @@ class Tier:
     max_tokens: int = 1024
     reserve_output_tokens: int | None = None  # policy `reserve: {output_tokens: N}`: reserved per sample
     call_key: str = ""  # same key, same call: its samples are reused within a run ("": never reused)
+    skip: SkipEstimator | None = None  # ex-ante: not called when skip.predict(request) < skip_threshold
+    skip_threshold: float = 0.0
 
     @property
     def samples(self) -> int:
@@ -120,6 +122,14 @@ class Rate:
 
 
 @dataclass(frozen=True, slots=True)
+class Predict:
+    """Action: estimate from the prompt whether ``tier`` is worth calling (outcome: :class:`Predicted`)."""
+
+    tier: Tier
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
 class Reserve:
     """Action: hold ``amount`` on ``buckets`` through ``budget`` (outcome: :class:`Reserved`)."""
 
@@ -147,6 +157,12 @@ class Reserved:
 
 
 @dataclass(frozen=True, slots=True)
+class Predicted:
+    value: float | None
+    error: CascadeError | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settled:
     pass
 
@@ -169,8 +185,8 @@ class RateOutcome:
     latency_s: float
 
 
-Action = Call | Rate | Reserve | Settle
-Outcome = CallOutcome | RateOutcome | Reserved | Settled
+Action = Call | Rate | Reserve | Settle | Predict
+Outcome = CallOutcome | RateOutcome | Reserved | Settled | Predicted
 
 
 def _logger() -> Any:
@@ -203,6 +219,13 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
     """One tier: reserve, call, score, settle, decide. Returns the result when the run ends here."""
     s, request = run.s, run.request
     base: dict[str, Any] = {"tier": tier.name, "model": tier.provider.model, "provider": tier.provider_kind}
+
+    # 0. skip the tier when its prompt-only estimate says its answer would not do (never the last)
+    if tier.skip is not None and not is_last:
+        predicted = yield Predict(tier, request)
+        assert isinstance(predicted, Predicted)
+        if run.skips(tier, predicted, base):
+            return None
 
     # 1. reserve the worst case against the per-request cap and every window cap
     worst = tier.worst_case(request) if run.capped else ZERO  # only caps need the estimate
@@ -323,6 +346,25 @@ class _Run:
         return self.finish(_best(self.candidates), False, "budget")
 
     # -- the trace ------------------------------------------------------------------------------
+
+    def skips(self, tier: Tier, predicted: Predicted, base: dict[str, Any]) -> bool:
+        """Record a skip when the estimate is below the tier's skip threshold; True if skipped."""
+        value, threshold = predicted.value, tier.skip_threshold
+        if value is None:  # the estimator failed: call the tier as if it had none
+            if self.log is not None:
+                err = predicted.error
+                self.log.warning("cascade.skip_failed", run_id=self.run_id, **base, error=type(err).__name__)
+            return False
+        if value >= threshold:
+            return False
+        reason = f"skipped: predicted {value:.3f} < {threshold:.3f}"
+        detail = {"predicted": value, "skip_threshold": threshold}
+        self.attempts.append(Attempt(**base, decision="skipped", reason=reason, score_detail=detail))
+        if self.log is not None:
+            self.log.info(
+                "cascade.tier_skipped", run_id=self.run_id, **base, predicted=value, threshold=threshold
+            )
+        return True
 
     def call_failed(self, call: CallOutcome, is_last: bool, base: dict[str, Any]) -> None:
         err = call.error
