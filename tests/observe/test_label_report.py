@@ -230,3 +230,21 @@ def test_judge_needs_texts(tmp_path: Path) -> None:
     [row] = read_log([str(tmp_path)]).rows
     budget = lab.JudgeBudget(Decimal(1))
     assert lab.from_judge(object(), budget)(row) is None  # a hashed prompt cannot be judged
+
+
+@pytest.mark.slow
+def test_report_plot_and_since(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    c, _ = observed(tmp_path)
+    for i in range(5):
+        c.run(f"q{i}")
+    c.close()
+    old = tmp_path / "out-2020-01-01.jsonl"  # a day long gone
+    line = (next(tmp_path.glob("out-2*.jsonl"))).read_text().splitlines()[0]
+    old.write_text(line.replace('"ts": "20', '"ts": "2020-01-01T00:00:00.000+00:00", "was": "20') + "\n")
+    png = tmp_path / "r.png"
+    assert (
+        main(["report", str(tmp_path / "out.jsonl"), "--since", "1d", "--plot", str(png), "--json", "-"]) == 0
+    )
+    fig = json.loads(capsys.readouterr().out)
+    assert fig["rows"] == 5  # the 2020 row is older than a day
+    assert png.read_bytes()[:4] == b"\x89PNG"
