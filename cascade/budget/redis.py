@@ -181,7 +181,11 @@ class RedisLedger:
     ) -> None:
         if redis is None:  # pragma: no cover
             raise LedgerError("the Redis ledger needs the redis package: pip install 'cascade-llm[redis]'")
-        self.Options(url=url, prefix=prefix, timeout=timeout)  # one check for Python and YAML callers
+        try:
+            self.Options(url=url, prefix=prefix, timeout=timeout)  # one check for Python and YAML callers
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            problems = "; ".join(str(e["msg"]) for e in getattr(exc, "errors", list)()) or str(exc)
+            raise LedgerError(f"redis ledger: {problems}", ledger="redis") from None
         url = url or os.environ.get("CASCADE_REDIS_URL")
         if client is None and not url:
             raise LedgerError(

@@ -44,7 +44,14 @@ def run(args: argparse.Namespace) -> int:
     caps = [c for c in caps if c not in skipped]
     if args.window is not None and not caps and not skipped:
         raise UsageError(f"{path}: policy {pol.name!r} has no {args.window} cap")
-    ledger = _ledger(spec, pol.name, BuildContext(path.parent))
+    ctx = BuildContext(path.parent)
+    if spec.kind == "sqlite":
+        from cascade.budget.sqlite import default_path
+
+        file = ctx.path(spec.path) if spec.path else default_path()
+        if not file.exists():  # reading must not create a ledger
+            raise UsageError(f"{path}: no ledger at {file} yet: nothing has been spent")
+    ledger = _ledger(spec, pol.name, ctx)
     budget = Budget(caps=tuple(Cap(c.limit, c.window, c.scope) for c in caps), ledger=ledger)
     rows: list[dict[str, Any]] = []
     for cap, (bucket, limit) in zip(caps, budget.buckets(pol.name, args.key), strict=True):

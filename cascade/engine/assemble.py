@@ -194,7 +194,7 @@ def _ledger(spec: LedgerSpec, policy: str, ctx: BuildContext) -> Ledger:
     if spec.kind == "sqlite":
         ledger: Ledger = cls(ctx.path(spec.path) if spec.path else None, lock_timeout=spec.lock_timeout)
     elif spec.kind == "redis":
-        ledger = cls(spec.url, prefix=spec.prefix or f"cascade:{policy}")
+        ledger = cls(spec.url, prefix=spec.prefix or "cascade:" + policy.replace("{", "").replace("}", ""))
     else:
         ledger = cls()
     return ledger

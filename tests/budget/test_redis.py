@@ -141,7 +141,7 @@ def test_missing_url_and_braces_in_prefix_are_refused(monkeypatch: pytest.Monkey
     monkeypatch.delenv("CASCADE_REDIS_URL", raising=False)
     with pytest.raises(LedgerError, match="needs a url"):
         RedisLedger()
-    with pytest.raises(ValueError, match="braces"):
+    with pytest.raises(LedgerError, match="braces"):
         RedisLedger("redis://localhost", prefix="a{b}")
 
 
@@ -263,3 +263,13 @@ def test_scripts_also_run_on_fakeredis() -> None:
 
     asyncio.run(more())
     assert ledger.spent(KEY) == Decimal("0.4") and ledger.held(KEY) == 0
+
+
+def test_the_default_prefix_is_the_policy_name_without_braces(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "name: 'team{a}'\ntiers:\n  - {name: only, provider: scripted, model: m, free: true, options: {answers: [hi]}}\n"
+        "budget:\n  caps: [{limit: 1, window: day}]\n  ledger: {kind: redis, url: 'redis://127.0.0.1:1/0'}\n"
+    )
+    ledger = build(policy).settings.budget.ledger  # building connects to nothing
+    assert isinstance(ledger, RedisLedger) and ledger.prefix == "cascade:teama"
