@@ -9,6 +9,7 @@ single model's and the best random two-model mix's AIQ for comparison.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,11 @@ def plot(f: dict[str, Any], path: str | Path, *, title: str | None = None) -> Pa
     mx = np.array([m["cost_per_query_usd"] for m in f["members"]])
     my = np.array([m["quality"] for m in f["members"]])
     hx, hy = upper_hull(mx, my)
-    ax.plot(hx, hy, color="#08519c", lw=2, zorder=3, label=f"tuned family (AIQ {f['aiq']['family']:.4f})")
+    # between members, a seeded mix of the two neighbours: a straight line in linear cost
+    t = np.linspace(0.0, 1.0, 30)
+    cx = np.concatenate([a + t * (b - a) for a, b in itertools.pairwise(hx)]) if len(hx) > 1 else hx
+    cy = np.concatenate([a + t * (b - a) for a, b in itertools.pairwise(hy)]) if len(hy) > 1 else hy
+    ax.plot(cx, cy, color="#08519c", lw=2, zorder=3, label=f"tuned family (AIQ {f['aiq']['family']:.4f})")
     ax.scatter(mx, my, color="#08519c", s=40, zorder=4)
     singles = f["single_models"]
     sx = np.array([s["cost_per_query_usd"] for s in singles])
@@ -162,7 +167,6 @@ def plot(f: dict[str, Any], path: str | Path, *, title: str | None = None) -> Pa
     mix = f["aiq"]["best_random_mix"]
     pts = [s for s in singles if s["model"] in mix["models"]]
     if len(pts) == 2:
-        t = np.linspace(0.0, 1.0, 60)  # a random mix is a straight line in linear cost
         ax.plot(
             pts[0]["cost_per_query_usd"] + t * (pts[1]["cost_per_query_usd"] - pts[0]["cost_per_query_usd"]),
             pts[0]["quality"] + t * (pts[1]["quality"] - pts[0]["quality"]),

@@ -664,18 +664,18 @@ def tune(
         tick(int(train.sum()))
         return replace(cache[key], name=spec.name)
 
-    for idx, cand in enumerate(cands):
+    for pos, cand in enumerate(cands):
         if cand.spec.scorer is not None:
             cand.scored = scored(cand.spec)
             if cache is not None:
-                complete.add(idx)
+                complete.add(pos)
         if not cand.partners:
             if cand.spec.model not in bare_by_model:
                 bare_spec = cand.spec.model_copy(update={"scorer": None, "threshold": None})
                 bare_by_model[cand.spec.model] = scored(bare_spec)
             cand.bare = bare_by_model[cand.spec.model]
             if cache is not None:
-                complete.add(-1 - idx)
+                complete.add(-1 - pos)
 
     if classifiers > 0:
         from cascade.evaluate.learned import classifier_candidates

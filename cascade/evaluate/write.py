@@ -147,10 +147,10 @@ def header_lines(figures: dict[str, Any], tuning: Tuning, objective: str) -> lis
             + f" realised drop on the held-out part {_num(realised, '+.4f')}"
         )
     if tuning.boundary is not None:
-        b = tuning.boundary
+        bd = tuning.boundary
         lines.append(
-            f"randomised boundary (kind: boundary, seed {b.seed}): tier {b.pos + 1} accepts scores in"
-            f" [{b.below:.4g}, {b.above:.4g}) for {b.p:.1%} of requests, chosen by a hash of the prompt"
+            f"randomised boundary (kind: boundary, seed {bd.seed}): tier {bd.pos + 1} accepts scores in"
+            f" [{bd.below:.4g}, {bd.above:.4g}) for {bd.p:.1%} of requests, chosen by a hash of the prompt"
             " (reproducible), to spend the cost cap"
         )
     lines.append(f"predicted quality     {_iv(f.get('quality'), '.4f')}")
