@@ -75,17 +75,19 @@ class Tier:
     def samples(self) -> int:
         return self.scorer.samples if self.scorer is not None else 1
 
-    def worst_case(self, request: Request) -> Decimal:
+    def worst_case(self, request: Request, bought: int = 0) -> Decimal:
         """What is reserved for this tier's call plus its scoring for ``request``.
 
         The worst case, unless the tier reserves fewer output tokens per sample (``reserve``): then
-        that many, while ``max_tokens`` is still sent as the true bound.
+        that many, while ``max_tokens`` is still sent as the true bound. ``bought``: samples of this
+        call already bought in the run (reused, so only the rest can cost anything).
         """
-        usage = self.provider.max_usage(request, self.samples)
+        n = max(0, self.samples - bought)
+        usage = self.provider.max_usage(request, n) if n else Usage()
         out = self.max_tokens
         if self.reserve_output_tokens is not None:
             out = min(out, self.reserve_output_tokens)
-            usage = replace(usage, output_tokens=min(usage.output_tokens, out * self.samples))
+            usage = replace(usage, output_tokens=min(usage.output_tokens, out * n))
         cost = self.price.cost(usage)
         if self.scorer is not None:
             cost += self.scorer.max_cost(request, out)
@@ -228,7 +230,10 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
             return None
 
     # 1. reserve the worst case against the per-request cap and every window cap
-    worst = tier.worst_case(request) if run.capped else ZERO  # only caps need the estimate
+    if run.capped:  # only caps need the estimate; samples this run already bought cost nothing
+        worst = tier.worst_case(request, run.cache.bought(tier.call_key, request) if tier.call_key else 0)
+    else:
+        worst = ZERO
     hold: str | None = None
     refusal = run.per_request_refusal(tier, worst)
     if refusal is None and run.buckets:

@@ -56,6 +56,11 @@ class SampleCache:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self.reused = 0
 
+    def bought(self, key: str, request: Request) -> int:
+        """How many samples of this call the run has bought so far (reusable for free)."""
+        entry = self._entries.get((key, _request_key(request)))
+        return len(entry.samples) if entry is not None else 0
+
     def _plan(self, key: str, request: Request, n: int) -> tuple[_Entry, int]:
         entry = self._entries.setdefault((key, _request_key(request)), _Entry())
         return entry, max(0, n - entry.asked)

@@ -91,7 +91,12 @@ def test_a_later_tier_reuses_its_models_sample_bought_as_a_voter(mode: str) -> N
     assert len(partner(c).calls) == 1 and own(c, 1).calls == []  # model b was called once
     small, large = result.attempts
     assert small.scorer_cost == one_sample(1)  # the voter's sample was paid by tier 1's scorer
-    assert (large.cost, large.usage.total_tokens, large.reused_samples, large.samples) == (Decimal(0), 0, 1, 1)
+    assert (large.cost, large.usage.total_tokens, large.reused_samples, large.samples) == (
+        Decimal(0),
+        0,
+        1,
+        1,
+    )
     assert result.answer == "5"
     assert result.cost == one_sample(3) + one_sample(1)
     assert "(1 reused)" in result.explain()
@@ -269,3 +274,14 @@ def test_replayed_top_ups_are_the_next_recorded_samples(tmp_path: Path) -> None:
     assert [s.text for s in first.samples] == ["a"]
     assert [s.text for s in more.samples] == ["a", "b", "c"]
     assert (more.cost, more.usage.output_tokens, more.raw["reused_samples"]) == (Decimal("0.5"), 5, 1)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_caps_reserve_only_what_is_not_bought_yet(mode: str) -> None:
+    """Tier 2 is all reuse: a per-request cap that tier 1 used up entirely still lets it answer."""
+    c = build(voter_then_tier())
+    spent_by_small = one_sample(3) + one_sample(1)
+    c.settings = replace(c.settings, budget=Budget(per_request=spent_by_small))
+    result = run(c, mode)
+    assert [a.decision for a in result.attempts] == ["escalated", "accepted"]
+    assert result.cost == spent_by_small
