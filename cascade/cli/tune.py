@@ -93,6 +93,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="margin, in standard errors on the training part, the objective must hold by (default 1)",
     )
+    parser.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="with --cost-cap: never write a randomised boundary (kind: boundary) to spend unused budget",
+    )
     parser.add_argument("--out", metavar="FILE", help="tuned policy (default: SKELETON.tuned.yaml)")
     add_report_arguments(parser)
 
@@ -179,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         test_fraction=args.test_fraction,
         billing=args.billing,
         progress=progress,
+        randomise=not args.deterministic,
     )
     bar.close()
     for note in tuning.notes:

@@ -373,6 +373,10 @@ def test_cost_cap_uses_a_randomised_boundary_that_replays_as_predicted(
     assert replayed["records"] == predicted["records"]
     assert replayed["quality"]["value"] == pytest.approx(predicted["quality"]["value"])
     assert replayed["cost_per_query_usd"]["value"] == pytest.approx(predicted["cost_per_query_usd"]["value"])
+    det = tmp_path / "det.yaml"
+    args = ["tune", str(pol), "--cost-cap", "3e-4", "--depth", "2", "--deterministic", "--out", str(det)]
+    assert main([*args, "--bootstrap", "20", "--json", "-"]) == 0
+    assert "kind: boundary" not in det.read_text()
 
 
 def test_without_randomise_the_choice_is_deterministic(files: tuple[Path, Path]) -> None:
