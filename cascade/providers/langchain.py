@@ -34,6 +34,7 @@ import contextvars
 import importlib
 import json
 import math
+import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -76,7 +77,7 @@ from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
 DEFAULT_MAX_TOKENS = 1024
 SDK_DEFAULT_RETRIES = 2  # what the OpenAI and Anthropic SDKs do when max_retries is unset
 _T = TypeVar("_T")
-_DEADLINES = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="cascade-tier-deadline")
+_DEADLINES = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="cascade-tier-deadline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +175,17 @@ class LangChainProvider:
         """``fn()``, abandoned with :class:`ProviderTimeoutError` after :attr:`timeout` seconds."""
         if self._own_deadline():
             return fn()
-        future = _DEADLINES.submit(contextvars.copy_context().run, fn)
+        started = threading.Event()
+
+        def run() -> _T:
+            started.set()
+            return fn()
+
+        future = _DEADLINES.submit(contextvars.copy_context().run, run)
+        started.wait()  # the deadline counts from the call's start, not from a wait for a free thread
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
-            future.cancel()
             raise ProviderTimeoutError(
                 f"{self.model}: no answer within the tier timeout ({self.timeout}s)", provider="langchain"
             ) from None

@@ -206,6 +206,15 @@ def test_structured_output_method_sends_response_format(server: WireServer, meth
         assert body["response_format"] == {"type": "json_object"}
 
 
+def test_json_schema_reaches_anthropic_tiers_in_their_format(server: WireServer) -> None:
+    server.script("claude-1", ModelScript(answers=[json.dumps(INVOICE)]))
+    model = CascadeChatModel(cascade=Cascade([tier("only", an(server, "claude-1"))]))
+    assert model.with_structured_output(Invoice, method="json_schema").invoke("q") == Invoice(**INVOICE)
+    body = server.requests_for("claude-1")[0]
+    assert body["output_config"]["format"]["type"] == "json_schema"
+    assert "tools" not in body
+
+
 def test_structured_output_include_raw(server: WireServer) -> None:
     server.script("cheap-1", ModelScript(answers=[json.dumps(INVOICE)]))
     out: Any = (
