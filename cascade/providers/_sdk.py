@@ -11,6 +11,9 @@ Every SDK error is mapped here, at the edge, to the cascade error tree (``raise 
     any other status (400, 401, 403, 404)   PermanentProviderError        no
     request missing from a vcrpy cassette   PermanentProviderError        no
     a 200 that is not a usable answer       InvalidResponseError          yes
+    (an error event in a stream included)
+    httpx errors an SDK lets through         ProviderTimeoutError /        yes
+                                            TransientProviderError
 
 Responses are untrusted input. :func:`invalid` builds the error for a body that does not parse,
 is HTML, lacks choices or content blocks, or carries an error object; :func:`check_usage` replaces
@@ -148,14 +151,33 @@ def _is_cassette_miss(exc: BaseException) -> bool:
     return False
 
 
+WIRE_ERRORS: tuple[type[Exception], ...] = (httpx2.HTTPError,)
+"""HTTP errors an SDK lets through unwrapped (raised while a streamed body is read)."""
+
+STREAM_GARBAGE: tuple[type[Exception], ...] = (
+    AssertionError,
+    AttributeError,
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+)
+"""What an SDK's stream accumulator raises on events that are not what it expects (JSON instead of
+server-sent events, events out of order): the stream does not parse."""
+
+
 def map_error(exc: BaseException, *, provider: str, sdk: ModuleType) -> ProviderError:
-    """The cascade error for an SDK exception (the caller raises it ``from exc``)."""
+    """The cascade error for an SDK (or unwrapped HTTP) exception (the caller raises it ``from exc``)."""
     name = type(exc).__name__
     if _is_cassette_miss(exc):
         return PermanentProviderError(
             f"{provider}: request not found in the cassette (re-record it; see cassettes/README.md)",
             provider=provider,
         )
+    if isinstance(exc, httpx2.TimeoutException):
+        return ProviderTimeoutError(f"{provider}: request timed out", provider=provider)
+    if isinstance(exc, httpx2.HTTPError):
+        return TransientProviderError(f"{provider}: connection error ({name})", provider=provider)
     if isinstance(exc, sdk.APITimeoutError):
         return ProviderTimeoutError(f"{provider}: request timed out", provider=provider)
     if isinstance(exc, sdk.APIConnectionError):
@@ -171,12 +193,16 @@ def map_error(exc: BaseException, *, provider: str, sdk: ModuleType) -> Provider
             "retry_after": retry_after(headers),
         }
         message = f"{provider}: {name}: {_message(exc)}"
+        if 200 <= status < 300:  # an error event inside a streamed 200
+            return invalid(provider, "error event in the stream", _message(exc), request_id=rid)
         should = (headers.get("x-should-retry") or "").lower()
         if status == 429 and _error_code(exc) != "insufficient_quota" and should != "false":
             return RateLimitError(message, **kw)
         if should == "true" or (should != "false" and (status in (408, 409) or status >= 500)):
             return TransientProviderError(message, **kw)
         return PermanentProviderError(message, **kw)
+    if isinstance(exc, sdk.APIError):  # an error the server sent inside a 200 (a stream's error event)
+        return invalid(provider, "error event in the stream", _message(exc))
     return PermanentProviderError(f"{provider}: {name}: {str(exc)[:300]}", provider=provider)
 
 

@@ -102,6 +102,8 @@ def usage_of(u: Any) -> Usage | None:
 
 
 _UNPARSEABLE = (json.JSONDecodeError, UnicodeDecodeError)
+_CALL_ERRORS: tuple[type[Exception], ...] = (anthropic.AnthropicError, *_sdk.WIRE_ERRORS)
+"""The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 _MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
 
 
@@ -252,11 +254,16 @@ class AnthropicProvider:
         start = time.perf_counter()
         try:
             if self.stream:
-                with self.client.messages.stream(**kw) as events:
-                    message = events.get_final_message()
+                try:
+                    with self.client.messages.stream(**kw) as events:
+                        message = events.get_final_message()
+                except _sdk.STREAM_GARBAGE as exc:
+                    raise _sdk.invalid(
+                        self.kind, "stream does not parse", f"{type(exc).__name__}: {exc}"
+                    ) from exc
             else:
                 message = self.client.messages.create(**kw)
-        except anthropic.AnthropicError as exc:
+        except _CALL_ERRORS as exc:
             raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
         except _UNPARSEABLE as exc:
             raise _sdk.invalid(self.kind, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
@@ -268,11 +275,16 @@ class AnthropicProvider:
         start = time.perf_counter()
         try:
             if self.stream:
-                async with client.messages.stream(**kw) as events:
-                    message = await events.get_final_message()
+                try:
+                    async with client.messages.stream(**kw) as events:
+                        message = await events.get_final_message()
+                except _sdk.STREAM_GARBAGE as exc:
+                    raise _sdk.invalid(
+                        self.kind, "stream does not parse", f"{type(exc).__name__}: {exc}"
+                    ) from exc
             else:
                 message = await client.messages.create(**kw)
-        except anthropic.AnthropicError as exc:
+        except _CALL_ERRORS as exc:
             raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
         except _UNPARSEABLE as exc:
             raise _sdk.invalid(self.kind, "body does not parse", f"{type(exc).__name__}: {exc}") from exc

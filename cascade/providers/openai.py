@@ -102,6 +102,8 @@ _MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
 
 
 _UNPARSEABLE = (json.JSONDecodeError, UnicodeDecodeError)
+_CALL_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *_sdk.WIRE_ERRORS)
+"""The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 """What the SDK raises for a body that is not JSON (or not UTF-8) although it says it is."""
 
 
@@ -314,11 +316,16 @@ class OpenAIProvider:
         start = time.perf_counter()
         try:
             if self.stream:
-                with self.client.chat.completions.stream(**kw) as events:
-                    response = events.get_final_completion()
+                try:
+                    with self.client.chat.completions.stream(**kw) as events:
+                        response = events.get_final_completion()
+                except _sdk.STREAM_GARBAGE as exc:
+                    raise _sdk.invalid(
+                        self.name, "stream does not parse", f"{type(exc).__name__}: {exc}"
+                    ) from exc
             else:
                 response = self.client.chat.completions.create(**kw)
-        except openai.OpenAIError as exc:
+        except _CALL_ERRORS as exc:
             raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
         except _UNPARSEABLE as exc:
             raise _sdk.invalid(self.name, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
@@ -343,11 +350,16 @@ class OpenAIProvider:
         start = time.perf_counter()
         try:
             if self.stream:
-                async with client.chat.completions.stream(**kw) as events:
-                    response = await events.get_final_completion()
+                try:
+                    async with client.chat.completions.stream(**kw) as events:
+                        response = await events.get_final_completion()
+                except _sdk.STREAM_GARBAGE as exc:
+                    raise _sdk.invalid(
+                        self.name, "stream does not parse", f"{type(exc).__name__}: {exc}"
+                    ) from exc
             else:
                 response = await client.chat.completions.create(**kw)
-        except openai.OpenAIError as exc:
+        except _CALL_ERRORS as exc:
             raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
         except _UNPARSEABLE as exc:
             raise _sdk.invalid(self.name, "body does not parse", f"{type(exc).__name__}: {exc}") from exc

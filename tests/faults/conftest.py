@@ -81,10 +81,11 @@ def rig(
     samples: int = 1,
     timeout: float = 2.0,
     retry: RetryPolicy = RETRY,
+    stream: bool = False,
 ) -> Rig:
     small = Tier(
         "small",
-        provider(server, kind, timeout=timeout),
+        provider(server, kind, timeout=timeout, stream=stream),
         PRICE,
         FixedScorer(1.0, samples=samples),
         0.5,

@@ -4,7 +4,9 @@ OpenAI lives under ``/openai/v1`` (chat completions), Anthropic under ``/anthrop
 A marker in the last user message scripts the faults: ``!faults=html,ok`` makes the first request
 with this exact body get ``html``, the second ``ok``, and every later one ``ok`` (the last fault
 repeats if it is not ``ok``: ``!faults=drip`` drips forever). Without a marker, every request gets
-``server.default`` (``ok``). Under ``/clean/...`` every request is answered well whatever it says
+``server.default`` (``ok``). A request with ``stream: true`` gets server-sent events for the faults
+that can be streamed (``SSE_FAULTS``) and the raw faulty body for the others (a gateway answering
+a stream with an HTML page). Under ``/clean/...`` every request is answered well whatever it says
 (a second, healthy tier on the same server). ``FAULTS`` lists every fault; :class:`FaultServer` runs in a thread on a
 free port and counts the requests it answered (``server.requests``).
 """
@@ -44,6 +46,8 @@ FAULTS: dict[str, str] = {
     "status429": "HTTP 429 with retry-after: 0",
     "status400": "HTTP 400 (a permanent error)",
 }
+
+SSE_FAULTS = {"ok", "no_usage", "huge_usage", "negative_usage", "big_output", "empty_choices", "error200"}
 
 _MARK = re.compile(r"!faults=([a-z0-9_,]+)")
 ANSWER = "The answer is 42."
@@ -166,7 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
             text = str(content or "")
         fault = "ok" if self.path.startswith("/clean/") else self.server.fault_for(raw, text)
         good = _anthropic_ok(body) if anthropic else _openai_ok(body)
-        if fault == "ok":
+        if body.get("stream") and fault in SSE_FAULTS:
+            self._raw(200, _sse(fault, good, anthropic), "text/event-stream")
+        elif fault == "ok":
             self._json(200, good)
         elif fault == "malformed":
             self._raw(200, json.dumps(good).encode()[:40])
@@ -203,6 +209,55 @@ class _Handler(BaseHTTPRequestHandler):
             kind = {400: "invalid_request_error", 429: "rate_limit_error"}.get(status, "api_error")
             err = {"message": f"simulated {status}", "type": kind}
             self._json(status, {"type": "error", "error": err} if anthropic else {"error": err})
+
+
+def _sse(fault: str, good: dict[str, Any], anthropic: bool) -> bytes:
+    """``good`` as server-sent events, with ``fault`` applied."""
+    usage: dict[str, Any] | None = good["usage"]
+    if fault in ("huge_usage", "negative_usage", "big_output"):
+        usage = _bad_usage(fault, anthropic)
+    elif fault == "no_usage":
+        usage = None
+    err = {"message": "upstream overloaded", "type": "overloaded_error"}
+    if anthropic:
+        events: list[tuple[str, dict[str, Any]]] = []
+        start_usage = {"input_tokens": usage["input_tokens"], "output_tokens": 1} if usage else None
+        events.append(
+            ("message_start", {"message": {**good, "content": [], "stop_reason": None, "usage": start_usage}})
+        )
+        if fault == "error200":
+            events.append(("error", {"error": err}))
+        blocks = [] if fault == "empty_choices" else good["content"]
+        for i, block in enumerate(blocks):
+            events.append(
+                ("content_block_start", {"index": i, "content_block": {"type": "text", "text": ""}})
+            )
+            delta = {"type": "text_delta", "text": block["text"]}
+            events.append(("content_block_delta", {"index": i, "delta": delta}))
+            events.append(("content_block_stop", {"index": i}))
+        end = {"stop_reason": "end_turn", "stop_sequence": None}
+        events.append(
+            (
+                "message_delta",
+                {"delta": end, "usage": {"output_tokens": usage["output_tokens"]} if usage else None},
+            )
+        )
+        events.append(("message_stop", {}))
+        text = "".join(
+            f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n" for name, data in events
+        )
+        return text.encode()
+    head = {k: good[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    chunks: list[dict[str, Any]] = []
+    if fault == "error200":
+        chunks.append({"error": err})
+    choices = [] if fault == "empty_choices" else good["choices"]
+    for c in choices:
+        delta = {"role": "assistant", "content": c["message"]["content"]}
+        chunks.append({**head, "choices": [{"index": c["index"], "delta": delta, "finish_reason": "stop"}]})
+    if usage is not None:
+        chunks.append({**head, "choices": [], "usage": usage})
+    return ("".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n").encode()
 
 
 def _bad_usage(fault: str, anthropic: bool) -> dict[str, Any]:

@@ -55,6 +55,7 @@ LEDGERS = ["memory", "sqlite"]
 
 def test_every_fault_has_an_expectation() -> None:
     assert set(ESCALATES) | set(HANGS) | set(BILLED) == set(FAULTS)
+    assert set(STREAMED) | set(HANGS) == set(FAULTS)
 
 
 def execute(r: Rig, prompt: str, mode: str) -> CascadeResult:
@@ -234,3 +235,34 @@ def test_usage_events_are_logged_without_text(server: FaultServer, tmp_path: Pat
 
 def test_costs_use_the_tier_price() -> None:
     assert PRICE.input == 2 and PRICE.output == 8  # the figures the assertions above rely on
+
+
+STREAMED = {  # with stream: true, what the small tier's attempt shows: a usage source or an error
+    "ok": "reported",
+    "huge_usage": "clamped",
+    "big_output": "clamped",
+    "no_usage": {"openai": "estimated", "anthropic": "error: InvalidResponseError"},
+    "string_usage": "error: InvalidResponseError",  # a JSON body where events were expected
+    **{f: f"error: {e}" for f, e in ESCALATES.items()},
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fault", sorted(STREAMED))
+def test_streamed_replies_are_checked_too(
+    server: FaultServer, fault: str, kind: str, mode: str, tmp_path: Path
+) -> None:
+    r = rig(server, kind, make_ledger("memory", tmp_path), stream=True)
+    expected = STREAMED[fault]
+    expected = expected[kind] if isinstance(expected, dict) else expected
+    text = prompt_for(fault)
+    result = execute(r, text, mode)
+    small = result.attempts[0]
+    if expected.startswith("error: "):
+        assert (small.decision, small.reason, result.tier) == ("escalated", expected, "big")
+    else:
+        assert (small.decision, small.usage_source, result.tier) == ("accepted", expected, "small")
+        assert 0 < small.cost <= r.cascade.tiers[0].worst_case(Request.of(text))
+    check_ledger(r, result)
+    r.close()
