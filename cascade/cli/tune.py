@@ -246,6 +246,7 @@ def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path
     import json
 
     from cascade.evaluate import family, held_out
+    from cascade.evaluate.report import usd
     from cascade.evaluate.write import header_lines, render, tier_notes, tuned_block, tuned_raw
     from cascade.policy import loader
 
@@ -262,7 +263,7 @@ def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path
         raw["name"] = f"{raw.get('name', 'policy')}-{k}"
         policy = loader.loads(render(raw, [], {}), source=str(path))
         ev = held_out(tuning, s, policy, reps=args.bootstrap, seed=args.seed)
-        goal = f"frontier member {k} of {len(chosen)}: best on the training part at {s.cost:.3g} USD/query"
+        goal = f"frontier member {k} of {len(chosen)}: best on the training part at {usd(s.cost)}/query"
         text = render(raw, [*header_lines(ev.figures, tuning, goal), ""], tier_notes(ev.figures))
         path.write_text(text, encoding="utf-8")
         files.append(path)

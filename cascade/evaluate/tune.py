@@ -789,12 +789,12 @@ def tune(
                 break
         if unmargined is not None and unmargined != choice:
             chosen = (
-                f"{choice.cost:.3g} USD at quality {choice.quality:.4f}"
+                f"{_usd(choice.cost)} at quality {choice.quality:.4f}"
                 if choice is not None
                 else "none passes"
             )
             notes.append(
-                f"without the margin of {objective.confidence:g} standard errors: {unmargined.cost:.3g} USD "
+                f"without the margin of {objective.confidence:g} standard errors: {_usd(unmargined.cost)} "
                 f"per query at quality {unmargined.quality:.4f} on the training part (chosen: {chosen})"
             )
     return Tuning(
@@ -853,11 +853,17 @@ def _randomised_boundary(
         if qm > qa and cm <= objective.cost_cap and (best is None or qm > best.quality):
             note = (
                 f"randomised boundary on tier {pos + 1}: scores in [{t_a:.4g}, {t_b:.4g}) accepted for"
-                f" {p:.1%} of requests (seed {seed}); on the training part {cm:.3g} USD/query at quality"
-                f" {qm:.4f}, against {ca:.3g} USD at {qa:.4f} deterministic"
+                f" {p:.1%} of requests (seed {seed}); on the training part {_usd(cm)}/query at quality"
+                f" {qm:.4f}, against {_usd(ca)} at {qa:.4f} deterministic"
             )
             best = Boundary(pos, float(t_a), t_b, float(p), seed, qm, cm, note)
     return best
+
+
+def _usd(x: float) -> str:
+    from cascade.evaluate.report import usd
+
+    return usd(x)
 
 
 def _frontier(search: _Search) -> list[Setting]:
