@@ -363,6 +363,7 @@ class _ToolArgsAsText:
 
     def __init__(self, inner: Scorer) -> None:
         self.inner = inner
+        self.samples = inner.samples
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
