@@ -63,6 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--verifier: comma-separated feature groups (prompt,answer,logprobs,agreement; default all)",
     )
     parser.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        choices=("arithmetic",),
+        help="--verifier: a built-in check of the answer text as an input (repeatable)",
+    )
+    parser.add_argument(
+        "--versus",
+        metavar="MODEL",
+        help="--prompt-only: label 'as good as MODEL's answer' (right, or both wrong) instead of 'right'",
+    )
+    parser.add_argument(
         "--embeddings",
         metavar="MODEL",
         help="--prompt-only: add embeddings from this OpenAI(-compatible) embeddings model",
@@ -82,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--samples must be at least 1")
     if not 0 < args.test_share < 1:
         raise UsageError("--test-share must be between 0 and 1")
-    if (args.partner or args.features or args.answer != "text") and not args.verifier:
-        raise UsageError("--partner, --answer and --features need --verifier")
-    if (args.embeddings or args.embeddings_base_url) and not args.prompt_only:
-        raise UsageError("--embeddings needs --prompt-only")
+    if (args.partner or args.features or args.check or args.answer != "text") and not args.verifier:
+        raise UsageError("--partner, --answer, --check and --features need --verifier")
+    if (args.embeddings or args.embeddings_base_url or args.versus) and not args.prompt_only:
+        raise UsageError("--embeddings and --versus need --prompt-only")
     if args.verifier or args.prompt_only:
         return _learned(args)
     data = outcomes.load(args.data)
@@ -163,13 +175,17 @@ def _learned(args: argparse.Namespace) -> int:
                 answer=args.answer,
                 features=groups,
                 partners=[{"samples": 1, "model": m} for m in args.partner],
+                checks=args.check,
             )
         except ValueError as err:
             raise UsageError(str(err).splitlines()[-1].strip()) from None
         examples, names = verifier_examples(options, data, args.model, positive_at=args.positive_at)
         kind = "verifier"
     else:
-        examples, names = prompt_examples(data, args.model, positive_at=args.positive_at), ()
+        examples = prompt_examples(data, args.model, positive_at=args.positive_at, versus=args.versus)
+        names = ()
+        if args.versus:
+            meta["versus"] = args.versus
         kind = "prompt"
     if len(examples) < 40:
         raise UsageError(

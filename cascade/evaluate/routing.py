@@ -101,11 +101,13 @@ def skip_candidates(
     folder: Path,
     *,
     levels: int = 8,
+    bases: int = 3,
     seed: int = 0,
 ) -> tuple[list[Any], list[str]]:
     """For each scored candidate of ``models``: the same tier behind a skip rule at ``levels``
     thresholds, for two estimators: P(its answer is right), and P(it is as good as the best model
-    on the training part). Returns the new candidates and notes."""
+    on the training part). Only the ``bases`` candidates of a model with the fewest partners (then
+    the cheapest) get skip rules, which bounds the search. Returns the new candidates and notes."""
     from cascade.evaluate.candidates import Candidate, slug, validate_tier
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,6 +117,7 @@ def skip_candidates(
     best = es.models[int(np.lexsort((c_, -q))[0])]
     for m, versus in [(m, v) for m in models for v in (None, best) if v != m]:
         base = [c for c in cands if c.spec.model == m and c.scored is not None and c.scored.skipped is None]
+        base = sorted(base, key=lambda c: (len(c.partners), float(c.scored.cost[train].mean())))[:bases]
         if not base:
             continue
         got = oof_estimates(data, es, train, m, versus=versus, seed=seed)

@@ -101,7 +101,7 @@ def arithmetic_check(text: str) -> tuple[int, int]:
     done = wrong = 0
     for left, right in _EQUATION.findall(text[:20_000]):
         expr = left.replace(",", "").replace("$", "").replace("x", "*").replace("×", "*").replace("÷", "/")
-        expr = re.sub(r"(\d)\s*%", r"(\1/100)", expr.strip().lstrip(".").strip())
+        expr = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", expr.strip().lstrip(".").strip())
         if len(expr) > 200 or not _OPERATION.search(expr):
             continue
         try:

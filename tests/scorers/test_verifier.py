@@ -265,7 +265,7 @@ def test_train_scorer_cli_verifier_and_prompt_only(
     code = main(
         [
             "train-scorer", str(data_path), "--model", "tiny", "-o", str(art), "--verifier",
-            "--partner", "small", "--samples", "3", "--answer", "number", "--bits", "12", "--json",
+            "--partner", "small", "--samples", "3", "--answer", "number", "--bits", "12", "--json", "--check", "arithmetic",
         ]
     )  # fmt: skip
     assert code == 0
@@ -280,3 +280,29 @@ def test_train_scorer_cli_verifier_and_prompt_only(
         main(["train-scorer", str(data_path), "--model", "tiny", "-o", str(est), "--partner", "small"]) == 2
     )
     assert "need --verifier" in capsys.readouterr().err
+    code = main(
+        [
+            "train-scorer",
+            str(data_path),
+            "--model",
+            "tiny",
+            "-o",
+            str(est),
+            "--prompt-only",
+            "--versus",
+            "big",
+        ]
+    )
+    assert code == 0 and json.loads(est.read_text())["meta"]["versus"] == "big"
+
+
+def test_arithmetic_check_recomputes_worked_steps() -> None:
+    from cascade.scorers.verifier import arithmetic_check
+
+    text = "8 x $5 = $40. Then 40 + 24 = 65, and <<8*5*60/100=24>>24; 2/2 * 1/2 = 1/2; 10% of 50 = 5."
+    assert arithmetic_check(text) == (3, 1)  # the fraction on the right and "of" are not checked
+    assert arithmetic_check("1,000 + 2,500 = 3,500. 3.5 * 2 = 7.00") == (2, 0)
+    assert arithmetic_check("20% * 50 = 10") == (1, 0)
+    # nothing but arithmetic is evaluated, and nothing huge or deep
+    assert arithmetic_check("__import__('os') = 1, 9**9**9 = 1, 1/0 = 3") == (0, 0)
+    assert arithmetic_check("(" * 400 + "1" + ")" * 400 + " + 1 = 2") == (0, 0)
