@@ -49,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration",
         type=float,
-        default=0.7,
+        default=0.85,
         metavar="SHARE",
-        help="with --max-drop: share of the training part kept for the risk test (default 0.7)",
+        help="with --max-drop: share of the training part kept for the risk test (default 0.85)",
     )
     parser.add_argument(
         "--models",
@@ -71,6 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="N",
         help="also train a confidence classifier (training part only) for up to N cheap models (default 0)",
+    )
+    parser.add_argument(  # issue 9: ex-ante skip
+        "--skip",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also train prompt-only skip estimators for up to N cheap models and search skip thresholds"
+        " with the accept thresholds (default 0)",
     )
     parser.add_argument(
         "--samples",
@@ -119,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value, ok in (
         ("--partners", args.partners, args.partners >= 0),
         ("--classifiers", args.classifiers, args.classifiers >= 0),
+        ("--skip", args.skip, args.skip >= 0),
         ("--pool", args.pool, args.pool >= 1),
         ("--bootstrap", args.bootstrap, args.bootstrap >= 1),
         ("--test-fraction", args.test_fraction, 0 < args.test_fraction < 1),
@@ -176,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         partners=args.partners,
         samples=samples,
         classifiers=args.classifiers,
+        skip=args.skip,
         artifacts=out.with_suffix(".classifiers"),
         pool=args.pool,
         depth=args.depth,

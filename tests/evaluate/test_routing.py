@@ -146,3 +146,38 @@ tiers:
     assert a is not None and b is not None
     both = run([a.take(tuning.train), b.take(tuning.train)], [1.1, None])  # never accept: both called
     assert both.cost.mean() == pytest.approx(a.take(tuning.train).cost.mean())  # small was bought by the vote
+
+
+@pytest.mark.slow
+def test_cli_tune_skip_writes_a_policy_that_skips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cascade.cli import main
+    from cascade.engine.build import build
+    from cascade.policy import loader
+
+    data_path = routing_data(tmp_path)
+    sk = skeleton(tmp_path, data_path)
+    out = tmp_path / "tuned.yaml"
+    code = main(
+        [
+            "tune",
+            str(sk),
+            "--data",
+            str(data_path),
+            "--target-quality",
+            "best",
+            "--skip",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    policy = loader.load(out)
+    first = policy.tiers[0]
+    assert first.skip is not None and Path(first.skip.artifact).exists()
+    cascade = build(out)  # the engine loads the estimator the tuner wrote
+    data = outcomes.load(data_path)
+    hard = next(r for r in data.records if "topology" in r.prompt)
+    result = cascade.run(hard.prompt, metadata={"id": hard.id})
+    assert result.attempts[0].decision == "skipped" and result.attempts[0].cost == 0
+    assert main(["tune", str(sk), "--data", str(data_path), "--target-quality", "best", "--skip", "-1"]) == 2
