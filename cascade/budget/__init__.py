@@ -176,6 +176,11 @@ class _State:
         with self.lock:
             self.queues.setdefault(cap, []).append(waiter)
 
+    def busy_queue(self, buckets: Sequence[tuple[str, Decimal]]) -> str:
+        """The first of ``buckets`` that reservations of this process already wait for ("" if none)."""
+        with self.lock:
+            return next((b for b, _ in buckets if self.queues.get(b)), "")
+
     def is_head(self, cap: str, waiter: _Waiter) -> bool:
         with self.lock:
             queue = self.queues.get(cap)
@@ -263,10 +268,19 @@ class Budget:
         if self.on_ledger_error == "fail_open" and self._skip_ledger():
             return self._local_hold(buckets, amount, None)
         deadline: float | None = None
-        poll = _POLL_MIN
+        poll = self._poll_start()
         waiter: _Waiter | None = None
-        queue = ""
+        queue = st.busy_queue(buckets) if self.on_exceeded == "wait" else ""
         try:
+            if queue:  # others already wait for this cap: line up behind them (first come, first served)
+                waiter = _Waiter(None)
+                st.join(queue, waiter)
+                deadline = self._keep_waiting(None, queue, amount, None)
+                while not (
+                    waiter.event.wait(self._timeout(False, poll, deadline)) or st.is_head(queue, waiter)
+                ):
+                    if time.monotonic() >= deadline:
+                        break
             while True:
                 if waiter is not None:
                     waiter.arm()
@@ -275,7 +289,7 @@ class Budget:
                 except BudgetExceededError as exc:
                     if self.on_exceeded != "wait" or self._never_fits(exc, buckets, amount):
                         raise
-                    deadline = self._keep_waiting(exc, amount, deadline)
+                    deadline = self._keep_waiting(exc, exc.cap, amount, deadline)
                     if waiter is None or queue != exc.cap:
                         if waiter is not None:
                             st.leave(queue, waiter)
@@ -286,7 +300,7 @@ class Budget:
                         timeout = self._timeout(head, poll, deadline)
                         if waiter.event.wait(timeout) or head or time.monotonic() >= deadline:
                             break
-                    poll = min(poll * 2, self._poll_max()) if head else _POLL_MIN
+                    poll = min(poll * 2, self._poll_max()) if head else self._poll_start()
                 except LedgerUnavailableError as exc:
                     self._release_lost(exc)
                     if self.on_ledger_error != "fail_open":
@@ -306,10 +320,21 @@ class Budget:
         if self.on_ledger_error == "fail_open" and self._skip_ledger():
             return self._local_hold(buckets, amount, None)
         deadline: float | None = None
-        poll = _POLL_MIN
+        poll = self._poll_start()
         waiter: _Waiter | None = None
-        queue = ""
+        queue = st.busy_queue(buckets) if self.on_exceeded == "wait" else ""
         try:
+            if queue:  # others already wait for this cap: line up behind them
+                waiter = _Waiter(asyncio.get_running_loop())
+                waiter.arm()
+                st.join(queue, waiter)
+                deadline = self._keep_waiting(None, queue, amount, None)
+                first = waiter.fut
+                assert first is not None
+                while not st.is_head(queue, waiter) and time.monotonic() < deadline:
+                    await asyncio.wait({first}, timeout=self._timeout(False, poll, deadline))
+                    if first.done():
+                        break
             while True:
                 if waiter is not None:
                     waiter.arm()
@@ -324,7 +349,7 @@ class Budget:
                         never = await asyncio.to_thread(self._never_fits, exc, buckets, amount)
                     if never:
                         raise
-                    deadline = self._keep_waiting(exc, amount, deadline)
+                    deadline = self._keep_waiting(exc, exc.cap, amount, deadline)
                     if waiter is None or queue != exc.cap:
                         if waiter is not None:
                             st.leave(queue, waiter)
@@ -338,7 +363,7 @@ class Budget:
                         await asyncio.wait({fut}, timeout=self._timeout(head, poll, deadline))
                         if fut.done() or head or time.monotonic() >= deadline:
                             break
-                    poll = min(poll * 2, self._poll_max()) if head else _POLL_MIN
+                    poll = min(poll * 2, self._poll_max()) if head else self._poll_start()
                 except LedgerUnavailableError as exc:
                     self._release_lost(exc)
                     if self.on_ledger_error != "fail_open":
@@ -355,20 +380,23 @@ class Budget:
         left = deadline - time.monotonic()
         return max(min(left, poll * (0.5 + random.random()) if head else 1.0), 0.0)
 
+    def _poll_start(self) -> float:
+        return self._poll_max() if getattr(self.ledger, "in_process", False) else _POLL_MIN
+
     def _poll_max(self) -> float:
         # a ledger only this process uses needs no polling: its settles wake the waiters
         return 1.0 if getattr(self.ledger, "in_process", False) else _POLL_MAX
 
-    def _keep_waiting(self, exc: BudgetExceededError, amount: Decimal, deadline: float | None) -> float:
-        """The deadline of a refused reservation that may wait; raises ``exc`` when it has passed."""
+    def _keep_waiting(
+        self, exc: BudgetExceededError | None, cap: str, amount: Decimal, deadline: float | None
+    ) -> float:
+        """The deadline of a reservation that may wait; raises ``exc`` when it has passed."""
         now = time.monotonic()
         if deadline is None:
             deadline = now + self.max_wait
-            self._event(
-                "info", "cascade.budget_wait", cap=exc.cap, needed=str(amount), max_wait=self.max_wait
-            )
-        elif now >= deadline:
-            self._event("warning", "cascade.budget_wait_timeout", cap=exc.cap, waited_s=self.max_wait)
+            self._event("info", "cascade.budget_wait", cap=cap, needed=str(amount), max_wait=self.max_wait)
+        elif now >= deadline and exc is not None:
+            self._event("warning", "cascade.budget_wait_timeout", cap=cap, waited_s=self.max_wait)
             raise exc
         return deadline
 
