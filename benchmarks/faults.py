@@ -54,6 +54,9 @@ PARAMS = GenerationParams(max_tokens=64, temperature=0.0)
 SLOW = {"drip", "drip_headers", "sleep"}
 
 
+STREAM = False  # --stream: every tier asks for server-sent events
+
+
 def provider(url: str, kind: str, timeout: float, *, clean: bool = False, model_suffix: str = "") -> Any:
     root = f"{url}/clean" if clean else url
     if kind == "openai":
@@ -63,6 +66,7 @@ def provider(url: str, kind: str, timeout: float, *, clean: bool = False, model_
             base_url=f"{root}/openai/v1",
             params=PARAMS,
             timeout=timeout,
+            stream=STREAM,
         )
     return AnthropicProvider(
         "claude-haiku-4-5" + model_suffix,
@@ -70,6 +74,7 @@ def provider(url: str, kind: str, timeout: float, *, clean: bool = False, model_
         base_url=f"{root}/anthropic",
         params=PARAMS,
         timeout=timeout,
+        stream=STREAM,
     )
 
 
@@ -147,7 +152,11 @@ def direct(p: Any, prompt: str, mode: str) -> tuple[float, str]:
 
 
 def part1(server: FaultServer, timeout: float) -> tuple[int, int]:
-    print(f"Part 1: every fault, both wire formats, sync and async (tier timeout {timeout:g} s, 2 tries)")
+    how = "streamed" if STREAM else "plain"
+    print(
+        f"Part 1: every fault, both wire formats, sync and async, {how} replies"
+        f" (timeout {timeout:g} s, 2 tries)"
+    )
     print(f"  {'fault':<15} {'kind':<10} {'mode':<6} {'call':>6}  {'direct call':<24} cascade outcome")
     tracebacks = hangs = 0
     for fault in FAULTS:
@@ -284,7 +293,10 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1.0)
     ap.add_argument("--cap", type=Decimal, default=Decimal("0.25"))
     ap.add_argument("--skip-part1", action="store_true")
+    ap.add_argument("--stream", action="store_true", help="part 1 with streamed replies (server-sent events)")
     args = ap.parse_args()
+    global STREAM
+    STREAM = args.stream
     with FaultServer() as server:
         if not args.skip_part1:
             part1(server, args.timeout)
