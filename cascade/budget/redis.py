@@ -118,8 +118,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local live = redis.call('ZRANGEBYSCORE', KEYS[3], string.format('%d', now), '+inf')
 local held = 0
-if #live > 0 then
-  for _, v in ipairs(redis.call('HMGET', KEYS[4], unpack(live))) do
+for first = 1, #live, 500 do
+  local last = math.min(first + 499, #live)
+  for _, v in ipairs(redis.call('HMGET', KEYS[4], unpack(live, first, last))) do
     if v then held = held + tonumber(v) end
   end
 end

@@ -273,3 +273,10 @@ def test_the_default_prefix_is_the_policy_name_without_braces(tmp_path: Path) ->
     )
     ledger = build(policy).settings.budget.ledger  # building connects to nothing
     assert isinstance(ledger, RedisLedger) and ledger.prefix == "cascade:teama"
+
+
+def test_held_sums_live_holds_in_chunks(redis_url: str, prefix: str) -> None:
+    ledger = RedisLedger(redis_url, prefix=prefix)
+    for _ in range(600):  # more than one 500-hold chunk of the read script
+        ledger.reserve([("b", Decimal(1))], Decimal("0.001"))
+    assert ledger.held("b") == Decimal("0.6")
