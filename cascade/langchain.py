@@ -86,7 +86,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from cascade.engine.cascade import Cascade, _aexecute, _execute
 from cascade.engine.loop import Call, CallOutcome, Outcome
-from cascade.errors import AllTiersFailedError, InvalidRequestError, ProviderError
+from cascade.errors import AllTiersFailedError, ConfigurationError, InvalidRequestError, ProviderError
 from cascade.logging import get_logger
 from cascade.protocols import Provider, Scorer
 from cascade.providers._sdk import estimate_input_tokens
@@ -1281,6 +1281,27 @@ class CascadeChatModel(BaseChatModel):
         )
 
 
+def _from_policy(cls: type[CascadeChatModel], *, model: str, **kwargs: Any) -> CascadeChatModel:
+    return cls.from_policy(model, **kwargs)
+
+
+def register_init_chat_model() -> None:
+    """Let ``init_chat_model("cascade:policy.yaml", providers=...)`` build a :class:`CascadeChatModel`.
+
+    LangChain's ``init_chat_model`` knows a fixed list of providers; this adds ``cascade`` to it
+    (the policy path is the model name; other arguments go to :meth:`CascadeChatModel.from_policy`).
+    It edits LangChain's provider table, so it is opt-in.
+    """
+    try:
+        from langchain.chat_models import base
+    except ImportError as exc:
+        raise ConfigurationError("init_chat_model needs the `langchain` package") from exc
+    registry = getattr(base, "_BUILTIN_PROVIDERS", None)
+    if not isinstance(registry, dict):
+        raise ConfigurationError("this LangChain version has no provider table for init_chat_model")
+    registry["cascade"] = ("cascade.langchain", "CascadeChatModel", _from_policy)
+
+
 def _list_content(chunks: list[AIMessageChunk]) -> bool:
     return bool(chunks) and not isinstance(chunks[0].content, str)
 
@@ -1301,6 +1322,7 @@ __all__ = [
     "ScriptedChatModel",
     "explain",
     "from_langchain_messages",
+    "register_init_chat_model",
     "to_ai_message",
     "usage_metadata",
 ]

@@ -491,6 +491,32 @@ def test_configurable_stream_final_tier(server: WireServer) -> None:
     assert "".join(c.text for c in chunks) == "the answer is four"
 
 
+TWO_TIERS = """
+name: dropin
+tiers:
+  - {name: cheap, provider: langchain, model: cheap-1, free: true, scorer: {kind: regex, pattern: "4"}, threshold: 0.5}
+  - {name: strong, provider: langchain, model: strong-1, free: true}
+"""
+
+
+def test_init_chat_model_builds_a_cascade(server: WireServer, tmp_path: Any) -> None:
+    from langchain.chat_models import init_chat_model
+
+    from cascade.langchain import register_init_chat_model
+
+    server.script("cheap-1", ModelScript(answers=["it is 4"]))
+    path = tmp_path / "dropin.yaml"
+    path.write_text(TWO_TIERS)
+    register_init_chat_model()
+    providers = {"cheap": oa(server, "cheap-1"), "strong": oa(server, "strong-1")}
+    model = init_chat_model(f"cascade:{path}", providers=providers)
+    assert isinstance(model, CascadeChatModel)
+    assert model.invoke("2+2?").response_metadata["cascade"]["tier"] == "cheap"
+    assert isinstance(
+        init_chat_model(str(path), model_provider="cascade", providers=providers), CascadeChatModel
+    )
+
+
 def test_a_refused_key_on_a_cheap_tier_is_not_silent(server: WireServer) -> None:
     server.script("cheap-1", ModelScript(fail=[401]))
     with pytest.warns(UserWarning, match="HTTP 401"):
