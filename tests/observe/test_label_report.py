@@ -242,6 +242,7 @@ def test_report_plot_and_since(tmp_path: Path, capsys: pytest.CaptureFixture[str
     line = (next(tmp_path.glob("out-2*.jsonl"))).read_text().splitlines()[0]
     old.write_text(line.replace('"ts": "20', '"ts": "2020-01-01T00:00:00.000+00:00", "was": "20') + "\n")
     png = tmp_path / "r.png"
+    capsys.readouterr()
     assert (
         main(["report", str(tmp_path / "out.jsonl"), "--since", "1d", "--plot", str(png), "--json", "-"]) == 0
     )

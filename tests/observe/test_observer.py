@@ -191,12 +191,16 @@ async def test_pinning_works_async(tmp_path: Path) -> None:
 
 
 def test_decisions_are_logged_events(tmp_path: Path) -> None:
+    import structlog
     from structlog.testing import capture_logs
 
     c, _ = observed(tmp_path, rate=1.0, pins=SessionPins(60))
-    with capture_logs() as events:
-        c.run("q", session="s")
-        c.run("q", session="s")
+    try:
+        with capture_logs() as events:
+            c.run("q", session="s")
+            c.run("q", session="s")
+    finally:
+        structlog.reset_defaults()  # capture_logs leaves structlog "configured": later runs would print
     c.close()
     names = [e["event"] for e in events]
     assert "cascade.shadow_sampled" in names and "cascade.pinned" in names
