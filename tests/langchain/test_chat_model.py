@@ -257,3 +257,37 @@ def test_the_fast_trace_equals_to_dict() -> None:
     for result in (c.run("q"), two_tiers().run("What is the capital of France?")):
         assert trace(result) == result.to_dict()
         assert json.loads(json.dumps(trace(result))) == trace(result)
+
+
+def _runs_in_a_chain(model: CascadeChatModel) -> tuple[list[dict[str, object]], object]:
+    from langchain_core.runnables import RunnableLambda
+
+    recorder = Recorder()
+    chain = RunnableLambda(lambda q: q) | model
+    out = chain.invoke(
+        "capital?", config={"callbacks": [recorder], "tags": ["mine"], "metadata": {"who": "me"}}
+    )
+    return recorder.starts, out
+
+
+def test_the_fast_invoke_reports_the_run_as_the_full_path_does() -> None:
+    """``invoke`` skips ``BaseChatModel.generate`` unless a cache, rate limiter, v1 output or live
+    streaming needs it; the run it reports (nesting, tags, metadata, output) is the same."""
+    from langchain_core.rate_limiters import InMemoryRateLimiter
+
+    fast = CascadeChatModel(cascade=two_tiers())
+    full = CascadeChatModel(cascade=two_tiers(), rate_limiter=InMemoryRateLimiter(requests_per_second=1e6))
+    assert fast._lean() and not full._lean()
+    (fast_starts, fast_out), (full_starts, full_out) = _runs_in_a_chain(fast), _runs_in_a_chain(full)
+
+    def shape(starts: list[dict[str, object]]) -> list[tuple[object, ...]]:
+        ids = {s["run_id"]: i for i, s in enumerate(starts)}
+        return [
+            (s["name"], ids.get(s["parent_run_id"]), sorted(s["tags"]), s["metadata"])  # type: ignore[arg-type]
+            for s in starts
+        ]
+
+    assert shape(fast_starts) == shape(full_starts)
+    assert fast_starts[0]["parent_run_id"] is not None  # nested under the chain, as on the full path
+    assert fast_out.usage_metadata == full_out.usage_metadata  # type: ignore[attr-defined]
+    assert fast_out.content == full_out.content == "Paris"  # type: ignore[attr-defined]
