@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from decimal import Decimal
 
 import pytest
@@ -259,7 +260,7 @@ def test_the_fast_trace_equals_to_dict() -> None:
         assert json.loads(json.dumps(trace(result))) == trace(result)
 
 
-def _runs_in_a_chain(model: CascadeChatModel) -> tuple[list[dict[str, object]], object]:
+def _runs_in_a_chain(model: CascadeChatModel) -> tuple[list[dict[str, Any]], Any]:
     from langchain_core.runnables import RunnableLambda
 
     recorder = Recorder()
@@ -280,14 +281,11 @@ def test_the_fast_invoke_reports_the_run_as_the_full_path_does() -> None:
     assert fast._lean() and not full._lean()
     (fast_starts, fast_out), (full_starts, full_out) = _runs_in_a_chain(fast), _runs_in_a_chain(full)
 
-    def shape(starts: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    def shape(starts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         ids = {s["run_id"]: i for i, s in enumerate(starts)}
-        return [
-            (s["name"], ids.get(s["parent_run_id"]), sorted(s["tags"]), s["metadata"])  # type: ignore[arg-type]
-            for s in starts
-        ]
+        return [(s["name"], ids.get(s["parent_run_id"]), sorted(s["tags"]), s["metadata"]) for s in starts]
 
     assert shape(fast_starts) == shape(full_starts)
     assert fast_starts[0]["parent_run_id"] is not None  # nested under the chain, as on the full path
-    assert fast_out.usage_metadata == full_out.usage_metadata  # type: ignore[attr-defined]
-    assert fast_out.content == full_out.content == "Paris"  # type: ignore[attr-defined]
+    assert fast_out.usage_metadata == full_out.usage_metadata
+    assert fast_out.content == full_out.content == "Paris"
