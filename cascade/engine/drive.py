@@ -24,6 +24,7 @@ from cascade.engine.loop import (
     Outcome,
     Predict,
     Predicted,
+    Rate,
     RateOutcome,
     Reserve,
     Reserved,
@@ -76,6 +77,10 @@ async def adrive(gen: Steps) -> CascadeResult:
 
 def execute(action: Action) -> Outcome:
     """Execute one action (provider calls with retries); provider and scorer errors become outcomes."""
+    if isinstance(action, Call):
+        return _call(action)
+    if isinstance(action, Rate):
+        return _rate(action)
     if isinstance(action, Reserve):
         try:
             return Reserved(action.budget.reserve(action.buckets, action.amount), None)
@@ -84,29 +89,34 @@ def execute(action: Action) -> Outcome:
     if isinstance(action, Settle):
         action.budget.settle(action.hold, action.amount)
         return SETTLED
-    if isinstance(action, Predict):
-        try:
-            return _predicted(action.tier.skip.predict(action.request))  # type: ignore[union-attr]
-        except CascadeError as exc:
-            return Predicted(None, exc)
+    try:
+        return _predicted(action.tier.skip.predict(action.request))  # type: ignore[union-attr]
+    except CascadeError as exc:
+        return Predicted(None, exc)
+
+
+def _call(action: Call) -> CallOutcome:
     start = time.perf_counter()
-    tier, request, cache = action.tier, action.request, action.cache
-    if isinstance(action, Call):
-        n = action.n
-        if cache is not None and tier.call_key:
-            key = tier.call_key
-            fn: Callable[[], Completion] = lambda: cache.complete(key, tier.provider, request, n)  # noqa: E731
-        else:
-            fn = lambda: tier.provider.complete(request, n)  # noqa: E731
-        try:
-            completion, retries = call_with_retry(fn, tier.retry)
-        except ProviderError as exc:
-            return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
-        return CallOutcome(completion, None, retries, time.perf_counter() - start)
+    tier, request, cache, n = action.tier, action.request, action.cache, action.n
+    if cache is not None and tier.call_key:
+        key = tier.call_key
+        fn: Callable[[], Completion] = lambda: cache.complete(key, tier.provider, request, n)  # noqa: E731
+    else:
+        fn = lambda: tier.provider.complete(request, n)  # noqa: E731
+    try:
+        completion, retries = call_with_retry(fn, tier.retry)
+    except ProviderError as exc:
+        return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
+    return CallOutcome(completion, None, retries, time.perf_counter() - start)
+
+
+def _rate(action: Rate) -> RateOutcome:
+    start = time.perf_counter()
+    tier, cache = action.tier, action.cache
     assert tier.scorer is not None
     token = reuse.current.set(cache) if cache is not None else None  # the scorer's providers reuse too
     try:
-        score = tier.scorer.score(request, action.completion)
+        score = tier.scorer.score(action.request, action.completion)
     except (ScorerError, ProviderError) as exc:
         return RateOutcome(None, exc, time.perf_counter() - start)
     finally:

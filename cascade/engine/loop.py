@@ -1,10 +1,12 @@
 """The cascade loop, written once and free of I/O.
 
-:func:`steps` is a generator: it yields actions (:class:`Reserve` and :class:`Settle` a budget hold,
-:class:`Call` a provider, :class:`Rate` a completion) and receives their outcomes; the sync and async
-drivers in :mod:`cascade.engine.cascade` execute the actions (with retries, the async one without
-ever blocking the event loop on the ledger) and feed results back. Decisions, the trace and the log
-events all live here, so ``run`` and ``arun`` cannot drift apart.
+:func:`steps` is a generator: per tier (:func:`_tier`) it yields actions — :class:`Predict` (a skip
+estimate), :class:`Reserve` and :class:`Settle` (a budget hold), :class:`Call` (a provider) and
+:class:`Rate` (a scorer) — and receives their outcomes; the sync and async drivers in
+:mod:`cascade.engine.drive` execute them (with retries, the async one without ever blocking the
+event loop) and feed results back. Decisions, the trace and the log events live here (the
+:class:`_Run` object), so ``run``, ``arun``, batches and the LangChain front cannot drift apart. A
+run's :class:`~cascade.engine.reuse.SampleCache` rides on its calls, so samples are bought once.
 
 A driver that is cancelled or crashes mid-action throws the exception into the generator
 (``gen.throw``): the loop answers with a :class:`Settle` of its open hold (at what the cut-off step
