@@ -47,8 +47,15 @@ class BuildContext:
 
     def build_provider(self, spec: TierSpec) -> Provider:
         """The provider ``spec`` names, for a scorer (a mixture source, a judge): within a run it
-        reuses samples already bought from the same call (:mod:`cascade.engine.reuse`)."""
-        return ReusingProvider(self.make_provider(spec), self.call_key(spec))
+        reuses samples already bought from the same call (:mod:`cascade.engine.reuse`).
+
+        A scorer asking for more samples of its own tier's call (a mixture source identical to the
+        tier) wants other votes than the tier's: those stay a call of their own.
+        """
+        key = self.call_key(spec)
+        if self.tier is not None and spec.name != self.tier.name and key == self.call_key(self.tier):
+            key += f"|votes:{spec.name}"
+        return ReusingProvider(self.make_provider(spec), key)
 
     def make_provider(self, spec: TierSpec) -> Provider:
         """The provider ``spec`` names, as is (a tier's: the engine reuses tier calls itself)."""

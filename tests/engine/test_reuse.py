@@ -285,3 +285,37 @@ def test_caps_reserve_only_what_is_not_bought_yet(mode: str) -> None:
     result = run(c, mode)
     assert [a.decision for a in result.attempts] == ["escalated", "accepted"]
     assert result.cost == spent_by_small
+
+
+def test_more_votes_of_the_tiers_own_call_are_new_samples() -> None:
+    """A mixture source identical to its tier asks for other votes, not the tier's own again."""
+    c = build(
+        policy(
+            f"""
+            name: more
+            tiers:
+              - name: small
+                provider: scripted
+                model: a
+                price: {PRICE}
+                options: {{answers: ["4", "5"]}}
+                scorer:
+                  kind: self_consistency
+                  k: 1
+                  mixture:
+                    - {{samples: 1}}
+                threshold: 0.9
+              - name: large
+                provider: scripted
+                model: a
+                price: {PRICE}
+                options: {{answers: ["4", "5"]}}
+            """
+        )
+    )
+    result = c.run("q")
+    small = result.attempts[0]
+    source = c.tiers[0].scorer.sources[0].provider  # type: ignore[union-attr]
+    assert isinstance(source, ReusingProvider) and source.key != c.tiers[0].call_key
+    assert len(source.inner.calls) == 1 and len(own(c, 0).calls) == 1  # type: ignore[attr-defined]
+    assert (small.reused_samples, small.scorer_cost) == (0, one_sample(1))
