@@ -65,7 +65,7 @@ class Objective:
     confidence: float = 1.0
     max_drop: float | None = None
     risk: float = 0.05
-    calibration: float = 0.7
+    calibration: float = 0.85
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.cost_cap, self.target, self.max_drop))
@@ -719,12 +719,16 @@ def tune(
     target: float | None = None
     split_rule = {"split": split, "seed": seed, "test_fraction": test_fraction}
     if objective.max_drop is not None:
-        # the reference must be a model the policy can fall back to: the best candidate model
+        # the reference: the best model on the whole training part (a small search part would pick
+        # it by luck; choosing it with the calibration records only makes the tests more
+        # conservative, since its luck there inflates every drop), among the models the policy can
+        # fall back to
+        all_q, all_c = es.quality[train].mean(axis=0), es.cost[train].mean(axis=0)
         own = sorted({es.column(k.spec.model) for k in cands if k.bare is not None and not k.partners})
-        if own and best_j not in own:
-            best_j = min(own, key=lambda j: (-float(train_q[j]), float(train_c[j])))
-            notes.append(f"reference: {es.models[best_j]}, the best skeleton model on the search part")
-            reference = es.models[best_j]
+        best_j = min(own or range(len(es.models)), key=lambda j: (-float(all_q[j]), float(all_c[j])))
+        if own and int(np.lexsort((all_c, -all_q))[0]) not in own:
+            notes.append(f"reference: {es.models[best_j]}, the best of the skeleton's models")
+        reference = es.models[best_j]
         choice: Setting | None
         choice, guarantee = _risk_controlled(search, cands, es, test, fit, cal, best_j, objective, pol, seed)
         if choice is None:
@@ -902,8 +906,8 @@ def _risk_controlled(
     seed: int,
     max_tests: int = 400,
 ) -> tuple[Setting | None, Guarantee]:
-    """Learn-then-Test: the settings on the search part's quality/cost frontier that are cheaper
-    than the reference, most conservative (best search quality) first, each tested on ``cal``;
+    """Learn-then-Test: the best search-part setting in each cost band below the reference's cost,
+    most conservative (costliest) first, each tested on ``cal``;
     the cheapest setting rejected before the first failure is chosen (:mod:`cascade.evaluate.risk`)."""
     from cascade.evaluate import risk
 
@@ -917,14 +921,9 @@ def _risk_controlled(
     settings = [search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in front]
     method = "binomial" if risk.is_binary(es.quality[cal]) else "betting"
     tmp = Tuning(cands, es, test, None, ref_model, None, [], 0)
-    # the order of the sequence: the p-value each setting gets on the search part (most likely to
-    # pass first, the costlier first among equals); it never looks at the calibration part
-    ref_q_fit = es.quality[fit, ref_j]
-    fit_p = []
-    for s in settings:
-        r = run(tmp.arrays(s, fit), tmp.thresholds(s), pol.on_exhausted)
-        fit_p.append(risk.pvalue(r.quality, ref_q_fit, eps, delta, seed=seed))
-    sequence = sorted(range(len(settings)), key=lambda i: (round(fit_p[i], 9), -settings[i].cost))
+    # the fixed sequence, from the most to the least conservative: the best setting of each cost
+    # band on the search part, costliest first (it never looks at the calibration part)
+    sequence = sorted(range(len(settings)), key=lambda i: -settings[i].cost)
     results: dict[int, tuple[float, float]] = {}
 
     def check(i: int) -> tuple[float, float]:

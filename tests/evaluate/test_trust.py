@@ -89,7 +89,7 @@ def test_tune_with_a_risk_target_states_its_guarantee(files: tuple[Path, Path]) 
     assert t.choice is not None and g is not None
     n_train = int(t.train.sum())
     assert g.calibration + g.search == n_train
-    assert g.calibration == round(n_train * 0.7)
+    assert g.calibration == round(n_train * 0.85)
     assert g.reference == t.reference == "big"
     if not g.fallback:
         assert g.pvalue <= 0.1 and g.rejected >= 1
