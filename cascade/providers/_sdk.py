@@ -312,16 +312,26 @@ class _DeadlineBackend(httpcore2.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-def http_client(factory: Callable[..., httpx2.Client]) -> httpx2.Client:
-    """A sync HTTP client for an SDK (``factory``: its ``DefaultHttpxClient``) that honours
-    :func:`deadline`. Without a proxy the connection pool's sockets are wrapped; behind a proxy
-    (``HTTPS_PROXY``) the SDK's per-read timeout is what bounds a call."""
-    transport = httpx2.HTTPTransport()
+def _wrap_sockets(transport: Any) -> bool:
+    """Make ``transport``'s connection pool (direct or through a proxy) honour :func:`deadline`."""
     pool = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
-    if isinstance(pool, httpcore2.ConnectionPool) and isinstance(backend, httpcore2.NetworkBackend):
+    if not isinstance(pool, httpcore2.ConnectionPool) or not isinstance(backend, httpcore2.NetworkBackend):
+        return False
+    if not isinstance(backend, _DeadlineBackend):
         pool._network_backend = _DeadlineBackend(backend)
-    return factory(transport=transport)
+    return True
+
+
+def http_client(factory: Callable[..., httpx2.Client]) -> httpx2.Client:
+    """A sync HTTP client for an SDK (``factory``: its ``DefaultHttpxClient``) that honours
+    :func:`deadline`: the sockets of its connection pools (direct, and through proxies from the
+    environment) never wait past the deadline."""
+    client = factory()  # its own transports: proxies from the environment stay honoured
+    for transport in [client._transport, *client._mounts.values()]:
+        if transport is not None:
+            _wrap_sockets(transport)
+    return client
 
 
 class adeadline:  # noqa: N801 - used like a function: ``async with adeadline(...)``

@@ -267,10 +267,17 @@ def test_the_deadline_nests_and_resets() -> None:
     assert _sdk._DEADLINE.get() is None
 
 
-def test_the_sync_client_sockets_honour_the_deadline() -> None:
+def test_the_sync_client_sockets_honour_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     client = _sdk.http_client(openai.DefaultHttpxClient)
     backend = client._transport._pool._network_backend  # type: ignore[attr-defined]
     assert type(backend).__name__ == "_DeadlineBackend"
+    client.close()
+    # a proxy from the environment is still used, and its sockets keep the deadline too
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    client = _sdk.http_client(anthropic.DefaultHttpxClient)
+    pools = [t._pool for t in client._mounts.values() if t is not None]  # type: ignore[attr-defined]
+    assert any(type(p).__name__ == "HTTPProxy" for p in pools)
+    assert all(type(p._network_backend).__name__ == "_DeadlineBackend" for p in pools)
     client.close()
 
 
