@@ -9,7 +9,9 @@ its true labels, and `cascade label --reference strongest` (each sample right wh
 matches the strongest model's majority answer). `cascade tune` then picks a policy from each
 labelling under the same cost cap (a share of the strongest model's cost), and both policies are
 measured on the same held-out half with true labels. The target: within 1 quality point and 5 cost
-points (percent of the strongest model's held-out cost) of each other.
+points (percent of the strongest model's held-out cost) of each other. For scale, the last column
+tunes on the true labels of a second, disjoint 10% sample: how far two equally good samples of
+this size land apart.
 
 Reads ../shared/data (or $CASCADE_DATA) and exits with a message where it is absent.
 """
@@ -167,7 +169,8 @@ def run_set(name: str, data_dir: Path, seeds: int, folder: Path) -> list[dict[st
         rng.shuffle(order)
         held = set(order[: len(records) // 2])
         pool = [i for i in order if i not in held]
-        shadow = pool[: round(SHADOW * len(records))]
+        size = round(SHADOW * len(records))
+        shadow, other = pool[:size], pool[size : 2 * size]
         test = [dict(records[i], split="test") for i in sorted(held)]
         truth = [dict(records[i], split="train") for i in shadow]
         proxy = [
@@ -176,7 +179,8 @@ def run_set(name: str, data_dir: Path, seeds: int, folder: Path) -> list[dict[st
             if (lab := strongest_labels(records[i], spec["strongest"], key))
         ]
         files = {}
-        for kind, train in (("true", truth), ("strongest", proxy)):
+        other_truth = [dict(records[i], split="train") for i in other]
+        for kind, train in (("true", truth), ("strongest", proxy), ("true_other_sample", other_truth)):
             files[kind] = folder / f"{name}-{seed}-{kind}.jsonl.gz"
             write(files[kind], train + test, card)
         skel = skeleton(name, files["true"], spec, folder)
@@ -223,6 +227,13 @@ def run_set(name: str, data_dir: Path, seeds: int, folder: Path) -> list[dict[st
                 row["cost_gap_points"] = (
                     row["strongest"]["cost_pct_of_strongest"] - row["true"]["cost_pct_of_strongest"]
                 )
+            if row["true"] and row["true_other_sample"]:  # the noise of tuning on 10%: another sample
+                row["sample_noise_quality_points"] = 100 * (
+                    row["true_other_sample"]["quality"] - row["true"]["quality"]
+                )
+                row["sample_noise_cost_points"] = (
+                    row["true_other_sample"]["cost_pct_of_strongest"] - row["true"]["cost_pct_of_strongest"]
+                )
             rows.append(row)
     return rows
 
@@ -244,9 +255,10 @@ def main() -> None:
     )
     print(
         "| set | cap | shadow rows | label agreement | quality (true labels) | quality (strongest labels)"
-        " | quality gap, points | cost gap, points of strongest | within 1 q / 5 c |"
+        " | quality gap, points | cost gap, points of strongest | within 1 q / 5 c"
+        " | noise: true labels, another sample (mean abs q / c) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     all_rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,15 +273,21 @@ def main() -> None:
                 qg = [r["quality_gap_points"] for r in rs]
                 cg = [r["cost_gap_points"] for r in rs]
                 ok = sum(abs(q) <= 1 and abs(c) <= 5 for q, c in zip(qg, cg, strict=True))
+                noise = [r for r in rs if "sample_noise_quality_points" in r]
+                nq = statistics.mean(abs(r["sample_noise_quality_points"]) for r in noise) if noise else None
+                nc = statistics.mean(abs(r["sample_noise_cost_points"]) for r in noise) if noise else None
+                noise_text = "-" if nq is None or nc is None else f"{nq:.2f} / {nc:.2f}"
+                label_text = f"{statistics.mean(map(abs, qg)):.2f} / {statistics.mean(map(abs, cg)):.2f}"
                 print(
                     f"| {name} | {share:.0%} | {rs[0]['shadow_rows']} | "
                     f"{statistics.mean(r['label_agreement'] for r in rs):.1%} | "
                     f"{statistics.mean(r['true']['quality'] for r in rs):.4f} | "
                     f"{statistics.mean(r['strongest']['quality'] for r in rs):.4f} | "
                     f"{statistics.mean(qg):+.2f} [{max(qg, key=abs):+.2f}] | "
-                    f"{statistics.mean(cg):+.2f} [{max(cg, key=abs):+.2f}] | {ok}/{len(rs)} seeds |"
+                    f"{statistics.mean(cg):+.2f} [{max(cg, key=abs):+.2f}] | {ok}/{len(rs)} seeds"
+                    f" (mean abs {label_text}) | {noise_text} |"
                 )
-    print(f"\n{len(all_rows)} tunings in {time.perf_counter() - started:.0f} s")
+    print(f"\n{3 * len(all_rows)} tunings in {time.perf_counter() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(all_rows, indent=2) + "\n")
 
