@@ -126,33 +126,41 @@ def _rate(action: Rate) -> RateOutcome:
 
 
 async def aexecute(action: Action) -> Outcome:
-    """Async :func:`execute`: ledger calls run off the event loop and are shielded."""
+    """Async :func:`execute`: ledger calls and skip estimates never block the event loop."""
+    if isinstance(action, Call):
+        return await _acall(action)
+    if isinstance(action, Rate):
+        return await _arate(action)
     if isinstance(action, Reserve):
         return await _areserve(action)
     if isinstance(action, Settle):
-        # a started settle runs to its end even if this task is cancelled meanwhile
-        await asyncio.shield(_background(action.budget.asettle(action.hold, action.amount)))
+        await _asettle(action)
         return SETTLED
-    if isinstance(action, Predict):
-        return await _apredict(action)
+    return await _apredict(action)
+
+
+async def _acall(action: Call) -> CallOutcome:
     start = time.perf_counter()
-    tier, request, cache = action.tier, action.request, action.cache
-    if isinstance(action, Call):
-        n = action.n
-        if cache is not None and tier.call_key:
-            key = tier.call_key
-            afn: Callable[[], Awaitable[Completion]] = lambda: cache.acomplete(key, tier.provider, request, n)  # noqa: E731
-        else:
-            afn = lambda: tier.provider.acomplete(request, n)  # noqa: E731
-        try:
-            completion, retries = await acall_with_retry(afn, tier.retry)
-        except ProviderError as exc:
-            return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
-        return CallOutcome(completion, None, retries, time.perf_counter() - start)
-    assert tier.scorer is not None
-    token = reuse.current.set(cache) if cache is not None else None
+    tier, request, cache, n = action.tier, action.request, action.cache, action.n
+    if cache is not None and tier.call_key:
+        key = tier.call_key
+        fn: Callable[[], Awaitable[Completion]] = lambda: cache.acomplete(key, tier.provider, request, n)  # noqa: E731
+    else:
+        fn = lambda: tier.provider.acomplete(request, n)  # noqa: E731
     try:
-        score = await tier.scorer.ascore(request, action.completion)
+        completion, retries = await acall_with_retry(fn, tier.retry)
+    except ProviderError as exc:
+        return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
+    return CallOutcome(completion, None, retries, time.perf_counter() - start)
+
+
+async def _arate(action: Rate) -> RateOutcome:
+    start = time.perf_counter()
+    tier, cache = action.tier, action.cache
+    assert tier.scorer is not None
+    token = reuse.current.set(cache) if cache is not None else None  # child tasks copy it
+    try:
+        score = await tier.scorer.ascore(action.request, action.completion)
     except (ScorerError, ProviderError) as exc:
         return RateOutcome(None, exc, time.perf_counter() - start)
     finally:
@@ -181,11 +189,11 @@ async def _apredict(action: Predict) -> Predicted:
         return Predicted(None, exc)
 
 
-_tasks: set[asyncio.Task[Any]] = set()
+_tasks: set[asyncio.Task[Any]] = set()  # ledger calls in flight, kept referenced until done
+_orphans: set[asyncio.Task[Any]] = set()  # ...and those whose run was cancelled: nobody awaits them
 
 
 def _background(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """A task kept referenced until done (a shielded ledger call outlives a cancelled run)."""
     task = asyncio.ensure_future(coro)
     _tasks.add(task)
     task.add_done_callback(_done)
@@ -194,10 +202,33 @@ def _background(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
 
 def _done(task: asyncio.Task[Any]) -> None:
     _tasks.discard(task)
-    if not task.cancelled() and task.exception() is not None:  # logged even when also awaited
-        get_logger().error(
-            "cascade.ledger_error", error=f"{type(task.exception()).__name__}: {task.exception()}"
-        )
+    if task in _orphans:
+        _orphans.discard(task)
+        _report(task)
+
+
+def _orphan(task: asyncio.Task[Any]) -> None:
+    """Nobody awaits ``task`` any more: its failure is logged when it ends."""
+    if task.done():
+        _report(task)
+    else:
+        _orphans.add(task)
+
+
+def _report(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        get_logger().error("cascade.ledger_error", error=f"{type(exc).__name__}: {exc}")
+
+
+async def _asettle(action: Settle) -> None:
+    """Settle off the event loop; a settle once started completes even if its run is cancelled."""
+    task = _background(action.budget.asettle(action.hold, action.amount))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        _orphan(task)
+        raise
 
 
 async def _areserve(action: Reserve) -> Reserved:
@@ -215,7 +246,7 @@ async def _areserve(action: Reserve) -> Reserved:
 def _release(action: Reserve, task: asyncio.Task[str]) -> None:
     if task.cancelled() or task.exception() is not None:
         return  # nothing was held (the exception is retrieved, so it is not reported as lost)
-    _background(action.budget.asettle(task.result(), ZERO))
+    _orphan(_background(action.budget.asettle(task.result(), ZERO)))
 
 
 __all__ = ["adrive", "aexecute", "drive", "execute"]

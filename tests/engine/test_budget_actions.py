@@ -220,3 +220,44 @@ def test_a_closed_generator_still_settles_its_hold() -> None:
     gen.close()
     assert ledger._holds == {}
     assert ledger.spent("policy:p|total") == reserve.amount
+
+
+def test_a_refused_async_reservation_is_a_decision_not_a_ledger_error() -> None:
+    from structlog.testing import capture_logs
+
+    ledger = RecordingLedger(native_async=True)
+    c = Cascade(
+        [tier("a", "x", 0.1, 0.5), tier("b", "y")],
+        name="p",
+        budget=Budget(caps=(Cap(ONE_CALL, "total"),), ledger=ledger),  # room for one call only
+    )
+    with capture_logs() as logs:
+        result = asyncio.run(c.arun("q"))
+    assert [a.decision for a in result.attempts] == ["escalated", "stopped"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == []
+
+
+def test_a_settle_that_fails_after_its_run_was_cancelled_is_logged() -> None:
+    from structlog.testing import capture_logs
+
+    class Failing(RecordingLedger):
+        async def _asettle(self, hold_id: str, actual: Decimal) -> None:
+            await asyncio.sleep(0.05)
+            raise OSError("disk gone")
+
+    ledger = Failing(native_async=True)
+    c = capped(ledger, tier("only", ScriptedProvider("x", latency=5.0)))
+
+    async def main() -> None:
+        task = asyncio.create_task(c.arun("q"))
+        await asyncio.sleep(0.02)
+        task.cancel()  # the abandon settle starts
+        await asyncio.sleep(0.01)
+        task.cancel()  # the run gives up waiting for it
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.1)
+
+    with capture_logs() as logs:
+        asyncio.run(main())
+    assert any(e["event"] == "cascade.ledger_error" and "disk gone" in e["error"] for e in logs)
