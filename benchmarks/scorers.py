@@ -425,15 +425,34 @@ def bench_verifier() -> tuple[list[Row], list[str]]:
         positive_at = 6 / 9 if name == "arena-judge" else 0.5
         started = time.perf_counter()
         examples, names = _verifier_examples(verifier_examples, options, data, model, tier_opts, positive_at)
-        train_set, test_set = split_examples(examples, 0.5, seed=0)
-        ver = train_verifier(train_set, names)
-        seconds = time.perf_counter() - started
+        # the file's split where it has one; else 5-fold cross-validation (every answer scored by a
+        # verifier and a text classifier that never saw it), as for the classifier rows above
+        if {e.split for e in examples} >= {"train", "test"}:
+            train_set, test_set = split_examples(examples)
+            folds = [(train_set, test_set)]
+            how = f"file split, train {len(train_set)}"
+        else:
+            order = np.random.default_rng(0).permutation(len(examples))
+            held = [set(order[k::5].tolist()) for k in range(5)]
+            folds = [
+                ([e for i, e in enumerate(examples) if i not in h], [examples[i] for i in sorted(h)])
+                for h in held
+            ]
+            test_set = [e for _, part in folds for e in part]
+            how = f"5-fold CV, train {len(examples) * 4 // 5} per fold"
+        p_parts, c_parts = [], []
+        for fit_set, part in folds:
+            ver = train_verifier(fit_set, names)
+            p_parts.append([ver.predict(e.prompt, e.samples, e.extra)[0] for e in part])
+            text_only = [Example(e.prompt, e.samples, e.label, e.id, e.split) for e in fit_set]
+            clf = train(text_only, config=FeatureConfig())
+            c_parts.append([clf.predict(e.prompt, e.samples)[0] for e in part])
+        seconds = (time.perf_counter() - started) / len(folds)
         y = np.array([e.label for e in test_set])
-        p = np.array([ver.predict(e.prompt, e.samples, e.extra)[0] for e in test_set])
-        how = f"{'file split' if {e.split for e in examples} >= {'train', 'test'} else 'seeded half'}"
+        p = np.array([x for part in p_parts for x in part])
         rows.append(
-            Row("verifier", name, model, p, y, probability=True, note=f"{how}, train {len(train_set)}, "
-                f"inputs: text + {', '.join(names) or 'none'}; {seconds:.0f}s")
+            Row("verifier", name, model, p, y, probability=True, note=f"{how}, "
+                f"inputs: text + {', '.join(names) or 'none'}; {seconds:.0f}s per fold")
         )  # fmt: skip
         singles: list[tuple[str, np.ndarray]] = []
         if options.k > 1:
@@ -446,16 +465,11 @@ def bench_verifier() -> tuple[list[Row], list[str]]:
         for n in names:
             if n.startswith("score:"):
                 singles.append((f"signal: {n[6:]} score", np.array([e.extra[col[n]] for e in test_set])))
-            if n.endswith("_wrong") and n.startswith("check:"):
+            if n.endswith("_wrong") and n.startswith("check:") and not n.endswith("_any_wrong"):
                 singles.append(
                     (f"signal: {n[6:]} (fewer is better)", -np.array([e.extra[col[n]] for e in test_set]))
                 )
-        clf = train(
-            [e.__class__(e.prompt, e.samples, e.label, e.id, e.split) for e in train_set],
-            config=FeatureConfig(),
-        )
-        pc = np.array([clf.predict(e.prompt, e.samples)[0] for e in test_set])
-        singles.append(("signal: text classifier", pc))
+        singles.append(("signal: text classifier", np.array([x for part in c_parts for x in part])))
         best = max(metrics.auroc(v, y) for _, v in singles)
         for label, v in singles:
             rows.append(Row(label, name, model, v, y, probability=label.endswith("classifier")))
