@@ -222,3 +222,22 @@ def test_skip_is_free_and_reported(tmp_path: Path, files: tuple[Path, Path]) -> 
     part = part.with_skip(estimate, 0.5)
     full = score_tier(policy.tiers[0], es.records, ReplayContext(tmp_path, data), rows=~half, into=part)
     assert (full.skipped == skip_rows).all() and (full.cost[skip_rows] == 0).all()
+
+
+def test_simulated_reuse_matches_the_engine(tmp_path: Path) -> None:
+    """The live engine also buys small's sample once: the simulation and the engine agree."""
+    data_path = write_outcomes(tmp_path, 40, seed=8)
+    pol_path = _reuse_policy(tmp_path, data_path)
+    policy = loader.load(pol_path)
+    data = outcomes.load(data_path)
+    es = EvalSet.build(data)
+    tiers = score_policy(policy, data, es, tmp_path)
+    sim = run(tiers, on_exhausted=policy.on_exhausted)
+    cascade = build(pol_path)
+    escalated = 0
+    for i, record in enumerate(es.records):
+        result = cascade.run(record.prompt, metadata={"id": record.id})
+        assert sim.cost[i] == pytest.approx(float(result.cost), rel=1e-9, abs=1e-15)
+        assert [t.name for t in policy.tiers].index(result.tier) == sim.answered[i]
+        escalated += sim.reached[i, 1]
+    assert escalated > 0
