@@ -79,6 +79,7 @@ def test_tuner_finds_a_skip_rule_where_only_the_prompt_helps(tmp_path: Path) -> 
     first = routed.candidates[routed.choice.tiers[0]]
     assert "skip" in first.raw and Path(first.raw["skip"]["artifact"]).exists()
     assert first.scored is not None and first.scored.skip_threshold == first.raw["skip"]["threshold"]
+    assert first.scored.skip_score is not None
     assert len(skip_levels(first.scored.skip_score, routed.train, 8)) >= 3
     test = routed.test
     held = run(routed.arrays(routed.choice, test), routed.thresholds(routed.choice))
