@@ -510,6 +510,7 @@ def _ai_message(
 
 
 _NAMES: dict[type, tuple[str, ...]] = {}
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _names(cls: type) -> tuple[str, ...]:
@@ -521,8 +522,15 @@ def _names(cls: type) -> tuple[str, ...]:
 
 def _plain(v: Any) -> Any:
     """``_jsonable(asdict(v))`` of :mod:`cascade.types`, without asdict's deep copies (hot path)."""
-    if v is None or type(v) in (str, int, float, bool):
+    t = type(v)
+    if t in _SCALARS:
         return v
+    if t is Decimal:
+        return str(v)
+    if t is tuple or t is list:
+        return [_plain(x) for x in v]
+    if t is dict:
+        return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, Decimal):
         return str(v)
     if isinstance(v, (list, tuple)):
@@ -532,9 +540,6 @@ def _plain(v: Any) -> Any:
     if is_dataclass(v) and not isinstance(v, type):
         return {n: _plain(getattr(v, n)) for n in _names(type(v))}
     return v
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _flat(obj: Any) -> dict[str, Any]:
@@ -954,10 +959,10 @@ class CascadeChatModel(BaseChatModel):
         kwargs: dict[str, Any],
     ) -> tuple[RunnableConfig, list[BaseMessage], dict[str, Any]]:
         assert _lc is not None
-        if config is None or var_child_runnable_config.get() is not None:
+        if var_child_runnable_config.get() is not None:
             config = ensure_config(config)  # merges an enclosing runnable's config
-        else:
-            config = RunnableConfig(**config)  # popping run_id must not touch the caller's dict
+        else:  # a copy: popping run_id must not touch the caller's dict
+            config = RunnableConfig(**config) if config else RunnableConfig()
         if isinstance(input, str):
             messages: list[BaseMessage] = [HumanMessage(input)]
         elif isinstance(input, list) and all(isinstance(m, BaseMessage) for m in input):
