@@ -106,6 +106,8 @@ class Observer:
             t = row.tiers.get(a.tier)
             if t is not None:
                 t.decision, t.reason, t.cost, t.scorer_cost = a.decision, a.reason, a.cost, a.scorer_cost
+            else:  # a tier the run did not call: the budget stopped it, or a session pin skipped it
+                row.uncalled[a.tier] = (a.decision, a.reason)
         if result is not None:
             row.answered, row.accepted, row.reason = result.tier, result.accepted, result.reason
         else:

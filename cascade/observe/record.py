@@ -60,6 +60,7 @@ class Row:
     latency_s: float = 0.0
     shadow: bool = False
     shadow_skipped: str | None = None
+    uncalled: dict[str, tuple[str, str]] = field(default_factory=dict)  # tier -> (decision, reason)
 
 
 def prompt_hash(request: Request) -> str:
@@ -136,6 +137,10 @@ def render(row: Row, include_text: bool, tiers: tuple[Tier, ...]) -> dict[str, A
     for tier in tiers:  # policy order, so the last tier is the strongest
         t = row.tiers.get(tier.name)
         if t is None:
+            if tier.name in row.uncalled:  # stopped by the budget, or skipped by a session pin
+                decision, reason = row.uncalled[tier.name]
+                trace[tier.name] = {"model": tier.provider.model, "decision": decision, "reason": reason}
+                trace[tier.name]["called"] = False
             continue
         model = tier.provider.model
         key = model if model not in responses else f"{model}@{tier.name}"

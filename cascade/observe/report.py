@@ -127,9 +127,9 @@ def report(
             if not isinstance(t, dict) or t.get("shadow"):
                 continue
             reason = str(t.get("reason") or "")
-            if t.get("decision") == "escalated":
+            if t.get("decision") in ("escalated", "stopped"):  # stopped: the budget refused the call
                 escalations[name][reason_kind(reason)] += 1
-            if not reason.startswith("pinned"):
+            if t.get("called", True) and not reason.startswith("pinned"):
                 reached[name] += 1
         if m.get("error"):
             errors += 1

@@ -179,6 +179,8 @@ def test_session_pinning_starts_at_the_escalated_tier(tmp_path: Path) -> None:
     c.close()
     logged = rows(tmp_path)
     assert logged[1]["cascade"]["pinned"] == "medium" and logged[1]["cascade"]["session"] == "agent-1"
+    assert logged[1]["cascade"]["tiers"]["small"]["called"] is False
+    assert "small-model" not in logged[1]["responses"]
     assert "pinned" not in logged[0]["cascade"]
 
 
@@ -205,3 +207,24 @@ def test_decisions_are_logged_events(tmp_path: Path) -> None:
     names = [e["event"] for e in events]
     assert "cascade.shadow_sampled" in names and "cascade.pinned" in names
     assert not any(v == "q" for e in events for v in e.values())  # no prompt text in events
+
+
+def test_a_budget_stop_is_in_the_trace_and_the_report(tmp_path: Path) -> None:
+    from cascade import Budget
+    from cascade.observe.logfile import read_log
+    from cascade.observe.report import report
+
+    c, _ = observed(tmp_path)
+    capped = Cascade(c.tiers, name="obs", budget=Budget(per_request=Decimal("0.00003")), observer=c.observer)
+    result = capped.run("q")  # small costs 0.00002; medium's worst case does not fit
+    capped.close()
+    assert result.reason == "budget"
+    [row] = read_log([str(tmp_path)]).rows
+    assert row["cascade"]["tiers"]["medium"] == {
+        "model": "medium-model",
+        "decision": "stopped",
+        "reason": row["cascade"]["tiers"]["medium"]["reason"],
+        "called": False,
+    }
+    fig = report([row], ["small", "medium", "large"], {})
+    assert fig["tiers"][1]["reached"] == 0 and fig["tiers"][1]["escalations"] == {"budget": 1}
