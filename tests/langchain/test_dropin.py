@@ -440,7 +440,11 @@ def test_all_tiers_failed_has_the_sdk_error_as_cause_and_with_retry_fires(server
     with pytest.raises(AllTiersFailedError) as info:
         model.invoke("q")
     assert isinstance(info.value.__cause__, openai.InternalServerError)
-    retried = model.with_retry(retry_if_exception_type=(openai.InternalServerError,), stop_after_attempt=2)
+    retried = model.with_retry(
+        retry_if_exception_type=(openai.InternalServerError,),
+        stop_after_attempt=2,
+        wait_exponential_jitter=False,
+    )
     with pytest.raises(AllTiersFailedError):
         retried.invoke("q")
     assert len(server.requests_for("strong-1")) == 3  # one call, then two from with_retry
