@@ -18,7 +18,7 @@ from cascade.engine.loop import Tier
 from cascade.money import Price
 from cascade.policy.schema import GenerationParams
 from cascade.providers.anthropic import AnthropicProvider
-from cascade.providers.openai import OpenAIProvider
+from cascade.providers.openai import OpenAICompatibleProvider, OpenAIProvider
 from cascade.retry import RetryPolicy
 from cascade.testing import FixedScorer
 from tests.faults.fault_server import FaultServer
@@ -40,6 +40,11 @@ def provider(server: FaultServer, kind: str, *, clean: bool = False, timeout: fl
     if kind == "openai":
         return OpenAIProvider(
             "gpt-4o-mini", api_key="k", base_url=f"{root}/openai/v1", params=params, timeout=timeout, **kw
+        )
+    if kind == "openai_compatible":  # a local server: n samples are n calls, priced by the tier
+        kw.setdefault("supports_n", False)
+        return OpenAICompatibleProvider(
+            "llama-3.1-8b", base_url=f"{root}/openai/v1", params=params, timeout=timeout, **kw
         )
     return AnthropicProvider(
         "claude-haiku-4-5", api_key="k", base_url=f"{root}/anthropic", params=params, timeout=timeout, **kw

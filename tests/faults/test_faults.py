@@ -48,7 +48,8 @@ BILLED = {  # fault -> usage_source of the small tier's accepted answer, per wir
     "big_output": {"openai": "clamped", "anthropic": "clamped"},
     "string_usage": {"openai": "reported", "anthropic": "estimated"},  # the OpenAI SDK coerces "20"
 }
-KINDS = ["openai", "anthropic"]
+KINDS = ["openai", "openai_compatible", "anthropic"]
+WIRE = {"openai": "openai", "openai_compatible": "openai", "anthropic": "anthropic"}
 MODES = ["sync", "async"]
 LEDGERS = ["memory", "sqlite"]
 
@@ -121,7 +122,7 @@ def test_usage_is_checked_before_it_is_billed(
     result = execute(r, text, mode)
     (small,) = result.attempts
     assert (result.tier, result.accepted) == ("small", True)
-    assert small.usage_source == BILLED[fault][kind]
+    assert small.usage_source == BILLED[fault][WIRE[kind]]
     worst = r.cascade.tiers[0].worst_case(Request.of(text))
     assert Decimal(0) < small.cost <= worst  # never negative, never above what was reserved
     if fault in ("no_usage", "string_usage") and small.usage_source == "estimated":
@@ -197,7 +198,7 @@ def test_empty_choices_never_buy_a_top_up(server: FaultServer, kind: str) -> Non
     p = provider(server, kind)
     before = server.requests
     with pytest.raises(InvalidResponseError, match="empty") as info:
-        p.complete(Request.of(prompt_for("empty_choices")), 1 if kind == "anthropic" else 3)
+        p.complete(Request.of(prompt_for("empty_choices")), 3 if kind == "openai" else 1)
     assert info.value.transient and info.value.reason.startswith("empty")
     assert server.requests - before == 1
     p.close()
@@ -255,7 +256,7 @@ def test_streamed_replies_are_checked_too(
 ) -> None:
     r = rig(server, kind, make_ledger("memory", tmp_path), stream=True)
     expected = STREAMED[fault]
-    expected = expected[kind] if isinstance(expected, dict) else expected
+    expected = expected[WIRE[kind]] if isinstance(expected, dict) else expected
     text = prompt_for(fault)
     result = execute(r, text, mode)
     small = result.attempts[0]
