@@ -164,6 +164,8 @@ class _State:
         self.journal: list[tuple[str, Decimal]] = []  # settlements to write when the ledger is back
         self.down_until = 0.0  # monotonic time before which the ledger is not tried again (fail_open)
         self.replaying = False
+        self.file: Any = None  # the journal's file (cascade.budget.journal.JournalFile), made on first use
+        self.adopted = False  # journal files of dead processes were looked for
 
     def wake_one(self) -> None:
         """Room may have been freed: wake the head of every queue."""
@@ -226,6 +228,7 @@ class Budget:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     max_wait: float = 30.0
     on_ledger_error: OnLedgerError = "fail_closed"
+    journal_dir: str | None = None  # default $CASCADE_JOURNAL or ~/.cascade/journal
     _state: _State = field(default_factory=_State, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -263,6 +266,8 @@ class Budget:
         """
         assert self.ledger is not None
         st = self._state
+        if not st.adopted:
+            self._adopt()
         if st.journal and not self._skip_ledger():
             self.replay()
         if self.on_ledger_error == "fail_open" and self._skip_ledger():
@@ -315,6 +320,8 @@ class Budget:
         """Async :meth:`reserve`: never blocks the event loop on the ledger or while waiting."""
         assert self.ledger is not None
         st = self._state
+        if not st.adopted:
+            await asyncio.to_thread(self._adopt)
         if st.journal and not self._skip_ledger():
             await self.areplay()
         if self.on_ledger_error == "fail_open" and self._skip_ledger():
@@ -484,6 +491,40 @@ class Budget:
             self._return_journal(batch, done)
         return done
 
+    def _file(self) -> Any:
+        st = self._state
+        if st.file is None:
+            from pathlib import Path
+
+            from cascade.budget.journal import JournalFile
+
+            st.file = JournalFile(Path(self.journal_dir).expanduser() if self.journal_dir else None)
+        return st.file
+
+    def _adopt(self) -> None:
+        """Take over the journals that exited processes of this host left behind (replayed next)."""
+        st = self._state
+        st.adopted = True
+        file = self._file()
+        if not file.dir.is_dir():
+            return
+        entries, claimed = file.claim_orphans()
+        if entries:
+            with st.lock:
+                st.journal.extend(entries)
+                pending = list(st.journal)
+            file.rewrite(pending)
+            total = sum((a for _, a in entries), Decimal(0))
+            self._event(
+                "warning", "cascade.ledger_journal_adopted", settlements=len(entries), amount=str(total)
+            )
+        file.forget(claimed)
+
+    def _journaled(self, hold: str, amount: Decimal) -> None:
+        with self._state.lock:
+            self._state.journal.append((hold, amount))
+        self._file().append(hold, amount)
+
     def _take_journal(self) -> list[tuple[str, Decimal]]:
         st = self._state
         with st.lock:
@@ -499,6 +540,9 @@ class Budget:
             st.replaying = False
             st.journal[:0] = batch[done:]
             left = len(st.journal)
+            pending = list(st.journal)
+        if done:
+            self._file().rewrite(pending)
         if batch:
             if done:
                 total = sum((a for _, a in batch[:done]), Decimal(0))
@@ -513,8 +557,7 @@ class Budget:
         pending = getattr(exc, "pending_hold", None)
         if isinstance(pending, str):
             self._mark_down(exc)
-            with self._state.lock:
-                self._state.journal.append((pending, Decimal(0)))
+            self._journaled(pending, Decimal(0))
 
     def _local_hold(
         self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal, exc: Exception | None
@@ -536,14 +579,13 @@ class Budget:
             if hold not in st.local_holds:
                 return False
             st.local_holds.discard(hold)
-            st.journal.append((hold, actual))
+        self._journaled(hold, actual)
         self._event("warning", "cascade.ledger_journaled", amount=str(actual))
         return True
 
     def _defer(self, hold: str, actual: Decimal, exc: Exception) -> None:
         self._mark_down(exc)
-        with self._state.lock:
-            self._state.journal.append((hold, actual))
+        self._journaled(hold, actual)
         self._event("error", "cascade.ledger_settle_deferred", amount=str(actual), error=str(exc))
 
     def _mark_down(self, exc: Exception) -> None:
