@@ -333,3 +333,22 @@ def test_text_that_is_not_utf8_is_refused(
     code, _, err = run(capsys, "run", "-p", str(policy), "-")
     assert code == 2 and err == "cascade: error: stdin is not valid UTF-8 (byte 3)\n"
     assert not ledger.exists()
+
+
+def test_a_bad_body_on_a_single_run_is_one_line_with_its_trace(
+    capsys: pytest.CaptureFixture[str], faulty: tuple[Path, Path]
+) -> None:
+    policy, _ = faulty
+    code, out, err = run(capsys, "run", "-p", str(policy), "--json", "q !faults=html")
+    trace = json.loads(out)
+    assert (
+        code == 1
+        and err.startswith("cascade: error: every tier of policy 'faulty' failed")
+        and err.count("\n") == 1
+    )
+    (attempt,) = trace["attempts"]
+    assert (
+        attempt["reason"] == "error: InvalidResponseError"
+        and "invalid response: not a chat completion" in attempt["error"]
+    )
+    assert trace["cost"] == "0"
