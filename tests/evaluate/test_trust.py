@@ -383,3 +383,15 @@ def test_without_randomise_the_choice_is_deterministic(files: tuple[Path, Path])
     data_path, pol_path = files
     t = tune(pol_path, outcomes.load(data_path), Objective(cost_cap=1e-4, confidence=0.0), randomise=False)
     assert t.boundary is None
+
+
+def test_eval_without_data_names_the_ways_to_give_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text(
+        "name: p\ntiers:\n  - name: a\n    provider: scripted\n    model: m\n    options: {answers: [x]}\n"
+    )
+    assert main(["eval", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cascade: error:") and "--data FILE" in err and "$CASCADE_DATA" in err
