@@ -240,14 +240,20 @@ def raw_tiers(path: str | Path) -> list[dict[str, Any]]:
 
 
 def data_choices(data: Outcomes, limit: int = 3000) -> str:
-    """The multiple-choice letters a file uses (its references and recorded answers)."""
+    """The multiple-choice letters a file uses: from its references when they are letters, else from
+    the recorded answers."""
     from cascade.scorers.answers import choice_letters
 
-    values: list[Any] = []
-    for r in data.records[:limit]:
-        values.append(r.reference)
-        values.extend(s[0].answer for s in r.responses.values() if s)
-    return choice_letters(values)
+    refs = [r.reference for r in data.records[:limit]]
+    if any(isinstance(v, str) and len(v.strip()) == 1 and v.strip().isalpha() for v in refs):
+        return choice_letters(refs)  # the references say which letters exist
+    from collections import Counter
+
+    answers = [s[0].answer for r in data.records[:limit] for s in r.responses.values() if s]
+    letters = Counter(a.strip().upper() for a in answers if a and len(a.strip()) == 1 and a.strip().isalpha())
+    total = sum(letters.values())
+    # a letter a model gave now and then is not an option: keep letters seen in >= 0.5% of answers
+    return choice_letters([x for x, k in letters.items() if k >= max(2, 0.005 * total)])
 
 
 def check_choices(raws: Sequence[dict[str, Any]], data: Outcomes, *, fill: bool) -> list[str]:

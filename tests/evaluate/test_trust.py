@@ -395,3 +395,27 @@ def test_eval_without_data_names_the_ways_to_give_it(
     assert main(["eval", str(p)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cascade: error:") and "--data FILE" in err and "$CASCADE_DATA" in err
+
+
+def test_choice_letters_from_answers_ignore_a_stray_letter(tmp_path: Path) -> None:
+    from cascade.evaluate.tune import data_choices
+
+    recs = [
+        {
+            "id": f"q{i}",
+            "prompt": f"p{i}",
+            "responses": {
+                "m": [{"text": "x", "answer": "G" if i == 0 else "ABCDEFGH"[i % 8], "quality": 1.0}]
+            },
+        }
+        for i in range(400)
+    ]
+    path = tmp_path / "mc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert data_choices(outcomes.read(path)) == "ABCDEFGH"
+    recs = [
+        {**r, "responses": {"m": [{"text": "x", "answer": "G" if i == 0 else "ABCD"[i % 4]}]}}
+        for i, r in enumerate(recs)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert data_choices(outcomes.read(path)) == "ABCDE"
