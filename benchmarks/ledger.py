@@ -382,6 +382,7 @@ def main() -> None:
         return
     requests = 250 if args.quick else 1000
     workdir = Path(tempfile.mkdtemp(prefix="cascade-ledger-bench-"))
+    os.environ["CASCADE_JOURNAL"] = str(workdir / "journal")  # the fail_open journal files stay in here
     server = Server(workdir / "redis")
     (workdir / "redis").mkdir()
     server.start()
