@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cascade.errors import ConfigurationError
 from cascade.policy.schema import GenerationParams, TierSpec
 from cascade.providers import _sdk
-from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
+from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage, UsageSource
 
 
 def to_anthropic_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,7 +146,8 @@ def parse(
         raise _sdk.invalid(
             "anthropic", "malformed content", f"{type(exc).__name__}: {exc}", request_id=rid
         ) from None
-    usage, source = (reported or Usage()), "reported"
+    usage: Usage = reported or Usage()
+    source: UsageSource = "reported" if reported is not None else "estimated"
     if request is not None and max_tokens is not None:
         usage, source = _sdk.check_usage(
             reported,
@@ -163,7 +164,7 @@ def parse(
         request_id=rid,
         latency_s=latency_s,
         raw={"id": getattr(message, "id", None)},
-        usage_source=source,  # type: ignore[arg-type]
+        usage_source=source,
     )
 
 

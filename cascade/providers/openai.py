@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cascade.errors import ConfigurationError
 from cascade.policy.schema import GenerationParams, TierSpec
 from cascade.providers import _sdk
-from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
+from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage, UsageSource
 
 
 def to_openai_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
@@ -269,7 +269,8 @@ class OpenAIProvider:
             raise _sdk.invalid(
                 self.name, "malformed choices", f"{type(exc).__name__}: {exc}", request_id=rid
             ) from None
-        usage, source = (reported or Usage()), "reported"
+        usage: Usage = reported or Usage()
+        source: UsageSource = "reported" if reported is not None else "estimated"
         if request is not None:  # one request for n samples: the prompt once, max_tokens each
             usage, source = _sdk.check_usage(
                 reported,
@@ -289,7 +290,7 @@ class OpenAIProvider:
                 "id": getattr(response, "id", None),
                 "system_fingerprint": getattr(response, "system_fingerprint", None),
             },
-            usage_source=source,  # type: ignore[arg-type]
+            usage_source=source,
         )
 
     def _missing(self, first: Completion, n: int) -> int:
