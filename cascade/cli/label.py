@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise UsageError(f"--reference: strongest, judge, recorded or file:labels.csv (got {ref!r})")
     log = read_log(args.log)
+    out = Path(args.out)
+    if any(out.resolve() == f.resolve() for f in log.files):
+        raise UsageError(f"--out {out} is one of the logs read; write the labelled rows elsewhere")
     rows = log.rows
     if args.since:
         try:
@@ -97,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
         shadow = bool(meta(row).get("shadow"))
         if args.rows == "all" or (args.rows == "labelled" and complete) or (args.rows == "shadow" and shadow):
             kept.append(row)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     opener: Any = gzip.open if out.name.endswith(".gz") else open
     with opener(out, "wt", encoding="utf-8") as fh:

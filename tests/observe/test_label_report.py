@@ -186,6 +186,9 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (tmp_path / "o-2026-01-01.jsonl").write_text('{"id": "1", "prompt": "p", "responses": {}}\n{"cut off\n')
     assert main(["label", str(tmp_path), "--reference", "nonsense", "--out", str(tmp_path / "l.jsonl")]) == 2
     assert "--reference" in capsys.readouterr().err
+    log = str(tmp_path / "o-2026-01-01.jsonl")
+    assert main(["label", log, "--reference", "strongest", "--out", log]) == 2
+    assert "one of the logs read" in capsys.readouterr().err
     assert main(["report", str(tmp_path), "--since", "soon"]) == 2
     assert main(["report", str(tmp_path)]) == 0
     assert "skipped 1 line" in capsys.readouterr().err
