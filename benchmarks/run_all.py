@@ -97,7 +97,7 @@ SETS: dict[str, dict[str, Any]] = {
     },
     "crux-i-samples": {
         "tiers": [("deepseek-base-6.7b", sc(10, "literal"), {})],
-        "tune": {"models": "all", "target": "best"},
+        "tune": {"models": "all", "target": "best", "classifiers": 2},
     },
 }
 
