@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cascade import outcomes
 from cascade.errors import CascadeError, ConfigurationError, ProviderError, ScorerError
@@ -200,7 +200,16 @@ class VerifierInputs:
             raise ConfigurationError(f"verifier: {err}") from None
         sc = SelfConsistencyScorer(extractor, options.k)
         partners = [_build_source(i, spec, ctx) for i, spec in enumerate(options.partners)]
-        scorers = {name: ctx.build_scorer(ScorerSpec(**spec)) for name, spec in options.scorers.items()}
+        scorers: dict[str, Scorer] = {}
+        for name, spec in options.scorers.items():
+            try:
+                scorers[name] = ctx.build_scorer(ScorerSpec(**spec))
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(x) for x in first.get("loc", ()))
+                raise ConfigurationError(
+                    f"verifier: scorers.{name}{'.' + where if where else ''}: {first.get('msg')}"
+                ) from None
         return cls(sc, partners, scorers, options.checks)
 
     @property

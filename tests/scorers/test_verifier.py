@@ -306,3 +306,18 @@ def test_arithmetic_check_recomputes_worked_steps() -> None:
     # nothing but arithmetic is evaluated, and nothing huge or deep
     assert arithmetic_check("__import__('os') = 1, 9**9**9 = 1, 1/0 = 3") == (0, 0)
     assert arithmetic_check("(" * 400 + "1" + ")" * 400 + " + 1 = 2") == (0, 0)
+
+
+def test_verifier_with_a_bad_nested_scorer_is_a_one_line_error(tmp_path: Path) -> None:
+    data_path, art, _ = _verifier(tmp_path, 60)
+    policy = _policy(tmp_path, data_path, art, "[{samples: 1, model: small}]")
+    text = policy.read_text().replace(
+        "answer: number\n", "answer: number\n      scorers: {guard: {kind: regexx}}\n", 1
+    )
+    policy.write_text(text)
+    with pytest.raises(ConfigurationError, match=r"scorers\.guard.*unknown scorer 'regexx'") as info:
+        build(policy)
+    assert "\n" not in str(info.value)
+    policy.write_text(text.replace("kind: regexx", "kind: regex, patern: x"))
+    with pytest.raises(ConfigurationError, match=r"scorers\.guard\.pattern: Field required"):
+        build(policy)
