@@ -2,12 +2,13 @@
 
 ``write(row)`` puts the row on a bounded queue and returns at once; when the queue is full the row
 is dropped, counted (:attr:`OutcomeLog.dropped`) and logged (``cascade.outcome_log_dropped``, at
-most once a second), so writing never blocks or fails a request. The writer thread serialises
-rows to JSON Lines and appends them at least every ``flush_interval`` seconds (a crash loses at most
-the rows of the last interval), whole lines in one ``write`` to an ``O_APPEND`` file, so several
-processes may share a log path. Files rotate by UTC day: ``outcomes.jsonl`` is written as
-``outcomes-2026-11-28.jsonl``, with a ``.card.json`` beside it naming the policy's models and
-prices, so each day's file is a recorded-outcomes file that ``cascade eval``/``tune`` can read.
+most once a second), so writing never blocks or fails a request. The writer thread wakes once per
+``flush_interval`` (not once per row), serialises the rows gathered to JSON Lines and appends them
+(a crash loses at most the rows of the last interval), whole lines in one ``write`` to an
+``O_APPEND`` file, so several processes may share a log path. Files rotate by UTC day:
+``outcomes.jsonl`` is written as ``outcomes-2026-11-28.jsonl``, with a ``.card.json`` beside it
+naming the policy's models and prices, so each day's file is a recorded-outcomes file that
+``cascade eval``/``tune`` can read.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class OutcomeLog:
         self._last_drop_log = 0.0
         self._lock = threading.Lock()
         self._closed = False
+        self._stop = threading.Event()
         self._fd: int | None = None
         self._day = ""
         self._thread = threading.Thread(target=self._work, name="cascade-outcome-log", daemon=True)
@@ -98,6 +100,7 @@ class OutcomeLog:
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
         with contextlib.suppress(queue.Full):  # the writer is stuck (a dead disk): give up on the rows
             self._queue.put(_STOP, timeout=timeout)
         self._thread.join(timeout)
@@ -130,28 +133,34 @@ class OutcomeLog:
             self._fd = None
 
     def _work(self) -> None:
-        last_flush = time.monotonic()
-        lines: list[bytes] = []
-        while True:
-            timeout = max(0.0, self.flush_interval - (time.monotonic() - last_flush)) if lines else None
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
+        # Rows are gathered for up to ``flush_interval`` after the first one arrives, then rendered
+        # and appended together: one wake-up per batch instead of one per row, so a busy caller
+        # hands the interpreter lock to this thread once a second, not once a request.
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
                 break
-            if item is not None:
+            self._stop.wait(self.flush_interval)
+            batch = [first]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            lines: list[bytes] = []
+            for item in batch:
                 try:
                     data = self.render(item) if self.render is not None else item
                     lines.append(json.dumps(data, ensure_ascii=False, default=str).encode() + b"\n")
                 except Exception as exc:  # a row that cannot be rendered: counted and logged, never raised
                     self._error(exc)
-            if lines and (time.monotonic() - last_flush >= self.flush_interval or len(lines) >= 1000):
+            if lines:
                 self._write(lines)
-                lines = []
-                last_flush = time.monotonic()
-        if lines:
-            self._write(lines)
         self._close_fd()
 
     def _write(self, lines: list[bytes]) -> None:
