@@ -152,6 +152,7 @@ def embeddings_server() -> Iterator[str]:
     server.server_close()
 
 
+@pytest.mark.slow
 def test_openai_embeddings_endpoint(tmp_path: Path, embeddings_server: str) -> None:
     spec = {"source": "openai", "model": "fake-embed", "base_url": embeddings_server}
     emb = OpenAIEmbedder("fake-embed", base_url=embeddings_server)
@@ -231,6 +232,7 @@ def test_verifier_combines_partner_agreement_and_runs_in_a_policy(tmp_path: Path
     assert again.attempts[0].score == pytest.approx(first.score)
 
 
+@pytest.mark.slow
 def test_verifier_beats_agreement_alone_on_held_out_answers(tmp_path: Path) -> None:
     data_path, art, options = _verifier(tmp_path, 600)
     data = outcomes.load(data_path)
@@ -257,6 +259,7 @@ def test_verifier_policy_must_name_the_inputs_it_was_trained_on(tmp_path: Path) 
         build(policy)
 
 
+@pytest.mark.slow
 def test_train_scorer_cli_verifier_and_prompt_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
