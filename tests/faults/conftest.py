@@ -28,10 +28,23 @@ PRICE = Price(Decimal(2), Decimal(8))  # USD per million tokens
 MAX_TOKENS = 64
 
 
+_SHARED: dict[tuple[Any, ...], Any] = {}  # providers the rigs share (SDK clients are slow to build)
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[FaultServer]:
     with FaultServer() as s:
         yield s
+        while _SHARED:
+            _SHARED.popitem()[1].close()
+
+
+def shared(server: FaultServer, kind: str, **kw: Any) -> Any:
+    """A provider built once per session for these settings (rigs never close it)."""
+    key = (server.url, kind, *sorted(kw.items()))
+    if key not in _SHARED:
+        _SHARED[key] = provider(server, kind, **kw)
+    return _SHARED[key]
 
 
 def provider(server: FaultServer, kind: str, *, clean: bool = False, timeout: float = 2.0, **kw: Any) -> Any:
@@ -70,7 +83,12 @@ class Rig:
         return Decimal(self.ledger.held(self.bucket))
 
     def close(self) -> None:
-        self.cascade.close()
+        """The providers are shared (closed when the server fixture ends)."""
+
+    async def aclose(self) -> None:
+        """Close the async clients made on this event loop (the sync ones stay shared)."""
+        for t in self.cascade.tiers:
+            await t.provider.aclose()
 
 
 def make_ledger(kind: str, tmp_path: Path) -> Any:
@@ -90,7 +108,7 @@ def rig(
 ) -> Rig:
     small = Tier(
         "small",
-        provider(server, kind, timeout=timeout, stream=stream),
+        shared(server, kind, timeout=timeout, stream=stream),
         PRICE,
         FixedScorer(1.0, samples=samples),
         0.5,
@@ -99,7 +117,7 @@ def rig(
         MAX_TOKENS,
     )
     big = Tier(
-        "big", provider(server, kind, clean=True, timeout=timeout), PRICE, None, None, retry, kind, MAX_TOKENS
+        "big", shared(server, kind, clean=True, timeout=timeout), PRICE, None, None, retry, kind, MAX_TOKENS
     )
     budget = Budget(per_request=Decimal("0.5"), caps=(Cap(cap, "day"),), ledger=ledger, hold_ttl=60)
     return Rig(Cascade([small, big], name=f"faults-{kind}", budget=budget), ledger, cap)
