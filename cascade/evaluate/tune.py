@@ -463,7 +463,7 @@ class _Search:
 
     def pairs(self) -> None:
         for i, s in self.scored.items():
-            for j, b in self.bare.items():
+            for j in self.bare:
                 if j == i or (
                     self.cands[j].spec.model == self.cands[i].spec.model and not self.cands[i].partners
                 ):
