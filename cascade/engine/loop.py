@@ -105,7 +105,7 @@ class Settings:
     include_text: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # messages: built per step, never changed (frozen costs ~0.4 µs each)
 class Call:
     """Action: call ``tier``'s provider for ``n`` samples (with retries)."""
 
@@ -115,7 +115,7 @@ class Call:
     cache: SampleCache | None = None  # the run's samples (reused when the tier has a call key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rate:
     """Action: score ``completion`` with ``tier``'s scorer."""
 
@@ -125,7 +125,7 @@ class Rate:
     cache: SampleCache | None = None  # the run's samples, for the providers the scorer calls
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Predict:
     """Action: estimate from the prompt whether ``tier`` is worth calling (outcome: :class:`Predicted`)."""
 
@@ -133,7 +133,7 @@ class Predict:
     request: Request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reserve:
     """Action: hold ``amount`` on ``buckets`` through ``budget`` (outcome: :class:`Reserved`)."""
 
@@ -142,7 +142,7 @@ class Reserve:
     amount: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settle:
     """Action: replace ``hold`` by ``amount`` spent (outcome: :class:`Settled`).
 
@@ -154,13 +154,13 @@ class Settle:
     amount: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reserved:
     hold: str | None
     refusal: BudgetExceededError | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Predicted:
     value: float | None
     error: CascadeError | None = None
@@ -174,7 +174,7 @@ class Settled:
 SETTLED = Settled()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallOutcome:
     completion: Completion | None
     error: ProviderError | None
@@ -182,7 +182,7 @@ class CallOutcome:
     latency_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateOutcome:
     score: Score | None
     error: CascadeError | None
