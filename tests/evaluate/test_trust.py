@@ -419,3 +419,20 @@ def test_choice_letters_from_answers_ignore_a_stray_letter(tmp_path: Path) -> No
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     assert data_choices(outcomes.read(path)) == "ABCDE"
+
+
+def test_live_engine_honours_the_boundary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cascade.scorers.boundary import coin
+
+    p = tmp_path / "live.yaml"
+    p.write_text(
+        "name: live\ntiers:\n"
+        "  - name: cheap\n    provider: scripted\n    model: m1\n    options: {answers: [cheap]}\n"
+        "    scorer: {kind: boundary, scorer: {kind: fixed, value: 0.5}, above: 0.8, below: 0.4, p: 0.5,"
+        " seed: 1}\n    threshold: 0.8\n"
+        "  - name: strong\n    provider: scripted\n    model: m2\n    options: {answers: [strong]}\n"
+    )
+    for q in ("q1", "q2", "q3", "q4", "q5", "q6"):
+        assert main(["run", "--policy", str(p), q]) == 0
+        out = capsys.readouterr().out.strip()
+        assert out == ("cheap" if coin(1, q) < 0.5 else "strong")
