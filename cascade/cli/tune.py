@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from cascade.evaluate import held_out
     from cascade.evaluate.report import table, to_json
     from cascade.evaluate.tune import Objective, tune
-    from cascade.evaluate.write import diff, header_lines, render, tier_notes, tuned_block, tuned_raw
+    from cascade.evaluate.write import diff, header_lines, rebase, render, tier_notes, tuned_block, tuned_raw
     from cascade.policy import loader
 
     args.seed = 0 if args.seed is None else args.seed
@@ -222,7 +222,11 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    raw = tuned_raw(args.skeleton, tuning, tuning.choice, tuned_block(tuning, data_file, out))
+    raw = rebase(
+        tuned_raw(args.skeleton, tuning, tuning.choice, tuned_block(tuning, data_file, out)),
+        args.skeleton,
+        out,
+    )
     draft = render(raw, [], {})
     policy = loader.loads(draft, source="<tuned>")
     ev = held_out(tuning, tuning.choice, policy, reps=args.bootstrap, seed=args.seed)
@@ -257,7 +261,7 @@ def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path
 
     from cascade.evaluate import family, held_out
     from cascade.evaluate.report import usd
-    from cascade.evaluate.write import header_lines, render, tier_notes, tuned_block, tuned_raw
+    from cascade.evaluate.write import header_lines, rebase, render, tier_notes, tuned_block, tuned_raw
     from cascade.policy import loader
 
     chosen = family.members(tuning, args.frontier)
@@ -269,7 +273,9 @@ def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path
     evals = []
     for k, s in enumerate(chosen, 1):
         path = out.with_name(f"{stem}-{k}.yaml")
-        raw = tuned_raw(args.skeleton, tuning, s, tuned_block(tuning, data_file, path))
+        raw = rebase(
+            tuned_raw(args.skeleton, tuning, s, tuned_block(tuning, data_file, path)), args.skeleton, path
+        )
         raw["name"] = f"{raw.get('name', 'policy')}-{k}"
         policy = loader.loads(render(raw, [], {}), source=str(path))
         ev = held_out(tuning, s, policy, reps=args.bootstrap, seed=args.seed)

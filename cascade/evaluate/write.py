@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,29 @@ def tuned_raw(
     if tuned is not None:
         ordered["tuned"] = tuned
     return ordered
+
+
+def rebase(raw: dict[str, Any], skeleton: str | Path, out: str | Path) -> dict[str, Any]:
+    """Relative ``options.path`` values (replay files), written for the skeleton's folder, made
+    relative to ``out``'s folder so the written policy finds them where it is saved."""
+    src = Path(skeleton).resolve().parent
+    dst = Path(out).resolve().parent
+    if src == dst:
+        return raw
+
+    def fix(options: Any) -> None:
+        if isinstance(options, dict) and isinstance(options.get("path"), str):
+            value = options["path"]
+            if "${" not in value and not Path(value).expanduser().is_absolute():
+                options["path"] = os.path.relpath(src / value, dst)
+
+    for tier in raw.get("tiers", []):
+        fix(tier.get("options"))
+        scorer = tier.get("scorer")
+        while isinstance(scorer, dict):
+            fix(scorer.get("options"))
+            scorer = scorer.get("scorer")
+    return raw
 
 
 def tuned_block(tuning: Tuning, data_path: str | Path, policy_path: str | Path) -> dict[str, Any]:
@@ -209,4 +233,13 @@ def diff(old_text: str, new_text: str, old_name: str, new_name: str) -> str:
     )
 
 
-__all__ = ["diff", "floor_threshold", "header_lines", "render", "tier_notes", "tuned_block", "tuned_raw"]
+__all__ = [
+    "diff",
+    "floor_threshold",
+    "header_lines",
+    "rebase",
+    "render",
+    "tier_notes",
+    "tuned_block",
+    "tuned_raw",
+]

@@ -436,3 +436,28 @@ def test_live_engine_honours_the_boundary(tmp_path: Path, capsys: pytest.Capture
         assert main(["run", "--policy", str(p), q]) == 0
         out = capsys.readouterr().out.strip()
         assert out == ("cheap" if coin(1, q) < 0.5 else "strong")
+
+
+def test_relative_replay_paths_follow_the_written_policy(tmp_path: Path) -> None:
+    from cascade.evaluate.write import rebase
+
+    raw = {
+        "tiers": [
+            {"name": "a", "options": {"path": "data.jsonl.gz"}},
+            {"name": "b", "options": {"path": "/abs/data.jsonl.gz"}},
+            {
+                "name": "c",
+                "options": {"path": "${DATA}"},
+                "scorer": {"kind": "x", "options": {"path": "j.gz"}},
+            },
+        ]
+    }
+    out = rebase(raw, tmp_path / "sk" / "skeleton.yaml", tmp_path / "out" / "tuned.yaml")
+    a, b, c = out["tiers"]
+    assert (tmp_path / "out" / a["options"]["path"]).resolve() == (
+        tmp_path / "sk" / "data.jsonl.gz"
+    ).resolve()
+    assert b["options"]["path"] == "/abs/data.jsonl.gz" and c["options"]["path"] == "${DATA}"
+    assert (tmp_path / "out" / c["scorer"]["options"]["path"]).resolve() == (
+        tmp_path / "sk" / "j.gz"
+    ).resolve()
