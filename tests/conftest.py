@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
@@ -23,3 +25,11 @@ def data_dir() -> Path:
 def _isolated_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's default ledger file from tests."""
     monkeypatch.setenv("CASCADE_LEDGER", str(tmp_path / "ledger.sqlite3"))
+
+
+@pytest.fixture(autouse=True)
+def _structlog_reset() -> Iterator[None]:
+    """``structlog.testing.capture_logs`` leaves structlog "configured": later tests would print events."""
+    yield
+    if structlog.is_configured():
+        structlog.reset_defaults()
