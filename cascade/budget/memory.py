@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from cascade.budget import hold_buckets, refusal
 from cascade.types import ZERO
 
+KEEP_S = 86400.0  # settled ids are remembered a day: a late or retried settle still charges once
+
 
 class MemoryLedger:
     """Holds spend in memory. Suits one process; use :class:`SQLiteLedger` across processes."""
@@ -32,6 +34,9 @@ class MemoryLedger:
         self._holds: dict[str, tuple[tuple[str, ...], Decimal, float, bool]] = {}
         self._next_expiry = math.inf
         self._ids = itertools.count(1)
+        # settled hold ids -> when (kept KEEP_S): a retried settle is a no-op, as in SQLite and Redis
+        self._settled: dict[str, float] = {}
+        self._purge_at = time.monotonic() + KEEP_S
 
     def _expire(self, now: float) -> None:
         """Stop counting expired holds; they stay so a late settle still charges."""
@@ -63,7 +68,14 @@ class MemoryLedger:
             return hid
 
     def settle(self, hold_id: str, actual: Decimal) -> None:
+        """Charge ``actual`` to the hold's buckets once (a retried settle is a no-op)."""
+        now = time.monotonic()
         with self._lock:
+            if hold_id in self._settled:
+                return
+            if now >= self._purge_at:  # forget settlements older than KEEP_S (bounded memory)
+                self._settled = {h: t for h, t in self._settled.items() if t >= now - KEEP_S}
+                self._purge_at = now + KEEP_S
             held = self._holds.pop(hold_id, None)
             if held is None:  # a journaled settlement (fail_open) names its buckets in its id
                 named = hold_buckets(hold_id)
@@ -72,6 +84,7 @@ class MemoryLedger:
                 held = (named, ZERO, 0.0, False)
             buckets, amount, _, live = held
             actual = max(actual, ZERO)
+            self._settled[hold_id] = now
             for bucket in buckets:
                 if live:
                     self._held[bucket] -= amount
