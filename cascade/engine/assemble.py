@@ -222,7 +222,10 @@ def _as_provider(obj: Any, spec: TierSpec | None = None) -> Provider:
         # the policy's max_tokens bounds budget reservations when set, else the model's own setting
         set_here = "max_tokens" in spec.params.model_fields_set
         return LangChainProvider(
-            obj, max_tokens=spec.params.max_tokens if set_here else None, stop=spec.params.stop
+            obj,
+            max_tokens=spec.params.max_tokens if set_here else None,
+            stop=spec.params.stop,
+            timeout=spec.timeout,  # the tier's deadline bounds a passed-in model's whole call too
         )
     raise TypeError(f"not a provider or LangChain chat model: {obj!r}")
 

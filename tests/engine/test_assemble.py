@@ -1,0 +1,41 @@
+"""A policy assembled with objects passed in Python: their tiers keep the policy's settings."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from langchain_core.language_models import FakeListChatModel
+
+from cascade import Cascade
+from cascade.errors import AllTiersFailedError
+from cascade.policy import loader
+
+POLICY = """
+name: passed-in
+tiers:
+  - name: only
+    provider: openai
+    model: gpt-4o-mini
+    timeout: 0.2
+    retry: {attempts: 1}
+"""
+
+
+@pytest.fixture
+def policy_path(tmp_path: object) -> object:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "p.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def test_a_passed_in_chat_model_gets_its_tier_timeout(policy_path: object) -> None:
+    slow = FakeListChatModel(responses=["late"], sleep=1.0)
+    c = Cascade.from_policy(loader.load(policy_path), providers={"only": slow})  # type: ignore[arg-type]
+    assert getattr(c.tiers[0].provider, "timeout", None) == 0.2
+    start = time.perf_counter()
+    with pytest.raises(AllTiersFailedError, match=r"(?i)timeout"):
+        c.run("q")
+    assert time.perf_counter() - start < 0.8  # was 1 s: the tier's 0.2 s timeout was ignored
