@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from cascade.budget import Budget
 from cascade.engine.drive import adrive, aexecute, drive, execute
 from cascade.engine.loop import Action, OnExhausted, Outcome, Settings, Tier, steps
-from cascade.errors import CascadeError
+from cascade.errors import CascadeError, InvalidRequestError
 from cascade.types import CascadeResult, Message, Request
 
 if TYPE_CHECKING:
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from cascade.observe import Observer
 
 Prompt = str | Request | Sequence[Message | Mapping[str, Any]]
+Sessions = str | Sequence[str | None] | None
+"""A batch's sessions: one for every prompt, or one per prompt."""
 
 
 class Cascade:
@@ -142,22 +144,27 @@ class Cascade:
         concurrency: int = 8,
         return_exceptions: bool = False,
         budget_key: str | None = None,
+        session: Sessions = None,
     ) -> list[CascadeResult | CascadeError]:
         """Run many prompts on a thread pool; results in input order.
 
         With ``return_exceptions`` a failing prompt yields its :class:`CascadeError` in place.
+        ``session``: one session for every prompt, or one per prompt (a sequence as long as the
+        prompts; ``None`` items have none), for session pinning as in :meth:`run`.
         """
+        items = list(prompts)
+        sessions = _sessions(session, len(items))
 
-        def one(p: Prompt) -> CascadeResult | CascadeError:
+        def one(i: int) -> CascadeResult | CascadeError:
             try:
-                return self.run(p, budget_key=budget_key)
+                return self.run(items[i], budget_key=budget_key, session=sessions[i])
             except CascadeError as exc:
                 if return_exceptions:
                     return exc
                 raise
 
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            return list(pool.map(one, prompts))
+            return list(pool.map(one, range(len(items))))
 
     # -- async --------------------------------------------------------------------------------
 
@@ -180,20 +187,39 @@ class Cascade:
         concurrency: int = 32,
         return_exceptions: bool = False,
         budget_key: str | None = None,
+        session: Sessions = None,
     ) -> list[CascadeResult | CascadeError]:
-        """Run many prompts concurrently, at most ``concurrency`` at once; results in input order."""
+        """Run many prompts concurrently, at most ``concurrency`` at once; results in input order.
+
+        ``session`` as in :meth:`batch`.
+        """
+        items = list(prompts)
+        sessions = _sessions(session, len(items))
         gate = asyncio.Semaphore(max(1, concurrency))
 
-        async def one(p: Prompt) -> CascadeResult | CascadeError:
+        async def one(p: Prompt, key: str | None) -> CascadeResult | CascadeError:
             async with gate:
                 try:
-                    return await self.arun(p, budget_key=budget_key)
+                    return await self.arun(p, budget_key=budget_key, session=key)
                 except CascadeError as exc:
                     if return_exceptions:
                         return exc
                     raise
 
-        return list(await asyncio.gather(*(one(p) for p in prompts)))
+        return list(await asyncio.gather(*(one(p, k) for p, k in zip(items, sessions, strict=True))))
+
+
+def _sessions(session: Sessions, n: int) -> list[str | None]:
+    """One session per prompt: ``session`` for all, or the sequence given (its length checked)."""
+    if session is None or isinstance(session, str):
+        return [session] * n
+    keys = list(session)
+    if len(keys) != n:
+        raise InvalidRequestError(f"session: {len(keys)} sessions for {n} prompts (give one per prompt)")
+    for k in keys:
+        if k is not None and not isinstance(k, str):
+            raise InvalidRequestError(f"session: a session is a string or None, not {type(k).__name__}")
+    return keys
 
 
 # the LangChain front drives the loop itself (it streams the last tier): it executes through these
