@@ -145,7 +145,7 @@ class _Embeddings(BaseHTTPRequestHandler):
 def embeddings_server() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Embeddings)
     server.seen = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
