@@ -82,6 +82,7 @@ from langchain_core.runnables import (
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.runnables.retry import RunnableRetry
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.uuid import uuid7
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from cascade.engine.cascade import Cascade, _aexecute, _execute
@@ -625,6 +626,14 @@ def to_ai_message(result: CascadeResult) -> AIMessage:
     )
 
 
+def _unreported(result: CascadeResult, run_id: uuid.UUID | None) -> AIMessage:
+    """What ``invoke`` returns when no handler listens: the answer, its id as LangChain makes it."""
+    assert _lc is not None
+    message = to_ai_message(result)
+    message.id = f"{_lc.LC_ID_PREFIX}-{run_id or uuid7()}-0"
+    return message
+
+
 def _reported_message(result: CascadeResult, tally: _Tally) -> AIMessage:
     """The answer as the cascade's own run reports it (usage: only what no tier run reported)."""
     return _ai_message(
@@ -1002,6 +1011,16 @@ class CascadeChatModel(BaseChatModel):
         config, messages, how = self._lean_start(input, config, stop, kwargs)
         args, named = how["configure"]
         manager = CallbackManager.configure(*args, **named)
+        if not manager.handlers and not manager.inheritable_handlers:  # nobody listens: no run to report
+            scope = self._prepare(messages, stop, None, kwargs, manager.metadata)
+            token = _scope.set(scope)
+            try:
+                result = self._traced.run(scope.request, session=self._session(scope.request))
+            except AllTiersFailedError as exc:
+                raise _with_cause(exc, scope.tally) from exc.__cause__
+            finally:
+                _scope.reset(token)
+            return _unreported(result, how["start"]["run_id"])
         (run,) = manager.on_chat_model_start(
             self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
         )
@@ -1029,6 +1048,16 @@ class CascadeChatModel(BaseChatModel):
         config, messages, how = self._lean_start(input, config, stop, kwargs)
         args, named = how["configure"]
         manager = AsyncCallbackManager.configure(*args, **named)
+        if not manager.handlers and not manager.inheritable_handlers:  # nobody listens: no run to report
+            scope = self._prepare(messages, stop, None, kwargs, manager.metadata)
+            token = _scope.set(scope)
+            try:
+                result = await self._traced.arun(scope.request, session=self._session(scope.request))
+            except AllTiersFailedError as exc:
+                raise _with_cause(exc, scope.tally) from exc.__cause__
+            finally:
+                _scope.reset(token)
+            return _unreported(result, how["start"]["run_id"])
         (run,) = await manager.on_chat_model_start(
             self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
         )
@@ -1088,10 +1117,12 @@ class CascadeChatModel(BaseChatModel):
         stop: list[str] | None,
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
+        run_metadata: dict[str, Any] | None = None,
     ) -> _Scope:
+        """The request and the tier runs' callbacks; ``run_metadata``: an unreported run's metadata."""
         parent: _Parent | None = kwargs.pop(_PARENT_KWARG, None)
         callbacks: BaseCallbackManager | None = None
-        metadata: dict[str, Any] = {}
+        metadata: dict[str, Any] = run_metadata or {}
         if run_manager is not None:
             callbacks = _child_callbacks(run_manager, run_manager.run_id, self.callbacks, self.tags)
             metadata = run_manager.metadata

@@ -289,3 +289,32 @@ def test_the_fast_invoke_reports_the_run_as_the_full_path_does() -> None:
     assert fast_starts[0]["parent_run_id"] is not None  # nested under the chain, as on the full path
     assert fast_out.usage_metadata == full_out.usage_metadata
     assert fast_out.content == full_out.content == "Paris"
+
+
+def test_with_no_listener_invoke_returns_what_a_listened_run_returns() -> None:
+    """No handler anywhere: no run is reported (nobody would see it), the answer is the same."""
+    quiet = CascadeChatModel(cascade=two_tiers())
+    heard = CascadeChatModel(cascade=two_tiers())
+    recorder = Recorder()
+    out_quiet = quiet.invoke("capital?")
+    out_heard = heard.invoke("capital?", config={"callbacks": [recorder]})
+    assert recorder.starts  # the listened run was reported (the other path)
+    assert out_quiet.content == out_heard.content == "Paris"
+    assert out_quiet.usage_metadata == out_heard.usage_metadata
+    meta_q, meta_h = dict(out_quiet.response_metadata), dict(out_heard.response_metadata)
+    for meta in (meta_q, meta_h):
+        for a in meta["cascade"]["attempts"]:
+            a.pop("latency_s", None)
+        meta["cascade"].pop("latency_s", None)
+    assert meta_q == meta_h
+    assert out_quiet.id is not None and out_quiet.id.startswith("lc_run-")
+
+
+async def test_with_no_listener_ainvoke_returns_what_a_listened_run_returns() -> None:
+    quiet = CascadeChatModel(cascade=two_tiers())
+    heard = CascadeChatModel(cascade=two_tiers())
+    out_quiet = await quiet.ainvoke("capital?")
+    out_heard = await heard.ainvoke("capital?", config={"callbacks": [UsageMetadataCallbackHandler()]})
+    assert out_quiet.content == out_heard.content == "Paris"
+    assert out_quiet.usage_metadata == out_heard.usage_metadata
+    assert out_quiet.response_metadata["cascade"]["cost"] == out_heard.response_metadata["cascade"]["cost"]
