@@ -11,6 +11,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.mark.slow  # each example is a fresh interpreter (1-5 s); CI also runs them as scripts
 @pytest.mark.parametrize(
     ("script", "expect"),
     [
