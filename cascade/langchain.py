@@ -1015,12 +1015,12 @@ class CascadeChatModel(BaseChatModel):
             scope = self._prepare(messages, stop, None, kwargs, manager.metadata)
             token = _scope.set(scope)
             try:
-                result = self._traced.run(scope.request, session=self._session(scope.request))
+                answer = self._traced.run(scope.request, session=self._session(scope.request))
             except AllTiersFailedError as exc:
                 raise _with_cause(exc, scope.tally) from exc.__cause__
             finally:
                 _scope.reset(token)
-            return _unreported(result, how["start"]["run_id"])
+            return _unreported(answer, how["start"]["run_id"])
         (run,) = manager.on_chat_model_start(
             self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
         )
@@ -1052,12 +1052,12 @@ class CascadeChatModel(BaseChatModel):
             scope = self._prepare(messages, stop, None, kwargs, manager.metadata)
             token = _scope.set(scope)
             try:
-                result = await self._traced.arun(scope.request, session=self._session(scope.request))
+                answer = await self._traced.arun(scope.request, session=self._session(scope.request))
             except AllTiersFailedError as exc:
                 raise _with_cause(exc, scope.tally) from exc.__cause__
             finally:
                 _scope.reset(token)
-            return _unreported(result, how["start"]["run_id"])
+            return _unreported(answer, how["start"]["run_id"])
         (run,) = await manager.on_chat_model_start(
             self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
         )
