@@ -83,7 +83,10 @@ class Cascade:
     # -- resources ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the providers' (and scorers') HTTP clients; use ``with cascade: ...`` to be sure."""
+        """Close the providers' (and scorers') HTTP clients; use ``with cascade: ...`` to be sure.
+
+        A closed cascade may still be used: the built-in providers open new clients on their next call.
+        """
         if self.observer is not None:  # first: pending shadow work still uses the clients
             self.observer.close()
         for obj in self._closeables():
@@ -92,7 +95,7 @@ class Cascade:
                 closer()
 
     async def aclose(self) -> None:
-        """Close the async clients made on the running event loop (and the sync ones)."""
+        """Close the async clients made on the running event loop (and the sync ones, as :meth:`close`)."""
         for obj in self._closeables():
             closer = getattr(obj, "aclose", None)
             if callable(closer):

@@ -35,6 +35,7 @@ import contextlib
 import email.utils
 import math
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -558,6 +559,35 @@ async def acall_many(fn: Callable[[], Awaitable[Completion]], k: int, parallel: 
     return _gathered(await asyncio.gather(*(one() for _ in range(k))))
 
 
+class Reopening:
+    """A sync SDK client made on first use and again after :meth:`close` (a closed cascade reopens).
+
+    ``Cascade.aclose()`` closes the sync clients too; a later ``run()`` must not meet the SDK's raw
+    "client has been closed" error, so the next call simply makes a new client.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+                client = self._client
+        return client
+
+    def close(self) -> None:
+        """Close the client, if one was made; the next :meth:`get` makes a new one."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
 class PerLoop:
     """One async SDK client per running event loop (an async client must not cross loops)."""
 
@@ -583,6 +613,7 @@ class PerLoop:
 
 __all__ = [
     "PerLoop",
+    "Reopening",
     "acall_many",
     "adeadline",
     "api_key",

@@ -210,9 +210,12 @@ class AnthropicProvider:
         client_kw: dict[str, Any] = {"api_key": api_key, "timeout": timeout, "max_retries": 0}
         if base_url:
             client_kw["base_url"] = base_url
-        self.client = anthropic.Anthropic(
-            **client_kw, http_client=_sdk.http_client(anthropic.DefaultHttpxClient)
+        self._sync = _sdk.Reopening(
+            lambda: anthropic.Anthropic(
+                **client_kw, http_client=_sdk.http_client(anthropic.DefaultHttpxClient)
+            )
         )
+        self._sync.get()  # made now: a bad configuration fails here, not at the first call
         self._async = _sdk.PerLoop(lambda: anthropic.AsyncAnthropic(**client_kw))
 
     @classmethod
@@ -299,12 +302,17 @@ class AnthropicProvider:
         async with _sdk.adeadline(self.timeout, self.kind):
             return await _sdk.acall_many(lambda: self._acall(request), n, self.parallel)
 
+    @property
+    def client(self) -> Any:
+        """The sync SDK client (made on first use, and again after :meth:`close`)."""
+        return self._sync.get()
+
     def close(self) -> None:
-        """Close the sync HTTP client (the provider must not be used afterwards)."""
-        self.client.close()
+        """Close the sync HTTP client; a later call opens a new one."""
+        self._sync.close()
 
     async def aclose(self) -> None:
-        """Close the async HTTP client of the running event loop."""
+        """Close the async HTTP client of the running event loop; a later call opens a new one."""
         await self._async.aclose()
 
     def max_usage(self, request: Request, n: int = 1) -> Usage:

@@ -171,7 +171,10 @@ class OpenAIProvider:
         client_kw: dict[str, Any] = {"api_key": api_key, "timeout": timeout, "max_retries": 0}
         if base_url:
             client_kw["base_url"] = base_url
-        self.client = openai.OpenAI(**client_kw, http_client=_sdk.http_client(openai.DefaultHttpxClient))
+        self._sync = _sdk.Reopening(
+            lambda: openai.OpenAI(**client_kw, http_client=_sdk.http_client(openai.DefaultHttpxClient))
+        )
+        self._sync.get()  # made now: a bad configuration fails here, not at the first call
         self._async = _sdk.PerLoop(lambda: openai.AsyncOpenAI(**client_kw))
         self._warned_n = False
 
@@ -377,12 +380,17 @@ class OpenAIProvider:
             rest = await _sdk.acall_many(lambda: self._acall(request, 1), missing, self.parallel)
             return _sdk.merge([first, rest])
 
+    @property
+    def client(self) -> Any:
+        """The sync SDK client (made on first use, and again after :meth:`close`)."""
+        return self._sync.get()
+
     def close(self) -> None:
-        """Close the sync HTTP client (the provider must not be used afterwards)."""
-        self.client.close()
+        """Close the sync HTTP client; a later call opens a new one."""
+        self._sync.close()
 
     async def aclose(self) -> None:
-        """Close the async HTTP client of the running event loop."""
+        """Close the async HTTP client of the running event loop; a later call opens a new one."""
         await self._async.aclose()
 
     # -- budget -----------------------------------------------------------------------------------

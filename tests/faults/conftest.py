@@ -88,7 +88,7 @@ class Rig:
     async def aclose(self) -> None:
         """Close the async clients made on this event loop (the sync ones stay shared)."""
         for t in self.cascade.tiers:
-            await t.provider.aclose()
+            await t.provider.aclose()  # type: ignore[attr-defined]  # SDK providers have it
 
 
 def make_ledger(kind: str, tmp_path: Path) -> Any:
