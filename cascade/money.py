@@ -11,8 +11,16 @@ MILLION = Decimal(1_000_000)
 
 
 def usd(value: float | int | str | Decimal) -> Decimal:
-    """Convert to an exact Decimal (floats via their shortest repr, so 0.15 is 0.15)."""
-    return value if isinstance(value, Decimal) else Decimal(str(value))
+    """Convert to an exact Decimal.
+
+    A float keeps its 15 significant digits, all a float reliably holds: 0.15 is 0.15, and a
+    recorded ``3.0149999999999998e-05`` (float noise from whoever computed it) is 0.00003015.
+    """
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(format(value, ".15g"))
+    return Decimal(str(value))
 
 
 @dataclass(frozen=True, slots=True)
