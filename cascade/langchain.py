@@ -86,7 +86,8 @@ from langchain_core.utils.uuid import uuid7
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from cascade.engine.cascade import Cascade, _aexecute, _execute
-from cascade.engine.loop import Call, CallOutcome, Outcome
+from cascade.engine.drive import Steps
+from cascade.engine.loop import Action, Call, CallOutcome, Outcome
 from cascade.errors import AllTiersFailedError, ConfigurationError, InvalidRequestError, ProviderError
 from cascade.logging import get_logger
 from cascade.protocols import Provider, Scorer
@@ -603,19 +604,33 @@ def _total(message: BaseMessage) -> BaseMessage:
 
 
 def explain(message: BaseMessage) -> str:
-    """A readable account of the decisions behind a cascade answer (from its trace)."""
+    """A readable account of the decisions behind a cascade answer (from its trace): the same
+    text as :meth:`CascadeResult.explain` (skips, reused samples, tokens, costs, latency)."""
     t = message.response_metadata.get("cascade")
     if not isinstance(t, dict):
         return "not a cascade answer (no response_metadata['cascade'])"
     lines = [f"policy {t['policy']!r}: {t['reason']} at tier {t['tier']!r} ({t['model']})"]
     for i, a in enumerate(t["attempts"], 1):
-        score = "-" if a["score"] is None else f"{a['score']:.2f}"
-        threshold = "-" if a["threshold"] is None else f"{a['threshold']:.2f}"
-        lines.append(
-            f"  {i}. {a['tier']} [{a['model']}] {a['decision']}: {a['reason']}"
-            f" | score {score} / threshold {threshold} | ${show(Decimal(a['total_cost']))}"
-        )
-    lines.append(f"  total: ${show(Decimal(t['cost']))}")
+        parts = [f"  {i}. {a['tier']} [{a['provider']}:{a['model']}] {a['decision']}: {a['reason']}"]
+        if a.get("score") is not None and not str(a["reason"]).startswith("score"):
+            parts.append(f"score {a['score']:.3f}")
+        if a["decision"] not in ("stopped", "skipped"):
+            reused = f" ({a['reused_samples']} reused)" if a.get("reused_samples") else ""
+            parts.append(f"samples {a['samples']}{reused}")
+            usage = a.get("usage") or {}
+            tokens = f"tokens {usage.get('input_tokens', 0)}+{usage.get('output_tokens', 0)}"
+            source = a.get("usage_source", "reported")
+            parts.append(tokens + (f" ({source})" if source != "reported" else ""))
+            scorer_cost = Decimal(str(a.get("scorer_cost") or 0))
+            cost = f"cost ${show(Decimal(str(a['cost'])))}"
+            parts.append(cost + (f" + scorer ${show(scorer_cost)}" if scorer_cost else ""))
+            parts.append(f"{float(a.get('latency_s') or 0.0) * 1000:.0f} ms")
+        if a.get("retries"):
+            parts.append(f"retries {a['retries']}")
+        if a.get("error"):
+            parts.append(f"error: {a['error']}")
+        lines.append(" | ".join(parts))
+    lines.append(f"  total: ${show(Decimal(t['cost']))}, {float(t.get('latency_s') or 0.0) * 1000:.0f} ms")
     return "\n".join(lines)
 
 
@@ -1220,6 +1235,9 @@ class CascadeChatModel(BaseChatModel):
         """The tier to stream live for ``action``, if any: the last tier, when its answer is final."""
         if not isinstance(action, Call) or action.n != 1:
             return None
+        key = action.tier.call_key
+        if key and action.cache is not None and action.cache.bought(key, action.request) >= action.n:
+            return None  # its model already answered in this run (a voter, a judge): reused, not re-bought
         settings = self._traced.settings
         last = settings.tiers[-1]
         if action.tier is not last or not isinstance(last.provider, _TierRun) or not last.provider.streams:
@@ -1241,33 +1259,40 @@ class CascadeChatModel(BaseChatModel):
         try:
             action = next(gen)
             while True:
-                live = self._live(action)
-                outcome: Outcome | None = None
-                if live is not None:
-                    start = time.perf_counter()
-                    try:
-                        for chunk in live.stream(scope.request, scope):
-                            streamed.append(chunk)
-                            yield ChatGenerationChunk(message=_public(chunk))
-                    except ProviderError as exc:
-                        scope.tally.errors.append(exc)
+                try:
+                    live = self._live(action)
+                    outcome: Outcome | None = None
+                    if live is not None:
+                        start = time.perf_counter()
+                        chunks = live.stream(scope.request, scope)
+                        try:
+                            for chunk in chunks:
+                                streamed.append(chunk)
+                                yield ChatGenerationChunk(message=_public(chunk))
+                        except ProviderError as exc:
+                            scope.tally.errors.append(exc)
+                            if streamed:
+                                raise
+                        finally:
+                            _close(chunks)  # abandoned: the tier's run ends (with an error) now
                         if streamed:
-                            raise
-                    if streamed:
-                        outcome = _streamed_outcome(live, streamed, time.perf_counter() - start, scope)
-                if outcome is None:
-                    token = _scope.set(scope)
-                    try:
-                        outcome = _execute(action)
-                    finally:
-                        _scope.reset(token)
+                            outcome = _streamed_outcome(live, streamed, time.perf_counter() - start, scope)
+                    if outcome is None:
+                        token = _scope.set(scope)
+                        try:
+                            outcome = _execute(action)
+                        finally:
+                            _scope.reset(token)
+                except BaseException as exc:  # cut off mid-step: settle the loop's hold, as drive() does
+                    _cut_off(gen, exc)
+                    raise
                 action = gen.send(outcome)
         except StopIteration as stop_:
             result: CascadeResult = stop_.value
         except AllTiersFailedError as exc:
             raise _with_cause(exc, scope.tally) from exc.__cause__
         finally:
-            gen.close()  # an abandoned stream or a crash: the loop settles its budget hold
+            gen.close()
         yield ChatGenerationChunk(
             message=_final_chunk(result, bool(streamed), _list_content(streamed), scope.tally)
         )
@@ -1285,36 +1310,103 @@ class CascadeChatModel(BaseChatModel):
         try:
             action = next(gen)
             while True:
-                live = self._live(action)
-                outcome: Outcome | None = None
-                if live is not None:
-                    start = time.perf_counter()
-                    try:
-                        async for chunk in live.astream(scope.request, scope):
-                            streamed.append(chunk)
-                            yield ChatGenerationChunk(message=_public(chunk))
-                    except ProviderError as exc:
-                        scope.tally.errors.append(exc)
+                try:
+                    live = self._live(action)
+                    outcome: Outcome | None = None
+                    if live is not None:
+                        start = time.perf_counter()
+                        chunks = live.astream(scope.request, scope)
+                        try:
+                            async for chunk in chunks:
+                                streamed.append(chunk)
+                                yield ChatGenerationChunk(message=_public(chunk))
+                        except ProviderError as exc:
+                            scope.tally.errors.append(exc)
+                            if streamed:
+                                raise
+                        finally:
+                            await _aclose(chunks)  # abandoned: the tier's run ends (with an error) now
                         if streamed:
-                            raise
-                    if streamed:
-                        outcome = _streamed_outcome(live, streamed, time.perf_counter() - start, scope)
-                if outcome is None:
-                    token = _scope.set(scope)
-                    try:
-                        outcome = await _aexecute(action)
-                    finally:
-                        _scope.reset(token)
+                            outcome = _streamed_outcome(live, streamed, time.perf_counter() - start, scope)
+                    if outcome is None:
+                        token = _scope.set(scope)
+                        try:
+                            outcome = await _aexecute(action)
+                        finally:
+                            _scope.reset(token)
+                except BaseException as exc:  # cut off mid-step: settle the hold off the event loop
+                    await _acut_off(gen, exc)
+                    raise
                 action = gen.send(outcome)
         except StopIteration as stop_:
             result: CascadeResult = stop_.value
         except AllTiersFailedError as exc:
             raise _with_cause(exc, scope.tally) from exc.__cause__
         finally:
-            gen.close()  # an abandoned stream or a crash: the loop settles its budget hold
+            gen.close()
         yield ChatGenerationChunk(
             message=_final_chunk(result, bool(streamed), _list_content(streamed), scope.tally)
         )
+
+
+class _AbandonedError(Exception):
+    """Thrown into the loop for a stream its consumer closed (a ``GeneratorExit`` would make the
+    loop settle its hold synchronously, blocking an event loop)."""
+
+
+def _throw(gen: Steps, exc: BaseException) -> Action | None:
+    """Throw ``exc`` into the loop: its answer (the open hold's Settle), or None when it re-raised."""
+    thrown = _AbandonedError() if isinstance(exc, GeneratorExit) else exc
+    try:
+        return gen.throw(thrown)
+    except StopIteration:
+        return None
+    except BaseException as raised:
+        if raised is thrown:
+            return None
+        raise
+
+
+def _cut_off(gen: Steps, exc: BaseException) -> None:
+    """Run mid-step ends in this thread: the loop's Settle executed (``drive`` does the same)."""
+    action = _throw(gen, exc)
+    while action is not None:
+        outcome = _execute(action)
+        try:
+            action = gen.send(outcome)
+        except (StopIteration, _AbandonedError):
+            return
+        except BaseException as raised:
+            if raised is exc:
+                return
+            raise
+
+
+async def _acut_off(gen: Steps, exc: BaseException) -> None:
+    """Async :func:`_cut_off`: the Settle is awaited (off the event loop), never blocking it."""
+    action = _throw(gen, exc)
+    while action is not None:
+        outcome = await _aexecute(action)
+        try:
+            action = gen.send(outcome)
+        except (StopIteration, _AbandonedError):
+            return
+        except BaseException as raised:
+            if raised is exc:
+                return
+            raise
+
+
+def _close(chunks: Iterator[AIMessageChunk]) -> None:
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+
+
+async def _aclose(chunks: AsyncIterator[AIMessageChunk]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _from_policy(cls: type[CascadeChatModel], *, model: str, **kwargs: Any) -> CascadeChatModel:
