@@ -65,6 +65,14 @@ def test_run_reads_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
             ["run", "-p", DEMO, "--batch", "x.jsonl"],
             "cascade: error: --batch needs --out FILE for the results\n",
         ),
+        (
+            ["run", "-p", DEMO, "--batch", "x.jsonl", "--out", "o.jsonl", "--concurrency", "0"],
+            "cascade: error: --concurrency: at least 1 (got 0)\n",
+        ),
+        (
+            ["run", "-p", DEMO, "--out", "o.jsonl", "hi"],
+            "cascade: error: --out is for --batch results; a single answer goes to stdout\n",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(

@@ -141,6 +141,15 @@ def test_missing_file() -> None:
         load("nope.yaml")
 
 
+def test_binary_file_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_bytes(b"\xff\xfe name: x\n")
+    with pytest.raises(
+        PolicyError, match=r"policy\.yaml: not a UTF-8 text file \(invalid start byte at byte 0\)"
+    ):
+        load(bad)
+
+
 def test_every_example_policy_loads() -> None:
     files = sorted((ROOT / "policies").glob("*.yaml"))
     assert len(files) >= 3

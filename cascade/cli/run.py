@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("give either a prompt or --batch, not both")
         if not args.out:
             raise UsageError("--batch needs --out FILE for the results")
+        if args.concurrency < 1:
+            raise UsageError(f"--concurrency: at least 1 (got {args.concurrency})")
         for name, path in (("--batch", args.batch), ("--policy", args.policy)):
             if _same_file(Path(args.out), Path(path)):
                 raise UsageError(f"--out {args.out} is the {name} file: results would overwrite it")
@@ -60,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_batch(cascade, items, Path(args.out), args)
     if args.prompt is None:
         raise UsageError("give a prompt, - to read it from stdin, or --batch FILE")
+    if args.out:
+        raise UsageError("--out is for --batch results; a single answer goes to stdout")
     prompt = _stdin() if args.prompt == "-" else _text(args.prompt, "the prompt")
     _text(args.budget_key, "--budget-key")
     if not prompt.strip():

@@ -230,4 +230,6 @@ def load(path: str | os.PathLike[str]) -> Policy:
         raise PolicyError([f"{p}: no such policy file"]) from None
     except OSError as err:
         raise PolicyError([f"{p}: cannot read policy file: {err.strerror}"]) from None
+    except UnicodeDecodeError as err:
+        raise PolicyError([f"{p}: not a UTF-8 text file ({err.reason} at byte {err.start})"]) from None
     return loads(text, source=str(p))
