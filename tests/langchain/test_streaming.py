@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
+import threading
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 from langchain_core.callbacks import UsageMetadataCallbackHandler
-from langchain_core.messages import AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 
-from cascade import Cascade, TransientProviderError
-from cascade.langchain import CascadeChatModel, ScriptedChatModel
+from cascade import Budget, Cap, Cascade, Price, TransientProviderError
+from cascade.budget.memory import MemoryLedger
+from cascade.engine.reuse import ReusingProvider
+from cascade.langchain import CascadeChatModel, ScriptedChatModel, explain
 from cascade.retry import RetryPolicy
 from cascade.scorers.basic import RegexScorer
+from cascade.types import Completion, Request, Score
 from tests.langchain.support import STRONG, Recorder, tier
 
 ANSWER = "The capital of France is Paris."
@@ -134,3 +141,120 @@ async def test_event_listeners_never_see_a_rejected_candidates_tokens() -> None:
     assert not any("no idea" in text for text in streamed)
     assert "".join(streamed) in ("", ANSWER)
     assert {"cheap", "strong"} <= set(ended)  # the tier runs still show up, whole
+
+
+class _ThreadLedger(MemoryLedger):
+    """A memory ledger that records the thread of every settle (and has no native async settle)."""
+
+    asettle = None  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settled_in: list[int] = []
+
+    def settle(self, hold_id: str, actual: Decimal) -> None:
+        self.settled_in.append(threading.get_ident())
+        super().settle(hold_id, actual)
+
+
+BUCKET = "policy:capped|total"
+
+
+def _capped_streamer(ledger: MemoryLedger) -> Cascade:
+    strong = ScriptedChatModel(model="strong-1", script=[ANSWER], output_tokens=7)
+    only = tier("only", strong, price=Price(Decimal(0), Decimal(1000)))
+    budget = Budget(caps=(Cap(Decimal(100), "total"),), ledger=ledger)
+    return Cascade([only], name="capped", budget=budget)
+
+
+async def test_an_abandoned_async_stream_settles_its_hold_off_the_event_loop() -> None:
+    ledger = _ThreadLedger()
+    model = CascadeChatModel(cascade=_capped_streamer(ledger), stream_final_tier=True)
+    stream = model._astream([HumanMessage("capital?")])
+    first = await anext(stream)
+    assert first.message.content  # the live tier is mid-answer, its hold open
+    assert ledger.held(BUCKET) > 0
+    await stream.aclose()  # the consumer walks away
+    assert ledger.held(BUCKET) == 0
+    assert ledger.spent(BUCKET) > 0  # charged at the worst case: never undercounted
+    assert ledger.settled_in and threading.get_ident() not in ledger.settled_in  # not on the event loop
+
+
+def test_an_abandoned_stream_settles_its_hold() -> None:
+    ledger = MemoryLedger()
+    model = CascadeChatModel(cascade=_capped_streamer(ledger), stream_final_tier=True)
+    stream = model.stream("capital?")
+    next(stream)
+    stream.close()
+    assert ledger.held(BUCKET) == 0
+    assert ledger.spent(BUCKET) > 0
+
+
+class _AsksStrong:
+    """A scorer that consults the strong model (through the run's sample cache) and rejects."""
+
+    samples = 1
+
+    def __init__(self, strong: ReusingProvider) -> None:
+        self.strong = strong
+
+    def score(self, request: Request, completion: Completion) -> Score:
+        self.strong.complete(request, 1)
+        return Score(0.0)
+
+    async def ascore(self, request: Request, completion: Completion) -> Score:
+        await self.strong.acomplete(request, 1)
+        return Score(0.0)
+
+    def max_cost(self, request: Request, max_output_tokens: int) -> Decimal:
+        return Decimal(0)
+
+
+def _strong_consulted_first() -> tuple[Cascade, ScriptedChatModel]:
+    cheap = ScriptedChatModel(model="cheap-1", script=["no idea"])
+    strong = ScriptedChatModel(model="strong-1", script=[ANSWER], output_tokens=7)
+    strong_tier = replace(tier("strong", strong, price=STRONG), call_key="strong-key")
+    judge = _AsksStrong(ReusingProvider(strong_tier.provider, "strong-key"))
+    cheap_tier = tier("cheap", cheap, judge, 0.5)  # type: ignore[arg-type]
+    return Cascade([cheap_tier, strong_tier], name="reuse"), strong
+
+
+def test_a_live_last_tier_already_bought_in_the_run_is_reused_not_bought_again() -> None:
+    c, strong = _strong_consulted_first()
+    chunks = list(CascadeChatModel(cascade=c, stream_final_tier=True).stream("capital?"))
+    final = merged(chunks)
+    assert final.content == ANSWER
+    assert len(strong.calls) == 1  # the judge's call; the last tier reused its answer
+    strong_attempt = final.response_metadata["cascade"]["attempts"][1]
+    assert (strong_attempt["reused_samples"], strong_attempt["cost"]) == (1, "0")
+    assert "(1 reused)" in explain(AIMessage(final.content, response_metadata=final.response_metadata))
+
+
+async def test_a_live_last_tier_already_bought_in_the_run_is_reused_async() -> None:
+    c, strong = _strong_consulted_first()
+    chunks = [c async for c in CascadeChatModel(cascade=c, stream_final_tier=True).astream("capital?")]
+    assert merged(chunks).content == ANSWER
+    assert len(strong.calls) == 1
+
+
+def test_explain_shows_skips_and_reuse_as_cascade_result_explain_does() -> None:
+    c, _ = _strong_consulted_first()
+    skip = replace(c.tiers[0], skip=_Never(), skip_threshold=0.5)
+    skipping = Cascade([skip, c.tiers[1]], name="skips")
+    message = CascadeChatModel(cascade=skipping).invoke("capital?")
+    text = explain(message)
+    assert "1. cheap [langchain:cheap-1] skipped:" in text
+    reused_c, _ = _strong_consulted_first()
+    reused = CascadeChatModel(cascade=reused_c).invoke("capital?")
+    assert "samples 1 (1 reused)" in explain(reused)
+    # the same text as CascadeResult.explain, latencies aside
+    again, _ = _strong_consulted_first()
+    result = again.run("capital?")
+    assert re.sub(r"\d+ ms", "ms", explain(reused)) == re.sub(r"\d+ ms", "ms", result.explain())
+
+
+class _Never:
+    """A skip estimator that predicts certain failure."""
+
+    def predict(self, request: Request) -> float:
+        return 0.0
