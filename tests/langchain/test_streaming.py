@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import AsyncGenerator, Generator
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.outputs import ChatGenerationChunk
 
 from cascade import Budget, Cap, Cascade, Price, TransientProviderError
 from cascade.budget.memory import MemoryLedger
@@ -170,7 +172,7 @@ def _capped_streamer(ledger: MemoryLedger) -> Cascade:
 async def test_an_abandoned_async_stream_settles_its_hold_off_the_event_loop() -> None:
     ledger = _ThreadLedger()
     model = CascadeChatModel(cascade=_capped_streamer(ledger), stream_final_tier=True)
-    stream = model._astream([HumanMessage("capital?")])
+    stream = cast(AsyncGenerator[ChatGenerationChunk, None], model._astream([HumanMessage("capital?")]))
     first = await anext(stream)
     assert first.message.content  # the live tier is mid-answer, its hold open
     assert ledger.held(BUCKET) > 0
@@ -183,7 +185,7 @@ async def test_an_abandoned_async_stream_settles_its_hold_off_the_event_loop() -
 def test_an_abandoned_stream_settles_its_hold() -> None:
     ledger = MemoryLedger()
     model = CascadeChatModel(cascade=_capped_streamer(ledger), stream_final_tier=True)
-    stream = model.stream("capital?")
+    stream = cast(Generator[AIMessageChunk, None, None], model.stream("capital?"))
     next(stream)
     stream.close()
     assert ledger.held(BUCKET) == 0
