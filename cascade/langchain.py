@@ -95,6 +95,7 @@ from cascade.providers._sdk import estimate_input_tokens
 from cascade.providers.langchain import (
     CallContext,
     LangChainProvider,
+    has_json_mode,
     tier_call,
     to_langchain_messages,
     usage_metadata,
@@ -134,7 +135,9 @@ try:
     _lc: _LangChainInternals | None = _LangChainInternals()
 except (ImportError, AttributeError):  # pragma: no cover - a LangChain that moved them: the full path
     _lc = None
+_JSON_FALLBACK = "cascade_json_schema_fallback"  # json_mode's schema format, for tiers with no JSON mode
 _NOT_OPTIONS = (
+    _JSON_FALLBACK,
     "budget_key",
     "tools",
     "tool_choice",
@@ -166,6 +169,7 @@ class _Scope:
     stop: list[str] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     tally: _Tally = field(default_factory=_Tally)
+    json_fallback: Mapping[str, Any] | None = None
 
     def context(self, tier: str) -> CallContext:
         config = RunnableConfig(
@@ -175,7 +179,7 @@ class _Scope:
         )
         if self.callbacks is not None:
             config["callbacks"] = self.callbacks
-        return CallContext(config, self.request, self.messages, self.stop, self.options)
+        return CallContext(config, self.request, self.messages, self.stop, self.options, self.json_fallback)
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("cascade_langchain_scope", default=None)
@@ -881,21 +885,33 @@ class CascadeChatModel(BaseChatModel):
         parser: Runnable[Any, Any] = (
             PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()  # type: ignore[arg-type]
         )
-        if method == "json_schema":
-            function = convert_to_openai_tool(schema)["function"]
-            json_schema: dict[str, Any] = {"name": function["name"], "schema": function.get("parameters", {})}
-            if function.get("description"):
-                json_schema["description"] = function["description"]
-            if strict is not None:
-                json_schema["strict"] = strict
-            response_format: dict[str, Any] = {"type": "json_schema", "json_schema": json_schema}
-        elif method == "json_mode":
-            response_format = {"type": "json_object"}
-        else:
+        if method not in ("json_schema", "json_mode"):
             raise ValueError(f"method must be function_calling, json_schema or json_mode, not {method!r}")
+        extra: dict[str, Any] = {}
+        if method == "json_schema":
+            response_format = _schema_format(schema, strict)
+        else:  # tiers with no JSON mode (ChatAnthropic) get the schema, as their own json_mode does
+            response_format = {"type": "json_object"}
+            try:
+                extra[_JSON_FALLBACK] = _schema_format(schema, strict)
+            except (ValueError, TypeError, KeyError):  # a schema JSON mode can take, json_schema cannot
+                get_logger().debug("cascade.langchain.json_mode_no_schema_format")
+            no_json_mode = [
+                f"{t.name} ({type(t.provider.chat_model).__name__})"
+                for t in self.cascade.tiers
+                if isinstance(t.provider, LangChainProvider) and not has_json_mode(t.provider.chat_model)
+            ]
+            if no_json_mode:
+                warnings.warn(
+                    f"tiers {', '.join(no_json_mode)} have no JSON mode: they get method='json_schema' with"
+                    " this schema instead (as their own with_structured_output(method='json_mode') does)",
+                    UserWarning,
+                    stacklevel=2,
+                )
         llm = self.bind(
             response_format=response_format,
             ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
+            **extra,
         )
         if not include_raw:
             return llm | parser
@@ -1170,7 +1186,8 @@ class CascadeChatModel(BaseChatModel):
         )
         if not request.messages or not any(m.content.strip() or m.tool_calls for m in request.messages):
             request = Request.of(request.messages)  # raises the usual InvalidRequestError
-        return _Scope(callbacks, request, messages, self.cascade.name, stop, options)
+        fallback = kwargs.get(_JSON_FALLBACK)
+        return _Scope(callbacks, request, messages, self.cascade.name, stop, options, json_fallback=fallback)
 
     def _session(self, request: Request) -> str | None:
         """The session key for pinning, from the run's metadata (``session_metadata``)."""
@@ -1407,6 +1424,17 @@ async def _aclose(chunks: AsyncIterator[AIMessageChunk]) -> None:
     close = getattr(chunks, "aclose", None)
     if close is not None:
         await close()
+
+
+def _schema_format(schema: dict[str, Any] | type, strict: bool | None) -> dict[str, Any]:
+    """``schema`` as an OpenAI-style ``response_format`` of type ``json_schema``."""
+    function = convert_to_openai_tool(schema)["function"]
+    json_schema: dict[str, Any] = {"name": function["name"], "schema": function.get("parameters", {})}
+    if function.get("description"):
+        json_schema["description"] = function["description"]
+    if strict is not None:
+        json_schema["strict"] = strict
+    return {"type": "json_schema", "json_schema": json_schema}
 
 
 def _from_policy(cls: type[CascadeChatModel], *, model: str, **kwargs: Any) -> CascadeChatModel:

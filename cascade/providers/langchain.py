@@ -70,6 +70,7 @@ from cascade.errors import (
     RateLimitError,
     TransientProviderError,
 )
+from cascade.logging import get_logger
 from cascade.money import Price
 from cascade.providers._sdk import estimate_input_tokens
 from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
@@ -96,6 +97,9 @@ class CallContext:
     messages: Sequence[BaseMessage] | None = None
     stop: Sequence[str] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    json_fallback: Mapping[str, Any] | None = None
+    """What a chat model with no JSON mode gets for ``response_format={"type": "json_object"}``
+    (the caller's schema as ``json_schema``); None: such a request is refused."""
 
 
 tier_call: ContextVar[CallContext | None] = ContextVar("cascade_langchain_tier_call", default=None)
@@ -484,6 +488,13 @@ class LangChainProvider:
         call_kwargs: dict[str, Any] = {"stop": list(stop)} if stop else {}
         if ctx is not None and ctx.options:
             call_kwargs.update(ctx.options)
+            fmt = call_kwargs.get("response_format")
+            if (
+                isinstance(fmt, Mapping)
+                and fmt.get("type") == "json_object"
+                and not has_json_mode(self.chat_model)
+            ):
+                call_kwargs["response_format"] = self._json_fallback(ctx)
         config: RunnableConfig = dict(ctx.config) if ctx is not None else {}  # type: ignore[assignment]
         if ctx is not None and ctx.request is request and ctx.messages is not None:
             messages = list(ctx.messages)
@@ -507,6 +518,22 @@ class LangChainProvider:
             except Exception as exc:
                 raise map_error(exc) from exc
         return runnable, messages, config, call_kwargs
+
+    def _json_fallback(self, ctx: CallContext) -> Mapping[str, Any]:
+        if ctx.json_fallback is None:
+            raise ConfigurationError(
+                f"{type(self.chat_model).__name__} ({self.model}) has no JSON mode"
+                " (response_format={'type': 'json_object'}); use"
+                " with_structured_output(schema, method='json_mode' or 'json_schema') so it gets a schema"
+            )
+        get_logger().debug("cascade.langchain.json_mode_as_schema", model=self.model)
+        return ctx.json_fallback
+
+
+def has_json_mode(chat_model: BaseChatModel) -> bool:
+    """Whether ``response_format={"type": "json_object"}`` means JSON mode to this chat model
+    (ChatAnthropic has none: the Messages API takes a schema only)."""
+    return not any(c.__module__.startswith("langchain_anthropic") for c in type(chat_model).__mro__)
 
 
 @contextmanager

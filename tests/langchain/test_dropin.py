@@ -29,8 +29,8 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from pydantic import BaseModel
 
-from cascade import AllTiersFailedError, Cascade, InvalidRequestError
-from cascade.langchain import CascadeChatModel
+from cascade import AllTiersFailedError, Cascade, ConfigurationError, InvalidRequestError
+from cascade.langchain import _JSON_FALLBACK, CascadeChatModel
 from cascade.providers.langchain import LangChainProvider
 from cascade.retry import RetryPolicy
 from cascade.scorers.basic import JsonScorer, RegexScorer
@@ -213,6 +213,36 @@ def test_json_schema_reaches_anthropic_tiers_in_their_format(server: WireServer)
     body = server.requests_for("claude-1")[0]
     assert body["output_config"]["format"]["type"] == "json_schema"
     assert "tools" not in body
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_json_mode_gives_tiers_without_it_the_schema(server: WireServer, mode: str) -> None:
+    """ChatAnthropic has no JSON mode: its tier gets the schema (json_schema), as its own
+    ``with_structured_output(method="json_mode")`` does; an OpenAI tier keeps JSON mode."""
+    server.script("cheap-1", ModelScript(answers=["no json here"]))
+    server.script("claude-1", ModelScript(answers=[json.dumps(INVOICE)]))
+    c = Cascade(
+        [
+            tier("cheap", oa(server, "cheap-1"), JsonScorer(["number", "total"]), 0.5),
+            tier("strong", an(server, "claude-1"), price=STRONG),
+        ]
+    )
+    with pytest.warns(UserWarning, match=r"strong \(ChatAnthropic\) have no JSON mode"):
+        runnable = CascadeChatModel(cascade=c).with_structured_output(Invoice, method="json_mode")
+    got = runnable.invoke("invoice?") if mode == "sync" else asyncio.run(runnable.ainvoke("invoice?"))
+    assert got == Invoice(**INVOICE)
+    assert server.requests_for("cheap-1")[0]["response_format"] == {"type": "json_object"}
+    claude = server.requests_for("claude-1")[0]
+    assert claude["output_config"]["format"]["type"] == "json_schema"
+    assert set(claude["output_config"]["format"]["schema"]["properties"]) == {"number", "total"}
+    assert _JSON_FALLBACK not in server.requests_for("cheap-1")[0]
+
+
+def test_json_mode_without_a_schema_is_a_clear_error_on_anthropic_tiers(server: WireServer) -> None:
+    model = CascadeChatModel(cascade=Cascade([tier("only", an(server, "claude-1"))]))
+    with pytest.raises(ConfigurationError, match=r"ChatAnthropic \(claude-1\) has no JSON mode"):
+        model.bind(response_format={"type": "json_object"}).invoke("q")
+    assert server.requests_for("claude-1") == []
 
 
 def test_structured_output_include_raw(server: WireServer) -> None:
