@@ -4,17 +4,22 @@ The cheap tier answers most turns; when its tool call does not fit the tool's sc
 ``tool_args`` scorer checks the arguments), the strong tier answers that turn instead, and the
 agent never sees the rejected call. Spend is capped per tenant, taken from the run's metadata.
 
-Runs offline with scripted chat models standing in for real ones.
+Runs offline with scripted chat models standing in for real ones. ``create_agent`` comes from the
+``langchain`` package (in the ``test`` and ``dev`` extras; ``pip install langchain`` otherwise).
 
     python examples/langchain_agent.py
 """
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 from typing import Any
 
-from langchain.agents import create_agent
+try:
+    from langchain.agents import create_agent
+except ImportError:
+    sys.exit("this example needs the langchain package: pip install 'langchain>=1.0,<2' (or the dev extra)")
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
 
