@@ -1,6 +1,7 @@
 """The LangChain front's own overhead next to ``with_fallbacks``, over the same zero-latency fake tiers.
 
-    .venv/bin/python benchmarks/langchain_overhead.py [--rounds 2000] [--profile]
+    .venv/bin/python benchmarks/langchain_overhead.py [--rounds 2000] [--repeat 3] [--clock cpu|wall]
+                                                        [--profile]
 
 Two scenarios, sync (``invoke``) and async (``ainvoke``):
 
@@ -10,7 +11,10 @@ Two scenarios, sync (``invoke``) and async (``ainvoke``):
 Own overhead = time of the wrapper call minus time of the same tier calls made directly (what any
 caller pays anyway), taken in the same round; the figure is the median over all rounds. The four
 variants of a round (direct, cascade, fallbacks) run interleaved in one process, in rotating order,
-so a noisy neighbour slows all of them alike. The target (issue 13) is cascade / fallbacks <= 1.5.
+so a noisy neighbour slows all of them alike. The clock is this thread's CPU time by default
+(``--clock cpu``: time spent descheduled on a shared machine is not counted), or wall time.
+``--repeat`` runs the whole measurement that many times and prints each figure's range.
+The target (issue 13) is cascade / fallbacks <= 1.5.
 """
 
 from __future__ import annotations
@@ -113,16 +117,19 @@ async def direct_async(fakes: list[Fake], scenario: str) -> None:
     await fakes[2].ainvoke(PROMPT)
 
 
+clock = time.thread_time
+
+
 def timed(fn: Callable[[], Any]) -> float:
-    t = time.perf_counter()
+    t = clock()
     fn()
-    return time.perf_counter() - t
+    return clock() - t
 
 
 async def atimed(fn: Callable[[], Awaitable[Any]]) -> float:
-    t = time.perf_counter()
+    t = clock()
     await fn()
-    return time.perf_counter() - t
+    return clock() - t
 
 
 def run_sync(scenario: str, rounds: int) -> tuple[float, float]:
@@ -172,6 +179,8 @@ async def run_async(scenario: str, rounds: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=1, help="run everything this many times (ranges)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--profile", action="store_true", help="profile cascade.invoke (first tier answers)")
     args = parser.parse_args()
     if args.profile:
@@ -183,15 +192,33 @@ def main() -> None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
         return
-    print("own overhead per request (median of interleaved rounds; microseconds)")
-    print(f"{'mode':<6} {'scenario':<32} {'CascadeChatModel':>17} {'with_fallbacks':>15} {'ratio':>6}")
-    for mode in ("sync", "async"):
-        for scenario, label in (("first", "first tier answers"), ("third", "third answers after two errors")):
-            if mode == "sync":
-                c, f = run_sync(scenario, args.rounds)
-            else:
-                c, f = asyncio.run(run_async(scenario, args.rounds))
-            print(f"{mode:<6} {label:<32} {c * 1e6:>17.0f} {f * 1e6:>15.0f} {c / f:>6.2f}")
+    global clock
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    labels = {"first": "first tier answers", "third": "third answers after two errors"}
+    for _ in range(args.repeat):
+        for mode in ("sync", "async"):
+            for scenario in labels:
+                if mode == "sync":
+                    figures = run_sync(scenario, args.rounds)
+                else:
+                    figures = asyncio.run(run_async(scenario, args.rounds))
+                rows.setdefault((mode, scenario), []).append(figures)
+    print(f"own overhead per request ({args.clock} time, median of interleaved rounds; microseconds;")
+    print(f"ranges over {args.repeat} runs)")
+    print(f"{'mode':<6} {'scenario':<32} {'CascadeChatModel':>17} {'with_fallbacks':>15} {'ratio':>11}")
+    for (mode, scenario), runs in rows.items():
+        c = [x[0] * 1e6 for x in runs]
+        f = [x[1] * 1e6 for x in runs]
+        r = [x[0] / x[1] for x in runs]
+        print(
+            f"{mode:<6} {labels[scenario]:<32} {span(c, '.0f'):>17} {span(f, '.0f'):>15} {span(r, '.2f'):>11}"
+        )
+
+
+def span(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}}-{hi:{fmt}}"
 
 
 if __name__ == "__main__":
