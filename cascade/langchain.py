@@ -170,8 +170,14 @@ class _Scope:
     options: Mapping[str, Any] = field(default_factory=dict)
     tally: _Tally = field(default_factory=_Tally)
     json_fallback: Mapping[str, Any] | None = None
+    unheard: bool = False
+    """No handler listens to the cascade's run: it was not reported, nor are its tier calls."""
 
-    def context(self, tier: str) -> CallContext:
+    def context(self, tier: str, own_callbacks: bool = True) -> CallContext:
+        if self.unheard and not own_callbacks:  # nobody would see the tier run's tags or metadata
+            return CallContext(
+                RunnableConfig(), self.request, self.messages, self.stop, self.options, self.json_fallback
+            )
         config = RunnableConfig(
             tags=["nostream", f"cascade_tier:{tier}"],
             metadata={"cascade_policy": self.policy, "cascade_tier": tier},
@@ -253,12 +259,19 @@ class _TierRun:
     def streams(self) -> bool:
         return isinstance(self.inner, LangChainProvider) and self.inner.can_stream()
 
+    def _own_callbacks(self) -> bool:
+        return not self.langchain or self.inner.chat_model.callbacks is not None  # type: ignore[attr-defined]
+
     def complete(self, request: Request, n: int = 1) -> Completion:
         scope = _scope.get()
         if scope is None:
             return self.inner.complete(request, n)
-        ctx = scope.context(self.tier)
+        ctx = scope.context(self.tier, self._own_callbacks())
         try:
+            if scope.unheard and not self.langchain:
+                completion = self.inner.complete(request, n)
+                scope.tally.reported += completion.usage
+                return completion
             if self.langchain:
                 token = tier_call.set(ctx)
                 try:
@@ -287,8 +300,12 @@ class _TierRun:
         scope = _scope.get()
         if scope is None:
             return await self.inner.acomplete(request, n)
-        ctx = scope.context(self.tier)
+        ctx = scope.context(self.tier, self._own_callbacks())
         try:
+            if scope.unheard and not self.langchain:
+                completion = await self.inner.acomplete(request, n)
+                scope.tally.reported += completion.usage
+                return completion
             if self.langchain:
                 token = tier_call.set(ctx)
                 try:
@@ -1187,7 +1204,17 @@ class CascadeChatModel(BaseChatModel):
         if not request.messages or not any(m.content.strip() or m.tool_calls for m in request.messages):
             request = Request.of(request.messages)  # raises the usual InvalidRequestError
         fallback = kwargs.get(_JSON_FALLBACK)
-        return _Scope(callbacks, request, messages, self.cascade.name, stop, options, json_fallback=fallback)
+        unheard = run_metadata is not None
+        return _Scope(
+            callbacks,
+            request,
+            messages,
+            self.cascade.name,
+            stop,
+            options,
+            json_fallback=fallback,
+            unheard=unheard,
+        )
 
     def _session(self, request: Request) -> str | None:
         """The session key for pinning, from the run's metadata (``session_metadata``)."""
