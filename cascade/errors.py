@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # types.py imports this module at run time; this one needs Attempt only for typing
-    from cascade.types import Attempt
+if TYPE_CHECKING:  # types.py imports this module at run time; this one needs these only for typing
+    from cascade.types import Attempt, Usage
 
 
 class CascadeError(Exception):
@@ -71,9 +71,18 @@ class ConfigurationError(CascadeError):
 
 
 class ProviderError(CascadeError):
-    """A provider call failed."""
+    """A provider call failed.
+
+    A failed call may still have been billed; two attributes say so, and the engine settles it:
+    ``usage`` is what the provider reported for it (a 200 without a usable answer but with a usage
+    block: charged at that usage, never above the call's worst case); ``cut_off`` marks a call
+    abandoned after the request went out (a timeout while waiting for the answer: charged at the
+    call's worst case, so caps never undercount). Neither (a refused connection, a 4xx): $0.
+    """
 
     transient = False
+    usage: Usage | None = None
+    cut_off: bool = False
 
     def __init__(
         self,

@@ -266,6 +266,7 @@ class Attempt:
     score_detail: Mapping[str, Any] = field(default_factory=dict)
     usage_source: UsageSource = "reported"
     reused_samples: int = 0  # samples (the tier's and its scorer's) bought earlier in the run, not paid again
+    charged: str | None = None  # why failed calls were charged (billed usage, or cut off in flight)
 
     @property
     def total_cost(self) -> Decimal:

@@ -95,19 +95,50 @@ def execute(action: Action) -> Outcome:
         return Predicted(None, exc)
 
 
+class _BilledError(ProviderError):
+    """A failed attempt that may have been billed, under a cap: not retried (its hold covers one call)."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _billed(error: ProviderError) -> bool:
+    return error.usage is not None or error.cut_off
+
+
+def _failed(exc: ProviderError, billed: list[ProviderError], start: float) -> CallOutcome:
+    if isinstance(exc, _BilledError):
+        exc.error.retries = exc.retries
+        exc = exc.error
+    return CallOutcome(None, exc, exc.retries, time.perf_counter() - start, tuple(billed))
+
+
 def _call(action: Call) -> CallOutcome:
     start = time.perf_counter()
     tier, request, cache, n = action.tier, action.request, action.cache, action.n
     if cache is not None and tier.call_key:
         key = tier.call_key
-        fn: Callable[[], Completion] = lambda: cache.complete(key, tier.provider, request, n)  # noqa: E731
+        inner: Callable[[], Completion] = lambda: cache.complete(key, tier.provider, request, n)  # noqa: E731
     else:
-        fn = lambda: tier.provider.complete(request, n)  # noqa: E731
+        inner = lambda: tier.provider.complete(request, n)  # noqa: E731
+    billed: list[ProviderError] = []  # failed attempts that may have been billed
+
+    def fn() -> Completion:
+        try:
+            return inner()
+        except ProviderError as exc:
+            if _billed(exc):
+                billed.append(exc)
+                if action.capped:
+                    raise _BilledError(exc) from None
+            raise
+
     try:
         completion, retries = call_with_retry(fn, tier.retry)
     except ProviderError as exc:
-        return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
-    return CallOutcome(completion, None, retries, time.perf_counter() - start)
+        return _failed(exc, billed, start)
+    return CallOutcome(completion, None, retries, time.perf_counter() - start, tuple(billed))
 
 
 def _rate(action: Rate) -> RateOutcome:
@@ -144,14 +175,26 @@ async def _acall(action: Call) -> CallOutcome:
     tier, request, cache, n = action.tier, action.request, action.cache, action.n
     if cache is not None and tier.call_key:
         key = tier.call_key
-        fn: Callable[[], Awaitable[Completion]] = lambda: cache.acomplete(key, tier.provider, request, n)  # noqa: E731
+        inner: Callable[[], Awaitable[Completion]] = lambda: cache.acomplete(key, tier.provider, request, n)  # noqa: E731
     else:
-        fn = lambda: tier.provider.acomplete(request, n)  # noqa: E731
+        inner = lambda: tier.provider.acomplete(request, n)  # noqa: E731
+    billed: list[ProviderError] = []
+
+    async def fn() -> Completion:
+        try:
+            return await inner()
+        except ProviderError as exc:
+            if _billed(exc):
+                billed.append(exc)
+                if action.capped:
+                    raise _BilledError(exc) from None
+            raise
+
     try:
         completion, retries = await acall_with_retry(fn, tier.retry)
     except ProviderError as exc:
-        return CallOutcome(None, exc, exc.retries, time.perf_counter() - start)
-    return CallOutcome(completion, None, retries, time.perf_counter() - start)
+        return _failed(exc, billed, start)
+    return CallOutcome(completion, None, retries, time.perf_counter() - start, tuple(billed))
 
 
 async def _arate(action: Rate) -> RateOutcome:

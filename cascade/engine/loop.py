@@ -77,6 +77,12 @@ class Tier:
     def samples(self) -> int:
         return self.scorer.samples if self.scorer is not None else 1
 
+    def call_worst(self, request: Request, bought: int = 0) -> Decimal:
+        """The most the call of the samples not yet bought could cost (``max_tokens`` each): what a
+        call cut off in flight is charged (it may have been billed in full)."""
+        n = max(0, self.samples - bought)
+        return self.price.cost(self.provider.max_usage(request, n)) if n else ZERO
+
     def worst_case(self, request: Request, bought: int = 0) -> Decimal:
         """What is reserved for this tier's call plus its scoring for ``request``.
 
@@ -113,6 +119,7 @@ class Call:
     request: Request
     n: int
     cache: SampleCache | None = None  # the run's samples (reused when the tier has a call key)
+    capped: bool = False  # a cap holds for one call: an attempt that may have been billed is not retried
 
 
 @dataclass(slots=True)
@@ -180,6 +187,7 @@ class CallOutcome:
     error: ProviderError | None
     retries: int
     latency_s: float
+    billed: tuple[ProviderError, ...] = ()  # failed attempts that may have been billed (charged)
 
 
 @dataclass(slots=True)
@@ -245,22 +253,26 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
     if refusal is not None:
         return run.budget_stop(refusal, worst, base)
 
-    # 2. call the provider (the driver retries transient errors)
+    # 2. call the provider (the driver retries transient errors; under a cap, not a billed failure)
     try:
         reused_before = run.cache.reused
-        call = yield Call(tier, request, tier.samples, run.cache)
+        bought = run.cache.bought(tier.call_key, request) if tier.call_key else 0
+        call = yield Call(tier, request, tier.samples, run.cache, run.capped)
     except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
         if hold is not None:
             yield from _abandon(run, exc, hold, worst, base)
         raise
     assert isinstance(call, CallOutcome)
+    charge, why = _charged(tier, request, bought, call.billed) if call.billed else (ZERO, None)
     if call.completion is None:
+        run.spent += charge
         if hold is not None:
-            yield Settle(s.budget, hold, ZERO)
-        run.call_failed(call, is_last, base)
+            yield Settle(s.budget, hold, charge)
+        run.call_failed(call, is_last, base, charge, why)
         return None
     completion = call.completion
     cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
+    cost += charge  # failed attempts before this answer that were billed (uncapped: retried)
 
     # 3. score
     rated: RateOutcome | None = None
@@ -283,7 +295,7 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
 
     # 4. decide
     reused = run.cache.reused - reused_before
-    return run.decide(tier, is_last, base, call, completion, cost, rated, scorer_cost, reused)
+    return run.decide(tier, is_last, base, call, completion, cost, rated, scorer_cost, reused, why)
 
 
 class _Run:
@@ -373,17 +385,31 @@ class _Run:
             )
         return True
 
-    def call_failed(self, call: CallOutcome, is_last: bool, base: dict[str, Any]) -> None:
+    def call_failed(
+        self,
+        call: CallOutcome,
+        is_last: bool,
+        base: dict[str, Any],
+        charge: Decimal = ZERO,
+        why: str | None = None,
+    ) -> None:
         err = call.error
         assert err is not None
+        usage = Usage()
+        for e in call.billed:
+            if e.usage is not None:
+                usage = usage + e.usage
         self.attempts.append(
             Attempt(
                 **base,
                 decision="failed" if is_last else "escalated",
                 reason=f"error: {type(err).__name__}",
+                usage=usage,
+                cost=charge,
                 latency_s=call.latency_s,
                 retries=call.retries,
                 error=str(err),
+                charged=why,
             )
         )
         if self.log is not None:
@@ -395,6 +421,7 @@ class _Run:
                 status_code=err.status_code,
                 retries=call.retries,
                 latency_ms=round(call.latency_s * 1000, 3),
+                **({"cost": str(charge), "charged": why} if why else {}),
             )
 
     def decide(
@@ -408,6 +435,7 @@ class _Run:
         rated: RateOutcome | None,
         scorer_cost: Decimal,
         reused: int,
+        charged: str | None = None,
     ) -> CascadeResult | None:
         """Accept or escalate a scored completion; the result when accepted."""
         score = rated.score if rated is not None else None
@@ -436,6 +464,7 @@ class _Run:
                 score_detail=dict(score.detail) if score is not None else {},
                 usage_source=completion.usage_source,
                 reused_samples=reused,
+                charged=charged,
             )
         )
         log = self.log
@@ -534,6 +563,26 @@ def _best(candidates: list[_Candidate]) -> _Candidate:
         if (c.score if c.score is not None else -1.0) >= (best.score if best.score is not None else -1.0):
             best = c
     return best
+
+
+def _charged(
+    tier: Tier, request: Request, bought: int, billed: Sequence[ProviderError]
+) -> tuple[Decimal, str]:
+    """What failed attempts that may have been billed cost, and why (for the trace).
+
+    Reported usage is charged at its cost, never above the call's worst case; a call cut off in
+    flight (a timeout after the request went out) at the worst case, so caps never undercount.
+    """
+    worst = tier.call_worst(request, bought)
+    total, reasons = ZERO, []
+    for e in billed:
+        if e.cut_off:
+            total += worst
+            reasons.append("cut off in flight: worst case")
+        elif e.usage is not None:
+            total += min(tier.price.cost(e.usage), worst)
+            reasons.append("usage reported by a failed response")
+    return max(total, ZERO), "; ".join(dict.fromkeys(reasons))
 
 
 def _spent_by(error: CascadeError | None) -> Decimal:

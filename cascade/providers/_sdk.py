@@ -175,12 +175,10 @@ def map_error(exc: BaseException, *, provider: str, sdk: ModuleType) -> Provider
             f"{provider}: request not found in the cassette (re-record it; see cassettes/README.md)",
             provider=provider,
         )
-    if isinstance(exc, httpx2.TimeoutException):
-        return ProviderTimeoutError(f"{provider}: request timed out", provider=provider)
+    if isinstance(exc, httpx2.TimeoutException | sdk.APITimeoutError):
+        return _timed_out(exc, provider)
     if isinstance(exc, httpx2.HTTPError):
         return TransientProviderError(f"{provider}: connection error ({name})", provider=provider)
-    if isinstance(exc, sdk.APITimeoutError):
-        return ProviderTimeoutError(f"{provider}: request timed out", provider=provider)
     if isinstance(exc, sdk.APIConnectionError):
         return TransientProviderError(f"{provider}: connection error ({name})", provider=provider)
     if isinstance(exc, sdk.APIStatusError):
@@ -207,14 +205,44 @@ def map_error(exc: BaseException, *, provider: str, sdk: ModuleType) -> Provider
     return PermanentProviderError(f"{provider}: {name}: {str(exc)[:300]}", provider=provider)
 
 
+def _timed_out(exc: BaseException, provider: str) -> ProviderTimeoutError:
+    """A timeout; ``cut_off`` unless it happened before the request went out (connect, pool).
+
+    A call abandoned while the server may be generating can be billed: the engine charges it at
+    the call's worst case. One that never connected cannot be.
+    """
+    err = ProviderTimeoutError(f"{provider}: request timed out", provider=provider)
+    cause: BaseException | None = exc
+    before_sending = False
+    for _ in range(4):  # the SDK's timeout wraps httpx's, which may wrap httpcore's
+        if cause is None:
+            break
+        if isinstance(cause, httpx2.ConnectTimeout | httpx2.PoolTimeout | httpcore2.ConnectTimeout):
+            before_sending = True
+            break
+        cause = cause.__cause__ or cause.__context__
+    err.cut_off = not before_sending
+    return err
+
+
 def invalid(
-    provider: str, reason: str, detail: str = "", *, request_id: str | None = None
+    provider: str,
+    reason: str,
+    detail: str = "",
+    *,
+    request_id: str | None = None,
+    usage: Usage | None = None,
 ) -> InvalidResponseError:
-    """The error for a 200 whose body is not a usable answer (``reason``: a few words)."""
+    """The error for a 200 whose body is not a usable answer (``reason``: a few words).
+
+    ``usage``: what the body reported it used (billed although unusable); negative counts are ignored.
+    """
     text = f"{provider}: invalid response: {reason}" + (f" ({detail[:200]})" if detail else "")
-    return InvalidResponseError(
-        text, reason=reason, provider=provider, status_code=200, request_id=request_id
-    )
+    err = InvalidResponseError(text, reason=reason, provider=provider, status_code=200, request_id=request_id)
+    counts = () if usage is None else (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+    if usage is not None and min(*counts, usage.cache_creation_tokens) >= 0 and usage != Usage():
+        err.usage = usage
+    return err
 
 
 def error_object(body_extra: Mapping[str, Any] | None) -> str | None:
@@ -352,10 +380,12 @@ class adeadline:  # noqa: N801 - used like a function: ``async with adeadline(..
         try:
             await self._timeout.__aexit__(kind, exc, tb)
         except TimeoutError:
-            raise ProviderTimeoutError(
+            err = ProviderTimeoutError(
                 f"{self._provider}: no complete answer within the tier's timeout of {self._seconds:g} s",
                 provider=self._provider,
-            ) from None
+            )
+            err.cut_off = True  # the phase is unknown here: a call that may be billed is charged
+            raise err from None
 
 
 # -- usage sanity -----------------------------------------------------------------------------
@@ -497,6 +527,9 @@ def merge(parts: Sequence[Completion], errors: Sequence[ProviderError] = ()) -> 
         usage = usage + p.usage
     raw: dict[str, Any] = {"calls": len(parts), "request_ids": [p.request_id for p in parts]}
     # failures inside a part (itself merged from several calls) still count
+    for e in errors:  # a failed call that reported usage was billed all the same
+        if e.usage is not None:
+            usage = usage + e.usage
     failed = len(errors) + sum(int(p.raw.get("failed_calls", 0)) for p in parts)
     messages = [str(e) for e in errors] + [m for p in parts for m in p.raw.get("errors", ())]
     if failed:
@@ -518,7 +551,15 @@ def _gathered(results: Sequence[Completion | ProviderError]) -> Completion:
     ok = [r for r in results if isinstance(r, Completion)]
     errors = [r for r in results if isinstance(r, ProviderError)]
     if not ok:
-        raise errors[0]
+        first = errors[0]  # it speaks for all: what every failed call may have cost
+        billed = [e.usage for e in errors if e.usage is not None]
+        if billed:
+            total = billed[0]
+            for u in billed[1:]:
+                total = total + u
+            first.usage = total
+        first.cut_off = any(e.cut_off for e in errors)
+        raise first
     # Calls that succeeded were billed: return their samples (fewer than asked) rather than
     # throw away paid answers and retry them all.
     return merge(ok, errors)

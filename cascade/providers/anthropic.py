@@ -118,14 +118,20 @@ def parse(
     if not isinstance(message, AnthropicMessage):  # the SDK returns the text of a non-JSON body
         text = message if isinstance(message, str) else type(message).__name__
         raise _sdk.invalid("anthropic", "not a message", " ".join(text.split())[:80], request_id=rid)
+    try:  # a body without a usable answer may still report what it used (billed)
+        billed = usage_of(getattr(message, "usage", None))
+    except _MALFORMED:
+        billed = None
     error = _sdk.error_object(message.model_extra)
     if error is not None or str(message.type) == "error":
-        raise _sdk.invalid("anthropic", "error object in a 200 response", error or "", request_id=rid)
+        raise _sdk.invalid(
+            "anthropic", "error object in a 200 response", error or "", request_id=rid, usage=billed
+        )
     blocks = getattr(message, "content", None)
     if not isinstance(blocks, Sequence) or isinstance(blocks, str):
-        raise _sdk.invalid("anthropic", "no content blocks", request_id=rid)
+        raise _sdk.invalid("anthropic", "no content blocks", request_id=rid, usage=billed)
     if not blocks:
-        raise _sdk.invalid("anthropic", "empty content blocks", request_id=rid)
+        raise _sdk.invalid("anthropic", "empty content blocks", request_id=rid, usage=billed)
     try:
         kinds = [b.type for b in blocks]
         if not all(isinstance(k, str) for k in kinds):
@@ -144,7 +150,7 @@ def parse(
         reported = usage_of(getattr(message, "usage", None))
     except _MALFORMED as exc:
         raise _sdk.invalid(
-            "anthropic", "malformed content", f"{type(exc).__name__}: {exc}", request_id=rid
+            "anthropic", "malformed content", f"{type(exc).__name__}: {exc}", request_id=rid, usage=billed
         ) from None
     usage: Usage = reported or Usage()
     source: UsageSource = "reported" if reported is not None else "estimated"

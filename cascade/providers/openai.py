@@ -101,6 +101,14 @@ _MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
 """What reading fields of a body the SDK built without validation raises when it is malformed."""
 
 
+def _billed(response: Any) -> Usage | None:
+    """The usage a body reports, read defensively (None when absent or malformed)."""
+    try:
+        return usage_of(getattr(response, "usage", None))
+    except _MALFORMED:
+        return None
+
+
 _UNPARSEABLE = (json.JSONDecodeError, UnicodeDecodeError)
 _CALL_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *_sdk.WIRE_ERRORS)
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
@@ -255,14 +263,17 @@ class OpenAIProvider:
         rid = getattr(response, "_request_id", None)
         if not isinstance(response, ChatCompletion):  # the SDK returns the text of a non-JSON body
             raise _sdk.invalid(self.name, "not a chat completion", _snippet(response), request_id=rid)
+        billed = _billed(response)  # a body without a usable answer may still report what it used
         error = _sdk.error_object(response.model_extra)
         if error is not None:
-            raise _sdk.invalid(self.name, "error object in a 200 response", error, request_id=rid)
+            raise _sdk.invalid(
+                self.name, "error object in a 200 response", error, request_id=rid, usage=billed
+            )
         choices = getattr(response, "choices", None)
         if not isinstance(choices, Sequence) or isinstance(choices, str):
-            raise _sdk.invalid(self.name, "no choices", request_id=rid)
+            raise _sdk.invalid(self.name, "no choices", request_id=rid, usage=billed)
         if not choices:
-            raise _sdk.invalid(self.name, "empty choices", request_id=rid)
+            raise _sdk.invalid(self.name, "empty choices", request_id=rid, usage=billed)
         try:
             ordered = sorted(choices, key=lambda c: c.index if isinstance(c.index, int) else 0)
             samples = tuple(self._sample(c) for c in ordered)
@@ -270,7 +281,7 @@ class OpenAIProvider:
             reported = usage_of(getattr(response, "usage", None))
         except _MALFORMED as exc:
             raise _sdk.invalid(
-                self.name, "malformed choices", f"{type(exc).__name__}: {exc}", request_id=rid
+                self.name, "malformed choices", f"{type(exc).__name__}: {exc}", request_id=rid, usage=billed
             ) from None
         usage: Usage = reported or Usage()
         source: UsageSource = "reported" if reported is not None else "estimated"
