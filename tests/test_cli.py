@@ -360,3 +360,55 @@ def test_a_bad_body_on_a_single_run_is_one_line_with_its_trace(
         and "invalid response: not a chat completion" in attempt["error"]
     )
     assert trace["cost"] == "0"
+
+
+def test_train_scorer_bad_seed_and_positive_at_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = str(ROOT / "cascade" / "demo" / "gsm8k-demo.jsonl.gz")
+    base = ["train-scorer", data, "--model", "gemini-1.5-flash", "-o", str(tmp_path / "a.json")]
+    code, _, err = run(capsys, *base, "--seed", "-1")
+    assert (code, err) == (2, "cascade: error: --seed must be a non-negative integer (got -1)\n")
+    code, _, err = run(capsys, *base, "--positive-at", "2")
+    assert (code, err) == (
+        2,
+        "cascade: error: --positive-at must be in (0, 1]: qualities are 0..1 (got 2.0)\n",
+    )
+    assert not (tmp_path / "a.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "extra", "message"),
+    [
+        (None, ["--judge-budget", "-1"], "--judge-budget: a positive number of USD (got '-1')"),
+        ("name: demo\ntiers: []\n", [], "kind: Field required"),
+        ("kind: judge\n", [], "provider: Field required"),
+        (
+            "kind: judge\nprovider: scripted\nmodel: m\nrubrik: x\n",
+            [],
+            "rubrik: Extra inputs are not permitted",
+        ),
+        ("kind: [\n", [], "cannot read the judge spec"),
+        ("- kind: judge\n", [], "a judge spec is one scorer"),
+    ],
+)
+def test_label_bad_judge_spec_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, spec: str | None, extra: list[str], message: str
+) -> None:
+    judge = tmp_path / "judge.yaml"
+    judge.write_text(spec if spec is not None else "kind: judge\n", encoding="utf-8")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    argv = [
+        "label",
+        str(logs),
+        "--reference",
+        "judge",
+        "--judge",
+        str(judge),
+        "--out",
+        str(tmp_path / "l.jsonl"),
+    ]
+    code, _, err = run(capsys, *argv, *extra)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("cascade: error: ") and message in err
+    assert "Traceback" not in err

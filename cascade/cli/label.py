@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _judge(args: argparse.Namespace) -> tuple[Any, Any]:
     import yaml
+    from pydantic import ValidationError
 
     from cascade.engine.build import BuildContext
     from cascade.observe.label import JudgeBudget
@@ -55,9 +56,26 @@ def _judge(args: argparse.Namespace) -> tuple[Any, Any]:
         budget = Decimal(args.judge_budget)
     except InvalidOperation:
         raise UsageError(f"--judge-budget: a number of USD (got {args.judge_budget!r})") from None
+    if not budget.is_finite() or budget <= 0:
+        raise UsageError(f"--judge-budget: a positive number of USD (got {args.judge_budget!r})")
     path = Path(args.judge)
-    spec = ScorerSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    scorer = BuildContext(path.parent).build_scorer(spec)
+    shape = "a judge spec is one scorer: kind: judge, provider: ..., model: ..."
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such judge spec file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"{path}: cannot read the judge spec: {first}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: {shape}")
+    try:
+        spec = ScorerSpec.model_validate(data)
+        scorer = BuildContext(path.parent).build_scorer(spec)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "spec"
+        raise UsageError(f"{path}: {where}: {problem['msg']} ({shape})") from None
     return scorer, JudgeBudget(budget)
 
 

@@ -94,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--samples must be at least 1")
     if not 0 < args.test_share < 1:
         raise UsageError("--test-share must be between 0 and 1")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer (got {args.seed})")
+    if not 0 < args.positive_at <= 1:
+        raise UsageError(f"--positive-at must be in (0, 1]: qualities are 0..1 (got {args.positive_at})")
     if (args.partner or args.features or args.check or args.answer != "text") and not args.verifier:
         raise UsageError("--partner, --answer, --check and --features need --verifier")
     if (args.embeddings or args.embeddings_base_url or args.versus) and not args.prompt_only:
