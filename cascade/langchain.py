@@ -554,6 +554,9 @@ def _plain(v: Any) -> Any:
         return [_plain(x) for x in v]
     if t is dict:
         return {k: _plain(x) for k, x in v.items()}
+    names = _NAMES.get(t)
+    if names is not None:  # a dataclass seen before (Usage, ToolCall...): no ABC checks
+        return {n: _plain(getattr(v, n)) for n in names}
     if isinstance(v, Decimal):
         return str(v)
     if isinstance(v, (list, tuple)):
@@ -567,10 +570,11 @@ def _plain(v: Any) -> Any:
 
 def _flat(obj: Any) -> dict[str, Any]:
     """A dataclass's fields as a dict, values made JSON-ready (scalars untouched: the hot path)."""
-    d = {n: getattr(obj, n) for n in _names(type(obj))}
-    for n, v in d.items():
-        if type(v) not in _SCALARS:
-            d[n] = _plain(v)
+    scalars = _SCALARS
+    d = {}
+    for n in _names(type(obj)):
+        v = getattr(obj, n)
+        d[n] = v if type(v) in scalars else _plain(v)
     return d
 
 
