@@ -256,6 +256,8 @@ class LangChainProvider:
         start = time.perf_counter()
 
         def call() -> list[BaseMessage]:
+            if not config.get("callbacks"):  # no run to parent (the common, unlistened case)
+                return [runnable.invoke(messages, config, **kwargs) for _ in range(n)]
             with _parent_config(config):
                 return [runnable.invoke(messages, config, **kwargs) for _ in range(n)]
 
@@ -440,13 +442,16 @@ class LangChainProvider:
         then holds the estimated part as ``[input, output]`` tokens.
         """
         samples = tuple(to_sample(m) for m in messages)
-        usage = Usage()
-        estimated = Usage()
-        for m in messages:
-            u, guess = self._usage(m, request)
-            usage += u
-            if guess is not None:
-                estimated += guess
+        if len(messages) == 1:  # the usual case: no sums
+            usage, guess = self._usage(messages[0], request)
+            estimated = guess if guess is not None else Usage()
+        else:
+            usage, estimated = Usage(), Usage()
+            for m in messages:
+                u, guess = self._usage(m, request)
+                usage += u
+                if guess is not None:
+                    estimated += guess
         raw: dict[str, Any] = {}
         invalid = [list(m.invalid_tool_calls) for m in messages]
         if any(invalid):
