@@ -263,7 +263,7 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
             yield from _abandon(run, exc, hold, worst, base)
         raise
     assert isinstance(call, CallOutcome)
-    charge, why = _charged(tier, request, bought, call.billed) if call.billed else (ZERO, None)
+    charge, why = failed_charge(tier, request, bought, call.billed) if call.billed else (ZERO, None)
     if call.completion is None:
         run.spent += charge
         if hold is not None:
@@ -565,7 +565,7 @@ def _best(candidates: list[_Candidate]) -> _Candidate:
     return best
 
 
-def _charged(
+def failed_charge(
     tier: Tier, request: Request, bought: int, billed: Sequence[ProviderError]
 ) -> tuple[Decimal, str]:
     """What failed attempts that may have been billed cost, and why (for the trace).

@@ -40,9 +40,22 @@ def _request_key(request: Request) -> str:
     return repr((request.messages, request.tools, request.tool_choice))
 
 
+@dataclass(frozen=True, slots=True)
+class Bought:
+    """How a sample was bought: the ``index``-th of ``k`` samples of one call that used ``usage``
+    and was billed ``cost`` (None: priced by the tier). Reused samples keep it (outcome logs record
+    what the sample cost when it was bought, not the $0 of its reuse)."""
+
+    usage: Usage
+    k: int
+    index: int
+    cost: Decimal | None
+
+
 @dataclass(slots=True)
 class _Entry:
     samples: list[Sample] = field(default_factory=list)
+    bought: list[Bought] = field(default_factory=list)  # one per sample
     asked: int = 0  # samples asked for that came back or are simply not there (a short recording)
     lock: asyncio.Lock | None = None
 
@@ -71,15 +84,17 @@ class SampleCache:
         self.reused += max(0, reused)
         samples = tuple(entry.samples[:n])
         if bought is None:
-            return Completion(
-                samples=samples, usage=Usage(), model=model, cost=ZERO, raw={"reused_samples": have}
-            )
+            raw: dict[str, Any] = {"reused_samples": have, "bought": tuple(entry.bought[:n])}
+            return Completion(samples=samples, usage=Usage(), model=model, cost=ZERO, raw=raw)
         raw = dict(bought.raw)
         if reused > 0:
             raw["reused_samples"] = reused
+            raw["bought"] = tuple(entry.bought[:n])
         return replace(bought, samples=samples, raw=raw)
 
     def _store(self, entry: _Entry, asked: int, got: Completion) -> None:
+        k = len(got.samples)
+        entry.bought.extend(Bought(got.usage, k, i, got.cost) for i in range(k))
         entry.samples.extend(got.samples)
         # samples lost to failed parallel calls may be asked for again; a short recording may not
         entry.asked += len(got.samples) if got.raw.get("failed_calls") else asked
@@ -177,4 +192,4 @@ class ReusingProvider:
         return f"ReusingProvider({self.inner!r})"
 
 
-__all__ = ["ReusingProvider", "SampleCache", "call_key", "current"]
+__all__ = ["Bought", "ReusingProvider", "SampleCache", "call_key", "current"]

@@ -15,7 +15,8 @@ from typing import Any
 
 import structlog
 
-from cascade.engine.loop import Call, CallOutcome, Rate, RateOutcome, Settings, Tier, steps
+from cascade.engine.drive import execute
+from cascade.engine.loop import Call, CallOutcome, Rate, RateOutcome, Settings, Tier, failed_charge, steps
 from cascade.errors import CascadeError, ProviderError, ScorerError
 from cascade.logging import _stdlib, get_logger
 from cascade.observe.metrics import PrometheusMetrics
@@ -23,7 +24,6 @@ from cascade.observe.outcome_log import OutcomeLog
 from cascade.observe.record import Row, TierOutcome, card, render
 from cascade.observe.session import SessionPins
 from cascade.observe.shadow import Shadow
-from cascade.retry import call_with_retry
 from cascade.types import ZERO, Attempt, CascadeResult, Request
 
 
@@ -145,14 +145,16 @@ class Observer:
             began = time.perf_counter()
             spent = ZERO
             try:
-                try:
-                    completion, _ = call_with_retry(
-                        lambda: tier.provider.complete(request, tier.samples),  # noqa: B023
-                        tier.retry,
-                    )
-                except ProviderError as exc:
-                    t.error = f"{type(exc).__name__}: {exc}"
+                # the engine's call: retries, and a failed call that may have been billed is charged
+                call = execute(Call(tier, request, tier.samples, None, capped=True))
+                assert isinstance(call, CallOutcome)
+                if call.completion is None:
+                    assert call.error is not None
+                    t.error = f"{type(call.error).__name__}: {call.error}"
+                    if call.billed:
+                        t.cost = spent = failed_charge(tier, request, 0, call.billed)[0]
                     continue
+                completion = call.completion
                 t.completion = completion
                 t.cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
                 spent = t.cost

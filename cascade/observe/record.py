@@ -6,9 +6,11 @@ happened live: the policy, each tier's decision, score, cost and latency, the se
 row was shadow-sampled. Without ``include_text`` no prompt or answer text is stored: the prompt is a
 stable SHA-256 (so rows of the same prompt still group) and texts are replaced by their lengths.
 
-Sample costs: ``cost_usd`` is each sample's share of what the call was billed (a call of ``n``
-samples billed with the prompt once splits its cost evenly), so replaying the row reproduces the
-live bill; ``input_tokens`` is the call's prompt tokens on every sample.
+Sample costs: ``cost_usd`` is each sample's share of what the call that bought it was billed (a
+call of ``n`` samples billed with the prompt once splits its cost evenly); ``input_tokens`` is that
+call's prompt tokens on every sample. A sample reused within the run (bought by an earlier tier or
+voter) is recorded at what it cost when bought, not at the $0 of its reuse, so tuning sees each
+model's real price; the ``cascade`` block's costs stay what the run paid.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from decimal import Decimal
 from typing import Any
 
 from cascade.engine.loop import Tier
-from cascade.types import ZERO, Completion, Request, Sample, Score
+from cascade.engine.reuse import Bought
+from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
 
 FORMAT = "cascade-outcomes/1"
 
@@ -96,21 +99,52 @@ def _plain(value: Decimal) -> str:
     return text
 
 
+def _prompt_tokens(u: Usage) -> int:
+    return u.input_tokens + u.cached_input_tokens + u.cache_creation_tokens
+
+
+def _bought(t: TierOutcome, c: Completion) -> list[tuple[int, int, Decimal]]:
+    """(input tokens, output tokens, cost) of each sample as it was bought.
+
+    A sample reused from earlier in the run (``raw["bought"]``, see :mod:`cascade.engine.reuse`)
+    cost nothing again, but it had a price when it was bought: tuning needs that, not $0.
+    """
+    n = max(1, len(c.samples))
+    bought = c.raw.get("bought")
+    if (
+        isinstance(bought, tuple)
+        and len(bought) == len(c.samples)
+        and all(isinstance(b, Bought) for b in bought)
+    ):
+        out = []
+        for b in bought:
+            k = max(1, b.k)
+            cost = b.cost if b.cost is not None else t.tier.price.cost(b.usage)
+            extra = 1 if b.index < b.usage.output_tokens % k else 0
+            out.append((_prompt_tokens(b.usage), b.usage.output_tokens // k + extra, cost / k))
+        return out
+    cost = c.cost if c.cost is not None else t.tier.price.cost(c.usage)  # this call's, not failed tries'
+    u = c.usage
+    return [
+        (_prompt_tokens(u), u.output_tokens // n + (1 if i < u.output_tokens % n else 0), cost / n)
+        for i in range(n)
+    ]
+
+
 def _samples(t: TierOutcome, include_text: bool, fallback: Any) -> list[dict[str, Any]]:
     c = t.completion
     if c is None:
         return []
-    n = max(1, len(c.samples))
-    share = _plain(t.cost / n)
-    prompt_tokens = c.usage.input_tokens + c.usage.cached_input_tokens + c.usage.cache_creation_tokens
+    costs = _bought(t, c)
     out = []
     for i, s in enumerate(c.samples):
+        prompt_tokens, output_tokens, cost = costs[i]
         d: dict[str, Any] = {
             "answer": answer_of(t.tier, s, fallback),
             "quality": None,
             "input_tokens": prompt_tokens,
-            "output_tokens": c.usage.output_tokens // n + (1 if i < c.usage.output_tokens % n else 0),
-            "cost_usd": share,
+            "output_tokens": output_tokens,
+            "cost_usd": _plain(cost),
         }
         if include_text:
             d["text"] = s.text
