@@ -27,6 +27,7 @@ from typing import Any, Literal
 import structlog
 
 from cascade.budget import Budget
+from cascade.engine import reuse
 from cascade.engine.reuse import SampleCache
 from cascade.errors import (
     AllTiersFailedError,
@@ -241,7 +242,11 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
 
     # 1. reserve the worst case against the per-request cap and every window cap
     if run.capped:  # only caps need the estimate; samples this run already bought cost nothing
-        worst = tier.worst_case(request, run.cache.bought(tier.call_key, request) if tier.call_key else 0)
+        token = reuse.current.set(run.cache)  # ...nor those the scorer's providers would reuse
+        try:
+            worst = tier.worst_case(request, run.cache.bought(tier.call_key, request) if tier.call_key else 0)
+        finally:
+            reuse.current.reset(token)
     else:
         worst = ZERO
     hold: str | None = None

@@ -74,6 +74,11 @@ class SampleCache:
         entry = self._entries.get((key, _request_key(request)))
         return len(entry.samples) if entry is not None else 0
 
+    def missing(self, key: str, request: Request, n: int) -> int:
+        """How many of ``n`` samples of this call a request for them would still buy."""
+        entry = self._entries.get((key, _request_key(request)))
+        return max(0, n - entry.asked) if entry is not None else n
+
     def _plan(self, key: str, request: Request, n: int) -> tuple[_Entry, int]:
         entry = self._entries.setdefault((key, _request_key(request)), _Entry())
         return entry, max(0, n - entry.asked)
@@ -181,6 +186,13 @@ class ReusingProvider:
         return await cache.acomplete(self.key, self.inner, request, n)
 
     def max_usage(self, request: Request, n: int = 1) -> Usage:
+        """The worst case of what asking for ``n`` samples would buy: within a run, only the
+        samples not bought yet (so a scorer's reservation does not count reused samples)."""
+        cache = current.get()
+        if cache is not None:
+            n = cache.missing(self.key, request, n)
+            if n == 0:
+                return Usage()
         return self.inner.max_usage(request, n)
 
     def __getattr__(self, name: str) -> Any:

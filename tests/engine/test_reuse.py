@@ -319,3 +319,41 @@ def test_more_votes_of_the_tiers_own_call_are_new_samples() -> None:
     assert isinstance(source, ReusingProvider) and source.key != c.tiers[0].call_key
     assert len(source.inner.calls) == 1 and len(own(c, 0).calls) == 1  # type: ignore[attr-defined]
     assert (small.reused_samples, small.scorer_cost) == (0, one_sample(1))
+
+
+PARTNER_LATER = f"""
+name: partner-cap
+tiers:
+  - name: small
+    provider: scripted
+    model: a
+    price: {PRICE}
+    options: {{answers: [["4", "3"]]}}
+    scorer: {{kind: self_consistency, k: 2}}
+    threshold: 1.0
+  - name: medium
+    provider: scripted
+    model: b
+    price: {PRICE}
+    options: {{answers: ["4"]}}
+    scorer:
+      kind: self_consistency
+      k: 1
+      mixture:
+        - {{provider: scripted, model: a, samples: 2, price: {PRICE}, options: {{answers: [["4", "3"]]}}}}
+    threshold: 0.6
+"""
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_scorers_reservation_leaves_out_the_samples_it_will_reuse(mode: str) -> None:
+    """The medium tier's voter reuses both of small's samples: its cap needs only b's call."""
+    c = build(policy(PARTNER_LATER))
+    request = Request.of("q")
+    medium_call = c.tiers[1].call_worst(request)
+    assert c.tiers[1].worst_case(request) > medium_call  # outside a run, the voter's samples count
+    c.settings = replace(c.settings, budget=Budget(per_request=one_sample(2) + medium_call))
+    result = run(c, mode)
+    # was: the reservation counted a's two samples again, so the cap stopped the medium tier
+    assert [(a.tier, a.decision) for a in result.attempts] == [("small", "escalated"), ("medium", "accepted")]
+    assert result.cost <= one_sample(2) + medium_call
