@@ -412,3 +412,18 @@ def test_label_bad_judge_spec_is_one_line(
     code, _, err = run(capsys, *argv, *extra)
     assert code == 2 and err.count("\n") == 1 and err.startswith("cascade: error: ") and message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["report"], ["label", "--reference", "strongest", "--out", "OUT"]])
+def test_report_and_label_of_a_file_that_is_not_a_log_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    text = tmp_path / "notes.md"
+    text.write_text("# not a log\n\nsome text\n", encoding="utf-8")
+    argv = [str(tmp_path / "l.jsonl") if a == "OUT" else a for a in command]
+    code, out, err = run(capsys, *argv, str(text))
+    assert code == 2 and out == ""
+    assert err == (
+        f"cascade: error: {text}: no outcome-log rows (2 line(s) that are not rows); give the files or"
+        " folder of the policy's logging.outcomes path\n"
+    )

@@ -98,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise UsageError(f"--reference: strongest, judge, recorded or file:labels.csv (got {ref!r})")
     log = read_log(args.log)
+    if not log.rows and log.bad_lines:
+        raise UsageError(
+            f"{', '.join(args.log)}: no outcome-log rows ({log.bad_lines} line(s) that are not rows);"
+            " give the files or folder of the policy's logging.outcomes path"
+        )
     out = Path(args.out)
     if any(out.resolve() == f.resolve() for f in log.files):
         raise UsageError(f"--out {out} is one of the logs read; write the labelled rows elsewhere")

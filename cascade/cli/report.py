@@ -29,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from cascade.observe.report import plot, predictions, report, table
 
     log = read_log(args.log)
+    if not log.rows and log.bad_lines:
+        raise UsageError(
+            f"{', '.join(args.log)}: no outcome-log rows ({log.bad_lines} line(s) that are not rows);"
+            " give the files or folder of the policy's logging.outcomes path"
+        )
     rows = log.rows
     if args.since:
         try:
