@@ -629,14 +629,15 @@ def _total(message: BaseMessage) -> BaseMessage:
 
 
 def explain(message: BaseMessage) -> str:
-    """A readable account of the decisions behind a cascade answer (from its trace): the same
-    text as :meth:`CascadeResult.explain` (skips, reused samples, tokens, costs, latency)."""
+    """A readable account of the decisions behind a cascade answer (from its trace): the text of
+    :meth:`CascadeResult.explain` (skips, reused samples, tokens, costs, latency), each tier
+    shown with its model only (``[model]``, not ``[provider:model]``)."""
     t = message.response_metadata.get("cascade")
     if not isinstance(t, dict):
         return "not a cascade answer (no response_metadata['cascade'])"
     lines = [f"policy {t['policy']!r}: {t['reason']} at tier {t['tier']!r} ({t['model']})"]
     for i, a in enumerate(t["attempts"], 1):
-        parts = [f"  {i}. {a['tier']} [{a['provider']}:{a['model']}] {a['decision']}: {a['reason']}"]
+        parts = [f"  {i}. {a['tier']} [{a['model']}] {a['decision']}: {a['reason']}"]
         if a.get("score") is not None and not str(a["reason"]).startswith("score"):
             parts.append(f"score {a['score']:.3f}")
         if a["decision"] not in ("stopped", "skipped"):

@@ -237,7 +237,7 @@ def test_explain_reads_the_trace() -> None:
 
     text = explain(CascadeChatModel(cascade=two_tiers()).invoke("q"))
     assert text.splitlines()[0] == "policy 'demo': accepted at tier 'strong' (strong-1)"
-    assert "1. cheap [langchain:cheap-1] escalated: score 0.000 < 0.500" in text
+    assert "1. cheap [cheap-1] escalated: score 0.000 < 0.500" in text
     assert "total: $0.000105" in text
     assert "not a cascade answer" in explain(AIMessage("hi"))
 
