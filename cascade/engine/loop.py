@@ -277,6 +277,11 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
         return None
     completion = call.completion
     cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
+    cut = completion.raw.get("cut_off_calls")
+    if isinstance(cut, int) and cut > 0:  # some of its parallel calls were cut off: maybe billed
+        extra = tier.price.cost(tier.provider.max_usage(request, 1)) * cut
+        cost = min(cost + extra, max(cost, tier.call_worst(request, bought)))  # never above its hold
+        why = "cut off in flight: worst case" if why is None else why
     cost += charge  # failed attempts before this answer that were billed (uncapped: retried)
 
     # 3. score

@@ -535,6 +535,9 @@ def merge(parts: Sequence[Completion], errors: Sequence[ProviderError] = ()) -> 
     if failed:
         raw["failed_calls"] = failed
         raw["errors"] = messages
+    cut = sum(1 for e in errors if e.cut_off) + sum(int(p.raw.get("cut_off_calls", 0)) for p in parts)
+    if cut:  # calls cut off in flight may be billed: the engine charges each one's worst case
+        raw["cut_off_calls"] = cut
     return Completion(
         samples=tuple(s for p in parts for s in p.samples),
         usage=usage,

@@ -22,7 +22,7 @@ from cascade.engine.loop import Tier
 from cascade.providers.openai import OpenAIProvider
 from cascade.testing import FixedScorer
 from cascade.types import CascadeResult, Request
-from tests.faults.conftest import MAX_TOKENS, PRICE, RETRY, make_ledger, shared
+from tests.faults.conftest import MAX_TOKENS, PRICE, RETRY, make_ledger, rig, shared
 from tests.faults.fault_server import FaultServer
 
 
@@ -78,3 +78,26 @@ def test_a_refused_connection_costs_nothing(server: FaultServer, mode: str, tmp_
     bucket = budget.buckets("billed", None)[0][0]
     assert ledger.spent(bucket) == big.cost == result.cost and ledger.held(bucket) == 0
     dead.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_sample_call_cut_off_beside_answered_ones_is_charged(
+    server: FaultServer, mode: str, tmp_path: Path
+) -> None:
+    """n samples as n parallel calls: one answers, one is cut off by the deadline (maybe billed)."""
+    ledger = make_ledger("memory", tmp_path)
+    r = rig(server, "openai_compatible", ledger, samples=2, timeout=0.3)
+    text = f"q {uuid.uuid4().hex[:8]} !faults=ok,drip"
+    result = run(r.cascade, text, mode)
+    small = result.attempts[0]
+    worst = r.cascade.tiers[0].call_worst(Request.of(text))
+    if mode == "sync":
+        assert small.samples == 1  # the answered one is kept (it was paid)
+        answered = PRICE.cost(small.usage)
+        one_worst = PRICE.cost(r.cascade.tiers[0].provider.max_usage(Request.of(text), 1))
+        # was: only the answered call was charged
+        assert small.cost == min(answered + one_worst, worst) and small.cost > answered
+    else:  # the async deadline cancels the whole gather: the call failed, charged its worst case
+        assert small.samples == 0 and small.cost == worst
+    assert small.charged == "cut off in flight: worst case"
+    assert r.spent() == result.cost and r.held() == 0 and r.spent() <= r.cap
