@@ -269,9 +269,10 @@ class LangChainProvider:
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
         runnable, messages, config, kwargs = self._prepare(request, quiet=True)
-        gate = asyncio.Semaphore(self.max_concurrency)
+        gate = asyncio.Semaphore(self.max_concurrency) if n > 1 else None
 
         async def one() -> BaseMessage:
+            assert gate is not None
             async with gate:
                 out: BaseMessage = await runnable.ainvoke(messages, config, **kwargs)
                 return out
@@ -279,8 +280,8 @@ class LangChainProvider:
         start = time.perf_counter()
         try:
             with _parent_config(config):
-                if n == 1:
-                    outputs = [await self._adeadline(one())]
+                if n == 1:  # one call: no gate
+                    outputs = [await self._adeadline(runnable.ainvoke(messages, config, **kwargs))]
                 else:
                     outputs = await self._adeadline(asyncio.gather(*(one() for _ in range(n))))
         except Exception as exc:
