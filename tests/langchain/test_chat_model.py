@@ -318,3 +318,14 @@ async def test_with_no_listener_ainvoke_returns_what_a_listened_run_returns() ->
     assert out_quiet.content == out_heard.content == "Paris"
     assert out_quiet.usage_metadata == out_heard.usage_metadata
     assert out_quiet.response_metadata["cascade"]["cost"] == out_heard.response_metadata["cascade"]["cost"]
+
+
+def test_with_no_listener_a_tier_model_with_its_own_callbacks_still_gets_the_tier_config() -> None:
+    """The unlistened fast path drops the tier runs' tags/metadata only when nobody can see them."""
+    recorder = Recorder()
+    cheap = ScriptedChatModel(model="cheap-1", script=["Paris"], callbacks=[recorder])
+    out = CascadeChatModel(cascade=Cascade([tier("only", cheap)], name="own")).invoke("capital?")
+    assert out.content == "Paris"
+    (start,) = recorder.starts
+    assert start["metadata"]["cascade_tier"] == "only"
+    assert "nostream" in start["tags"]
