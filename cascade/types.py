@@ -347,7 +347,7 @@ class CascadeResult:
                 parts.append(f"samples {a.samples}{reused}")
                 tokens = f"tokens {a.usage.input_tokens}+{a.usage.output_tokens}"
                 parts.append(tokens + (f" ({a.usage_source})" if a.usage_source != "reported" else ""))
-                cost = f"cost ${show(a.cost)}"
+                cost = f"cost ${show(a.cost)}" + (f" ({a.charged})" if a.charged else "")
                 parts.append(cost + (f" + scorer ${show(a.scorer_cost)}" if a.scorer_cost else ""))
                 parts.append(f"{a.latency_s * 1000:.0f} ms")
             if a.retries:

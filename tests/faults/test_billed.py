@@ -60,6 +60,8 @@ def test_uncapped_billed_failures_are_retried_and_each_is_charged(server: FaultS
     assert small.cost == 2 * one > 0 and small.usage.output_tokens > 0
     assert small.cost <= 2 * c.tiers[0].call_worst(Request.of(text))
     assert result.cost == small.cost + big.cost  # was: the failed tries cost $0
+    assert "(usage reported by a failed response)" in result.explain()
+    assert result.to_dict()["attempts"][0]["charged"] == "usage reported by a failed response"
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
