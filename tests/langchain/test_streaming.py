@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections.abc import AsyncGenerator, Generator
@@ -9,6 +10,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any, cast
 
+import pytest
 from langchain_core.callbacks import UsageMetadataCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk
@@ -19,6 +21,7 @@ from cascade.engine.reuse import ReusingProvider
 from cascade.langchain import CascadeChatModel, ScriptedChatModel, explain
 from cascade.retry import RetryPolicy
 from cascade.scorers.basic import RegexScorer
+from cascade.testing import ScriptedProvider
 from cascade.types import Completion, Request, Score
 from tests.langchain.support import STRONG, Recorder, tier
 
@@ -260,3 +263,27 @@ class _Never:
 
     def predict(self, request: Request) -> float:
         return 0.0
+
+
+async def test_a_cancelled_async_stream_mid_call_settles_its_hold_off_the_event_loop() -> None:
+    ledger = _ThreadLedger()
+    slow = ScriptedProvider(["Paris"], model="slow-1", latency=5.0)
+    only = tier("only", slow, price=Price(Decimal(0), Decimal(1000)))
+    budget = Budget(caps=(Cap(Decimal(100), "total"),), ledger=ledger)
+    model = CascadeChatModel(cascade=Cascade([only], name="capped", budget=budget), stream_final_tier=True)
+
+    async def consume() -> None:
+        async for _ in model._astream([HumanMessage("capital?")]):
+            pass
+
+    task = asyncio.create_task(consume())
+    for _ in range(50):  # until the call is in flight (its hold taken)
+        await asyncio.sleep(0.01)
+        if ledger.held(BUCKET) > 0:
+            break
+    assert ledger.held(BUCKET) > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ledger.held(BUCKET) == 0 and ledger.spent(BUCKET) > 0
+    assert ledger.settled_in and threading.get_ident() not in ledger.settled_in
