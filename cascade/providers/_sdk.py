@@ -40,6 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from decimal import Decimal
 from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -603,6 +604,73 @@ async def acall_many(fn: Callable[[], Awaitable[Completion]], k: int, parallel: 
     return _gathered(await asyncio.gather(*(one() for _ in range(k))))
 
 
+# -- failed calls that may have been billed ---------------------------------------------------
+
+
+class _BilledError(ProviderError):
+    """Carries a billed failure through the retry layer without a retry (see :func:`call_charging`)."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def billed(error: ProviderError) -> bool:
+    """Whether a failed call may have been billed (usage reported, or cut off in flight)."""
+    return error.usage is not None or error.cut_off
+
+
+def failure_charge(error: ProviderError, price: Any, worst: Usage) -> Decimal:
+    """What a failed call is charged: its reported usage (at most ``worst``'s cost), the worst case
+    when cut off in flight, else nothing. ``price``: a :class:`~cascade.money.Price`."""
+    most: Decimal = price.cost(worst)
+    if error.cut_off:
+        return most
+    if error.usage is not None:
+        reported: Decimal = price.cost(error.usage)
+        return max(min(reported, most), Decimal(0))
+    return Decimal(0)
+
+
+def call_charging(fn: Callable[[], Completion], policy: Any) -> Completion:
+    """``fn`` with the retry ``policy`` (a :class:`~cascade.retry.RetryPolicy`), except that a
+    failure that may have been billed is raised at once: a reservation covers one call of it."""
+    from cascade.retry import call_with_retry
+
+    def once() -> Completion:
+        try:
+            return fn()
+        except ProviderError as exc:
+            if billed(exc):
+                raise _BilledError(exc) from None
+            raise
+
+    try:
+        return call_with_retry(once, policy)[0]
+    except _BilledError as exc:
+        exc.error.retries = exc.retries
+        raise exc.error from None
+
+
+async def acall_charging(fn: Callable[[], Awaitable[Completion]], policy: Any) -> Completion:
+    """Async :func:`call_charging`."""
+    from cascade.retry import acall_with_retry
+
+    async def once() -> Completion:
+        try:
+            return await fn()
+        except ProviderError as exc:
+            if billed(exc):
+                raise _BilledError(exc) from None
+            raise
+
+    try:
+        return (await acall_with_retry(once, policy))[0]
+    except _BilledError as exc:
+        exc.error.retries = exc.retries
+        raise exc.error from None
+
+
 class Reopening:
     """A sync SDK client made on first use and again after :meth:`close` (a closed cascade reopens).
 
@@ -658,15 +726,19 @@ class PerLoop:
 __all__ = [
     "PerLoop",
     "Reopening",
+    "acall_charging",
     "acall_many",
     "adeadline",
     "api_key",
+    "billed",
+    "call_charging",
     "call_many",
     "check_usage",
     "deadline",
     "error_object",
     "estimate_input_tokens",
     "estimate_output_tokens",
+    "failure_charge",
     "http_client",
     "invalid",
     "is_local_url",

@@ -39,7 +39,8 @@ from cascade.errors import ConfigurationError, PermanentProviderError, ProviderE
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, RetrySpec, TierSpec
 from cascade.protocols import Provider
-from cascade.retry import RetryPolicy, acall_with_retry, call_with_retry
+from cascade.providers._sdk import acall_charging, billed, call_charging, failure_charge
+from cascade.retry import RetryPolicy
 from cascade.types import ZERO, Completion, Message, Request, Sample, Score, Usage
 
 DEFAULT_SYSTEM = """\
@@ -381,17 +382,22 @@ class JudgeScorer:
     def score(self, request: Request, completion: Completion) -> Score:
         sub = self.judge_request(request, self._candidate(completion), model=completion.model)
         try:
-            got, _ = call_with_retry(lambda: self.provider.complete(sub, 1), self.retry)
+            got = call_charging(lambda: self.provider.complete(sub, 1), self.retry)
         except ProviderError as exc:
-            raise JudgeError(f"judge {self.provider.model} failed: {exc}") from exc
+            raise self._failed(sub, exc) from exc
         return self._verdict(got)
+
+    def _failed(self, sub: Request, exc: ProviderError) -> JudgeError:
+        """The judge's call failed; one that may have been billed is charged (see ``_sdk.billed``)."""
+        cost = failure_charge(exc, self.price, self.provider.max_usage(sub, 1)) if billed(exc) else ZERO
+        return JudgeError(f"judge {self.provider.model} failed: {exc}", cost=cost, usage=exc.usage or Usage())
 
     async def ascore(self, request: Request, completion: Completion) -> Score:
         sub = self.judge_request(request, self._candidate(completion), model=completion.model)
         try:
-            got, _ = await acall_with_retry(lambda: self.provider.acomplete(sub, 1), self.retry)
+            got = await acall_charging(lambda: self.provider.acomplete(sub, 1), self.retry)
         except ProviderError as exc:
-            raise JudgeError(f"judge {self.provider.model} failed: {exc}") from exc
+            raise self._failed(sub, exc) from exc
         return self._verdict(got)
 
     def max_cost(self, request: Request, max_output_tokens: int) -> Decimal:

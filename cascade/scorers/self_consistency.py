@@ -31,7 +31,8 @@ from cascade.errors import CascadeError, ConfigurationError, ProviderError, Scor
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, TierSpec
 from cascade.protocols import Provider
-from cascade.retry import RetryPolicy, acall_with_retry, call_with_retry
+from cascade.providers._sdk import acall_charging, billed, call_charging, failure_charge
+from cascade.retry import RetryPolicy
 from cascade.scorers.answers import (
     SIMILARITIES,
     Extractor,
@@ -240,6 +241,7 @@ class SelfConsistencyScorer:
             else:
                 by_source[name] = f"error: {type(got).__name__}"
                 missing += src.n
+                cost += spent  # a failed call that may have been billed (see _sdk.failure_charge)
         a = self.rate(completion.samples, samples, missing)
         detail: dict[str, Any] = {
             "agreeing": a.votes,
@@ -258,9 +260,9 @@ class SelfConsistencyScorer:
         for src in self.sources:
             sub = src.request(request)
             try:
-                got, _ = call_with_retry(lambda: src.provider.complete(sub, src.n), src.retry)  # noqa: B023
+                got = call_charging(lambda: src.provider.complete(sub, src.n), src.retry)  # noqa: B023
             except ProviderError as exc:
-                extra.append((src.name, exc, ZERO))
+                extra.append((src.name, exc, _charge(src, sub, exc)))
                 continue
             extra.append((src.name, got, src.cost(got)))
         return self._score(completion, extra)
@@ -269,9 +271,9 @@ class SelfConsistencyScorer:
         async def one(src: Source) -> tuple[str, Completion | CascadeError, Decimal]:
             sub = src.request(request)
             try:
-                got, _ = await acall_with_retry(lambda: src.provider.acomplete(sub, src.n), src.retry)
+                got = await acall_charging(lambda: src.provider.acomplete(sub, src.n), src.retry)
             except ProviderError as exc:
-                return (src.name, exc, ZERO)
+                return (src.name, exc, _charge(src, sub, exc))
             return (src.name, got, src.cost(got))
 
         extra = await asyncio.gather(*(one(s) for s in self.sources))
@@ -279,6 +281,11 @@ class SelfConsistencyScorer:
 
     def max_cost(self, request: Request, max_output_tokens: int) -> Decimal:
         return sum((s.price.cost(s.provider.max_usage(s.request(request), s.n)) for s in self.sources), ZERO)
+
+
+def _charge(src: Source, sub: Request, exc: ProviderError) -> Decimal:
+    """What a source's failed call is charged (it may have been billed)."""
+    return failure_charge(exc, src.price, src.provider.max_usage(sub, src.n)) if billed(exc) else ZERO
 
 
 def _lost(asked: int, got: Completion) -> int:
