@@ -269,7 +269,7 @@ async def test_a_cancelled_async_stream_mid_call_settles_its_hold_off_the_event_
     ledger = _ThreadLedger()
     slow = ScriptedProvider(["Paris"], model="slow-1", latency=5.0)
     only = tier("only", slow, price=Price(Decimal(0), Decimal(1000)))
-    budget = Budget(caps=(Cap(Decimal(100), "total"),), ledger=ledger)
+    budget = Budget(caps=(Cap(Decimal(100), "total"),), ledger=cast(MemoryLedger, ledger))
     model = CascadeChatModel(cascade=Cascade([only], name="capped", budget=budget), stream_final_tier=True)
 
     async def consume() -> None:
