@@ -69,7 +69,10 @@ class Ledger(Protocol):
 
     ``reserve`` atomically checks every cap and holds ``amount`` against all of them, returning a
     hold id, or raises :class:`cascade.errors.BudgetExceededError` holding nothing. ``settle``
-    replaces the hold with the actual amount spent (which may be more or less than held).
+    replaces the hold with the actual amount spent (which may be more or less than held), once: a
+    settle retried with the same hold id (a journal replayed after a lost reply) charges nothing
+    more, and a hold id made by :func:`cascade.budget.new_hold_id` names its buckets, so a settle
+    of a hold the ledger never saw (``fail_open``) or already reclaimed still charges them.
     Holds older than ``ttl`` seconds are reclaimed (a crashed process cannot pin budget forever).
     ``areserve`` / ``asettle`` are the same steps for async callers and must never block the event
     loop (run blocking I/O in a thread). Errors reaching the ledger raise
