@@ -73,6 +73,10 @@ def test_run_reads_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
             ["run", "-p", DEMO, "--out", "o.jsonl", "hi"],
             "cascade: error: --out is for --batch results; a single answer goes to stdout\n",
         ),
+        (
+            ["run", "-p", DEMO, "--batch", "x.jsonl", "--out", "o.jsonl", "--explain"],
+            "cascade: error: --json and --explain are for one prompt; --batch writes each full trace to --out\n",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(

@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--batch needs --out FILE for the results")
         if args.concurrency < 1:
             raise UsageError(f"--concurrency: at least 1 (got {args.concurrency})")
+        if args.json or args.explain:
+            raise UsageError(
+                "--json and --explain are for one prompt; --batch writes each full trace to --out"
+            )
         for name, path in (("--batch", args.batch), ("--policy", args.policy)):
             if _same_file(Path(args.out), Path(path)):
                 raise UsageError(f"--out {args.out} is the {name} file: results would overwrite it")
