@@ -241,10 +241,12 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
             return None
 
     # 1. reserve the worst case against the per-request cap and every window cap
+    bought = 0  # samples of this call the run already has (known only when capped: it costs a lookup)
     if run.capped:  # only caps need the estimate; samples this run already bought cost nothing
+        bought = run.cache.bought(tier.call_key, request) if tier.call_key else 0
         token = reuse.current.set(run.cache)  # ...nor those the scorer's providers would reuse
         try:
-            worst = tier.worst_case(request, run.cache.bought(tier.call_key, request) if tier.call_key else 0)
+            worst = tier.worst_case(request, bought)
         finally:
             reuse.current.reset(token)
     else:
@@ -261,13 +263,14 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
     # 2. call the provider (the driver retries transient errors; under a cap, not a billed failure)
     try:
         reused_before = run.cache.reused
-        bought = run.cache.bought(tier.call_key, request) if tier.call_key else 0
         call = yield Call(tier, request, tier.samples, run.cache, run.capped)
     except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
         if hold is not None:
             yield from _abandon(run, exc, hold, worst, base)
         raise
     assert isinstance(call, CallOutcome)
+    if call.completion is None and call.billed and not run.capped and tier.call_key:
+        bought = run.cache.bought(tier.call_key, request)  # a failed call stored nothing: still exact
     charge, why = failed_charge(tier, request, bought, call.billed) if call.billed else (ZERO, None)
     if call.completion is None:
         run.spent += charge
