@@ -40,6 +40,7 @@ for tests and offline demos. Importing this module imports LangChain; ``import c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -129,6 +130,32 @@ class _LangChainInternals:
         self.format_ls_structured_output = cm._format_ls_structured_output
         self.filter_invocation_params_for_tracing = getattr(cm, "_filter_invocation_params_for_tracing")  # noqa: B009
         self.LC_ID_PREFIX = LC_ID_PREFIX
+        self.nobody_listens: Callable[[Any, Any, bool], bool] | None = None
+        with contextlib.suppress(ImportError, AttributeError):  # moved: ask CallbackManager.configure
+            self.nobody_listens = _listener_check()
+
+
+def _listener_check() -> Callable[[Any, Any, bool], bool]:
+    """A cheap, conservative "will ``CallbackManager.configure`` attach no handler" (it costs ~20 us):
+    every way it adds one (callbacks, verbose, debug, LangSmith tracing, registered hooks such as
+    ``collect_runs``) is checked; anything set means "maybe", and configure decides."""
+    from langchain_core.globals import get_debug
+    from langchain_core.tracers.context import _configure_hooks, _tracing_v2_is_enabled
+    from langchain_core.utils.env import env_var_is_set
+
+    hooks = _configure_hooks  # a list LangChain appends to: read at call time
+
+    def nobody_listens(callbacks: Any, own_callbacks: Any, verbose: bool) -> bool:
+        if callbacks or own_callbacks or verbose or get_debug() or _tracing_v2_is_enabled():
+            return False
+        for var, _inheritable, handler_class, env_var in hooks:
+            if var.get() is not None or (
+                env_var is not None and handler_class is not None and env_var_is_set(env_var)
+            ):
+                return False
+        return True
+
+    return nobody_listens
 
 
 try:
@@ -1053,6 +1080,13 @@ class CascadeChatModel(BaseChatModel):
         )
         return config, messages, {"start": start, "configure": configure}
 
+    def _unheard(self, config: RunnableConfig, named: dict[str, Any]) -> dict[str, Any] | None:
+        """The run's metadata (as configure would merge it) when surely nobody listens, else None."""
+        check = _lc.nobody_listens if _lc is not None else None
+        if check is None or not check(config.get("callbacks"), self.callbacks, self.verbose):
+            return None
+        return {**named["inheritable_metadata"], **(named["local_metadata"] or {})}
+
     def _lean_invoke(
         self,
         input: LanguageModelInput,
@@ -1063,9 +1097,12 @@ class CascadeChatModel(BaseChatModel):
         assert _lc is not None
         config, messages, how = self._lean_start(input, config, stop, kwargs)
         args, named = how["configure"]
-        manager = CallbackManager.configure(*args, **named)
-        if not manager.handlers and not manager.inheritable_handlers:  # nobody listens: no run to report
-            scope = self._prepare(messages, stop, None, kwargs, manager.metadata)
+        metadata = self._unheard(config, named)
+        manager = None if metadata is not None else CallbackManager.configure(*args, **named)
+        if manager is not None and not manager.handlers and not manager.inheritable_handlers:
+            metadata = manager.metadata
+        if metadata is not None:  # nobody listens: no run to report
+            scope = self._prepare(messages, stop, None, kwargs, metadata)
             token = _scope.set(scope)
             try:
                 answer = self._traced.run(scope.request, session=self._session(scope.request))
@@ -1074,6 +1111,7 @@ class CascadeChatModel(BaseChatModel):
             finally:
                 _scope.reset(token)
             return _unreported(answer, how["start"]["run_id"])
+        assert manager is not None
         (run,) = manager.on_chat_model_start(
             self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
         )
@@ -1100,9 +1138,12 @@ class CascadeChatModel(BaseChatModel):
         assert _lc is not None
         config, messages, how = self._lean_start(input, config, stop, kwargs)
         args, named = how["configure"]
-        manager = AsyncCallbackManager.configure(*args, **named)
-        if not manager.handlers and not manager.inheritable_handlers:  # nobody listens: no run to report
-            scope = self._prepare(messages, stop, None, kwargs, manager.metadata)
+        metadata = self._unheard(config, named)
+        manager = None if metadata is not None else AsyncCallbackManager.configure(*args, **named)
+        if manager is not None and not manager.handlers and not manager.inheritable_handlers:
+            metadata = manager.metadata
+        if metadata is not None:  # nobody listens: no run to report
+            scope = self._prepare(messages, stop, None, kwargs, metadata)
             token = _scope.set(scope)
             try:
                 answer = await self._traced.arun(scope.request, session=self._session(scope.request))
@@ -1111,6 +1152,7 @@ class CascadeChatModel(BaseChatModel):
             finally:
                 _scope.reset(token)
             return _unreported(answer, how["start"]["run_id"])
+        assert manager is not None
         (run,) = await manager.on_chat_model_start(
             self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
         )

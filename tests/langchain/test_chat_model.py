@@ -329,3 +329,48 @@ def test_with_no_listener_a_tier_model_with_its_own_callbacks_still_gets_the_tie
     (start,) = recorder.starts
     assert start["metadata"]["cascade_tier"] == "only"
     assert "nostream" in start["tags"]
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    ["nothing", "config_callbacks", "own_callbacks", "verbose", "debug", "collect_runs", "tracing"],
+)
+def test_the_cheap_listener_check_never_misses_a_handler_configure_would_attach(scenario: str) -> None:
+    """``invoke`` skips ``CallbackManager.configure`` only when the cheap check says nobody listens:
+    it must say "maybe" wherever configure attaches a handler."""
+    from contextlib import ExitStack
+
+    from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
+    from langchain_core.globals import set_debug
+    from langchain_core.tracers.context import collect_runs, tracing_v2_callback_var
+
+    from cascade.langchain import _lc
+
+    assert _lc is not None and _lc.nobody_listens is not None
+    config_callbacks: list[BaseCallbackHandler] | None = (
+        [Recorder()] if scenario == "config_callbacks" else None
+    )
+    own: list[BaseCallbackHandler] | None = [Recorder()] if scenario == "own_callbacks" else None
+    verbose = scenario == "verbose"
+    with ExitStack() as stack:
+        if scenario == "debug":
+            set_debug(True)
+            stack.callback(set_debug, False)
+        if scenario == "collect_runs":
+            stack.enter_context(collect_runs())
+        if scenario == "tracing":  # as tracing_v2_enabled() does, without a LangSmith client (offline)
+            token = tracing_v2_callback_var.set(Recorder())  # type: ignore[arg-type]
+            stack.callback(tracing_v2_callback_var.reset, token)
+        manager = CallbackManager.configure(config_callbacks, own, verbose)
+        attached = bool(manager.handlers or manager.inheritable_handlers)
+        assert _lc.nobody_listens(config_callbacks, own, verbose) is (not attached)
+    assert attached is (scenario != "nothing")
+
+
+def test_collect_runs_sees_the_cascade_run() -> None:
+    from langchain_core.tracers.context import collect_runs
+
+    with collect_runs() as collected:
+        CascadeChatModel(cascade=two_tiers()).invoke("capital?")
+    assert [r.name for r in collected.traced_runs] == ["CascadeChatModel"]
+    assert {c.name for c in collected.traced_runs[0].child_runs} == {"cheap", "strong"}
