@@ -9,7 +9,8 @@ Swap any chat model for a cascade with one line, in chains and in agents::
 
 - ``bind_tools`` binds the tools on every tier (they travel on the request) and returns a copy;
   ``with_structured_output`` honours ``method`` (``function_calling``, ``json_schema`` and
-  ``json_mode`` send ``response_format``) and streams. Tool calls flow through to the caller; a
+  ``json_mode`` send ``response_format``; tiers with no JSON mode, ChatAnthropic, get the schema as
+  ``json_schema`` instead) and streams. Tool calls flow through to the caller; a
   scorer reads a tool-call answer's arguments as its text (JSON).
 - Call options (``bind(temperature=..., max_tokens=...)``, ``parallel_tool_calls``,
   ``response_format``) reach LangChain tiers; tiers of other providers warn that they ignore them.
@@ -26,6 +27,10 @@ Swap any chat model for a cascade with one line, in chains and in agents::
   tier streams live when it is reached and its answer is final (no scorer on it, or
   ``on_exhausted: return_last``); earlier tiers never stream. Each token reaches listeners once,
   from the cascade's run. A stream without usage is billed from an estimate (prompt included).
+  A last tier whose model already answered in the run is reused, not streamed again; a stream
+  closed or cancelled mid-call settles its budget hold through the driver (awaited in ``astream``).
+- With no callback handler anywhere (no callbacks, tracing or hooks), ``invoke``/``ainvoke``
+  report no run (nobody would receive it) and return the same message, at less cost.
 - The budget key (per-tenant caps) comes from the ``budget_key`` call argument or from the run's
   metadata under ``budget_key_metadata`` (default ``"tenant_id"``).
 - Messages reach LangChain tiers as given (images and content blocks included) and other tiers as
