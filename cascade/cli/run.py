@@ -20,7 +20,7 @@ from typing import Any
 from cascade.cli import UsageError
 from cascade.cli.progress import Progress
 from cascade.errors import CascadeError, InvalidRequestError
-from cascade.types import Request
+from cascade.types import Request, show
 
 NAME = "run"
 HELP = "Run a prompt (or a batch of prompts) through a policy."
@@ -230,5 +230,6 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
         print(f"  reason {reason:<13} {count:>6}")
     if errors:
         print(f"  errors               {errors:>6} (see the 'error' field in {out})")
-    print(f"  total cost ${total:.6f} (${total / n:.6f} per prompt)")
+    per_prompt = (total / n).quantize(Decimal("1e-9"))  # the ledger's unit: nano-dollars
+    print(f"  total cost ${show(total)} (${show(per_prompt)} per prompt)")
     return 1 if errors == n else 0
