@@ -103,3 +103,19 @@ def test_a_sample_call_cut_off_beside_answered_ones_is_charged(
         assert small.samples == 0 and small.cost == worst
     assert small.charged == "cut off in flight: worst case"
     assert r.spent() == result.cost and r.held() == 0 and r.spent() <= r.cap
+
+
+def test_only_a_timeout_after_sending_is_cut_off() -> None:
+    import httpx2
+    import openai
+
+    from cascade.providers._sdk import map_error
+
+    req = httpx2.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    connect = openai.APITimeoutError(req)
+    connect.__cause__ = httpx2.ConnectTimeout("connect", request=req)
+    read = openai.APITimeoutError(req)
+    read.__cause__ = httpx2.ReadTimeout("read", request=req)
+    assert map_error(connect, provider="openai", sdk=openai).cut_off is False  # never sent: free
+    assert map_error(read, provider="openai", sdk=openai).cut_off is True  # maybe billed
+    assert map_error(httpx2.ConnectTimeout("c", request=req), provider="openai", sdk=openai).cut_off is False
