@@ -431,3 +431,18 @@ def test_report_and_label_of_a_file_that_is_not_a_log_are_one_line(
         f"cascade: error: {text}: no outcome-log rows (2 line(s) that are not rows); give the files or"
         " folder of the policy's logging.outcomes path\n"
     )
+
+
+def test_label_csv_that_is_not_utf8_names_the_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"\xff\xfeid,reference\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    argv = ["label", str(logs), "--reference", f"file:{labels}", "--out", str(tmp_path / "l.jsonl")]
+    code, _, err = run(capsys, *argv)
+    assert (code, err) == (
+        2,
+        f"cascade: error: {labels}: not a UTF-8 CSV file (invalid start byte at byte 0)\n",
+    )

@@ -94,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
             scorer, judge_budget = _judge(args)
             sources[ref] = lab.from_judge(scorer, judge_budget)
         elif ref.startswith("file:") and len(ref) > 5:
-            sources[ref] = lab.from_file(ref[5:])
+            try:
+                sources[ref] = lab.from_file(ref[5:])
+            except UnicodeDecodeError as err:
+                raise UsageError(
+                    f"{ref[5:]}: not a UTF-8 CSV file ({err.reason} at byte {err.start})"
+                ) from None
         else:
             raise UsageError(f"--reference: strongest, judge, recorded or file:labels.csv (got {ref!r})")
     log = read_log(args.log)
