@@ -16,6 +16,7 @@ instead (``gen.close()``) cannot yield, so it settles the hold itself, synchrono
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -615,6 +616,14 @@ def _abandon(
     """
     if run.log is not None:
         run.log.warning("cascade.abandoned", run_id=run.run_id, **base, settled=str(amount))
+    if not isinstance(exc, GeneratorExit):  # the trace goes with the exception: spend is reported
+        run.spent += amount
+        reason = f"abandoned: {type(exc).__name__}"
+        run.attempts.append(
+            Attempt(**base, decision="failed", reason=reason, cost=amount, charged="cut off: worst case")
+        )
+        with contextlib.suppress(AttributeError, TypeError):  # an exception without a __dict__
+            exc.attempts = tuple(run.attempts)  # type: ignore[attr-defined]
     if isinstance(exc, GeneratorExit):
         run.s.budget.settle(hold, amount)
     else:

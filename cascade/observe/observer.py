@@ -7,6 +7,7 @@ engine's, unchanged but for the ``pinned`` entries in the trace of a pinned sess
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Generator
@@ -99,11 +100,19 @@ class Observer:
             row.latency_s = time.perf_counter() - began
             self._finished(row, None, exc)
             raise
+        except (Exception, asyncio.CancelledError) as exc:  # cancelled, or a crash: what it spent is logged
+            row.latency_s = time.perf_counter() - began
+            self._finished(row, None, exc)
+            raise
 
-    def _finished(self, row: Row, result: CascadeResult | None, error: CascadeError | None) -> None:
+    def _finished(self, row: Row, result: CascadeResult | None, error: BaseException | None) -> None:
         attempts = result.attempts if result is not None else getattr(error, "attempts", ()) or ()
         for a in attempts:
             t = row.tiers.get(a.tier)
+            if t is None and a.total_cost:  # charged without an outcome (a call cut off by cancellation)
+                tier = next((x for x in self.tiers if x.name == a.tier), None)
+                if tier is not None:
+                    t = row.tiers[a.tier] = TierOutcome(tier, error=a.reason)
             if t is not None:
                 t.decision, t.reason, t.cost, t.scorer_cost = a.decision, a.reason, a.cost, a.scorer_cost
             else:  # a tier the run did not call: the budget stopped it, or a session pin skipped it
