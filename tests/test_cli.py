@@ -211,7 +211,7 @@ def test_errors_keep_their_trace_and_cost(capsys: pytest.CaptureFixture[str], tm
     code, out, _ = run(capsys, "run", "-p", str(policy), "--batch", str(prompts), "--out", str(out_file))
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert code == 1 and all(len(r["attempts"]) == 2 for r in rows)
-    spent = sum(Decimal(r["cost"]) for r in rows)
+    spent = sum((Decimal(r["cost"]) for r in rows), Decimal(0))
     assert spent > 0 and f"total cost ${format(spent.normalize(), 'f')} (" in out
 
 
