@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from cascade import (
     TransientProviderError,
 )
 from cascade.testing import FixedScorer, ScriptedProvider
+from cascade.types import CascadeResult
 from tests.helpers import PRICE, cost_of, three, tier
 
 
@@ -241,7 +243,7 @@ def test_chat_messages_are_accepted() -> None:
     assert [m.role for m in request.messages] == ["system", "user"] and result.answer == "x"
 
 
-def _trace(result):  # type: ignore[no-untyped-def]
+def _trace(result: CascadeResult) -> list[tuple[Any, ...]]:
     return [
         (a.tier, a.decision, a.reason, a.score, a.samples, a.cost, a.scorer_cost, a.retries, a.error)
         for a in result.attempts
