@@ -243,7 +243,7 @@ def test_chat_messages_are_accepted() -> None:
     assert [m.role for m in request.messages] == ["system", "user"] and result.answer == "x"
 
 
-def _trace(result: CascadeResult) -> list[tuple[Any, ...]]:
+def _trace(result: CascadeResult) -> tuple[Any, ...]:
     return [
         (a.tier, a.decision, a.reason, a.score, a.samples, a.cost, a.scorer_cost, a.retries, a.error)
         for a in result.attempts
