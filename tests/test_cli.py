@@ -446,3 +446,29 @@ def test_label_csv_that_is_not_utf8_names_the_file(
         2,
         f"cascade: error: {labels}: not a UTF-8 CSV file (invalid start byte at byte 0)\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"prompt": "hi", "budget-key": "acme"}', "unknown field 'budget-key' (did you mean 'budget_key'?)"),
+        ('{"promt": "hi", "prompt": "x"}', "unknown field 'promt' (did you mean 'prompt'?)"),
+        ('{"prompt": "hi", "ID": "a"}', "unknown field 'ID' (did you mean 'id'?)"),
+    ],
+)
+def test_batch_line_field_typo_is_caught(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, line: str, message: str
+) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('"fine"\n' + line + "\n", encoding="utf-8")
+    out_file = tmp_path / "o.jsonl"
+    code, _, err = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", str(out_file))
+    assert (code, err) == (2, f"cascade: error: {prompts}:2: {message}\n") and not out_file.exists()
+
+
+def test_batch_line_keeps_the_callers_own_fields(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi", "expected": "4", "source": "faq"}\n', encoding="utf-8")
+    out_file = tmp_path / "o.jsonl"
+    code, _, _ = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", str(out_file))
+    assert code == 0 and json.loads(out_file.read_text())["answer"] == "2 + 2 = 4"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import os
 import sys
@@ -129,6 +130,9 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     return out
 
 
+_LINE_FIELDS = ("prompt", "messages", "id", "budget_key")
+
+
 def _read_batch(path: Path, default_key: str | None = None) -> list[dict[str, Any]]:
     if not path.exists():
         raise UsageError(f"{path}: no such file")
@@ -151,6 +155,10 @@ def _read_batch(path: Path, default_key: str | None = None) -> list[dict[str, An
                 f"{path}:{lineno}: expected a non-empty string, or an object with a non-empty"
                 " 'prompt' string or 'messages' list"
             )
+        for field in obj:  # other fields are the caller's own; a near miss is a typo, not metadata
+            near = difflib.get_close_matches(field.lower().replace("-", "_"), _LINE_FIELDS, n=1, cutoff=0.75)
+            if field not in _LINE_FIELDS and near:
+                raise UsageError(f"{path}:{lineno}: unknown field {field!r} (did you mean {near[0]!r}?)")
         obj.setdefault("id", str(lineno))
         key = obj.get("budget_key", default_key)
         if key is not None and not isinstance(key, str):
