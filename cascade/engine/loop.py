@@ -83,7 +83,20 @@ class Tier:
         """The most the call of the samples not yet bought could cost (``max_tokens`` each): what a
         call cut off in flight is charged (it may have been billed in full)."""
         n = max(0, self.samples - bought)
-        return self.price.cost(self.provider.max_usage(request, n)) if n else ZERO
+        return (
+            self._billed_at_most(self.price.cost(self.provider.max_usage(request, n)), request, n)
+            if n
+            else ZERO
+        )
+
+    def _billed_at_most(self, cost: Decimal, request: Request, n: int) -> Decimal:
+        """``cost``, or what the provider says the call bills when that is more (a recording's cost)."""
+        own = getattr(self.provider, "max_cost", None)
+        if n and callable(own):
+            billed = own(request, n)
+            if isinstance(billed, Decimal) and billed > cost:
+                return billed
+        return cost
 
     def worst_case(self, request: Request, bought: int = 0) -> Decimal:
         """What is reserved for this tier's call plus its scoring for ``request``.
@@ -98,7 +111,7 @@ class Tier:
         if self.reserve_output_tokens is not None:
             out = min(out, self.reserve_output_tokens)
             usage = replace(usage, output_tokens=min(usage.output_tokens, out * n))
-        cost = self.price.cost(usage)
+        cost = self._billed_at_most(self.price.cost(usage), request, n)
         if self.scorer is not None:
             cost += self.scorer.max_cost(request, out)
         return cost

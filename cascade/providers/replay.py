@@ -102,6 +102,14 @@ class ReplayProvider:
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
         return self._completion(request, n)
 
+    def max_cost(self, request: Request, n: int = 1) -> Decimal | None:
+        """The recorded cost of ``n`` samples (what a call bills), when the file records it: it may
+        exceed the tier price applied to the recorded tokens, and a reservation must cover it."""
+        try:
+            return self._completion(request, n).cost
+        except PermanentProviderError:
+            return None
+
     def max_usage(self, request: Request, n: int = 1) -> Usage:
         try:
             return self._completion(request, n).usage
