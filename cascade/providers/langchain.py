@@ -190,9 +190,7 @@ class LangChainProvider:
         try:
             return future.result(timeout=self.timeout)
         except concurrent.futures.TimeoutError:
-            raise ProviderTimeoutError(
-                f"{self.model}: no answer within the tier timeout ({self.timeout}s)", provider="langchain"
-            ) from None
+            raise _cut_off(self.model, self.timeout) from None
 
     async def _adeadline(self, coro: Any) -> Any:
         if self._own_deadline():
@@ -200,9 +198,7 @@ class LangChainProvider:
         try:
             return await asyncio.wait_for(coro, self.timeout)
         except TimeoutError:
-            raise ProviderTimeoutError(
-                f"{self.model}: no answer within the tier timeout ({self.timeout}s)", provider="langchain"
-            ) from None
+            raise _cut_off(self.model, self.timeout) from None
 
     @classmethod
     def from_config(cls, tier: Any, options: LangChainProvider.Options, ctx: Any) -> LangChainProvider:
@@ -732,7 +728,9 @@ def map_error(exc: BaseException, provider: str = "langchain") -> ProviderError:
             retry_after = None
         return RateLimitError(message, retry_after=retry_after, **common)
     if status == 408 or isinstance(exc, TimeoutError) or any("Timeout" in n for n in names):
-        return ProviderTimeoutError(message, **common)
+        timeout = ProviderTimeoutError(message, **common)
+        timeout.cut_off = True  # a wrapped client does not say whether the request went out: charge it
+        return timeout
     if status is not None:
         if status in (409, 425) or status >= 500:
             return TransientProviderError(message, **common)
@@ -740,6 +738,15 @@ def map_error(exc: BaseException, provider: str = "langchain") -> ProviderError:
     if isinstance(exc, ConnectionError) or any("Connect" in n for n in names):
         return TransientProviderError(message, **common)
     return PermanentProviderError(message, **common)
+
+
+def _cut_off(model: str, timeout: float | None) -> ProviderTimeoutError:
+    """The deadline passed with the call in flight: it may be billed in full, so the engine charges it."""
+    err = ProviderTimeoutError(
+        f"{model}: no answer within the tier timeout ({timeout}s)", provider="langchain"
+    )
+    err.cut_off = True
+    return err
 
 
 def _status(exc: BaseException, response: Any) -> int | None:

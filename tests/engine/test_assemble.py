@@ -39,3 +39,19 @@ def test_a_passed_in_chat_model_gets_its_tier_timeout(policy_path: object) -> No
     with pytest.raises(AllTiersFailedError, match=r"(?i)timeout"):
         c.run("q")
     assert time.perf_counter() - start < 0.8  # was 1 s: the tier's 0.2 s timeout was ignored
+
+
+def test_a_passed_in_chat_model_cut_off_by_its_timeout_is_charged_under_a_cap(tmp_path: object) -> None:
+    """The abandoned call keeps running (and may be billed): under a cap it is charged its worst case."""
+    from decimal import Decimal
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "capped.yaml"
+    path.write_text(POLICY + "    price: {input: 1, output: 1}\nbudget:\n  per_request: 1\n")
+    slow = FakeListChatModel(responses=["late"], sleep=1.0)
+    c = Cascade.from_policy(loader.load(path), providers={"only": slow})  # type: ignore[arg-type]
+    with pytest.raises(AllTiersFailedError) as failed:
+        c.run("q")
+    attempt = failed.value.attempts[0]
+    assert attempt.cost > Decimal(0)  # was $0: the cut-off call was not charged
+    assert attempt.charged
