@@ -121,7 +121,12 @@ def two_tiers(url: str, kind: str, timeout: float, budget: Budget, clean_big: bo
 def outcome(result: CascadeResult) -> str:
     small = result.attempts[0]
     if small.decision == "escalated":
-        retried = f"retried x{small.retries}, " if small.retries else "not retried (permanent), "
+        if small.retries:
+            retried = f"retried x{small.retries}, "
+        elif small.charged:  # a failed call that may have been billed: charged once, never retried
+            retried = f"not retried ({small.charged}: ${small.cost}), "
+        else:
+            retried = "not retried (permanent), "
         return f"{retried}escalated: {small.reason}"
     if small.usage_source != "reported":
         return f"answered, usage {small.usage_source} (${small.cost} billed)"
