@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 _stdlib = logging.getLogger("cascade")
+_stdlib.addHandler(logging.NullHandler())  # no "last resort" printing of warnings when the app set up nothing
 
 
 def get_logger() -> Any:

@@ -72,3 +72,16 @@ def test_library_is_silent_by_default(capsys: pytest.CaptureFixture[str]) -> Non
     _cascade().run("q")
     out, err = capsys.readouterr()
     assert out == "" and err == ""
+
+
+def test_silent_by_default_when_the_app_configured_nothing() -> None:
+    """No handler anywhere: Python's "last resort" would print warnings to stderr; cascade stays silent."""
+    import subprocess
+    import sys
+
+    code = (
+        "import cascade.logging as l; l.get_logger().warning('cascade.budget_stop', cap='day'); print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "ok"
+    assert done.stderr == ""
