@@ -163,7 +163,9 @@ def test_concurrent_async_runs_never_exceed_cap() -> None:
 
 
 def _hammer(path: str, n: int) -> int:
-    ledger = SQLiteLedger(path)
+    ledger = SQLiteLedger(
+        path, lock_timeout=60
+    )  # contention is the point: a busy CI machine must not time out
     won = 0
     for _ in range(n):
         try:

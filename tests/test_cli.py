@@ -472,3 +472,21 @@ def test_batch_line_keeps_the_callers_own_fields(capsys: pytest.CaptureFixture[s
     out_file = tmp_path / "o.jsonl"
     code, _, _ = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", str(out_file))
     assert code == 0 and json.loads(out_file.read_text())["answer"] == "2 + 2 = 4"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "cascade/demo/demo.yaml", "--seed", "-1"], "--seed"),
+        (["tune", "cascade/demo/demo.yaml", "--target-quality", "best", "--seed", "-1"], "--seed"),
+        (["tune", "cascade/demo/demo.yaml", "--target-quality", "best", "--samples", "0"], "--samples"),
+        (["tune", "cascade/demo/demo.yaml", "--target-quality", "best", "--samples", "3,-2"], "--samples"),
+    ],
+)
+def test_bad_seed_and_sample_counts_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2  # was a numpy traceback (--seed -1) or silently accepted (--samples 0)
+    err = capsys.readouterr().err
+    assert err.startswith("cascade: error: ") and message in err
+    assert "Traceback" not in err

@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--bootstrap: at least 1 (got {args.bootstrap})")
     if args.test_fraction is not None and not 0 < args.test_fraction < 1:
         raise UsageError(f"--test-fraction: between 0 and 1 (got {args.test_fraction})")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed: between 0 and 2**32 - 1 (got {args.seed})")
     if family.is_family(args.policy):
         import json
 

@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         ("--pool", args.pool, args.pool >= 1),
         ("--bootstrap", args.bootstrap, args.bootstrap >= 1),
         ("--test-fraction", args.test_fraction, 0 < args.test_fraction < 1),
+        ("--seed", args.seed, 0 <= args.seed < 2**32),
     ):
         if not ok:
             raise UsageError(f"{flag}: out of range (got {value})")
@@ -167,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         samples = [int(k) for k in args.samples.split(",")] if args.samples else []
     except ValueError:
         raise UsageError(f"--samples: comma-separated counts (got {args.samples!r})") from None
+    if any(k < 1 for k in samples):
+        raise UsageError(f"--samples: every count at least 1 (got {args.samples!r})")
     suffix = ".family.yaml" if args.frontier is not None else ".tuned.yaml"
     out = Path(args.out) if args.out else Path(args.skeleton).with_suffix(suffix)
     data_file = data_path(args.skeleton, args.data)

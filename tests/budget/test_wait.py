@@ -129,7 +129,9 @@ def test_a_waiting_reservation_is_woken_by_a_settle() -> None:
     threading.Timer(0.1, lambda: budget.settle(hold, Decimal("0.1"))).start()
     started = time.monotonic()
     budget.reserve(buckets, Decimal("0.5"))  # an in-process ledger is not polled (next poll after 1 s)
-    assert 0.09 < time.monotonic() - started < 0.8
+    assert (
+        0.05 < time.monotonic() - started < 0.8
+    )  # waited for the settle (due 0.1 s after the timer started)
 
 
 def test_reserve_output_tokens_tightens_the_worst_case_but_charges_the_real_cost() -> None:
