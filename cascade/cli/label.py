@@ -80,8 +80,9 @@ def _judge(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cascade.cli.report import read_rows
     from cascade.observe import label as lab
-    from cascade.observe.logfile import merged_card, meta, read_log, since
+    from cascade.observe.logfile import merged_card, meta
 
     sources: dict[str, Any] = {}
     judge_budget = None
@@ -102,23 +103,10 @@ def run(args: argparse.Namespace) -> int:
                 ) from None
         else:
             raise UsageError(f"--reference: strongest, judge, recorded or file:labels.csv (got {ref!r})")
-    log = read_log(args.log)
-    if not log.rows and log.bad_lines:
-        raise UsageError(
-            f"{', '.join(args.log)}: no outcome-log rows ({log.bad_lines} line(s) that are not rows);"
-            " give the files or folder of the policy's logging.outcomes path"
-        )
+    log, rows = read_rows(args.log, args.since)
     out = Path(args.out)
     if any(out.resolve() == f.resolve() for f in log.files):
         raise UsageError(f"--out {out} is one of the logs read; write the labelled rows elsewhere")
-    rows = log.rows
-    if args.since:
-        try:
-            rows = since(rows, args.since)
-        except ValueError as err:
-            raise UsageError(f"--since: {err}") from None
-    if log.bad_lines:
-        print(f"note: skipped {log.bad_lines} line(s) that are not log rows", file=sys.stderr)
     per_source = {name: [fn(r) for r in rows] for name, fn in sources.items()}
     kept: list[dict[str, Any]] = []
     labelled = 0

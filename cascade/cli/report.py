@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from cascade.cli import UsageError
 
@@ -25,23 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cascade.observe.logfile import read_log, since
     from cascade.observe.report import plot, predictions, report, table
 
-    log = read_log(args.log)
-    if not log.rows and log.bad_lines:
-        raise UsageError(
-            f"{', '.join(args.log)}: no outcome-log rows ({log.bad_lines} line(s) that are not rows);"
-            " give the files or folder of the policy's logging.outcomes path"
-        )
-    rows = log.rows
-    if args.since:
-        try:
-            rows = since(rows, args.since)
-        except ValueError as err:
-            raise UsageError(f"--since: {err}") from None
-    if log.bad_lines:
-        print(f"note: skipped {log.bad_lines} line(s) that are not log rows", file=sys.stderr)
+    log, rows = read_rows(args.log, args.since)
     tiers = log.tiers
     predicted: dict[str, object] = {"tiers": {}}
     if args.policy:
@@ -70,3 +57,24 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--plot needs matplotlib: pip install 'cascade-llm[plot]'") from None
         print(f"plot -> {args.plot}", file=sys.stderr)
     return 3 if args.fail_on_drift and fig["drift"] else 0
+
+
+def read_rows(paths: list[str], since_arg: str | None) -> tuple[Any, list[dict[str, Any]]]:
+    """The outcome log at ``paths`` and its rows (within ``--since``), or a one-line usage error."""
+    from cascade.observe.logfile import read_log, since
+
+    log = read_log(paths)
+    if not log.rows and log.bad_lines:
+        raise UsageError(
+            f"{', '.join(paths)}: no outcome-log rows ({log.bad_lines} line(s) that are not rows);"
+            " give the files or folder of the policy's logging.outcomes path"
+        )
+    rows = log.rows
+    if since_arg:
+        try:
+            rows = since(rows, since_arg)
+        except ValueError as err:
+            raise UsageError(f"--since: {err}") from None
+    if log.bad_lines:
+        print(f"note: skipped {log.bad_lines} line(s) that are not log rows", file=sys.stderr)
+    return log, rows
