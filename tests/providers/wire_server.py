@@ -19,7 +19,7 @@ are deterministic; markers in the last user message choose the behaviour:
 =====================  ==================================================================
 
 ``logprobs`` / ``top_logprobs`` and ``stream`` (SSE, with ``stream_options.include_usage``) are
-honoured. Run it by hand with ``python tests/providers/wire_server.py [port]``.
+honoured. Run it by hand with ``python -m tests.providers.wire_server [port]`` from the repository root.
 
 Live tests can also script behaviour per model, without markers: ``server.script("cheap-1",
 ModelScript(answers=["4"], fail=[500, 500], stream_usage="none"))``. A model's script wins over
@@ -37,8 +37,10 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.local_server import LocalServer
 
 _MARK = re.compile(r"!([a-z-]+)(?:=(\{.*?\}|\S+))?")
 
@@ -89,11 +91,9 @@ class ModelScript:
         return status, answer, tool
 
 
-class WireServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class WireServer(LocalServer):
     def __init__(self, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__(_Handler, port)
         self.seen: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.requests = 0
@@ -101,7 +101,6 @@ class WireServer(ThreadingHTTPServer):
         self.keep_alive = True
         """False: every reply closes its connection (no pooled sockets left when an event loop ends)."""
         self.bodies: list[tuple[str, dict[str, Any]]] = []
-        self._thread: threading.Thread | None = None
 
     def script(self, model: str, script: ModelScript) -> ModelScript:
         """Script ``model``'s behaviour (replaces any earlier script for it)."""
@@ -121,26 +120,6 @@ class WireServer(ThreadingHTTPServer):
             if script is None:
                 return None
             return (script, *script.next_call())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def start(self) -> WireServer:
-        self._thread = threading.Thread(target=self.serve_forever, args=(0.02,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out on purpose (the timeout tests) closes the socket before the
-        # delayed reply is written; that broken pipe is expected, not worth a traceback.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
 
     def visit(self, body: bytes) -> tuple[int, int]:
         """(how many times this exact body was seen before, request number)."""
