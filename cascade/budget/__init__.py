@@ -307,11 +307,7 @@ class Budget:
                             break
                     poll = min(poll * 2, self._poll_max()) if head else self._poll_start()
                 except LedgerUnavailableError as exc:
-                    self._release_lost(exc)
-                    if self.on_ledger_error != "fail_open":
-                        self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
-                        raise
-                    return self._local_hold(buckets, amount, exc)
+                    return self._unavailable(exc, buckets, amount)
         finally:
             if waiter is not None:
                 st.leave(queue, waiter)
@@ -372,11 +368,7 @@ class Budget:
                             break
                     poll = min(poll * 2, self._poll_max()) if head else self._poll_start()
                 except LedgerUnavailableError as exc:
-                    self._release_lost(exc)
-                    if self.on_ledger_error != "fail_open":
-                        self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
-                        raise
-                    return self._local_hold(buckets, amount, exc)
+                    return self._unavailable(exc, buckets, amount)
         finally:
             if waiter is not None:
                 st.leave(queue, waiter)
@@ -558,6 +550,16 @@ class Budget:
         if isinstance(pending, str):
             self._mark_down(exc)
             self._journaled(pending, Decimal(0))
+
+    def _unavailable(
+        self, exc: LedgerUnavailableError, buckets: Sequence[tuple[str, Decimal]], amount: Decimal
+    ) -> str:
+        """A reservation the ledger could not answer: re-raise ``exc`` (fail_closed) or hold locally."""
+        self._release_lost(exc)
+        if self.on_ledger_error != "fail_open":
+            self._event("error", "cascade.ledger_unavailable", mode="fail_closed", error=str(exc))
+            raise exc
+        return self._local_hold(buckets, amount, exc)
 
     def _local_hold(
         self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal, exc: Exception | None
