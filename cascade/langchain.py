@@ -779,6 +779,18 @@ def _with_cause(exc: AllTiersFailedError, tally: _Tally) -> AllTiersFailedError:
     return exc
 
 
+@contextlib.contextmanager
+def _in_scope(scope: _Scope) -> Iterator[None]:
+    """Tier calls inside run as child runs of ``scope``; a failure of every tier gets its cause."""
+    token = _scope.set(scope)
+    try:
+        yield
+    except AllTiersFailedError as exc:
+        raise _with_cause(exc, scope.tally) from exc.__cause__
+    finally:
+        _scope.reset(token)
+
+
 def _cause_matcher(types: tuple[type[BaseException], ...]) -> Callable[[BaseException], bool]:
     def matches(exc: BaseException) -> bool:
         seen: BaseException | None = exc
@@ -1108,13 +1120,8 @@ class CascadeChatModel(BaseChatModel):
             metadata = manager.metadata
         if metadata is not None:  # nobody listens: no run to report
             scope = self._prepare(messages, stop, None, kwargs, metadata)
-            token = _scope.set(scope)
-            try:
+            with _in_scope(scope):
                 answer = self._traced.run(scope.request, session=self._session(scope.request))
-            except AllTiersFailedError as exc:
-                raise _with_cause(exc, scope.tally) from exc.__cause__
-            finally:
-                _scope.reset(token)
             return _unreported(answer, how["start"]["run_id"])
         assert manager is not None
         (run,) = manager.on_chat_model_start(
@@ -1149,13 +1156,8 @@ class CascadeChatModel(BaseChatModel):
             metadata = manager.metadata
         if metadata is not None:  # nobody listens: no run to report
             scope = self._prepare(messages, stop, None, kwargs, metadata)
-            token = _scope.set(scope)
-            try:
+            with _in_scope(scope):
                 answer = await self._traced.arun(scope.request, session=self._session(scope.request))
-            except AllTiersFailedError as exc:
-                raise _with_cause(exc, scope.tally) from exc.__cause__
-            finally:
-                _scope.reset(token)
             return _unreported(answer, how["start"]["run_id"])
         assert manager is not None
         (run,) = await manager.on_chat_model_start(
@@ -1301,13 +1303,8 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         scope = self._prepare(messages, stop, run_manager, kwargs)
-        token = _scope.set(scope)
-        try:
+        with _in_scope(scope):
             result = self._traced.run(scope.request, session=self._session(scope.request))
-        except AllTiersFailedError as exc:
-            raise _with_cause(exc, scope.tally) from exc.__cause__
-        finally:
-            _scope.reset(token)
         return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope.tally))])
 
     async def _agenerate(
@@ -1318,13 +1315,8 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         scope = self._prepare(messages, stop, run_manager, kwargs)
-        token = _scope.set(scope)
-        try:
+        with _in_scope(scope):
             result = await self._traced.arun(scope.request, session=self._session(scope.request))
-        except AllTiersFailedError as exc:
-            raise _with_cause(exc, scope.tally) from exc.__cause__
-        finally:
-            _scope.reset(token)
         return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope.tally))])
 
     def _live(self, action: Any) -> _TierRun | None:
