@@ -39,11 +39,9 @@ def coin(seed: int, text: str) -> float:
 
 
 def request_text(request: Request) -> str:
-    """The text the coin is drawn from: the last user message (else the last message)."""
-    users = [m.content for m in request.messages if m.role == "user"]
-    if users:
-        return users[-1]
-    return request.messages[-1].content if request.messages else ""
+    """The text the coin is drawn from: :attr:`Request.prompt` (the last user message, else the
+    last message)."""
+    return request.prompt if request.messages else ""
 
 
 def lift(value: float, u: float, below: float, above: float, p: float) -> float:
