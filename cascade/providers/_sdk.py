@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import json
 import math
 import os
 import threading
@@ -58,7 +59,7 @@ from cascade.errors import (
     RateLimitError,
     TransientProviderError,
 )
-from cascade.types import Completion, Request, Sample, Usage, UsageSource
+from cascade.types import Completion, Request, Sample, ToolCall, Usage, UsageSource
 
 T = TypeVar("T")
 
@@ -423,15 +424,8 @@ def token_count(value: Any) -> int | None:
 
 def estimate_output_tokens(samples: Sequence[Sample]) -> int:
     """A generous output-token count for the returned samples (text and tool-call arguments)."""
-    import json
-
-    total = 0
-    for s in samples:
-        texts = [s.text] + [json.dumps(dict(tc.arguments)) + tc.name for tc in s.tool_calls]
-        for text in texts:
-            ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
-            total += math.ceil(ascii_chars / 3) + (len(text) - ascii_chars) + 1
-    return total
+    texts = [text for s in samples for text in (s.text, *_call_texts(s.tool_calls))]
+    return sum(_text_tokens(text) + 1 for text in texts)
 
 
 def check_usage(
@@ -499,16 +493,20 @@ def estimate_input_tokens(request: Request) -> int:
     ASCII text at 3 characters a token (tokenizers average about 4), any other character a
     token of its own, plus a few tokens of framing per message.
     """
-    import json
-
     texts = [m.content for m in request.messages]
-    texts += [json.dumps(dict(tc.arguments)) + tc.name for m in request.messages for tc in m.tool_calls]
+    texts += [text for m in request.messages for text in _call_texts(m.tool_calls)]
     texts += [json.dumps(t) for t in request.tools]
-    total = 0
-    for text in texts:
-        ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
-        total += math.ceil(ascii_chars / 3) + (len(text) - ascii_chars)
-    return total + 8 * len(request.messages) + 16
+    return sum(_text_tokens(text) for text in texts) + 8 * len(request.messages) + 16
+
+
+def _text_tokens(text: str) -> int:
+    """ASCII at 3 characters a token (tokenizers average about 4), any other character a token."""
+    ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
+    return math.ceil(ascii_chars / 3) + (len(text) - ascii_chars)
+
+
+def _call_texts(calls: Iterable[ToolCall]) -> list[str]:
+    return [json.dumps(dict(tc.arguments)) + tc.name for tc in calls]
 
 
 # -- several calls for several samples ---------------------------------------------------------
