@@ -55,7 +55,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -120,6 +120,7 @@ from cascade.types import (
 )
 
 _PARENT_KWARG = "_cascade_parent"
+_Manager = TypeVar("_Manager", CallbackManager, AsyncCallbackManager)
 
 
 class _LangChainInternals:
@@ -1104,6 +1105,26 @@ class CascadeChatModel(BaseChatModel):
             return None
         return {**named["inheritable_metadata"], **(named["local_metadata"] or {})}
 
+    def _lean_begin(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None,
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        configure: Callable[..., _Manager],
+    ) -> tuple[list[BaseMessage], dict[str, Any], _Manager | None, _Scope | None]:
+        """The messages, the run's start arguments, and either the run's callback manager or (when
+        nobody listens) the scope to run in without reporting a run."""
+        config, messages, how = self._lean_start(input, config, stop, kwargs)
+        args, named = how["configure"]
+        metadata = self._unheard(config, named)
+        manager = None if metadata is not None else configure(*args, **named)
+        if manager is not None and not manager.handlers and not manager.inheritable_handlers:
+            metadata = manager.metadata
+        if metadata is None:
+            return messages, how, manager, None
+        return messages, how, manager, self._prepare(messages, stop, None, kwargs, metadata)
+
     def _lean_invoke(
         self,
         input: LanguageModelInput,
@@ -1112,14 +1133,10 @@ class CascadeChatModel(BaseChatModel):
         kwargs: dict[str, Any],
     ) -> AIMessage:
         assert _lc is not None
-        config, messages, how = self._lean_start(input, config, stop, kwargs)
-        args, named = how["configure"]
-        metadata = self._unheard(config, named)
-        manager = None if metadata is not None else CallbackManager.configure(*args, **named)
-        if manager is not None and not manager.handlers and not manager.inheritable_handlers:
-            metadata = manager.metadata
-        if metadata is not None:  # nobody listens: no run to report
-            scope = self._prepare(messages, stop, None, kwargs, metadata)
+        messages, how, manager, scope = self._lean_begin(
+            input, config, stop, kwargs, CallbackManager.configure
+        )
+        if scope is not None:  # nobody listens: no run to report
             with _in_scope(scope):
                 answer = self._traced.run(scope.request, session=self._session(scope.request))
             return _unreported(answer, how["start"]["run_id"])
@@ -1148,14 +1165,10 @@ class CascadeChatModel(BaseChatModel):
         kwargs: dict[str, Any],
     ) -> AIMessage:
         assert _lc is not None
-        config, messages, how = self._lean_start(input, config, stop, kwargs)
-        args, named = how["configure"]
-        metadata = self._unheard(config, named)
-        manager = None if metadata is not None else AsyncCallbackManager.configure(*args, **named)
-        if manager is not None and not manager.handlers and not manager.inheritable_handlers:
-            metadata = manager.metadata
-        if metadata is not None:  # nobody listens: no run to report
-            scope = self._prepare(messages, stop, None, kwargs, metadata)
+        messages, how, manager, scope = self._lean_begin(
+            input, config, stop, kwargs, AsyncCallbackManager.configure
+        )
+        if scope is not None:  # nobody listens: no run to report
             with _in_scope(scope):
                 answer = await self._traced.arun(scope.request, session=self._session(scope.request))
             return _unreported(answer, how["start"]["run_id"])
