@@ -62,6 +62,16 @@ class Example:
     extra: tuple[float, ...] = ()  # extra inputs (a verifier's partner agreement, other scores...)
 
 
+def require_model(data: outcomes.Outcomes, model: str) -> None:
+    """Raise a :class:`ConfigurationError` (with a suggestion) when ``model`` is not in ``data``."""
+    if model not in data.models:
+        from cascade.registry import suggest
+
+        raise ConfigurationError(
+            f"{data.path.name}: model {model!r} is not in the file{suggest(model, data.models)}"
+        )
+
+
 def examples_from_outcomes(
     data: outcomes.Outcomes, model: str, *, samples: int = 1, positive_at: float = 0.5
 ) -> list[Example]:
@@ -70,12 +80,7 @@ def examples_from_outcomes(
     ``samples`` > 1 keeps that many samples per record, so agreement features are computed as a
     classifier scorer drawing ``samples`` would see them. A quality >= ``positive_at`` is correct.
     """
-    if model not in data.models:
-        from cascade.registry import suggest
-
-        raise ConfigurationError(
-            f"{data.path.name}: model {model!r} is not in the file{suggest(model, data.models)}"
-        )
+    require_model(data, model)
     out = []
     for r in data.records:
         recorded = r.responses.get(model)
@@ -727,6 +732,7 @@ __all__ = [
     "fit_isotonic",
     "fit_logistic",
     "fit_platt",
+    "require_model",
     "split_examples",
     "train",
     "train_and_report",

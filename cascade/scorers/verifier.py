@@ -56,7 +56,7 @@ from cascade.logging import get_logger
 from cascade.protocols import Scorer
 from cascade.retry import acall_with_retry, call_with_retry
 from cascade.scorers.answers import ExtractorKind, make_extractor
-from cascade.scorers.classifier import Classifier, Example, train
+from cascade.scorers.classifier import Classifier, Example, require_model, train
 from cascade.scorers.features import GROUPS, FeatureConfig, Floats
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source, SourceSpec, _build_source
 from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
@@ -367,12 +367,7 @@ def verifier_examples(
     from cascade.evaluate.simulate import ReplayContext
     from cascade.policy.schema import TierSpec
 
-    if model not in data.models:
-        from cascade.registry import suggest
-
-        raise ConfigurationError(
-            f"{data.path.name}: model {model!r} is not in the file{suggest(model, data.models)}"
-        )
+    require_model(data, model)
     ctx = ReplayContext(base_dir or Path.cwd(), data, "auto")
     tier = TierSpec(name="verifier", provider="replay", model=model, options={"path": str(data.path)})
     ctx.tier = tier
@@ -602,12 +597,8 @@ def prompt_examples(
     is *as good as* that model's (right, or both wrong): skipping then sends exactly the prompts
     where the stronger model would gain, which routes better when both are often wrong."""
     for m in (model, versus):
-        if m is not None and m not in data.models:
-            from cascade.registry import suggest
-
-            raise ConfigurationError(
-                f"{data.path.name}: model {m!r} is not in the file{suggest(m, data.models)}"
-            )
+        if m is not None:
+            require_model(data, m)
     out = []
     for r in data.records:
         if ids is not None and r.id not in ids:
