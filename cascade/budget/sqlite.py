@@ -45,10 +45,6 @@ CREATE INDEX IF NOT EXISTS settled_at ON settled (at);
 """
 
 
-def _nano(amount: Decimal, rounding: str) -> int:  # kept for callers of the old helper
-    return to_nano(amount, rounding)
-
-
 def _rollback(db: sqlite3.Connection) -> None:
     if db.in_transaction:
         db.execute("ROLLBACK")
