@@ -78,6 +78,7 @@ from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
 DEFAULT_MAX_TOKENS = 1024
 SDK_DEFAULT_RETRIES = 2  # what the OpenAI and Anthropic SDKs do when max_retries is unset
 _T = TypeVar("_T")
+_Manager = TypeVar("_Manager", CallbackManager, AsyncCallbackManager)
 _DEADLINES = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="cascade-tier-deadline")
 
 
@@ -296,8 +297,10 @@ class LangChainProvider:
         return type(model)._stream is not BaseChatModel._stream and model.disable_streaming is not True
 
     def _stream_call(
-        self, request: Request, context: CallContext | None
-    ) -> tuple[BaseChatModel, list[BaseMessage], RunnableConfig, dict[str, Any], dict[str, Any]]:
+        self, request: Request, context: CallContext | None, configure: Callable[..., _Manager]
+    ) -> tuple[BaseChatModel, list[BaseMessage], _Manager, dict[str, Any], dict[str, Any]]:
+        """The chat model to stream, its messages, the run's callback manager (from ``configure``),
+        the call's kwargs and the run's start arguments."""
         runnable, messages, config, kwargs = self._prepare(request, context)
         bound: dict[str, Any] = {}
         while isinstance(runnable, RunnableBinding):  # bind_tools / bind: the kwargs travel to _stream
@@ -324,9 +327,16 @@ class LangChainProvider:
             "batch_size": 1,
         }
         metadata = {**(config.get("metadata") or {}), **model._get_ls_params_with_defaults(**kwargs)}
-        config = RunnableConfig(**config)
-        config["metadata"] = metadata
-        return model, messages, config, kwargs, start
+        manager = configure(
+            config.get("callbacks"),
+            model.callbacks,
+            model.verbose,
+            config.get("tags"),
+            model.tags,
+            metadata,
+            model.metadata,
+        )
+        return model, messages, manager, kwargs, start
 
     def stream(self, request: Request, context: CallContext | None = None) -> Iterator[AIMessageChunk]:
         """Stream one answer as LangChain chunks; errors are mapped like :meth:`complete`'s.
@@ -337,15 +347,8 @@ class LangChainProvider:
         carries no usage is billed, and reported, from an estimate. ``context`` replaces
         :data:`tier_call` (a generator cannot rely on a context variable).
         """
-        model, messages, config, kwargs, start = self._stream_call(request, context)
-        manager = CallbackManager.configure(
-            config.get("callbacks"),
-            model.callbacks,
-            model.verbose,
-            config.get("tags"),
-            model.tags,
-            config.get("metadata"),
-            model.metadata,
+        model, messages, manager, kwargs, start = self._stream_call(
+            request, context, CallbackManager.configure
         )
         (run,) = manager.on_chat_model_start(model._serialized, [messages], **start)
         chunks: list[AIMessageChunk] = []
@@ -367,15 +370,8 @@ class LangChainProvider:
         self, request: Request, context: CallContext | None = None
     ) -> AsyncIterator[AIMessageChunk]:
         """Async twin of :meth:`stream`."""
-        model, messages, config, kwargs, start = self._stream_call(request, context)
-        manager = AsyncCallbackManager.configure(
-            config.get("callbacks"),
-            model.callbacks,
-            model.verbose,
-            config.get("tags"),
-            model.tags,
-            config.get("metadata"),
-            model.metadata,
+        model, messages, manager, kwargs, start = self._stream_call(
+            request, context, AsyncCallbackManager.configure
         )
         (run,) = await manager.on_chat_model_start(model._serialized, [messages], **start)
         chunks: list[AIMessageChunk] = []
