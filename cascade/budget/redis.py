@@ -237,7 +237,7 @@ class RedisLedger:
 
     def _reserve_args(
         self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, ttl: float
-    ) -> tuple[str, int, list[Any]]:
+    ) -> tuple[str, list[Any]]:
         want = reserve_nano(amount)
         if want < 0:
             raise ValueError(f"cannot reserve a negative amount ({amount})")
@@ -246,7 +246,7 @@ class RedisLedger:
             raise ValueError("the Redis ledger holds amounts below $9,007,199 per bucket")
         hold = new_hold_id([b for b, _ in caps])
         args = [hold[:32], want, max(int(ttl * 1000), 1), self.keep_ms, *limits]
-        return hold, want, args
+        return hold, args
 
     def _settle_args(self, hold: str, actual: Decimal) -> tuple[list[str], list[Any]]:
         buckets = hold_buckets(hold)
@@ -280,7 +280,7 @@ class RedisLedger:
     # -- sync ------------------------------------------------------------------------------------
 
     def reserve(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0) -> str:
-        hold, _, args = self._reserve_args(caps, amount, ttl)
+        hold, args = self._reserve_args(caps, amount, ttl)
         try:
             result = self._reserve(keys=self._keys([b for b, _ in caps], hold), args=args)
         except redis.RedisError as exc:
@@ -356,7 +356,7 @@ class RedisLedger:
     async def areserve(
         self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0
     ) -> str:
-        hold, _, args = self._reserve_args(caps, amount, ttl)
+        hold, args = self._reserve_args(caps, amount, ttl)
         script, _, _ = await self._ascripts()
         try:
             result = await script(keys=self._keys([b for b, _ in caps], hold), args=args)
