@@ -46,6 +46,7 @@ from cascade.evaluate.candidates import slug as _slug
 from cascade.evaluate.candidates import validate_tier as _validate_tier
 from cascade.evaluate.data import BoolArray, EvalSet, FloatArray
 from cascade.evaluate.metrics import upper_hull
+from cascade.evaluate.report import usd as _usd
 from cascade.evaluate.simulate import Billing, ReplayContext, TierArrays, run, score_tier
 from cascade.outcomes import Outcomes
 from cascade.policy import loader
@@ -868,12 +869,6 @@ def _randomised_boundary(
             )
             best = Boundary(pos, float(t_a), t_b, float(p), seed, qm, cm, note)
     return best
-
-
-def _usd(x: float) -> str:
-    from cascade.evaluate.report import usd
-
-    return usd(x)
 
 
 def _frontier(search: _Search) -> list[Setting]:
