@@ -32,8 +32,7 @@ current: ContextVar[SampleCache | None] = ContextVar("cascade_sample_cache", def
 
 def call_key(kind: str, model: str, options: Mapping[str, Any], params: Mapping[str, Any]) -> str:
     """What makes two calls the same call: provider kind, model, provider options, generation params."""
-    body = json.dumps([kind, model, options, params], sort_keys=True, default=str, separators=(",", ":"))
-    return body
+    return json.dumps([kind, model, options, params], sort_keys=True, default=str, separators=(",", ":"))
 
 
 def _request_key(request: Request) -> str:
