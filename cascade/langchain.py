@@ -299,12 +299,12 @@ class _TierRun:
         scope = _scope.get()
         if scope is None:
             return self.inner.complete(request, n)
-        ctx = scope.context(self.tier, self._own_callbacks())
         try:
-            if scope.unheard and not self.langchain:
+            if scope.unheard and not self.langchain:  # no run to report: no run config to build
                 completion = self.inner.complete(request, n)
                 scope.tally.reported += completion.usage
                 return completion
+            ctx = scope.context(self.tier, self._own_callbacks())
             if self.langchain:
                 token = tier_call.set(ctx)
                 try:
@@ -333,12 +333,12 @@ class _TierRun:
         scope = _scope.get()
         if scope is None:
             return await self.inner.acomplete(request, n)
-        ctx = scope.context(self.tier, self._own_callbacks())
         try:
-            if scope.unheard and not self.langchain:
+            if scope.unheard and not self.langchain:  # no run to report: no run config to build
                 completion = await self.inner.acomplete(request, n)
                 scope.tally.reported += completion.usage
                 return completion
+            ctx = scope.context(self.tier, self._own_callbacks())
             if self.langchain:
                 token = tier_call.set(ctx)
                 try:
