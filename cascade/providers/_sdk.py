@@ -390,6 +390,19 @@ class adeadline:  # noqa: N801 - used like a function: ``async with adeadline(..
             raise err from None
 
 
+MALFORMED: tuple[type[Exception], ...] = (AttributeError, TypeError, ValueError, KeyError)
+"""What reading fields of a body the SDK built without validation raises when it is malformed."""
+
+UNPARSEABLE: tuple[type[Exception], ...] = (json.JSONDecodeError, UnicodeDecodeError)
+"""What an SDK raises for a body that is not JSON (or not UTF-8) although it says it is."""
+
+
+def snippet(body: Any) -> str:
+    """The start of a body that is not what was expected, on one line (its type if not text)."""
+    text = body if isinstance(body, str) else type(body).__name__
+    return " ".join(text.split())[:80]
+
+
 # -- usage sanity -----------------------------------------------------------------------------
 
 
@@ -482,6 +495,30 @@ def check_usage(
             bound_output=bound.output_tokens,
         )
     return clamped, "clamped"
+
+
+def settle_usage(
+    reported: Usage | None,
+    *,
+    samples: Sequence[Sample],
+    request: Request | None,
+    max_output: int | None,
+    provider: str,
+    model: str,
+    request_id: str | None = None,
+) -> tuple[Usage, UsageSource]:
+    """A parsed body's usage: checked by :func:`check_usage` against the call's worst case (the
+    prompt once, ``max_output`` out) when ``request`` and ``max_output`` are known, else as reported."""
+    if request is None or max_output is None:
+        return (reported, "reported") if reported is not None else (Usage(), "estimated")
+    return check_usage(
+        reported,
+        samples=samples,
+        bound=Usage(estimate_input_tokens(request), max_output),
+        provider=provider,
+        model=model,
+        request_id=request_id,
+    )
 
 
 # -- token estimates --------------------------------------------------------------------------
@@ -743,5 +780,7 @@ __all__ = [
     "map_error",
     "merge",
     "retry_after",
+    "settle_usage",
+    "snippet",
     "token_count",
 ]

@@ -16,7 +16,6 @@ is an :class:`~cascade.errors.InvalidResponseError`; usage is checked by
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -29,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cascade.errors import ConfigurationError
 from cascade.policy.schema import GenerationParams, TierSpec
 from cascade.providers import _sdk
-from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage, UsageSource
+from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
 
 
 def to_anthropic_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,10 +100,8 @@ def usage_of(u: Any) -> Usage | None:
     return Usage(*(c or 0 for c in counts))
 
 
-_UNPARSEABLE = (json.JSONDecodeError, UnicodeDecodeError)
 _CALL_ERRORS: tuple[type[Exception], ...] = (anthropic.AnthropicError, *_sdk.WIRE_ERRORS)
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
-_MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
 
 
 def parse(
@@ -116,11 +113,10 @@ def parse(
     """
     rid = getattr(message, "_request_id", None)
     if not isinstance(message, AnthropicMessage):  # the SDK returns the text of a non-JSON body
-        text = message if isinstance(message, str) else type(message).__name__
-        raise _sdk.invalid("anthropic", "not a message", " ".join(text.split())[:80], request_id=rid)
+        raise _sdk.invalid("anthropic", "not a message", _sdk.snippet(message), request_id=rid)
     try:  # a body without a usable answer may still report what it used (billed)
         billed = usage_of(getattr(message, "usage", None))
-    except _MALFORMED:
+    except _sdk.MALFORMED:
         billed = None
     error = _sdk.error_object(message.model_extra)
     if error is not None or str(message.type) == "error":
@@ -148,21 +144,19 @@ def parse(
         )
         sample = Sample("".join(texts), tool_calls=calls, finish_reason=message.stop_reason)
         reported = usage_of(getattr(message, "usage", None))
-    except _MALFORMED as exc:
+    except _sdk.MALFORMED as exc:
         raise _sdk.invalid(
             "anthropic", "malformed content", f"{type(exc).__name__}: {exc}", request_id=rid, usage=billed
         ) from None
-    usage: Usage = reported or Usage()
-    source: UsageSource = "reported" if reported is not None else "estimated"
-    if request is not None and max_tokens is not None:
-        usage, source = _sdk.check_usage(
-            reported,
-            samples=(sample,),
-            bound=Usage(_sdk.estimate_input_tokens(request), max_tokens),
-            provider="anthropic",
-            model=str(message.model),
-            request_id=rid,
-        )
+    usage, source = _sdk.settle_usage(
+        reported,
+        samples=(sample,),
+        request=request,
+        max_output=max_tokens,
+        provider="anthropic",
+        model=str(message.model),
+        request_id=rid,
+    )
     return Completion(
         samples=(sample,),
         usage=usage,
@@ -275,7 +269,7 @@ class AnthropicProvider:
                 message = self.client.messages.create(**kw)
         except _CALL_ERRORS as exc:
             raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
-        except _UNPARSEABLE as exc:
+        except _sdk.UNPARSEABLE as exc:
             raise _sdk.invalid(self.kind, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
         return parse(message, time.perf_counter() - start, request, self.params.max_tokens)
 
@@ -296,7 +290,7 @@ class AnthropicProvider:
                 message = await client.messages.create(**kw)
         except _CALL_ERRORS as exc:
             raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
-        except _UNPARSEABLE as exc:
+        except _sdk.UNPARSEABLE as exc:
             raise _sdk.invalid(self.kind, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
         return parse(message, time.perf_counter() - start, request, self.params.max_tokens)
 

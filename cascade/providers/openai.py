@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cascade.errors import ConfigurationError
 from cascade.policy.schema import GenerationParams, TierSpec
 from cascade.providers import _sdk
-from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage, UsageSource
+from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
 
 
 def to_openai_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
@@ -97,27 +97,16 @@ def usage_of(u: Any) -> Usage | None:
     return Usage(max(prompt - cached, 0), completion, min(cached, prompt))
 
 
-_MALFORMED = (AttributeError, TypeError, ValueError, KeyError)
-"""What reading fields of a body the SDK built without validation raises when it is malformed."""
-
-
 def _billed(response: Any) -> Usage | None:
     """The usage a body reports, read defensively (None when absent or malformed)."""
     try:
         return usage_of(getattr(response, "usage", None))
-    except _MALFORMED:
+    except _sdk.MALFORMED:
         return None
 
 
-_UNPARSEABLE = (json.JSONDecodeError, UnicodeDecodeError)
 _CALL_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *_sdk.WIRE_ERRORS)
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
-"""What the SDK raises for a body that is not JSON (or not UTF-8) although it says it is."""
-
-
-def _snippet(body: Any) -> str:
-    text = body if isinstance(body, str) else type(body).__name__
-    return " ".join(text.split())[:80]
 
 
 class _CallOptions(BaseModel):
@@ -262,7 +251,7 @@ class OpenAIProvider:
         """
         rid = getattr(response, "_request_id", None)
         if not isinstance(response, ChatCompletion):  # the SDK returns the text of a non-JSON body
-            raise _sdk.invalid(self.name, "not a chat completion", _snippet(response), request_id=rid)
+            raise _sdk.invalid(self.name, "not a chat completion", _sdk.snippet(response), request_id=rid)
         billed = _billed(response)  # a body without a usable answer may still report what it used
         error = _sdk.error_object(response.model_extra)
         if error is not None:
@@ -279,21 +268,19 @@ class OpenAIProvider:
             samples = tuple(self._sample(c) for c in ordered)
             model = response.model if isinstance(response.model, str) and response.model else self.model
             reported = usage_of(getattr(response, "usage", None))
-        except _MALFORMED as exc:
+        except _sdk.MALFORMED as exc:
             raise _sdk.invalid(
                 self.name, "malformed choices", f"{type(exc).__name__}: {exc}", request_id=rid, usage=billed
             ) from None
-        usage: Usage = reported or Usage()
-        source: UsageSource = "reported" if reported is not None else "estimated"
-        if request is not None:  # one request for n samples: the prompt once, max_tokens each
-            usage, source = _sdk.check_usage(
-                reported,
-                samples=samples,
-                bound=Usage(_sdk.estimate_input_tokens(request), self.params.max_tokens * n),
-                provider=self.name,
-                model=self.model,
-                request_id=rid,
-            )
+        usage, source = _sdk.settle_usage(  # one request for n samples: the prompt once, max_tokens each
+            reported,
+            samples=samples,
+            request=request,
+            max_output=self.params.max_tokens * n,
+            provider=self.name,
+            model=self.model,
+            request_id=rid,
+        )
         return Completion(
             samples=samples,
             usage=usage,
@@ -342,7 +329,7 @@ class OpenAIProvider:
                 response = self.client.chat.completions.create(**kw)
         except _CALL_ERRORS as exc:
             raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
-        except _UNPARSEABLE as exc:
+        except _sdk.UNPARSEABLE as exc:
             raise _sdk.invalid(self.name, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
         return self.parse(response, time.perf_counter() - start, request, n)
 
@@ -376,7 +363,7 @@ class OpenAIProvider:
                 response = await client.chat.completions.create(**kw)
         except _CALL_ERRORS as exc:
             raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
-        except _UNPARSEABLE as exc:
+        except _sdk.UNPARSEABLE as exc:
             raise _sdk.invalid(self.name, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
         return self.parse(response, time.perf_counter() - start, request, n)
 
