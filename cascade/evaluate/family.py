@@ -19,7 +19,7 @@ import yaml
 
 from cascade.errors import ConfigurationError
 from cascade.evaluate.evaluate import Evaluation
-from cascade.evaluate.metrics import aiq, best_mix_aiq, signless, upper_hull
+from cascade.evaluate.metrics import aiq, signless, upper_hull
 from cascade.evaluate.tune import Setting, Tuning
 
 
@@ -92,14 +92,12 @@ def family_figures(evals: Sequence[tuple[str, Evaluation]]) -> dict[str, Any]:
     """The family's figures from its members' evaluations (on the same records)."""
     first = evals[0][1]
     es, rows = first.evalset, first.rows
-    qm, cm = es.quality[rows], es.cost[rows]
-    sq, sc = qm.mean(axis=0), cm.mean(axis=0)
-    lo, hi = float(sc.min()), float(sc.max())
+    sq, sc = es.quality[rows].mean(axis=0), es.cost[rows].mean(axis=0)
+    # the single models' and the best mix's AIQ on these records: the evaluation has them
+    base = first.figures["aiq"]
+    lo, hi = base["cost_range_usd"]
     mq = np.array([float(ev.run.quality.mean()) for _, ev in evals])
     mc = np.array([float(ev.run.cost.mean()) for _, ev in evals])
-    mix, (a, b) = best_mix_aiq(sc, sq, lo, hi)
-    single = [aiq(sc[[j]], sq[[j]], lo, hi) for j in range(len(es.models))]
-    jb = int(np.argmax(single))
     return {
         "file": first.figures["file"],
         "records": int(rows.sum()),
@@ -111,8 +109,8 @@ def family_figures(evals: Sequence[tuple[str, Evaluation]]) -> dict[str, Any]:
         "single_models": first.figures["single_models"],
         "aiq": {
             "family": aiq(mc, mq, lo, hi),
-            "best_single": {"model": es.models[jb], "value": single[jb]},
-            "best_random_mix": {"models": [es.models[a], es.models[b]], "value": mix},
+            "best_single": base["best_single"],
+            "best_random_mix": base["best_random_mix"],
             "all_single_models": aiq(sc, sq, lo, hi),
             "cost_range_usd": [lo, hi],
         },
