@@ -219,8 +219,8 @@ def test_a_cancelled_run_settles_its_hold_at_the_worst_case() -> None:
     worst = c.tiers[0].worst_case(Request.of("q"))
 
     async def cancelled() -> None:
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(c.arun("q"), 0.5)  # the hold is in place by then: a 5 s call cut off mid-way
+        with pytest.raises(TimeoutError):  # the hold is in place by 0.5 s: a 5 s call cut off mid-way
+            await asyncio.wait_for(c.arun("q"), 0.5)
 
     asyncio.run(cancelled())
     assert ledger._holds == {}
