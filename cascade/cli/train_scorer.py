@@ -155,7 +155,7 @@ def _learned(args: argparse.Namespace) -> int:
     from cascade import outcomes
     from cascade.cli import UsageError
     from cascade.scorers import metrics
-    from cascade.scorers.classifier import split_examples
+    from cascade.scorers.classifier import evaluate, split_examples
     from cascade.scorers.features import GROUPS
     from cascade.scorers.verifier import (
         OpenAIEmbedder,
@@ -206,7 +206,7 @@ def _learned(args: argparse.Namespace) -> int:
             seed=args.seed,
             meta=meta,
         )
-        p = np.array([clf.predict(e.prompt, e.samples, e.extra)[0] for e in test_set])
+        p, _ = evaluate(clf, test_set)
         method = clf.calibration.method
         save = clf.save
     else:
