@@ -397,6 +397,15 @@ UNPARSEABLE: tuple[type[Exception], ...] = (json.JSONDecodeError, UnicodeDecodeE
 """What an SDK raises for a body that is not JSON (or not UTF-8) although it says it is."""
 
 
+def reported_usage(body: Any, read: Callable[[Any], Usage | None]) -> Usage | None:
+    """What ``body`` reports it used (``read``: the provider's ``usage_of``), read defensively: a
+    body without a usable answer may still have been billed. None when absent or malformed."""
+    try:
+        return read(getattr(body, "usage", None))
+    except MALFORMED:
+        return None
+
+
 def snippet(body: Any) -> str:
     """The start of a body that is not what was expected, on one line (its type if not text)."""
     text = body if isinstance(body, str) else type(body).__name__
@@ -779,6 +788,7 @@ __all__ = [
     "is_local_url",
     "map_error",
     "merge",
+    "reported_usage",
     "retry_after",
     "settle_usage",
     "snippet",

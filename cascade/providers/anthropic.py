@@ -114,10 +114,7 @@ def parse(
     rid = getattr(message, "_request_id", None)
     if not isinstance(message, AnthropicMessage):  # the SDK returns the text of a non-JSON body
         raise _sdk.invalid("anthropic", "not a message", _sdk.snippet(message), request_id=rid)
-    try:  # a body without a usable answer may still report what it used (billed)
-        billed = usage_of(getattr(message, "usage", None))
-    except _sdk.MALFORMED:
-        billed = None
+    billed = _sdk.reported_usage(message, usage_of)
     error = _sdk.error_object(message.model_extra)
     if error is not None or str(message.type) == "error":
         raise _sdk.invalid(

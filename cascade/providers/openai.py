@@ -97,14 +97,6 @@ def usage_of(u: Any) -> Usage | None:
     return Usage(max(prompt - cached, 0), completion, min(cached, prompt))
 
 
-def _billed(response: Any) -> Usage | None:
-    """The usage a body reports, read defensively (None when absent or malformed)."""
-    try:
-        return usage_of(getattr(response, "usage", None))
-    except _sdk.MALFORMED:
-        return None
-
-
 _CALL_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *_sdk.WIRE_ERRORS)
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 
@@ -252,7 +244,7 @@ class OpenAIProvider:
         rid = getattr(response, "_request_id", None)
         if not isinstance(response, ChatCompletion):  # the SDK returns the text of a non-JSON body
             raise _sdk.invalid(self.name, "not a chat completion", _sdk.snippet(response), request_id=rid)
-        billed = _billed(response)  # a body without a usable answer may still report what it used
+        billed = _sdk.reported_usage(response, usage_of)
         error = _sdk.error_object(response.model_extra)
         if error is not None:
             raise _sdk.invalid(
