@@ -260,3 +260,22 @@ def test_cap_errors_show_money_without_trailing_zeros(tmp_path: Path) -> None:
         BudgetExceededError, match=r"^cap b \(\$0\.04\) cannot cover \$0\.02: \$0\.03 used or held$"
     ):
         ledger.reserve([("b", Decimal("0.04"))], Decimal("0.02"))
+
+
+def _first_use(path: str) -> str:
+    try:
+        ledger = SQLiteLedger(path)
+        ledger.settle(ledger.reserve([("b", Decimal(1))], Decimal("0.001")), Decimal("0.001"))
+    except Exception as exc:  # the failure is the finding: report it, do not crash the pool
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+@pytest.mark.slow
+def test_processes_that_start_together_on_a_new_ledger_file_all_get_in(tmp_path: Path) -> None:
+    """A new file's WAL switch and tables answered "locked" at once to the losers (1 start in 4 failed)."""
+    for i in range(12):
+        path = str(tmp_path / f"new-{i}.db")
+        with multiprocessing.get_context("fork").Pool(4) as pool:  # four fresh processes at once
+            assert pool.map(_first_use, [path] * 4, chunksize=1) == ["ok"] * 4
+        assert SQLiteLedger(path).spent("b") == Decimal("0.004")

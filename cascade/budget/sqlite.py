@@ -115,13 +115,31 @@ class SQLiteLedger:
             if not self._ready:
                 with self._init_lock:
                     if not self._ready:
-                        self._create()
+                        self._create_when_free()
             db = sqlite3.connect(self.path, isolation_level=None, timeout=self.lock_timeout)
             db.execute("PRAGMA synchronous=NORMAL")
         except (sqlite3.Error, OSError) as exc:
             raise self._fault(exc) from None
         self._local.db = db
         return db
+
+    def _create_when_free(self) -> None:
+        """:meth:`_create`, retried while another process creates the file at the same moment.
+
+        Switching a new file to WAL and creating its tables answers "database is locked" at once
+        (SQLite's busy timeout does not cover it) when processes start together; wait up to
+        ``lock_timeout`` as for any other lock.
+        """
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                self._create()
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def _create(self) -> None:
         if self.path.is_dir():
