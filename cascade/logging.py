@@ -15,6 +15,13 @@ _stdlib = logging.getLogger("cascade")
 _stdlib.addHandler(logging.NullHandler())  # no "last resort" printing of warnings when the app set up nothing
 
 
+def listening(level: int = logging.INFO) -> Any:
+    """The event logger when someone listens at ``level``, else None (then events cost nothing to build)."""
+    if structlog.is_configured() or _stdlib.isEnabledFor(level):
+        return get_logger()
+    return None
+
+
 def get_logger() -> Any:
     """The logger for cascade events (looked up per run, so late configuration is honoured)."""
     if structlog.is_configured():

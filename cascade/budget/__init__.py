@@ -116,13 +116,9 @@ def window_end(bucket: str) -> datetime | None:
 
 def _log(level: int) -> Any:
     """The event logger, or None when nobody listens at ``level``."""
-    import structlog
+    from cascade.logging import listening
 
-    from cascade.logging import _stdlib, get_logger
-
-    if structlog.is_configured() or _stdlib.isEnabledFor(level):
-        return get_logger()
-    return None
+    return listening(level)
 
 
 class _Waiter:

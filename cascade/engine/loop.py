@@ -17,15 +17,12 @@ instead (``gen.close()``) cannot yield, so it settles the hold itself, synchrono
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
-
-import structlog
 
 from cascade.budget import Budget
 from cascade.engine import reuse
@@ -38,7 +35,7 @@ from cascade.errors import (
     ProviderError,
     ScorerError,
 )
-from cascade.logging import _stdlib, get_logger
+from cascade.logging import listening
 from cascade.money import Price
 from cascade.protocols import Provider, Scorer, SkipEstimator
 from cascade.retry import RetryPolicy
@@ -216,11 +213,7 @@ Action = Call | Rate | Reserve | Settle | Predict
 Outcome = CallOutcome | RateOutcome | Reserved | Settled | Predicted
 
 
-def _logger() -> Any:
-    """The event logger, or None when nobody listens (then events cost nothing to build)."""
-    if structlog.is_configured() or _stdlib.isEnabledFor(logging.INFO):
-        return get_logger()
-    return None
+_logger = listening  # the event logger, or None when nobody listens (then events cost nothing to build)
 
 
 @dataclass(slots=True)

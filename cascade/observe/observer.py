@@ -8,18 +8,15 @@ engine's, unchanged but for the ``pinned`` entries in the trace of a pinned sess
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Generator
 from dataclasses import replace
 from typing import Any
 
-import structlog
-
 from cascade.engine.drive import execute
 from cascade.engine.loop import Call, CallOutcome, Rate, RateOutcome, Settings, Tier, failed_charge, steps
 from cascade.errors import CascadeError, ProviderError, ScorerError
-from cascade.logging import _stdlib, get_logger
+from cascade.logging import get_logger, listening
 from cascade.observe.metrics import PrometheusMetrics
 from cascade.observe.outcome_log import OutcomeLog
 from cascade.observe.record import Row, TierOutcome, card, render
@@ -231,8 +228,9 @@ def _pinned(result: CascadeResult, skipped: tuple[Tier, ...], session: str | Non
 
 def _event(name: str, **fields: Any) -> None:
     """An info event, built only when someone listens (as the engine's events)."""
-    if structlog.is_configured() or _stdlib.isEnabledFor(logging.INFO):
-        get_logger().info(name, **fields)
+    log = listening()
+    if log is not None:
+        log.info(name, **fields)
 
 
 __all__ = ["Observer"]

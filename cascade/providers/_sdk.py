@@ -417,15 +417,9 @@ def snippet(body: Any) -> str:
 
 def _logger() -> Any:
     """The event logger when the application listens (as the engine does), else None."""
-    import logging
+    from cascade.logging import listening
 
-    import structlog
-
-    from cascade.logging import _stdlib, get_logger
-
-    if structlog.is_configured() or _stdlib.isEnabledFor(logging.INFO):
-        return get_logger()
-    return None
+    return listening()
 
 
 FAR = 2
