@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from cascade.budget.memory import MemoryLedger
 from cascade.budget.sqlite import SQLiteLedger
 from cascade.testing import FixedScorer, ScriptedProvider
 from cascade.types import Completion, Request, Score
+from tests import clock
 from tests.helpers import PRICE, cost_of, tier
 
 ONE_CALL = cost_of(1)  # $0.00002 worst case and actual per scripted call
@@ -53,17 +54,17 @@ def test_cap_too_small_for_first_tier_raises_even_in_stop_mode() -> None:
 @pytest.mark.parametrize("ledger_kind", ["memory", "sqlite"])
 def test_window_cap_charges_actual_cost_and_then_refuses(ledger_kind: str, tmp_path: Path) -> None:
     ledger = MemoryLedger() if ledger_kind == "memory" else SQLiteLedger(tmp_path / "l.db")
-    day = datetime(2026, 11, 23, tzinfo=UTC)
+    day = clock.now()
     budget = Budget(caps=(Cap(ONE_CALL * 4, "day"),), ledger=ledger, clock=lambda: day)
     c = _cascade(budget, scores=(0.9, 0.9))  # each run: one call
     for _ in range(4):
         assert c.run("q").accepted
-    assert ledger.spent("policy:p|day:2026-11-23") == ONE_CALL * 4
+    assert ledger.spent(clock.day_bucket(at=day)) == ONE_CALL * 4
     with pytest.raises(BudgetExceededError) as info:
         c.run("q")
-    assert info.value.cap == "policy:p|day:2026-11-23"
+    assert info.value.cap == clock.day_bucket(at=day)
     # the next day has its own bucket
-    budget2 = Budget(caps=budget.caps, ledger=ledger, clock=lambda: datetime(2026, 11, 24, tzinfo=UTC))
+    budget2 = Budget(caps=budget.caps, ledger=ledger, clock=lambda: day + timedelta(days=1))
     assert _cascade(budget2, scores=(0.9, 0.9)).run("q").accepted
 
 
@@ -73,7 +74,7 @@ def test_month_and_total_windows_bucket_names() -> None:
         clock=lambda: datetime(2026, 2, 3, tzinfo=UTC),
     )
     assert [b for b, _ in budget.buckets("p", "tenant-1")] == [
-        "policy:p|month:2026-02",
+        "policy:p|month:2026-02",  # literal date ok: a fixed clock, names only, no ledger
         "key:p:tenant-1|total",
     ]
     assert budget.buckets("p", None)[1][0] == "key:p:anonymous|total"

@@ -17,11 +17,12 @@ from cascade.budget.redis import RedisLedger
 from cascade.engine.build import build
 from cascade.testing import ScriptedProvider
 from tests.budget.conftest import RedisServer, free_port
+from tests.clock import day_bucket, now
 from tests.helpers import cost_of, tier
 
 redis = pytest.importorskip("redis")
 
-DAY = "policy:p|day:2026-11-23"
+DAY = day_bucket()  # today (or $CASCADE_TEST_DAYS_AHEAD ahead): a literal day expires from the ledger
 KEY = "key:p:alice|total"
 CAPS = [(DAY, Decimal(1)), (KEY, Decimal("0.5"))]
 
@@ -86,7 +87,7 @@ def test_a_settle_after_every_key_of_the_hold_is_gone_still_charges(redis_url: s
 
 def test_keys_share_one_hash_tag_and_expire_after_their_window(redis_url: str, prefix: str) -> None:
     ledger = RedisLedger(redis_url, prefix=prefix, retention=3600)
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    today = now().strftime("%Y-%m-%d")
     day, total = f"policy:p|day:{today}", "policy:p|total"
     ledger.settle(ledger.reserve([(day, Decimal(1)), (total, Decimal(1))], Decimal("0.1")), Decimal("0.1"))
     client = redis.Redis.from_url(redis_url)
