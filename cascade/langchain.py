@@ -106,7 +106,7 @@ from cascade.providers.langchain import (
     to_langchain_messages,
     usage_metadata,
 )
-from cascade.testing import ScriptedChatModel
+from cascade._testing_langchain import ScriptedChatModel
 from cascade.types import (
     CascadeResult,
     Completion,
