@@ -5,19 +5,26 @@
 1. Three scripted tiers at zero latency, every tier scored and escalated (3 attempts per request).
    The engine's overhead is the time per request minus the time of the same provider and scorer
    calls made directly (what any caller would pay anyway).
-2. 1,000 concurrent `arun` calls against scripted tiers sleeping 20 ms; the latency-bound minimum
+2. Sync ``run`` against async ``arun`` per ledger kind (memory, SQLite, and Redis when
+   ``$CASCADE_REDIS_URL`` names a server) with a day cap, when the first and the third tier answers.
+3. 1,000 concurrent `arun` calls against scripted tiers sleeping 20 ms; the latency-bound minimum
    is 20 ms per tier called.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import tempfile
 import time
 from decimal import Decimal
+from pathlib import Path
 
 from cascade import Budget, Cap, Cascade, Price, Request, Tier
 from cascade.budget.memory import MemoryLedger
+from cascade.budget.sqlite import SQLiteLedger
+from cascade.protocols import Ledger
 from cascade.testing import FixedScorer, ScriptedProvider
 
 PRICE = Price(Decimal("0.15"), Decimal("0.60"))
@@ -38,9 +45,9 @@ def make(latency: float = 0.0, budget: Budget | None = None, first_accepts: bool
     return Cascade(tiers, name="bench", budget=budget)
 
 
-def per_request(cascade: Cascade, n: int) -> float:
+def per_request(cascade: Cascade, n: int, repeats: int = 5) -> float:
     best = []
-    for _ in range(5):
+    for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(n):
             cascade.run("What is 2+2?")
@@ -80,6 +87,55 @@ async def concurrent(cascade: Cascade, n: int) -> float:
     t = time.perf_counter()
     await asyncio.gather(*(cascade.arun(f"q{i}") for i in range(n)))
     return time.perf_counter() - t
+
+
+def ledger_for(kind: str, folder: str) -> Ledger | None:
+    """A fresh ledger of ``kind`` (None for Redis when no server is configured)."""
+    if kind == "memory":
+        return MemoryLedger()
+    if kind == "sqlite":
+        return SQLiteLedger(Path(folder) / f"ledger-{time.perf_counter_ns()}.sqlite3")
+    url = os.environ.get("CASCADE_REDIS_URL")
+    if not url:
+        return None
+    from cascade.budget.redis import RedisLedger
+
+    return RedisLedger(url, prefix=f"bench-{time.perf_counter_ns()}")
+
+
+async def per_request_async(cascade: Cascade, n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        await cascade.arun("What is 2+2?")
+    return (time.perf_counter() - t) / n
+
+
+def ledger_rows(n: int, rounds: int = 5) -> None:
+    """Sync ``run`` against async ``arun`` per ledger kind with a day cap, alternating rounds."""
+    print("\n## Sync vs async per ledger (day cap; first tier answers / third tier answers)\n")
+    print("| ledger | tier answering | sync per request | async per request | async / sync |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in ("memory", "sqlite", "redis"):
+            for first_accepts, label in [(True, "first"), (False, "third")]:
+                sync_t: list[float] = []
+                async_t: list[float] = []
+                for _ in range(rounds):
+                    ledgers = [ledger_for(kind, folder) for _ in range(2)]
+                    if ledgers[0] is None:
+                        break
+                    caps = (Cap(Decimal(10**6), "day"),)
+                    sync_c = make(budget=Budget(caps=caps, ledger=ledgers[0]), first_accepts=first_accepts)
+                    async_c = make(budget=Budget(caps=caps, ledger=ledgers[1]), first_accepts=first_accepts)
+                    sync_c.run("warm up")
+                    asyncio.run(async_c.arun("warm up"))
+                    sync_t.append(per_request(sync_c, n, repeats=1))
+                    async_t.append(asyncio.run(per_request_async(async_c, n)))
+                if not sync_t:
+                    print(f"| {kind} | {label} | (set CASCADE_REDIS_URL) | | |")
+                    continue
+                s, a = statistics.median(sync_t), statistics.median(async_t)
+                print(f"| {kind} | {label} | {s * 1e6:.0f} µs | {a * 1e6:.0f} µs | {a / s:.2f}x |")
 
 
 def observed_row(n: int) -> None:
@@ -156,6 +212,7 @@ def main() -> None:
             f" | {over / 3 * 1e3:.3f} ms |"
         )
     observed_row(n)
+    ledger_rows(500)
 
     print("\n## 1,000 concurrent `arun` calls, 20 ms simulated latency per call\n")
     print(

@@ -91,6 +91,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.uuid import uuid7
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from cascade._testing_langchain import ScriptedChatModel
 from cascade.engine.cascade import Cascade, _aexecute, _execute
 from cascade.engine.drive import Steps
 from cascade.engine.loop import Action, Call, CallOutcome, Outcome
@@ -106,7 +107,6 @@ from cascade.providers.langchain import (
     to_langchain_messages,
     usage_metadata,
 )
-from cascade._testing_langchain import ScriptedChatModel
 from cascade.types import (
     CascadeResult,
     Completion,

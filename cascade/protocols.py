@@ -75,7 +75,9 @@ class Ledger(Protocol):
     of a hold the ledger never saw (``fail_open``) or already reclaimed still charges them.
     Holds older than ``ttl`` seconds are reclaimed (a crashed process cannot pin budget forever).
     ``areserve`` / ``asettle`` are the same steps for async callers and must never block the event
-    loop (run blocking I/O in a thread). Errors reaching the ledger raise
+    loop (run blocking I/O in a thread). A ledger that can often answer at once without blocking
+    may also offer :class:`NowaitLedger`'s methods (the async engine then skips the task and the
+    thread). Errors reaching the ledger raise
     :class:`cascade.errors.LedgerError` (:class:`cascade.errors.LedgerUnavailableError` when a
     retry later can help), so ``budget.on_ledger_error`` can apply.
     """
@@ -91,3 +93,17 @@ class Ledger(Protocol):
     async def asettle(self, hold_id: str, actual: Decimal) -> None: ...
 
     def spent(self, bucket_key: str) -> Decimal: ...
+
+
+@runtime_checkable
+class NowaitLedger(Protocol):
+    """Optional :class:`Ledger` methods that never block: ``try_reserve`` returns a hold id, raises
+    :class:`cascade.errors.BudgetExceededError`, or returns None when answering would mean waiting
+    (a lock held elsewhere); ``try_settle`` returns False in that case. Memory and SQLite ledgers
+    offer them; a network ledger does not."""
+
+    def try_reserve(
+        self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0
+    ) -> str | None: ...
+
+    def try_settle(self, hold_id: str, actual: Decimal) -> bool: ...

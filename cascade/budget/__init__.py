@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from cascade.errors import BudgetExceededError, LedgerUnavailableError
+from cascade.errors import BudgetExceededError, LedgerError, LedgerUnavailableError
 from cascade.protocols import Ledger
 
 Window = Literal["day", "month", "total"]
@@ -438,6 +438,43 @@ class Budget:
             self._state.wake_one()
         if self._state.journal and not self._skip_ledger():
             await self.areplay()
+
+    # -- without suspending: the async engine's fast path -------------------------------------------
+
+    def reserve_now(self, buckets: Sequence[tuple[str, Decimal]], amount: Decimal) -> str | None:
+        """:meth:`reserve`, if the ledger can answer at once without blocking (a memory ledger, a free
+        SQLite file): the hold, or :class:`~cascade.errors.BudgetExceededError` (unless ``wait``).
+        None means "take the async path" (:meth:`areserve`): nothing was held."""
+        attempt = getattr(self.ledger, "try_reserve", None)
+        st = self._state
+        if attempt is None or not st.adopted or st.journal or self._skip_ledger():
+            return None
+        if self.on_exceeded == "wait" and st.busy_queue(buckets):
+            return None  # others wait for this cap: line up behind them
+        try:
+            hold: str | None = attempt(buckets, amount, ttl=self.hold_ttl)
+        except BudgetExceededError:
+            if self.on_exceeded == "wait":
+                return None
+            raise
+        except LedgerError:
+            return None  # the async path applies on_ledger_error
+        return hold
+
+    def settle_now(self, hold: str, actual: Decimal) -> bool:
+        """:meth:`settle`, if the ledger can write at once without blocking; False means "take the
+        async path" (:meth:`asettle`): nothing was written."""
+        attempt = getattr(self.ledger, "try_settle", None)
+        st = self._state
+        if attempt is None or st.journal or st.local_holds:
+            return False
+        try:
+            done: bool = attempt(hold, actual)
+        except LedgerError:
+            return False
+        if done:
+            st.wake_one()
+        return done
 
     # -- the local journal -------------------------------------------------------------------------
 

@@ -93,6 +93,15 @@ class MemoryLedger:
     def release(self, hold_id: str) -> None:
         self.settle(hold_id, ZERO)
 
+    def try_reserve(
+        self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0
+    ) -> str | None:
+        return self.reserve(caps, amount, ttl=ttl)  # in memory: never blocks
+
+    def try_settle(self, hold_id: str, actual: Decimal) -> bool:
+        self.settle(hold_id, actual)
+        return True
+
     async def areserve(
         self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0
     ) -> str:

@@ -266,6 +266,8 @@ def _report(task: asyncio.Task[Any]) -> None:
 
 async def _asettle(action: Settle) -> None:
     """Settle off the event loop; a settle once started completes even if its run is cancelled."""
+    if action.budget.settle_now(action.hold, action.amount):
+        return  # written at once: nothing to wait for, nothing a cancel could interrupt
     task = _background(action.budget.asettle(action.hold, action.amount))
     try:
         await asyncio.shield(task)
@@ -276,6 +278,12 @@ async def _asettle(action: Settle) -> None:
 
 async def _areserve(action: Reserve) -> Reserved:
     """Reserve off the event loop; cancelled meanwhile, a hold that still lands is released."""
+    try:
+        hold = action.budget.reserve_now(action.buckets, action.amount)
+    except BudgetExceededError as exc:
+        return Reserved(None, exc)
+    if hold is not None:
+        return Reserved(hold, None)  # held at once, without a task or a thread
     task = _background(action.budget.areserve(action.buckets, action.amount))
     try:
         return Reserved(await asyncio.shield(task), None)
