@@ -7,13 +7,15 @@
    calls made directly (what any caller would pay anyway).
 2. Sync ``run`` against async ``arun`` per ledger kind (memory, SQLite, and Redis when
    ``$CASCADE_REDIS_URL`` names a server) with a day cap, when the first and the third tier answers.
-3. 1,000 concurrent `arun` calls against scripted tiers sleeping 20 ms; the latency-bound minimum
-   is 20 ms per tier called.
+3. 1,000 and 10,000 concurrent `arun` calls against scripted tiers sleeping 20 ms, against the
+   same calls awaited bare, with the share of time spent in the garbage collector, with the default
+   GC and with ``gc.freeze()`` after warm-up (an application's choice, shown for comparison).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import statistics
 import tempfile
@@ -214,21 +216,66 @@ def main() -> None:
     observed_row(n)
     ledger_rows(500)
 
-    print("\n## 1,000 concurrent `arun` calls, 20 ms simulated latency per call\n")
+    concurrency_rows()
+
+
+class GCTimer:
+    """Time spent in the garbage collector (``gc.callbacks``) while it is installed."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._start
+
+    def __enter__(self) -> GCTimer:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+def concurrency_rows(rounds: int = 5) -> None:
+    """N concurrent ``arun`` against the same calls awaited bare, with the time spent in GC.
+
+    Runs alternate cascade / bare, ``rounds`` each; medians. ``gc.freeze()`` is the application's
+    choice (after start-up, so the collector stops rescanning import-time objects): a library must
+    not change GC settings behind the application's back, so it gets its own rows.
+    """
+    print("\n## N concurrent `arun` calls, 20 ms simulated latency per call\n")
     print(
-        "| tiers called per request | cascade wall time (median of 3) | same calls awaited bare"
-        " | latency-bound minimum | cascade / minimum |"
+        "| N | tiers called | GC | cascade wall (median) | bare asyncio (median) | cascade / bare"
+        " | time in GC (cascade) | latency-bound minimum |"
     )
-    print("|---|---|---|---|---|")
-    for first_accepts, tiers_called in [(True, 1), (False, 3)]:
-        c = make(latency=0.02, first_accepts=first_accepts)
-        wall = statistics.median(asyncio.run(concurrent(c, 1000)) for _ in range(3))
-        floor_bare = statistics.median(asyncio.run(bare_concurrent(c, 1000, tiers_called)) for _ in range(3))
-        floor = 0.02 * tiers_called
-        print(
-            f"| {tiers_called} | {wall * 1e3:.1f} ms | {floor_bare * 1e3:.1f} ms | {floor * 1e3:.0f} ms"
-            f" | {wall / floor:.2f}x |"
-        )
+    print("|---|---|---|---|---|---|---|---|")
+    for n in (1000, 10000):
+        for first_accepts, tiers_called in [(True, 1), (False, 3)]:
+            for frozen in (False, True):
+                c = make(latency=0.02, first_accepts=first_accepts)
+                asyncio.run(concurrent(c, 100))  # warm up
+                if frozen:
+                    gc.collect()
+                    gc.freeze()
+                walls, bares, in_gc = [], [], []
+                for _ in range(rounds):
+                    with GCTimer() as timer:
+                        walls.append(asyncio.run(concurrent(c, n)))
+                    in_gc.append(timer.total)
+                    bares.append(asyncio.run(bare_concurrent(c, n, tiers_called)))
+                if frozen:
+                    gc.unfreeze()
+                wall, floor_bare = statistics.median(walls), statistics.median(bares)
+                share = statistics.median(g / w for g, w in zip(in_gc, walls, strict=True))
+                print(
+                    f"| {n:,} | {tiers_called} | {'frozen' if frozen else 'default'} | {wall * 1e3:.1f} ms"
+                    f" | {floor_bare * 1e3:.1f} ms | {wall / floor_bare:.2f}x | {share:.0%}"
+                    f" | {0.02 * tiers_called * 1e3:.0f} ms |"
+                )
 
 
 if __name__ == "__main__":
