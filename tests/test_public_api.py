@@ -23,3 +23,17 @@ def test_import_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == ""
+
+
+def test_every_error_of_the_tree_is_exported() -> None:
+    """A caller catches any cascade error by its public name (issue 23: two were missing)."""
+    import inspect
+
+    from cascade import errors
+
+    tree = {
+        name
+        for name, obj in vars(errors).items()
+        if inspect.isclass(obj) and issubclass(obj, errors.CascadeError) and not name.startswith("_")
+    }
+    assert tree - set(cascade.__all__) == set()
