@@ -343,3 +343,38 @@ def test_a_truncated_gzip_is_one_line_for_every_reader(
     data.write_bytes(packed[: len(packed) // 2])
     code, _, err = run(capsys, "eval", "policy.yaml", "--bootstrap", "10")
     assert code == 1 and err.count("\n") == 1 and "cannot read it as gzip after" in err
+
+
+def test_plot_without_matplotlib_is_refused_before_the_work(
+    synth: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.backend_bases", None)  # import fails
+    code, out, err = run(capsys, "tune", "policy.yaml", "--cost-cap", "0.005", "--plot", "p.png")
+    assert (code, out) == (2, "")
+    assert err == (
+        "cascade: error: --plot needs matplotlib: pip install 'cascade-llm[plot]'"
+        " (pip install -e '.[plot]' in a checkout)\n"
+    )
+    assert not (tmp_path / "policy.tuned.yaml").exists()
+
+
+def test_label_out_on_its_labels_file_and_eval_json_on_a_family_member(
+    synth: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,model,quality\n")
+    (tmp_path / "log").mkdir()
+    code, _, err = run(capsys, "label", "log", "--reference", f"file:{labels}", "--out", labels)
+    assert code == 2 and refused(err, f"--out {labels}", "is", "the labels file")
+    assert labels.read_text() == "id,model,quality\n"
+    family = tmp_path / "fam.yaml"
+    family.write_text("family: [policy.yaml]\n")
+    code, _, err = run(capsys, "eval", family, "--json", "policy.yaml")
+    assert code == 2 and refused(err, "--json policy.yaml", "is", "the policy")
+    code, _, err = run(capsys, "eval", family, "--json", family)
+    assert code == 2 and refused(err, f"--json {family}", "is", "the family file")
