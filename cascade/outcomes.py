@@ -8,10 +8,8 @@ and ``judge``). A ``NAME.card.json`` beside ``NAME.jsonl.gz`` may give per-model
 
 from __future__ import annotations
 
-import gzip
 import json
 import threading
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.errors import ConfigurationError
+from cascade.files import card_path, read_lines
 from cascade.money import Price, usd
 
 
@@ -108,32 +107,17 @@ def _sample(d: Mapping[str, Any]) -> RecordedSample:
     )
 
 
-def _card_path(path: Path) -> Path:
-    name = path.name
-    for suffix in (".jsonl.gz", ".jsonl", ".json.gz"):
-        if name.endswith(suffix):
-            return path.with_name(name[: -len(suffix)] + ".card.json")
-    return path.with_suffix(".card.json")
-
-
 def read(path: str | Path) -> Outcomes:
     """Read a recorded-outcomes file (not cached); errors name the file and line."""
     p = Path(path)
     if not p.exists():
         raise ConfigurationError(f"{p}: no such recorded-outcomes file")
-    opener = gzip.open if p.name.endswith(".gz") else open
     records: list[Record] = []
     try:
-        with opener(p, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
-            _read_lines(p, fh, records)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        raise ConfigurationError(
-            f"{p}: cannot read it as gzip JSON Lines after {len(records)} records"
-            f" (truncated or not gzip: {err})"
-        ) from None
+        _read_lines(p, read_lines(p), records)
     except UnicodeDecodeError as err:
         raise ConfigurationError(f"{p}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    card_file = _card_path(p)
+    card_file = card_path(p)
     card: Any = {}
     if card_file.exists():
         try:

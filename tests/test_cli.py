@@ -298,14 +298,14 @@ def test_out_may_not_be_an_input(capsys: pytest.CaptureFixture[str], tmp_path: P
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('"a"\n')
     for out_path, name in (
-        (str(prompts), "--batch"),
-        (str(tmp_path / "." / "p.jsonl"), "--batch"),
-        (DEMO, "--policy"),
+        (str(prompts), f"the --batch file {prompts}"),
+        (str(tmp_path / "." / "p.jsonl"), f"the --batch file {prompts}"),
+        (DEMO, f"the --policy file {DEMO}"),
     ):
         code, _, err = run(capsys, "run", "-p", DEMO, "--batch", str(prompts), "--out", out_path)
-        assert (
-            code == 2
-            and err == f"cascade: error: --out {out_path} is the {name} file: results would overwrite it\n"
+        assert code == 2 and err == (
+            f"cascade: error: --out {out_path} is {name}: an output never overwrites an input;"
+            " write it elsewhere\n"
         )
     assert prompts.read_text() == '"a"\n'
 

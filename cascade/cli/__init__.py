@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from cascade.errors import CascadeError, PolicyError
+from cascade.files import OutputPathError
 
 COMMANDS = ("run", "validate", "schema", "eval", "tune", "train-scorer", "label", "report", "spend")
 
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in err.problems:
             print(f"cascade: error: {problem}", file=sys.stderr)
         return 2
-    except UsageError as err:
+    except (UsageError, OutputPathError) as err:
         print(f"cascade: error: {err}", file=sys.stderr)
         return 2
     except CascadeError as err:

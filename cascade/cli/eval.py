@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cascade.cli import UsageError
+from cascade.files import Output, check_plot
 
 if TYPE_CHECKING:
     from cascade.evaluate.evaluate import Evaluation
@@ -63,6 +64,15 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def report_outputs(args: argparse.Namespace) -> list[Output]:
+    """The files ``--json`` (unless ``-``) and ``--plot`` name; ``--plot`` checked before any work."""
+    if args.plot:
+        check_plot(args.plot)
+    return [
+        Output(flag, Path(v)) for flag, v in (("--json", args.json), ("--plot", args.plot)) if v and v != "-"
+    ]
+
+
 def data_path(policy_path: str, explicit: str | None) -> Path:
     """``--data``, else the file a tuned policy records (``tuned.data``), else the file the policy's
     first replay tier reads, else ``$CASCADE_DATA`` when it names a file."""
@@ -97,22 +107,17 @@ def data_path(policy_path: str, explicit: str | None) -> Path:
 
 
 def write_plot(ev: Evaluation, path: str) -> None:
-    """The quality-vs-cost plot of an evaluation (matplotlib is the optional ``plot`` extra)."""
+    """The quality-vs-cost plot of an evaluation (its path checked by :func:`report_outputs`)."""
     from cascade.evaluate.report import plot
 
-    try:
-        plot(ev, path)
-    except ImportError:
-        raise UsageError(
-            "--plot needs matplotlib: pip install 'cascade-llm[plot]'"
-            " (pip install -e '.[plot]' in a checkout)"
-        ) from None
+    plot(ev, path)
     print(f"plot -> {path}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
     from cascade.evaluate import family
     from cascade.evaluate.report import table, to_json
+    from cascade.files import Input, check_outputs, data_inputs, policy_inputs, write_text
 
     if args.bootstrap < 1:
         raise UsageError(f"--bootstrap: at least 1 (got {args.bootstrap})")
@@ -120,7 +125,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--test-fraction: between 0 and 1 (got {args.test_fraction})")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed: between 0 and 2**32 - 1 (got {args.seed})")
-    if family.is_family(args.policy):
+    is_family = family.is_family(args.policy)
+    members = family.read_family(args.policy) if is_family else [Path(args.policy)]
+    inputs = [Input("the family file", Path(args.policy))] if is_family else []
+    for p in members:
+        inputs += [*data_inputs(data_path(str(p), args.data)), *policy_inputs(p)]
+    check_outputs(report_outputs(args), inputs)
+    if is_family:
         import json
 
         from cascade.cli.tune import _family_plot
@@ -132,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(family.table(figures))
             if args.json:
-                Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+                write_text(args.json, json.dumps(figures, indent=2) + "\n")
         if args.plot:
             _family_plot(figures, args.plot)
         return 0
@@ -142,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table(ev))
         if args.json:
-            Path(args.json).write_text(to_json(ev) + "\n", encoding="utf-8")
+            write_text(args.json, to_json(ev) + "\n")
             print(f"\nfigures -> {args.json}", file=sys.stderr)
     if args.plot:
         write_plot(ev, args.plot)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from decimal import Decimal, InvalidOperation
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.cli import UsageError
+from cascade.files import Input, Output, card_path, check_outputs, log_inputs, write_text, writing
 
 NAME = "label"
 HELP = "Label an outcome log (strongest tier, a judge, or human labels) and write a labelled file."
@@ -79,6 +79,12 @@ def _judge(args: argparse.Namespace) -> tuple[Any, Any]:
     return scorer, JudgeBudget(budget)
 
 
+def reference_inputs(args: argparse.Namespace) -> list[Input]:
+    """The label files (``--reference file:CSV``) and the judge spec read."""
+    files = [Input("the labels file", Path(r[5:])) for r in args.reference if r.startswith("file:") and r[5:]]
+    return files + ([Input("the judge spec", Path(args.judge))] if args.judge else [])
+
+
 def run(args: argparse.Namespace) -> int:
     from cascade.cli.report import read_rows
     from cascade.observe import label as lab
@@ -103,10 +109,12 @@ def run(args: argparse.Namespace) -> int:
                 ) from None
         else:
             raise UsageError(f"--reference: strongest, judge, recorded or file:labels.csv (got {ref!r})")
-    log, rows = read_rows(args.log, args.since)
     out = Path(args.out)
-    if any(out.resolve() == f.resolve() for f in log.files):
-        raise UsageError(f"--out {out} is one of the logs read; write the labelled rows elsewhere")
+    check_outputs(
+        [Output("--out", out), Output("the card of --out", card_path(out))],
+        [*log_inputs(args.log), *reference_inputs(args)],
+    )
+    log, rows = read_rows(args.log, args.since)
     per_source = {name: [fn(r) for r in rows] for name, fn in sources.items()}
     kept: list[dict[str, Any]] = []
     labelled = 0
@@ -117,14 +125,12 @@ def run(args: argparse.Namespace) -> int:
         if args.rows == "all" or (args.rows == "labelled" and complete) or (args.rows == "shadow" and shadow):
             kept.append(row)
     out.parent.mkdir(parents=True, exist_ok=True)
-    opener: Any = gzip.open if out.name.endswith(".gz") else open
-    with opener(out, "wt", encoding="utf-8") as fh:
+    with writing(out) as fh:
         for row in kept:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    stem = out.name.removesuffix(".gz").removesuffix(".jsonl")
     card = merged_card(log.cards)
     card["quality"] = "labelled by cascade label: " + ", ".join(sources)
-    out.with_name(stem + ".card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    write_text(card_path(out), json.dumps(card, indent=2) + "\n")
 
     shadow_rows = sum(bool(meta(r).get("shadow")) for r in rows)
     print(f"{len(rows)} rows ({shadow_rows} shadow) from {len(log.files)} file(s)")

@@ -26,8 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cascade.cli.eval import report_outputs
+    from cascade.files import check_outputs, log_inputs, policy_inputs, write_text
     from cascade.observe.report import plot, predictions, report, table
 
+    check_outputs(
+        report_outputs(args), [*log_inputs(args.log), *(policy_inputs(args.policy) if args.policy else [])]
+    )
     log, rows = read_rows(args.log, args.since)
     tiers = log.tiers
     predicted: dict[str, object] = {"tiers": {}}
@@ -49,12 +54,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table(fig))
         if args.json:
-            Path(args.json).write_text(json.dumps(fig, indent=2) + "\n", encoding="utf-8")
+            write_text(args.json, json.dumps(fig, indent=2) + "\n")
     if args.plot:
-        try:
-            plot(fig, args.plot)
-        except ImportError:
-            raise UsageError("--plot needs matplotlib: pip install 'cascade-llm[plot]'") from None
+        plot(fig, args.plot)  # its path checked by report_outputs
         print(f"plot -> {args.plot}", file=sys.stderr)
     return 3 if args.fail_on_drift and fig["drift"] else 0
 

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import difflib
 import json
-import os
 import sys
 from collections import Counter
 from decimal import Decimal
@@ -21,6 +20,7 @@ from typing import Any
 from cascade.cli import UsageError
 from cascade.cli.progress import Progress
 from cascade.errors import CascadeError, InvalidRequestError
+from cascade.files import Input, Output, check_outputs, policy_inputs, replacing
 from cascade.types import Request, show
 
 NAME = "run"
@@ -58,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--json and --explain are for one prompt; --batch writes each full trace to --out"
             )
-        for name, path in (("--batch", args.batch), ("--policy", args.policy)):
-            if _same_file(Path(args.out), Path(path)):
-                raise UsageError(f"--out {args.out} is the {name} file: results would overwrite it")
+        check_outputs(
+            [Output("--out", Path(args.out))],
+            [Input("the --batch file", Path(args.batch)), *policy_inputs(args.policy, "the --policy file")],
+        )
         _text(args.budget_key, "--budget-key")
         items = _read_batch(Path(args.batch), args.budget_key)
         cascade = build(args.policy)
@@ -91,13 +92,6 @@ def run(args: argparse.Namespace) -> int:
     elif not result.accepted:
         print(f"cascade: note: no tier accepted ({result.reason}); --explain says why", file=sys.stderr)
     return 0
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one does not exist (yet): compare where they would be
-        return a.resolve() == b.resolve()
 
 
 def _text(value: str | None, what: str) -> str:
@@ -227,8 +221,13 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
                 tiers[row["tier"]] += 1
                 reasons[row["reason"]] += 1
 
-    with out.open("w", encoding="utf-8") as fh:  # fails before anything is spent
-        asyncio.run(main())
+    with replacing(out, keep_partial=True) as tmp:  # fails before anything is spent
+        try:
+            with tmp.open("w", encoding="utf-8") as fh:
+                asyncio.run(main())
+        except BaseException:  # the rows already paid for stay on disk; the old --out stays whole
+            print(f"cascade: note: the rows written before the failure are in {tmp}", file=sys.stderr)
+            raise
     progress.close()
     n = len(items)
     print(f"{n} prompts -> {out}")

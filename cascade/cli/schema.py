@@ -18,8 +18,9 @@ def run(args: argparse.Namespace) -> int:
 
     text = json.dumps(policy_json_schema(), indent=2, sort_keys=True) + "\n"
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        from cascade.files import write_text
+
+        write_text(args.out, text)
     else:
         print(text, end="")
     return 0

@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from cascade.files import Output, check_outputs, data_inputs, replacing
+
 NAME = "train-scorer"
 HELP = (
     "Train a confidence classifier for one model from a recorded-outcomes file (or your labelled "
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--partner, --answer, --check and --features need --verifier")
     if (args.embeddings or args.embeddings_base_url or args.versus) and not args.prompt_only:
         raise UsageError("--embeddings and --versus need --prompt-only")
+    check_outputs([Output("-o", Path(args.output))], data_inputs(args.data))
     if args.verifier or args.prompt_only:
         return _learned(args)
     data = outcomes.load(args.data)
@@ -120,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
         meta={"model": args.model, "source": Path(args.data).name, "positive_at": args.positive_at},
     )
     out = Path(args.output)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True)
-    clf.save(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(out) as tmp:
+        clf.save(tmp)
     split = (
         "the file's train/test split"
         if {e.split for e in examples} >= {"train", "test"}
@@ -242,9 +245,9 @@ def _learned(args: argparse.Namespace) -> int:
         "calibration": method,
         "seconds": round(seconds, 2),
     }
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True)
-    save(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(out) as tmp:
+        save(tmp)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cascade.cli import UsageError
-from cascade.cli.eval import add_data_arguments, add_report_arguments, data_path, write_plot
+from cascade.cli.eval import add_data_arguments, add_report_arguments, data_path, report_outputs, write_plot
+from cascade.files import Output, check_outputs, data_inputs, policy_inputs, write_text
 
 if TYPE_CHECKING:
     from cascade.evaluate.tune import Tuning
@@ -107,6 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --cost-cap: never write a randomised boundary (kind: boundary) to spend unused budget",
     )
     parser.add_argument("--out", metavar="FILE", help="tuned policy (default: SKELETON.tuned.yaml)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --frontier: replace existing member files (--out x.yaml writes x-1.yaml, x-2.yaml...)",
+    )
     add_report_arguments(parser)
 
 
@@ -173,6 +179,11 @@ def run(args: argparse.Namespace) -> int:
     suffix = ".family.yaml" if args.frontier is not None else ".tuned.yaml"
     out = Path(args.out) if args.out else Path(args.skeleton).with_suffix(suffix)
     data_file = data_path(args.skeleton, args.data)
+    check_outputs(
+        [Output("--out", out), *_members(out, args.frontier or 0), *report_outputs(args)],
+        [*data_inputs(data_file), *policy_inputs(args.skeleton, "the skeleton")],
+        force=args.force,
+    )
     data = outcomes.load(data_file)
     bar = Progress(1, label="scoring candidates")
 
@@ -239,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         [*header, f"{tuning.settings_tried} settings tried", ""],
         tier_notes(ev.figures),
     )
-    out.write_text(text, encoding="utf-8")
+    write_text(out, text)
     if args.json == "-":
         print(to_json(ev))
     else:
@@ -251,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         old = Path(args.skeleton).read_text(encoding="utf-8")
         print(diff(old, text, str(args.skeleton), str(out)) or "(no change)")
         if args.json:
-            Path(args.json).write_text(to_json(ev) + "\n", encoding="utf-8")
+            write_text(args.json, to_json(ev) + "\n")
     print(f"tuned policy -> {out}", file=sys.stderr)
     if args.plot:
         write_plot(ev, args.plot)
@@ -271,11 +282,10 @@ def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path
     if not chosen:
         print("cascade: the training part has no frontier setting to write", file=sys.stderr)
         return 1
-    stem = out.name.removesuffix(".yaml").removesuffix(".family")
     files: list[Path] = []
     evals = []
-    for k, s in enumerate(chosen, 1):
-        path = out.with_name(f"{stem}-{k}.yaml")
+    for k, (member, s) in enumerate(zip(_members(out, len(chosen)), chosen, strict=True), 1):
+        path = member.path
         raw = rebase(
             tuned_raw(args.skeleton, tuning, s, tuned_block(tuning, data_file, path)), args.skeleton, path
         )
@@ -284,7 +294,7 @@ def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path
         ev = held_out(tuning, s, policy, reps=args.bootstrap, seed=args.seed)
         goal = f"frontier member {k} of {len(chosen)}: best on the training part at {usd(s.cost)}/query"
         text = render(raw, [*header_lines(ev.figures, tuning, goal), ""], tier_notes(ev.figures))
-        path.write_text(text, encoding="utf-8")
+        write_text(path, text)
         files.append(path)
         evals.append((path.name, ev))
     figures = family.family_figures(evals)
@@ -294,21 +304,24 @@ def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path
     else:
         print(family.table(figures))
         if args.json:
-            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+            write_text(args.json, json.dumps(figures, indent=2) + "\n")
     print(f"family of {len(files)} policies -> {out}", file=sys.stderr)
     if args.plot:
         _family_plot(figures, args.plot)
     return 0
 
 
+def _members(out: Path, n: int) -> list[Output]:
+    """The member files ``--frontier N --out x.yaml`` writes: ``x-1.yaml`` .. ``x-N.yaml``."""
+    stem = out.name.removesuffix(".yaml").removesuffix(".family")
+    return [
+        Output(f"--out {out}'s frontier member", out.with_name(f"{stem}-{k}.yaml"), False)
+        for k in range(1, n + 1)
+    ]
+
+
 def _family_plot(figures: dict[str, Any], path: str) -> None:
     from cascade.evaluate import family
 
-    try:
-        family.plot(figures, path)
-    except ImportError:
-        raise UsageError(
-            "--plot needs matplotlib: pip install 'cascade-llm[plot]'"
-            " (pip install -e '.[plot]' in a checkout)"
-        ) from None
+    family.plot(figures, path)  # its path checked by report_outputs
     print(f"plot -> {path}", file=sys.stderr)

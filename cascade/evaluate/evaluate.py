@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from cascade.errors import ConfigurationError
 from cascade.evaluate.data import BoolArray, EvalSet, FloatArray
 from cascade.evaluate.metrics import (
     Interval,
@@ -117,7 +118,10 @@ def evaluate(
     cm = evalset.cost[rows]
     n = len(qm)
     if n == 0:
-        raise ValueError("no records to evaluate")
+        raise ConfigurationError(
+            f"no records to evaluate: {part or 'the part measured'} is empty"
+            f" ({len(evalset)} record(s) in the file); give more records, or --split none"
+        )
     models = evalset.models
     res = run(tiers, on_exhausted=policy.on_exhausted)
     grid = threshold_grid(tiers, grid_levels(len(tiers)))

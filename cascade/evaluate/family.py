@@ -21,6 +21,7 @@ from cascade.errors import ConfigurationError
 from cascade.evaluate.evaluate import Evaluation
 from cascade.evaluate.metrics import aiq, signless, upper_hull
 from cascade.evaluate.tune import Setting, Tuning
+from cascade.files import replacing, write_text
 
 
 def members(tuning: Tuning, n: int) -> list[Setting]:
@@ -85,7 +86,7 @@ def write_family(path: str | Path, files: Sequence[str | Path], figures: dict[st
         )
     lines.append(f"# family AIQ {figures['aiq']['family']:.4f} (held-out)")
     body = yaml.safe_dump({"family": names}, sort_keys=False)
-    Path(path).write_text("\n".join(lines) + "\n" + body, encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n" + body)
 
 
 def family_figures(evals: Sequence[tuple[str, Evaluation]]) -> dict[str, Any]:
@@ -182,7 +183,8 @@ def plot(f: dict[str, Any], path: str | Path, *, title: str | None = None) -> Pa
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out)
+    with replacing(out) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
     return out
 

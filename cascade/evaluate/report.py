@@ -11,6 +11,7 @@ import numpy as np
 
 from cascade.evaluate.evaluate import Evaluation, as_interval
 from cascade.evaluate.metrics import signless, upper_hull
+from cascade.files import replacing
 
 
 def usd(x: float | None) -> str:
@@ -201,7 +202,8 @@ def plot(ev: Evaluation, path: str | Path, *, title: str | None = None) -> Path:
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     out = Path(path)
-    fig.savefig(out)
+    with replacing(out) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
     return out
 

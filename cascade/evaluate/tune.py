@@ -623,6 +623,11 @@ def tune(
         cands = [c for c in cands if c.spec.model in es.models]
     test = es.split(split, seed=seed, test_fraction=test_fraction)
     train = ~test
+    if not train.any() or not test.any():
+        raise ConfigurationError(
+            f"{data.path}: {len(es)} record(s) split into {int(train.sum())} to tune on and"
+            f" {int(test.sum())} held out; tuning needs records in both parts: give more records"
+        )
     # with a risk target, the training part is cut once more: the search (and the order of the
     # settings to test) sees ``fit`` only; the p-values come from ``cal``
     fit, cal = train, np.zeros(len(train), dtype=bool)

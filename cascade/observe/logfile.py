@@ -7,7 +7,6 @@ checked for its type.
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cascade.files import read_lines
 from cascade.observe.outcome_log import log_files
 from cascade.observe.session import parse_duration
 
@@ -63,20 +63,18 @@ def read_log(paths: Iterable[str]) -> Log:
     bad = 0
     cards = []
     for f in files:
-        opener: Any = gzip.open if f.name.endswith(".gz") else open
-        with opener(f, "rt", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                except ValueError:
-                    bad += 1
-                    continue
-                if _valid(d):
-                    rows.append(d)
-                else:
-                    bad += 1
+        for line in read_lines(f, errors="replace"):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if _valid(d):
+                rows.append(d)
+            else:
+                bad += 1
         name = f.name
         for suffix in (".jsonl.gz", ".jsonl"):
             if name.endswith(suffix):

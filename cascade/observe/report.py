@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from cascade.files import replacing
 from cascade.observe.logfile import meta
 from cascade.observe.metrics import reason_kind
 
@@ -57,13 +58,17 @@ def predictions(policy_text: str) -> dict[str, Any]:
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
+    """The Wilson score interval of ``k`` successes in ``n``: within [0, 1] and holding ``k / n``
+    (exactly 0 below when ``k == 0`` and 1 above when ``k == n``, where rounding fell short)."""
     if n == 0:
         return (0.0, 1.0)
     p = k / n
     d = 1 + Z * Z / n
     c = (p + Z * Z / (2 * n)) / d
     h = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
+    low = 0.0 if k == 0 else min(p, max(0.0, c - h))
+    high = 1.0 if k == n else max(p, min(1.0, c + h))
+    return (low, high)
 
 
 def mean_ci(xs: Sequence[float]) -> dict[str, float] | None:
@@ -300,7 +305,8 @@ def plot(fig: Mapping[str, Any], path: str | Path) -> None:
     ax.set_ylim(0, 1)
     ax.legend()
     fig_.tight_layout()
-    fig_.savefig(path, dpi=120)
+    with replacing(path) as tmp:
+        fig_.savefig(tmp, dpi=120)
     plt.close(fig_)
 
 

@@ -188,7 +188,9 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "--reference" in capsys.readouterr().err
     log = str(tmp_path / "o-2026-01-01.jsonl")
     assert main(["label", log, "--reference", "strongest", "--out", log]) == 2
-    assert "one of the logs read" in capsys.readouterr().err
+    assert (
+        f"--out {log} is the log file {log}: an output never overwrites an input" in capsys.readouterr().err
+    )
     assert main(["report", str(tmp_path), "--since", "soon"]) == 2
     assert main(["report", str(tmp_path)]) == 0
     assert "skipped 1 line" in capsys.readouterr().err
