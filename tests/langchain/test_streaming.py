@@ -149,9 +149,12 @@ async def test_event_listeners_never_see_a_rejected_candidates_tokens() -> None:
 
 
 class _ThreadLedger(MemoryLedger):
-    """A memory ledger that records the thread of every settle (and has no native async settle)."""
+    """A memory ledger that records the thread of every settle (and, like a third-party sync-only
+    ledger, has no native async settle and no non-blocking try_reserve/try_settle)."""
 
     asettle = None  # type: ignore[assignment]
+    try_reserve = None  # type: ignore[assignment]
+    try_settle = None  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()
