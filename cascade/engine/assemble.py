@@ -147,7 +147,8 @@ def assemble(
     else:
         base = Path(base_dir) if base_dir is not None else Path.cwd()
     specs = {t.name: t for t in policy.tiers}
-    overrides = {k: _as_provider(v, specs.get(k)) for k, v in (providers or {}).items()}
+    capped = policy.budget.per_request is not None or bool(policy.budget.caps)
+    overrides = {k: _as_provider(v, specs.get(k), capped) for k, v in (providers or {}).items()}
     ctx = BuildContext(base, overrides=overrides)
     tiers = []
     for spec in policy.tiers:
@@ -164,7 +165,7 @@ def assemble(
                 threshold=spec.threshold,
                 retry=RetryPolicy(r.attempts, r.initial, r.max_wait, r.jitter, r.max_retry_after),
                 provider_kind=spec.provider,
-                max_tokens=spec.params.max_tokens,
+                max_tokens=_max_tokens(provider, spec, ctx),
                 reserve_output_tokens=spec.reserve.output_tokens if spec.reserve else None,
                 call_key=ctx.call_key(spec),
                 skip=ctx.skip_estimator(spec),
@@ -207,7 +208,13 @@ def _ledger(spec: LedgerSpec, policy: str, ctx: BuildContext) -> Ledger:
     return ledger
 
 
-def _as_provider(obj: Any, spec: TierSpec | None = None) -> Provider:
+def _max_tokens(provider: Provider, spec: TierSpec, ctx: BuildContext) -> int:
+    """The tier's output-token bound: a chat model passed in may bring its own (see _as_provider)."""
+    own = getattr(provider, "max_tokens", None) if spec.name in ctx.overrides else None
+    return own if isinstance(own, int) and not isinstance(own, bool) else spec.params.max_tokens
+
+
+def _as_provider(obj: Any, spec: TierSpec | None = None, capped: bool = False) -> Provider:
     if isinstance(obj, Provider):
         return obj
     try:
@@ -215,18 +222,26 @@ def _as_provider(obj: Any, spec: TierSpec | None = None) -> Provider:
     except ImportError:  # pragma: no cover - langchain-core is a dependency
         BaseChatModel = ()  # type: ignore[assignment,misc]  # noqa: N806
     if isinstance(obj, BaseChatModel):
-        from cascade.providers.langchain import LangChainProvider
+        from cascade.providers.langchain import LIMIT_FIELDS, LangChainProvider
 
         if spec is None:
             return LangChainProvider(obj)
         # the policy's max_tokens bounds budget reservations when set, else the model's own setting
         set_here = "max_tokens" in spec.params.model_fields_set
-        return LangChainProvider(
+        provider = LangChainProvider(
             obj,
             max_tokens=spec.params.max_tokens if set_here else None,
             stop=spec.params.stop,
             timeout=spec.timeout,  # the tier's deadline bounds a passed-in model's whole call too
         )
+        if capped and not spec.free and not provider.bounded:
+            raise ConfigurationError(
+                f"tier {spec.name!r}: {type(obj).__name__} has no output-token limit cascade can set"
+                f" (a field named one of {', '.join(LIMIT_FIELDS)}), so its answers may cost more than"
+                " the budget reserves and the policy's caps could be exceeded; use a chat model with"
+                " such a field, or mark the tier `free: true`"
+            )
+        return provider
     raise TypeError(f"not a provider or LangChain chat model: {obj!r}")
 
 
