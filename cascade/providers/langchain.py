@@ -55,6 +55,7 @@ from operator import add
 from typing import Any, Final, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
@@ -66,7 +67,7 @@ from langchain_core.messages import (
     UsageMetadata,
 )
 from langchain_core.messages.utils import message_chunk_to_message
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, LLMResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 from pydantic import BaseModel, ConfigDict, Field
@@ -119,6 +120,9 @@ class CallContext:
     json_fallback: Mapping[str, Any] | None = None
     """What a chat model with no JSON mode gets for ``response_format={"type": "json_object"}``
     (the caller's schema as ``json_schema``); None: such a request is refused."""
+    unheard: bool = False
+    """Nobody listens to the call (no handler, tracing or hook anywhere): no run is reported, so
+    a plain chat model is called without ``BaseChatModel.generate``'s run machinery."""
 
 
 tier_call: ContextVar[CallContext | None] = ContextVar("cascade_langchain_tier_call", default=None)
@@ -271,12 +275,16 @@ class LangChainProvider:
     # -- the Provider protocol ----------------------------------------------------------------
 
     def complete(self, request: Request, n: int = 1) -> Completion:
-        runnable, messages, config, kwargs = self._prepare(request, quiet=True)
+        ctx = tier_call.get()
+        runnable, messages, config, kwargs = self._prepare(request, ctx, quiet=True)
         if self._sync_options:
             kwargs = {**self._sync_options, **kwargs}
         start = time.perf_counter()
         try:
-            if not config.get("callbacks"):  # no run to parent (the common, unlistened case)
+            if ctx is not None and ctx.unheard and self._plain():
+                model, kwargs = _unbound(runnable, kwargs)
+                outputs = [_generated(model._generate(messages, **kwargs)) for _ in range(n)]
+            elif not config.get("callbacks"):  # no run to parent
                 outputs = [runnable.invoke(messages, config, **kwargs) for _ in range(n)]
             else:
                 with _parent_config(config):
@@ -289,20 +297,30 @@ class LangChainProvider:
         return self.completion([as_ai_message(o) for o in outputs], latency, request)
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
-        runnable, messages, config, kwargs = self._prepare(request, quiet=True)
+        ctx = tier_call.get()
+        runnable, messages, config, kwargs = self._prepare(request, ctx, quiet=True)
         gate = asyncio.Semaphore(self.max_concurrency) if n > 1 else None
+        if ctx is not None and ctx.unheard and self._plain():
+            model, lean = _unbound(runnable, kwargs)
+
+            async def call() -> BaseMessage:
+                return _generated(await model._agenerate(messages, **lean))
+        else:
+
+            async def call() -> BaseMessage:
+                out: BaseMessage = await runnable.ainvoke(messages, config, **kwargs)
+                return out
 
         async def one() -> BaseMessage:
             assert gate is not None
             async with gate:
-                out: BaseMessage = await runnable.ainvoke(messages, config, **kwargs)
-                return out
+                return await call()
 
         start = time.perf_counter()
         try:
             with _parent_config(config):
                 if n == 1:  # one call: no gate
-                    outputs = [await self._adeadline(runnable.ainvoke(messages, config, **kwargs))]
+                    outputs = [await self._adeadline(call())]
                 else:
                     outputs = await self._adeadline(asyncio.gather(*(one() for _ in range(n))))
         except Exception as exc:
@@ -326,15 +344,7 @@ class LangChainProvider:
         """The chat model to stream, its messages, the run's callback manager (from ``configure``),
         the call's kwargs and the run's start arguments."""
         runnable, messages, config, kwargs = self._prepare(request, context)
-        bound: dict[str, Any] = {}
-        while isinstance(runnable, RunnableBinding):  # bind_tools / bind: the kwargs travel to _stream
-            bound = {**runnable.kwargs, **bound}
-            runnable = runnable.bound
-        assert isinstance(runnable, BaseChatModel)
-        model = runnable
-        kwargs = {**bound, **kwargs}
-        kwargs.pop("ls_structured_output_format", None)
-        kwargs.pop("structured_output_format", None)
+        model, kwargs = _unbound(runnable, kwargs)
         # ask for usage in the stream where the model can (ChatOpenAI with a base_url does not by default)
         asked = "stream_usage" in model.model_fields_set
         if (
@@ -488,6 +498,16 @@ class LangChainProvider:
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _plain(self) -> bool:
+        """Whether ``BaseChatModel.generate`` would do nothing around ``_generate`` for a run nobody
+        listens to: no cache, rate limiter, v1 output, own callbacks or verbose output."""
+        model = self.chat_model
+        if model.rate_limiter is not None or model.callbacks is not None or model.verbose:
+            return False
+        if getattr(model, "output_version", None) == "v1":
+            return False
+        return model.cache is False or (model.cache is None and get_llm_cache() is None)
+
     def _quiet(self) -> BaseChatModel:
         """The chat model with streaming off (a shallow copy: clients are shared)."""
         if self._quiet_model is None:
@@ -574,6 +594,33 @@ def _own_timeout(chat_model: BaseChatModel) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value)
     return None
+
+
+def _unbound(
+    runnable: Runnable[LanguageModelInput, BaseMessage], kwargs: Mapping[str, Any]
+) -> tuple[BaseChatModel, dict[str, Any]]:
+    """The chat model under ``bind_tools`` / ``bind`` and the call's kwargs with the bound ones,
+    as its ``_generate`` / ``_stream`` take them (without the tracing-only structured-output format)."""
+    bound: dict[str, Any] = {}
+    while isinstance(runnable, RunnableBinding):
+        bound = {**runnable.kwargs, **bound}
+        runnable = runnable.bound
+    assert isinstance(runnable, BaseChatModel)
+    out = {**bound, **kwargs}
+    out.pop("ls_structured_output_format", None)
+    out.pop("structured_output_format", None)
+    return runnable, out
+
+
+def _generated(result: ChatResult) -> BaseMessage:
+    """The message of ``_generate``'s result with the metadata ``BaseChatModel.generate`` adds
+    (generation info, and the single generation's ``llm_output``)."""
+    generation = result.generations[0]
+    message = generation.message
+    extra = {**(result.llm_output or {}), **(generation.generation_info or {})}
+    if extra:
+        message.response_metadata = {**extra, **message.response_metadata}
+    return message
 
 
 def has_json_mode(chat_model: BaseChatModel) -> bool:

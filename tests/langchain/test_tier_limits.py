@@ -189,3 +189,51 @@ async def test_an_async_call_is_cancelled_at_the_deadline() -> None:
     with pytest.raises(ProviderTimeoutError, match="tier timeout"):
         await provider.acomplete(Request.of("q"), n=2)
     assert time.perf_counter() - start < 1.0
+
+
+# -- §3 tier calls nobody listens to skip BaseChatModel.generate ------------------------------------
+
+
+@pytest.fixture
+def generate_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The chat models whose ``BaseChatModel.generate`` / ``agenerate`` ran."""
+    seen: list[str] = []
+    sync, async_ = BaseChatModel.generate, BaseChatModel.agenerate
+
+    def generate(self: BaseChatModel, *args: Any, **kwargs: Any) -> Any:
+        seen.append(type(self).__name__)
+        return sync(self, *args, **kwargs)
+
+    async def agenerate(self: BaseChatModel, *args: Any, **kwargs: Any) -> Any:
+        seen.append(type(self).__name__)
+        return await async_(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseChatModel, "generate", generate)
+    monkeypatch.setattr(BaseChatModel, "agenerate", agenerate)
+    return seen
+
+
+def test_an_unheard_tier_call_skips_generate_and_keeps_its_metadata(
+    server: WireServer, generate_calls: list[str]
+) -> None:
+    model = CascadeChatModel.from_policy(policy({"max_tokens": 64}), providers={"only": oa(server)})
+    answer = model.invoke("hi")
+    assert generate_calls == []  # nobody listens: no run machinery around the tier's _generate
+    assert answer.response_metadata["finish_reason"] == "length"  # ChatOpenAI's generation info
+    assert asyncio.run(model.ainvoke("hi")).response_metadata["finish_reason"] == "length"
+    assert generate_calls == []
+
+
+def test_a_heard_or_rate_limited_tier_call_keeps_the_full_path(
+    server: WireServer, generate_calls: list[str]
+) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.rate_limiters import InMemoryRateLimiter
+
+    model = CascadeChatModel.from_policy(policy({"max_tokens": 64}), providers={"only": oa(server)})
+    model.invoke("hi", config={"callbacks": [BaseCallbackHandler()]})
+    assert generate_calls == ["ChatOpenAI"]  # a listener gets the tier's run
+    limited = oa(server, rate_limiter=InMemoryRateLimiter(requests_per_second=1000))
+    model = CascadeChatModel.from_policy(policy({"max_tokens": 64}), providers={"only": limited})
+    model.invoke("hi")
+    assert generate_calls == ["ChatOpenAI", "ChatOpenAI"]  # the limiter is honoured
