@@ -1,6 +1,7 @@
 """The LangChain front's own overhead next to ``with_fallbacks``, over the same zero-latency fake tiers.
 
-    .venv/bin/python benchmarks/langchain_overhead.py [--rounds 2000] [--repeat 3] [--json] [--profile]
+    .venv/bin/python benchmarks/langchain_overhead.py [--rounds 2000] [--repeat 3] [--handler] [--json]
+                                                        [--profile]
 
 Two scenarios, sync (``invoke``) and async (``ainvoke``):
 
@@ -15,12 +16,14 @@ caller pays anyway), taken in the same round; the figure is the median over all 
 variants of a round (direct, cascade, fallbacks) run interleaved in one process, in rotating order,
 so a noisy neighbour slows all of them alike. Each call is timed on two clocks at once: wall time
 (what a caller waits, work on other threads included) and this thread's CPU time (time spent
-descheduled on a shared machine is not counted). The table also gives each whole request (direct
-tier calls, cascade, fallbacks): a cascade's tier calls nobody listens to skip LangChain's per-call
-run machinery, which the direct calls pay, so its own overhead can be below zero. ``--repeat`` runs
-the whole measurement that many times and prints each figure's range; ``--json`` prints one JSON
-object per run instead (per clock, mode and scenario: own cascade, own fallbacks, direct, cascade,
-fallbacks). The target (issue 19) is own overhead cascade / fallbacks <= 1.5 on both clocks.
+descheduled on a shared machine is not counted). ``--handler`` puts a no-op callback handler on
+every call (as tracing would: every run is reported, no call can skip its run). The table also
+gives each whole request (direct tier calls, cascade, fallbacks): a cascade's tier calls nobody
+listens to skip LangChain's per-call run machinery, which the direct calls pay, so its own overhead
+can be below zero. ``--repeat`` runs the whole measurement that many times and prints each
+figure's range; ``--json`` prints one JSON object per run instead (per clock, mode and scenario:
+own cascade, own fallbacks, direct, cascade, fallbacks).
+The target (issue 19) is own overhead cascade / fallbacks <= 1.5 on both clocks.
 """
 
 from __future__ import annotations
@@ -35,14 +38,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import RunnableConfig
 
 from cascade.langchain import CascadeChatModel
 from cascade.policy.schema import Policy
 
 PROMPT = "What is 2+2?"
+CONFIG: RunnableConfig | None = None  # --handler: a no-op callback handler on every call
 ACCEPT = {"kind": "fixed", "value": 1.0}
 POLICY = Policy.model_validate(
     {
@@ -110,26 +116,26 @@ def cascade_model(fakes: list[Fake]) -> CascadeChatModel:
 
 def direct_sync(fakes: list[Fake], scenario: str) -> None:
     if scenario == "first":
-        fakes[0].invoke(PROMPT)
+        fakes[0].invoke(PROMPT, CONFIG)
         return
     for f in fakes[:2]:
         try:  # noqa: SIM105 - the cheapest way, as with_fallbacks does it
-            f.invoke(PROMPT)
+            f.invoke(PROMPT, CONFIG)
         except ValueError:
             pass
-    fakes[2].invoke(PROMPT)
+    fakes[2].invoke(PROMPT, CONFIG)
 
 
 async def direct_async(fakes: list[Fake], scenario: str) -> None:
     if scenario == "first":
-        await fakes[0].ainvoke(PROMPT)
+        await fakes[0].ainvoke(PROMPT, CONFIG)
         return
     for f in fakes[:2]:
         try:  # noqa: SIM105 - the cheapest way, as with_fallbacks does it
-            await f.ainvoke(PROMPT)
+            await f.ainvoke(PROMPT, CONFIG)
         except ValueError:
             pass
-    await fakes[2].ainvoke(PROMPT)
+    await fakes[2].ainvoke(PROMPT, CONFIG)
 
 
 CLOCKS = ("wall", "cpu")
@@ -172,8 +178,8 @@ def run_sync(scenario: str, rounds: int) -> Figures:
     fallbacks = fakes[0].with_fallbacks(fakes[1:])
     variants: list[Callable[[], Any]] = [
         lambda: direct_sync(fakes, scenario),
-        lambda: cascade.invoke(PROMPT),
-        lambda: fallbacks.invoke(PROMPT),
+        lambda: cascade.invoke(PROMPT, CONFIG),
+        lambda: fallbacks.invoke(PROMPT, CONFIG),
     ]
     for v in variants * 50:  # warm up
         v()
@@ -192,8 +198,8 @@ async def run_async(scenario: str, rounds: int) -> Figures:
     fallbacks = fakes[0].with_fallbacks(fakes[1:])
     variants: list[Callable[[], Awaitable[Any]]] = [
         lambda: direct_async(fakes, scenario),
-        lambda: cascade.ainvoke(PROMPT),
-        lambda: fallbacks.ainvoke(PROMPT),
+        lambda: cascade.ainvoke(PROMPT, CONFIG),
+        lambda: fallbacks.ainvoke(PROMPT, CONFIG),
     ]
     for v in variants * 50:
         await v()
@@ -211,8 +217,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=1, help="run everything this many times (ranges)")
     parser.add_argument("--json", action="store_true", help="one JSON object per run (microseconds)")
+    parser.add_argument(
+        "--handler", action="store_true", help="a no-op callback handler on every call (runs reported)"
+    )
     parser.add_argument("--profile", action="store_true", help="profile cascade.invoke (first tier answers)")
     args = parser.parse_args()
+    if args.handler:
+        global CONFIG
+        CONFIG = RunnableConfig(callbacks=[BaseCallbackHandler()])
     if args.profile:
         model = cascade_model(tiers("first"))
         profiler = cProfile.Profile()
