@@ -148,12 +148,14 @@ def assemble(
         base = Path(base_dir) if base_dir is not None else Path.cwd()
     specs = {t.name: t for t in policy.tiers}
     capped = policy.budget.per_request is not None or bool(policy.budget.caps)
-    overrides = {k: _as_provider(v, specs.get(k), capped) for k, v in (providers or {}).items()}
+    overrides = {k: _as_provider(v, specs.get(k)) for k, v in (providers or {}).items()}
     ctx = BuildContext(base, overrides=overrides)
     tiers = []
     for spec in policy.tiers:
         ctx.tier = spec
         provider = ctx.make_provider(spec)
+        if capped and not spec.free and getattr(provider, "bounded", True) is False:  # LangChain tiers
+            raise ConfigurationError(f"tier {spec.name!r}: {getattr(provider, 'unbounded', '')}")
         scorer = ctx.build_scorer(spec.scorer) if spec.scorer is not None else None
         r = spec.retry
         tiers.append(
@@ -214,7 +216,7 @@ def _max_tokens(provider: Provider, spec: TierSpec, ctx: BuildContext) -> int:
     return own if isinstance(own, int) and not isinstance(own, bool) else spec.params.max_tokens
 
 
-def _as_provider(obj: Any, spec: TierSpec | None = None, capped: bool = False) -> Provider:
+def _as_provider(obj: Any, spec: TierSpec | None = None) -> Provider:
     if isinstance(obj, Provider):
         return obj
     try:
@@ -222,26 +224,18 @@ def _as_provider(obj: Any, spec: TierSpec | None = None, capped: bool = False) -
     except ImportError:  # pragma: no cover - langchain-core is a dependency
         BaseChatModel = ()  # type: ignore[assignment,misc]  # noqa: N806
     if isinstance(obj, BaseChatModel):
-        from cascade.providers.langchain import LIMIT_FIELDS, LangChainProvider
+        from cascade.providers.langchain import LangChainProvider
 
         if spec is None:
             return LangChainProvider(obj)
         # the policy's max_tokens bounds budget reservations when set, else the model's own setting
         set_here = "max_tokens" in spec.params.model_fields_set
-        provider = LangChainProvider(
+        return LangChainProvider(
             obj,
             max_tokens=spec.params.max_tokens if set_here else None,
             stop=spec.params.stop,
             timeout=spec.timeout,  # the tier's deadline bounds a passed-in model's whole call too
         )
-        if capped and not spec.free and not provider.bounded:
-            raise ConfigurationError(
-                f"tier {spec.name!r}: {type(obj).__name__} has no output-token limit cascade can set"
-                f" (a field named one of {', '.join(LIMIT_FIELDS)}), so its answers may cost more than"
-                " the budget reserves and the policy's caps could be exceeded; use a chat model with"
-                " such a field, or mark the tier `free: true`"
-            )
-        return provider
     raise TypeError(f"not a provider or LangChain chat model: {obj!r}")
 
 

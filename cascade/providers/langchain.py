@@ -168,7 +168,15 @@ class LangChainProvider:
         """Output tokens per sample: reserved by the budget, and sent as the model's bound."""
         self.bounded = limit is not None
         """Whether the chat model's answers are bounded by :attr:`max_tokens` (it has a field of
-        :data:`LIMIT_FIELDS`); an unbounded model's answers may cost more than is reserved."""
+        :data:`LIMIT_FIELDS`); an unbounded model's answers may cost more than is reserved, so a
+        policy with caps refuses it on a priced tier."""
+        self.unbounded = (
+            f"{type(chat_model).__name__} has no output-token limit cascade can set (a field named one of"
+            f" {', '.join(LIMIT_FIELDS)}), so its answers may cost more than the budget reserves and"
+            " the policy's caps could be exceeded; use a chat model with such a field, or mark the"
+            " tier `free: true`"
+        )
+        """Why a policy with caps refuses this tier when it is not :attr:`bounded`."""
         if limit is not None and own != self.max_tokens:  # a shallow copy: clients are shared
             chat_model = chat_model.model_copy(update={limit: self.max_tokens})
         self.chat_model = chat_model

@@ -151,6 +151,9 @@ def test_a_model_with_no_limit_field_is_refused_under_caps() -> None:
         update={"budget": policy().budget.model_copy(update={"per_request": None})}
     )
     assert Cascade.from_policy(uncapped, providers={"only": Plain()}).run("q").answer == "4"
+    built_from_yaml = {"class": "tests.langchain.test_tier_limits:Plain", "model_kwarg": None}
+    with pytest.raises(ConfigurationError, match=r"tier 'only': Plain has no output-token limit"):
+        Cascade.from_policy(policy(options=built_from_yaml))
 
 
 # -- §3 deadlines without a thread per call -------------------------------------------------------
