@@ -209,7 +209,13 @@ class _Scope:
     def context(self, tier: str, own_callbacks: bool = True) -> CallContext:
         if self.unheard and not own_callbacks:  # nobody would see the tier run's tags or metadata
             return CallContext(
-                RunnableConfig(), self.request, self.messages, self.stop, self.options, self.json_fallback
+                RunnableConfig(),
+                self.request,
+                self.messages,
+                self.stop,
+                self.options,
+                self.json_fallback,
+                unheard=True,
             )
         config = RunnableConfig(
             tags=["nostream", f"cascade_tier:{tier}"],

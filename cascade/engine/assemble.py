@@ -147,12 +147,15 @@ def assemble(
     else:
         base = Path(base_dir) if base_dir is not None else Path.cwd()
     specs = {t.name: t for t in policy.tiers}
+    capped = policy.budget.per_request is not None or bool(policy.budget.caps)
     overrides = {k: _as_provider(v, specs.get(k)) for k, v in (providers or {}).items()}
     ctx = BuildContext(base, overrides=overrides)
     tiers = []
     for spec in policy.tiers:
         ctx.tier = spec
         provider = ctx.make_provider(spec)
+        if capped and not spec.free and getattr(provider, "bounded", True) is False:  # LangChain tiers
+            raise ConfigurationError(f"tier {spec.name!r}: {getattr(provider, 'unbounded', '')}")
         scorer = ctx.build_scorer(spec.scorer) if spec.scorer is not None else None
         r = spec.retry
         tiers.append(
@@ -164,7 +167,7 @@ def assemble(
                 threshold=spec.threshold,
                 retry=RetryPolicy(r.attempts, r.initial, r.max_wait, r.jitter, r.max_retry_after),
                 provider_kind=spec.provider,
-                max_tokens=spec.params.max_tokens,
+                max_tokens=_max_tokens(provider, spec, ctx),
                 reserve_output_tokens=spec.reserve.output_tokens if spec.reserve else None,
                 call_key=ctx.call_key(spec),
                 skip=ctx.skip_estimator(spec),
@@ -205,6 +208,12 @@ def _ledger(spec: LedgerSpec, policy: str, ctx: BuildContext) -> Ledger:
     else:
         ledger = cls()
     return ledger
+
+
+def _max_tokens(provider: Provider, spec: TierSpec, ctx: BuildContext) -> int:
+    """The tier's output-token bound: a chat model passed in may bring its own (see _as_provider)."""
+    own = getattr(provider, "max_tokens", None) if spec.name in ctx.overrides else None
+    return own if isinstance(own, int) and not isinstance(own, bool) else spec.params.max_tokens
 
 
 def _as_provider(obj: Any, spec: TierSpec | None = None) -> Provider:

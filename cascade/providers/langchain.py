@@ -17,10 +17,22 @@ Our messages and tools become LangChain messages (``bind_tools`` when the reques
 gateway that sends none), is billed from an estimate of the prompt and the answer, never 0 input
 tokens. ``n`` samples are ``n`` calls (at most ``max_concurrency`` at once in async). Every
 exception is mapped to a :class:`~cascade.errors.ProviderError` (transient or permanent, from
-status codes, timeouts and connection errors); the provider never retries, and a ``timeout``
-(the tier's, for instances passed in) is enforced around the whole call, SDK retries included.
-A chat model that retries by itself (``max_retries`` above 0, or unset: the SDKs then retry
-twice) gets a warning.
+status codes, timeouts and connection errors); the provider never retries. A chat model that
+retries by itself (``max_retries`` above 0, or unset: the SDKs then retry twice) gets a warning.
+
+Output tokens are bounded, so budget caps hold: the provider reserves ``max_tokens`` per sample
+and makes the chat model send that bound. The tier's ``max_tokens`` (the policy's, when it sets
+one; else the model's own setting; else :data:`DEFAULT_MAX_TOKENS`) is set in the model's own
+limit field (:data:`LIMIT_FIELDS`) on a shallow copy, and a caller's larger ``max_tokens`` call
+option is lowered to it. A model with no such field is not :attr:`~LangChainProvider.bounded`:
+a policy with budget caps refuses it on a priced tier.
+
+The ``timeout`` (the tier's, for instances passed in) bounds a call without a thread per call:
+in async, ``asyncio.timeout`` cancels the whole call; in sync, a chat model over the OpenAI or
+Anthropic SDK gets it as its per-request ``timeout`` (split over the SDK's own attempts when it
+retries by itself: then its backoff waits come on top), and any other model cannot be
+interrupted from the calling thread, so a call that took longer is logged
+(``cascade.langchain.deadline_overrun``) and its paid answer kept.
 
 When :class:`cascade.langchain.CascadeChatModel` runs a tier it sets :data:`tier_call`, so the
 call becomes a child run (callbacks, tags, metadata) of the cascade's run.
@@ -29,12 +41,9 @@ call becomes a child run (callbacks, tags, metadata) of the cascade's run.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import importlib
 import json
 import math
-import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -43,9 +52,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import reduce
 from operator import add
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
@@ -57,7 +67,7 @@ from langchain_core.messages import (
     UsageMetadata,
 )
 from langchain_core.messages.utils import message_chunk_to_message
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, LLMResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,9 +87,18 @@ from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
 
 DEFAULT_MAX_TOKENS = 1024
 SDK_DEFAULT_RETRIES = 2  # what the OpenAI and Anthropic SDKs do when max_retries is unset
-_T = TypeVar("_T")
+LIMIT_FIELDS: Final = (
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "num_predict",
+    "max_new_tokens",
+)
+"""Where chat model classes keep their bound on output tokens (ChatOpenAI, ChatAnthropic, most:
+``max_tokens``; Google: ``max_output_tokens``; ChatOllama: ``num_predict``; Hugging Face:
+``max_new_tokens``); the first one a class has is the one set."""
+_SDK_PACKAGES = ("langchain_openai", "langchain_anthropic")  # call kwargs reach the SDK's create()
 _Manager = TypeVar("_Manager", CallbackManager, AsyncCallbackManager)
-_DEADLINES = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="cascade-tier-deadline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +120,9 @@ class CallContext:
     json_fallback: Mapping[str, Any] | None = None
     """What a chat model with no JSON mode gets for ``response_format={"type": "json_object"}``
     (the caller's schema as ``json_schema``); None: such a request is refused."""
+    unheard: bool = False
+    """Nobody listens to the call (no handler, tracing or hook anywhere): no run is reported, so
+    a plain chat model is called without ``BaseChatModel.generate``'s run machinery."""
 
 
 tier_call: ContextVar[CallContext | None] = ContextVar("cascade_langchain_tier_call", default=None)
@@ -139,13 +161,28 @@ class LangChainProvider:
     ) -> None:
         if not isinstance(chat_model, BaseChatModel):
             raise TypeError(f"not a LangChain chat model: {chat_model!r}")
-        self.chat_model = chat_model
         self.model = model or model_name(chat_model)
-        self.max_tokens = max_tokens or _int_attr(chat_model, "max_tokens", "max_output_tokens")
+        limit = limit_field(chat_model)
+        own = _positive_int(getattr(chat_model, limit)) if limit is not None else None
+        self.max_tokens: int = max_tokens or own or DEFAULT_MAX_TOKENS
+        """Output tokens per sample: reserved by the budget, and sent as the model's bound."""
+        self.bounded = limit is not None
+        """Whether the chat model's answers are bounded by :attr:`max_tokens` (it has a field of
+        :data:`LIMIT_FIELDS`); an unbounded model's answers may cost more than is reserved, so a
+        policy with caps refuses it on a priced tier."""
+        self.unbounded = (
+            f"{type(chat_model).__name__} has no output-token limit cascade can set (a field named one of"
+            f" {', '.join(LIMIT_FIELDS)}), so its answers may cost more than the budget reserves and"
+            " the policy's caps could be exceeded; use a chat model with such a field, or mark the"
+            " tier `free: true`"
+        )
+        """Why a policy with caps refuses this tier when it is not :attr:`bounded`."""
+        if limit is not None and own != self.max_tokens:  # a shallow copy: clients are shared
+            chat_model = chat_model.model_copy(update={limit: self.max_tokens})
+        self.chat_model = chat_model
         self.stop = list(stop) if stop else None
         self.max_concurrency = max_concurrency
         self.timeout = timeout
-        """Seconds a whole call may take (the chat model's own retries included); None: no limit."""
         self.free = False
         self.default_price: Price | None = _known_price(chat_model, self.model)
         self._quiet_model: BaseChatModel | None = None
@@ -164,42 +201,39 @@ class LangChainProvider:
                 stacklevel=2,
             )
 
-    def _own_deadline(self) -> bool:
-        """Whether the chat model's own client enforces :attr:`timeout` (no retries, a shorter timeout)."""
-        if self.timeout is None:
-            return True
-        if sdk_retries(self.chat_model):
-            return False
-        for attr in ("request_timeout", "timeout", "default_request_timeout"):
-            value = getattr(self.chat_model, attr, None)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= self.timeout:
-                return True
-        return False
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a whole call may take (see the module's notes for how); None: no limit."""
+        return self._timeout
 
-    def _deadline(self, fn: Callable[[], _T]) -> _T:
-        """``fn()``, abandoned with :class:`ProviderTimeoutError` after :attr:`timeout` seconds."""
-        if self._own_deadline():
-            return fn()
-        started = threading.Event()
+    @timeout.setter
+    def timeout(self, seconds: float | None) -> None:
+        self._timeout = seconds
+        self._sync_options: dict[str, Any] = {}
+        """Call options that make a sync call honour the timeout (the SDK's per-request timeout)."""
+        if seconds is not None and _sdk_backed(self.chat_model):
+            per_try = seconds / (1 + sdk_retries(self.chat_model))
+            own = _own_timeout(self.chat_model)
+            self._sync_options["timeout"] = per_try if own is None else min(own, per_try)
 
-        def run() -> _T:
-            started.set()
-            return fn()
-
-        future = _DEADLINES.submit(contextvars.copy_context().run, run)
-        started.wait()  # the deadline counts from the call's start, not from a wait for a free thread
-        try:
-            return future.result(timeout=self.timeout)
-        except concurrent.futures.TimeoutError:
-            raise _cut_off(self.model, self.timeout) from None
+    def _overran(self, latency_s: float) -> None:
+        """A sync call outlived :attr:`timeout`: it could not be cut off; say so (the answer is kept)."""
+        get_logger().warning(
+            "cascade.langchain.deadline_overrun", model=self.model, timeout=self._timeout, latency_s=latency_s
+        )
 
     async def _adeadline(self, coro: Any) -> Any:
-        if self._own_deadline():
+        """``await coro``, cancelled with :class:`ProviderTimeoutError` after :attr:`timeout` seconds."""
+        if self._timeout is None:
             return await coro
+        deadline = asyncio.timeout(self._timeout)
         try:
-            return await asyncio.wait_for(coro, self.timeout)
+            async with deadline:
+                return await coro
         except TimeoutError:
-            raise _cut_off(self.model, self.timeout) from None
+            if deadline.expired():
+                raise _cut_off(self.model, self._timeout) from None
+            raise
 
     @classmethod
     def from_config(cls, tier: Any, options: LangChainProvider.Options, ctx: Any) -> LangChainProvider:
@@ -249,36 +283,52 @@ class LangChainProvider:
     # -- the Provider protocol ----------------------------------------------------------------
 
     def complete(self, request: Request, n: int = 1) -> Completion:
-        runnable, messages, config, kwargs = self._prepare(request, quiet=True)
+        ctx = tier_call.get()
+        runnable, messages, config, kwargs = self._prepare(request, ctx, quiet=True)
+        if self._sync_options:
+            kwargs = {**self._sync_options, **kwargs}
         start = time.perf_counter()
-
-        def call() -> list[BaseMessage]:
-            if not config.get("callbacks"):  # no run to parent (the common, unlistened case)
-                return [runnable.invoke(messages, config, **kwargs) for _ in range(n)]
-            with _parent_config(config):
-                return [runnable.invoke(messages, config, **kwargs) for _ in range(n)]
-
         try:
-            outputs = self._deadline(call)
+            if ctx is not None and ctx.unheard and self._plain():
+                model, kwargs = _unbound(runnable, kwargs)
+                outputs = [_generated(model._generate(messages, **kwargs)) for _ in range(n)]
+            elif not config.get("callbacks"):  # no run to parent
+                outputs = [runnable.invoke(messages, config, **kwargs) for _ in range(n)]
+            else:
+                with _parent_config(config):
+                    outputs = [runnable.invoke(messages, config, **kwargs) for _ in range(n)]
         except Exception as exc:
             raise map_error(exc) from exc
-        return self.completion([as_ai_message(o) for o in outputs], time.perf_counter() - start, request)
+        latency = time.perf_counter() - start
+        if self._timeout is not None and latency > self._timeout:
+            self._overran(latency)
+        return self.completion([as_ai_message(o) for o in outputs], latency, request)
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
-        runnable, messages, config, kwargs = self._prepare(request, quiet=True)
+        ctx = tier_call.get()
+        runnable, messages, config, kwargs = self._prepare(request, ctx, quiet=True)
         gate = asyncio.Semaphore(self.max_concurrency) if n > 1 else None
+        if ctx is not None and ctx.unheard and self._plain():
+            model, lean = _unbound(runnable, kwargs)
+
+            async def call() -> BaseMessage:
+                return _generated(await model._agenerate(messages, **lean))
+        else:
+
+            async def call() -> BaseMessage:
+                out: BaseMessage = await runnable.ainvoke(messages, config, **kwargs)
+                return out
 
         async def one() -> BaseMessage:
             assert gate is not None
             async with gate:
-                out: BaseMessage = await runnable.ainvoke(messages, config, **kwargs)
-                return out
+                return await call()
 
         start = time.perf_counter()
         try:
             with _parent_config(config):
                 if n == 1:  # one call: no gate
-                    outputs = [await self._adeadline(runnable.ainvoke(messages, config, **kwargs))]
+                    outputs = [await self._adeadline(call())]
                 else:
                     outputs = await self._adeadline(asyncio.gather(*(one() for _ in range(n))))
         except Exception as exc:
@@ -302,15 +352,7 @@ class LangChainProvider:
         """The chat model to stream, its messages, the run's callback manager (from ``configure``),
         the call's kwargs and the run's start arguments."""
         runnable, messages, config, kwargs = self._prepare(request, context)
-        bound: dict[str, Any] = {}
-        while isinstance(runnable, RunnableBinding):  # bind_tools / bind: the kwargs travel to _stream
-            bound = {**runnable.kwargs, **bound}
-            runnable = runnable.bound
-        assert isinstance(runnable, BaseChatModel)
-        model = runnable
-        kwargs = {**bound, **kwargs}
-        kwargs.pop("ls_structured_output_format", None)
-        kwargs.pop("structured_output_format", None)
+        model, kwargs = _unbound(runnable, kwargs)
         # ask for usage in the stream where the model can (ChatOpenAI with a base_url does not by default)
         asked = "stream_usage" in model.model_fields_set
         if (
@@ -464,6 +506,16 @@ class LangChainProvider:
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _plain(self) -> bool:
+        """Whether ``BaseChatModel.generate`` would do nothing around ``_generate`` for a run nobody
+        listens to: no cache, rate limiter, v1 output, own callbacks or verbose output."""
+        model = self.chat_model
+        if model.rate_limiter is not None or model.callbacks is not None or model.verbose:
+            return False
+        if getattr(model, "output_version", None) == "v1":
+            return False
+        return model.cache is False or (model.cache is None and get_llm_cache() is None)
+
     def _quiet(self) -> BaseChatModel:
         """The chat model with streaming off (a shallow copy: clients are shared)."""
         if self._quiet_model is None:
@@ -486,6 +538,10 @@ class LangChainProvider:
         call_kwargs: dict[str, Any] = {"stop": list(stop)} if stop else {}
         if ctx is not None and ctx.options:
             call_kwargs.update(ctx.options)
+            for key in LIMIT_FIELDS:  # the budget reserved max_tokens: a caller may ask less, not more
+                asked = call_kwargs.get(key)
+                if isinstance(asked, int) and asked > self.max_tokens:
+                    call_kwargs[key] = self.max_tokens
             fmt = call_kwargs.get("response_format")
             if (
                 isinstance(fmt, Mapping)
@@ -526,6 +582,53 @@ class LangChainProvider:
             )
         get_logger().debug("cascade.langchain.json_mode_as_schema", model=self.model)
         return ctx.json_fallback
+
+
+def limit_field(chat_model: BaseChatModel) -> str | None:
+    """The field of :data:`LIMIT_FIELDS` in which this chat model keeps its output-token bound."""
+    fields = type(chat_model).model_fields
+    return next((name for name in LIMIT_FIELDS if name in fields), None)
+
+
+def _sdk_backed(chat_model: BaseChatModel) -> bool:
+    """Whether the chat model hands its call options to an OpenAI or Anthropic SDK ``create()``
+    (which takes a per-request ``timeout``)."""
+    return any(c.__module__.startswith(_SDK_PACKAGES) for c in type(chat_model).__mro__)
+
+
+def _own_timeout(chat_model: BaseChatModel) -> float | None:
+    for attr in ("request_timeout", "default_request_timeout", "timeout"):
+        value = getattr(chat_model, attr, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
+
+
+def _unbound(
+    runnable: Runnable[LanguageModelInput, BaseMessage], kwargs: Mapping[str, Any]
+) -> tuple[BaseChatModel, dict[str, Any]]:
+    """The chat model under ``bind_tools`` / ``bind`` and the call's kwargs with the bound ones,
+    as its ``_generate`` / ``_stream`` take them (without the tracing-only structured-output format)."""
+    bound: dict[str, Any] = {}
+    while isinstance(runnable, RunnableBinding):
+        bound = {**runnable.kwargs, **bound}
+        runnable = runnable.bound
+    assert isinstance(runnable, BaseChatModel)
+    out = {**bound, **kwargs}
+    out.pop("ls_structured_output_format", None)
+    out.pop("structured_output_format", None)
+    return runnable, out
+
+
+def _generated(result: ChatResult) -> BaseMessage:
+    """The message of ``_generate``'s result with the metadata ``BaseChatModel.generate`` adds
+    (generation info, and the single generation's ``llm_output``)."""
+    generation = result.generations[0]
+    message = generation.message
+    extra = {**(result.llm_output or {}), **(generation.generation_info or {})}
+    if extra:
+        message.response_metadata = {**extra, **message.response_metadata}
+    return message
 
 
 def has_json_mode(chat_model: BaseChatModel) -> bool:
@@ -767,12 +870,8 @@ def _header(headers: Any, *names: str) -> str | None:
     return None
 
 
-def _int_attr(obj: object, *names: str) -> int:
-    for name in names:
-        value = getattr(obj, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return DEFAULT_MAX_TOKENS
+def _positive_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _known_price(chat_model: BaseChatModel, model: str) -> Price | None:
@@ -786,8 +885,10 @@ def _known_price(chat_model: BaseChatModel, model: str) -> Price | None:
 
 
 __all__ = [
+    "LIMIT_FIELDS",
     "CallContext",
     "LangChainProvider",
+    "limit_field",
     "map_error",
     "sdk_retries",
     "tier_call",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -22,6 +23,10 @@ tiers:
 """
 
 
+class BoundedFake(FakeListChatModel):
+    max_tokens: int | None = None  # an output-token limit cascade can set (a capped policy needs one)
+
+
 @pytest.fixture
 def policy_path(tmp_path: object) -> object:
     from pathlib import Path
@@ -35,10 +40,14 @@ def test_a_passed_in_chat_model_gets_its_tier_timeout(policy_path: object) -> No
     slow = FakeListChatModel(responses=["late"], sleep=1.0)
     c = Cascade.from_policy(loader.load(policy_path), providers={"only": slow})  # type: ignore[arg-type]
     assert getattr(c.tiers[0].provider, "timeout", None) == 0.2
-    start = time.perf_counter()
-    with pytest.raises(AllTiersFailedError, match=r"(?i)timeout"):
-        c.run("q")
-    assert time.perf_counter() - start < 0.8  # was 1 s: the tier's 0.2 s timeout was ignored
+
+    async def cut_off_after() -> float:  # async: a sync call cannot be cut off (test_tier_limits.py)
+        start = time.perf_counter()
+        with pytest.raises(AllTiersFailedError, match=r"(?i)timeout"):
+            await c.arun("q")
+        return time.perf_counter() - start
+
+    assert asyncio.run(cut_off_after()) < 0.8  # was 1 s: the tier's 0.2 s timeout was ignored
 
 
 def test_a_passed_in_chat_model_cut_off_by_its_timeout_is_charged_under_a_cap(tmp_path: object) -> None:
@@ -48,10 +57,10 @@ def test_a_passed_in_chat_model_cut_off_by_its_timeout_is_charged_under_a_cap(tm
 
     path = Path(str(tmp_path)) / "capped.yaml"
     path.write_text(POLICY + "    price: {input: 1, output: 1}\nbudget:\n  per_request: 1\n")
-    slow = FakeListChatModel(responses=["late"], sleep=1.0)
+    slow = BoundedFake(responses=["late"], sleep=1.0)
     c = Cascade.from_policy(loader.load(path), providers={"only": slow})  # type: ignore[arg-type]
     with pytest.raises(AllTiersFailedError) as failed:
-        c.run("q")
+        asyncio.run(c.arun("q"))
     attempt = failed.value.attempts[0]
     assert attempt.cost > Decimal(0)  # was $0: the cut-off call was not charged
     assert attempt.charged

@@ -401,7 +401,9 @@ def test_tier_timeout_applies_to_a_passed_in_model(slow: WireServer, tmp_path: A
     start = time.perf_counter()
     with pytest.raises(AllTiersFailedError) as info:
         model.invoke("q")
-    assert time.perf_counter() - start < 1.5
+    # sync: the 0.5 s is the SDK's per-request timeout, split over its 3 attempts (no thread per
+    # call); the SDK's backoff waits between them (at most 0.5 + 1 s) come on top
+    assert time.perf_counter() - start < 0.5 + 1.5 + 0.5
     assert "timeout" in str(info.value).lower()
 
 

@@ -18,6 +18,10 @@ are deterministic; markers in the last user message choose the behaviour:
 ``!tool={...}``        when tools are given, call the first one with these JSON arguments
 =====================  ==================================================================
 
+A request's ``max_tokens`` (``max_completion_tokens`` for OpenAI) is honoured as the APIs do: a
+longer answer is cut to that many tokens (4 characters each) and ends with ``length`` /
+``max_tokens``.
+
 ``logprobs`` / ``top_logprobs`` and ``stream`` (SSE, with ``stream_options.include_usage``) are
 honoured. Run it by hand with ``python -m tests.providers.wire_server [port]`` from the repository root.
 
@@ -235,10 +239,15 @@ class _Handler(BaseHTTPRequestHandler):
         )
         cached = min(int(marks.get("cached") or 0), prompt_tokens)
         tool = marks.get("tool") if body.get("tools") else None
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
         choices = []
         for i in range(n):
             answer = answers[(i + seen) % len(answers)]
-            choices.append(self._openai_choice(body, i, answer, tool))
+            cut = isinstance(limit, int) and _count(answer) > limit
+            choice = self._openai_choice(body, i, answer[: 4 * limit] if cut else answer, tool)
+            if cut and tool is None:
+                choice["finish_reason"] = "length"
+            choices.append(choice)
         completion = sum(_count(c["message"]["content"] or "x") for c in choices)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -370,8 +379,11 @@ class _Handler(BaseHTTPRequestHandler):
         if "answer" in marks:  # a scripted answer, verbatim
             answers = [marks["answer"]]
         answer = answers[seen % len(answers)]
-        blocks: list[dict[str, Any]] = [{"type": "text", "text": answer}]
+        limit = body.get("max_tokens")
         stop = "end_turn"
+        if isinstance(limit, int) and _count(answer) > limit:
+            answer, stop = answer[: 4 * limit], "max_tokens"
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": answer}]
         if body.get("tools") and "tool" in marks:
             blocks = [
                 {"type": "text", "text": "Let me check."},
@@ -388,6 +400,8 @@ class _Handler(BaseHTTPRequestHandler):
         cache_write = int(marks.get("cache-write") or 0)
         input_tokens = max(1, _count(payload_in) - cache_read - cache_write)
         output_tokens = _count(json.dumps(blocks))
+        if isinstance(limit, int):
+            output_tokens = min(output_tokens, limit)
         usage = {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
