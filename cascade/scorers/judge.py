@@ -39,8 +39,8 @@ from cascade.errors import ConfigurationError, PermanentProviderError, ProviderE
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, RetrySpec, TierSpec
 from cascade.protocols import Provider
-from cascade.providers._sdk import acall_charging, billed, call_charging, failure_charge
-from cascade.retry import RetryPolicy
+from cascade.providers._sdk import failure_charge
+from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry
 from cascade.types import ZERO, Completion, Message, Request, Sample, Score, Usage
 
 DEFAULT_SYSTEM = """\
@@ -382,7 +382,7 @@ class JudgeScorer:
     def score(self, request: Request, completion: Completion) -> Score:
         sub = self.judge_request(request, self._candidate(completion), model=completion.model)
         try:
-            got = call_charging(lambda: self.provider.complete(sub, 1), self.retry)
+            got, _ = call_with_retry(lambda: self.provider.complete(sub, 1), self.retry, billed_stop=True)
         except ProviderError as exc:
             raise self._failed(sub, exc) from exc
         return self._verdict(got)
@@ -395,7 +395,9 @@ class JudgeScorer:
     async def ascore(self, request: Request, completion: Completion) -> Score:
         sub = self.judge_request(request, self._candidate(completion), model=completion.model)
         try:
-            got = await acall_charging(lambda: self.provider.acomplete(sub, 1), self.retry)
+            got = (
+                await acall_with_retry(lambda: self.provider.acomplete(sub, 1), self.retry, billed_stop=True)
+            )[0]
         except ProviderError as exc:
             raise self._failed(sub, exc) from exc
         return self._verdict(got)

@@ -31,8 +31,8 @@ from cascade.errors import CascadeError, ConfigurationError, ProviderError, Scor
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, TierSpec
 from cascade.protocols import Provider
-from cascade.providers._sdk import acall_charging, billed, call_charging, failure_charge
-from cascade.retry import RetryPolicy
+from cascade.providers._sdk import failure_charge
+from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry
 from cascade.scorers.answers import (
     SIMILARITIES,
     Extractor,
@@ -260,7 +260,8 @@ class SelfConsistencyScorer:
         for src in self.sources:
             sub = src.request(request)
             try:
-                got = call_charging(lambda: src.provider.complete(sub, src.n), src.retry)  # noqa: B023
+                call = lambda: src.provider.complete(sub, src.n)  # noqa: B023, E731
+                got, _ = call_with_retry(call, src.retry, billed_stop=True)
             except ProviderError as exc:
                 extra.append((src.name, exc, _charge(src, sub, exc)))
                 continue
@@ -271,7 +272,11 @@ class SelfConsistencyScorer:
         async def one(src: Source) -> tuple[str, Completion | CascadeError, Decimal]:
             sub = src.request(request)
             try:
-                got = await acall_charging(lambda: src.provider.acomplete(sub, src.n), src.retry)
+                got = (
+                    await acall_with_retry(
+                        lambda: src.provider.acomplete(sub, src.n), src.retry, billed_stop=True
+                    )
+                )[0]
             except ProviderError as exc:
                 return (src.name, exc, _charge(src, sub, exc))
             return (src.name, got, src.cost(got))
