@@ -559,15 +559,16 @@ def charge_started(
 ) -> None:
     """Make ``err`` carry what its attempt is charged once the response has started.
 
-    A body cut off before its end (not streamed, or a stream before its first event) may have been
-    generated whole: charged the worst case (``cut_off``). Otherwise the reported usage (else
+    A body cut off before its end, or a stream without one event that could be read (a reset before
+    it, a JSON body instead of events), may have been generated whole: charged the worst case
+    (``cut_off``). Otherwise the reported usage (else
     ``input_tokens``) with output never below the text and tool arguments received. An error status
     (4xx, 5xx) or nothing received costs nothing.
     """
     if not got.started or err.cut_off:
         return
-    if not isinstance(err, InvalidResponseError) and got.events == 0:
-        err.cut_off = True  # a transport error before any event or in the middle of a whole body
+    if got.events == 0 and (got.streaming or not isinstance(err, InvalidResponseError)):
+        err.cut_off = True  # a body cut off mid-way, or a stream with no event to count: unknown
         return
     least = got.produced(input_tokens, max_output, per_stop)
     if err.usage is None:

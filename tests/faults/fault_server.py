@@ -291,11 +291,8 @@ def _stream(
 ) -> tuple[bytes, int, bool]:
     """The events for a streamed ``fault``: (bytes, output tokens produced, reset after them)."""
     if fault in SSE_FAULTS - STREAM_ONLY - {"reset", "big_body"}:
-        return (
-            _sse(fault, good, anthropic),
-            good["usage"]["output_tokens" if anthropic else "completion_tokens"],
-            False,
-        )
+        out = 0 if fault == "error200" else _honest(good, anthropic)[1]  # an error event ends a stream
+        return _sse(fault, good, anthropic), out, False
     limit = int(body.get("max_tokens") or body.get("max_completion_tokens") or 1024)
     tool = fault in ("bad_tool_json", "length", "content_filter")
     pieces = [TOOL_ARGS[:12], TOOL_ARGS[12:]] if tool else list(PIECES)
