@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeVar
 
 from tenacity import (
@@ -32,6 +33,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from cascade.errors import ProviderError, TransientProviderError
+from cascade.money import Price
 
 T = TypeVar("T")
 
@@ -90,6 +92,16 @@ def remaining() -> float | None:
 def billed(error: ProviderError) -> bool:
     """Whether a failed call may have been billed (usage charged to it, or cut off in flight)."""
     return error.usage is not None or error.cut_off
+
+
+def failure_charge(error: ProviderError, price: Price, worst: Decimal) -> Decimal:
+    """What a failed try is charged: the worst case (``worst``) when cut off in flight, else its
+    usage (what it reported or produced) at ``price``, never above ``worst``; nothing otherwise."""
+    if error.cut_off:
+        return worst
+    if error.usage is not None:
+        return max(min(price.cost(error.usage), worst), Decimal(0))
+    return Decimal(0)
 
 
 class BilledError(ProviderError):

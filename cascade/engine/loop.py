@@ -38,7 +38,7 @@ from cascade.errors import (
 from cascade.logging import listening
 from cascade.money import Price
 from cascade.protocols import Provider, Scorer, SkipEstimator
-from cascade.retry import RetryPolicy
+from cascade.retry import RetryPolicy, failure_charge
 from cascade.types import (
     ZERO,
     Attempt,
@@ -619,15 +619,13 @@ def failed_charge(
     flight (a timeout after the request went out) at the worst case, so caps never undercount.
     """
     worst = tier.call_worst(request, bought)
-    total, reasons = ZERO, []
-    for e in billed:
-        if e.cut_off:
-            total += worst
-            reasons.append("cut off in flight: worst case")
-        elif e.usage is not None:
-            total += min(tier.price.cost(e.usage), worst)
-            reasons.append("usage reported by a failed response")
-    return max(total, ZERO), "; ".join(dict.fromkeys(reasons))
+    total = sum((failure_charge(e, tier.price, worst) for e in billed), ZERO)
+    reasons = [
+        "cut off in flight: worst case" if e.cut_off else "usage reported by a failed response"
+        for e in billed
+        if e.cut_off or e.usage is not None
+    ]
+    return total, "; ".join(dict.fromkeys(reasons))
 
 
 def _worst(run: _Run, tier: Tier) -> Decimal:

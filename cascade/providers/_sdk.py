@@ -42,7 +42,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -874,18 +873,6 @@ async def acall_many(fn: Callable[[], Awaitable[Completion]], k: int, parallel: 
 # -- failed calls that may have been billed ---------------------------------------------------
 
 
-def failure_charge(error: ProviderError, price: Any, worst: Usage) -> Decimal:
-    """What a failed call is charged: its reported usage (at most ``worst``'s cost), the worst case
-    when cut off in flight, else nothing. ``price``: a :class:`~cascade.money.Price`."""
-    most: Decimal = price.cost(worst)
-    if error.cut_off:
-        return most
-    if error.usage is not None:
-        reported: Decimal = price.cost(error.usage)
-        return max(min(reported, most), Decimal(0))
-    return Decimal(0)
-
-
 class Reopening:
     """A sync SDK client made on first use and again after :meth:`close` (a closed cascade reopens).
 
@@ -953,7 +940,6 @@ __all__ = [
     "error_object",
     "estimate_input_tokens",
     "estimate_output_tokens",
-    "failure_charge",
     "http_client",
     "invalid",
     "is_local_url",

@@ -39,8 +39,7 @@ from cascade.errors import ConfigurationError, PermanentProviderError, ProviderE
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, RetrySpec, TierSpec
 from cascade.protocols import Provider
-from cascade.providers._sdk import failure_charge
-from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry
+from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry, failure_charge
 from cascade.types import ZERO, Completion, Message, Request, Sample, Score, Usage
 
 DEFAULT_SYSTEM = """\
@@ -388,8 +387,12 @@ class JudgeScorer:
         return self._verdict(got)
 
     def _failed(self, sub: Request, exc: ProviderError) -> JudgeError:
-        """The judge's call failed; one that may have been billed is charged (see ``_sdk.billed``)."""
-        cost = failure_charge(exc, self.price, self.provider.max_usage(sub, 1)) if billed(exc) else ZERO
+        """The judge's call failed; one that may have been billed is charged (``retry.failure_charge``)."""
+        cost = (
+            failure_charge(exc, self.price, self.price.cost(self.provider.max_usage(sub, 1)))
+            if billed(exc)
+            else ZERO
+        )
         return JudgeError(f"judge {self.provider.model} failed: {exc}", cost=cost, usage=exc.usage or Usage())
 
     async def ascore(self, request: Request, completion: Completion) -> Score:

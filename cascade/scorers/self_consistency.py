@@ -31,8 +31,7 @@ from cascade.errors import CascadeError, ConfigurationError, ProviderError, Scor
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, TierSpec
 from cascade.protocols import Provider
-from cascade.providers._sdk import failure_charge
-from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry
+from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry, failure_charge
 from cascade.scorers.answers import (
     SIMILARITIES,
     Extractor,
@@ -241,7 +240,7 @@ class SelfConsistencyScorer:
             else:
                 by_source[name] = f"error: {type(got).__name__}"
                 missing += src.n
-                cost += spent  # a failed call that may have been billed (see _sdk.failure_charge)
+                cost += spent  # a failed call that may have been billed (see cascade.retry.failure_charge)
         a = self.rate(completion.samples, samples, missing)
         detail: dict[str, Any] = {
             "agreeing": a.votes,
@@ -290,7 +289,11 @@ class SelfConsistencyScorer:
 
 def _charge(src: Source, sub: Request, exc: ProviderError) -> Decimal:
     """What a source's failed call is charged (it may have been billed)."""
-    return failure_charge(exc, src.price, src.provider.max_usage(sub, src.n)) if billed(exc) else ZERO
+    return (
+        failure_charge(exc, src.price, src.price.cost(src.provider.max_usage(sub, src.n)))
+        if billed(exc)
+        else ZERO
+    )
 
 
 def _lost(asked: int, got: Completion) -> int:
