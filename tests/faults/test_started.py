@@ -19,7 +19,7 @@ import pytest
 
 from cascade import Cascade
 from cascade.errors import InvalidResponseError, PermanentProviderError, ProviderError
-from cascade.retry import RetryPolicy
+from cascade.retry import RetryPolicy, deadline
 from cascade.types import CascadeResult, Request
 from tests.faults.conftest import MAX_TOKENS, PRICE, make_ledger, provider, rig
 from tests.faults.fault_server import FaultServer
@@ -179,17 +179,44 @@ def test_a_retry_the_cap_cannot_cover_is_not_sent(server: FaultServer, mode: str
     assert r.spent() == small.cost <= cap and r.held() == 0
 
 
-def test_a_too_large_body_is_refused_while_read(server: FaultServer) -> None:
-    p = provider(server, "openai", stream=True, max_response_bytes=1 << 20)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_too_large_body_is_refused_while_read(
+    server: FaultServer, kind: str, stream: bool, mode: str
+) -> None:
+    """Plain: refused from its content-length; streamed (no content-length): counted while read."""
+    p = provider(server, kind, stream=stream, max_response_bytes=1 << 20)
     server_big = server.big_bytes
-    server.big_bytes = 4 << 20  # streamed without a content-length: counted while read
+    server.big_bytes = 4 << 20
+    request = Request.of(f"q {uuid.uuid4().hex} !faults=big_body")
+
+    async def acall() -> None:
+        try:
+            await p.acomplete(request)
+        finally:
+            await p.aclose()
+
     try:
-        with pytest.raises(PermanentProviderError, match="larger than 1048576 bytes") as info:
-            p.complete(Request.of(f"q {uuid.uuid4().hex} !faults=big_body"))
+        with pytest.raises(PermanentProviderError, match=r"larger than .*max_response_bytes") as info:
+            p.complete(request) if mode == "sync" else asyncio.run(acall())
     finally:
         server.big_bytes = server_big
     assert info.value.cut_off  # generated whole: charged the worst case
     p.close()
+
+
+def test_reading_a_body_keeps_the_deadline() -> None:
+    import httpx2
+
+    from cascade.providers import _sdk
+
+    got = _sdk.Received(limit=1 << 30)
+    got.body(b"x" * 100)  # no deadline: read on
+    with deadline(0.0), pytest.raises(httpx2.ReadTimeout):
+        got.body(b"x")  # the async path has no socket timeout to stop a fast, endless body
+    with pytest.raises(_sdk.ResponseTooLarge):
+        _sdk.Received(limit=10).body(b"x" * 11)
 
 
 def test_provider_errors_carry_no_charge_before_the_response_started(server: FaultServer) -> None:
