@@ -1,15 +1,25 @@
 """The single retry layer: transient provider errors are retried with capped, jittered backoff.
 
 SDK clients are built with their own retries off, so this is the only place a call is repeated.
-A server's ``retry-after`` is honoured up to ``max_retry_after`` seconds.
+A server's ``retry-after`` is honoured up to ``max_retry_after`` seconds. A tier's ``timeout`` is a
+deadline for the whole call, its retries and the waits between them included (:func:`deadline`):
+no wait runs past it; a retry that would have to wait past it is not made.
+
+It also owns the one rule about failed calls that may have been billed (:func:`billed`): the
+callers that hold a reservation for one call pass ``billed_stop=True`` and get such a failure at
+once, never retried inside that reservation (:class:`BilledError` carries it through tenacity).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeVar
 
 from tenacity import (
@@ -18,11 +28,12 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential,
-    wait_random,
+    stop_any,
 )
+from tenacity.stop import stop_base
 
 from cascade.errors import ProviderError, TransientProviderError
+from cascade.money import Price
 
 T = TypeVar("T")
 
@@ -37,19 +48,75 @@ class RetryPolicy:
     jitter: float = 0.5
     max_retry_after: float = 30.0
 
-    def _wait(self) -> Callable[[RetryCallState], float]:
-        exponential = wait_exponential(multiplier=self.initial, max=self.max_wait)
-        backoff = exponential + wait_random(0, self.jitter)
+    def delay(self, attempt: int, error: BaseException | None) -> float:
+        """Seconds to wait before try ``attempt + 1`` after ``error`` (backoff, or the server's
+        ``retry_after`` up to ``max_retry_after``)."""
+        base = min(self.initial * 2 ** (attempt - 1), self.max_wait) + random.uniform(0, self.jitter)
+        base = min(base, self.max_wait)
+        after = getattr(error, "retry_after", None)
+        if after is not None:
+            return float(max(base, min(float(after), self.max_retry_after)))
+        return float(base)
 
-        def wait(state: RetryCallState) -> float:
-            base = min(backoff(state), self.max_wait)
-            exc = state.outcome.exception() if state.outcome else None
-            after = getattr(exc, "retry_after", None)
-            if after is not None:
-                return max(base, min(float(after), self.max_retry_after))
-            return base
 
-        return wait
+# -- the whole-call deadline ------------------------------------------------------------------
+
+DEADLINE: ContextVar[float | None] = ContextVar("cascade_deadline", default=None)
+"""When (``time.monotonic()``) the current call must be over: its tries, reads and waits."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None = None, *, at: float | None = None) -> Iterator[None]:
+    """The call inside must be over ``seconds`` from now (or at ``at``); an enclosing, earlier
+    deadline stays in force."""
+    ends = [t for t in (at, None if seconds is None else time.monotonic() + seconds) if t is not None]
+    outer = DEADLINE.get()
+    if outer is not None:
+        ends.append(outer)
+    token = DEADLINE.set(min(ends) if ends else None)
+    try:
+        yield
+    finally:
+        DEADLINE.reset(token)
+
+
+def remaining() -> float | None:
+    """Seconds left before the deadline (never negative); None without one."""
+    at = DEADLINE.get()
+    return None if at is None else max(0.0, at - time.monotonic())
+
+
+# -- failed calls that may have been billed ---------------------------------------------------
+
+
+def billed(error: ProviderError) -> bool:
+    """Whether a failed call may have been billed (usage charged to it, or cut off in flight)."""
+    return error.usage is not None or error.cut_off
+
+
+def failure_charge(error: ProviderError, price: Price, worst: Decimal) -> Decimal:
+    """What a failed try is charged: the worst case (``worst``) when cut off in flight, else its
+    usage (what it reported or produced) at ``price``, never above ``worst``; nothing otherwise."""
+    if error.cut_off:
+        return worst
+    if error.usage is not None:
+        return max(min(price.cost(error.usage), worst), Decimal(0))
+    return Decimal(0)
+
+
+class BilledError(ProviderError):
+    """Carries a billed failure through tenacity without a retry (``billed_stop``)."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _reraise(exc: ProviderError, retries: int) -> None:
+    """Raise the call's final error (a billed one unwrapped) with ``retries`` set, its cause kept."""
+    error = exc.error if isinstance(exc, BilledError) else exc
+    error.retries = retries
+    raise error from error.__cause__
 
 
 def _replaying(first: BaseException, fn: Callable[[], T]) -> Callable[[], T]:
@@ -76,34 +143,97 @@ def _areplaying(first: BaseException, fn: Callable[[], Awaitable[T]]) -> Callabl
     return call
 
 
+class _PastDeadline(stop_base):
+    """Stop when the next wait would run past the whole call's deadline."""
+
+    def __init__(self, at: float | None) -> None:
+        self.at = at
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return self.at is not None and time.monotonic() + (state.upcoming_sleep or 0.0) >= self.at
+
+
 def _retrying_kwargs(policy: RetryPolicy, sleep: object) -> dict[str, object]:
+    at = DEADLINE.get()
+
+    def wait(state: RetryCallState) -> float:
+        return policy.delay(state.attempt_number, state.outcome.exception() if state.outcome else None)
+
     return {
-        "stop": stop_after_attempt(policy.attempts),
-        "wait": policy._wait(),
+        "stop": stop_any(stop_after_attempt(policy.attempts), _PastDeadline(at)),
+        "wait": wait,
         "retry": retry_if_exception_type(TransientProviderError),
         "sleep": sleep,
         "reraise": True,
     }
 
 
+def _charging(fn: Callable[[], T], seen: list[ProviderError] | None, stop: bool) -> Callable[[], T]:
+    """``fn`` that records its billed failures in ``seen`` and, with ``stop``, raises them at once."""
+    if seen is None and not stop:
+        return fn
+
+    def call() -> T:
+        try:
+            return fn()
+        except ProviderError as exc:
+            if billed(exc):
+                if seen is not None:
+                    seen.append(exc)
+                if stop:
+                    raise BilledError(exc) from None
+            raise
+
+    return call
+
+
+def _acharging(
+    fn: Callable[[], Awaitable[T]], seen: list[ProviderError] | None, stop: bool
+) -> Callable[[], Awaitable[T]]:
+    """Async :func:`_charging`."""
+    if seen is None and not stop:
+        return fn
+
+    async def call() -> T:
+        try:
+            return await fn()
+        except ProviderError as exc:
+            if billed(exc):
+                if seen is not None:
+                    seen.append(exc)
+                if stop:
+                    raise BilledError(exc) from None
+            raise
+
+    return call
+
+
 def call_with_retry(
-    fn: Callable[[], T], policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    *,
+    billed_seen: list[ProviderError] | None = None,
+    billed_stop: bool = False,
 ) -> tuple[T, int]:
     """Call ``fn``; retry transient errors. Returns (result, number of retries).
 
     On final failure the error is re-raised with ``retries`` set to the retries made.
+    ``billed_seen`` collects the failed tries that may have been billed; with ``billed_stop`` such a
+    failure ends the call at once (its reservation covered one try).
     """
+    call = _charging(fn, billed_seen, billed_stop)
     try:
-        return fn(), 0  # fast path: no retry machinery unless the first call fails
-    except TransientProviderError as exc:
-        if policy.attempts <= 1:
-            raise
-        first: TransientProviderError = exc
+        return call(), 0  # fast path: no retry machinery unless the first call fails
+    except ProviderError as exc:
+        if not isinstance(exc, TransientProviderError) or policy.attempts <= 1:
+            _reraise(exc, 0)  # a BilledError is not transient: raised unwrapped, never retried
+        first: ProviderError = exc
     retrying = Retrying(**_retrying_kwargs(policy, sleep))  # type: ignore[arg-type]
     try:
-        return retrying(_replaying(first, fn)), retrying.statistics["attempt_number"] - 1
+        return retrying(_replaying(first, call)), retrying.statistics["attempt_number"] - 1
     except ProviderError as exc:
-        exc.retries = retrying.statistics["attempt_number"] - 1
+        _reraise(exc, retrying.statistics["attempt_number"] - 1)
         raise
 
 
@@ -111,18 +241,22 @@ async def acall_with_retry(
     fn: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    *,
+    billed_seen: list[ProviderError] | None = None,
+    billed_stop: bool = False,
 ) -> tuple[T, int]:
     """Async twin of :func:`call_with_retry`."""
+    call = _acharging(fn, billed_seen, billed_stop)
     try:
-        return await fn(), 0
-    except TransientProviderError as exc:
-        if policy.attempts <= 1:
-            raise
-        first: TransientProviderError = exc
+        return await call(), 0
+    except ProviderError as exc:
+        if not isinstance(exc, TransientProviderError) or policy.attempts <= 1:
+            _reraise(exc, 0)  # a BilledError is not transient: raised unwrapped, never retried
+        first: ProviderError = exc
     retrying = AsyncRetrying(**_retrying_kwargs(policy, sleep))  # type: ignore[arg-type]
     try:
-        result: T = await retrying(_areplaying(first, fn))
+        result: T = await retrying(_areplaying(first, call))
         return result, retrying.statistics["attempt_number"] - 1
     except ProviderError as exc:
-        exc.retries = retrying.statistics["attempt_number"] - 1
+        _reraise(exc, retrying.statistics["attempt_number"] - 1)
         raise

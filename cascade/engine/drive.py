@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from cascade.engine import reuse
@@ -32,7 +33,7 @@ from cascade.engine.loop import (
 )
 from cascade.errors import BudgetExceededError, CascadeError, ConfigurationError, ProviderError, ScorerError
 from cascade.logging import get_logger
-from cascade.retry import acall_with_retry, call_with_retry
+from cascade.retry import RetryPolicy, acall_with_retry, call_with_retry, deadline
 from cascade.types import ZERO, CascadeResult, Completion
 
 T = TypeVar("T")
@@ -95,23 +96,10 @@ def execute(action: Action) -> Outcome:
         return Predicted(None, exc)
 
 
-class _BilledError(ProviderError):
-    """A failed attempt that may have been billed, under a cap: not retried (its hold covers one call)."""
-
-    def __init__(self, error: ProviderError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _billed(error: ProviderError) -> bool:
-    return error.usage is not None or error.cut_off
-
-
-def _failed(exc: ProviderError, billed: list[ProviderError], start: float) -> CallOutcome:
-    if isinstance(exc, _BilledError):
-        exc.error.retries = exc.retries
-        exc = exc.error
-    return CallOutcome(None, exc, exc.retries, time.perf_counter() - start, tuple(billed))
+def _policy(action: Call) -> RetryPolicy:
+    """The tier's retry policy, for the tries this action may make."""
+    policy = action.tier.retry
+    return policy if action.attempts is None else replace(policy, attempts=max(1, action.attempts))
 
 
 def _call(action: Call) -> CallOutcome:
@@ -119,25 +107,19 @@ def _call(action: Call) -> CallOutcome:
     tier, request, cache, n = action.tier, action.request, action.cache, action.n
     if cache is not None and tier.call_key:
         key = tier.call_key
-        inner: Callable[[], Completion] = lambda: cache.complete(key, tier.provider, request, n)  # noqa: E731
+        fn: Callable[[], Completion] = lambda: cache.complete(key, tier.provider, request, n)  # noqa: E731
     else:
-        inner = lambda: tier.provider.complete(request, n)  # noqa: E731
-    billed: list[ProviderError] = []  # failed attempts that may have been billed
-
-    def fn() -> Completion:
+        fn = lambda: tier.provider.complete(request, n)  # noqa: E731
+    billed: list[ProviderError] = []  # failed tries that may have been billed
+    with deadline(at=action.deadline):
+        if action.wait > 0:
+            time.sleep(action.wait)  # the loop never asks for a wait past the deadline
         try:
-            return inner()
+            completion, retries = call_with_retry(
+                fn, _policy(action), billed_seen=billed, billed_stop=action.capped
+            )
         except ProviderError as exc:
-            if _billed(exc):
-                billed.append(exc)
-                if action.capped:
-                    raise _BilledError(exc) from None
-            raise
-
-    try:
-        completion, retries = call_with_retry(fn, tier.retry)
-    except ProviderError as exc:
-        return _failed(exc, billed, start)
+            return CallOutcome(None, exc, exc.retries, time.perf_counter() - start, tuple(billed))
     return CallOutcome(completion, None, retries, time.perf_counter() - start, tuple(billed))
 
 
@@ -175,25 +157,19 @@ async def _acall(action: Call) -> CallOutcome:
     tier, request, cache, n = action.tier, action.request, action.cache, action.n
     if cache is not None and tier.call_key:
         key = tier.call_key
-        inner: Callable[[], Awaitable[Completion]] = lambda: cache.acomplete(key, tier.provider, request, n)  # noqa: E731
+        fn: Callable[[], Awaitable[Completion]] = lambda: cache.acomplete(key, tier.provider, request, n)  # noqa: E731
     else:
-        inner = lambda: tier.provider.acomplete(request, n)  # noqa: E731
+        fn = lambda: tier.provider.acomplete(request, n)  # noqa: E731
     billed: list[ProviderError] = []
-
-    async def fn() -> Completion:
+    with deadline(at=action.deadline):  # this task's context: the provider's calls see it
+        if action.wait > 0:
+            await asyncio.sleep(action.wait)
         try:
-            return await inner()
+            completion, retries = await acall_with_retry(
+                fn, _policy(action), billed_seen=billed, billed_stop=action.capped
+            )
         except ProviderError as exc:
-            if _billed(exc):
-                billed.append(exc)
-                if action.capped:
-                    raise _BilledError(exc) from None
-            raise
-
-    try:
-        completion, retries = await acall_with_retry(fn, tier.retry)
-    except ProviderError as exc:
-        return _failed(exc, billed, start)
+            return CallOutcome(None, exc, exc.retries, time.perf_counter() - start, tuple(billed))
     return CallOutcome(completion, None, retries, time.perf_counter() - start, tuple(billed))
 
 

@@ -38,7 +38,7 @@ from cascade.errors import (
 from cascade.logging import listening
 from cascade.money import Price
 from cascade.protocols import Provider, Scorer, SkipEstimator
-from cascade.retry import RetryPolicy
+from cascade.retry import RetryPolicy, failure_charge
 from cascade.types import (
     ZERO,
     Attempt,
@@ -131,7 +131,10 @@ class Call:
     request: Request
     n: int
     cache: SampleCache | None = None  # the run's samples (reused when the tier has a call key)
-    capped: bool = False  # a cap holds for one call: an attempt that may have been billed is not retried
+    capped: bool = False  # a cap holds for one try: a try that may have been billed ends the action
+    attempts: int | None = None  # tries this action may make (None: the tier's retry policy)
+    wait: float = 0.0  # seconds to wait before the first try (the backoff after a billed try)
+    deadline: float | None = None  # when (time.monotonic()) the tier's whole call must be over
 
 
 @dataclass(slots=True)
@@ -249,41 +252,60 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
 
     # 1. reserve the worst case against the per-request cap and every window cap
     bought = 0  # samples of this call the run already has (known only when capped: it costs a lookup)
-    if run.capped:  # only caps need the estimate; samples this run already bought cost nothing
-        bought = run.cache.bought(tier.call_key, request) if tier.call_key else 0
-        token = reuse.current.set(run.cache)  # ...nor those the scorer's providers would reuse
-        try:
-            worst = tier.worst_case(request, bought)
-        finally:
-            reuse.current.reset(token)
-    else:
-        worst = ZERO
-    hold: str | None = None
-    refusal = run.per_request_refusal(tier, worst)
-    if refusal is None and run.buckets:
-        held = yield Reserve(s.budget, run.buckets, worst)
-        assert isinstance(held, Reserved)
-        hold, refusal = held.hold, held.refusal
+    worst = _worst(run, tier) if run.capped else ZERO
+    hold, refusal = yield from _reserve(run, tier, worst)
     if refusal is not None:
         return run.budget_stop(refusal, worst, base)
+    if run.capped and tier.call_key:
+        bought = run.cache.bought(tier.call_key, request)
 
-    # 2. call the provider (the driver retries transient errors; under a cap, not a billed failure)
-    try:
-        reused_before = run.cache.reused
-        call = yield Call(tier, request, tier.samples, run.cache, run.capped)
-    except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
+    # 2. call the provider (the driver retries transient errors; under a cap a try that may have been
+    # billed ends its reservation: a retry is a new reservation, checked against every cap)
+    at = _deadline(tier)
+    tries = tier.retry.attempts
+    earlier = CallOutcome(None, None, -1, 0.0)  # tries before this reservation: retries, latency, billed
+    paid = ZERO  # what they were charged (already settled)
+    wait = 0.0
+    reused_before = run.cache.reused
+    while True:
+        try:
+            call = yield Call(tier, request, tier.samples, run.cache, run.capped, tries, wait, at)
+        except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
+            if hold is not None:
+                yield from _abandon(run, exc, hold, worst, base)
+            raise
+        assert isinstance(call, CallOutcome)
+        if call.completion is None and call.billed and not run.capped and tier.call_key:
+            bought = run.cache.bought(tier.call_key, request)  # a failed call stored nothing: still exact
+        charge, why = failed_charge(tier, request, bought, call.billed) if call.billed else (ZERO, None)
+        tries -= call.retries + 1
+        err = call.error
+        stopped = (
+            err is not None and err.transient and run.capped and bool(call.billed) and call.billed[-1] is err
+        )
+        if not stopped or tries <= 0:
+            break
+        # a billed try under a cap: settle its hold, then a retry needs a reservation of its own
+        run.spent += charge
+        paid += charge
         if hold is not None:
-            yield from _abandon(run, exc, hold, worst, base)
-        raise
-    assert isinstance(call, CallOutcome)
-    if call.completion is None and call.billed and not run.capped and tier.call_key:
-        bought = run.cache.bought(tier.call_key, request)  # a failed call stored nothing: still exact
-    charge, why = failed_charge(tier, request, bought, call.billed) if call.billed else (ZERO, None)
+            yield Settle(s.budget, hold, charge)
+        earlier = _joined(earlier, call)
+        assert err is not None
+        wait = tier.retry.delay(earlier.retries + 1, err)
+        late = at is not None and time.monotonic() + wait >= at
+        worst = _worst(run, tier)
+        hold, refusal = (None, None) if late else (yield from _reserve(run, tier, worst))
+        if late or refusal is not None:
+            why_not = "the tier's deadline" if late else f"budget: {refusal}"
+            run.call_failed(_joined(earlier, None), is_last, base, paid, why, f"retry not sent: {why_not}")
+            return None
+    call = _joined(earlier, call)
     if call.completion is None:
         run.spent += charge
         if hold is not None:
             yield Settle(s.budget, hold, charge)
-        run.call_failed(call, is_last, base, charge, why)
+        run.call_failed(call, is_last, base, paid + charge, why)
         return None
     completion = call.completion
     cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
@@ -292,7 +314,7 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
         extra = tier.price.cost(tier.provider.max_usage(request, 1)) * cut
         cost = min(cost + extra, max(cost, tier.call_worst(request, bought)))  # never above its hold
         why = "cut off in flight: worst case" if why is None else why
-    cost += charge  # failed attempts before this answer that were billed (uncapped: retried)
+    cost += charge  # failed tries of this reservation that were billed (uncapped: retried)
 
     # 3. score
     rated: RateOutcome | None = None
@@ -315,7 +337,7 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
 
     # 4. decide
     reused = run.cache.reused - reused_before
-    return run.decide(tier, is_last, base, call, completion, cost, rated, scorer_cost, reused, why)
+    return run.decide(tier, is_last, base, call, completion, cost + paid, rated, scorer_cost, reused, why)
 
 
 class _Run:
@@ -412,7 +434,9 @@ class _Run:
         base: dict[str, Any],
         charge: Decimal = ZERO,
         why: str | None = None,
+        note: str | None = None,
     ) -> None:
+        """Record a tier whose call failed (``note``: why no retry was sent, when one was possible)."""
         err = call.error
         assert err is not None
         usage = Usage()
@@ -423,7 +447,7 @@ class _Run:
             Attempt(
                 **base,
                 decision="failed" if is_last else "escalated",
-                reason=f"error: {type(err).__name__}",
+                reason=f"error: {type(err).__name__}" + (f"; {note}" if note else ""),
                 usage=usage,
                 cost=charge,
                 latency_s=call.latency_s,
@@ -442,6 +466,7 @@ class _Run:
                 retries=call.retries,
                 latency_ms=round(call.latency_s * 1000, 3),
                 **({"cost": str(charge), "charged": why} if why else {}),
+                **({"retry": note} if note else {}),
             )
 
     def decide(
@@ -594,15 +619,58 @@ def failed_charge(
     flight (a timeout after the request went out) at the worst case, so caps never undercount.
     """
     worst = tier.call_worst(request, bought)
-    total, reasons = ZERO, []
-    for e in billed:
-        if e.cut_off:
-            total += worst
-            reasons.append("cut off in flight: worst case")
-        elif e.usage is not None:
-            total += min(tier.price.cost(e.usage), worst)
-            reasons.append("usage reported by a failed response")
-    return max(total, ZERO), "; ".join(dict.fromkeys(reasons))
+    total = sum((failure_charge(e, tier.price, worst) for e in billed), ZERO)
+    reasons = [
+        "cut off in flight: worst case" if e.cut_off else "usage reported by a failed response"
+        for e in billed
+        if e.cut_off or e.usage is not None
+    ]
+    return total, "; ".join(dict.fromkeys(reasons))
+
+
+def _worst(run: _Run, tier: Tier) -> Decimal:
+    """The reservation for ``tier``'s call and scoring (samples the run already bought cost nothing)."""
+    bought = run.cache.bought(tier.call_key, run.request) if tier.call_key else 0
+    token = reuse.current.set(run.cache)  # ...nor those the scorer's providers would reuse
+    try:
+        return tier.worst_case(run.request, bought)
+    finally:
+        reuse.current.reset(token)
+
+
+def _reserve(
+    run: _Run, tier: Tier, worst: Decimal
+) -> Generator[Action, Outcome, tuple[str | None, BudgetExceededError | None]]:
+    """Hold ``worst`` against the per-request cap and every window cap: (hold, refusal)."""
+    refusal = run.per_request_refusal(tier, worst)
+    if refusal is not None or not run.buckets:
+        return None, refusal
+    held = yield Reserve(run.s.budget, run.buckets, worst)
+    assert isinstance(held, Reserved)
+    return held.hold, held.refusal
+
+
+def _deadline(tier: Tier) -> float | None:
+    """When (``time.monotonic()``) the tier's whole call must be over, retries and waits included."""
+    timeout = getattr(tier.provider, "timeout", None)
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool) and 0 < timeout < float("inf"):
+        return time.monotonic() + float(timeout)
+    return None
+
+
+def _joined(earlier: CallOutcome, call: CallOutcome | None) -> CallOutcome:
+    """One outcome for a tier's tries over several reservations (``earlier``: the tries before)."""
+    if call is None:
+        return earlier
+    if earlier.retries < 0:  # nothing before
+        return call
+    return CallOutcome(
+        call.completion,
+        call.error,
+        earlier.retries + 1 + call.retries,
+        earlier.latency_s + call.latency_s,
+        earlier.billed + call.billed,
+    )
 
 
 def _spent_by(error: CascadeError | None) -> Decimal:

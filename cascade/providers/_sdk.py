@@ -25,6 +25,11 @@ sets it for the calling thread (sync clients get it through :func:`http_client`,
 never wait past it, so a server dripping one byte at a time cannot stretch a call), and
 :func:`adeadline` wraps an async call in ``asyncio.timeout``.
 
+A response that has started (a 2xx status and any body byte or stream event read) is billable:
+:func:`attempt` wraps each request, :class:`Received` counts what came back (bytes against the size
+limit and the deadline, stream events, text and tool arguments, the last usage reported), and
+:func:`charge_started` makes a failure carry what it produced (see the README's billing rule).
+
 This module imports no SDK: the provider modules pass theirs in.
 """
 
@@ -38,10 +43,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from decimal import Decimal
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -59,9 +64,12 @@ from cascade.errors import (
     RateLimitError,
     TransientProviderError,
 )
+from cascade.retry import DEADLINE as _DEADLINE
+from cascade.retry import deadline
 from cascade.types import Completion, Request, Sample, ToolCall, Usage, UsageSource
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 # -- credentials ------------------------------------------------------------------------------
@@ -143,6 +151,16 @@ def _error_code(exc: Any) -> str | None:
     return None
 
 
+def _cause(exc: BaseException, kind: type[E]) -> E | None:
+    """``exc`` or the first of its causes that is a ``kind``."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None or isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _is_cassette_miss(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     for _ in range(8):
@@ -164,6 +182,7 @@ STREAM_GARBAGE: tuple[type[Exception], ...] = (
     ValueError,
     KeyError,
     IndexError,
+    RuntimeError,
 )
 """What an SDK's stream accumulator raises on events that are not what it expects (JSON instead of
 server-sent events, events out of order): the stream does not parse."""
@@ -172,6 +191,11 @@ server-sent events, events out of order): the stream does not parse."""
 def map_error(exc: BaseException, *, provider: str, sdk: ModuleType) -> ProviderError:
     """The cascade error for an SDK (or unwrapped HTTP) exception (the caller raises it ``from exc``)."""
     name = type(exc).__name__
+    too_large = _cause(exc, ResponseTooLarge)
+    if too_large is not None:  # refused unread: the server had generated it whole, so it may be billed
+        refused = PermanentProviderError(f"{provider}: {too_large} (max_response_bytes)", provider=provider)
+        refused.cut_off = True
+        return refused
     if _is_cassette_miss(exc):
         return PermanentProviderError(
             f"{provider}: request not found in the cassette (re-record it; see cassettes/README.md)",
@@ -261,24 +285,6 @@ def error_object(body_extra: Mapping[str, Any] | None) -> str | None:
 
 # -- deadlines --------------------------------------------------------------------------------
 
-_DEADLINE: ContextVar[float | None] = ContextVar("cascade_deadline", default=None)
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Sockets of :func:`http_client` clients in this thread give up ``seconds`` from now.
-
-    An enclosing, earlier deadline stays in force. The SDK reports the expiry as its timeout
-    error, which :func:`map_error` turns into :class:`ProviderTimeoutError`.
-    """
-    at = time.monotonic() + seconds
-    outer = _DEADLINE.get()
-    token = _DEADLINE.set(at if outer is None else min(at, outer))
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
-
 
 def _remaining(timeout: float | None, what: str) -> float | None:
     at = _DEADLINE.get()
@@ -357,8 +363,8 @@ def _wrap_sockets(transport: Any) -> bool:
 def http_client(factory: Callable[..., httpx2.Client]) -> httpx2.Client:
     """A sync HTTP client for an SDK (``factory``: its ``DefaultHttpxClient``) that honours
     :func:`deadline`: the sockets of its connection pools (direct, and through proxies from the
-    environment) never wait past the deadline."""
-    client = factory()  # its own transports: proxies from the environment stay honoured
+    environment) never wait past the deadline, and its responses are counted by :func:`receiving`."""
+    client = factory(event_hooks={"response": [_on_response]})  # own transports: proxies stay honoured
     for transport in [client._transport, *client._mounts.values()]:
         if transport is not None:
             _wrap_sockets(transport)
@@ -366,19 +372,30 @@ def http_client(factory: Callable[..., httpx2.Client]) -> httpx2.Client:
 
 
 class adeadline:  # noqa: N801 - used like a function: ``async with adeadline(...)``
-    """The async call inside gives up after ``seconds`` with :class:`ProviderTimeoutError`."""
+    """The async call inside gives up after ``seconds`` with :class:`ProviderTimeoutError`.
 
-    __slots__ = ("_provider", "_seconds", "_timeout")
+    An enclosing, earlier deadline (:func:`deadline`, or an outer ``adeadline``) stays in force; the
+    deadline is also set for :func:`receiving`, which keeps it while a body is read.
+    """
+
+    __slots__ = ("_provider", "_seconds", "_timeout", "_token")
 
     def __init__(self, seconds: float, provider: str) -> None:
         self._seconds = seconds
         self._provider = provider
-        self._timeout = asyncio.timeout(seconds)
+        self._timeout: asyncio.Timeout | None = None
+        self._token: Any = None
 
     async def __aenter__(self) -> None:
+        now = time.monotonic()
+        outer = _DEADLINE.get()
+        at = now + self._seconds if outer is None else min(now + self._seconds, outer)
+        self._token = _DEADLINE.set(at)
+        self._timeout = asyncio.timeout(max(0.0, at - now))
         await self._timeout.__aenter__()
 
     async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        assert self._timeout is not None
         try:
             await self._timeout.__aexit__(kind, exc, tb)
         except TimeoutError:
@@ -388,6 +405,221 @@ class adeadline:  # noqa: N801 - used like a function: ``async with adeadline(..
             )
             err.cut_off = True  # the phase is unknown here: a call that may be billed is charged
             raise err from None
+        finally:
+            _DEADLINE.reset(self._token)
+
+
+# -- what an attempt received: the size limit and the bill of a response that started ----------
+
+MAX_RESPONSE_BYTES = 32 * 2**20
+"""The default response size limit (32 MiB, raw bytes off the wire): the largest real answers (128k
+output tokens with 20 top logprobs each) stay well under it; larger bodies are refused while read."""
+
+END_OF_LENGTH = frozenset({"length", "max_tokens"})
+"""Finish reasons that mean ``max_tokens`` were produced."""
+
+
+class ResponseTooLarge(httpx2.HTTPError):
+    """A response body passed the size limit while being read."""
+
+
+@dataclass(slots=True)
+class Received:
+    """What one attempt (one HTTP request) has received so far: bytes, stream events, text, usage.
+
+    A response that has started (a 2xx status and any body byte) is billable: :func:`charge_started`
+    turns this into what the failed attempt is charged. ``usage`` keeps the last usage a stream
+    reported (a later ``usage: null`` does not replace it).
+    """
+
+    limit: int = MAX_RESPONSE_BYTES
+    streaming: bool = False
+    status: int | None = None
+    body_bytes: int = 0
+    events: int = 0
+    ascii_chars: int = 0
+    other_chars: int = 0
+    usage: Usage | None = None
+    open: set[int] = field(default_factory=set)  # choices (OpenAI) / messages still without a finish
+    finishes: int = 0
+    length_stops: int = 0  # finish reasons that mean max_tokens were produced
+    ended: bool = False  # the stream's end marker ([DONE], message_stop)
+    tail: bytes = b""
+
+    @property
+    def started(self) -> bool:
+        return (
+            self.status is not None and 200 <= self.status < 300 and (self.body_bytes > 0 or self.events > 0)
+        )
+
+    def body(self, chunk: bytes) -> None:
+        """A chunk of the body: counted against the limit and the deadline."""
+        self.body_bytes += len(chunk)
+        if self.body_bytes > self.limit:
+            raise ResponseTooLarge(f"response larger than {self.limit} bytes")
+        if self.streaming:
+            self.tail = (self.tail + chunk)[-32:]
+            self.ended = self.ended or b"[DONE]" in self.tail
+        at = _DEADLINE.get()
+        if at is not None and time.monotonic() >= at:
+            raise httpx2.ReadTimeout("deadline passed while reading the response")
+
+    def text(self, value: Any) -> None:
+        """Text or tool-call arguments received in a stream event (anything else is ignored)."""
+        if isinstance(value, str) and value:
+            ascii_chars = len(value) if value.isascii() else len(value.encode("ascii", "ignore"))
+            self.ascii_chars += ascii_chars
+            self.other_chars += len(value) - ascii_chars
+
+    def finish(self, index: int, reason: Any) -> None:
+        """A finish reason for choice ``index`` (None: the choice is still open)."""
+        if reason is None:
+            self.open.add(index)
+            return
+        self.open.discard(index)
+        self.finishes += 1
+        self.length_stops += reason in END_OF_LENGTH
+
+    def report(self, usage: Usage | None) -> None:
+        if usage is not None:
+            self.usage = usage
+
+    @property
+    def complete(self) -> bool:
+        """A stream that reached its end marker, or a finish reason for every choice."""
+        return self.ended or (self.finishes > 0 and not self.open)
+
+    def produced(self, input_tokens: int, max_output: int, per_stop: int) -> Usage:
+        """At least what was produced: the reported usage (else ``input_tokens``), its output never
+        below the text received (nor ``per_stop`` per finish for length), at most ``max_output``."""
+        text = math.ceil(self.ascii_chars / 3) + self.other_chars
+        out = max(text + (1 if text else 0), self.length_stops * per_stop)
+        base = self.usage if self.usage is not None else Usage(input_tokens, 0)
+        return replace(base, output_tokens=min(max(base.output_tokens, out), max_output))
+
+
+_RECEIVING: ContextVar[Received | None] = ContextVar("cascade_receiving", default=None)
+
+
+@contextlib.contextmanager
+def receiving(limit: int, *, streaming: bool) -> Iterator[Received]:
+    """Count what the HTTP clients of :func:`http_client` / :func:`ahttp_client` receive for the
+    request made inside (in this thread or task)."""
+    got = Received(limit=limit, streaming=streaming)
+    token = _RECEIVING.set(got)
+    try:
+        yield got
+    finally:
+        _RECEIVING.reset(token)
+
+
+class _Counted(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """A response body whose every chunk is counted by a :class:`Received` while it is read."""
+
+    def __init__(self, inner: Any, got: Received) -> None:
+        self._inner = inner
+        self._got = got
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._inner:
+            self._got.body(chunk)
+            yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            self._got.body(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _on_response(response: httpx2.Response) -> None:
+    got = _RECEIVING.get()
+    if got is None:
+        return
+    got.status = response.status_code
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > got.limit:
+        raise ResponseTooLarge(f"response of {declared} bytes, larger than {got.limit}")
+    response.stream = _Counted(response.stream, got)
+
+
+async def _aon_response(response: httpx2.Response) -> None:
+    _on_response(response)
+
+
+def ahttp_client(factory: Callable[..., httpx2.AsyncClient]) -> httpx2.AsyncClient:
+    """An async HTTP client for an SDK (``factory``: its ``DefaultAsyncHttpxClient``) whose responses
+    are counted by :func:`receiving` (the size limit and the deadline hold while a body is read)."""
+    return factory(event_hooks={"response": [_aon_response]})
+
+
+def charge_started(
+    err: ProviderError, got: Received, *, input_tokens: int, max_output: int, per_stop: int
+) -> None:
+    """Make ``err`` carry what its attempt is charged once the response has started.
+
+    A body cut off before its end, or a stream without one event that could be read (a reset before
+    it, a JSON body instead of events), may have been generated whole: charged the worst case
+    (``cut_off``). Otherwise the reported usage (else
+    ``input_tokens``) with output never below the text and tool arguments received. An error status
+    (4xx, 5xx) or nothing received costs nothing.
+    """
+    if not got.started or err.cut_off:
+        return
+    if got.events == 0 and (got.streaming or not isinstance(err, InvalidResponseError)):
+        err.cut_off = True  # a body cut off mid-way, or a stream with no event to count: unknown
+        return
+    least = got.produced(input_tokens, max_output, per_stop)
+    if err.usage is None:
+        err.usage = least
+    else:
+        err.usage = replace(err.usage, output_tokens=max(err.usage.output_tokens, least.output_tokens))
+
+
+@contextlib.contextmanager
+def attempt(
+    provider: str,
+    sdk: ModuleType,
+    errors: tuple[type[Exception], ...],
+    *,
+    streaming: bool,
+    limit: int,
+    input_tokens: int,
+    max_output: int,
+    per_stop: int,
+) -> Iterator[Received]:
+    """One HTTP request of a provider: SDK errors mapped (:func:`map_error`), a body or stream that
+    does not parse made an :class:`InvalidResponseError`, and any failure after the response started
+    charged what it produced (:func:`charge_started`; ``input_tokens``, ``max_output``: the call's
+    worst case; ``per_stop``: the output of one choice stopped by ``length``)."""
+    with receiving(limit, streaming=streaming) as got:
+        try:
+            try:
+                yield got
+            except ProviderError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, errors):
+                    raise map_error(exc, provider=provider, sdk=sdk) from exc
+                if streaming and isinstance(exc, STREAM_GARBAGE):
+                    raise invalid(provider, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
+                if isinstance(exc, UNPARSEABLE):
+                    raise invalid(provider, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
+                raise
+        except ProviderError as err:
+            charge_started(err, got, input_tokens=input_tokens, max_output=max_output, per_stop=per_stop)
+            raise
+
+
+def truncated(provider: str, got: Received) -> None:
+    """Raise when a stream ended without a finish reason and without its end marker."""
+    if not got.complete:
+        raise invalid(provider, "truncated", "the stream ended without a finish reason or its end marker")
 
 
 MALFORMED: tuple[type[Exception], ...] = (AttributeError, TypeError, ValueError, KeyError)
@@ -473,8 +705,9 @@ def check_usage(
             )
         return estimated, "estimated"
     counts = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_creation_tokens)
-    if min(counts) < 0:
-        raise invalid(provider, "negative token counts", str(usage), request_id=request_id)
+    if min(counts) < 0:  # unusable, but the answer was produced: billed at the estimate
+        estimated = Usage(bound.input_tokens, min(estimate_output_tokens(samples), bound.output_tokens))
+        raise invalid(provider, "negative token counts", str(usage), request_id=request_id, usage=estimated)
     prompt_side = usage.input_tokens + usage.cached_input_tokens + usage.cache_creation_tokens
     too_much_in = prompt_side > FAR * bound.input_tokens + SLACK
     too_much_out = usage.output_tokens > bound.output_tokens
@@ -645,70 +878,6 @@ async def acall_many(fn: Callable[[], Awaitable[Completion]], k: int, parallel: 
 # -- failed calls that may have been billed ---------------------------------------------------
 
 
-class _BilledError(ProviderError):
-    """Carries a billed failure through the retry layer without a retry (see :func:`call_charging`)."""
-
-    def __init__(self, error: ProviderError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def billed(error: ProviderError) -> bool:
-    """Whether a failed call may have been billed (usage reported, or cut off in flight)."""
-    return error.usage is not None or error.cut_off
-
-
-def failure_charge(error: ProviderError, price: Any, worst: Usage) -> Decimal:
-    """What a failed call is charged: its reported usage (at most ``worst``'s cost), the worst case
-    when cut off in flight, else nothing. ``price``: a :class:`~cascade.money.Price`."""
-    most: Decimal = price.cost(worst)
-    if error.cut_off:
-        return most
-    if error.usage is not None:
-        reported: Decimal = price.cost(error.usage)
-        return max(min(reported, most), Decimal(0))
-    return Decimal(0)
-
-
-def call_charging(fn: Callable[[], Completion], policy: Any) -> Completion:
-    """``fn`` with the retry ``policy`` (a :class:`~cascade.retry.RetryPolicy`), except that a
-    failure that may have been billed is raised at once: a reservation covers one call of it."""
-    from cascade.retry import call_with_retry
-
-    def once() -> Completion:
-        try:
-            return fn()
-        except ProviderError as exc:
-            if billed(exc):
-                raise _BilledError(exc) from None
-            raise
-
-    try:
-        return call_with_retry(once, policy)[0]
-    except _BilledError as exc:
-        exc.error.retries = exc.retries
-        raise exc.error from None
-
-
-async def acall_charging(fn: Callable[[], Awaitable[Completion]], policy: Any) -> Completion:
-    """Async :func:`call_charging`."""
-    from cascade.retry import acall_with_retry
-
-    async def once() -> Completion:
-        try:
-            return await fn()
-        except ProviderError as exc:
-            if billed(exc):
-                raise _BilledError(exc) from None
-            raise
-
-    try:
-        return (await acall_with_retry(once, policy))[0]
-    except _BilledError as exc:
-        exc.error.retries = exc.retries
-        raise exc.error from None
-
-
 class Reopening:
     """A sync SDK client made on first use and again after :meth:`close` (a closed cascade reopens).
 
@@ -764,19 +933,18 @@ class PerLoop:
 __all__ = [
     "PerLoop",
     "Reopening",
-    "acall_charging",
     "acall_many",
     "adeadline",
+    "ahttp_client",
     "api_key",
-    "billed",
-    "call_charging",
+    "attempt",
     "call_many",
+    "charge_started",
     "check_usage",
     "deadline",
     "error_object",
     "estimate_input_tokens",
     "estimate_output_tokens",
-    "failure_charge",
     "http_client",
     "invalid",
     "is_local_url",
@@ -787,4 +955,5 @@ __all__ = [
     "settle_usage",
     "snippet",
     "token_count",
+    "truncated",
 ]

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import anthropic
+from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message as AnthropicMessage
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -98,6 +100,31 @@ def usage_of(u: Any) -> Usage | None:
     if any(c is None for c in counts):
         return None
     return Usage(*(c or 0 for c in counts))
+
+
+def _observe(got: _sdk.Received, event: Any) -> None:
+    """Note what a stream event (untrusted) carries (the SDK's accumulator then assembles it)."""
+    got.events += 1
+    kind = getattr(event, "type", None)
+    if kind == "message_start":
+        got.report(_sdk.reported_usage(getattr(event, "message", None), usage_of))
+        got.finish(0, None)
+    elif kind == "content_block_delta":
+        delta = getattr(event, "delta", None)
+        got.text(getattr(delta, "text", None))
+        got.text(getattr(delta, "partial_json", None))
+    elif kind == "message_delta":
+        out = _sdk.token_count(getattr(getattr(event, "usage", None), "output_tokens", None))
+        if out is not None and out >= 0 and got.usage is not None:
+            got.report(replace(got.usage, output_tokens=out))
+        got.finish(0, getattr(getattr(event, "delta", None), "stop_reason", None))
+    elif kind == "message_stop":
+        got.ended = True
+
+
+def _accumulate(event: Any, message: Any, bufs: dict[int, bytes]) -> Any:
+    """``message`` with ``event`` added (the SDK's accumulator: it raises on events it cannot place)."""
+    return accumulate_event(event=event, current_snapshot=message, json_bufs=bufs)
 
 
 _CALL_ERRORS: tuple[type[Exception], ...] = (anthropic.AnthropicError, *_sdk.WIRE_ERRORS)
@@ -184,6 +211,11 @@ class AnthropicProvider:
             description="Stream the response (needed for very large max_tokens); assembled before scoring.",
         )
         parallel: int = Field(4, ge=1, le=32, description="Concurrent calls when sampling several answers.")
+        max_response_bytes: int = Field(
+            _sdk.MAX_RESPONSE_BYTES,
+            ge=1024,
+            description="Refuse a response body larger than this while reading it.",
+        )
 
     def __init__(
         self,
@@ -195,6 +227,7 @@ class AnthropicProvider:
         timeout: float = 60.0,
         stream: bool = False,
         parallel: int = 4,
+        max_response_bytes: int = _sdk.MAX_RESPONSE_BYTES,
     ) -> None:
         self.model = model
         self.params = params or GenerationParams()
@@ -203,6 +236,7 @@ class AnthropicProvider:
         self.timeout = timeout
         self.stream = stream
         self.parallel = parallel
+        self.max_response_bytes = max_response_bytes
         self.free = False
         client_kw: dict[str, Any] = {"api_key": api_key, "timeout": timeout, "max_retries": 0}
         if base_url:
@@ -213,7 +247,11 @@ class AnthropicProvider:
             )
         )
         self._sync.get()  # made now: a bad configuration fails here, not at the first call
-        self._async = _sdk.PerLoop(lambda: anthropic.AsyncAnthropic(**client_kw))
+        self._async = _sdk.PerLoop(
+            lambda: anthropic.AsyncAnthropic(
+                **client_kw, http_client=_sdk.ahttp_client(anthropic.DefaultAsyncHttpxClient)
+            )
+        )
 
     @classmethod
     def from_config(cls, tier: TierSpec, options: AnthropicProvider.Options, ctx: Any) -> AnthropicProvider:
@@ -227,6 +265,7 @@ class AnthropicProvider:
                 timeout=tier.timeout,
                 stream=options.stream,
                 parallel=options.parallel,
+                max_response_bytes=options.max_response_bytes,
             )
         except ConfigurationError as exc:
             raise ConfigurationError(f"tier {tier.name!r}: {exc}") from None
@@ -250,46 +289,69 @@ class AnthropicProvider:
             kw["extra_body"] = body
         return kw
 
+    def _attempt(self, request: Request) -> Any:
+        """One request's error mapping and bill (see :func:`cascade.providers._sdk.attempt`)."""
+        return _sdk.attempt(
+            self.kind,
+            anthropic,
+            _CALL_ERRORS,
+            streaming=self.stream,
+            limit=self.max_response_bytes,
+            input_tokens=_sdk.estimate_input_tokens(request),
+            max_output=self.params.max_tokens,
+            per_stop=self.params.max_tokens,
+        )
+
     def _call(self, request: Request) -> Completion:
         kw = self.request_kwargs(request)
         start = time.perf_counter()
-        try:
+        with self._attempt(request) as got:
             if self.stream:
-                try:
-                    with self.client.messages.stream(**kw) as events:
-                        message = events.get_final_message()
-                except _sdk.STREAM_GARBAGE as exc:
-                    raise _sdk.invalid(
-                        self.kind, "stream does not parse", f"{type(exc).__name__}: {exc}"
-                    ) from exc
+                message: Any = None
+                failure: Exception | None = None
+                bufs: dict[int, bytes] = {}  # partial tool JSON, by content block
+                with self.client.messages.create(**kw, stream=True) as events:
+                    for event in events:
+                        _observe(got, event)
+                        if failure is None:  # after a failure the rest is drained: produced, so billed
+                            try:
+                                message = accumulate_event(
+                                    event=event, current_snapshot=message, json_bufs=bufs
+                                )
+                            except Exception as exc:
+                                failure = exc
+                if failure is not None:
+                    raise failure
+                _sdk.truncated(self.kind, got)
             else:
                 message = self.client.messages.create(**kw)
-        except _CALL_ERRORS as exc:
-            raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
-        except _sdk.UNPARSEABLE as exc:
-            raise _sdk.invalid(self.kind, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
-        return parse(message, time.perf_counter() - start, request, self.params.max_tokens)
+            return parse(message, time.perf_counter() - start, request, self.params.max_tokens)
 
     async def _acall(self, request: Request) -> Completion:
         kw = self.request_kwargs(request)
         client = self._async.get()
         start = time.perf_counter()
-        try:
+        with self._attempt(request) as got:
             if self.stream:
-                try:
-                    async with client.messages.stream(**kw) as events:
-                        message = await events.get_final_message()
-                except _sdk.STREAM_GARBAGE as exc:
-                    raise _sdk.invalid(
-                        self.kind, "stream does not parse", f"{type(exc).__name__}: {exc}"
-                    ) from exc
+                message: Any = None
+                failure: Exception | None = None
+                bufs: dict[int, bytes] = {}  # partial tool JSON, by content block
+                async with await client.messages.create(**kw, stream=True) as events:
+                    async for event in events:
+                        _observe(got, event)
+                        if failure is None:  # after a failure the rest is drained: produced, so billed
+                            try:
+                                message = accumulate_event(
+                                    event=event, current_snapshot=message, json_bufs=bufs
+                                )
+                            except Exception as exc:
+                                failure = exc
+                if failure is not None:
+                    raise failure
+                _sdk.truncated(self.kind, got)
             else:
                 message = await client.messages.create(**kw)
-        except _CALL_ERRORS as exc:
-            raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
-        except _sdk.UNPARSEABLE as exc:
-            raise _sdk.invalid(self.kind, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
-        return parse(message, time.perf_counter() - start, request, self.params.max_tokens)
+            return parse(message, time.perf_counter() - start, request, self.params.max_tokens)
 
     def complete(self, request: Request, n: int = 1) -> Completion:
         with _sdk.deadline(self.timeout):  # the timeout bounds all n calls together

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import openai
+from openai import omit
+from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -97,6 +99,23 @@ def usage_of(u: Any) -> Usage | None:
     return Usage(max(prompt - cached, 0), completion, min(cached, prompt))
 
 
+def _observe(got: _sdk.Received, chunk: Any) -> Any:
+    """Note what a stream chunk (untrusted) carries; returns its usage object when it reports one."""
+    got.events += 1
+    try:
+        usage = getattr(chunk, "usage", None)
+        got.report(usage_of(usage))
+        for choice in getattr(chunk, "choices", None) or ():
+            delta = choice.delta
+            got.text(getattr(delta, "content", None))
+            for tc in getattr(delta, "tool_calls", None) or ():
+                got.text(getattr(getattr(tc, "function", None), "arguments", None))
+            got.finish(choice.index if isinstance(choice.index, int) else 0, choice.finish_reason)
+    except _sdk.MALFORMED:
+        return None  # the accumulator will say what is wrong with it
+    return usage
+
+
 _CALL_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *_sdk.WIRE_ERRORS)
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 
@@ -109,6 +128,11 @@ class _CallOptions(BaseModel):
     top_logprobs: int = Field(0, ge=0, le=20, description="Alternatives per token (needs logprobs).")
     stream: bool = Field(False, description="Stream the response (assembled before scoring).")
     parallel: int = Field(4, ge=1, le=64, description="Concurrent calls when samples need several.")
+    max_response_bytes: int = Field(
+        _sdk.MAX_RESPONSE_BYTES,
+        ge=1024,
+        description="Refuse a response body larger than this while reading it.",
+    )
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> _CallOptions:
@@ -145,6 +169,7 @@ class OpenAIProvider:
         supports_n: bool = True,
         parallel: int = 4,
         provider_name: str | None = None,
+        max_response_bytes: int = _sdk.MAX_RESPONSE_BYTES,
     ) -> None:
         self.model = model
         self.params = params or GenerationParams()
@@ -154,6 +179,7 @@ class OpenAIProvider:
         self.stream = stream
         self.supports_n = supports_n
         self.parallel = parallel
+        self.max_response_bytes = max_response_bytes
         self.name = provider_name or self.kind
         self.base_url = base_url
         self.free = False
@@ -164,7 +190,11 @@ class OpenAIProvider:
             lambda: openai.OpenAI(**client_kw, http_client=_sdk.http_client(openai.DefaultHttpxClient))
         )
         self._sync.get()  # made now: a bad configuration fails here, not at the first call
-        self._async = _sdk.PerLoop(lambda: openai.AsyncOpenAI(**client_kw))
+        self._async = _sdk.PerLoop(
+            lambda: openai.AsyncOpenAI(
+                **client_kw, http_client=_sdk.ahttp_client(openai.DefaultAsyncHttpxClient)
+            )
+        )
         self._warned_n = False
 
     @classmethod
@@ -179,6 +209,7 @@ class OpenAIProvider:
             top_logprobs=options.top_logprobs,
             stream=options.stream,
             parallel=options.parallel,
+            max_response_bytes=options.max_response_bytes,
         )
 
     # -- request and response, shared by the sync and async paths -------------------------------
@@ -305,25 +336,48 @@ class OpenAIProvider:
 
     # -- sync -------------------------------------------------------------------------------------
 
+    def _attempt(self, request: Request, n: int) -> Any:
+        """One request's error mapping and bill (see :func:`cascade.providers._sdk.attempt`)."""
+        return _sdk.attempt(
+            self.name,
+            openai,
+            _CALL_ERRORS,
+            streaming=self.stream,
+            limit=self.max_response_bytes,
+            input_tokens=_sdk.estimate_input_tokens(request),
+            max_output=self.params.max_tokens * n,
+            per_stop=self.params.max_tokens,
+        )
+
+    def _final(self, state: Any, got: _sdk.Received, usage: Any, failure: Exception | None) -> Any:
+        """The assembled stream: a truncated one is refused; the last usage reported is kept."""
+        if failure is not None:
+            raise failure
+        _sdk.truncated(self.name, got)
+        response = state.get_final_completion()
+        if usage is not None:  # a later chunk's usage: null does not replace it
+            response.usage = usage
+        return response
+
     def _call(self, request: Request, n: int) -> Completion:
         kw = self.request_kwargs(request, n)
         start = time.perf_counter()
-        try:
+        with self._attempt(request, n) as got:
             if self.stream:
-                try:
-                    with self.client.chat.completions.stream(**kw) as events:
-                        response = events.get_final_completion()
-                except _sdk.STREAM_GARBAGE as exc:
-                    raise _sdk.invalid(
-                        self.name, "stream does not parse", f"{type(exc).__name__}: {exc}"
-                    ) from exc
+                state, usage = ChatCompletionStreamState(input_tools=kw.get("tools", omit)), None
+                failure: Exception | None = None
+                with self.client.chat.completions.create(**kw, stream=True) as chunks:
+                    for chunk in chunks:
+                        usage = _observe(got, chunk) or usage
+                        if failure is None:  # after a failure the rest is drained: produced, so billed
+                            try:
+                                state.handle_chunk(chunk)
+                            except Exception as exc:
+                                failure = exc
+                response = self._final(state, got, usage, failure)
             else:
                 response = self.client.chat.completions.create(**kw)
-        except _CALL_ERRORS as exc:
-            raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
-        except _sdk.UNPARSEABLE as exc:
-            raise _sdk.invalid(self.name, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
-        return self.parse(response, time.perf_counter() - start, request, n)
+            return self.parse(response, time.perf_counter() - start, request, n)
 
     def complete(self, request: Request, n: int = 1) -> Completion:
         with _sdk.deadline(self.timeout):  # the timeout bounds the whole call, every sample
@@ -342,22 +396,22 @@ class OpenAIProvider:
         kw = self.request_kwargs(request, n)
         client = self._async.get()
         start = time.perf_counter()
-        try:
+        with self._attempt(request, n) as got:
             if self.stream:
-                try:
-                    async with client.chat.completions.stream(**kw) as events:
-                        response = await events.get_final_completion()
-                except _sdk.STREAM_GARBAGE as exc:
-                    raise _sdk.invalid(
-                        self.name, "stream does not parse", f"{type(exc).__name__}: {exc}"
-                    ) from exc
+                state, usage = ChatCompletionStreamState(input_tools=kw.get("tools", omit)), None
+                failure: Exception | None = None
+                async with await client.chat.completions.create(**kw, stream=True) as chunks:
+                    async for chunk in chunks:
+                        usage = _observe(got, chunk) or usage
+                        if failure is None:  # after a failure the rest is drained: produced, so billed
+                            try:
+                                state.handle_chunk(chunk)
+                            except Exception as exc:
+                                failure = exc
+                response = self._final(state, got, usage, failure)
             else:
                 response = await client.chat.completions.create(**kw)
-        except _CALL_ERRORS as exc:
-            raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
-        except _sdk.UNPARSEABLE as exc:
-            raise _sdk.invalid(self.name, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
-        return self.parse(response, time.perf_counter() - start, request, n)
+            return self.parse(response, time.perf_counter() - start, request, n)
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
         async with _sdk.adeadline(self.timeout, self.name):  # the whole call, every sample
@@ -431,6 +485,7 @@ class OpenAICompatibleProvider(OpenAIProvider):
             stream=options.stream,
             supports_n=options.supports_n,
             parallel=options.parallel,
+            max_response_bytes=options.max_response_bytes,
         )
         return provider
 

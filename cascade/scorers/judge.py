@@ -39,8 +39,7 @@ from cascade.errors import ConfigurationError, PermanentProviderError, ProviderE
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, RetrySpec, TierSpec
 from cascade.protocols import Provider
-from cascade.providers._sdk import acall_charging, billed, call_charging, failure_charge
-from cascade.retry import RetryPolicy
+from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry, failure_charge
 from cascade.types import ZERO, Completion, Message, Request, Sample, Score, Usage
 
 DEFAULT_SYSTEM = """\
@@ -382,20 +381,26 @@ class JudgeScorer:
     def score(self, request: Request, completion: Completion) -> Score:
         sub = self.judge_request(request, self._candidate(completion), model=completion.model)
         try:
-            got = call_charging(lambda: self.provider.complete(sub, 1), self.retry)
+            got, _ = call_with_retry(lambda: self.provider.complete(sub, 1), self.retry, billed_stop=True)
         except ProviderError as exc:
             raise self._failed(sub, exc) from exc
         return self._verdict(got)
 
     def _failed(self, sub: Request, exc: ProviderError) -> JudgeError:
-        """The judge's call failed; one that may have been billed is charged (see ``_sdk.billed``)."""
-        cost = failure_charge(exc, self.price, self.provider.max_usage(sub, 1)) if billed(exc) else ZERO
+        """The judge's call failed; one that may have been billed is charged (``retry.failure_charge``)."""
+        cost = (
+            failure_charge(exc, self.price, self.price.cost(self.provider.max_usage(sub, 1)))
+            if billed(exc)
+            else ZERO
+        )
         return JudgeError(f"judge {self.provider.model} failed: {exc}", cost=cost, usage=exc.usage or Usage())
 
     async def ascore(self, request: Request, completion: Completion) -> Score:
         sub = self.judge_request(request, self._candidate(completion), model=completion.model)
         try:
-            got = await acall_charging(lambda: self.provider.acomplete(sub, 1), self.retry)
+            got = (
+                await acall_with_retry(lambda: self.provider.acomplete(sub, 1), self.retry, billed_stop=True)
+            )[0]
         except ProviderError as exc:
             raise self._failed(sub, exc) from exc
         return self._verdict(got)

@@ -31,8 +31,7 @@ from cascade.errors import CascadeError, ConfigurationError, ProviderError, Scor
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, TierSpec
 from cascade.protocols import Provider
-from cascade.providers._sdk import acall_charging, billed, call_charging, failure_charge
-from cascade.retry import RetryPolicy
+from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry, failure_charge
 from cascade.scorers.answers import (
     SIMILARITIES,
     Extractor,
@@ -241,7 +240,7 @@ class SelfConsistencyScorer:
             else:
                 by_source[name] = f"error: {type(got).__name__}"
                 missing += src.n
-                cost += spent  # a failed call that may have been billed (see _sdk.failure_charge)
+                cost += spent  # a failed call that may have been billed (see cascade.retry.failure_charge)
         a = self.rate(completion.samples, samples, missing)
         detail: dict[str, Any] = {
             "agreeing": a.votes,
@@ -260,7 +259,8 @@ class SelfConsistencyScorer:
         for src in self.sources:
             sub = src.request(request)
             try:
-                got = call_charging(lambda: src.provider.complete(sub, src.n), src.retry)  # noqa: B023
+                call = lambda: src.provider.complete(sub, src.n)  # noqa: B023, E731
+                got, _ = call_with_retry(call, src.retry, billed_stop=True)
             except ProviderError as exc:
                 extra.append((src.name, exc, _charge(src, sub, exc)))
                 continue
@@ -271,7 +271,11 @@ class SelfConsistencyScorer:
         async def one(src: Source) -> tuple[str, Completion | CascadeError, Decimal]:
             sub = src.request(request)
             try:
-                got = await acall_charging(lambda: src.provider.acomplete(sub, src.n), src.retry)
+                got = (
+                    await acall_with_retry(
+                        lambda: src.provider.acomplete(sub, src.n), src.retry, billed_stop=True
+                    )
+                )[0]
             except ProviderError as exc:
                 return (src.name, exc, _charge(src, sub, exc))
             return (src.name, got, src.cost(got))
@@ -285,7 +289,11 @@ class SelfConsistencyScorer:
 
 def _charge(src: Source, sub: Request, exc: ProviderError) -> Decimal:
     """What a source's failed call is charged (it may have been billed)."""
-    return failure_charge(exc, src.price, src.provider.max_usage(sub, src.n)) if billed(exc) else ZERO
+    return (
+        failure_charge(exc, src.price, src.price.cost(src.provider.max_usage(sub, src.n)))
+        if billed(exc)
+        else ZERO
+    )
 
 
 def _lost(asked: int, got: Completion) -> int:

@@ -1,0 +1,85 @@
+"""Retry waits count against the whole call's deadline (issue 18 §3); billed tries end a reservation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from cascade.errors import InvalidResponseError, RateLimitError, TransientProviderError
+from cascade.retry import RetryPolicy, acall_with_retry, call_with_retry, deadline
+from cascade.types import Usage
+
+DEFAULT = RetryPolicy()  # 3 attempts, retry-after honoured up to 30 s
+
+
+def limited(after: float) -> RateLimitError:
+    return RateLimitError("429", provider="p", status_code=429, retry_after=after)
+
+
+def test_a_wait_past_the_deadline_is_not_made() -> None:
+    slept: list[float] = []
+    tries = 0
+
+    def fn() -> None:
+        nonlocal tries
+        tries += 1
+        raise limited(1e9)
+
+    with deadline(1.0), pytest.raises(RateLimitError) as info:
+        call_with_retry(fn, DEFAULT, sleep=slept.append)
+    assert slept == [] and tries == 1 and info.value.retries == 0  # was: a 30 s wait, then another
+
+
+def test_waits_that_fit_are_made_and_stop_at_the_deadline() -> None:
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    def fn() -> None:
+        raise limited(0.3)
+
+    with deadline(1.0), pytest.raises(RateLimitError):
+        call_with_retry(fn, RetryPolicy(attempts=10, initial=0, jitter=0), sleep=sleep)
+    assert 1 <= len(slept) <= 3 and sum(slept) < 1.0
+
+
+def test_the_async_twin_keeps_the_deadline_too() -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def fn() -> None:
+        raise limited(1e9)
+
+    async def go() -> None:
+        with deadline(1.0):
+            await acall_with_retry(fn, DEFAULT, sleep=sleep)
+
+    with pytest.raises(RateLimitError):
+        asyncio.run(go())
+    assert slept == []
+
+
+def test_a_billed_try_is_not_retried_inside_its_reservation() -> None:
+    tries = 0
+    seen: list[object] = []
+
+    def fn() -> None:
+        nonlocal tries
+        tries += 1
+        err = InvalidResponseError("bad", reason="truncated", provider="p")
+        err.usage = Usage(10, 5)
+        raise err
+
+    with pytest.raises(InvalidResponseError) as info:  # unwrapped: the caller sees the real error
+        call_with_retry(fn, DEFAULT, sleep=lambda _: None, billed_seen=seen, billed_stop=True)  # type: ignore[arg-type]
+    assert tries == 1 and seen == [info.value] and info.value.retries == 0
+    tries = 0
+    with pytest.raises(TransientProviderError):
+        call_with_retry(fn, DEFAULT, sleep=lambda _: None)
+    assert tries == 3  # without a reservation to protect (uncapped), retried
