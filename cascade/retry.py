@@ -13,11 +13,10 @@ once, never retried inside that reservation (:class:`BilledError` carries it thr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
@@ -65,19 +64,29 @@ DEADLINE: ContextVar[float | None] = ContextVar("cascade_deadline", default=None
 """When (``time.monotonic()``) the current call must be over: its tries, reads and waits."""
 
 
-@contextlib.contextmanager
-def deadline(seconds: float | None = None, *, at: float | None = None) -> Iterator[None]:
+class deadline:  # noqa: N801 - used as a context manager, like contextlib's lower-case helpers
     """The call inside must be over ``seconds`` from now (or at ``at``); an enclosing, earlier
-    deadline stays in force."""
-    ends = [t for t in (at, None if seconds is None else time.monotonic() + seconds) if t is not None]
-    outer = DEADLINE.get()
-    if outer is not None:
-        ends.append(outer)
-    token = DEADLINE.set(min(ends) if ends else None)
-    try:
-        yield
-    finally:
-        DEADLINE.reset(token)
+    deadline stays in force. (A slotted class, not a generator: one object per call in flight.)"""
+
+    __slots__ = ("_at", "_token")
+
+    def __init__(self, seconds: float | None = None, *, at: float | None = None) -> None:
+        if seconds is not None:
+            ends = time.monotonic() + seconds
+            at = ends if at is None else min(at, ends)
+        self._at = at
+        self._token: Token[float | None] | None = None
+
+    def __enter__(self) -> None:
+        at, outer = self._at, DEADLINE.get()
+        if outer is not None and (at is None or outer < at):
+            at = outer
+        self._token = DEADLINE.set(at)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            DEADLINE.reset(self._token)
+            self._token = None
 
 
 def remaining() -> float | None:
