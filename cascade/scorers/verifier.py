@@ -225,6 +225,13 @@ class VerifierInputs:
             out += [f"check:{check}_steps", f"check:{check}_wrong", f"check:{check}_any_wrong"]
         return tuple(out)
 
+    def _key(self, sample: Sample) -> str | None:
+        """The sample's answer; a failed (user) extractor is no answer, a feature like any other."""
+        try:
+            return self.sc.key(sample)
+        except ScorerError:
+            return None
+
     def _combine(
         self,
         completion: Completion,
@@ -234,13 +241,13 @@ class VerifierInputs:
         values: list[float] = []
         cost, usage = ZERO, Usage()
         detail: dict[str, Any] = {}
-        mine = self.sc.key(completion.samples[0]) if completion.samples else None
+        mine = self._key(completion.samples[0]) if completion.samples else None
         agree_n = 0
         for src, g in zip(self.partners, got, strict=True):
             if isinstance(g, Completion):
                 cost += src.cost(g)
                 usage += g.usage
-                theirs = self.sc.key(g.samples[0]) if g.samples else None
+                theirs = self._key(g.samples[0]) if g.samples else None
                 same = mine is not None and theirs == mine
                 agree_n += same
                 values += [1.0 if same else 0.0, 1.0 if theirs is not None else 0.0]

@@ -324,3 +324,21 @@ def test_verifier_with_a_bad_nested_scorer_is_a_one_line_error(tmp_path: Path) -
     policy.write_text(text.replace("kind: regexx", "kind: regex, patern: x"))
     with pytest.raises(ConfigurationError, match=r"scorers\.guard\.pattern: Field required"):
         build(policy)
+
+
+def test_a_failing_extractor_is_no_answer_in_the_verifier_features() -> None:
+    from decimal import Decimal
+
+    from cascade.money import Price
+    from cascade.scorers.self_consistency import SelfConsistencyScorer, Source
+    from cascade.scorers.verifier import VerifierInputs
+    from cascade.testing import ScriptedProvider
+    from cascade.types import Completion, Usage
+
+    def boom(text: str) -> str:
+        raise RuntimeError("nope")
+
+    src = Source(ScriptedProvider(["7"]), 1, Price(Decimal(0), Decimal(0)), name="p")
+    inputs = VerifierInputs(SelfConsistencyScorer(boom, k=1), [src])
+    got = inputs.gather(Request.of("q"), Completion((Sample("7"),), Usage(), "m"))
+    assert got.values[:2] == (0.0, 0.0)  # neither answer could be read: no agreement, no answer
