@@ -278,6 +278,15 @@ class Policy(Strict):
     session: SessionSpec | None = None
     tuned: TunedSpec | None = Field(None, description="Set by cascade tune: its data and split.")
 
+    def identity(self) -> str:
+        """A short hash of what decides this policy's runs (all but ``description`` and
+        ``logging``): outcome-log rows carry it, so ``cascade report`` compares like with like."""
+        import hashlib
+        import json
+
+        doc = self.model_dump(mode="json", exclude={"description", "logging"})
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:
         seen: set[str] = set()
