@@ -133,3 +133,41 @@ def test_a_policy_of_another_name_is_a_warning(tmp_path: Path, capsys: pytest.Ca
     capsys.readouterr()
     assert main(["report", str(log), "--policy", str(other)]) == 0
     assert "warning: the log's rows are of policy obs, not 'support'" in capsys.readouterr().err
+
+
+def _label(tmp_path: Path, csv: str) -> int:
+    log = _log(tmp_path)
+    rid = json.loads(log.read_text().splitlines()[0])["id"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text(csv.format(id=rid))
+    return main(
+        [
+            "label",
+            str(log),
+            "--reference",
+            f"file:{labels}",
+            "--rows",
+            "all",
+            "--out",
+            str(tmp_path / "l.jsonl"),
+        ]
+    )
+
+
+def test_label_refuses_a_csv_naming_a_model_the_log_does_not_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _label(tmp_path, "id,model,quality\n{id},gpt-9,1\n") == 1
+    err = capsys.readouterr().err
+    assert "model(s) gpt-9 not in the log (its models: large-model, medium-model, small-model)" in err
+    assert not (tmp_path / "l.jsonl").exists()
+
+
+def test_label_warns_of_conflicting_duplicate_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        _label(tmp_path, "id,model,quality\n{id},small-model,1\n{id},small-model,0\n{id},small-model,0\n")
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert captured.err.count("warning:") == 1 and "labelled 1.0 before, now 0.0" in captured.err
+    assert "file:" in captured.out and "labels 1 rows" in captured.out
