@@ -608,10 +608,12 @@ def tune(
     progress: Callable[[int, int], None] | None = None,
     cache: dict[str, TierArrays] | None = None,
     randomise: bool = True,
+    min_records: int = 1,
 ) -> Tuning:
     """Choose tiers, order and thresholds from the training part of ``data`` (see the module doc).
 
-    ``progress(done, total)`` is called while candidates are scored (the slow part)."""
+    ``progress(done, total)`` is called while candidates are scored (the slow part). Fewer than
+    ``min_records`` records in the training or the held-out part is a :class:`ConfigurationError`."""
     pol = loader.load(skeleton)
     raws = raw_tiers(skeleton)
     notes: list[str] = check_choices(raws, data, fill=True)
@@ -623,6 +625,13 @@ def tune(
         cands = [c for c in cands if c.spec.model in es.models]
     test = es.split(split, seed=seed, test_fraction=test_fraction)
     train = ~test
+    n_train, n_test = int(train.sum()), int(test.sum())
+    if min(n_train, n_test) < min_records:
+        raise ConfigurationError(
+            f"{data.path}: {n_train} training and {n_test} held-out records; at least {min_records} in"
+            " each part give a meaningful interval (more data, or --min-records / min_records= to"
+            " tune anyway)"
+        )
     # with a risk target, the training part is cut once more: the search (and the order of the
     # settings to test) sees ``fit`` only; the p-values come from ``cal``
     fit, cal = train, np.zeros(len(train), dtype=bool)

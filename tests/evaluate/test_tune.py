@@ -183,3 +183,19 @@ def test_tune_states_what_the_margin_costs(files: tuple[Path, Path]) -> None:
     assert strict.choice is not None and strict.choice != free.choice
     assert strict.choice.cost > free.choice.cost and strict.choice.quality > free.choice.quality
     assert any("without the margin of 2 standard errors" in n for n in strict.notes)
+
+
+def test_cli_tune_refuses_too_few_records_and_prints_the_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_outcomes(tmp_path, 2, seed=5)
+    pol_path = write_policy(tmp_path, data)
+    out = tmp_path / "tuned.yaml"
+    args = ["tune", str(pol_path), "--target-quality", "0.1", "--bootstrap", "30", "--out", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "1 training and 1 held-out records; at least 30 in each part" in err and "--min-records" in err
+    assert not out.exists()
+    assert main([*args, "--min-records", "1", "--json", "-"]) == 0  # overridden: written, interval said
+    assert "predicted quality" in capsys.readouterr().err and "(95% CI " in out.read_text()
+    assert main([*args, "--min-records", "0"]) == 2
