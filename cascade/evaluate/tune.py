@@ -775,6 +775,7 @@ def tune(
     # (ties go to the shorter cascade)
     ntiers = np.array([len(search.settings[w][0]) for w in which])
     c_key = np.round(c, 12)  # sums in another order differ in the last bits
+    q_key = np.round(q, 12)
     if objective.cost_cap is not None:
         feasible = np.flatnonzero(c <= objective.cost_cap)
         order = feasible[np.lexsort((ntiers[feasible], c_key[feasible], -np.round(q[feasible], 12)))]
@@ -782,8 +783,15 @@ def tune(
         assert target is not None
         feasible = np.flatnonzero(q >= target - 1e-12)
         order = feasible[np.lexsort((ntiers[feasible], -np.round(q[feasible], 12), c_key[feasible]))]
+    # every candidate in that order, not the first few thousand: more candidates put more near
+    # misses first, and a cap then made an objective that fewer candidates met infeasible
     choice = None
-    for k in order[:3000]:
+    seen: set[tuple[int, float, float]] = set()
+    for k in order:
+        same = (int(which[k]), float(q_key[k]), float(c_key[k]))  # another threshold, the same outcome
+        if same in seen:
+            continue
+        seen.add(same)
         s = search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k]))
         tmp = Tuning(cands, es, test, None, reference, target, [], 0)
         if _passes(train, tmp.arrays(s, train), tmp.thresholds(s), objective, ref, target, pol.on_exhausted):
