@@ -56,7 +56,7 @@ from cascade.logging import get_logger
 from cascade.protocols import Scorer
 from cascade.retry import acall_with_retry, call_with_retry
 from cascade.scorers.answers import ExtractorKind, make_extractor
-from cascade.scorers.classifier import Classifier, Example, require_model, train
+from cascade.scorers.classifier import Classifier, Example, check_trained_for, require_model, train
 from cascade.scorers.features import GROUPS, FeatureConfig, Floats
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source, SourceSpec, _build_source
 from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
@@ -334,6 +334,9 @@ class VerifierScorer:
     def from_config(cls, options: VerifierOptions, ctx: Any) -> VerifierScorer:
         path = ctx.path(options.path)
         clf = Classifier.load(path, kind="verifier")
+        check_trained_for(
+            clf, str(path), model=ctx.tier.model if ctx.tier is not None else None, answer=options.answer
+        )
         if options.features is not None and set(options.features) != set(clf.config.groups):
             raise ConfigurationError(
                 f"{path}: trained on feature groups {list(clf.config.groups)}, the policy asks for "
