@@ -37,6 +37,10 @@ class RetryPolicy:
     jitter: float = 0.5
     max_retry_after: float = 30.0
 
+    def longest(self, timeout: float) -> float:
+        """The longest a call with these retries can take: every try times out, every wait is full."""
+        return timeout * self.attempts + (self.attempts - 1) * max(self.max_wait, self.max_retry_after)
+
     def _wait(self) -> Callable[[RetryCallState], float]:
         exponential = wait_exponential(multiplier=self.initial, max=self.max_wait)
         backoff = exponential + wait_random(0, self.jitter)
