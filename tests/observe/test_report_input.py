@@ -171,3 +171,25 @@ def test_label_warns_of_conflicting_duplicate_ids(tmp_path: Path, capsys: pytest
     captured = capsys.readouterr()
     assert captured.err.count("warning:") == 1 and "labelled 1.0 before, now 0.0" in captured.err
     assert "file:" in captured.out and "labels 1 rows" in captured.out
+
+
+def test_an_outcome_log_that_cannot_be_written_fails_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cascade.errors import ConfigurationError
+    from cascade.observe import OutcomeLog
+
+    (tmp_path / "taken").write_text("a file where the log's folder should be")
+    with pytest.raises(ConfigurationError, match=r"cannot write the outcome log \(File exists"):
+        OutcomeLog(tmp_path / "taken" / "out.jsonl")
+    (tmp_path / "x-day.jsonl").mkdir()  # today's file is a folder
+    with pytest.raises(ConfigurationError, match="not a file"):
+        OutcomeLog(tmp_path / "x.jsonl", clock=lambda: "day")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.format(name="p", threshold=0.5, log=tmp_path / "taken" / "out.jsonl"))
+    with pytest.raises(ConfigurationError, match="cannot write the outcome log"):
+        Cascade.from_policy(str(policy))
+    capsys.readouterr()
+    assert main(["run", "-p", str(policy), "q"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot write the outcome log" in err and len(err.strip().splitlines()) == 1
