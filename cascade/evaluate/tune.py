@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -625,6 +624,11 @@ def tune(
         cands = [c for c in cands if c.spec.model in es.models]
     test = es.split(split, seed=seed, test_fraction=test_fraction)
     train = ~test
+    if artifacts is None and (classifiers > 0 or skip > 0):
+        raise ConfigurationError(
+            "tune: classifiers and skip estimators are artifact files: give artifacts=FOLDER (where the"
+            " tuned policy will find them; the CLI writes them beside --out)"
+        )
     n_train, n_test = int(train.sum()), int(test.sum())
     if min(n_train, n_test) < min_records:
         raise ConfigurationError(
@@ -697,7 +701,8 @@ def tune(
         from cascade.evaluate.learned import classifier_candidates
 
         clf_models = frontier_models(es, fit, classifiers, cap)
-        folder = Path(artifacts) if artifacts is not None else Path(tempfile.mkdtemp(prefix="cascade-tune-"))
+        assert artifacts is not None
+        folder = Path(artifacts)
         cands += classifier_candidates(cands, es, data, train, clf_models, folder, seed=seed)
         notes.append(
             f"classifiers trained (training part only) for: {', '.join(clf_models)}; artifacts in {folder}"
@@ -706,7 +711,8 @@ def tune(
         from cascade.evaluate.routing import skip_candidates
 
         skip_models = frontier_models(es, fit, skip, cap)
-        folder = Path(artifacts) if artifacts is not None else Path(tempfile.mkdtemp(prefix="cascade-tune-"))
+        assert artifacts is not None
+        folder = Path(artifacts)
         more, skip_notes = skip_candidates(cands, es, data, fit, skip_models, folder, seed=seed)
         cands += more
         notes += skip_notes

@@ -10,6 +10,7 @@ import pytest
 
 from cascade import outcomes
 from cascade.cli import main
+from cascade.errors import ConfigurationError
 from cascade.evaluate import held_out
 from cascade.evaluate.tune import Objective, Setting, tune
 from cascade.evaluate.write import render, tuned_raw
@@ -218,3 +219,20 @@ def test_more_candidates_never_make_an_objective_infeasible(data_dir: Path, tmp_
     together = tune(policy, data, goal, models="all", classifiers=2, partners=2, artifacts=tmp_path / "a")
     assert alone.choice is not None and together.choice is not None
     assert together.choice.cost <= alone.choice.cost + 1e-12  # the wider search finds one at most as dear
+
+
+def test_tune_writes_artifacts_only_where_it_is_told(
+    files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cascade-tune-* folder left in the temp dir on every run (22 after an afternoon)."""
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    data_path, pol_path = files
+    data = outcomes.load(data_path)
+    for kw in ({"classifiers": 1}, {"skip": 1}):
+        with pytest.raises(ConfigurationError, match="give artifacts=FOLDER"):
+            tune(pol_path, data, Objective(target="best"), **kw)  # type: ignore[arg-type]
+    assert list(temp.iterdir()) == []
