@@ -193,3 +193,52 @@ def test_an_outcome_log_that_cannot_be_written_fails_at_start(
     assert main(["run", "-p", str(policy), "q"]) == 1
     err = capsys.readouterr().err
     assert "cannot write the outcome log" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_documented_production_loop_gives_no_false_drift(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """policies/production-loop.yaml's header, command by command: the tuned policy's report
+    compares its own rows (DRIFT by construction before), and every file it makes is under out/."""
+    import shlex
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "policies" / "production-loop.yaml").read_text()
+    commands = [
+        shlex.split(line.split("#", 2)[1].strip())
+        for line in text.splitlines()
+        if line.startswith("#   cascade ")
+    ]
+    assert [c[1] for c in commands] == ["run", "label", "tune", "run", "report"]
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "production-loop.yaml").write_text(text)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "prompts.jsonl").write_text(
+        "".join(json.dumps(f"What is {i}+2?") + "\n" for i in range(5000))
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CASCADE_LOG_DIR", str(tmp_path / "out" / "logs"))
+    for command in commands:
+        capsys.readouterr()
+        assert main(command[1:]) == 0, capsys.readouterr().err
+    report = capsys.readouterr()
+    assert "drift: none" in report.out and "5000 requests" in report.out
+    assert "left out the rows of other policies: production-loop@" in report.err
+    made = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+    assert made == {"policies", "out"}  # out/ is in .gitignore: nothing left untracked
+    assert "/out/" in (root / ".gitignore").read_text().splitlines()
+    # the old way, the log before tuning against the tuned prediction, is refused, not DRIFT
+    before = tmp_path / "before"
+    before.mkdir()
+    for f in (tmp_path / "out" / "logs").glob("*.jsonl"):
+        rows = [x for x in f.read_text().splitlines() if '"policy_id": "' + _identity(tmp_path) + '"' in x]
+        (before / f.name).write_text("\n".join(rows) + "\n")
+    assert main(["report", str(before), "--policy", "out/production-loop.tuned.yaml"]) == 1
+    assert "no row of the log was written by this policy" in capsys.readouterr().err
+
+
+def _identity(tmp_path: Path) -> str:
+    from cascade.policy import load
+
+    return load(tmp_path / "policies" / "production-loop.yaml").identity()
