@@ -313,6 +313,7 @@ def one(name: str, data_dir: Path, folder: Path, seed: int = 0) -> dict[str, Any
     data = outcomes.load(data_dir / f"{name}.jsonl.gz")
     kw = dict(spec["tune"])
     target = kw.pop("target")
+    kw["artifacts"] = folder / f"{name}.artifacts"  # classifiers and skip estimators: in the run's folder
     started = time.perf_counter()
     tuning = tune(sk, data, Objective(target=target), seed=seed, **kw)
     took = time.perf_counter() - started

@@ -57,6 +57,11 @@ class RetryPolicy:
             return float(max(base, min(float(after), self.max_retry_after)))
         return float(base)
 
+    def longest(self, timeout: float) -> float:
+        """The longest a call can take: its tier's ``timeout``, the deadline that ends every try and
+        every wait between tries (a hold, one per try under caps, must outlive it)."""
+        return timeout
+
 
 # -- the whole-call deadline ------------------------------------------------------------------
 

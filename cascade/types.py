@@ -91,11 +91,22 @@ class Request:
             messages = tuple(m if isinstance(m, Message) else _message(m) for m in prompt)
         if not messages or not any(m.content.strip() or m.tool_calls for m in messages):
             raise InvalidRequestError("empty prompt: give at least one non-empty message")
-        if budget_key is not None and not isinstance(budget_key, str):
-            raise InvalidRequestError(f"budget_key must be a string, not {type(budget_key).__name__}")
-        for text in [m.content for m in messages] + ([budget_key] if budget_key else []):
-            _check_text(text)
         return cls(messages, metadata=dict(metadata or {}), budget_key=budget_key)
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot be sent, however the request was built (before any reservation)."""
+        if self.budget_key is not None and not isinstance(self.budget_key, str):
+            raise InvalidRequestError(f"budget_key must be a string, not {type(self.budget_key).__name__}")
+        for m in self.messages:
+            _check_text(m.content)
+            for call in m.tool_calls:
+                _check_json(call.arguments, f"tool call {call.name!r}")
+        if self.budget_key:
+            _check_text(self.budget_key)
+        for tool in self.tools:
+            _check_json(tool, "a tool schema")
+        if self.tool_choice is not None:
+            _check_json(self.tool_choice, "tool_choice")
 
     @property
     def prompt(self) -> str:
@@ -127,6 +138,19 @@ def _check_text(text: str) -> None:
             f"the prompt is not valid Unicode (a lone surrogate at character {exc.start}: input that"
             " was not UTF-8); decode it as UTF-8 first"
         ) from None
+
+
+def _check_json(value: Any, what: str) -> None:
+    """Refuse a JSON value (a tool schema, tool-call arguments) holding text that cannot be sent."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(
+            f"{what} is not valid Unicode (a lone surrogate: input that was not UTF-8); decode it as"
+            " UTF-8 first"
+        ) from None
+    except (TypeError, ValueError) as exc:  # keys that are not strings, a circular reference
+        raise InvalidRequestError(f"{what} is not JSON: {exc}") from None
 
 
 def _message(m: Any) -> Message:

@@ -280,3 +280,21 @@ def test_processes_that_start_together_on_a_new_ledger_file_all_get_in(tmp_path:
         with multiprocessing.get_context("fork").Pool(4) as pool:  # four fresh processes at once
             assert pool.map(_first_use, [path] * 4, chunksize=1) == ["ok"] * 4
         assert SQLiteLedger(path).spent("b") == Decimal("0.004")
+
+
+@pytest.mark.parametrize("ttl", [0, -1.0, float("nan"), float("inf")])
+def test_a_hold_ttl_that_is_no_duration_is_refused(ttl: float) -> None:
+    with pytest.raises(ValueError, match="hold_ttl must be a finite number of seconds above 0"):
+        Budget(hold_ttl=ttl)
+
+
+def test_python_refuses_a_hold_ttl_shorter_than_a_call_as_yaml_does() -> None:
+    """A hold that expires mid-call frees its money: a 100-call cap paid for 103 calls."""
+    from cascade.retry import RetryPolicy
+
+    slow = tier("only", ScriptedProvider("x", timeout=1.0), retry=RetryPolicy(2, 0.1, 1.0, 0.0, 5.0))
+    capped = Budget(caps=(Cap(Decimal(1), "day"),), hold_ttl=0.05)
+    with pytest.raises(ValueError, match=r"hold_ttl 0.05 s must exceed the longest call, 1 s \(tier 'only'"):
+        Cascade([slow], budget=capped)
+    Cascade([slow], budget=Budget(caps=(Cap(Decimal(1), "day"),), hold_ttl=7.5))
+    Cascade([slow], budget=Budget(hold_ttl=0.05))  # no cap, no hold in a ledger: as in a policy

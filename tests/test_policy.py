@@ -185,3 +185,30 @@ def test_every_example_policy_builds_offline(monkeypatch: pytest.MonkeyPatch, tm
         assert [t.name for t in cascade.tiers] == [t.name for t in policy.tiers]
         built += 1
     assert built >= 4  # demo + support-bot + math-reasoning + agent-tools at least
+
+
+def test_shadow_sampling_without_an_outcome_log_is_refused() -> None:
+    [problem] = problems(GOOD + "shadow: {rate: 0.02}\n")
+    assert problem.startswith("support.yaml:") and "shadow sampling needs logging.outcomes" in problem
+    loads(GOOD + "shadow: {rate: 0.02}\nlogging: {outcomes: {path: out.jsonl}}\n")
+    loads(GOOD + "shadow: {rate: 0}\n")  # off: nothing is paid for
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("redis://localhost:6379/abc", "must be a number"),
+        ("redis://localhost:6379?db=x", "must be a number"),
+        ("http://localhost:6379/0", "starts with redis://"),
+    ],
+)
+def test_a_redis_url_whose_database_is_not_a_number_is_refused(url: str, error: str) -> None:
+    [problem] = problems(GOOD + f"budget:\n  ledger: {{kind: redis, url: '{url}'}}\n")
+    assert "budget.ledger.url" in problem and error in problem
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://localhost:6379/3", "rediss://u:p@h:1/", "redis://h", "unix:///tmp/r.sock?db=2"]
+)
+def test_a_redis_url_with_a_number_or_no_database_loads(url: str) -> None:
+    assert loads(GOOD + f"budget:\n  ledger: {{kind: redis, url: '{url}'}}\n").budget.ledger is not None

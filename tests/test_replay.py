@@ -155,3 +155,27 @@ def test_gsm8k_three_tier_policy_from_python_and_cli(
     code = main(["run", "-p", str(policy), "--json", records[results.index(escalated)].prompt])
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and [a["decision"] for a in data["attempts"]] == [a.decision for a in escalated.attempts]
+
+
+def test_a_batch_line_without_an_id_replays_its_own_prompt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line's number is not a record id: with numeric record ids, line 1 replayed record "1"."""
+    sample = {"input_tokens": 10, "output_tokens": 1, "cost_usd": 0.001, "quality": 1.0}
+    records = [
+        {"id": "1", "prompt": "first?", "reference": "A", "responses": {"m": [{"text": "A", **sample}]}},
+        {"id": "2", "prompt": "second?", "reference": "B", "responses": {"m": [{"text": "B", **sample}]}},
+    ]
+    data = tmp_path / "numeric.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        f"name: p\ntiers:\n  - {{name: only, provider: replay, model: m, options: {{path: '{data}'}}}}\n"
+    )
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text('"second?"\n{"prompt": "first?", "id": "mine"}\n')
+    out = tmp_path / "out.jsonl"
+    assert main(["run", "-p", str(policy), "--batch", str(batch), "--out", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["answer"] for r in rows] == ["B", "A"]
+    assert [r["id"] for r in rows] == ["1", "mine"]  # the line number still names the result

@@ -109,6 +109,27 @@ def test_requests_that_cannot_be_sent_are_refused(prompt: Any, kw: dict[str, Any
         Request.of(prompt, **kw)
 
 
+BAD_TOOL = {"type": "function", "function": {"name": "f", "description": "\ud800", "parameters": {}}}
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Request((Message("user", "caf\udce9"),)),
+        lambda: Request((Message("user", "hi"),), tools=(BAD_TOOL,)),
+        lambda: Request((Message("user", "hi"),), budget_key="t\udcff"),
+        lambda: Request((Message("assistant", "", (ToolCall("f", {"q": "\udce9"}),)),)),
+        lambda: Request((Message("user", "hi"),), tool_choice={"function": {"name": "\ud800"}}),
+        lambda: Request((Message("user", "hi"),), tools=({(1, 2): "a tuple key"},)),
+    ],
+    ids=["content", "tool-schema", "budget-key", "tool-call-arguments", "tool-choice", "not-json"],
+)
+def test_a_request_built_directly_is_validated_at_construction(build: Any) -> None:
+    """Python callers build Request(...) themselves: refused here, before any reservation."""
+    with pytest.raises(InvalidRequestError, match=r"not valid Unicode|not JSON"):
+        build()
+
+
 def test_unicode_that_is_valid_passes() -> None:
     assert Request.of("caf\u00e9 \U0001f600", budget_key="t\u00e9").prompt == "caf\u00e9 \U0001f600"
 

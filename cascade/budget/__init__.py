@@ -201,6 +201,21 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+def hold_ttl_problem(hold_ttl: float, longest: Sequence[tuple[str, float]]) -> str | None:
+    """Why ``hold_ttl`` is too short for tiers whose longest calls are ``(name, seconds)`` (None:
+    it is not). A hold that expires mid-call frees its money while the call may still be billed,
+    so a cap could be overspent; the policy loader and :class:`~cascade.Cascade` both ask."""
+    if not longest:
+        return None
+    name, seconds = max(longest, key=lambda t: t[1])
+    if hold_ttl > seconds:
+        return None
+    return (
+        f"hold_ttl {hold_ttl:g} s must exceed the longest call, {seconds:g} s (tier {name!r}: its timeout,"
+        " which ends every try and retry wait); raise hold_ttl or lower the timeout"
+    )
+
+
 _POLL_MIN, _POLL_MAX = 0.005, 0.25  # waiting also polls: room freed in another process wakes nobody here
 _RETRY_DOWN = 0.5  # seconds a fail_open budget skips an unreachable ledger before trying it again
 
@@ -228,6 +243,12 @@ class Budget:
     _state: _State = field(default_factory=_State, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        import math
+
+        if isinstance(self.hold_ttl, bool) or not (
+            isinstance(self.hold_ttl, int | float) and math.isfinite(self.hold_ttl) and self.hold_ttl > 0
+        ):
+            raise ValueError(f"hold_ttl must be a finite number of seconds above 0, got {self.hold_ttl!r}")
         if self.caps and self.ledger is None:
             from cascade.budget.memory import MemoryLedger
 

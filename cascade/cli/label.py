@@ -85,6 +85,25 @@ def reference_inputs(args: argparse.Namespace) -> list[Input]:
     return files + ([Input("the judge spec", Path(args.judge))] if args.judge else [])
 
 
+def _check_files(files: list[Any], log: Any, rows: list[dict[str, Any]]) -> None:
+    """Human-label files must name the log's models; an id labelled twice two ways is a warning."""
+    from cascade.errors import ConfigurationError
+    from cascade.observe.logfile import merged_card
+
+    models = {m for r in rows for m in r["responses"]} | set(merged_card(log.cards)["models"])
+    for f in files:
+        for problem in f.conflicts[:5]:
+            print(f"warning: {problem}", file=sys.stderr)
+        if len(f.conflicts) > 5:
+            print(f"warning: {f.path}: {len(f.conflicts) - 5} more conflicting labels", file=sys.stderr)
+        unknown = sorted(f.models - models)
+        if unknown:
+            raise ConfigurationError(
+                f"{f.path}: model(s) {', '.join(unknown)} not in the log (its models:"
+                f" {', '.join(sorted(models)) or 'none'}); use the log's model names"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     from cascade.cli.report import read_rows
     from cascade.observe import label as lab
@@ -115,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         [*log_inputs(args.log), *reference_inputs(args)],
     )
     log, rows = read_rows(args.log, args.since)
+    _check_files([s for s in sources.values() if isinstance(s, lab.FileLabels)], log, rows)
     per_source = {name: [fn(r) for r in rows] for name, fn in sources.items()}
     kept: list[dict[str, Any]] = []
     labelled = 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.cli import UsageError
+from cascade.errors import ConfigurationError
 
 NAME = "report"
 HELP = "Report live accept rates, escalations, cost and quality from an outcome log, with drift flags."
@@ -36,10 +37,13 @@ def run(args: argparse.Namespace) -> int:
     log, rows = read_rows(args.log, args.since)
     tiers = log.tiers
     predicted: dict[str, object] = {"tiers": {}}
-    if args.policy:
+    if not args.policy:
+        _one_policy(rows)
+    else:
         from cascade.policy import loader
 
         policy = loader.load(args.policy)  # a clear error for a policy that is not one
+        rows = _rows_of(rows, policy, args.policy)
         predicted = predictions(Path(args.policy).read_text(encoding="utf-8"))
         names = [t.name for t in policy.tiers]
         tiers = names + [t for t in tiers if t not in names]
@@ -61,9 +65,50 @@ def run(args: argparse.Namespace) -> int:
     return 3 if args.fail_on_drift and fig["drift"] else 0
 
 
+def _listing(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} ({n} rows)" for name, n in counts.items())
+
+
+def _one_policy(rows: list[dict[str, Any]]) -> None:
+    """Refuse a log that mixes policies: its figures would describe none of them."""
+    from cascade.observe.logfile import policies
+
+    found = policies(rows)
+    if len(found) > 1:
+        raise ConfigurationError(
+            f"the log mixes {len(found)} policies: {_listing(found)}; report one of them with --policy FILE"
+        )
+
+
+def _rows_of(rows: list[dict[str, Any]], policy: Any, path: str) -> list[dict[str, Any]]:
+    """The rows ``policy`` logged (its :meth:`identity`): predictions compare with their own runs only."""
+    from cascade.observe.logfile import meta, policies
+
+    pid = policy.identity()
+    mine = [r for r in rows if meta(r).get("policy_id") == pid]
+    others = policies(r for r in rows if meta(r).get("policy_id") != pid)
+    if mine:
+        if others:
+            print(f"note: left out the rows of other policies: {_listing(others)}", file=sys.stderr)
+        return mine
+    if any(meta(r).get("policy_id") for r in rows):
+        raise ConfigurationError(
+            f"{path}: no row of the log was written by this policy ({policy.name}@{pid}); the log holds"
+            f" {_listing(others)}: run this policy, then report its rows"
+        )
+    names = {str(meta(r).get("policy")) for r in rows}
+    if rows and names != {policy.name}:
+        print(
+            f"warning: the log's rows are of policy {', '.join(sorted(names))}, not {policy.name!r}"
+            f" ({path}): its predictions describe another policy",
+            file=sys.stderr,
+        )
+    return rows
+
+
 def read_rows(paths: list[str], since_arg: str | None) -> tuple[Any, list[dict[str, Any]]]:
     """The outcome log at ``paths`` and its rows (within ``--since``), or a one-line usage error."""
-    from cascade.observe.logfile import read_log, since
+    from cascade.observe.logfile import read_log, since, undated
 
     log = read_log(paths)
     if not log.rows and log.bad_lines:
@@ -77,6 +122,8 @@ def read_rows(paths: list[str], since_arg: str | None) -> tuple[Any, list[dict[s
             rows = since(rows, since_arg)
         except ValueError as err:
             raise UsageError(f"--since: {err}") from None
+        if n := undated(log.rows):
+            print(f"note: --since left out {n} row(s) without a readable `ts`", file=sys.stderr)
     if log.bad_lines:
         print(f"note: skipped {log.bad_lines} line(s) that are not log rows", file=sys.stderr)
     return log, rows

@@ -153,6 +153,9 @@ def _read_batch(path: Path, default_key: str | None = None) -> list[dict[str, An
             near = difflib.get_close_matches(field.lower().replace("-", "_"), _LINE_FIELDS, n=1, cutoff=0.75)
             if field not in _LINE_FIELDS and near:
                 raise UsageError(f"{path}:{lineno}: unknown field {field!r} (did you mean {near[0]!r}?)")
+        # the caller's id goes to the run (a replay provider finds records by it); a line without
+        # one is named by its number in the results only: a line number is no record's id
+        obj["metadata"] = {"id": obj["id"]} if "id" in obj else {}
         obj.setdefault("id", str(lineno))
         key = obj.get("budget_key", default_key)
         if key is not None and not isinstance(key, str):
@@ -186,7 +189,7 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
                     res = await cascade.arun(
                         prompt,
                         budget_key=item.get("budget_key", args.budget_key),
-                        metadata={"id": item["id"]},
+                        metadata=item["metadata"],
                     )
                     return {"id": item["id"], **res.to_dict()}
                 except CascadeError as err:  # the row keeps what was tried and spent

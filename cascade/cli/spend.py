@@ -45,13 +45,19 @@ def run(args: argparse.Namespace) -> int:
     if args.window is not None and not caps and not skipped:
         raise UsageError(f"{path}: policy {pol.name!r} has no {args.window} cap")
     ctx = BuildContext(path.parent)
+    unopened = None
     if spec.kind == "sqlite":
         from cascade.budget.sqlite import default_path
 
         file = ctx.path(spec.path) if spec.path else default_path()
-        if not file.exists():  # reading must not create a ledger
-            raise UsageError(f"{path}: no ledger at {file} yet: nothing has been spent")
-    ledger = _ledger(spec, pol.name, ctx)
+        if not file.exists():  # reading must not create a ledger: nothing is spent yet, $0
+            unopened = file
+    if unopened is not None:
+        from cascade.budget.memory import MemoryLedger
+
+        ledger: Any = MemoryLedger()
+    else:
+        ledger = _ledger(spec, pol.name, ctx)
     budget = Budget(caps=tuple(Cap(c.limit, c.window, c.scope) for c in caps), ledger=ledger)
     rows: list[dict[str, Any]] = []
     for cap, (bucket, limit) in zip(caps, budget.buckets(pol.name, args.key), strict=True):
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         out = {
             "policy": pol.name,
             "ledger": spec.kind,
+            **({"note": f"no ledger at {unopened} yet: nothing spent"} if unopened else {}),
             "caps": [{k: _json(v) for k, v in r.items()} for r in rows],
             "skipped": [f"{c.scope} {c.window} cap (needs --key)" for c in skipped],
         }
@@ -91,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    print(f"policy {pol.name} ({spec.kind} ledger)")
+    print(
+        f"policy {pol.name} ({spec.kind} ledger"
+        + (f" {unopened}: none yet, nothing spent)" if unopened else ")")
+    )
     for row in table:
         print(
             "  ".join(

@@ -87,7 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cascade import outcomes
     from cascade.cli import UsageError
-    from cascade.scorers.classifier import examples_from_outcomes, split_examples, train_and_report
+    from cascade.scorers.classifier import (
+        examples_from_outcomes,
+        split_examples,
+        train_and_report,
+        trained_for,
+    )
     from cascade.scorers.features import FeatureConfig
 
     if not 8 <= args.bits <= 22:
@@ -120,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
         config=FeatureConfig(bits=args.bits),
         calibration=args.calibration,
         seed=args.seed,
-        meta={"model": args.model, "source": Path(args.data).name, "positive_at": args.positive_at},
+        meta={
+            **trained_for(args.model, data),
+            "source": Path(args.data).name,
+            "positive_at": args.positive_at,
+        },
     )
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +167,7 @@ def _learned(args: argparse.Namespace) -> int:
     from cascade import outcomes
     from cascade.cli import UsageError
     from cascade.scorers import metrics
-    from cascade.scorers.classifier import evaluate, split_examples
+    from cascade.scorers.classifier import evaluate, split_examples, trained_for
     from cascade.scorers.features import GROUPS
     from cascade.scorers.verifier import (
         OpenAIEmbedder,
@@ -171,7 +180,12 @@ def _learned(args: argparse.Namespace) -> int:
 
     data = outcomes.load(args.data)
     out = Path(args.output)
-    meta = {"model": args.model, "source": Path(args.data).name, "positive_at": args.positive_at}
+    answer = args.answer if args.verifier else None
+    meta = {
+        **trained_for(args.model, data, answer),
+        "source": Path(args.data).name,
+        "positive_at": args.positive_at,
+    }
     started = time.perf_counter()
     if args.verifier:
         groups = [g.strip() for g in args.features.split(",")] if args.features else list(GROUPS)

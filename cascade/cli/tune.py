@@ -14,6 +14,7 @@ from cascade.files import Output, check_outputs, data_inputs, policy_inputs, wri
 if TYPE_CHECKING:
     from cascade.evaluate.tune import Tuning
 
+MIN_RECORDS = 30  # per part: a 95% interval on fewer is too wide (or, bootstrapped, degenerate) to act on
 NAME = "tune"
 HELP = "Tune a policy skeleton on recorded outcomes (train/test split) and write the tuned YAML policy."
 
@@ -107,6 +108,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --cost-cap: never write a randomised boundary (kind: boundary) to spend unused budget",
     )
+    parser.add_argument(
+        "--min-records",
+        type=int,
+        default=MIN_RECORDS,
+        metavar="N",
+        help=f"fewest records in the training and in the held-out part (default {MIN_RECORDS}): fewer give"
+        " no meaningful interval; 1 to tune on whatever there is",
+    )
     parser.add_argument("--out", metavar="FILE", help="tuned policy (default: SKELETON.tuned.yaml)")
     parser.add_argument(
         "--force",
@@ -135,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         ("--classifiers", args.classifiers, args.classifiers >= 0),
         ("--skip", args.skip, args.skip >= 0),
         ("--pool", args.pool, args.pool >= 1),
+        ("--min-records", args.min_records, args.min_records >= 1),
         ("--bootstrap", args.bootstrap, args.bootstrap >= 1),
         ("--test-fraction", args.test_fraction, 0 < args.test_fraction < 1),
         ("--seed", args.seed, 0 <= args.seed < 2**32),
@@ -209,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
         billing=args.billing,
         progress=progress,
         randomise=not args.deterministic,
+        min_records=args.min_records,
     )
     bar.close()
     for note in tuning.notes:
@@ -263,7 +274,9 @@ def run(args: argparse.Namespace) -> int:
         print(diff(old, text, str(args.skeleton), str(out)) or "(no change)")
         if args.json:
             write_text(args.json, to_json(ev) + "\n")
-    print(f"tuned policy -> {out}", file=sys.stderr)
+    quality = " ".join(next(line for line in header if line.startswith("predicted quality")).split())
+    held = ev.figures.get("records")
+    print(f"tuned policy -> {out} ({quality} on {held} held-out records)", file=sys.stderr)
     if args.plot:
         write_plot(ev, args.plot)
     return 0

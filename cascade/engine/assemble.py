@@ -77,9 +77,12 @@ class BuildContext:
         """The prompt-only estimator of the tier's ``skip:`` (loaded from its artifact), if any."""
         if spec.skip is None:
             return None
-        from cascade.scorers.verifier import load_prompt_estimator  # numpy: only when a tier skips
+        from cascade.scorers.classifier import check_trained_for  # numpy: only when a tier skips
+        from cascade.scorers.verifier import load_prompt_estimator
 
-        estimator: SkipEstimator = load_prompt_estimator(self.path(spec.skip.artifact))
+        path = self.path(spec.skip.artifact)
+        estimator = load_prompt_estimator(path)
+        check_trained_for(estimator.classifier, str(path), model=spec.model)
         return estimator
 
     def build_scorer(self, spec: ScorerSpec) -> Scorer:

@@ -7,7 +7,7 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from cascade.budget import Budget
+from cascade.budget import Budget, hold_ttl_problem
 from cascade.engine.drive import adrive, aexecute, drive, execute
 from cascade.engine.loop import Action, OnExhausted, Outcome, Settings, Tier, steps
 from cascade.errors import CascadeError, InvalidRequestError
@@ -46,6 +46,10 @@ class Cascade:
                 raise ValueError(f"tier {t.name!r} is not the last, so it needs a scorer and threshold")
         if tiers[-1].skip is not None:
             raise ValueError(f"tier {tiers[-1].name!r} is the last tier: it cannot be skipped")
+        if budget is not None and budget.caps:  # as the policy loader checks a policy's
+            problem = hold_ttl_problem(budget.hold_ttl, _longest_calls(tiers))
+            if problem is not None:
+                raise ValueError(problem)
         self.settings = Settings(name, tuple(tiers), budget or Budget(), on_exhausted, include_text)
         self.observer = observer  # outcome log, shadow sampling, session pins, metrics (cascade.observe)
 
@@ -210,6 +214,16 @@ class Cascade:
                     raise
 
         return list(await asyncio.gather(*(one(p, k) for p, k in zip(items, sessions, strict=True))))
+
+
+def _longest_calls(tiers: Sequence[Tier]) -> list[tuple[str, float]]:
+    """Each tier's longest call, where its provider says its timeout (a test double may not)."""
+    out = []
+    for t in tiers:
+        timeout = getattr(t.provider, "timeout", None)
+        if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+            out.append((t.name, t.retry.longest(float(timeout))))
+    return out
 
 
 def _sessions(session: Sessions, n: int) -> list[str | None]:

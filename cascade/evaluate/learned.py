@@ -92,10 +92,11 @@ def classifier_candidates(
         if base is None or base.bare is None:
             continue
         by_id = {e.id: e for e in classifier.examples_from_outcomes(data, m)}
+        meta = classifier.trained_for(m, data)  # what the artifact is for: checked when it is loaded
         got = _out_of_fold(
             [by_id.get(r.id) for r in es.records],
             train,
-            lambda ex: classifier.train(ex, lams=(2e-4,), folds=2, seed=seed),
+            lambda ex: classifier.train(ex, lams=(2e-4,), folds=2, seed=seed, meta=meta),  # noqa: B023
             folds,
             seed,
         )
@@ -126,7 +127,7 @@ def classifier_candidates(
         vgot = _out_of_fold(
             [vby_id.get(r.id) for r in es.records],
             train,
-            lambda ex: train_verifier(ex, names, seed=seed),  # noqa: B023
+            lambda ex: train_verifier(ex, names, seed=seed, meta={**meta, "answer": answer}),  # noqa: B023
             folds,
             seed,
         )

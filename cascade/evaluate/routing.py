@@ -61,6 +61,7 @@ def oof_estimates(
     """Out-of-fold prompt-only estimates of ``model`` being right (``versus``: as good as that
     model) on the training rows, the final estimator's on the others (fit on every training row),
     and that estimator; None when the training part has too few labels."""
+    from cascade.scorers.classifier import trained_for
     from cascade.scorers.verifier import prompt_examples, train_prompt_estimator
 
     by_id = {e.id: e for e in prompt_examples(data, model, versus=versus)}
@@ -76,7 +77,10 @@ def oof_estimates(
         held = [tr[k] for k in order if k % folds == f]
         est = train_prompt_estimator([e for e in fit if e is not None], folds=2, seed=seed)
         out[held] = est.predict_many([es.records[i].prompt for i in held])
-    final = train_prompt_estimator([e for e in (rows[i] for i in tr) if e is not None], folds=2, seed=seed)
+    meta = {**trained_for(model, data), **({"versus": versus} if versus else {})}
+    final = train_prompt_estimator(
+        [e for e in (rows[i] for i in tr) if e is not None], folds=2, seed=seed, meta=meta
+    )
     rest = np.flatnonzero(~train)
     if len(rest):
         out[rest] = final.predict_many([es.records[int(i)].prompt for i in rest])

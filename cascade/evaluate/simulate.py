@@ -45,7 +45,7 @@ from cascade.types import Completion, Request, Usage
 Billing = Literal["auto", "recorded", "prompt_once"]
 OnExhausted = Literal["return_last", "return_best", "raise"]
 # providers that bill the prompt once for n samples (OpenAI-style ``n=``)
-PROMPT_ONCE_PROVIDERS = frozenset({"openai", "openai_compatible", "vllm", "azure_openai"})
+PROMPT_ONCE_PROVIDERS = frozenset({"openai", "openai_compatible", "vllm", "azure_openai", "scripted"})
 
 
 @dataclass(frozen=True)

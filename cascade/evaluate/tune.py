@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -608,10 +607,12 @@ def tune(
     progress: Callable[[int, int], None] | None = None,
     cache: dict[str, TierArrays] | None = None,
     randomise: bool = True,
+    min_records: int = 1,
 ) -> Tuning:
     """Choose tiers, order and thresholds from the training part of ``data`` (see the module doc).
 
-    ``progress(done, total)`` is called while candidates are scored (the slow part)."""
+    ``progress(done, total)`` is called while candidates are scored (the slow part). Fewer than
+    ``min_records`` records in the training or the held-out part is a :class:`ConfigurationError`."""
     pol = loader.load(skeleton)
     raws = raw_tiers(skeleton)
     notes: list[str] = check_choices(raws, data, fill=True)
@@ -623,10 +624,17 @@ def tune(
         cands = [c for c in cands if c.spec.model in es.models]
     test = es.split(split, seed=seed, test_fraction=test_fraction)
     train = ~test
-    if not train.any() or not test.any():
+    if artifacts is None and (classifiers > 0 or skip > 0):
         raise ConfigurationError(
-            f"{data.path}: {len(es)} record(s) split into {int(train.sum())} to tune on and"
-            f" {int(test.sum())} held out; tuning needs records in both parts: give more records"
+            "tune: classifiers and skip estimators are artifact files: give artifacts=FOLDER (where the"
+            " tuned policy will find them; the CLI writes them beside --out)"
+        )
+    n_train, n_test = int(train.sum()), int(test.sum())
+    if min(n_train, n_test) < min_records:
+        raise ConfigurationError(
+            f"{data.path}: {n_train} training and {n_test} held-out records; at least {min_records} in"
+            " each part give a meaningful interval (more data, or --min-records / min_records= to"
+            " tune anyway)"
         )
     # with a risk target, the training part is cut once more: the search (and the order of the
     # settings to test) sees ``fit`` only; the p-values come from ``cal``
@@ -693,7 +701,8 @@ def tune(
         from cascade.evaluate.learned import classifier_candidates
 
         clf_models = frontier_models(es, fit, classifiers, cap)
-        folder = Path(artifacts) if artifacts is not None else Path(tempfile.mkdtemp(prefix="cascade-tune-"))
+        assert artifacts is not None
+        folder = Path(artifacts)
         cands += classifier_candidates(cands, es, data, train, clf_models, folder, seed=seed)
         notes.append(
             f"classifiers trained (training part only) for: {', '.join(clf_models)}; artifacts in {folder}"
@@ -702,7 +711,8 @@ def tune(
         from cascade.evaluate.routing import skip_candidates
 
         skip_models = frontier_models(es, fit, skip, cap)
-        folder = Path(artifacts) if artifacts is not None else Path(tempfile.mkdtemp(prefix="cascade-tune-"))
+        assert artifacts is not None
+        folder = Path(artifacts)
         more, skip_notes = skip_candidates(cands, es, data, fit, skip_models, folder, seed=seed)
         cands += more
         notes += skip_notes
@@ -771,6 +781,7 @@ def tune(
     # (ties go to the shorter cascade)
     ntiers = np.array([len(search.settings[w][0]) for w in which])
     c_key = np.round(c, 12)  # sums in another order differ in the last bits
+    q_key = np.round(q, 12)
     if objective.cost_cap is not None:
         feasible = np.flatnonzero(c <= objective.cost_cap)
         order = feasible[np.lexsort((ntiers[feasible], c_key[feasible], -np.round(q[feasible], 12)))]
@@ -778,8 +789,15 @@ def tune(
         assert target is not None
         feasible = np.flatnonzero(q >= target - 1e-12)
         order = feasible[np.lexsort((ntiers[feasible], -np.round(q[feasible], 12), c_key[feasible]))]
+    # every candidate in that order, not the first few thousand: more candidates put more near
+    # misses first, and a cap then made an objective that fewer candidates met infeasible
     choice = None
-    for k in order[:3000]:
+    seen: set[tuple[int, float, float]] = set()
+    for k in order:
+        same = (int(which[k]), float(q_key[k]), float(c_key[k]))  # another threshold, the same outcome
+        if same in seen:
+            continue
+        seen.add(same)
         s = search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k]))
         tmp = Tuning(cands, es, test, None, reference, target, [], 0)
         if _passes(train, tmp.arrays(s, train), tmp.thresholds(s), objective, ref, target, pol.on_exhausted):

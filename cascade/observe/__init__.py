@@ -51,6 +51,7 @@ def from_policy(policy: Any, tiers: Any, base_dir: Any = None) -> Observer | Non
         shadow=shadow,
         pins=pins,
         metrics=metrics,
+        policy_id=policy.identity(),
     )
     observer.tiers = tuple(tiers)
     return observer

@@ -88,40 +88,63 @@ def _float(v: Any) -> float | None:
     return f if 0.0 <= f <= 1.0 else None
 
 
-def from_file(path: str | Path) -> Source:
-    """A source of human labels from a CSV file (see the module docstring)."""
-    p = Path(path)
-    with open(p, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        cols = set(reader.fieldnames or ())
-        if "id" not in cols or not ({"reference"} <= cols or {"model", "quality"} <= cols):
-            raise ConfigurationError(f"{p}: labels need columns id,reference or id,model,quality")
-        by_ref: dict[str, str] = {}
-        by_model: dict[str, dict[str, float]] = {}
-        for lineno, rec in enumerate(reader, 2):
-            rid = (rec.get("id") or "").strip()
-            if not rid:
-                continue
-            if rec.get("model") and rec.get("quality") not in (None, ""):
-                q = _float(rec["quality"])
-                if q is None:
-                    raise ConfigurationError(f"{p}:{lineno}: quality must be a number in 0..1")
-                by_model.setdefault(rid, {})[rec["model"].strip()] = q
-            elif rec.get("reference") not in (None, ""):
-                by_ref[rid] = str(rec["reference"]).strip()
+class FileLabels:
+    """Human labels from a CSV file (a :data:`Source`; see the module docstring), with what the
+    file names (``models``) and the ids it labels twice with different values (``conflicts``,
+    one message each; the last line wins)."""
 
-    def source(row: dict[str, Any]) -> Labels | None:
-        keys = [row["id"], meta(row).get("request_id")]
-        for k in keys:
-            if isinstance(k, str) and k in by_model:
-                given = by_model[k]
-                return {m: [given[m]] * len(row["responses"][m]) for m in row["responses"] if m in given}
-            if isinstance(k, str) and k in by_ref:
-                ref = by_ref[k]
+    def __init__(self, path: str | Path) -> None:
+        p = self.path = Path(path)
+        self.by_ref: dict[str, str] = {}
+        self.by_model: dict[str, dict[str, float]] = {}
+        self.conflicts: list[str] = []
+        with open(p, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            cols = set(reader.fieldnames or ())
+            if "id" not in cols or not ({"reference"} <= cols or {"model", "quality"} <= cols):
+                raise ConfigurationError(f"{p}: labels need columns id,reference or id,model,quality")
+            for lineno, rec in enumerate(reader, 2):
+                rid = (rec.get("id") or "").strip()
+                if not rid:
+                    continue
+                if rec.get("model") and rec.get("quality") not in (None, ""):
+                    q = _float(rec["quality"])
+                    if q is None:
+                        raise ConfigurationError(f"{p}:{lineno}: quality must be a number in 0..1")
+                    model = rec["model"].strip()
+                    self._set(
+                        self.by_model.setdefault(rid, {}), model, q, f"{p}:{lineno}: id {rid!r} {model}"
+                    )
+                elif rec.get("reference") not in (None, ""):
+                    self._set(self.by_ref, rid, str(rec["reference"]).strip(), f"{p}:{lineno}: id {rid!r}")
+
+    def _set(self, into: dict[str, Any], key: str, value: Any, where: str) -> None:
+        if key in into and into[key] != value:
+            self.conflicts.append(f"{where} labelled {into[key]!r} before, now {value!r} (the last wins)")
+        into[key] = value
+
+    @property
+    def models(self) -> set[str]:
+        """The models the file labels by name (``id,model,quality``)."""
+        return {m for given in self.by_model.values() for m in given}
+
+    def __call__(self, row: dict[str, Any]) -> Labels | None:
+        for k in (row["id"], meta(row).get("request_id")):
+            if isinstance(k, str) and k in self.by_model:
+                given = self.by_model[k]
+                out: Labels = {
+                    m: [given[m]] * len(row["responses"][m]) for m in row["responses"] if m in given
+                }
+                return out or None  # the row has none of the models named: not labelled
+            if isinstance(k, str) and k in self.by_ref:
+                ref = self.by_ref[k]
                 return {m: [1.0 if a == ref else 0.0 for a in _answers(row, m)] for m in row["responses"]}
         return None
 
-    return source
+
+def from_file(path: str | Path) -> FileLabels:
+    """A source of human labels from a CSV file (see the module docstring)."""
+    return FileLabels(path)
 
 
 @dataclass
@@ -213,6 +236,7 @@ def apply(row: dict[str, Any], sources: Sequence[Labels | None]) -> bool:
 
 
 __all__ = [
+    "FileLabels",
     "JudgeBudget",
     "Labels",
     "PairAgreement",

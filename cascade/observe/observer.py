@@ -36,18 +36,20 @@ class Observer:
         shadow: Shadow | None = None,
         pins: SessionPins | None = None,
         metrics: PrometheusMetrics | None = None,
+        policy_id: str | None = None,
     ) -> None:
         self.log = log
         self.include_text = include_text
         self.shadow = shadow
         self.pins = pins
         self.metrics = metrics
+        self.policy_id = policy_id
         self.tiers: tuple[Tier, ...] = ()
         if log is not None and log.render is None:
             log.render = self._render
 
     def _render(self, row: Row) -> dict[str, Any]:  # runs on the log's writer thread
-        return render(row, self.include_text, self.tiers)
+        return render(row, self.include_text, self.tiers, self.policy_id)
 
     # -- around a run ---------------------------------------------------------------------------------
 

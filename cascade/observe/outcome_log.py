@@ -14,6 +14,7 @@ naming the policy's models and prices, so each day's file is a recorded-outcomes
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import queue
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cascade.errors import ConfigurationError
 from cascade.logging import get_logger
 
 _STOP = object()
@@ -68,6 +70,7 @@ class OutcomeLog:
         self._stop = threading.Event()
         self._fd: int | None = None
         self._day = ""
+        self._check_writable()
         self._thread = threading.Thread(target=self._work, name="cascade-outcome-log", daemon=True)
         self._thread.start()
 
@@ -110,6 +113,25 @@ class OutcomeLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _check_writable(self) -> None:
+        """Fail at start, not silently on the writer thread: the folder must exist (or be made) and
+        take files, and today's file, if there, must be a writable file."""
+        path = day_path(self.base, self._clock())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() and not path.is_file():
+                raise IsADirectoryError(errno.EISDIR, "not a file", str(path))
+            if not os.access(path.parent, os.W_OK | os.X_OK) or (
+                path.exists() and not os.access(path, os.W_OK)
+            ):
+                raise PermissionError(errno.EACCES, "not writable", str(path))
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename and str(exc.filename) != str(path) else ""
+            raise ConfigurationError(
+                f"{path}: cannot write the outcome log ({exc.strerror or exc}{where}); fix"
+                " logging.outcomes.path"
+            ) from None
 
     # -- the writer thread --------------------------------------------------------------------------
 

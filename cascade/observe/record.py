@@ -161,8 +161,10 @@ def _samples(t: TierOutcome, include_text: bool, fallback: Any) -> list[dict[str
     return out
 
 
-def render(row: Row, include_text: bool, tiers: tuple[Tier, ...]) -> dict[str, Any]:
-    """The JSON-ready row."""
+def render(
+    row: Row, include_text: bool, tiers: tuple[Tier, ...], policy_id: str | None = None
+) -> dict[str, Any]:
+    """The JSON-ready row; ``policy_id`` is the policy's :meth:`~cascade.policy.Policy.identity`."""
     fallback = next((t.scorer for t in tiers if callable(getattr(t.scorer, "key", None))), None)
     digest = prompt_hash(row.request)
     rid = row.request.metadata.get("id")
@@ -200,6 +202,7 @@ def render(row: Row, include_text: bool, tiers: tuple[Tier, ...]) -> dict[str, A
         "format": FORMAT,
         "ts": datetime.fromtimestamp(row.started, UTC).isoformat(timespec="milliseconds"),
         "policy": row.policy,
+        **({"policy_id": policy_id} if policy_id else {}),
         "strongest": tiers[-1].name if tiers else None,
         "tiers": trace,
         "answered": row.answered,

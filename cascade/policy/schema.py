@@ -54,8 +54,11 @@ class RetrySpec(Strict):
     )
 
     def longest(self, timeout: float) -> float:
-        """The longest a call with these retries can take: every try times out, every wait is full."""
-        return timeout * self.attempts + (self.attempts - 1) * max(self.max_wait, self.max_retry_after)
+        """The longest a call with these retries can take (:meth:`RetryPolicy.longest`)."""
+        from cascade.retry import RetryPolicy
+
+        policy = RetryPolicy(self.attempts, self.initial, self.max_wait, self.jitter, self.max_retry_after)
+        return policy.longest(timeout)
 
 
 class ScorerSpec(BaseModel):
@@ -172,6 +175,29 @@ class LedgerSpec(Strict):
         description="Redis: key prefix and Cluster hash tag; default cascade:<policy name>.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        """redis-py reads a database that is not a number (``/abc``, ``?db=x``) as db 0, silently."""
+        if v is None:
+            return v
+        from urllib.parse import parse_qs, unquote, urlparse
+
+        url = urlparse(v)
+        if url.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"a redis url starts with redis://, rediss:// or unix:// (got {url.scheme or v!r})"
+            )
+        dbs = parse_qs(url.query).get("db", [])
+        if url.scheme != "unix" and url.path not in ("", "/"):
+            dbs.append(unquote(url.path).removeprefix("/"))
+        for db in dbs:
+            if not db.isdigit():
+                raise ValueError(
+                    f"the redis database must be a number, e.g. redis://host:6379/0 (got {db!r})"
+                )
+        return v
+
     @model_validator(mode="after")
     def _options_fit_kind(self) -> LedgerSpec:
         if self.kind == "redis" and not self.url:
@@ -207,7 +233,7 @@ class BudgetSpec(Strict):
         gt=0,
         allow_inf_nan=False,
         description="Seconds before an unsettled hold expires; must outlive every tier's longest call"
-        " (timeout x retry.attempts + the retry waits).",
+        " (its timeout, which ends every try and every wait between tries).",
     )
 
 
@@ -278,6 +304,15 @@ class Policy(Strict):
     session: SessionSpec | None = None
     tuned: TunedSpec | None = Field(None, description="Set by cascade tune: its data and split.")
 
+    def identity(self) -> str:
+        """A short hash of what decides this policy's runs (all but ``description`` and
+        ``logging``): outcome-log rows carry it, so ``cascade report`` compares like with like."""
+        import hashlib
+        import json
+
+        doc = self.model_dump(mode="json", exclude={"description", "logging"})
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:
         seen: set[str] = set()
@@ -302,17 +337,28 @@ class Policy(Strict):
         return self
 
     @model_validator(mode="after")
+    def _shadow_is_logged(self) -> Policy:
+        """Shadow calls are paid for so that the outcome log holds complete rows: without a log
+        they would buy answers nobody keeps."""
+        if self.shadow is not None and self.shadow.rate > 0 and self.logging.outcomes is None:
+            raise PydanticCustomError(
+                "shadow_without_log",
+                "shadow sampling needs logging.outcomes: its calls are paid for and their answers are"
+                " only kept in the outcome log",
+                {"loc": ("shadow",)},
+            )
+        return self
+
+    @model_validator(mode="after")
     def _holds_outlive_calls(self) -> Policy:
         """A hold that expires mid-call frees its money while the call may still be billed."""
         if not self.budget.caps:
             return self
-        tier = max(self.tiers, key=lambda t: t.retry.longest(t.timeout))
-        longest = tier.retry.longest(tier.timeout)
-        if self.budget.hold_ttl <= longest:
-            raise PydanticCustomError(
-                "hold_ttl_too_short",
-                f"hold_ttl {self.budget.hold_ttl:g} s must exceed the longest call, {longest:g} s (tier"
-                f" {tier.name!r}: timeout x retry.attempts + retry waits); raise hold_ttl or lower those",
-                {"loc": ("budget", "hold_ttl")},
-            )
+        from cascade.budget import hold_ttl_problem
+
+        problem = hold_ttl_problem(
+            self.budget.hold_ttl, [(t.name, t.retry.longest(t.timeout)) for t in self.tiers]
+        )
+        if problem is not None:
+            raise PydanticCustomError("hold_ttl_too_short", problem, {"loc": ("budget", "hold_ttl")})
         return self

@@ -87,7 +87,10 @@ def canonical_number(token: str) -> str | None:
         return None
     if value.denominator == 1:
         return str(value.numerator)
-    return f"{float(value):.10g}"
+    try:
+        return f"{float(value):.10g}"
+    except OverflowError:  # a fraction too large for a float keeps its exact form
+        return f"{value.numerator}/{value.denominator}"
 
 
 def _last_number(text: str) -> str | None:
@@ -97,6 +100,17 @@ def _last_number(text: str) -> str | None:
         if value is not None:
             return value
     return None
+
+
+def _json_string(raw: str) -> str:
+    """A JSON string token's text; an invalid one (LaTeX's ``"3\\sqrt{5}"``) is read as written."""
+    if not raw.startswith('"'):
+        return raw
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw[1:-1]
+    return value if isinstance(value, str) else raw
 
 
 def extract_number(text: str) -> str | None:
@@ -110,8 +124,7 @@ def extract_number(text: str) -> str | None:
     json_hits = list(_JSON_ANSWER.finditer(text))
     if json_hits:
         m = json_hits[-1]
-        raw = m.group(1)
-        value = _last_number(json.loads(raw) if raw.startswith('"') else raw)
+        value = _last_number(_json_string(m.group(1)))
         if value is not None:
             return value
     for cue in _ANSWER_CUES:
@@ -198,13 +211,13 @@ def _json_objects(text: str) -> list[Any]:
         try:
             out.append(json.loads(c))
             continue
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             pass
         i = c.find("{")
         while i != -1:
             try:
                 value, end = decoder.raw_decode(c, i)
-            except ValueError:
+            except (ValueError, RecursionError):
                 i = c.find("{", i + 1)
                 continue
             out.append(value)
@@ -274,6 +287,8 @@ def _parse(text: str, mode: Literal["eval", "exec"]) -> Any:
         return ast.parse(text, mode=mode)
 
 
+# what ast.parse raises on text that is no Python: bad syntax, null bytes, nesting past its limits
+_UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
 _ANSWER_PREFIX = re.compile(r"(?is)^(?:the\s+)?(?:answer|output|result)\s*(?:is|:|=)\s*")
 
 
@@ -290,10 +305,10 @@ def extract_literal(text: str) -> str | None:
         return None
     try:
         tree = _parse(t, "eval").body
-    except SyntaxError:
+    except _UNPARSABLE:
         try:
             stmt = _parse(t, "exec").body
-        except SyntaxError:
+        except _UNPARSABLE:
             return t
         if len(stmt) == 1 and isinstance(stmt[0], ast.Assert) and isinstance(stmt[0].test, ast.Compare):
             tree = stmt[0].test.comparators[-1]

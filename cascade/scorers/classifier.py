@@ -43,6 +43,46 @@ from cascade.scorers.features import (
 from cascade.types import ZERO, Completion, Request, Sample, Score
 
 FORMAT = "cascade-classifier/1"
+FEATURE_VERSION = 1
+"""What the features mean; bump it when they change: an artifact of another version is refused."""
+
+
+def trained_for(
+    model: str, data: outcomes.Outcomes | None = None, answer: str | None = None
+) -> dict[str, Any]:
+    """What an artifact is trained for, kept in its ``meta``: the model whose answers (or prompts)
+    it learned, the answer kind (a verifier's extractor) and a fingerprint of the data file."""
+    out: dict[str, Any] = {"model": model}
+    if answer is not None:
+        out["answer"] = answer
+    if data is not None:
+        import hashlib
+
+        try:
+            out["data_sha256"] = hashlib.sha256(Path(data.path).read_bytes()).hexdigest()[:16]
+            out["data"] = Path(data.path).name
+        except OSError:  # data built in memory: nothing to fingerprint
+            pass
+    return out
+
+
+def check_trained_for(clf: Classifier, source: str, *, model: str | None, answer: str | None = None) -> None:
+    """Refuse an artifact used for another model (or answer kind) than it was trained for
+    (:class:`ConfigurationError`); an artifact that does not say is taken as it is."""
+    mine = clf.meta.get("model")
+    if model is not None and isinstance(mine, str) and mine != model:
+        raise ConfigurationError(
+            f"{source}: trained for model {mine!r}, used on a tier of model {model!r}; train one for"
+            f" {model!r} (cascade train-scorer --model {model})"
+        )
+    kind = clf.meta.get("answer")
+    if answer is not None and isinstance(kind, str) and kind != answer:
+        raise ConfigurationError(
+            f"{source}: trained with answers extracted as {kind!r}, the policy asks for {answer!r};"
+            " retrain or set the same `answer`"
+        )
+
+
 Method = Literal["platt", "isotonic"]
 Choice = Literal["platt", "isotonic", "auto"]
 
@@ -421,6 +461,7 @@ class Classifier:
         return {
             "format": FORMAT,
             "kind": self.kind,
+            "feature_version": FEATURE_VERSION,
             "meta": self.meta,
             "samples": self.samples,
             "features": self.config.to_dict(),
@@ -451,6 +492,12 @@ class Classifier:
         has = str(d.get("kind", "classifier"))
         if kind is not None and has != kind:
             raise ConfigurationError(f"{source}: a {has} artifact, not a {kind} one")
+        version = d.get("feature_version", FEATURE_VERSION)  # artifacts from before it was written: 1
+        if version != FEATURE_VERSION:
+            raise ConfigurationError(
+                f"{source}: trained on feature version {version!r}, this cascade computes version"
+                f" {FEATURE_VERSION}; retrain"
+            )
         try:
             config = FeatureConfig.from_dict(d["features"])
             extra = tuple(str(x) for x in d.get("extra") or ())
@@ -702,7 +749,10 @@ class ClassifierScorer:
 
     @classmethod
     def from_config(cls, options: ClassifierScorer.Options, ctx: Any) -> ClassifierScorer:
-        return cls(Classifier.load(ctx.path(options.path), kind="classifier"), options.samples)
+        path = ctx.path(options.path)
+        clf = Classifier.load(path, kind="classifier")
+        check_trained_for(clf, str(path), model=ctx.tier.model if ctx.tier is not None else None)
+        return cls(clf, options.samples)
 
     @classmethod
     def load(cls, path: str | Path, samples: int | None = None) -> ClassifierScorer:
@@ -721,12 +771,14 @@ class ClassifierScorer:
 
 
 __all__ = [
+    "FEATURE_VERSION",
     "FORMAT",
     "Calibration",
     "Classifier",
     "ClassifierScorer",
     "Example",
     "Report",
+    "check_trained_for",
     "evaluate",
     "examples_from_outcomes",
     "fit_isotonic",
@@ -736,4 +788,5 @@ __all__ = [
     "split_examples",
     "train",
     "train_and_report",
+    "trained_for",
 ]

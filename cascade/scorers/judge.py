@@ -35,7 +35,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade import outcomes
-from cascade.errors import ConfigurationError, PermanentProviderError, ProviderError, ScorerError
+from cascade.errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    PermanentProviderError,
+    ProviderError,
+    ScorerError,
+)
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, RetrySpec, TierSpec
 from cascade.protocols import Provider
@@ -345,7 +351,10 @@ class JudgeScorer:
                 "id": request.metadata.get("id"),
             }
         }
-        return Request(messages, metadata=meta)
+        try:
+            return Request(messages, metadata=meta)
+        except InvalidRequestError as err:  # the tier's answer holds text that cannot be sent
+            raise JudgeError(f"judge: the answer cannot be sent to the judge: {err}") from None
 
     def _candidate(self, completion: Completion) -> str:
         if not completion.samples:

@@ -56,7 +56,7 @@ from cascade.logging import get_logger
 from cascade.protocols import Scorer
 from cascade.retry import acall_with_retry, call_with_retry
 from cascade.scorers.answers import ExtractorKind, make_extractor
-from cascade.scorers.classifier import Classifier, Example, require_model, train
+from cascade.scorers.classifier import Classifier, Example, check_trained_for, require_model, train
 from cascade.scorers.features import GROUPS, FeatureConfig, Floats
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source, SourceSpec, _build_source
 from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
@@ -225,6 +225,13 @@ class VerifierInputs:
             out += [f"check:{check}_steps", f"check:{check}_wrong", f"check:{check}_any_wrong"]
         return tuple(out)
 
+    def _key(self, sample: Sample) -> str | None:
+        """The sample's answer; a failed (user) extractor is no answer, a feature like any other."""
+        try:
+            return self.sc.key(sample)
+        except ScorerError:
+            return None
+
     def _combine(
         self,
         completion: Completion,
@@ -234,13 +241,13 @@ class VerifierInputs:
         values: list[float] = []
         cost, usage = ZERO, Usage()
         detail: dict[str, Any] = {}
-        mine = self.sc.key(completion.samples[0]) if completion.samples else None
+        mine = self._key(completion.samples[0]) if completion.samples else None
         agree_n = 0
         for src, g in zip(self.partners, got, strict=True):
             if isinstance(g, Completion):
                 cost += src.cost(g)
                 usage += g.usage
-                theirs = self.sc.key(g.samples[0]) if g.samples else None
+                theirs = self._key(g.samples[0]) if g.samples else None
                 same = mine is not None and theirs == mine
                 agree_n += same
                 values += [1.0 if same else 0.0, 1.0 if theirs is not None else 0.0]
@@ -327,6 +334,9 @@ class VerifierScorer:
     def from_config(cls, options: VerifierOptions, ctx: Any) -> VerifierScorer:
         path = ctx.path(options.path)
         clf = Classifier.load(path, kind="verifier")
+        check_trained_for(
+            clf, str(path), model=ctx.tier.model if ctx.tier is not None else None, answer=options.answer
+        )
         if options.features is not None and set(options.features) != set(clf.config.groups):
             raise ConfigurationError(
                 f"{path}: trained on feature groups {list(clf.config.groups)}, the policy asks for "

@@ -70,8 +70,12 @@ def test_spend_without_a_key_says_per_key_caps_need_one(
 ) -> None:
     policy = tmp_path / "p.yaml"
     policy.write_text(POLICY.format(ledger=f"{{kind: sqlite, path: {tmp_path / 'l.sqlite3'}}}"))
-    assert main(["spend", "-p", str(policy)]) == 2  # reading never creates the ledger
-    assert "nothing has been spent" in capsys.readouterr().err and not (tmp_path / "l.sqlite3").exists()
+    assert main(["spend", "-p", str(policy)]) == 0  # before any spend: $0, and no ledger created
+    out = capsys.readouterr().out
+    assert "none yet, nothing spent" in out and "$0.00" in out and not (tmp_path / "l.sqlite3").exists()
+    assert main(["spend", "-p", str(policy), "--json"]) == 0
+    assert {c["spent"] for c in json.loads(capsys.readouterr().out)["caps"]} == {"0"}
+    assert not (tmp_path / "l.sqlite3").exists()
     SQLiteLedger(tmp_path / "l.sqlite3").spent("x")
     assert main(["spend", "-p", str(policy)]) == 0
     assert "pass --key" in capsys.readouterr().out

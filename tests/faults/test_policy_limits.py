@@ -28,17 +28,17 @@ def test_a_timeout_is_finite(value: str) -> None:
 
 
 def test_holds_must_outlive_the_longest_call() -> None:
-    # 100 s x 3 tries + 2 waits of up to 30 s = 360 s
+    # the tier's timeout ends every try and every wait between tries: the longest call is 360 s
     with pytest.raises(PolicyError) as info:
-        loads(POLICY.format(timeout=100, ttl=300))
+        loads(POLICY.format(timeout=360, ttl=300))
     (problem,) = info.value.problems
     assert problem.startswith("<string>:10:")
     assert "hold_ttl 300 s must exceed the longest call, 360 s (tier 'only'" in problem
-    assert loads(POLICY.format(timeout=100, ttl=361)).budget.hold_ttl == 361
+    assert loads(POLICY.format(timeout=360, ttl=361)).budget.hold_ttl == 361
 
 
 def test_the_hold_check_applies_only_with_window_caps() -> None:
-    text = POLICY.format(timeout=500, ttl=600).replace("  caps: [{limit: 5, window: day}]\n", "")
-    assert loads(text).tiers[0].timeout == 500
-    with pytest.raises(PolicyError, match="hold_ttl 600 s must exceed the longest call, 1560 s"):
-        loads(POLICY.format(timeout=500, ttl=600))  # the default hold_ttl is checked too
+    text = POLICY.format(timeout=700, ttl=600).replace("  caps: [{limit: 5, window: day}]\n", "")
+    assert loads(text).tiers[0].timeout == 700
+    with pytest.raises(PolicyError, match="hold_ttl 600 s must exceed the longest call, 700 s"):
+        loads(POLICY.format(timeout=700, ttl=600))  # the default hold_ttl is checked too

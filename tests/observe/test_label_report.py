@@ -183,7 +183,13 @@ def test_label_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["label", str(tmp_path / "nope.jsonl"), "--reference", "strongest", "--out", "x"]) == 1
     assert "no such log file" in capsys.readouterr().err
-    (tmp_path / "o-2026-01-01.jsonl").write_text('{"id": "1", "prompt": "p", "responses": {}}\n{"cut off\n')
+    one = {
+        "id": "1",
+        "prompt": "p",
+        "responses": {},
+        "cascade": {"format": "cascade-outcomes/1", "tiers": {}},
+    }
+    (tmp_path / "o-2026-01-01.jsonl").write_text(json.dumps(one) + '\n{"cut off\n')
     assert main(["label", str(tmp_path), "--reference", "nonsense", "--out", str(tmp_path / "l.jsonl")]) == 2
     assert "--reference" in capsys.readouterr().err
     log = str(tmp_path / "o-2026-01-01.jsonl")

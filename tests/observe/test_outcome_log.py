@@ -109,8 +109,9 @@ def test_logs_sharing_a_path_never_interleave_inside_a_row(tmp_path: Path) -> No
 
 
 def test_a_failing_disk_counts_rows_as_dropped(tmp_path: Path) -> None:
-    (tmp_path / "blocked").write_text("a file where the log folder should be")
-    log = OutcomeLog(tmp_path / "blocked" / "o.jsonl")
+    log = OutcomeLog(tmp_path / "blocked" / "o.jsonl")  # writable at start (checked then)...
+    (tmp_path / "blocked").rmdir()
+    (tmp_path / "blocked").write_text("a file where the log folder should be")  # ...not later
     assert log.write({"id": "1"})  # accepted: the caller never sees the disk
     log.close()
     assert log.written == 0 and log.dropped == 1 and log.errors == 1

@@ -129,3 +129,33 @@ def test_similarities() -> None:
         assert 0 <= similarity(a, "bananas", kind) < 0.5  # type: ignore[arg-type]
     assert similarity(a, b, "jaccard") == pytest.approx(1.0)
     assert similarity(a, b, "char_ngram") > 0.5
+
+
+HOSTILE = [
+    r'{"answer": "3\sqrt{5}"}',  # LaTeX backslashes: not a valid JSON string
+    '{"answer": "1\\u00"}',  # a truncated escape
+    "1" + "0" * 400 + "/3",  # a fraction past float's range
+    r"\boxed{1" + "0" * 400 + "/7}",
+    "[" * 100_000,  # nesting past the JSON parser's depth
+    '{"a": ' * 100_000,
+    "(" * 200_000,  # nesting past Python's parser
+    "a\x00b",  # a null byte, which ast.parse refuses
+    "",
+    "\ud800",  # a lone surrogate
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
+@pytest.mark.parametrize(
+    "kind", ["number", "choice", "date", "json_field", "regex", "literal", "text", "exact"]
+)
+def test_builtin_extractors_never_raise(kind: answers.ExtractorKind, text: str) -> None:
+    extract = answers.make_extractor(kind, field="answer", pattern=r"(\d+)")
+    value = extract(text)
+    assert value is None or isinstance(value, str)
+
+
+def test_latex_in_a_json_answer_is_read_not_raised() -> None:
+    assert extract_number(r'{"answer": "3\sqrt{5}"}') == "5"  # as the last-number fallback reads it
+    assert extract_number(r'{"answer": "\frac{1}{2}", "x": 1}') is not None
+    assert answers.canonical_number("1" + "0" * 400 + "/3") == "1" + "0" * 400 + "/3"

@@ -368,3 +368,10 @@ def test_replay_judge_only_answers_judge_requests(data_dir: Path) -> None:
         provider.complete(Request.of("hello"))
     with pytest.raises(PermanentProviderError, match="question not found"):
         provider.complete(Request(Request.of("x").messages, metadata={"judge": {"question": "nope"}}))
+
+
+def test_an_answer_that_cannot_be_sent_is_a_judge_error_not_a_crash() -> None:
+    provider = ScriptedProvider(gullible_judge, model="judge")
+    with pytest.raises(JudgeError, match="cannot be sent"):
+        judge(provider).score(Request.of(QUESTION), one("4 \ud800"))  # a JSON "\ud800" escape decodes so
+    assert provider.calls == []

@@ -274,7 +274,9 @@ def test_train_scorer_cli_verifier_and_prompt_only(
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["kind"] == "verifier" and report["n_test"] > 0
-    assert json.loads(art.read_text())["extra"][0] == "agree:mixture0:small"
+    doc = json.loads(art.read_text())
+    assert doc["extra"][0] == "agree:mixture0:small"
+    assert doc["meta"]["model"] == "tiny" and doc["meta"]["answer"] == "number" and doc["meta"]["data_sha256"]
     est = tmp_path / "p.json"
     assert main(["train-scorer", str(data_path), "--model", "tiny", "-o", str(est), "--prompt-only"]) == 0
     assert "held-out AUROC" in capsys.readouterr().out
@@ -324,3 +326,103 @@ def test_verifier_with_a_bad_nested_scorer_is_a_one_line_error(tmp_path: Path) -
     policy.write_text(text.replace("kind: regexx", "kind: regex, patern: x"))
     with pytest.raises(ConfigurationError, match=r"scorers\.guard\.pattern: Field required"):
         build(policy)
+
+
+def test_a_failing_extractor_is_no_answer_in_the_verifier_features() -> None:
+    from decimal import Decimal
+
+    from cascade.money import Price
+    from cascade.scorers.self_consistency import SelfConsistencyScorer, Source
+    from cascade.scorers.verifier import VerifierInputs
+    from cascade.testing import ScriptedProvider
+    from cascade.types import Completion, Usage
+
+    def boom(text: str) -> str:
+        raise RuntimeError("nope")
+
+    src = Source(ScriptedProvider(["7"]), 1, Price(Decimal(0), Decimal(0)), name="p")
+    inputs = VerifierInputs(SelfConsistencyScorer(boom, k=1), [src])
+    got = inputs.gather(Request.of("q"), Completion((Sample("7"),), Usage(), "m"))
+    assert got.values[:2] == (0.0, 0.0)  # neither answer could be read: no agreement, no answer
+
+
+def test_an_artifact_trained_for_another_model_or_answer_kind_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cascade.scorers.classifier import FEATURE_VERSION, trained_for
+
+    data_path = write_outcomes(tmp_path, 120, seed=5)
+    art = tmp_path / "tiny.verifier.json"
+    options = VerifierOptions(
+        path=str(art), k=3, answer="number", partners=[{"samples": 1, "model": "small"}]
+    )
+    data = outcomes.load(data_path)
+    examples, names = verifier_examples(options, data, "tiny")
+    train_verifier(examples, names, bits=12, meta=trained_for("tiny", data, "number")).save(art)
+    doc = json.loads(art.read_text())
+    assert doc["feature_version"] == FEATURE_VERSION
+    assert doc["meta"]["model"] == "tiny" and doc["meta"]["answer"] == "number"
+    assert len(doc["meta"]["data_sha256"]) == 16 and doc["meta"]["data"] == data_path.name
+    policy = _policy(tmp_path, data_path, art, "[{samples: 1, model: small}]")
+    build(policy)  # the model and answer kind it was trained for
+    policy.write_text(policy.read_text().replace("model: tiny", "model: small", 1))
+    with pytest.raises(ConfigurationError, match="trained for model 'tiny', used on a tier of model 'small'"):
+        build(policy)
+    capsys.readouterr()
+    assert main(["validate", "--build", str(policy)]) != 0
+    assert "trained for model 'tiny'" in capsys.readouterr().err
+    policy.write_text(
+        policy.read_text().replace("model: small", "model: tiny", 1).replace("answer: number", "answer: text")
+    )
+    with pytest.raises(ConfigurationError, match="answers extracted as 'number', the policy asks for 'text'"):
+        build(policy)
+    doc["feature_version"] = FEATURE_VERSION + 1
+    art.write_text(json.dumps(doc))
+    with pytest.raises(ConfigurationError, match="feature version"):
+        build(policy)
+
+
+def test_a_skip_estimator_for_another_model_is_refused(tmp_path: Path) -> None:
+    from cascade.scorers.classifier import trained_for
+
+    data_path = write_outcomes(tmp_path, 120, seed=5)
+    data = outcomes.load(data_path)
+    est = tmp_path / "tiny.prompt.json"
+    train_prompt_estimator(prompt_examples(data, "tiny"), meta=trained_for("tiny", data)).save(est)
+    policy = tmp_path / "skip.yaml"
+    text = f"""name: skipping
+tiers:
+  - name: cheap
+    provider: replay
+    model: MODEL
+    options: {{path: "{data_path}"}}
+    skip: {{artifact: {est.name}, threshold: 0.3}}
+    scorer: {{kind: self_consistency, k: 3, answer: number}}
+    threshold: 0.6
+  - name: strong
+    provider: replay
+    model: big
+    options: {{path: "{data_path}"}}
+"""
+    policy.write_text(text.replace("MODEL", "tiny"))
+    build(policy)
+    policy.write_text(text.replace("MODEL", "small"))
+    with pytest.raises(ConfigurationError, match="trained for model 'tiny', used on a tier of model 'small'"):
+        build(policy)
+
+
+def test_tune_artifacts_say_what_they_were_trained_for(tmp_path: Path) -> None:
+    from cascade.evaluate.tune import Objective, tune
+    from tests.evaluate.synth import write_policy
+
+    data_path = write_outcomes(tmp_path, 200, seed=5)
+    data = outcomes.load(data_path)
+    tune(
+        write_policy(tmp_path, data_path),
+        data,
+        Objective(None, "best", 0.0),
+        classifiers=1,
+        artifacts=tmp_path / "a",
+    )
+    metas = [json.loads(f.read_text())["meta"] for f in sorted((tmp_path / "a").glob("*.json"))]
+    assert metas and all(m["model"] in {"tiny", "small"} and m["data"] == data_path.name for m in metas)
