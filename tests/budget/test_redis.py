@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from cascade import Budget, BudgetExceededError, Cap, Cascade, LedgerError, LedgerUnavailableError
+from cascade import (
+    Budget,
+    BudgetExceededError,
+    Cap,
+    Cascade,
+    LedgerError,
+    LedgerUnavailableError,
+    PolicyError,
+)
 from cascade.budget import hold_buckets
 from cascade.budget.redis import RedisLedger
 from cascade.engine.build import build
@@ -314,3 +322,24 @@ def test_held_sums_live_holds_in_chunks(redis_url: str, prefix: str) -> None:
     for _ in range(600):  # more than one 500-hold chunk of the read script
         ledger.reserve([("b", Decimal(1))], Decimal("0.001"))
     assert ledger.held("b") == Decimal("0.6")
+
+
+def test_on_expired_hold_is_a_redis_ledger_option_of_the_policy(tmp_path: Path) -> None:
+    head = "name: p\ntiers:\n  - {name: only, provider: scripted, model: m, free: true, options: {answers: [hi]}}\n"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        head + "budget:\n  caps: [{limit: 1, window: day}]\n"
+        "  ledger: {kind: redis, url: 'redis://127.0.0.1:1/0', on_expired_hold: release}\n"
+    )
+    ledger = build(policy).settings.budget.ledger
+    assert isinstance(ledger, RedisLedger) and ledger.on_expired_hold == "release"
+    policy.write_text(
+        head + "budget:\n  caps: [{limit: 1, window: day}]\n  ledger: {kind: redis, url: 'redis://x'}\n"
+    )
+    assert build(policy).settings.budget.ledger.on_expired_hold == "charge"  # type: ignore[union-attr]
+    policy.write_text(
+        head
+        + "budget:\n  caps: [{limit: 1, window: day}]\n  ledger: {kind: sqlite, on_expired_hold: charge}\n"
+    )
+    with pytest.raises(PolicyError, match="on_expired_hold are options of kind: redis"):
+        build(policy)
