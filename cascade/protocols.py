@@ -77,7 +77,9 @@ class Ledger(Protocol):
     ``areserve`` / ``asettle`` are the same steps for async callers and must never block the event
     loop (run blocking I/O in a thread). Errors reaching the ledger raise
     :class:`cascade.errors.LedgerError` (:class:`cascade.errors.LedgerUnavailableError` when a
-    retry later can help), so ``budget.on_ledger_error`` can apply.
+    retry later can help), so ``budget.on_ledger_error`` can apply. A ledger may also offer
+    ``now() -> datetime`` (UTC): a :class:`~cascade.budget.Budget` without a ``clock`` names window
+    buckets with it (the Redis ledger: the server's clock, which every host shares).
     """
 
     def reserve(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0) -> str: ...
