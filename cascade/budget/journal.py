@@ -80,7 +80,7 @@ class _Held:
 def _legacy_dead(name: str) -> bool:
     """Whether an old ``<host>-<pid>-<id>.jsonl`` file (no lock) was left by a dead process."""
     parts = name[len(_host()) + 1 :].split("-")
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 9:
+    if len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 9:
         return True  # no lock and no pid: nobody can be writing it
     pid = int(parts[0])
     return pid == os.getpid() or not _alive(pid)  # our own journals have a lock: same pid, older process
