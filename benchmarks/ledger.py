@@ -442,21 +442,25 @@ def call_worker(job: CallJob, start: Any, out: Any) -> None:
     out.put(r)
 
 
-def _demote(old: Server, new: Server, password: str | None = None) -> None:
-    """``old`` becomes a replica of ``new`` (promoted) once ``new`` has every write ``old`` took."""
+def _demote(old: Server, new: Server, wait: bool = True) -> None:
+    """``old`` becomes a replica of ``new`` (promoted); with ``wait``, once ``new`` has every write
+    ``old`` took (without, writes ``old`` acknowledged but had not replicated yet are lost: Redis
+    replication is asynchronous)."""
     import redis
 
-    a = redis.Redis(port=old.port, password=password)
-    b = redis.Redis(port=new.port, password=password)
-    a.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
-    target = int(a.info("replication")["master_repl_offset"])
-    for _ in range(5000):
-        if int(b.info("replication").get("slave_repl_offset", -1)) >= target:
-            break
-        time.sleep(0.001)
+    a = redis.Redis(port=old.port)
+    b = redis.Redis(port=new.port)
+    if wait:
+        a.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+        target = int(a.info("replication")["master_repl_offset"])
+        for _ in range(5000):
+            if int(b.info("replication").get("slave_repl_offset", -1)) >= target:
+                break
+            time.sleep(0.001)
     b.execute_command("REPLICAOF", "NO", "ONE")
     a.execute_command("REPLICAOF", "127.0.0.1", str(new.port))
-    a.execute_command("CLIENT", "UNPAUSE")  # the paused scripts run now, on a replica: READONLY
+    if wait:
+        a.execute_command("CLIENT", "UNPAUSE")  # the paused scripts run now, on a replica: READONLY
     a.close()
     b.close()
 
@@ -511,33 +515,31 @@ def faults(workdir: Path) -> None:
         " settles journaled | settles raised | provider billed | ledger spent | settles lost | journal left |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    primary, replica = Server(workdir / "a"), Server(workdir / "b")
-    for s in (primary, replica):
-        s.workdir.mkdir()
-    primary.start()
-    replica.start("--replicaof", "127.0.0.1", str(primary.port))
     import redis
 
-    link = redis.Redis(port=replica.port)
-    while link.info("replication").get("master_link_status") != "up":  # the first full sync is done
-        time.sleep(0.05)
-    link.close()
-    try:
+    for wait in (True, False):
+        primary, replica = Server(workdir / f"a{wait}"), Server(workdir / f"b{wait}")
+        for s in (primary, replica):
+            s.workdir.mkdir()
+        primary.start()
+        replica.start("--replicaof", "127.0.0.1", str(primary.port))
+        link = redis.Redis(port=replica.port)
+        while link.info("replication").get("master_link_status") != "up":  # the first sync is done
+            time.sleep(0.05)
+        link.close()
+        try:
 
-        def failover() -> None:
-            time.sleep(0.8)
-            _demote(primary, replica)
-            time.sleep(1.0)
-            _demote(replica, primary)  # failback: the url the workers use is writable again
+            def failover(wait: bool = wait, primary: Server = primary, replica: Server = replica) -> None:
+                time.sleep(0.8)
+                _demote(primary, replica, wait)
+                time.sleep(1.0)
+                _demote(replica, primary)  # failback: the url the workers use is writable again
 
-        show_calls(
-            "primary demoted by REPLICAOF",
-            "fail_closed",
-            call_run(primary, primary.url, "fail_closed", failover),
-        )
-    finally:
-        primary.stop()
-        replica.stop()
+            label = "primary demoted by REPLICAOF" + ("" if wait else ", replica not waited for")
+            show_calls(label, "fail_closed", call_run(primary, primary.url, "fail_closed", failover))
+        finally:
+            primary.stop()
+            replica.stop()
     locked = Server(workdir / "auth")
     locked.workdir.mkdir()
     locked.start(password="right")
