@@ -148,3 +148,13 @@ def test_an_explicit_clock_still_wins_over_the_ledger_clock(redis_url: str, pref
         caps=(Cap(Decimal(1), "day"),), ledger=RedisLedger(redis_url, prefix=prefix), clock=lambda: at
     )
     assert budget.buckets("p", None)[0][0] == day_bucket(at=at)
+
+
+def test_an_unreachable_server_leaves_the_host_clock_and_is_not_asked_again_at_once() -> None:
+    ledger = RedisLedger(f"redis://127.0.0.1:{free_port()}/0", prefix="x", timeout=0.1)
+    asked = []
+    real = ledger._client.time
+    ledger._client.time = lambda: asked.append(1) or real()
+    assert abs((ledger.now() - datetime.now(UTC)).total_seconds()) < 5
+    ledger.now()  # within 5 s of a failed TIME: not asked again
+    assert len(asked) == 1
