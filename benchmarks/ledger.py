@@ -16,6 +16,15 @@
 4. Event-loop stall: another process holds the SQLite write lock for 2 s while an async task reserves
    through ``Budget.areserve``; a ticker measures the longest gap in the event loop (and, for
    comparison, the same reservation made synchronously inside the loop).
+5. Failover: 4 processes make calls (reserve, a 2-10 ms provider call, settle) against a primary with
+   a replica; 0.8 s in, the primary is demoted with ``REPLICAOF`` (writes paused until the replica
+   has caught up, the replica promoted, the old primary pointed at it, writes resumed: in-flight
+   scripts now get ``READONLY``), and 1 s later it is promoted back. Prints calls made, calls
+   refused, calls served uncapped (made without a hold the ledger saw), settles raised to the caller,
+   settles lost (what the provider billed minus what the ledger holds once the journals replayed).
+6. Authentication mistakes: the same processes against a server that requires a password, given a
+   wrong one from the start, and given the right one until the password is rotated midway (and
+   restored 1 s later), in both ``on_ledger_error`` modes.
 
 The Redis server is started here on a free port (``--appendonly yes --appendfsync everysec``).
 Timings are noisy on a shared machine: they are medians of what this run saw, not a promise.
@@ -46,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cascade.budget import Budget, Cap
 from cascade.budget.redis import RedisLedger
 from cascade.budget.sqlite import SQLiteLedger
-from cascade.errors import BudgetExceededError, LedgerUnavailableError
+from cascade.errors import BudgetExceededError, LedgerError, LedgerUnavailableError
 from cascade.protocols import Ledger
 
 WORST = Decimal("0.01")
@@ -72,13 +81,15 @@ class Server:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *extra: str, password: str | None = None) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
-        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec", *extra]
+        if password is not None:
+            args += ["--requirepass", password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         import redis
 
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=password, socket_connect_timeout=0.2)
         for _ in range(200):
             try:
                 client.ping()
@@ -370,15 +381,209 @@ def stall(path: Path, hold_s: float = 2.0) -> None:
         print(f"| {label} | {gap * 1000:.1f} ms | {waited:.2f} s |")
 
 
+# -- 5 and 6: failover and authentication mistakes --------------------------------------------------
+
+
+@dataclass
+class CallJob:
+    url: str
+    prefix: str
+    seconds: float
+    seed: int
+    on_ledger_error: str
+
+
+def call_worker(job: CallJob, start: Any, out: Any) -> None:
+    """Calls for ``job.seconds``: reserve, a provider call (billed), settle; then replay the journal."""
+    rng = random.Random(job.seed)
+    budget = Budget(
+        caps=(Cap(Decimal(1000), "total"),),
+        ledger=RedisLedger(job.url, prefix=job.prefix, timeout=0.2),
+        hold_ttl=30,
+        on_ledger_error=job.on_ledger_error,  # type: ignore[arg-type]
+        journal_dir=os.environ["CASCADE_JOURNAL"] + f"/{job.prefix.replace(':', '_')}-{job.seed}",
+    )
+    buckets = budget.buckets("bench", None)
+    r = {"calls": 0, "refused": 0, "mistakes": 0, "uncapped": 0, "deferred": 0, "settle_raised": 0}
+    r["billed"] = Decimal(0)
+    start.wait()
+    end = time.monotonic() + job.seconds
+    while time.monotonic() < end:
+        try:
+            hold = budget.reserve(buckets, WORST)
+        except LedgerUnavailableError:
+            r["refused"] += 1  # fail_closed: no call is made
+            time.sleep(0.01)
+            continue
+        except LedgerError:
+            r["mistakes"] += 1  # a wrong password: no call is made, in every mode
+            time.sleep(0.01)
+            continue
+        if hold in budget._state.local_holds:
+            r["uncapped"] += 1  # fail_open: a call the ledger never saw a hold for
+        time.sleep(rng.uniform(0.002, 0.01))  # the provider call: billed from here
+        actual = Decimal(rng.randint(2, 10)) * CENT
+        r["calls"] += 1
+        r["billed"] += actual
+        try:
+            budget.settle(hold, actual)
+        except LedgerError:
+            r["settle_raised"] += 1  # lost unless the caller retries it
+        else:
+            r["deferred"] += any(h == hold for h, _ in budget.journal)  # journaled, replayed later
+    deadline = time.monotonic() + 30
+    while budget.journal and time.monotonic() < deadline:
+        budget._state.down_until = 0
+        with contextlib.suppress(LedgerError):  # earlier versions raised a READONLY replay
+            budget.replay()
+        if budget.journal:
+            time.sleep(0.2)
+    r["journal_left"] = len(budget.journal)
+    out.put(r)
+
+
+def _demote(old: Server, new: Server, wait: bool = True) -> None:
+    """``old`` becomes a replica of ``new`` (promoted); with ``wait``, once ``new`` has every write
+    ``old`` took (without, writes ``old`` acknowledged but had not replicated yet are lost: Redis
+    replication is asynchronous)."""
+    import redis
+
+    a = redis.Redis(port=old.port)
+    b = redis.Redis(port=new.port)
+    if wait:
+        a.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+        target = int(a.info("replication")["master_repl_offset"])
+        for _ in range(5000):
+            if int(b.info("replication").get("slave_repl_offset", -1)) >= target:
+                break
+            time.sleep(0.001)
+    b.execute_command("REPLICAOF", "NO", "ONE")
+    a.execute_command("REPLICAOF", "127.0.0.1", str(new.port))
+    if wait:
+        a.execute_command("CLIENT", "UNPAUSE")  # the paused scripts run now, on a replica: READONLY
+    a.close()
+    b.close()
+
+
+def call_run(
+    server: Server,
+    url: str,
+    mode: str,
+    fault: Any,
+    procs: int = 4,
+    seconds: float = 3.0,
+    password: str | None = None,
+) -> dict[str, Any]:
+    prefix = f"bench:{os.getpid()}:{time.monotonic_ns()}"
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    out: Any = ctx.Queue()
+    workers = [
+        ctx.Process(target=call_worker, args=(CallJob(url, prefix, seconds, seed, mode), start, out))
+        for seed in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    time.sleep(0.3)
+    start.set()
+    if fault is not None:
+        fault()
+    results = [out.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join()
+    good = server.url if password is None else server.url.replace("//", f"//:{password}@")
+    ledger = RedisLedger(good, prefix=prefix)
+    spent = ledger.spent(Budget(caps=(Cap(Decimal(1000), "total"),)).buckets("bench", None)[0][0])
+    total = {k: sum((r[k] for r in results), type(results[0][k])()) for k in results[0]}
+    total["spent"] = spent
+    total["lost"] = total["billed"] - spent
+    return total
+
+
+def show_calls(label: str, mode: str, r: dict[str, Any]) -> None:
+    print(
+        f"| {label} | {mode} | {r['calls']} | {r['refused']} | {r['mistakes']} | {r['uncapped']} |"
+        f" {r['deferred']} | {r['settle_raised']} | ${r['billed']:.3f} | ${r['spent']:.3f} |"
+        f" ${r['lost']:.3f} | {r['journal_left']} |"
+    )
+
+
+def faults(workdir: Path) -> None:
+    print("\nFailover and authentication mistakes: 4 processes, 3 s of calls (reserve $0.01, call, settle)")
+    print(
+        "| run | on_ledger_error | calls made | refused (outage) | refused (mistake) | served uncapped |"
+        " settles journaled | settles raised | provider billed | ledger spent | settles lost | journal left |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    import redis
+
+    for wait in (True, False):
+        primary, replica = Server(workdir / f"a{wait}"), Server(workdir / f"b{wait}")
+        for s in (primary, replica):
+            s.workdir.mkdir()
+        primary.start()
+        replica.start("--replicaof", "127.0.0.1", str(primary.port))
+        link = redis.Redis(port=replica.port)
+        while link.info("replication").get("master_link_status") != "up":  # the first sync is done
+            time.sleep(0.05)
+        link.close()
+        try:
+
+            def failover(wait: bool = wait, primary: Server = primary, replica: Server = replica) -> None:
+                time.sleep(0.8)
+                _demote(primary, replica, wait)
+                time.sleep(1.0)
+                _demote(replica, primary)  # failback: the url the workers use is writable again
+
+            label = "primary demoted by REPLICAOF" + ("" if wait else ", replica not waited for")
+            show_calls(label, "fail_closed", call_run(primary, primary.url, "fail_closed", failover))
+        finally:
+            primary.stop()
+            replica.stop()
+    locked = Server(workdir / "auth")
+    locked.workdir.mkdir()
+    locked.start(password="right")
+    try:
+        admin = redis.Redis(port=locked.port, password="right")
+        wrong = locked.url.replace("//", "//:wrong@")
+        good = locked.url.replace("//", "//:right@")
+
+        def rotate() -> None:
+            time.sleep(0.8)
+            admin.config_set("requirepass", "rotated")
+            admin.client_kill_filter(_type="normal", skipme=True)  # every client must log in again
+            time.sleep(1.0)
+            admin.config_set("requirepass", "right")
+
+        for mode in ("fail_closed", "fail_open"):
+            show_calls("wrong password", mode, call_run(locked, wrong, mode, None, password="right"))
+            admin = redis.Redis(port=locked.port, password="right")
+            show_calls(
+                "password rotated midway", mode, call_run(locked, good, mode, rotate, password="right")
+            )
+        admin.close()
+    finally:
+        locked.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only-stall", action="store_true", help="only the event-loop stall run")
+    parser.add_argument("--only-faults", action="store_true", help="only the failover and password runs")
     args = parser.parse_args()
     if args.only_stall:
         workdir = Path(tempfile.mkdtemp(prefix="cascade-ledger-bench-"))
         stall(workdir / "stall.sqlite3")
         shutil.rmtree(workdir, ignore_errors=True)
+        return
+    if args.only_faults:
+        workdir = Path(tempfile.mkdtemp(prefix="cascade-ledger-bench-"))
+        os.environ["CASCADE_JOURNAL"] = str(workdir / "journal")
+        try:
+            faults(workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
         return
     requests = 250 if args.quick else 1000
     workdir = Path(tempfile.mkdtemp(prefix="cascade-ledger-bench-"))
@@ -405,6 +610,7 @@ def main() -> None:
         caps_used("redis", server.url)
         caps_used("sqlite", "")
         stall(workdir / "stall.sqlite3")
+        faults(workdir)
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

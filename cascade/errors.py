@@ -23,7 +23,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +107,49 @@ class ProviderError(CascadeError):
         if self.request_id:
             parts.append(f"request {self.request_id}")
         return " | ".join(parts) if len(parts) > 1 else parts[0]
+
+    def redacted(self) -> str:
+        """This error without its message, which may quote the prompt (a provider's 400 often does):
+        the provider, the class, the status, the provider's error type and code, the request id.
+        Traces, ``explain()`` and outcome logs show this unless they include texts."""
+        reason = getattr(self, "reason", "")  # InvalidResponseError: cascade's own few words
+        what = f"invalid response: {reason}" if reason else type(self).__name__
+        parts = [f"{self.provider or 'provider'}: {what} (message withheld: include_text is off)"]
+        if self.status_code is not None:
+            parts.append(f"status {self.status_code}")
+        for field in ("type", "code"):
+            value = _body_error(self).get(field)
+            if isinstance(value, str | int) and str(value):
+                parts.append(f"{field} {str(value)[:64]}")
+        if self.request_id:
+            parts.append(f"request {self.request_id}")
+        return " | ".join(parts)
+
+
+def _body_error(err: BaseException) -> Mapping[str, Any]:
+    """The ``error`` object of the provider body behind ``err`` (the SDK exception it was raised from)."""
+    cause: BaseException | None = err
+    for _ in range(4):
+        cause = cause.__cause__ if cause is not None else None
+        body = getattr(cause, "body", None)
+        if isinstance(body, Mapping):
+            inner = body.get("error", body)
+            return inner if isinstance(inner, Mapping) else {}
+    return {}
+
+
+def error_text(err: BaseException, include_text: bool) -> str:
+    """``err`` for an outcome log row: ``Class: message``, with provider messages withheld (they
+    may quote the prompt) unless ``include_text``."""
+    if include_text:
+        return f"{type(err).__name__}: {err}"
+    if isinstance(err, ProviderError):
+        return f"{type(err).__name__}: {err.redacted()}"
+    attempts = getattr(err, "attempts", None)
+    if isinstance(err, AllTiersFailedError) and attempts:
+        tiers = "; ".join(f"{a.tier}: {a.reason}" for a in attempts)
+        return f"{type(err).__name__}: every tier failed: {tiers}"
+    return f"{type(err).__name__}: {err}"
 
 
 class TransientProviderError(ProviderError):

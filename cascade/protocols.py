@@ -79,7 +79,9 @@ class Ledger(Protocol):
     may also offer :class:`NowaitLedger`'s methods (the async engine then skips the task and the
     thread). Errors reaching the ledger raise
     :class:`cascade.errors.LedgerError` (:class:`cascade.errors.LedgerUnavailableError` when a
-    retry later can help), so ``budget.on_ledger_error`` can apply.
+    retry later can help), so ``budget.on_ledger_error`` can apply. A ledger may also offer
+    ``now() -> datetime`` (UTC): a :class:`~cascade.budget.Budget` without a ``clock`` names window
+    buckets with it (the Redis ledger: the server's clock, which every host shares).
     """
 
     def reserve(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0) -> str: ...

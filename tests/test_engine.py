@@ -110,8 +110,15 @@ def test_error_escalates_with_reason_error() -> None:
     assert result.answer == "y"
     first = result.attempts[0]
     assert (first.decision, first.reason) == ("escalated", "error: PermanentProviderError")
-    assert "bad request" in (first.error or "")
+    assert (
+        first.error == "provider: PermanentProviderError (message withheld: include_text is off) | status 400"
+    )
     assert first.cost == 0
+    texts = Cascade(
+        [tier("a", PermanentProviderError("bad request", status_code=400), 0.9, 0.5), tier("b", "y")],
+        include_text=True,
+    )
+    assert texts.run("q").attempts[0].error == "bad request | status 400"  # messages shown when texts are
 
 
 def test_every_tier_failing_raises_with_all_attempts() -> None:
@@ -123,7 +130,8 @@ def test_every_tier_failing_raises_with_all_attempts() -> None:
                 TransientProviderError("b down"),
                 retry=RetryPolicy(attempts=2, initial=0, max_wait=0, jitter=0),
             ),
-        ]
+        ],
+        include_text=True,
     )
     with pytest.raises(AllTiersFailedError) as info:
         c.run("q")

@@ -91,6 +91,11 @@ class Cap:
     scope: Literal["policy", "key"] = "policy"
 
 
+def host_now() -> datetime:
+    """This host's clock (UTC): window buckets of a ledger without a clock of its own."""
+    return datetime.now(UTC)
+
+
 def _period(window: Window, now: datetime) -> str:
     if window == "day":
         return f"day:{now:%Y-%m-%d}"
@@ -228,7 +233,11 @@ class Budget:
     :class:`~cascade.errors.BudgetExceededError`, ``wait`` queues the reservation up to ``max_wait``
     seconds for in-flight holds to settle (then stops). ``on_ledger_error``: ``fail_closed`` makes
     no call while the ledger is unreachable; ``fail_open`` lets calls go on and journals their
-    spend locally until the ledger is back.
+    spend locally until the ledger is back. A ledger error that is not an outage (a wrong password)
+    fails closed in both modes.
+
+    ``clock`` names the window buckets; by default the ledger's own ``now()`` when it has one (the
+    Redis ledger: the server's clock, which every host shares), else this host's clock.
     """
 
     per_request: Decimal | None = None
@@ -236,7 +245,7 @@ class Budget:
     on_exceeded: OnExceeded = "stop"
     ledger: Ledger | None = None
     hold_ttl: float = 600.0
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    clock: Callable[[], datetime] | None = None
     max_wait: float = 30.0
     on_ledger_error: OnLedgerError = "fail_closed"
     journal_dir: str | None = None  # default $CASCADE_JOURNAL or ~/.cascade/journal
@@ -259,12 +268,19 @@ class Budget:
         """The (bucket, limit) pairs a request with caller ``key`` is charged against now."""
         if not self.caps:
             return ()
-        now = self.clock()
+        now = self.clock() if self.clock is not None else self._now()
         out = []
         for cap in self.caps:
             scope = f"policy:{policy}" if cap.scope == "policy" else f"key:{policy}:{key or 'anonymous'}"
             out.append((f"{scope}|{_period(cap.window, now)}", cap.limit))
         return out
+
+    def _now(self) -> datetime:
+        ledger_now = getattr(self.ledger, "now", None)
+        if callable(ledger_now):
+            now: datetime = ledger_now()
+            return now
+        return host_now()
 
     @property
     def journal(self) -> tuple[tuple[str, Decimal], ...]:
@@ -427,15 +443,17 @@ class Budget:
     def settle(self, hold: str, actual: Decimal) -> None:
         """Replace ``hold`` by what was really spent.
 
-        Never loses spend: if the ledger is unreachable the settlement is journaled (event
-        ``cascade.ledger_settle_deferred``) and written when it is back (:meth:`replay`).
+        Never loses spend: if the ledger cannot write it (unreachable, read-only after a failover,
+        out of memory, a rotated password: any :class:`~cascade.errors.LedgerError`) the
+        settlement is journaled (event ``cascade.ledger_settle_deferred``) and written when the
+        ledger takes it again (:meth:`replay`).
         """
         assert self.ledger is not None
         if self._journal_local(hold, actual):
             return
         try:
             self.ledger.settle(hold, actual)
-        except LedgerUnavailableError as exc:
+        except LedgerError as exc:
             self._defer(hold, actual, exc)
         finally:
             self._state.wake_one()
@@ -453,7 +471,7 @@ class Budget:
                 await native(hold, actual)
             else:
                 await asyncio.to_thread(self.ledger.settle, hold, actual)
-        except LedgerUnavailableError as exc:
+        except LedgerError as exc:
             self._defer(hold, actual, exc)
         finally:
             self._state.wake_one()
@@ -512,7 +530,7 @@ class Budget:
             for hold, amount in batch:
                 self.ledger.settle(hold, amount)
                 done += 1
-        except LedgerUnavailableError as exc:
+        except LedgerError as exc:
             self._mark_down(exc)
         finally:
             self._return_journal(batch, done)
@@ -531,7 +549,7 @@ class Budget:
                 else:
                     await asyncio.to_thread(self.ledger.settle, hold, amount)
                 done += 1
-        except LedgerUnavailableError as exc:
+        except LedgerError as exc:
             self._mark_down(exc)
         finally:
             self._return_journal(batch, done)
@@ -645,7 +663,10 @@ class Budget:
         self._event("error", "cascade.ledger_settle_deferred", amount=str(actual), error=str(exc))
 
     def _mark_down(self, exc: Exception) -> None:
-        self._state.down_until = time.monotonic() + _RETRY_DOWN
+        """An outage: a fail_open budget skips the ledger a moment. A mistake (a wrong password) is
+        not one: the next reservation asks the ledger again and fails closed."""
+        if isinstance(exc, LedgerUnavailableError):
+            self._state.down_until = time.monotonic() + _RETRY_DOWN
 
     def _skip_ledger(self) -> bool:
         return time.monotonic() < self._state.down_until
@@ -679,6 +700,7 @@ __all__ = [
     "OnExceeded",
     "OnLedgerError",
     "hold_buckets",
+    "host_now",
     "new_hold_id",
     "refusal",
     "to_nano",

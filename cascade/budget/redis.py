@@ -3,9 +3,14 @@
 Reserve, settle and release are each one Lua script, so every step is atomic on the server:
 reserve drops holds whose TTL passed, checks spent + live holds + amount against every bucket of
 the request and records the hold; settle replaces the hold by the real cost. Amounts are integer
-nano-dollars (``INCRBY``, never floats); hold expiry uses the server's clock (``TIME``), so hosts
-with skewed clocks agree. Both scripts are idempotent: a reserve or settle retried after a network
-blip counts once (a settled hold's id is remembered for ``keep`` seconds, a day by default).
+nano-dollars (``INCRBY``, never floats). Hold expiry and window buckets follow the server's clock
+(``TIME``; :meth:`RedisLedger.now` is the Budget's clock), so hosts with skewed clocks agree. Both
+scripts are idempotent: a reserve or settle retried after a network blip counts once (a settled
+hold's id is remembered for ``keep`` seconds, a day by default).
+
+A hold that expires unsettled (a worker killed mid-call, whose provider still bills) is charged its
+amount (``on_expired_hold="charge"``, the default) when a reservation drops it; a late settle
+replaces that charge by the real cost. ``"release"`` returns its room instead, charging nothing.
 
 Keys (all of one ledger share the hash tag ``{prefix}``, so a script's keys sit in one Redis
 Cluster slot)::
@@ -14,24 +19,32 @@ Cluster slot)::
     {prefix}:h:<bucket>   held by live holds
     {prefix}:z:<bucket>   live holds by expiry (ms, server time)
     {prefix}:a:<bucket>   live hold -> amount
+    {prefix}:c:<bucket>   expired hold -> amount charged for it (until its late settle)
     {prefix}:x:<hold>     hold state (held / settled), for idempotence
 
-Errors: an unreachable server (connection refused or dropped, timeout) raises
-:class:`~cascade.errors.LedgerUnavailableError`; any other Redis error :class:`~cascade.errors.LedgerError`.
+Errors: a server that cannot take the step now (connection refused or dropped, timeout, loading,
+``READONLY`` after a failover, ``OOM`` under ``maxmemory``) raises
+:class:`~cascade.errors.LedgerUnavailableError`; a wrong or missing password or missing rights raise a
+plain :class:`~cascade.errors.LedgerError` (a mistake, not an outage: it fails closed in every
+``on_ledger_error`` mode), as does any other Redis error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import time
 import weakref
 from collections.abc import AsyncGenerator, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+import cascade.budget
 from cascade.budget import (
     MAX_NANO,
     NANO,
@@ -52,37 +65,54 @@ try:
 except ImportError:  # pragma: no cover - redis is an optional dependency
     redis = None  # type: ignore[assignment]
 
+OnExpiredHold = Literal["charge", "release"]
+
+_CLOCK_FRESH = 60.0  # seconds a measured server clock offset is trusted without a reply refreshing it
+
 RESERVE = """
-local n = (#KEYS - 1) / 4
+local n = (#KEYS - 1) / 5
 local state = KEYS[#KEYS]
-if redis.call('EXISTS', state) == 1 then return {0, '0'} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local clock = string.format('%d', now)
+if redis.call('EXISTS', state) == 1 then return {0, '0', '0', clock} end
 local amount = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
+local charge = ARGV[5] == 'charge'
 for i = 1, n do
-  local s, h, z, a = KEYS[4*i-3], KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i]
+  local s, h, z, a, c = KEYS[5*i-4], KEYS[5*i-3], KEYS[5*i-2], KEYS[5*i-1], KEYS[5*i]
   while true do
-    local gone = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. string.format('%d', now), 'LIMIT', 0, 500)
+    local gone = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. clock, 'LIMIT', 0, 500)
     if #gone == 0 then break end
     local amounts = redis.call('HMGET', a, unpack(gone))
     local sum = 0
-    for _, v in ipairs(amounts) do if v then sum = sum + tonumber(v) end end
+    for j, v in ipairs(amounts) do
+      if v then
+        sum = sum + tonumber(v)
+        if charge then redis.call('HSET', c, gone[j], v) end
+      end
+    end
     redis.call('ZREM', z, unpack(gone))
     redis.call('HDEL', a, unpack(gone))
-    if sum > 0 and redis.call('DECRBY', h, string.format('%d', sum)) < 0 then
-      redis.call('SET', h, '0', 'KEEPTTL')
+    if sum > 0 then
+      if redis.call('DECRBY', h, string.format('%d', sum)) < 0 then redis.call('SET', h, '0', 'KEEPTTL') end
+      if charge then
+        redis.call('INCRBY', s, string.format('%d', sum))
+        local ends = ARGV[5 + n + i]
+        if ends ~= '0' and redis.call('PTTL', s) == -1 then redis.call('PEXPIREAT', s, ends) end
+        redis.call('PEXPIRE', c, ttl + tonumber(ARGV[4]))
+      end
     end
   end
   local used = tonumber(redis.call('GET', s) or '0') + tonumber(redis.call('GET', h) or '0')
-  if used + amount > tonumber(ARGV[4 + i]) then
-    return {i, string.format('%d', used), redis.call('GET', s) or '0'}
+  if used + amount > tonumber(ARGV[5 + i]) then
+    return {i, string.format('%d', used), redis.call('GET', s) or '0', clock}
   end
 end
 local expires = string.format('%d', now + ttl)
 local keep = ttl + 1000
 for i = 1, n do
-  local h, z, a = KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i]
+  local h, z, a = KEYS[5*i-3], KEYS[5*i-2], KEYS[5*i-1]
   redis.call('INCRBY', h, ARGV[2])
   redis.call('ZADD', z, expires, ARGV[1])
   redis.call('HSET', a, ARGV[1], ARGV[2])
@@ -91,20 +121,26 @@ for i = 1, n do
   end
 end
 redis.call('SET', state, 'h', 'PX', ttl + tonumber(ARGV[4]))
-return {0, '0'}
+return {0, '0', '0', clock}
 """
 
 SETTLE = """
-local n = (#KEYS - 1) / 4
+local n = (#KEYS - 1) / 5
 local state = KEYS[#KEYS]
 if redis.call('GET', state) == 's' then return 0 end
 for i = 1, n do
-  local s, h, z, a = KEYS[4*i-3], KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i]
+  local s, h, z, a, c = KEYS[5*i-4], KEYS[5*i-3], KEYS[5*i-2], KEYS[5*i-1], KEYS[5*i]
   if redis.call('ZSCORE', z, ARGV[1]) then
     local v = redis.call('HGET', a, ARGV[1])
     redis.call('ZREM', z, ARGV[1])
     redis.call('HDEL', a, ARGV[1])
     if v and redis.call('DECRBY', h, v) < 0 then redis.call('SET', h, '0', 'KEEPTTL') end
+  else
+    local charged = redis.call('HGET', c, ARGV[1])
+    if charged then
+      redis.call('HDEL', c, ARGV[1])
+      if redis.call('DECRBY', s, charged) < 0 then redis.call('SET', s, '0', 'KEEPTTL') end
+    end
   end
   if ARGV[2] ~= '0' then redis.call('INCRBY', s, ARGV[2]) end
   if ARGV[3 + i] ~= '0' and redis.call('PTTL', s) == -1 then redis.call('PEXPIREAT', s, ARGV[3 + i]) end
@@ -116,16 +152,37 @@ return 1
 READ = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local live = redis.call('ZRANGEBYSCORE', KEYS[3], string.format('%d', now), '+inf')
-local held = 0
-for first = 1, #live, 500 do
-  local last = math.min(first + 499, #live)
-  for _, v in ipairs(redis.call('HMGET', KEYS[4], unpack(live, first, last))) do
-    if v then held = held + tonumber(v) end
+local function total(first_ms, last_ms)
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[3], first_ms, last_ms)
+  local sum = 0
+  for first = 1, #ids, 500 do
+    local last = math.min(first + 499, #ids)
+    for _, v in ipairs(redis.call('HMGET', KEYS[4], unpack(ids, first, last))) do
+      if v then sum = sum + tonumber(v) end
+    end
   end
+  return sum
 end
-return {redis.call('GET', KEYS[1]) or '0', string.format('%d', held)}
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[1] == 'charge' then spent = spent + total('-inf', '(' .. string.format('%d', now)) end
+return {string.format('%d', spent), string.format('%d', total(string.format('%d', now), '+inf'))}
 """
+
+
+if redis is not None:
+    # a wrong or missing password, or an ACL without the rights: a mistake to fix, not an outage
+    _MISTAKES: tuple[type[Exception], ...] = (
+        redis.AuthenticationError,
+        redis.exceptions.AuthorizationError,
+        redis.exceptions.NoPermissionError,
+        redis.exceptions.AuthenticationWrongNumberOfArgsError,
+    )
+    # a server that refuses writes for now: a replica after a failover, maxmemory reached
+    _REFUSED_WRITES: tuple[type[Exception], ...] = (
+        redis.ReadOnlyError,
+        redis.exceptions.OutOfMemoryError,
+        redis.exceptions.BusyLoadingError,
+    )
 
 
 def _redact(url: str) -> str:
@@ -160,6 +217,11 @@ class RedisLedger:
         url: str | None = Field(None, description="redis:// or rediss:// URL; default $CASCADE_REDIS_URL.")
         prefix: str = Field("cascade", min_length=1, description="Key prefix and Redis Cluster hash tag.")
         timeout: float = Field(1.0, gt=0, description="Seconds to connect or wait for a reply.")
+        on_expired_hold: OnExpiredHold = Field(
+            "charge",
+            description="A hold that expires unsettled (a worker killed mid-call): charge its amount"
+            " (a late settle replaces it by the real cost), or release its room.",
+        )
 
         @field_validator("prefix")
         @classmethod
@@ -174,6 +236,7 @@ class RedisLedger:
         *,
         prefix: str = "cascade",
         timeout: float = 1.0,
+        on_expired_hold: OnExpiredHold = "charge",
         retention: float = 7 * 86400.0,
         keep: float = 86400.0,
         max_connections: int = 32,
@@ -183,7 +246,9 @@ class RedisLedger:
         if redis is None:  # pragma: no cover
             raise LedgerError("the Redis ledger needs the redis package: pip install 'cascade-llm[redis]'")
         try:
-            self.Options(url=url, prefix=prefix, timeout=timeout)  # one check for Python and YAML callers
+            self.Options(
+                url=url, prefix=prefix, timeout=timeout, on_expired_hold=on_expired_hold
+            )  # one check for Python and YAML callers
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             problems = "; ".join(str(e["msg"]) for e in getattr(exc, "errors", list)()) or str(exc)
             raise LedgerError(f"redis ledger: {problems}", ledger="redis") from None
@@ -196,6 +261,7 @@ class RedisLedger:
         self.name = _redact(self.url)
         self.prefix = prefix
         self.timeout = timeout
+        self.on_expired_hold = on_expired_hold
         self.retention_ms = int(retention * 1000)
         self.keep_ms = int(keep * 1000)
         self.max_connections = max_connections
@@ -218,6 +284,7 @@ class RedisLedger:
         self._reserve = client.register_script(RESERVE)
         self._settle = client.register_script(SETTLE)
         self._read_script = client.register_script(READ)
+        self._clock = (0.0, -math.inf)  # (server - host seconds, monotonic time it was measured)
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any, Any, Any]] = (
             weakref.WeakKeyDictionary()
         )
@@ -231,7 +298,7 @@ class RedisLedger:
         tag = "{" + self.prefix + "}"
         keys = []
         for b in buckets:
-            keys += [f"{tag}:s:{b}", f"{tag}:h:{b}", f"{tag}:z:{b}", f"{tag}:a:{b}"]
+            keys += [f"{tag}:s:{b}", f"{tag}:h:{b}", f"{tag}:z:{b}", f"{tag}:a:{b}", f"{tag}:c:{b}"]
         keys.append(f"{tag}:x:{hold[:32]}")
         return keys
 
@@ -245,18 +312,23 @@ class RedisLedger:
         if want >= MAX_NANO or any(c >= MAX_NANO for c in limits):
             raise ValueError("the Redis ledger holds amounts below $9,007,199 per bucket")
         hold = new_hold_id([b for b, _ in caps])
-        args = [hold[:32], want, max(int(ttl * 1000), 1), self.keep_ms, *limits]
+        ends = self._ends([b for b, _ in caps])
+        args = [hold[:32], want, max(int(ttl * 1000), 1), self.keep_ms, self.on_expired_hold, *limits, *ends]
         return hold, args
+
+    def _ends(self, buckets: Sequence[str]) -> list[int]:
+        """When each bucket's spent key may go (ms): its window's end plus the retention; 0 never."""
+        ends = []
+        for b in buckets:
+            end = window_end(b)
+            ends.append(int(end.timestamp() * 1000) + self.retention_ms if end is not None else 0)
+        return ends
 
     def _settle_args(self, hold: str, actual: Decimal) -> tuple[list[str], list[Any]]:
         buckets = hold_buckets(hold)
         if buckets is None:
             raise KeyError(f"unknown hold {hold!r}")
-        ends = []
-        for b in buckets:
-            end = window_end(b)
-            ends.append(int(end.timestamp() * 1000) + self.retention_ms if end is not None else 0)
-        return list(buckets), [hold[:32], max(to_nano(actual), 0), self.keep_ms, *ends]
+        return list(buckets), [hold[:32], max(to_nano(actual), 0), self.keep_ms, *self._ends(buckets)]
 
     def _refusal(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, result: Any) -> None:
         index = int(result[0])
@@ -266,25 +338,68 @@ class RedisLedger:
         raise refusal(bucket, limit, amount, Decimal(int(result[1])) / NANO, Decimal(int(result[2])) / NANO)
 
     def _fault(self, exc: Exception, hold: str | None = None) -> LedgerError:
-        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-            err = LedgerUnavailableError(
-                f"redis ledger {self.name} is unreachable ({exc}): start the server, or set"
-                " budget.on_ledger_error: fail_open to let calls go on",
+        """The cascade error for a Redis error: a mistake (credentials, rights), an outage, or other."""
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, _MISTAKES):
+            return LedgerError(
+                f"redis ledger {self.name} refused the credentials ({type(exc).__name__}: {reason}):"
+                " fix the user / password of the ledger url; no call is made until then",
                 ledger=self.name,
             )
-            # a reserve whose reply was lost may have landed: releasing this id later is harmless
-            err.pending_hold = hold  # type: ignore[attr-defined]
-            return err
-        return LedgerError(f"redis ledger {self.name}: {type(exc).__name__}: {exc}", ledger=self.name)
+        if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            what = "is unreachable"
+            todo = "start the server"
+        elif isinstance(exc, _REFUSED_WRITES) or reason.startswith(("MISCONF", "MASTERDOWN", "TRYAGAIN")):
+            what = "cannot write now"
+            todo = "point the url at the primary (READONLY: a failover) or free memory (OOM)"
+        else:
+            return LedgerError(f"redis ledger {self.name}: {type(exc).__name__}: {reason}", ledger=self.name)
+        err = LedgerUnavailableError(
+            f"redis ledger {self.name} {what} ({type(exc).__name__}: {reason}): {todo}, or set"
+            " budget.on_ledger_error:"
+            " fail_open to let calls go on",
+            ledger=self.name,
+        )
+        # a reserve whose reply was lost may have landed: releasing this id later is harmless
+        err.pending_hold = hold  # type: ignore[attr-defined]
+        return err
+
+    # -- the server's clock ------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The server's time (UTC): a :class:`~cascade.budget.Budget` names window buckets with it.
+
+        The host clock plus an offset learned from every reservation's reply; when no reply came
+        for a minute, one ``TIME`` round trip (blocking: the first request of an async process pays
+        it once). An unreachable server leaves the last offset (the host clock at first).
+        """
+        offset, at = self._clock
+        if time.monotonic() - at > _CLOCK_FRESH:
+            before = cascade.budget.host_now().timestamp()
+            try:
+                sec, usec = self._client.time()
+            except redis.RedisError:
+                self._clock = (offset, time.monotonic() - _CLOCK_FRESH + 5.0)  # try again in 5 s
+            else:
+                self._learn_clock(int(sec) * 1000 + int(usec) // 1000, before)
+            offset = self._clock[0]
+        return datetime.fromtimestamp(cascade.budget.host_now().timestamp() + offset, UTC)
+
+    def _learn_clock(self, server_ms: Any, before: float) -> None:
+        """Keep the server - host offset a reply (sent at host time ``before``) shows."""
+        after = cascade.budget.host_now().timestamp()
+        self._clock = (int(server_ms) / 1000 - (before + after) / 2, time.monotonic())
 
     # -- sync ------------------------------------------------------------------------------------
 
     def reserve(self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0) -> str:
         hold, args = self._reserve_args(caps, amount, ttl)
+        before = cascade.budget.host_now().timestamp()
         try:
             result = self._reserve(keys=self._keys([b for b, _ in caps], hold), args=args)
         except redis.RedisError as exc:
             raise self._fault(exc, hold) from None
+        self._learn_clock(result[-1], before)
         self._refusal(caps, amount, result)
         return hold
 
@@ -302,7 +417,9 @@ class RedisLedger:
 
     def _read(self, bucket: str) -> tuple[int, int]:
         try:
-            spent, held = self._read_script(keys=self._keys([bucket], "0" * 32)[:4], args=[])
+            spent, held = self._read_script(
+                keys=self._keys([bucket], "0" * 32)[:5], args=[self.on_expired_hold]
+            )
         except redis.RedisError as exc:
             raise self._fault(exc) from None
         return int(spent), int(held)
@@ -358,10 +475,12 @@ class RedisLedger:
     ) -> str:
         hold, args = self._reserve_args(caps, amount, ttl)
         script, _, _ = await self._ascripts()
+        before = cascade.budget.host_now().timestamp()
         try:
             result = await script(keys=self._keys([b for b, _ in caps], hold), args=args)
         except redis.RedisError as exc:
             raise self._fault(exc, hold) from None
+        self._learn_clock(result[-1], before)
         self._refusal(caps, amount, result)
         return hold
 

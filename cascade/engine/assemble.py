@@ -207,7 +207,11 @@ def _ledger(spec: LedgerSpec, policy: str, ctx: BuildContext) -> Ledger:
     if spec.kind == "sqlite":
         ledger: Ledger = cls(ctx.path(spec.path) if spec.path else None, lock_timeout=spec.lock_timeout)
     elif spec.kind == "redis":
-        ledger = cls(spec.url, prefix=spec.prefix or "cascade:" + policy.replace("{", "").replace("}", ""))
+        ledger = cls(
+            spec.url,
+            prefix=spec.prefix or "cascade:" + policy.replace("{", "").replace("}", ""),
+            on_expired_hold=spec.on_expired_hold or "charge",
+        )
     else:
         ledger = cls()
     return ledger

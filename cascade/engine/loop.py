@@ -452,7 +452,7 @@ class _Run:
                 cost=charge,
                 latency_s=call.latency_s,
                 retries=call.retries,
-                error=str(err),
+                error=str(err) if self.s.include_text else err.redacted(),  # a 400 may quote the prompt
                 charged=why,
             )
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 from cascade.engine.drive import execute
 from cascade.engine.loop import Call, CallOutcome, Rate, RateOutcome, Settings, Tier, failed_charge, steps
-from cascade.errors import CascadeError, ProviderError, ScorerError
+from cascade.errors import CascadeError, ProviderError, ScorerError, error_text
 from cascade.logging import get_logger, listening
 from cascade.observe.metrics import PrometheusMetrics
 from cascade.observe.outcome_log import OutcomeLog
@@ -83,7 +83,7 @@ class Observer:
                     t = row.tiers[action.tier.name] = TierOutcome(action.tier, latency_s=outcome.latency_s)
                     t.completion = outcome.completion
                     if outcome.error is not None:
-                        t.error = f"{type(outcome.error).__name__}: {outcome.error}"
+                        t.error = error_text(outcome.error, self.include_text)
                 elif isinstance(outcome, RateOutcome) and isinstance(action, Rate):
                     t = row.tiers[action.tier.name]
                     t.score, t.latency_s = outcome.score, t.latency_s + outcome.latency_s
@@ -119,7 +119,8 @@ class Observer:
         if result is not None:
             row.answered, row.accepted, row.reason = result.tier, result.accepted, result.reason
         else:
-            row.reason, row.error = "error", f"{type(error).__name__}: {error}"
+            assert error is not None
+            row.reason, row.error = "error", error_text(error, self.include_text)
         if self.metrics is not None:
             self.metrics.run(row.policy, result, error)
         if self.pins is not None and row.session is not None and result is not None:
@@ -158,7 +159,7 @@ class Observer:
                 assert isinstance(call, CallOutcome)
                 if call.completion is None:
                     assert call.error is not None
-                    t.error = f"{type(call.error).__name__}: {call.error}"
+                    t.error = error_text(call.error, self.include_text)
                     if call.billed:
                         t.cost = spent = failed_charge(tier, request, 0, call.billed)[0]
                     continue

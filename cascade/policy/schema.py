@@ -172,7 +172,13 @@ class LedgerSpec(Strict):
     prefix: str | None = Field(
         None,
         pattern=r"^[^{}]+$",
-        description="Redis: key prefix and Cluster hash tag; default cascade:<policy name>.",
+        description="Redis: key prefix and Cluster hash tag; default cascade:<policy name> (policies of one"
+        " name share their buckets).",
+    )
+    on_expired_hold: Literal["charge", "release"] | None = Field(
+        None,
+        description="Redis: a hold that expires unsettled (a worker killed mid-call): charge (default) its"
+        " amount, replaced by the real cost if it settles late; release returns its room, charging nothing.",
     )
 
     @field_validator("url")
@@ -204,8 +210,12 @@ class LedgerSpec(Strict):
             raise PydanticCustomError(
                 "redis_url", "a redis ledger needs a url (e.g. url: ${CASCADE_REDIS_URL})"
             )
-        if self.kind != "redis" and (self.url is not None or self.prefix is not None):
-            raise PydanticCustomError("ledger_option", "url and prefix are options of kind: redis")
+        if self.kind != "redis" and (
+            self.url is not None or self.prefix is not None or self.on_expired_hold is not None
+        ):
+            raise PydanticCustomError(
+                "ledger_option", "url, prefix and on_expired_hold are options of kind: redis"
+            )
         if self.kind != "sqlite" and self.path is not None:
             raise PydanticCustomError("ledger_option", "path is an option of kind: sqlite")
         return self

@@ -45,11 +45,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, persist: bool = False) -> None:
+    def start(self, persist: bool = False, password: str | None = None) -> None:
         args = [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
         args += ["--save", "", "--appendonly", "yes" if persist else "no", "--appendfsync", "always"]
+        if password is not None:
+            args += ["--requirepass", password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while True:
             try:

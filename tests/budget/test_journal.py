@@ -58,6 +58,53 @@ def test_a_live_process_journal_is_left_alone(tmp_path: Path) -> None:
     assert ledger.spent(BUCKET) == 0 and mine.exists()
 
 
+def test_a_journal_left_by_an_earlier_process_with_this_pid_is_adopted(tmp_path: Path) -> None:
+    """A restarted container: its new process got the old pid (pid 1, say), yet adopts the journal."""
+    import os
+
+    old = tmp_path / f"{_host()}-{os.getpid()}-0000abcd.jsonl"  # the pid-named files of earlier versions
+    old.write_text(json.dumps({"hold": new_hold_id([BUCKET]), "amount": "0.5"}) + "\n")
+    ledger = MemoryLedger()
+    budget = Budget(caps=(Cap(Decimal(10), "total"),), ledger=ledger, journal_dir=str(tmp_path))
+    budget.reserve(budget.buckets("p", None), Decimal("0.1"))
+    assert ledger.spent(BUCKET) == Decimal("0.5") and list(tmp_path.iterdir()) == []
+
+
+def test_journal_files_are_named_by_an_instance_id_and_live_while_locked(tmp_path: Path) -> None:
+    import os
+
+    live = JournalFile(tmp_path)
+    live.append(new_hold_id([BUCKET]), Decimal("0.25"))
+    assert str(os.getpid()) not in live.path.name.split("-") and len(live.path.stem) > len(_host()) + 32
+    ledger = MemoryLedger()
+    budget = Budget(caps=(Cap(Decimal(10), "total"),), ledger=ledger, journal_dir=str(tmp_path))
+    budget.reserve(budget.buckets("p", None), Decimal("0.1"))
+    assert ledger.spent(BUCKET) == 0 and live.path.exists()  # same process, same pid: still alive
+    live.close()  # as its process's death would
+    again = Budget(caps=(Cap(Decimal(10), "total"),), ledger=ledger, journal_dir=str(tmp_path))
+    again.reserve(again.buckets("p", None), Decimal("0.1"))
+    assert ledger.spent(BUCKET) == Decimal("0.25") and list(tmp_path.iterdir()) == []
+
+
+def _journal_and_die(directory: str) -> None:
+    import os
+    import signal
+
+    JournalFile(Path(directory)).append(new_hold_id([BUCKET]), Decimal("0.3"))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_the_journal_of_a_killed_process_is_adopted(tmp_path: Path) -> None:
+    child = multiprocessing.get_context("fork").Process(target=_journal_and_die, args=(str(tmp_path),))
+    child.start()
+    child.join(30)
+    assert child.exitcode == -9 and len(list(tmp_path.glob("*.lock"))) == 1
+    ledger = MemoryLedger()
+    budget = Budget(caps=(Cap(Decimal(10), "total"),), ledger=ledger, journal_dir=str(tmp_path))
+    budget.reserve(budget.buckets("p", None), Decimal("0.1"))
+    assert ledger.spent(BUCKET) == Decimal("0.3") and list(tmp_path.iterdir()) == []
+
+
 def test_the_file_follows_the_journal(tmp_path: Path) -> None:
     f = JournalFile(tmp_path)
     a, b = new_hold_id([BUCKET]), new_hold_id([BUCKET])
@@ -90,7 +137,7 @@ def test_spend_of_a_process_that_exited_during_an_outage_reaches_redis(
     )
     child.start()
     child.join(30)
-    assert child.exitcode == 0 and len(list(Path(journal).iterdir())) == 1
+    assert child.exitcode == 0 and len(list(Path(journal).glob("*.jsonl"))) == 1
     redis_server.start()
     ledger = RedisLedger(redis_server.url, prefix=prefix)
     budget = Budget(caps=(Cap(Decimal(1), "total"),), ledger=ledger, journal_dir=journal)

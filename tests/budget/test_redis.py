@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from cascade import Budget, BudgetExceededError, Cap, Cascade, LedgerError, LedgerUnavailableError
+from cascade import (
+    Budget,
+    BudgetExceededError,
+    Cap,
+    Cascade,
+    LedgerError,
+    LedgerUnavailableError,
+    PolicyError,
+)
 from cascade.budget import hold_buckets
 from cascade.budget.redis import RedisLedger
 from cascade.engine.build import build
@@ -60,16 +68,49 @@ def test_a_settle_retried_three_times_charges_once(redis_url: str, prefix: str) 
     assert ledger.spent(DAY) == Decimal("0.1") and ledger.held(DAY) == 0
 
 
-def test_expired_holds_stop_counting_at_once_and_are_still_charged_late(redis_url: str, prefix: str) -> None:
+def test_an_expired_hold_is_charged_its_amount_and_a_late_settle_replaces_the_charge(
+    redis_url: str, prefix: str
+) -> None:
+    """A worker killed mid-call: its provider bills, so its expired hold is charged, not released."""
     ledger = RedisLedger(redis_url, prefix=prefix)
+    killed = ledger.reserve([("b", Decimal(1))], Decimal("0.6"), ttl=0.05)
+    time.sleep(0.1)
+    assert ledger.held("b") == 0 and ledger.spent("b") == Decimal("0.6")  # read before any purge
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve([("b", Decimal(1))], Decimal("0.5"))  # the killed call's charge leaves $0.4
+    assert ledger.spent("b") == Decimal("0.6") and ledger.held("b") == 0
+    fresh = ledger.reserve([("b", Decimal(1))], Decimal("0.3"))
+    ledger.settle(killed, Decimal("0.25"))  # a late settle replaces the charge by the real cost
+    ledger.settle(killed, Decimal("0.25"))  # once
+    assert ledger.spent("b") == Decimal("0.25") and ledger.held("b") == Decimal("0.3")
+    ledger.settle(fresh, Decimal("0.3"))
+    assert ledger.spent("b") == Decimal("0.55")
+
+
+def test_on_expired_hold_release_returns_the_room_and_still_charges_a_late_settle(
+    redis_url: str, prefix: str
+) -> None:
+    ledger = RedisLedger(redis_url, prefix=prefix, on_expired_hold="release")
     late = ledger.reserve([("b", Decimal(1))], Decimal(1), ttl=0.05)
     time.sleep(0.1)
-    assert ledger.held("b") == 0
+    assert ledger.held("b") == 0 and ledger.spent("b") == 0
     fresh = ledger.reserve([("b", Decimal(1))], Decimal("0.5"))  # room again at once
     ledger.settle(late, Decimal("0.25"))  # the late settle is still charged
     assert ledger.spent("b") == Decimal("0.25") and ledger.held("b") == Decimal("0.5")
     ledger.settle(fresh, Decimal("0.5"))
     assert ledger.spent("b") == Decimal("0.75")
+
+
+def test_an_expired_hold_of_two_buckets_is_charged_in_the_one_a_reservation_purged(
+    redis_url: str, prefix: str
+) -> None:
+    ledger = RedisLedger(redis_url, prefix=prefix)
+    killed = ledger.reserve(CAPS, Decimal("0.2"), ttl=0.05)
+    time.sleep(0.1)
+    ledger.settle(ledger.reserve([(DAY, Decimal(1))], Decimal("0.1")), Decimal("0.1"))  # purges DAY only
+    ledger.settle(killed, Decimal("0.05"))
+    assert (ledger.spent(DAY), ledger.spent(KEY)) == (Decimal("0.15"), Decimal("0.05"))
+    assert (ledger.held(DAY), ledger.held(KEY)) == (0, 0)
 
 
 def test_a_settle_after_every_key_of_the_hold_is_gone_still_charges(redis_url: str, prefix: str) -> None:
@@ -281,3 +322,24 @@ def test_held_sums_live_holds_in_chunks(redis_url: str, prefix: str) -> None:
     for _ in range(600):  # more than one 500-hold chunk of the read script
         ledger.reserve([("b", Decimal(1))], Decimal("0.001"))
     assert ledger.held("b") == Decimal("0.6")
+
+
+def test_on_expired_hold_is_a_redis_ledger_option_of_the_policy(tmp_path: Path) -> None:
+    head = "name: p\ntiers:\n  - {name: only, provider: scripted, model: m, free: true, options: {answers: [hi]}}\n"
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        head + "budget:\n  caps: [{limit: 1, window: day}]\n"
+        "  ledger: {kind: redis, url: 'redis://127.0.0.1:1/0', on_expired_hold: release}\n"
+    )
+    ledger = build(policy).settings.budget.ledger
+    assert isinstance(ledger, RedisLedger) and ledger.on_expired_hold == "release"
+    policy.write_text(
+        head + "budget:\n  caps: [{limit: 1, window: day}]\n  ledger: {kind: redis, url: 'redis://x'}\n"
+    )
+    assert build(policy).settings.budget.ledger.on_expired_hold == "charge"  # type: ignore[union-attr]
+    policy.write_text(
+        head
+        + "budget:\n  caps: [{limit: 1, window: day}]\n  ledger: {kind: sqlite, on_expired_hold: charge}\n"
+    )
+    with pytest.raises(PolicyError, match="on_expired_hold are options of kind: redis"):
+        build(policy)
