@@ -30,7 +30,7 @@ def test_an_async_run_on_a_free_ledger_uses_no_thread(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger = MemoryLedger() if kind == "memory" else SQLiteLedger(tmp_path / "l.db")
-    budget = Budget(caps=(Cap(ONE_CALL * 100, "day"),), ledger=ledger)
+    budget = Budget(caps=(Cap(ONE_CALL * 100, "day"),), ledger=ledger, clock=clock.now)
     c = _cascade(budget)
     c.run("open the file")  # the first use creates the file (in the caller's thread)
     threads: list[Any] = []
@@ -47,7 +47,9 @@ def test_an_async_run_on_a_free_ledger_uses_no_thread(
 
 
 def test_a_refusal_on_the_fast_path_is_the_same_refusal() -> None:
-    budget = Budget(caps=(Cap(ONE_CALL * 3, "day"),), ledger=MemoryLedger(), on_exceeded="raise")
+    budget = Budget(
+        caps=(Cap(ONE_CALL * 3, "day"),), ledger=MemoryLedger(), on_exceeded="raise", clock=clock.now
+    )
     c = _cascade(budget)
     assert asyncio.run(c.arun("a")).answer == "l"  # two calls of the three the cap allows
     with pytest.raises(BudgetExceededError) as info:
@@ -59,7 +61,7 @@ def test_a_refusal_on_the_fast_path_is_the_same_refusal() -> None:
 def test_a_sqlite_file_locked_elsewhere_waits_in_a_thread_not_in_the_loop(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     ledger = SQLiteLedger(path)
-    budget = Budget(caps=(Cap(ONE_CALL * 100, "day"),), ledger=ledger)
+    budget = Budget(caps=(Cap(ONE_CALL * 100, "day"),), ledger=ledger, clock=clock.now)
     c = _cascade(budget)
     c.run("open the file")
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
