@@ -87,7 +87,7 @@ from langchain_core.runnables import (
 )
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.runnables.retry import RunnableRetry
-from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.utils.function_calling import convert_to_openai_function, convert_to_openai_tool
 from langchain_core.utils.uuid import uuid7
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
@@ -918,10 +918,15 @@ class CascadeChatModel(BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | Any],
         *,
         tool_choice: str | dict[str, Any] | bool | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
+        response_format: dict[str, Any] | type | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """A copy whose every tier gets ``tools`` (and ``tool_choice``) with each request; other
-        arguments (``parallel_tool_calls``, ``strict``...) are bound as call options."""
+        """A copy whose every tier gets ``tools`` (and ``tool_choice``) with each request, as
+        ``ChatOpenAI.bind_tools``: ``strict`` makes the tool schemas strict, ``response_format``
+        (which makes them strict unless ``strict=False``) and ``parallel_tool_calls`` are bound as
+        call options, and so are other arguments."""
         choice: str | dict[str, Any] | None
         if tool_choice is True:
             choice = "any"
@@ -929,7 +934,21 @@ class CascadeChatModel(BaseChatModel):
             choice = None
         else:
             choice = tool_choice
-        formatted = tuple(convert_to_openai_tool(t) for t in tools)
+        if parallel_tool_calls is not None:
+            kwargs["parallel_tool_calls"] = parallel_tool_calls
+        if response_format and strict is not False:  # OpenAI wants every tool strict beside it
+            strict = True
+        formatted = tuple(convert_to_openai_tool(t, strict=strict) for t in tools)
+        if response_format:
+            schema = response_format
+            if (
+                isinstance(schema, dict)
+                and schema.get("type") == "json_schema"
+                and "schema" in schema.get("json_schema", {})
+            ):  # create_agent's form: its own ``strict``, as ChatOpenAI reads it
+                strict = schema["json_schema"].get("strict")
+                schema = schema["json_schema"]["schema"]
+            kwargs["response_format"] = _response_format(schema, strict)
         bound = self.model_copy(update={"tools": formatted, "tool_choice": choice})
         return bound.bind(**kwargs) if kwargs else bound
 
@@ -956,11 +975,11 @@ class CascadeChatModel(BaseChatModel):
             raise ValueError(f"method must be function_calling, json_schema or json_mode, not {method!r}")
         extra: dict[str, Any] = {}
         if method == "json_schema":
-            response_format = _schema_format(schema, strict)
+            response_format = _response_format(schema, strict)
         else:  # tiers with no JSON mode (ChatAnthropic) get the schema, as their own json_mode does
             response_format = {"type": "json_object"}
             try:
-                extra[_JSON_FALLBACK] = _schema_format(schema, strict)
+                extra[_JSON_FALLBACK] = _response_format(schema, strict)
             except (ValueError, TypeError, KeyError):  # a schema JSON mode can take, json_schema cannot
                 get_logger().debug("cascade.langchain.json_mode_no_schema_format")
             no_json_mode = [
@@ -1510,15 +1529,23 @@ async def _aclose(chunks: AsyncIterator[AIMessageChunk]) -> None:
         await close()
 
 
-def _schema_format(schema: dict[str, Any] | type, strict: bool | None) -> dict[str, Any]:
-    """``schema`` as an OpenAI-style ``response_format`` of type ``json_schema``."""
-    function = convert_to_openai_tool(schema)["function"]
-    json_schema: dict[str, Any] = {"name": function["name"], "schema": function.get("parameters", {})}
-    if function.get("description"):
-        json_schema["description"] = function["description"]
-    if strict is not None:
-        json_schema["strict"] = strict
-    return {"type": "json_schema", "json_schema": json_schema}
+def _response_format(schema: dict[str, Any] | type, strict: bool | None) -> dict[str, Any]:
+    """``schema`` as an OpenAI ``response_format`` of type ``json_schema``, as ChatOpenAI makes it:
+    a ready ``response_format`` (or ``{"name", "schema"}``) as given, else the schema converted;
+    ``strict`` (default: true for a pydantic model, as OpenAI's parse API sends) closes every
+    object (``additionalProperties: false``)."""
+    if isinstance(schema, dict) and schema.get("type") == "json_schema" and "json_schema" in schema:
+        return schema
+    if isinstance(schema, dict) and "name" in schema and "schema" in schema:
+        return {"type": "json_schema", "json_schema": schema}
+    if strict is None:
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            strict = True
+        else:
+            strict = schema.get("strict") is True if isinstance(schema, dict) else False
+    function = convert_to_openai_function(schema, strict=strict)
+    function["schema"] = function.pop("parameters", {})
+    return {"type": "json_schema", "json_schema": function}
 
 
 def _from_policy(cls: type[CascadeChatModel], *, model: str, **kwargs: Any) -> CascadeChatModel:

@@ -1,0 +1,125 @@
+"""Issue 19: CascadeChatModel side by side with ChatOpenAI / ChatAnthropic on the local wire server.
+
+Each test does the same thing with a real ``ChatOpenAI`` (model ``gpt``) and with a cascade over
+real clients, and compares what the caller sees (or what reached the wire).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypedDict
+
+import pytest
+from langchain.agents import create_agent
+from langchain.agents.structured_output import ProviderStrategy
+from langchain_core.tools import tool
+from pydantic import BaseModel
+
+from tests.langchain.test_dropin import oa, running, server, two_tiers
+from tests.providers.wire_server import ModelScript, WireServer
+
+__all__ = ["running", "server"]  # the wire-server fixtures
+
+
+class Weather(BaseModel):
+    city: str
+    temp: int
+
+
+WEATHER = {"city": "Paris", "temp": 4}
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return "sunny"
+
+
+def both(server: WireServer, **scripts: ModelScript) -> None:
+    """Script ``gpt`` (the plain ChatOpenAI) and the cascade's tiers alike."""
+    for name in ("gpt", "cheap-1", "strong-1"):
+        server.script(name, scripts.get(name.replace("-1", ""), scripts.get("all", ModelScript())))
+
+
+def last_body(server: WireServer, model: str) -> dict[str, Any]:
+    return server.requests_for(model)[-1]
+
+
+# -- 1. bind_tools(strict=True) and create_agent's ProviderStrategy ----------------------------------
+
+
+def test_bind_tools_strict_sends_strict_tools(server: WireServer) -> None:
+    both(server, all=ModelScript(answers=["4"]))
+    oa(server, "gpt").bind_tools([get_weather], strict=True).invoke("2+2?")
+    out = two_tiers(server).bind_tools([get_weather], strict=True).invoke("2+2?")
+    assert out.text == "4"
+    assert last_body(server, "cheap-1")["tools"] == last_body(server, "gpt")["tools"]
+    assert last_body(server, "gpt")["tools"][0]["function"]["strict"] is True
+
+
+@pytest.mark.parametrize("strict", [True, None])
+def test_create_agent_with_provider_strategy(server: WireServer, strict: bool | None) -> None:
+    both(server, all=ModelScript(answers=[json.dumps(WEATHER)]))
+    got = []
+    for model in (oa(server, "gpt"), two_tiers(server)):
+        agent = create_agent(model, [get_weather], response_format=ProviderStrategy(Weather, strict=strict))
+        got.append(agent.invoke({"messages": [("user", "weather in Paris, 4?")]})["structured_response"])
+    assert got[0] == got[1] == Weather(**WEATHER)
+    plain, ours = last_body(server, "gpt"), last_body(server, "cheap-1")
+    assert ours["tools"] == plain["tools"]
+    assert ours["response_format"] == plain["response_format"]
+
+
+# -- 2. strict json_schema closes every object ---------------------------------------------------------
+
+
+class Place(BaseModel):
+    city: str
+
+
+class Trip(BaseModel):
+    to: Place
+    days: int
+
+
+class TripDict(TypedDict):
+    to: str
+    days: int
+
+
+TRIP_SCHEMA = {
+    "title": "Trip",
+    "type": "object",
+    "properties": {
+        "to": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "days": {"type": "integer"},
+    },
+}
+
+
+def closed(schema: Any) -> bool:
+    """Whether every object of a JSON schema says ``additionalProperties: false``."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+            return False
+        return all(closed(v) for v in schema.values())
+    if isinstance(schema, list):
+        return all(closed(v) for v in schema)
+    return True
+
+
+@pytest.mark.parametrize("schema", [Trip, TripDict, TRIP_SCHEMA], ids=["pydantic", "typeddict", "dict"])
+def test_strict_json_schema_closes_every_object(server: WireServer, schema: Any) -> None:
+    answer = json.dumps(
+        {"to": {"city": "Oslo"}, "days": 3} if schema is not TripDict else {"to": "Oslo", "days": 3}
+    )
+    both(server, all=ModelScript(answers=[answer]))
+    results = [
+        model.with_structured_output(schema, method="json_schema", strict=True).invoke("trip?")
+        for model in (oa(server, "gpt"), two_tiers(server))
+    ]
+    assert results[0] == results[1]
+    plain = last_body(server, "gpt")["response_format"]["json_schema"]
+    ours = last_body(server, "cheap-1")["response_format"]["json_schema"]
+    assert plain["strict"] is ours["strict"] is True
+    assert closed(plain["schema"]) and closed(ours["schema"])
