@@ -36,8 +36,10 @@ Swap any chat model for a cascade with one line, in chains and in agents::
 - Messages reach LangChain tiers as given (images and content blocks included) and other tiers as
   text; a request with images or files fails with :class:`~cascade.errors.InvalidRequestError`
   when a tier takes text only. ``stop`` reaches LangChain tiers. A budget stop with no answer yet
-  raises :class:`~cascade.errors.BudgetExceededError`; :class:`~cascade.errors.AllTiersFailedError`
-  has the last tier's error as ``__cause__`` (``with_retry`` matches the cause too).
+  raises :class:`~cascade.errors.BudgetExceededError`. When every tier fails, the error is an
+  :class:`~cascade.errors.AllTiersFailedError` that is also an instance of the last tier's error
+  type (``openai.InternalServerError``...), with its attributes and as ``__cause__``, so a
+  caller's ``except``, ``with_fallbacks`` and ``with_retry`` for the SDK error catch it.
 
 :class:`~cascade.testing.ScriptedChatModel` (re-exported here) is a scripted LangChain chat model
 for tests and offline demos. Importing this module imports LangChain; ``import cascade`` does not.
@@ -773,11 +775,46 @@ def _public(chunk: AIMessageChunk) -> AIMessageChunk:
 
 
 def _with_cause(exc: AllTiersFailedError, tally: _Tally) -> AllTiersFailedError:
-    """Chain the last tier's error (the SDK's, when there is one) as ``__cause__``."""
-    if exc.__cause__ is None and tally.errors:
+    """``exc`` as the caller's handlers for the last tier's error catch it: an instance of that
+    error's type (``openai.APIError``...) as well as an ``AllTiersFailedError``, with the SDK
+    error's attributes (``status_code``, ``response``...), the cascade's message and attempts, and
+    the SDK error as ``__cause__``."""
+    cause = exc.__cause__
+    if cause is None and tally.errors:
         last = tally.errors[-1]
-        exc.__cause__ = last.__cause__ if last.__cause__ is not None else last
-    return exc
+        cause = last.__cause__ if last.__cause__ is not None else last
+    if cause is None:
+        return exc
+    kind = _failed_as(type(cause))
+    if kind is None:
+        exc.__cause__ = cause
+        return exc
+    out = kind.__new__(kind)
+    out.__dict__.update(cause.__dict__)
+    out.__dict__.update(exc.__dict__)
+    out.args = exc.args
+    out.__cause__ = cause
+    out.__traceback__ = exc.__traceback__
+    return out
+
+
+_FAILED_AS: dict[type[BaseException], type[AllTiersFailedError] | None] = {}
+
+
+def _failed_as(kind: type[BaseException]) -> type[AllTiersFailedError] | None:
+    """An ``AllTiersFailedError`` that is also a ``kind`` (one class per kind); None: no need
+    (``kind`` is a cascade error already) or no such class (incompatible layouts)."""
+    if kind in _FAILED_AS:
+        return _FAILED_AS[kind]
+    made: type[AllTiersFailedError] | None = None
+    if not issubclass(AllTiersFailedError, kind) and issubclass(kind, Exception):
+        try:
+            made = type(f"AllTiersFailedError[{kind.__name__}]", (AllTiersFailedError, kind), {})
+            made.__module__ = AllTiersFailedError.__module__
+        except TypeError:
+            made = None
+    _FAILED_AS[kind] = made
+    return made
 
 
 @contextlib.contextmanager
@@ -787,7 +824,8 @@ def _in_scope(scope: _Scope) -> Iterator[None]:
     try:
         yield
     except AllTiersFailedError as exc:
-        raise _with_cause(exc, scope.tally) from exc.__cause__
+        failed = _with_cause(exc, scope.tally)
+        raise failed from failed.__cause__
     finally:
         _scope.reset(token)
 
@@ -1410,7 +1448,8 @@ class CascadeChatModel(BaseChatModel):
         except StopIteration as stop_:
             result: CascadeResult = stop_.value
         except AllTiersFailedError as exc:
-            raise _with_cause(exc, scope.tally) from exc.__cause__
+            failed = _with_cause(exc, scope.tally)
+            raise failed from failed.__cause__
         finally:
             gen.close()
         yield ChatGenerationChunk(
@@ -1461,7 +1500,8 @@ class CascadeChatModel(BaseChatModel):
         except StopIteration as stop_:
             result: CascadeResult = stop_.value
         except AllTiersFailedError as exc:
-            raise _with_cause(exc, scope.tally) from exc.__cause__
+            failed = _with_cause(exc, scope.tally)
+            raise failed from failed.__cause__
         finally:
             gen.close()
         yield ChatGenerationChunk(

@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 from typing import Any, TypedDict
 
+import openai
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.structured_output import ProviderStrategy
+from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
-from tests.langchain.test_dropin import oa, running, server, two_tiers
+from cascade import AllTiersFailedError, Cascade
+from cascade.langchain import CascadeChatModel
+from tests.langchain.test_dropin import oa, replace_retry, running, server, two_tiers
 from tests.providers.wire_server import ModelScript, WireServer
 
 __all__ = ["running", "server"]  # the wire-server fixtures
@@ -123,3 +127,56 @@ def test_strict_json_schema_closes_every_object(server: WireServer, schema: Any)
     ours = last_body(server, "cheap-1")["response_format"]["json_schema"]
     assert plain["strict"] is ours["strict"] is True
     assert closed(plain["schema"]) and closed(ours["schema"])
+
+
+# -- 3. when every tier fails, the caller's handlers for the SDK error catch it ---------------------------
+
+
+def failing(server: WireServer) -> list[Any]:
+    both(server, all=ModelScript(fail=[500] * 100))
+    server.script("backup", ModelScript(answers=["from the fallback"]))
+    ours = two_tiers(server)
+    ours = CascadeChatModel(cascade=Cascade([replace_retry(t) for t in ours.cascade.tiers], name="dropin"))
+    return [oa(server, "gpt"), ours]
+
+
+def test_all_tiers_failed_is_caught_as_the_sdk_error(server: WireServer) -> None:
+    for model in failing(server):
+        with pytest.raises(openai.APIError) as info:
+            model.invoke("2+2?")
+        assert isinstance(info.value, openai.InternalServerError)
+        assert info.value.status_code == 500
+    err = info.value
+    assert isinstance(err, AllTiersFailedError)  # and still the cascade's error, with its detail
+    assert "every tier" in str(err) and len(err.attempts) == 2
+    assert isinstance(err.__cause__, openai.InternalServerError)
+
+
+async def test_all_tiers_failed_is_caught_async_and_streaming(server: WireServer) -> None:
+    plain, ours = failing(server)
+    for model in (ours, ours.model_copy(update={"stream_final_tier": True})):
+        with pytest.raises(openai.InternalServerError):
+            await model.ainvoke("2+2?")
+        with pytest.raises(openai.InternalServerError):
+            [c async for c in model.astream("2+2?")]
+        with pytest.raises(openai.InternalServerError):
+            list(model.stream("2+2?"))
+
+
+def test_fallbacks_retry_and_batch_see_the_sdk_error(server: WireServer) -> None:
+    prompt = ChatPromptTemplate.from_messages([("user", "{q}")])
+    for model in failing(server):
+        name = "cheap-1" if isinstance(model, CascadeChatModel) else "gpt"
+        fallback = model.with_fallbacks([oa(server, "backup")], exceptions_to_handle=(openai.APIError,))
+        assert fallback.invoke("2+2?").text == "from the fallback"
+        before = len(server.requests_for(name))
+        retried = (prompt | model).with_retry(
+            retry_if_exception_type=(openai.InternalServerError,),
+            stop_after_attempt=2,
+            wait_exponential_jitter=False,
+        )
+        with pytest.raises(openai.InternalServerError):
+            retried.invoke({"q": "2+2?"})
+        assert len(server.requests_for(name)) == before + 2  # retried once
+        (out,) = model.batch(["2+2?"], return_exceptions=True)
+        assert isinstance(out, openai.InternalServerError)
