@@ -89,6 +89,7 @@ from langchain_core.runnables import (
 )
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.runnables.retry import RunnableRetry
+from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langchain_core.utils.function_calling import convert_to_openai_function, convert_to_openai_tool
 from langchain_core.utils.uuid import uuid7
 from pydantic import BaseModel, ConfigDict, PrivateAttr
@@ -830,6 +831,21 @@ def _in_scope(scope: _Scope) -> Iterator[None]:
         _scope.reset(token)
 
 
+def _wants_tokens(config: RunnableConfig | None) -> bool:
+    """Whether a token listener (``astream_events``, ``astream_log``) is among the run's
+    callbacks: then the answer reaches it as a stream (one chunk, or the live last tier)."""
+    callbacks = config.get("callbacks") if config else None
+    if callbacks is None:
+        ambient = var_child_runnable_config.get()
+        callbacks = ambient.get("callbacks") if ambient else None
+    if not callbacks:
+        return False
+    handlers = _local_handlers(callbacks)
+    if isinstance(callbacks, BaseCallbackManager):
+        handlers += callbacks.inheritable_handlers
+    return any(isinstance(h, _StreamingCallbackHandler) for h in handlers)
+
+
 def _cause_matcher(types: tuple[type[BaseException], ...]) -> Callable[[BaseException], bool]:
     def matches(exc: BaseException) -> bool:
         seen: BaseException | None = exc
@@ -934,12 +950,6 @@ class CascadeChatModel(BaseChatModel):
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop(_PARENT_KWARG, None)
         return {**self._ident, "_type": "cascade", "stop": stop, **kwargs}
-
-    def _should_stream(self, *, async_api: bool, run_manager: Any = None, **kwargs: Any) -> bool:
-        # only the opt-in live final tier streams; otherwise stream calls run the cascade whole
-        if not self.stream_final_tier:
-            return False
-        return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
 
     def get_num_tokens_from_messages(
         self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
@@ -1079,7 +1089,7 @@ class CascadeChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        if self._lean():
+        if self._lean() and not _wants_tokens(config):
             return self._lean_invoke(input, config, stop, kwargs)
         config = self._parent(config, kwargs)
         out = _total(super().invoke(input, config, stop=stop, **kwargs))
@@ -1094,7 +1104,7 @@ class CascadeChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        if self._lean():
+        if self._lean() and not _wants_tokens(config):
             return await self._lean_ainvoke(input, config, stop, kwargs)
         config = self._parent(config, kwargs)
         out = _total(await super().ainvoke(input, config, stop=stop, **kwargs))
@@ -1271,7 +1281,7 @@ class CascadeChatModel(BaseChatModel):
             yield _as_chunk(chunk)
 
     def _parent(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> RunnableConfig | None:
-        if not self.stream_final_tier or _PARENT_KWARG in kwargs:
+        if _PARENT_KWARG in kwargs:
             return config
         config = ensure_config(config)
         run_id = config.get("run_id") or uuid.uuid4()
@@ -1391,7 +1401,7 @@ class CascadeChatModel(BaseChatModel):
 
     def _live(self, action: Any) -> _TierRun | None:
         """The tier to stream live for ``action``, if any: the last tier, when its answer is final."""
-        if not isinstance(action, Call) or action.n != 1:
+        if not self.stream_final_tier or not isinstance(action, Call) or action.n != 1:
             return None
         key = action.tier.call_key
         if key and action.cache is not None and action.cache.bought(key, action.request) >= action.n:

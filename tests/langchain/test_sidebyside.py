@@ -180,3 +180,31 @@ def test_fallbacks_retry_and_batch_see_the_sdk_error(server: WireServer) -> None
         assert len(server.requests_for(name)) == before + 2  # retried once
         (out,) = model.batch(["2+2?"], return_exceptions=True)
         assert isinstance(out, openai.InternalServerError)
+
+
+# -- 4. astream_events v2 streams the answer with the default model -----------------------------------------
+
+
+async def streamed_text(runnable: Any, payload: Any) -> tuple[str, int]:
+    """The text of the top-level model's ``on_chat_model_stream`` events, and how many there were."""
+    chunks = [
+        e["data"]["chunk"]
+        async for e in runnable.astream_events(payload, version="v2")
+        if e["event"] == "on_chat_model_stream" and e["name"] in ("ChatOpenAI", "CascadeChatModel")
+    ]
+    return "".join(c.text for c in chunks), len(chunks)
+
+
+async def test_astream_events_streams_with_the_default_model(server: WireServer) -> None:
+    both(server, all=ModelScript(answers=["the answer is 4"]))
+    for model in (oa(server, "gpt"), two_tiers(server)):
+        text, n = await streamed_text(model, "2+2?")
+        assert text == "the answer is 4" and n >= 1
+
+
+async def test_astream_events_of_an_agent_shows_the_answer(server: WireServer) -> None:
+    both(server, all=ModelScript(answers=["sunny, 4 degrees"]))
+    for model in (oa(server, "gpt"), two_tiers(server)):
+        agent = create_agent(model, [get_weather])
+        text, _ = await streamed_text(agent, {"messages": [("user", "weather?")]})
+        assert text == "sunny, 4 degrees"
