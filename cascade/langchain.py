@@ -57,6 +57,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from langchain_core.callbacks import (
@@ -869,9 +870,16 @@ class CascadeChatModel(BaseChatModel):
     LangChain chat models.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     cascade: Cascade
+    temperature: float | None = None
+    """Model settings (``temperature``, ``max_tokens``, ``top_p``, ``seed``): sent to every tier.
+    :meth:`from_policy` writes them into every tier's ``params``; LangChain tiers get them with each
+    call; a tier that cannot take one is refused when the model is built."""
+    max_tokens: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
     tools: tuple[dict[str, Any], ...] = ()
     """Tools bound with :meth:`bind_tools` (OpenAI format), sent to every tier."""
     tool_choice: str | dict[str, Any] | None = None
@@ -886,8 +894,12 @@ class CascadeChatModel(BaseChatModel):
     _text_only: tuple[str, ...] = PrivateAttr(())
     _ident: dict[str, Any] = PrivateAttr(default_factory=dict)
     _ls: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _settings: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any, /) -> None:
+        self._settings = {k: getattr(self, k) for k in _SETTINGS if getattr(self, k) is not None}
+        if self._settings:
+            _check_settings(self.cascade, self._settings)
         self._traced = _traced(self.cascade)
         self._ident = {
             "policy": self.cascade.name,
@@ -913,16 +925,25 @@ class CascadeChatModel(BaseChatModel):
         names to provider objects or LangChain chat models; other arguments set fields.
 
         A chat model passed in gets its tier's ``timeout:`` (enforced around the whole call)."""
+        from cascade.policy import loader
+        from cascade.policy.schema import Policy
+        from cascade.registry import suggest
+
+        for name in kwargs:  # before building anything: a misspelt setting must not vanish
+            if name not in cls.model_fields:
+                raise ConfigurationError(f"unknown argument {name!r}{suggest(name, cls.model_fields)}")
         overrides: dict[str, Any] = {}
         if providers is not None:
             overrides["providers"] = providers
         if ledger is not None:
             overrides["ledger"] = ledger
+        settings = {k: kwargs[k] for k in _SETTINGS if kwargs.get(k) is not None}
+        if settings:  # written into every tier's params: sent, and reserved (max_tokens), by every tier
+            if not isinstance(policy, Policy):
+                overrides["base_dir"] = Path(policy).parent
+            policy = _with_params(policy if isinstance(policy, Policy) else loader.load(policy), settings)
         built = Cascade.from_policy(policy, **overrides)
         if providers:
-            from cascade.policy import loader
-            from cascade.policy.schema import Policy
-
             spec = policy if isinstance(policy, Policy) else loader.load(policy)
             timeouts = {t.name: t.timeout for t in spec.tiers}
             for t in built.tiers:
@@ -1328,6 +1349,8 @@ class CascadeChatModel(BaseChatModel):
         options = {k: v for k, v in kwargs.items() if k not in _NOT_OPTIONS}
         if self._text_only:
             self._check_text_only(messages, options)
+        if self._settings:  # checked at build: every tier takes them (from its params or per call)
+            options = {**self._settings, **options}
         request = Request(
             from_langchain_messages(messages),
             tools=tool_dicts,
@@ -1596,6 +1619,48 @@ def _response_format(schema: dict[str, Any] | type, strict: bool | None) -> dict
     function = convert_to_openai_function(schema, strict=strict)
     function["schema"] = function.pop("parameters", {})
     return {"type": "json_schema", "json_schema": function}
+
+
+_SETTINGS = ("temperature", "max_tokens", "top_p", "seed")
+
+
+def _with_params(policy: Any, settings: Mapping[str, Any]) -> Any:
+    """``policy`` with ``settings`` in every tier's ``params`` (validated as the policy's are)."""
+    from cascade.policy.schema import GenerationParams
+
+    tiers = []
+    for t in policy.tiers:
+        try:
+            params = GenerationParams.model_validate({**t.params.model_dump(exclude_unset=True), **settings})
+        except ValueError as exc:
+            raise ConfigurationError(f"tier {t.name!r}: {exc}") from exc
+        tiers.append(t.model_copy(update={"params": params}))
+    return policy.model_copy(update={"tiers": tuple(tiers) if isinstance(policy.tiers, tuple) else tiers})
+
+
+def _check_settings(cascade: Cascade, settings: Mapping[str, Any]) -> None:
+    """Refuse model settings a tier would not send: a LangChain model with no such field, or a
+    provider whose policy ``params`` say otherwise (set them there, or use ``from_policy``)."""
+    from cascade.providers.langchain import _constructor_names
+
+    for t in cascade.tiers:
+        provider = t.provider
+        if isinstance(provider, LangChainProvider):
+            names = _constructor_names(type(provider.chat_model))
+            missing = [k for k in settings if k not in names]
+            if missing:
+                raise ConfigurationError(
+                    f"tier {t.name!r} ({type(provider.chat_model).__name__}) takes no {', '.join(missing)}"
+                )
+            continue
+        params = getattr(provider, "params", None)
+        differ = [k for k, v in settings.items() if getattr(params, k, None) != v]
+        if differ:
+            raise ConfigurationError(
+                f"tier {t.name!r} ({t.provider_kind or type(provider).__name__}) sends its policy params,"
+                f" not {', '.join(f'{k}={settings[k]!r}' for k in differ)}: pass them to"
+                " CascadeChatModel.from_policy(...) or set them in the tier's params"
+            )
 
 
 def _from_policy(cls: type[CascadeChatModel], *, model: str, **kwargs: Any) -> CascadeChatModel:

@@ -17,9 +17,11 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
-from cascade import AllTiersFailedError, Cascade
+from cascade import AllTiersFailedError, Cascade, ConfigurationError
 from cascade.langchain import CascadeChatModel
-from tests.langchain.test_dropin import oa, replace_retry, running, server, two_tiers
+from cascade.testing import ScriptedProvider
+from tests.langchain.support import tier
+from tests.langchain.test_dropin import an, oa, replace_retry, running, server, two_tiers
 from tests.providers.wire_server import ModelScript, WireServer
 
 __all__ = ["running", "server"]  # the wire-server fixtures
@@ -208,3 +210,67 @@ async def test_astream_events_of_an_agent_shows_the_answer(server: WireServer) -
         agent = create_agent(model, [get_weather])
         text, _ = await streamed_text(agent, {"messages": [("user", "weather?")]})
         assert text == "sunny, 4 degrees"
+
+
+# -- 5. model settings reach every tier; misspelt ones are refused --------------------------------------
+
+
+SDK_TIERS = """
+name: settings
+tiers:
+  - {name: cheap, provider: openai, model: cheap-1, free: true, options: {base_url: "URL/openai/v1"},
+     scorer: {kind: regex, pattern: "nothing matches this"}, threshold: 0.5}
+  - {name: mid, provider: langchain, model: mid-1, free: true,
+     scorer: {kind: regex, pattern: "nothing matches this"}, threshold: 0.5}
+  - {name: strong, provider: langchain, model: strong-1, free: true}
+"""
+SETTINGS = {"temperature": 0.0, "max_tokens": 50, "top_p": 0.5, "seed": 7}
+
+
+def sent(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: body.get(k) for k in ("temperature", "max_completion_tokens", "max_tokens", "top_p", "seed")}
+
+
+def test_model_settings_reach_every_tier(server: WireServer, tmp_path: Any, monkeypatch: Any) -> None:
+    from langchain.chat_models import init_chat_model
+
+    from cascade.langchain import register_init_chat_model
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    both(server, all=ModelScript(answers=["ok"]))
+    server.script("mid-1", ModelScript(answers=["ok"]))
+    path = tmp_path / "p.yaml"
+    path.write_text(SDK_TIERS.replace("URL", server.url))
+    register_init_chat_model()
+    plain = init_chat_model("openai:gpt", base_url=f"{server.url}/openai/v1", api_key="k", **SETTINGS)
+    plain.invoke("hi")
+    providers = {"mid": oa(server, "mid-1"), "strong": oa(server, "strong-1")}
+    ours = init_chat_model(f"cascade:{path}", providers=providers, **SETTINGS)
+    assert ours.invoke("hi").response_metadata["cascade"]["tier"] == "strong"
+    want = sent(last_body(server, "gpt"))
+    assert want["temperature"] == 0.0 and want["seed"] == 7
+    for name in ("mid-1", "strong-1"):
+        assert sent(last_body(server, name)) == want
+    cheap = sent(last_body(server, "cheap-1"))  # our OpenAI provider: from the tier's params
+    assert (cheap["temperature"], cheap["top_p"], cheap["seed"]) == (0.0, 0.5, 7)
+    assert 50 in (cheap["max_tokens"], cheap["max_completion_tokens"])
+    assert ours.cascade.tiers[0].max_tokens == 50  # and the budget reserves that many
+
+
+def test_model_settings_a_tier_cannot_take_are_refused(server: WireServer) -> None:
+    with pytest.raises(ConfigurationError, match="takes no seed"):
+        two_tiers(server, strong=an(server, "claude-1"), seed=7)
+    c = Cascade([tier("cheap", ScriptedProvider(["4"]))])
+    with pytest.raises(ConfigurationError, match="temperature=0"):
+        CascadeChatModel(cascade=c, temperature=0)
+
+
+def test_misspelt_arguments_are_refused(server: WireServer, tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match="temprature"):
+        two_tiers(server, temprature=0)
+    path = tmp_path / "p.yaml"
+    path.write_text(SDK_TIERS.replace("URL", server.url))
+    with pytest.raises(ConfigurationError, match="'temprature' \\(did you mean 'temperature'"):
+        CascadeChatModel.from_policy(
+            path, providers={"mid": oa(server, "m"), "strong": oa(server, "s")}, temprature=0
+        )
