@@ -193,6 +193,8 @@ class _Tally:
 
     reported: Usage = field(default_factory=Usage)
     errors: list[ProviderError] = field(default_factory=list)
+    streamed: Completion | None = None
+    """The completion of a live-streamed tier that is not a LangChain model (its provider's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +296,9 @@ class _TierRun:
 
     @property
     def streams(self) -> bool:
-        return isinstance(self.inner, LangChainProvider) and self.inner.can_stream()
+        if isinstance(self.inner, LangChainProvider):
+            return self.inner.can_stream()
+        return callable(getattr(self.inner, "stream_text", None))
 
     def _own_callbacks(self) -> bool:
         return not self.langchain or self.inner.chat_model.callbacks is not None  # type: ignore[attr-defined]
@@ -381,12 +385,50 @@ class _TierRun:
             )
 
     def stream(self, request: Request, scope: _Scope) -> Iterator[AIMessageChunk]:
-        assert isinstance(self.inner, LangChainProvider)
-        return self.inner.stream(request, scope.context(self.tier))
+        if isinstance(self.inner, LangChainProvider):
+            return self.inner.stream(request, scope.context(self.tier))
+        return self._stream_sdk(request, scope)
 
     def astream(self, request: Request, scope: _Scope) -> AsyncIterator[AIMessageChunk]:
-        assert isinstance(self.inner, LangChainProvider)
-        return self.inner.astream(request, scope.context(self.tier))
+        if isinstance(self.inner, LangChainProvider):
+            return self.inner.astream(request, scope.context(self.tier))
+        return self._astream_sdk(request, scope)
+
+    def _stream_sdk(self, request: Request, scope: _Scope) -> Iterator[AIMessageChunk]:
+        """A provider's ``stream_text`` as chunks, reported as the tier's run (start and end)."""
+        ctx = scope.context(self.tier)
+        manager = CallbackManager.configure(
+            ctx.config.get("callbacks"), None, False, ctx.config.get("tags"), None, self._metadata(ctx)
+        )
+        (run,) = manager.on_chat_model_start(*self._start(request, scope), **self._start_kwargs(1))
+        try:
+            for step in self.inner.stream_text(request):  # type: ignore[attr-defined]
+                if isinstance(step, str):
+                    yield AIMessageChunk(content=step)
+                else:
+                    yield from _sdk_last_chunk(step, scope)
+                    run.on_llm_end(_llm_result(step))
+        except BaseException as exc:
+            run.on_llm_error(exc)
+            raise
+
+    async def _astream_sdk(self, request: Request, scope: _Scope) -> AsyncIterator[AIMessageChunk]:
+        ctx = scope.context(self.tier)
+        manager = AsyncCallbackManager.configure(
+            ctx.config.get("callbacks"), None, False, ctx.config.get("tags"), None, self._metadata(ctx)
+        )
+        (run,) = await manager.on_chat_model_start(*self._start(request, scope), **self._start_kwargs(1))
+        try:
+            async for step in self.inner.astream_text(request):  # type: ignore[attr-defined]
+                if isinstance(step, str):
+                    yield AIMessageChunk(content=step)
+                else:
+                    for chunk in _sdk_last_chunk(step, scope):
+                        yield chunk
+                    await run.on_llm_end(_llm_result(step))
+        except BaseException as exc:
+            await run.on_llm_error(exc)
+            raise
 
     def _metadata(self, ctx: CallContext) -> dict[str, Any]:
         return {
@@ -1688,10 +1730,23 @@ def _list_content(chunks: list[AIMessageChunk]) -> bool:
     return bool(chunks) and not isinstance(chunks[0].content, str)
 
 
+def _sdk_last_chunk(completion: Completion, scope: _Scope) -> Iterator[AIMessageChunk]:
+    """After a provider's streamed text: its tool calls as one chunk (if any); the completion is
+    kept for the outcome."""
+    scope.tally.streamed = completion
+    sample = completion.samples[0] if completion.samples else None
+    if sample is not None and sample.tool_calls:
+        yield AIMessageChunk(content="", tool_call_chunks=_call_chunks(_tool_calls(sample.tool_calls)))
+
+
 def _streamed_outcome(
     live: _TierRun, chunks: list[AIMessageChunk], latency: float, scope: _Scope
 ) -> CallOutcome:
     """The outcome of a live-streamed tier call; its run reported all of its usage (estimate included)."""
+    if scope.tally.streamed is not None:  # a provider's own stream: its completion, as parsed
+        completion = scope.tally.streamed
+        scope.tally.reported += completion.usage
+        return CallOutcome(completion, None, 0, latency)
     assert isinstance(live.inner, LangChainProvider)
     message = live.inner.streamed_message(chunks, scope.request)
     completion = live.inner.completion([message], latency, scope.request)

@@ -274,3 +274,47 @@ def test_misspelt_arguments_are_refused(server: WireServer, tmp_path: Any) -> No
         CascadeChatModel.from_policy(
             path, providers={"mid": oa(server, "m"), "strong": oa(server, "s")}, temprature=0
         )
+
+
+# -- 6. stream_final_tier streams provider: openai / anthropic tiers ---------------------------------------
+
+
+SDK_STREAM = """
+name: sdk-stream
+tiers:
+  - {name: cheap, provider: openai, model: cheap-1, options: {base_url: "URL/openai/v1"}, free: true,
+     scorer: {kind: regex, pattern: "nothing matches this"}, threshold: 0.5}
+  - {name: strong, provider: PROVIDER, model: strong-1, options: {base_url: "URL/ROUTE"}, free: true}
+"""
+
+
+@pytest.mark.parametrize(("provider", "route"), [("openai", "openai/v1"), ("anthropic", "anthropic")])
+async def test_stream_final_tier_streams_sdk_tiers(
+    server: WireServer, tmp_path: Any, monkeypatch: Any, provider: str, route: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    answer = "the answer is four, as anyone can check"
+    both(server, cheap=ModelScript(answers=["no idea"]), all=ModelScript(answers=[answer]))
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        SDK_STREAM.replace("URL", server.url).replace("PROVIDER", provider).replace("ROUTE", route)
+    )
+    model = CascadeChatModel.from_policy(path, stream_final_tier=True)
+    plain = list(oa(server, "gpt").stream("2+2?"))
+    for chunks in (list(model.stream("2+2?")), [c async for c in model.astream("2+2?")]):
+        assert "".join(c.text for c in chunks) == answer
+        assert len([c for c in chunks if c.text]) == len([c for c in plain if c.text]) > 2  # token by token
+        last = chunks[-1]
+        assert last.response_metadata["cascade"]["tier"] == "strong"
+        assert last.usage_metadata is not None and last.usage_metadata["output_tokens"] > 0
+    invoked = model.invoke("2+2?")
+    assert invoked.text == answer
+    assert invoked.usage_metadata == merged_usage(chunks)
+
+
+def merged_usage(chunks: list[Any]) -> Any:
+    out = chunks[0]
+    for c in chunks[1:]:
+        out = out + c
+    return out.usage_metadata
