@@ -68,6 +68,7 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
+from langchain_core.callbacks.manager import ahandle_event, handle_event
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import (
@@ -195,6 +196,8 @@ class _Tally:
     errors: list[ProviderError] = field(default_factory=list)
     streamed: Completion | None = None
     """The completion of a live-streamed tier that is not a LangChain model (its provider's)."""
+    held: dict[str, _HeldRun] = field(default_factory=dict)
+    """Scored tiers' runs, held back until their scorer decides (tier name -> its events)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,8 @@ class _Scope:
     unheard: bool = False
     """No handler listens to the cascade's run: it was not reported, nor are its tier calls."""
 
-    def context(self, tier: str, own_callbacks: bool = True) -> CallContext:
+    def context(self, tier: str, own_callbacks: bool = True, held: _HeldRun | None = None) -> CallContext:
+        """The tier call's context; with ``held``, its run's events go there (see :class:`_HeldRun`)."""
         if self.unheard and not own_callbacks:  # nobody would see the tier run's tags or metadata
             return CallContext(
                 RunnableConfig(), self.request, self.messages, self.stop, self.options, self.json_fallback
@@ -223,8 +227,89 @@ class _Scope:
             run_name=tier,
         )
         if self.callbacks is not None:
-            config["callbacks"] = self.callbacks
+            config["callbacks"] = self.callbacks if held is None else held.manager(self.callbacks)
         return CallContext(config, self.request, self.messages, self.stop, self.options, self.json_fallback)
+
+
+class _HeldRun(BaseCallbackHandler):
+    """A scored tier's run events, held back until its scorer decides, then passed on to the
+    cascade run's handlers, a rejected run marked (tag ``cascade_rejected``, metadata
+    ``cascade_decision``) and its answer left out for event streams (``astream_events``): a UI
+    never shows an answer the cascade refused, a tracer shows it marked."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str | None, tuple[Any, ...], dict[str, Any]]] = []
+        self.handlers: list[BaseCallbackHandler] = []
+
+    def manager(self, callbacks: BaseCallbackManager) -> CallbackManager:
+        self.handlers = list(callbacks.handlers)
+        return CallbackManager(
+            handlers=[self],
+            inheritable_handlers=[self],
+            parent_run_id=callbacks.parent_run_id,
+            tags=list(callbacks.tags),
+            inheritable_tags=list(callbacks.inheritable_tags),
+            metadata=dict(callbacks.metadata),
+            inheritable_metadata=dict(callbacks.inheritable_metadata),
+        )
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        self.events.append(("on_chat_model_start", "ignore_chat_model", args, kwargs))
+
+    def on_llm_end(self, *args: Any, **kwargs: Any) -> None:
+        self.events.append(("on_llm_end", "ignore_llm", args, kwargs))
+
+    def on_llm_error(self, *args: Any, **kwargs: Any) -> None:
+        self.events.append(("on_llm_error", "ignore_llm", args, kwargs))
+
+    def _replays(
+        self, decision: str | None
+    ) -> Iterator[tuple[list[BaseCallbackHandler], str, str | None, tuple[Any, ...], dict[str, Any]]]:
+        streams: list[BaseCallbackHandler] = [
+            h for h in self.handlers if isinstance(h, _StreamingCallbackHandler)
+        ]
+        others = [h for h in self.handlers if h not in streams]
+        for name, ignore, args, kwargs in self.events:
+            if decision is not None and name == "on_chat_model_start":
+                kwargs = {
+                    **kwargs,
+                    "tags": [*(kwargs.get("tags") or []), f"cascade_{decision}"],
+                    "metadata": {**(kwargs.get("metadata") or {}), "cascade_decision": decision},
+                }
+            if decision == "rejected" and name == "on_llm_end" and streams:
+                yield streams, name, ignore, (_blank(args[0]), *args[1:]), kwargs
+                yield others, name, ignore, args, kwargs
+            else:
+                yield self.handlers, name, ignore, args, kwargs
+        self.events = []
+
+    def release(self, decision: str | None) -> None:
+        for handlers, name, ignore, args, kwargs in self._replays(decision):
+            if handlers:
+                handle_event(handlers, name, ignore, *args, **kwargs)
+
+    async def arelease(self, decision: str | None) -> None:
+        for handlers, name, ignore, args, kwargs in self._replays(decision):
+            if handlers:
+                await ahandle_event(handlers, name, ignore, *args, **kwargs)
+
+
+def _blank(result: LLMResult) -> LLMResult:
+    """``result`` with its answers' text and tool calls left out (usage and metadata kept)."""
+    generations = [
+        [
+            ChatGeneration(
+                message=g.message.model_copy(
+                    update={"content": "", "tool_calls": [], "additional_kwargs": {}}
+                )
+            )
+            if isinstance(g, ChatGeneration)
+            else g
+            for g in gens
+        ]
+        for gens in result.generations
+    ]
+    return LLMResult(generations=generations, llm_output=result.llm_output, run=result.run)
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("cascade_langchain_scope", default=None)
@@ -284,10 +369,12 @@ class _TierRun:
     providers get a chat-model run reported here (messages in, answer and usage out).
     """
 
-    def __init__(self, inner: Provider, tier: str, kind: str) -> None:
+    def __init__(self, inner: Provider, tier: str, kind: str, scored: bool = False) -> None:
         self.inner = inner
         self.tier = tier
         self.kind = kind
+        self.scored = scored
+        """Its scorer decides on its answers: their runs are held back until it has (:class:`_HeldRun`)."""
         self.model = inner.model
         self.langchain = isinstance(inner, LangChainProvider)
 
@@ -299,6 +386,14 @@ class _TierRun:
         if isinstance(self.inner, LangChainProvider):
             return self.inner.can_stream()
         return callable(getattr(self.inner, "stream_text", None))
+
+    def _hold(self, scope: _Scope) -> _HeldRun | None:
+        if not self.scored or scope.callbacks is None:
+            return None
+        held = scope.tally.held.get(self.tier)
+        if held is None:
+            held = scope.tally.held[self.tier] = _HeldRun()
+        return held
 
     def _own_callbacks(self) -> bool:
         return not self.langchain or self.inner.chat_model.callbacks is not None  # type: ignore[attr-defined]
@@ -312,7 +407,7 @@ class _TierRun:
                 completion = self.inner.complete(request, n)
                 scope.tally.reported += completion.usage
                 return completion
-            ctx = scope.context(self.tier, self._own_callbacks())
+            ctx = scope.context(self.tier, self._own_callbacks(), self._hold(scope))
             if self.langchain:
                 token = tier_call.set(ctx)
                 try:
@@ -335,6 +430,9 @@ class _TierRun:
             return completion
         except ProviderError as exc:
             self._failed(exc, scope)
+            held = scope.tally.held.pop(self.tier, None)
+            if held is not None:  # no answer to decide on: the failed run as it was
+                held.release(None)
             raise
 
     async def acomplete(self, request: Request, n: int = 1) -> Completion:
@@ -346,7 +444,7 @@ class _TierRun:
                 completion = await self.inner.acomplete(request, n)
                 scope.tally.reported += completion.usage
                 return completion
-            ctx = scope.context(self.tier, self._own_callbacks())
+            ctx = scope.context(self.tier, self._own_callbacks(), self._hold(scope))
             if self.langchain:
                 token = tier_call.set(ctx)
                 try:
@@ -369,6 +467,9 @@ class _TierRun:
             return completion
         except ProviderError as exc:
             self._failed(exc, scope)
+            held = scope.tally.held.pop(self.tier, None)
+            if held is not None:  # no answer to decide on: the failed run as it was
+                await held.arelease(None)
             raise
 
     def _failed(self, exc: ProviderError, scope: _Scope) -> None:
@@ -463,18 +564,42 @@ class _ToolArgsAsText:
     a list of ``{"name", "arguments"}``); the answer returned is unchanged.
     """
 
-    def __init__(self, inner: Scorer) -> None:
+    def __init__(self, inner: Scorer, tier: str = "", threshold: float | None = None) -> None:
         self.inner = inner
         self.samples = inner.samples
+        self.tier = tier
+        self.threshold = threshold
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def score(self, request: Request, completion: Completion) -> Score:
-        return self.inner.score(request, _args_as_text(completion))
+        score: Score | None = None
+        try:
+            score = self.inner.score(request, _args_as_text(completion))
+            return score
+        finally:
+            held = self._held()
+            if held is not None:
+                held.release(self._decision(score))
 
     async def ascore(self, request: Request, completion: Completion) -> Score:
-        return await self.inner.ascore(request, _args_as_text(completion))
+        score: Score | None = None
+        try:
+            score = await self.inner.ascore(request, _args_as_text(completion))
+            return score
+        finally:
+            held = self._held()
+            if held is not None:
+                await held.arelease(self._decision(score))
+
+    def _held(self) -> _HeldRun | None:
+        scope = _scope.get()
+        return scope.tally.held.pop(self.tier, None) if scope is not None else None
+
+    def _decision(self, score: Score | None) -> str:
+        ok = score is not None and (self.threshold is None or score.value >= self.threshold)
+        return "accepted" if ok else "rejected"
 
     def max_cost(self, request: Request, max_output_tokens: int) -> Decimal:
         return self.inner.max_cost(request, max_output_tokens)
@@ -519,8 +644,8 @@ def _traced(cascade: Cascade) -> Cascade:
     tiers = tuple(
         replace(
             t,
-            provider=_TierRun(t.provider, t.name, t.provider_kind),
-            scorer=_ToolArgsAsText(t.scorer) if t.scorer is not None else None,  # type: ignore[arg-type]
+            provider=_TierRun(t.provider, t.name, t.provider_kind, scored=t.scorer is not None),
+            scorer=_ToolArgsAsText(t.scorer, t.name, t.threshold) if t.scorer is not None else None,  # type: ignore[arg-type]
         )
         for t in cascade.tiers
     )
@@ -872,6 +997,14 @@ def _in_scope(scope: _Scope) -> Iterator[None]:
         raise failed from failed.__cause__
     finally:
         _scope.reset(token)
+        _release_held(scope)
+
+
+def _release_held(scope: _Scope) -> None:
+    """Runs still held when the cascade's run ends (a budget stop after the call): passed on as they are."""
+    while scope.tally.held:
+        _, held = scope.tally.held.popitem()
+        held.release(None)
 
 
 def _wants_tokens(config: RunnableConfig | None) -> bool:
@@ -1527,6 +1660,7 @@ class CascadeChatModel(BaseChatModel):
             raise failed from failed.__cause__
         finally:
             gen.close()
+            _release_held(scope)
         yield ChatGenerationChunk(
             message=_final_chunk(result, bool(streamed), _list_content(streamed), scope.tally)
         )
@@ -1579,6 +1713,7 @@ class CascadeChatModel(BaseChatModel):
             raise failed from failed.__cause__
         finally:
             gen.close()
+            _release_held(scope)
         yield ChatGenerationChunk(
             message=_final_chunk(result, bool(streamed), _list_content(streamed), scope.tally)
         )

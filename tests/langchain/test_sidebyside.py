@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from cascade import AllTiersFailedError, Cascade, ConfigurationError
 from cascade.langchain import CascadeChatModel
 from cascade.testing import ScriptedProvider
-from tests.langchain.support import tier
+from tests.langchain.support import Recorder, tier
 from tests.langchain.test_dropin import an, oa, replace_retry, running, server, two_tiers
 from tests.providers.wire_server import ModelScript, WireServer
 
@@ -318,3 +318,39 @@ def merged_usage(chunks: list[Any]) -> Any:
     for c in chunks[1:]:
         out = out + c
     return out.usage_metadata
+
+
+# -- 7. a rejected tier run is marked, and its answer stays out of event streams --------------------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_rejected_tier_runs_are_marked_and_kept_out_of_event_streams(
+    server: WireServer, mode: str
+) -> None:
+    both(server, cheap=ModelScript(answers=["REFUSED-ANSWER"]), all=ModelScript(answers=["it is 4"]))
+    recorder = Recorder()
+    model = two_tiers(server)
+    events = [e async for e in model.astream_events("2+2?", version="v2", config={"callbacks": [recorder]})]
+    assert "REFUSED-ANSWER" not in repr(events)
+    cheap = [e for e in events if e["name"] == "cheap"]
+    assert {e["event"] for e in cheap} == {"on_chat_model_start", "on_chat_model_end"}
+    assert all(
+        "cascade_rejected" in e["tags"] and e["metadata"]["cascade_decision"] == "rejected" for e in cheap
+    )
+    # a tracer sees the rejected answer, marked
+    (run,) = recorder.runs("cheap")
+    assert "cascade_rejected" in run["tags"] and run["metadata"]["cascade_decision"] == "rejected"
+    assert recorder.ends[run["run_id"]].text == "REFUSED-ANSWER"
+    if mode == "sync":
+        recorder = Recorder()
+        assert model.invoke("2+2?", config={"callbacks": [recorder]}).text == "it is 4"
+        (run,) = recorder.runs("cheap")
+        assert "cascade_rejected" in run["tags"] and recorder.ends[run["run_id"]].text == "REFUSED-ANSWER"
+
+
+def test_accepted_tier_runs_are_marked(server: WireServer) -> None:
+    both(server, all=ModelScript(answers=["it is 4"]))
+    recorder = Recorder()
+    two_tiers(server).invoke("2+2?", config={"callbacks": [recorder]})
+    (run,) = recorder.runs("cheap")
+    assert "cascade_accepted" in run["tags"] and run["metadata"]["cascade_decision"] == "accepted"
