@@ -79,12 +79,15 @@ from langchain_core.messages import (
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    UsageMetadata,
 )
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import (
     Runnable,
     RunnableConfig,
+    RunnableGenerator,
     RunnableMap,
     RunnablePassthrough,
     ensure_config,
@@ -174,8 +177,10 @@ try:
 except (ImportError, AttributeError):  # pragma: no cover - a LangChain that moved them: the full path
     _lc = None
 _JSON_FALLBACK = "cascade_json_schema_fallback"  # json_mode's schema format, for tiers with no JSON mode
+_STRUCTURED = "cascade_structured_output"  # with_structured_output's method and schema, for the front only
 _NOT_OPTIONS = (
     _JSON_FALLBACK,
+    _STRUCTURED,
     "budget_key",
     "tools",
     "tool_choice",
@@ -198,6 +203,113 @@ class _Tally:
     """The completion of a live-streamed tier that is not a LangChain model (its provider's)."""
     held: dict[str, _HeldRun] = field(default_factory=dict)
     """Scored tiers' runs, held back until their scorer decides (tier name -> its events)."""
+    answers: dict[int, tuple[Sample, AIMessage]] = field(default_factory=dict)
+    """LangChain tiers' answers by ``id`` of their sample (content blocks, refusal, logprobs...)."""
+    reasoning: int = 0
+    """Reasoning tokens the tiers' answers report (``output_token_details``)."""
+
+    def keep(self, completion: Completion, messages: Sequence[AIMessage]) -> None:
+        for sample, message in zip(completion.samples, messages, strict=False):
+            self.answers[id(sample)] = (sample, message)
+            usage: Mapping[str, Any] = message.usage_metadata or {}
+            details: Mapping[str, Any] = usage.get("output_token_details") or {}
+            self.reasoning += int(details.get("reasoning") or 0)
+
+    def message(self, sample: Sample | None) -> AIMessage | None:
+        """The LangChain message ``sample`` came from, if a LangChain tier answered it."""
+        kept = self.answers.get(id(sample)) if sample is not None else None
+        return kept[1] if kept is not None and kept[0] is sample else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Structured:
+    """A ``with_structured_output`` request: its method and schema (pydantic model, TypedDict, dict)."""
+
+    method: str
+    schema: Any
+
+    def problem(self, sample: Sample) -> str | None:
+        """Why ``sample`` does not parse against the schema (None: it does)."""
+        if self.method == "function_calling":
+            name = convert_to_openai_tool(self.schema)["function"]["name"]
+            calls = [c for c in sample.tool_calls if c.name == name]
+            if not calls:
+                return f"no call of {name}"
+            value: Any = dict(calls[0].arguments)
+        else:
+            try:
+                value = json.loads(sample.text)
+            except ValueError:
+                return "not JSON"
+        return _misfit(value, self.schema)
+
+    def parsed(self, text: str) -> Any:
+        """The pydantic answer ``text`` parses to (``additional_kwargs["parsed"]``), else None."""
+        if self.method != "json_schema" or not (
+            isinstance(self.schema, type) and issubclass(self.schema, BaseModel)
+        ):
+            return None
+        try:
+            return self.schema.model_validate_json(text)
+        except ValueError:
+            return None
+
+
+def _misfit(value: Any, schema: Any) -> str | None:
+    """Why ``value`` does not fit ``schema`` (a pydantic model; a TypedDict or a JSON schema:
+    checked against its JSON schema)."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        from pydantic import ValidationError
+
+        try:
+            schema.model_validate(value)
+        except ValidationError as exc:
+            return f"{exc.error_count()} validation error(s)"
+        return None
+    return _json_misfit(value, convert_to_openai_function(schema).get("parameters", {}))
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _json_misfit(value: Any, schema: Mapping[str, Any], at: str = "$") -> str | None:
+    """A small JSON-schema check (type, required, properties, items, closed objects, enum)."""
+    kind = schema.get("type")
+    kinds = [kind] if isinstance(kind, str) else list(kind or [])
+    if kinds and not any(
+        isinstance(value, _JSON_TYPES.get(k, object))
+        and not (k in ("integer", "number") and isinstance(value, bool))
+        for k in kinds
+    ):
+        return f"{at}: not {'/'.join(kinds)}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{at}: not one of {schema['enum']}"
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        missing = [k for k in schema.get("required") or () if k not in value]
+        if missing:
+            return f"{at}: missing {missing}"
+        if schema.get("additionalProperties") is False and set(value) - set(props):
+            return f"{at}: unexpected {sorted(set(value) - set(props))}"
+        for k, sub in props.items():
+            if k in value and isinstance(sub, Mapping):
+                problem = _json_misfit(value[k], sub, f"{at}.{k}")
+                if problem:
+                    return problem
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for i, item in enumerate(value):
+            problem = _json_misfit(item, schema["items"], f"{at}[{i}]")
+            if problem:
+                return problem
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +324,7 @@ class _Scope:
     options: Mapping[str, Any] = field(default_factory=dict)
     tally: _Tally = field(default_factory=_Tally)
     json_fallback: Mapping[str, Any] | None = None
+    structured: _Structured | None = None
     unheard: bool = False
     """No handler listens to the cascade's run: it was not reported, nor are its tier calls."""
 
@@ -370,7 +483,7 @@ class _TierRun:
     """
 
     def __init__(self, inner: Provider, tier: str, kind: str, scored: bool = False) -> None:
-        self.inner = inner
+        self.inner = _keeping(inner) if isinstance(inner, LangChainProvider) else inner
         self.tier = tier
         self.kind = kind
         self.scored = scored
@@ -556,6 +669,25 @@ class _TierRun:
         return f"_TierRun({self.tier!r}, {self.inner!r})"
 
 
+def _keeping(provider: LangChainProvider) -> LangChainProvider:
+    """A shallow copy of ``provider`` (clients shared) whose answers' LangChain messages are kept
+    in the running scope, for what our types do not carry (content blocks, refusal, logprobs)."""
+    kept = copy.copy(provider)
+    make = LangChainProvider.completion
+
+    def completion(
+        messages: Sequence[AIMessage], latency_s: float, request: Request | None = None
+    ) -> Completion:
+        out = make(kept, messages, latency_s, request)
+        scope = _scope.get()
+        if scope is not None:
+            scope.tally.keep(out, messages)
+        return out
+
+    kept.completion = completion  # type: ignore[method-assign,assignment]
+    return kept
+
+
 class _ToolArgsAsText:
     """A tier's scorer that reads a tool-call answer's arguments as its text.
 
@@ -576,7 +708,7 @@ class _ToolArgsAsText:
     def score(self, request: Request, completion: Completion) -> Score:
         score: Score | None = None
         try:
-            score = self.inner.score(request, _args_as_text(completion))
+            score = _gate(completion) or self.inner.score(request, _args_as_text(completion))
             return score
         finally:
             held = self._held()
@@ -586,7 +718,7 @@ class _ToolArgsAsText:
     async def ascore(self, request: Request, completion: Completion) -> Score:
         score: Score | None = None
         try:
-            score = await self.inner.ascore(request, _args_as_text(completion))
+            score = _gate(completion) or await self.inner.ascore(request, _args_as_text(completion))
             return score
         finally:
             held = self._held()
@@ -603,6 +735,25 @@ class _ToolArgsAsText:
 
     def max_cost(self, request: Request, max_output_tokens: int) -> Decimal:
         return self.inner.max_cost(request, max_output_tokens)
+
+
+def _gate(completion: Completion) -> Score | None:
+    """Before any scorer, for a structured-output request: an answer that does not parse against
+    the schema scores 0; a refusal scores 1 (final: another tier would not be asked for it, and
+    the caller gets the refusal error). None: the scorer decides."""
+    scope = _scope.get()
+    structured = scope.structured if scope is not None else None
+    if structured is None:
+        return None
+    for sample in completion.samples:
+        message = scope.tally.message(sample) if scope is not None else None
+        if message is not None and message.additional_kwargs.get("refusal"):
+            return Score(1.0, detail={"refusal": True})
+        problem = structured.problem(sample)
+        if problem is not None:
+            get_logger().debug("cascade.langchain.schema_gate", problem=problem)
+            return Score(0.0, detail={"schema": problem})
+    return None
 
 
 def _args_text(sample: Sample) -> str:
@@ -722,18 +873,52 @@ def _tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
 
 
 def _ai_message(
-    text: str,
+    text: str | list[Any],
     calls: Sequence[ToolCall],
     *,
     usage: Usage | None,
     response_metadata: dict[str, Any],
+    additional_kwargs: dict[str, Any] | None = None,
 ) -> AIMessage:
     return AIMessage(
         content=text,
         tool_calls=_tool_calls(calls),
         usage_metadata=usage_metadata(usage) if usage is not None else None,
         response_metadata=response_metadata,
+        additional_kwargs=additional_kwargs or {},
     )
+
+
+_THEIRS = frozenset({"model_name", "model", "finish_reason", "model_provider", "token_usage", "usage"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Extras:
+    """What the answering LangChain tier's message adds to the cascade's answer: its content
+    (text and tool_use blocks of ChatAnthropic), ``additional_kwargs`` (``refusal``, and
+    ``parsed`` for a pydantic json_schema request), metadata (``logprobs``...), reasoning tokens."""
+
+    content: str | list[Any] | None = None
+    additional_kwargs: dict[str, Any] = field(default_factory=dict)
+    response_metadata: dict[str, Any] = field(default_factory=dict)
+    reasoning: int = 0
+
+
+def _extras(result: CascadeResult, scope: _Scope) -> _Extras:
+    message = scope.tally.message(result.sample)
+    kwargs: dict[str, Any] = {}
+    meta: dict[str, Any] = {}
+    content: str | list[Any] | None = None
+    if message is not None:
+        kwargs = dict(message.additional_kwargs)
+        meta = {k: v for k, v in message.response_metadata.items() if k not in _THEIRS}
+        if isinstance(message.content, list):
+            content = message.content
+    if scope.structured is not None:
+        parsed = scope.structured.parsed(result.answer)
+        if parsed is not None:
+            kwargs["parsed"] = parsed
+    return _Extras(content, kwargs, meta, scope.tally.reasoning)
 
 
 _NAMES: dict[type, tuple[str, ...]] = {}
@@ -801,14 +986,19 @@ def trace(result: CascadeResult) -> dict[str, Any]:
     return d
 
 
-def _metadata(result: CascadeResult) -> dict[str, Any]:
-    """``response_metadata`` of a cascade answer: the answering model, finish reason and trace."""
+def _metadata(result: CascadeResult, extras: _Extras | None = None) -> dict[str, Any]:
+    """``response_metadata`` of a cascade answer: the answering tier's (``logprobs``...), then the
+    answering model, finish reason and trace."""
     finish = result.sample.finish_reason if result.sample is not None else None
+    t = trace(result)
+    if extras is not None and extras.reasoning:
+        t["reasoning_tokens"] = extras.reasoning
     return {
+        **(extras.response_metadata if extras is not None else {}),
         "model_name": result.model,
         "finish_reason": finish or ("tool_calls" if result.tool_calls else "stop"),
         "model_provider": "cascade",
-        "cascade": trace(result),
+        "cascade": t,
     }
 
 
@@ -829,7 +1019,17 @@ def _total(message: BaseMessage) -> BaseMessage:
     t = message.response_metadata.get("cascade")
     if not isinstance(message, AIMessage) or not isinstance(t, dict) or not isinstance(t.get("usage"), dict):
         return message
-    return message.model_copy(update={"usage_metadata": usage_metadata(Usage(**t["usage"]))})
+    return message.model_copy(
+        update={"usage_metadata": _usage(Usage(**t["usage"]), t.get("reasoning_tokens"))}
+    )
+
+
+def _usage(usage: Usage, reasoning: Any = None) -> UsageMetadata:
+    """``usage_metadata`` with the tiers' reasoning tokens (``output_token_details``), if any."""
+    um = usage_metadata(usage)
+    if isinstance(reasoning, int) and reasoning:
+        um["output_token_details"] = {"reasoning": reasoning}
+    return um
 
 
 def explain(message: BaseMessage) -> str:
@@ -864,31 +1064,43 @@ def explain(message: BaseMessage) -> str:
     return "\n".join(lines)
 
 
-def to_ai_message(result: CascadeResult) -> AIMessage:
+def to_ai_message(result: CascadeResult, extras: _Extras | None = None) -> AIMessage:
     """The cascade's answer as the message a LangChain caller gets (usage: the whole run's)."""
-    return _ai_message(
-        result.answer, result.tool_calls, usage=result.usage, response_metadata=_metadata(result)
+    message = _ai_message(
+        extras.content if extras is not None and extras.content is not None else result.answer,
+        result.tool_calls,
+        usage=None,
+        response_metadata=_metadata(result, extras),
+        additional_kwargs=extras.additional_kwargs if extras is not None else None,
     )
+    message.usage_metadata = _usage(result.usage, extras.reasoning if extras is not None else None)
+    return message
 
 
-def _unreported(result: CascadeResult, run_id: uuid.UUID | None) -> AIMessage:
+def _unreported(result: CascadeResult, run_id: uuid.UUID | None, scope: _Scope) -> AIMessage:
     """What ``invoke`` returns when no handler listens: the answer, its id as LangChain makes it."""
     assert _lc is not None
-    message = to_ai_message(result)
+    message = to_ai_message(result, _extras(result, scope))
     message.id = f"{_lc.LC_ID_PREFIX}-{run_id or uuid7()}-0"
     return message
 
 
-def _reported_message(result: CascadeResult, tally: _Tally) -> AIMessage:
+def _reported_message(result: CascadeResult, scope: _Scope) -> AIMessage:
     """The answer as the cascade's own run reports it (usage: only what no tier run reported)."""
+    extras = _extras(result, scope)
     return _ai_message(
-        result.answer, result.tool_calls, usage=_own_usage(result, tally), response_metadata=_metadata(result)
+        extras.content if extras.content is not None else result.answer,
+        result.tool_calls,
+        usage=_own_usage(result, scope.tally),
+        response_metadata=_metadata(result, extras),
+        additional_kwargs=extras.additional_kwargs,
     )
 
 
-def _final_chunk(result: CascadeResult, streamed: bool, list_content: bool, tally: _Tally) -> AIMessageChunk:
-    meta = _metadata(result)
-    own = _own_usage(result, tally)
+def _final_chunk(result: CascadeResult, streamed: bool, list_content: bool, scope: _Scope) -> AIMessageChunk:
+    extras = _extras(result, scope)
+    meta = _metadata(result, extras)
+    own = _own_usage(result, scope.tally)
     usage = usage_metadata(own) if own is not None else None
     if streamed:
         return AIMessageChunk(
@@ -898,10 +1110,11 @@ def _final_chunk(result: CascadeResult, streamed: bool, list_content: bool, tall
             chunk_position="last",
         )
     return AIMessageChunk(
-        content=result.answer,
+        content=extras.content if extras.content is not None else result.answer,
         tool_call_chunks=_call_chunks(_tool_calls(result.tool_calls)),
         usage_metadata=usage,
         response_metadata=meta,
+        additional_kwargs=extras.additional_kwargs,
         chunk_position="last",
     )
 
@@ -1145,6 +1358,7 @@ class CascadeChatModel(BaseChatModel):
 
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop(_PARENT_KWARG, None)
+        kwargs.pop(_STRUCTURED, None)
         return {**self._ident, "_type": "cascade", "stop": stop, **kwargs}
 
     def get_num_tokens_from_messages(
@@ -1200,23 +1414,42 @@ class CascadeChatModel(BaseChatModel):
         self,
         schema: dict[str, Any] | type,
         *,
-        method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+        method: Literal["function_calling", "json_schema", "json_mode"] = "json_schema",
         include_raw: bool = False,
         strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
-        """As ``ChatOpenAI.with_structured_output``: ``function_calling`` forces a tool call,
-        ``json_schema`` and ``json_mode`` send ``response_format`` to every tier."""
+        """As ``ChatOpenAI.with_structured_output``: ``json_schema`` (the default; strict for a
+        pydantic model unless ``strict=False``) and ``json_mode`` send ``response_format`` to every
+        tier, ``function_calling`` forces a call of the schema's tool (``parallel_tool_calls``
+        false, ``strict`` kept). A pydantic answer's raw message has ``additional_kwargs["parsed"]``."""
         if kwargs:
             raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
-        if method == "function_calling":  # a forced tool call on every tier (``strict`` is for json_schema)
-            return super().with_structured_output(schema, include_raw=include_raw)
-        is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
-        parser: Runnable[Any, Any] = (
-            PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()  # type: ignore[arg-type]
-        )
-        if method not in ("json_schema", "json_mode"):
+        if method not in ("function_calling", "json_schema", "json_mode"):
             raise ValueError(f"method must be function_calling, json_schema or json_mode, not {method!r}")
+        if strict is not None and method == "json_mode":
+            raise ValueError("Argument `strict` is not supported with `method`='json_mode'")
+        is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
+        fmt = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        marker: dict[str, Any] = {_STRUCTURED: _Structured(method, schema)}
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            name = convert_to_openai_tool(schema)["function"]["name"]
+            llm = self.bind_tools(
+                [schema],
+                tool_choice="any",
+                parallel_tool_calls=False,
+                strict=strict,
+                ls_structured_output_format=fmt,
+                **marker,
+            )
+            parser = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+                if is_model
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+            return _with_parser(llm, parser, include_raw)
+        parser = PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()  # type: ignore[arg-type]
         extra: dict[str, Any] = {}
         if method == "json_schema":
             response_format = _response_format(schema, strict)
@@ -1238,18 +1471,8 @@ class CascadeChatModel(BaseChatModel):
                     UserWarning,
                     stacklevel=2,
                 )
-        llm = self.bind(
-            response_format=response_format,
-            ls_structured_output_format={"kwargs": {"method": method}, "schema": schema},
-            **extra,
-        )
-        if not include_raw:
-            return llm | parser
-        parsed = RunnablePassthrough.assign(
-            parsed=lambda x: parser.invoke(x["raw"]), parsing_error=lambda _: None
-        )
-        failed = RunnablePassthrough.assign(parsed=lambda _: None)
-        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
+        llm = self.bind(response_format=response_format, ls_structured_output_format=fmt, **extra, **marker)
+        return _with_parser(llm, parser, include_raw)
 
     def with_retry(
         self,
@@ -1402,7 +1625,7 @@ class CascadeChatModel(BaseChatModel):
         if scope is not None:  # nobody listens: no run to report
             with _in_scope(scope):
                 answer = self._traced.run(scope.request, session=self._session(scope.request))
-            return _unreported(answer, how["start"]["run_id"])
+            return _unreported(answer, how["start"]["run_id"], scope)
         assert manager is not None
         (run,) = manager.on_chat_model_start(
             self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
@@ -1434,7 +1657,7 @@ class CascadeChatModel(BaseChatModel):
         if scope is not None:  # nobody listens: no run to report
             with _in_scope(scope):
                 answer = await self._traced.arun(scope.request, session=self._session(scope.request))
-            return _unreported(answer, how["start"]["run_id"])
+            return _unreported(answer, how["start"]["run_id"], scope)
         assert manager is not None
         (run,) = await manager.on_chat_model_start(
             self._serialized, [_lc.format_for_tracing(messages)], **how["start"]
@@ -1523,7 +1746,10 @@ class CascadeChatModel(BaseChatModel):
         tool_dicts = tuple(convert_to_openai_tool(t) for t in tools) if tools else self.tools
         options = {k: v for k, v in kwargs.items() if k not in _NOT_OPTIONS}
         if self._text_only:
-            self._check_text_only(messages, options)
+            asked = options
+            if _STRUCTURED in kwargs:  # with_structured_output's own parallel_tool_calls=False: no news
+                asked = {k: v for k, v in options.items() if k != "parallel_tool_calls"}
+            self._check_text_only(messages, asked)
         if self._settings:  # checked at build: every tier takes them (from its params or per call)
             options = {**self._settings, **options}
         request = Request(
@@ -1545,6 +1771,7 @@ class CascadeChatModel(BaseChatModel):
             stop,
             options,
             json_fallback=fallback,
+            structured=kwargs.get(_STRUCTURED),
             unheard=unheard,
         )
 
@@ -1583,7 +1810,7 @@ class CascadeChatModel(BaseChatModel):
         scope = self._prepare(messages, stop, run_manager, kwargs)
         with _in_scope(scope):
             result = self._traced.run(scope.request, session=self._session(scope.request))
-        return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope.tally))])
+        return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope))])
 
     async def _agenerate(
         self,
@@ -1595,7 +1822,7 @@ class CascadeChatModel(BaseChatModel):
         scope = self._prepare(messages, stop, run_manager, kwargs)
         with _in_scope(scope):
             result = await self._traced.arun(scope.request, session=self._session(scope.request))
-        return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope.tally))])
+        return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope))])
 
     def _live(self, action: Any) -> _TierRun | None:
         """The tier to stream live for ``action``, if any: the last tier, when its answer is final."""
@@ -1662,7 +1889,7 @@ class CascadeChatModel(BaseChatModel):
             gen.close()
             _release_held(scope)
         yield ChatGenerationChunk(
-            message=_final_chunk(result, bool(streamed), _list_content(streamed), scope.tally)
+            message=_final_chunk(result, bool(streamed), _list_content(streamed), scope)
         )
 
     async def _astream(
@@ -1715,7 +1942,7 @@ class CascadeChatModel(BaseChatModel):
             gen.close()
             _release_held(scope)
         yield ChatGenerationChunk(
-            message=_final_chunk(result, bool(streamed), _list_content(streamed), scope.tally)
+            message=_final_chunk(result, bool(streamed), _list_content(streamed), scope)
         )
 
 
@@ -1799,6 +2026,48 @@ def _response_format(schema: dict[str, Any] | type, strict: bool | None) -> dict
 
 
 _SETTINGS = ("temperature", "max_tokens", "top_p", "seed")
+
+
+def _raise_on_refusal(message: Any) -> None:
+    refusal = getattr(message, "additional_kwargs", {}).get("refusal")
+    if not refusal:
+        return
+    from langchain_core.exceptions import ModelRefusalError
+
+    refused: type[ModelRefusalError] = ModelRefusalError  # without langchain-openai: the neutral error
+    with contextlib.suppress(ImportError):
+        from langchain_openai.chat_models.base import OpenAIRefusalError
+
+        refused = OpenAIRefusalError
+    raise refused(str(refusal), raw_message=message)
+
+
+def _check_refusal(messages: Iterator[Any]) -> Iterator[Any]:
+    for message in messages:
+        _raise_on_refusal(message)
+        yield message
+
+
+async def _acheck_refusal(messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for message in messages:
+        _raise_on_refusal(message)
+        yield message
+
+
+def _with_parser(
+    llm: Runnable[LanguageModelInput, Any], parser: Runnable[Any, Any], include_raw: bool
+) -> Runnable[LanguageModelInput, Any]:
+    """``llm | parser``, or with ``include_raw`` the ``{"raw", "parsed", "parsing_error"}`` map; a
+    refusal raises ``OpenAIRefusalError`` (``ModelRefusalError`` without langchain-openai), as
+    ChatOpenAI's does."""
+    parser = RunnableGenerator(_check_refusal, _acheck_refusal) | parser
+    if not include_raw:
+        return llm | parser
+    parsed = RunnablePassthrough.assign(
+        parsed=lambda x: parser.invoke(x["raw"]), parsing_error=lambda _: None
+    )
+    failed = RunnablePassthrough.assign(parsed=lambda _: None)
+    return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
 
 
 def _with_params(policy: Any, settings: Mapping[str, Any]) -> Any:

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from cascade import AllTiersFailedError, Cascade, ConfigurationError
 from cascade.langchain import CascadeChatModel
-from cascade.testing import ScriptedProvider
+from cascade.testing import FixedScorer, ScriptedProvider
 from tests.langchain.support import Recorder, tier
 from tests.langchain.test_dropin import an, oa, replace_retry, running, server, two_tiers
 from tests.providers.wire_server import ModelScript, WireServer
@@ -354,3 +354,107 @@ def test_accepted_tier_runs_are_marked(server: WireServer) -> None:
     two_tiers(server).invoke("2+2?", config={"callbacks": [recorder]})
     (run,) = recorder.runs("cheap")
     assert "cascade_accepted" in run["tags"] and run["metadata"]["cascade_decision"] == "accepted"
+
+
+# -- 8. structured output asks as ChatOpenAI does --------------------------------------------------------
+
+
+def test_structured_output_defaults_to_strict_json_schema(server: WireServer) -> None:
+    both(server, all=ModelScript(answers=[json.dumps(WEATHER)]))
+    got = [
+        model.with_structured_output(Weather, include_raw=True).invoke("weather?")
+        for model in (oa(server, "gpt"), two_tiers(server))
+    ]
+    plain, ours = last_body(server, "gpt"), last_body(server, "cheap-1")
+    assert ours["response_format"]["type"] == plain["response_format"]["type"] == "json_schema"
+    assert (
+        ours["response_format"]["json_schema"]["strict"]
+        is plain["response_format"]["json_schema"]["strict"]
+        is True
+    )
+    assert closed(ours["response_format"]["json_schema"]["schema"])
+    assert got[0]["parsed"] == got[1]["parsed"] == Weather(**WEATHER)
+    assert (
+        got[0]["raw"].additional_kwargs["parsed"]
+        == got[1]["raw"].additional_kwargs["parsed"]
+        == Weather(**WEATHER)
+    )
+
+
+def test_function_calling_keeps_strict_and_sends_no_parallel_calls(server: WireServer) -> None:
+    both(server, all=ModelScript(tool=WEATHER))
+    for model in (oa(server, "gpt"), two_tiers(server)):
+        structured = model.with_structured_output(Weather, method="function_calling", strict=True)
+        assert structured.invoke("weather?") == Weather(**WEATHER)
+    plain, ours = last_body(server, "gpt"), last_body(server, "cheap-1")
+    assert ours["tools"] == plain["tools"] and plain["tools"][0]["function"]["strict"] is True
+    assert ours["parallel_tool_calls"] is plain["parallel_tool_calls"] is False
+
+
+# -- 9. refusals ----------------------------------------------------------------------------------------------
+
+
+def test_refusal_is_kept(server: WireServer) -> None:
+    both(server, all=ModelScript(refusal="I can't help with that"))
+    for model in (oa(server, "gpt"), two_tiers(server)):
+        assert model.invoke("2+2?").additional_kwargs["refusal"] == "I can't help with that"
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+def test_structured_refusal_raises_the_refusal_error_without_the_strong_tier(
+    server: WireServer, method: str
+) -> None:
+    from langchain_openai.chat_models.base import OpenAIRefusalError
+
+    both(server, all=ModelScript(refusal="I can't help with that"))
+    for model in (oa(server, "gpt"), two_tiers(server)):
+        with pytest.raises(OpenAIRefusalError, match="can't help"):
+            model.with_structured_output(Weather, method=method).invoke("weather?")  # type: ignore[arg-type]
+    assert server.requests_for("strong-1") == []  # the cheap tier's refusal is final
+
+
+# -- 10. ChatAnthropic answers keep their content blocks ------------------------------------------------------
+
+
+async def test_anthropic_tier_keeps_text_and_tool_use_blocks(server: WireServer) -> None:
+    both(server, cheap=ModelScript(answers=["no idea"]), all=ModelScript(tool={"city": "Paris"}))
+    server.script("claude-1", ModelScript(tool={"city": "Paris"}))
+    plain = an(server, "claude-1").bind_tools([get_weather]).invoke("weather in Paris?")
+    model = two_tiers(server, strong=an(server, "strong-1")).bind_tools([get_weather])
+    for ours in (model.invoke("weather in Paris?"), await model.ainvoke("weather in Paris?")):
+        assert isinstance(ours.content, list) and isinstance(plain.content, list)
+        assert [b["type"] for b in ours.content] == [b["type"] for b in plain.content] == ["text", "tool_use"]
+        assert ours.content[0]["text"] == plain.content[0]["text"] == "Let me check."
+        assert ours.content[1]["input"] == plain.content[1]["input"] == {"city": "Paris"}
+        assert [c["args"] for c in ours.tool_calls] == [c["args"] for c in plain.tool_calls]
+        assert ours.tool_calls[0]["id"] == ours.content[1]["id"]
+
+
+# -- 11. logprobs and reasoning tokens ---------------------------------------------------------------------
+
+
+def test_logprobs_and_reasoning_tokens_are_kept(server: WireServer) -> None:
+    both(server, all=ModelScript(answers=["it is 4"], reasoning_tokens=5))
+    got = [m.bind(logprobs=True).invoke("2+2?") for m in (oa(server, "gpt"), two_tiers(server))]
+    assert got[1].response_metadata["logprobs"] == got[0].response_metadata["logprobs"]
+    assert got[1].response_metadata["logprobs"]["content"]
+    assert got[0].usage_metadata is not None and got[1].usage_metadata is not None
+    assert got[1].usage_metadata["output_token_details"]["reasoning"] == 5
+    assert got[0].usage_metadata["output_token_details"]["reasoning"] == 5
+
+
+# -- the schema gate: a structured-output request never accepts an answer that does not parse --------------
+
+
+@pytest.mark.parametrize("method", ["json_schema", "json_mode", "function_calling"])
+def test_an_answer_that_does_not_fit_the_schema_is_never_accepted(server: WireServer, method: str) -> None:
+    bad = {"city": "Paris"}  # no temp
+    server.script("cheap-1", ModelScript(answers=["{not json"], tool=bad))
+    server.script("strong-1", ModelScript(answers=[json.dumps(WEATHER)], tool=WEATHER))
+    c = Cascade(
+        [tier("cheap", oa(server, "cheap-1"), FixedScorer(1.0), 0.5), tier("strong", oa(server, "strong-1"))]
+    )
+    out = CascadeChatModel(cascade=c).with_structured_output(Weather, method=method, include_raw=True)  # type: ignore[arg-type]
+    got = out.invoke("weather?")
+    assert got["parsed"] == Weather(**WEATHER)  # type: ignore[index]
+    assert got["raw"].response_metadata["cascade"]["tier"] == "strong"  # type: ignore[index]
