@@ -328,8 +328,15 @@ class _Scope:
     unheard: bool = False
     """No handler listens to the cascade's run: it was not reported, nor are its tier calls."""
 
-    def context(self, tier: str, own_callbacks: bool = True, held: _HeldRun | None = None) -> CallContext:
-        """The tier call's context; with ``held``, its run's events go there (see :class:`_HeldRun`)."""
+    def context(
+        self,
+        tier: str,
+        own_callbacks: bool = True,
+        held: _HeldRun | None = None,
+        watch: _OpenRuns | None = None,
+    ) -> CallContext:
+        """The tier call's context; with ``held``, its run's events go there (see :class:`_HeldRun`);
+        ``watch`` sees its runs start and end too."""
         if self.unheard and not own_callbacks:  # nobody would see the tier run's tags or metadata
             return CallContext(
                 RunnableConfig(), self.request, self.messages, self.stop, self.options, self.json_fallback
@@ -341,7 +348,51 @@ class _Scope:
         )
         if self.callbacks is not None:
             config["callbacks"] = self.callbacks if held is None else held.manager(self.callbacks)
+            if watch is not None:
+                watched = self.callbacks.copy()
+                watched.add_handler(watch, inherit=False)
+                config["callbacks"] = watched
         return CallContext(config, self.request, self.messages, self.stop, self.options, self.json_fallback)
+
+
+class _OpenRuns(BaseCallbackHandler):
+    """The runs of a live-streamed tier that have started and not ended: a stream cut off from
+    outside (a cancelled task) ends them with that error, as a chat model's own stream does."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.open: dict[uuid.UUID, dict[str, Any]] = {}
+
+    def on_chat_model_start(
+        self,
+        serialized: Any,
+        messages: Any,
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        tags: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.open[run_id] = {"parent_run_id": parent_run_id, "tags": tags}
+
+    def on_llm_end(self, response: Any, *, run_id: uuid.UUID, **kwargs: Any) -> None:
+        self.open.pop(run_id, None)
+
+    def on_llm_error(self, error: BaseException, *, run_id: uuid.UUID, **kwargs: Any) -> None:
+        self.open.pop(run_id, None)
+
+    def end(self, error: BaseException, scope: _Scope) -> None:
+        handlers = [h for h in (scope.callbacks.handlers if scope.callbacks else []) if h is not self]
+        while self.open:
+            run_id, info = self.open.popitem()
+            handle_event(handlers, "on_llm_error", "ignore_llm", error, run_id=run_id, **info)
+
+    async def aend(self, error: BaseException, scope: _Scope) -> None:
+        handlers = [h for h in (scope.callbacks.handlers if scope.callbacks else []) if h is not self]
+        while self.open:
+            run_id, info = self.open.popitem()
+            await ahandle_event(handlers, "on_llm_error", "ignore_llm", error, run_id=run_id, **info)
 
 
 class _HeldRun(BaseCallbackHandler):
@@ -598,14 +649,18 @@ class _TierRun:
                 stacklevel=2,
             )
 
-    def stream(self, request: Request, scope: _Scope) -> Iterator[AIMessageChunk]:
+    def stream(
+        self, request: Request, scope: _Scope, watch: _OpenRuns | None = None
+    ) -> Iterator[AIMessageChunk]:
         if isinstance(self.inner, LangChainProvider):
-            return self.inner.stream(request, scope.context(self.tier))
+            return self.inner.stream(request, scope.context(self.tier, watch=watch))
         return self._stream_sdk(request, scope)
 
-    def astream(self, request: Request, scope: _Scope) -> AsyncIterator[AIMessageChunk]:
+    def astream(
+        self, request: Request, scope: _Scope, watch: _OpenRuns | None = None
+    ) -> AsyncIterator[AIMessageChunk]:
         if isinstance(self.inner, LangChainProvider):
-            return self.inner.astream(request, scope.context(self.tier))
+            return self.inner.astream(request, scope.context(self.tier, watch=watch))
         return self._astream_sdk(request, scope)
 
     def _stream_sdk(self, request: Request, scope: _Scope) -> Iterator[AIMessageChunk]:
@@ -1857,7 +1912,8 @@ class CascadeChatModel(BaseChatModel):
                     outcome: Outcome | None = None
                     if live is not None:
                         start = time.perf_counter()
-                        chunks = live.stream(scope.request, scope)
+                        runs = _OpenRuns()
+                        chunks = live.stream(scope.request, scope, runs)
                         try:
                             for chunk in chunks:
                                 streamed.append(chunk)
@@ -1866,6 +1922,11 @@ class CascadeChatModel(BaseChatModel):
                             scope.tally.errors.append(exc)
                             if streamed:
                                 raise
+                        except GeneratorExit:  # closed here: the tier's stream ends its run when closed
+                            raise
+                        except BaseException as exc:  # interrupted inside the tier: its run ends with it
+                            runs.end(exc, scope)
+                            raise
                         finally:
                             _close(chunks)  # abandoned: the tier's run ends (with an error) now
                         if streamed:
@@ -1910,7 +1971,8 @@ class CascadeChatModel(BaseChatModel):
                     outcome: Outcome | None = None
                     if live is not None:
                         start = time.perf_counter()
-                        chunks = live.astream(scope.request, scope)
+                        runs = _OpenRuns()
+                        chunks = live.astream(scope.request, scope, runs)
                         try:
                             async for chunk in chunks:
                                 streamed.append(chunk)
@@ -1919,6 +1981,11 @@ class CascadeChatModel(BaseChatModel):
                             scope.tally.errors.append(exc)
                             if streamed:
                                 raise
+                        except GeneratorExit:  # closed here: the tier's stream ends its run when closed
+                            raise
+                        except BaseException as exc:  # cancelled inside the tier: its run ends with it
+                            await runs.aend(exc, scope)
+                            raise
                         finally:
                             await _aclose(chunks)  # abandoned: the tier's run ends (with an error) now
                         if streamed:

@@ -6,6 +6,7 @@ real clients, and compares what the caller sees (or what reached the wire).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, TypedDict
 
@@ -458,3 +459,27 @@ def test_an_answer_that_does_not_fit_the_schema_is_never_accepted(server: WireSe
     got = out.invoke("weather?")
     assert got["parsed"] == Weather(**WEATHER)  # type: ignore[index]
     assert got["raw"].response_metadata["cascade"]["tier"] == "strong"  # type: ignore[index]
+
+
+# -- 12. a cancelled astream ends the final tier's run with CancelledError -----------------------------------
+
+
+async def test_a_cancelled_astream_ends_the_tier_run(server: WireServer) -> None:
+    both(server, cheap=ModelScript(answers=["no idea"]), all=ModelScript(answers=["four"], sleep=0.5))
+    cases = ((oa(server, "gpt"), 1, None), (two_tiers(server, stream_final_tier=True), 3, "strong"))
+    for model, starts, name in cases:
+        recorder = Recorder()
+
+        async def consume(m: Any = model, r: Recorder = recorder) -> None:
+            async for _ in m.astream("2+2?", config={"callbacks": [r]}):
+                pass
+
+        task = asyncio.create_task(consume())
+        async with asyncio.timeout(5):
+            while len(recorder.starts) < starts:  # the (last) model's call is under way
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (run,) = [s for s in recorder.starts if s["name"] == name]
+        assert isinstance(recorder.errors.get(run["run_id"]), asyncio.CancelledError), name
