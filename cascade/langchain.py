@@ -1355,6 +1355,13 @@ class CascadeChatModel(BaseChatModel):
             if not isinstance(t.provider, LangChainProvider)
         )
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> CascadeChatModel:
+        """A copy; one with another ``cascade`` (or model settings) runs that one (rebuilt, checked)."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update and ("cascade" in update or any(k in update for k in _SETTINGS)):
+            copied.model_post_init(None)
+        return copied
+
     @classmethod
     def from_policy(
         cls,

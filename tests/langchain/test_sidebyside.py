@@ -483,3 +483,17 @@ async def test_a_cancelled_astream_ends_the_tier_run(server: WireServer) -> None
             await task
         (run,) = [s for s in recorder.starts if s["name"] == name]
         assert isinstance(recorder.errors.get(run["run_id"]), asyncio.CancelledError), name
+
+
+# -- 13-15. model_copy, LangSmith params, model_dump_json ----------------------------------------------------
+
+
+def test_model_copy_with_another_cascade_runs_it(server: WireServer) -> None:
+    both(server, all=ModelScript(answers=["it is 4"]))
+    server.script("other-1", ModelScript(answers=["from the other cascade"]))
+    model = two_tiers(server)
+    other = Cascade([tier("other", oa(server, "other-1"))], name="other")
+    copied = model.model_copy(update={"cascade": other})
+    assert copied.invoke("2+2?").text == "from the other cascade"
+    assert copied._get_ls_params()["ls_model_name"] == "other"
+    assert model.invoke("2+2?").text == "it is 4"  # the original is untouched
