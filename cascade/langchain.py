@@ -1416,7 +1416,17 @@ class CascadeChatModel(BaseChatModel):
         return dict(self._ident)
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return LangSmithParams(ls_provider="cascade", ls_model_name=self.cascade.name, ls_model_type="chat")
+        """As ChatOpenAI's: the call's (else the model's) temperature, max_tokens and stop."""
+        params = LangSmithParams(ls_provider="cascade", ls_model_name=self.cascade.name, ls_model_type="chat")
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stop or kwargs.get("stop"):
+            params["ls_stop"] = stop or kwargs["stop"]
+        return params
 
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop(_PARENT_KWARG, None)
@@ -1638,7 +1648,9 @@ class CascadeChatModel(BaseChatModel):
             {
                 "inheritable_metadata": {
                     **(config.get("metadata") or {}),
-                    **self._ls,
+                    **(
+                        self._get_ls_params_with_defaults(stop=stop, **kwargs) if stop or kwargs else self._ls
+                    ),
                 },
                 "local_metadata": self.metadata,
                 "langsmith_inheritable_metadata": _lc.filter_invocation_params_for_tracing(params),

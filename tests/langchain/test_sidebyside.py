@@ -497,3 +497,20 @@ def test_model_copy_with_another_cascade_runs_it(server: WireServer) -> None:
     assert copied.invoke("2+2?").text == "from the other cascade"
     assert copied._get_ls_params()["ls_model_name"] == "other"
     assert model.invoke("2+2?").text == "it is 4"  # the original is untouched
+
+
+def test_langsmith_params_have_temperature_max_tokens_and_stop(server: WireServer) -> None:
+    both(server, all=ModelScript(answers=["it is 4"]))
+    runs = []
+    for model in (
+        oa(server, "gpt", temperature=0.2, max_tokens=40),
+        two_tiers(server, temperature=0.2, max_tokens=40),
+    ):
+        recorder = Recorder()
+        model.invoke("2+2?", stop=["\n"], config={"callbacks": [recorder]})
+        runs.append(recorder.starts[0]["metadata"])
+        for stop in (None, ["\n"]):
+            ls = model._get_ls_params(stop=stop)
+            assert (ls.get("ls_temperature"), ls.get("ls_max_tokens"), ls.get("ls_stop")) == (0.2, 40, stop)
+    keys = ("ls_temperature", "ls_max_tokens", "ls_stop")
+    assert [runs[1].get(k) for k in keys] == [runs[0].get(k) for k in keys] == [0.2, 40, ["\n"]]
