@@ -97,7 +97,7 @@ from langchain_core.runnables.retry import RunnableRetry
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langchain_core.utils.function_calling import convert_to_openai_function, convert_to_openai_tool
 from langchain_core.utils.uuid import uuid7
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_serializer
 
 from cascade.engine.cascade import Cascade, _aexecute, _execute
 from cascade.engine.drive import Steps
@@ -1354,6 +1354,11 @@ class CascadeChatModel(BaseChatModel):
             for t in self.cascade.tiers
             if not isinstance(t.provider, LangChainProvider)
         )
+
+    @field_serializer("cascade")
+    def _dump_cascade(self, cascade: Cascade) -> dict[str, Any]:
+        """The cascade as data (``model_dump``/``model_dump_json``): its policy name and tiers."""
+        return {"policy": cascade.name, "tiers": [f"{t.name}:{t.provider.model}" for t in cascade.tiers]}
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> CascadeChatModel:
         """A copy; one with another ``cascade`` (or model settings) runs that one (rebuilt, checked)."""

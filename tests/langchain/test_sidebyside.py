@@ -514,3 +514,11 @@ def test_langsmith_params_have_temperature_max_tokens_and_stop(server: WireServe
             assert (ls.get("ls_temperature"), ls.get("ls_max_tokens"), ls.get("ls_stop")) == (0.2, 40, stop)
     keys = ("ls_temperature", "ls_max_tokens", "ls_stop")
     assert [runs[1].get(k) for k in keys] == [runs[0].get(k) for k in keys] == [0.2, 40, ["\n"]]
+
+
+def test_model_dump_json(server: WireServer) -> None:
+    plain = json.loads(oa(server, "gpt").model_dump_json())
+    ours = json.loads(two_tiers(server, temperature=0.2).model_dump_json())
+    assert plain["model_name"] == "gpt"
+    assert ours["cascade"] == {"policy": "dropin", "tiers": ["cheap:cheap-1", "strong:strong-1"]}
+    assert ours["temperature"] == 0.2
