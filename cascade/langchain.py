@@ -7,11 +7,12 @@ Swap any chat model for a cascade with one line, in chains and in agents::
     model = CascadeChatModel.from_policy("support.yaml", providers={"cheap": ChatOpenAI(...)})
     agent = create_agent(model, tools=[search, lookup])
 
-- ``bind_tools`` binds the tools on every tier (they travel on the request) and returns a copy;
-  ``with_structured_output`` honours ``method`` (``function_calling``, ``json_schema`` and
-  ``json_mode`` send ``response_format``; tiers with no JSON mode, ChatAnthropic, get the schema as
-  ``json_schema`` instead) and streams. Tool calls flow through to the caller; a
-  scorer reads a tool-call answer's arguments as its text (JSON).
+- ``bind_tools`` binds the tools on every tier (they travel on the request) and returns a copy, as
+  ``ChatOpenAI.bind_tools`` (``strict``, ``response_format``); ``with_structured_output`` asks as
+  ChatOpenAI's (default ``json_schema``, strict for pydantic; ``function_calling``; ``json_mode``:
+  tiers with no JSON mode, ChatAnthropic, get the schema as ``json_schema`` instead) and streams.
+  Tool calls flow through to the caller; a scorer reads a tool-call answer's arguments as its text
+  (JSON); an answer that does not fit the requested schema is never accepted (checked first).
 - Call options (``bind(temperature=..., max_tokens=...)``, ``parallel_tool_calls``,
   ``response_format``) reach LangChain tiers; tiers of other providers warn that they ignore them.
 - Every tier call is a child run of the cascade's run (callbacks, tags and metadata inherited,
