@@ -175,6 +175,8 @@ class _HeldRun(BaseCallbackHandler):
     ``cascade_decision``) and its answer left out for event streams (``astream_events``): a UI
     never shows an answer the cascade refused, a tracer shows it marked."""
 
+    run_inline = True  # only records: no thread hop in async runs
+
     def __init__(self) -> None:
         self.events: list[tuple[str, str | None, tuple[Any, ...], dict[str, Any]]] = []
         self.handlers: list[BaseCallbackHandler] = []
