@@ -284,7 +284,7 @@ class CascadeChatModel(BaseChatModel):
         self,
         schema: dict[str, Any] | type,
         *,
-        method: Literal["function_calling", "json_schema", "json_mode"] = "json_schema",
+        method: Literal["function_calling", "json_schema", "json_mode"] | None = None,
         include_raw: bool = False,
         strict: bool | None = None,
         **kwargs: Any,
@@ -292,9 +292,13 @@ class CascadeChatModel(BaseChatModel):
         """As ``ChatOpenAI.with_structured_output``: ``json_schema`` (the default; strict for a
         pydantic model unless ``strict=False``) and ``json_mode`` send ``response_format`` to every
         tier, ``function_calling`` forces a call of the schema's tool (``parallel_tool_calls``
-        false, ``strict`` kept). A pydantic answer's raw message has ``additional_kwargs["parsed"]``."""
+        false, ``strict`` kept). A pydantic answer's raw message has ``additional_kwargs["parsed"]``.
+        With a tier that is not a LangChain model (our providers take no ``response_format``), the
+        default is ``function_calling``: the tool travels on the request to every tier."""
         if kwargs:
             raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
+        if method is None:
+            method = "function_calling" if self._text_only else "json_schema"
         if method not in ("function_calling", "json_schema", "json_mode"):
             raise ValueError(f"method must be function_calling, json_schema or json_mode, not {method!r}")
         if strict is not None and method == "json_mode":

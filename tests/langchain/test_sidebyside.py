@@ -522,3 +522,18 @@ def test_model_dump_json(server: WireServer) -> None:
     assert plain["model_name"] == "gpt"
     assert ours["cascade"] == {"policy": "dropin", "tiers": ["cheap:cheap-1", "strong:strong-1"]}
     assert ours["temperature"] == 0.2
+
+
+def test_structured_output_defaults_to_a_tool_call_with_sdk_tiers(
+    server: WireServer, tmp_path: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    both(server, all=ModelScript(answers=["no"], tool=WEATHER))
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        SDK_STREAM.replace("URL", server.url).replace("PROVIDER", "openai").replace("ROUTE", "openai/v1")
+    )
+    model = CascadeChatModel.from_policy(path)
+    assert model.with_structured_output(Weather).invoke("weather?") == Weather(**WEATHER)
+    body = last_body(server, "cheap-1")  # our OpenAI provider takes no response_format: the tool travels
+    assert "response_format" not in body and body["tools"][0]["function"]["name"] == "Weather"
