@@ -622,6 +622,54 @@ def truncated(provider: str, got: Received) -> None:
         raise invalid(provider, "truncated", "the stream ended without a finish reason or its end marker")
 
 
+def stream_steps(
+    open_stream: Callable[[], Any], timeout: float, text: Callable[[Any], str | None]
+) -> Iterator[str | Any]:
+    """A streamed call's text deltas as they arrive, then the SDK's stream object (for its final
+    message). ``timeout`` bounds the whole call, each step under :func:`deadline` (never across a
+    ``yield``: the consumer's code runs with no deadline of ours)."""
+    at = time.monotonic() + timeout
+    with deadline(timeout):
+        manager = open_stream()
+        events = manager.__enter__()
+    try:
+        it = iter(events)
+        while True:
+            with deadline(at - time.monotonic()):
+                event = next(it, None)
+            if event is None:
+                break
+            delta = text(event)
+            if delta:
+                yield delta
+        yield events
+    finally:
+        manager.__exit__(None, None, None)
+
+
+async def astream_steps(
+    open_stream: Callable[[], Any], timeout: float, text: Callable[[Any], str | None], provider: str
+) -> Any:
+    """Async :func:`stream_steps` (an async generator), each step under :class:`adeadline`."""
+    at = time.monotonic() + timeout
+    async with adeadline(timeout, provider):
+        manager = open_stream()
+        events = await manager.__aenter__()
+    try:
+        it = aiter(events)
+        while True:
+            async with adeadline(max(0.0, at - time.monotonic()), provider):
+                event = await anext(it, None)
+            if event is None:
+                break
+            delta = text(event)
+            if delta:
+                yield delta
+        yield events
+    finally:
+        await manager.__aexit__(None, None, None)
+
+
 MALFORMED: tuple[type[Exception], ...] = (AttributeError, TypeError, ValueError, KeyError)
 """What reading fields of a body the SDK built without validation raises when it is malformed."""
 

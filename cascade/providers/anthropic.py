@@ -17,7 +17,7 @@ is an :class:`~cascade.errors.InvalidResponseError`; usage is checked by
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -128,6 +128,13 @@ def _accumulate(event: Any, message: Any, bufs: dict[int, bytes]) -> Any:
 
 
 _CALL_ERRORS: tuple[type[Exception], ...] = (anthropic.AnthropicError, *_sdk.WIRE_ERRORS)
+
+
+def _text(event: Any) -> str | None:
+    """The text an event of ``messages.stream`` adds, if any."""
+    return event.text if getattr(event, "type", None) == "text" else None
+
+
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 
 
@@ -352,6 +359,41 @@ class AnthropicProvider:
             else:
                 message = await client.messages.create(**kw)
             return parse(message, time.perf_counter() - start, request, self.params.max_tokens)
+
+    def stream_text(self, request: Request) -> Iterator[str | Completion]:
+        """One sample streamed: its text deltas as they arrive, then its :class:`Completion` (as
+        :meth:`complete` returns it). The timeout bounds the whole call."""
+        kw = self.request_kwargs(request)
+        start = time.perf_counter()
+        try:
+            for step in _sdk.stream_steps(lambda: self.client.messages.stream(**kw), self.timeout, _text):
+                if isinstance(step, str):
+                    yield step
+                else:
+                    message = step.get_final_message()
+        except _sdk.STREAM_GARBAGE as exc:
+            raise _sdk.invalid(self.kind, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
+        except _CALL_ERRORS as exc:
+            raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
+        yield parse(message, time.perf_counter() - start, request, self.params.max_tokens)
+
+    async def astream_text(self, request: Request) -> AsyncIterator[str | Completion]:
+        """Async :meth:`stream_text`."""
+        kw = self.request_kwargs(request)
+        client = self._async.get()
+        start = time.perf_counter()
+        try:
+            steps = _sdk.astream_steps(lambda: client.messages.stream(**kw), self.timeout, _text, self.kind)
+            async for step in steps:
+                if isinstance(step, str):
+                    yield step
+                else:
+                    message = await step.get_final_message()
+        except _sdk.STREAM_GARBAGE as exc:
+            raise _sdk.invalid(self.kind, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
+        except _CALL_ERRORS as exc:
+            raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
+        yield parse(message, time.perf_counter() - start, request, self.params.max_tokens)
 
     def complete(self, request: Request, n: int = 1) -> Completion:
         with _sdk.deadline(self.timeout):  # the timeout bounds all n calls together

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import openai
@@ -117,6 +117,13 @@ def _observe(got: _sdk.Received, chunk: Any) -> Any:
 
 
 _CALL_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *_sdk.WIRE_ERRORS)
+
+
+def _delta(event: Any) -> str | None:
+    """The text an event of ``chat.completions.stream`` adds, if any."""
+    return event.delta if getattr(event, "type", None) == "content.delta" else None
+
+
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 
 
@@ -423,6 +430,47 @@ class OpenAIProvider:
                 return first
             rest = await _sdk.acall_many(lambda: self._acall(request, 1), missing, self.parallel)
             return _sdk.merge([first, rest])
+
+    # -- one sample, streamed (the LangChain front's live last tier) -------------------------------
+
+    def stream_text(self, request: Request) -> Iterator[str | Completion]:
+        """One sample streamed: its text deltas as they arrive, then its :class:`Completion` (as
+        :meth:`complete` returns it; usage asked for in the stream). The timeout bounds the call."""
+        kw = {**self.request_kwargs(request), "stream_options": {"include_usage": True}}
+        start = time.perf_counter()
+        try:
+            for step in _sdk.stream_steps(
+                lambda: self.client.chat.completions.stream(**kw), self.timeout, _delta
+            ):
+                if isinstance(step, str):
+                    yield step
+                else:
+                    response = step.get_final_completion()
+        except _sdk.STREAM_GARBAGE as exc:
+            raise _sdk.invalid(self.name, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
+        except _CALL_ERRORS as exc:
+            raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
+        yield self.parse(response, time.perf_counter() - start, request, 1)
+
+    async def astream_text(self, request: Request) -> AsyncIterator[str | Completion]:
+        """Async :meth:`stream_text`."""
+        kw = {**self.request_kwargs(request), "stream_options": {"include_usage": True}}
+        client = self._async.get()
+        start = time.perf_counter()
+        try:
+            steps = _sdk.astream_steps(
+                lambda: client.chat.completions.stream(**kw), self.timeout, _delta, self.name
+            )
+            async for step in steps:
+                if isinstance(step, str):
+                    yield step
+                else:
+                    response = await step.get_final_completion()
+        except _sdk.STREAM_GARBAGE as exc:
+            raise _sdk.invalid(self.name, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
+        except _CALL_ERRORS as exc:
+            raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
+        yield self.parse(response, time.perf_counter() - start, request, 1)
 
     @property
     def client(self) -> Any:

@@ -96,7 +96,7 @@ def test_structured_output_escalates_on_invalid_arguments() -> None:
         model="strong-1", script=[call("Answer", {"city": "Paris", "confidence": 0.9})]
     )
     cascade = Cascade([tier("cheap", cheap, ToolArgsScorer(), 1.0), tier("strong", strong)])
-    structured = CascadeChatModel(cascade=cascade).with_structured_output(Answer)
+    structured = CascadeChatModel(cascade=cascade).with_structured_output(Answer, method="function_calling")
     assert structured.invoke("capital of France?") == Answer(city="Paris", confidence=0.9)
     for model in (cheap, strong):
         kwargs = model.calls[0][1]
@@ -107,7 +107,11 @@ def test_structured_output_escalates_on_invalid_arguments() -> None:
 def test_structured_output_with_raw_keeps_the_trace() -> None:
     strong = ScriptedChatModel(script=[call("Answer", {"city": "Oslo", "confidence": 1})])
     cascade = Cascade([tier("only", strong)])
-    out = CascadeChatModel(cascade=cascade).with_structured_output(Answer, include_raw=True).invoke("q")
+    out = (
+        CascadeChatModel(cascade=cascade)
+        .with_structured_output(Answer, method="function_calling", include_raw=True)
+        .invoke("q")
+    )
     assert out["parsed"] == Answer(city="Oslo", confidence=1)  # type: ignore[index]
     assert out["raw"].response_metadata["cascade"]["tier"] == "only"  # type: ignore[index]
 

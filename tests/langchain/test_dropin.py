@@ -174,7 +174,9 @@ def json_cascade(server: WireServer, cheap: Any = None) -> CascadeChatModel:
 
 def test_structured_output_streams_and_a_text_scorer_reads_the_tool_call(server: WireServer) -> None:
     server.script("cheap-1", ModelScript(tool=INVOICE))
-    parts = list(json_cascade(server).with_structured_output(Invoice).stream("invoice?"))
+    parts = list(
+        json_cascade(server).with_structured_output(Invoice, method="function_calling").stream("invoice?")
+    )
     assert parts
     assert parts[-1] == Invoice(number="A-1", total=12.5)
     assert server.requests_for("strong-1") == []  # the json scorer accepted the cheap tool call

@@ -76,7 +76,7 @@ def test_structured_output_over_openai(endpoints: Endpoints, cassette: Any) -> N
             tier("haiku", h.anthropic(endpoints.anthropic), price=HAIKU),
         ]
     )
-    structured = CascadeChatModel(cascade=cascade).with_structured_output(Weather)
+    structured = CascadeChatModel(cascade=cascade).with_structured_output(Weather, method="function_calling")
     assert structured.invoke('Weather where? !tool={"city":"Paris"}') == Weather(city="Paris")
     (sent,) = [json.loads(r.body) for r in cassette.requests]  # accepted at the first tier
     assert sent["tool_choice"] == "required"

@@ -11,6 +11,7 @@ import pytest
 from cascade.errors import (
     ConfigurationError,
     PermanentProviderError,
+    ProviderError,
     ProviderTimeoutError,
     RateLimitError,
     TransientProviderError,
@@ -303,3 +304,37 @@ def test_compatible_remote_server_needs_a_price() -> None:
     local = h.compatible("http://192.168.1.20:11434/v1")
     assert not remote.free and local.free
     assert remote.max_usage(Request.of("hi")) == Usage(remote.max_usage(Request.of("hi")).input_tokens, 64)
+
+
+# -- one sample streamed (the LangChain front's live last tier) ------------------------------------------
+
+
+def test_stream_text_yields_deltas_then_the_completion(wire: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    p = h.openai(f"{wire.url}/openai/v1")
+    request = Request.of("say !answers=one_two_three")
+    *deltas, completion = list(p.stream_text(request))
+    assert len(deltas) == 3 and "".join(deltas) == "one two three"  # type: ignore[arg-type]
+    whole = p.complete(request)
+    assert completion.samples[0].text == whole.samples[0].text == "one two three"  # type: ignore[union-attr]
+    assert completion.usage.output_tokens > 0  # type: ignore[union-attr]
+
+
+async def test_astream_text_yields_deltas_then_the_completion(
+    wire: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    p = h.openai(f"{wire.url}/openai/v1")
+    steps = [s async for s in p.astream_text(Request.of("say !answers=one_two_three"))]
+    assert "".join(s for s in steps[:-1]) == "one two three"  # type: ignore[misc]
+    assert steps[-1].samples[0].text == "one two three"  # type: ignore[union-attr]
+
+
+def test_stream_text_timeout_and_errors_are_ours(wire: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    p = h.openai(f"{wire.url}/openai/v1", timeout=0.2)
+    with pytest.raises(ProviderTimeoutError):
+        list(p.stream_text(Request.of("slow !sleep=1")))
+    with pytest.raises(ProviderError) as info:
+        list(p.stream_text(Request.of("q !fail=500")))
+    assert info.value.status_code == 500

@@ -82,6 +82,10 @@ class ModelScript:
     fail: Sequence[int] = ()
     sleep: float = 0.0
     stream_usage: str = "auto"
+    refusal: str | None = None
+    """OpenAI: answer with this refusal (``content`` null) instead of text."""
+    reasoning_tokens: int = 0
+    """OpenAI: reported as ``completion_tokens_details.reasoning_tokens``."""
     calls: int = field(default=0, init=False)
 
     def next_call(self) -> tuple[int, str, dict[str, Any] | None]:
@@ -254,7 +258,10 @@ class _Handler(BaseHTTPRequestHandler):
             "completion_tokens": completion,
             "total_tokens": prompt_tokens + completion,
             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": scripted[0].reasoning_tokens if scripted else 0,
+                "audio_tokens": 0,
+            },
         }
         model = body.get("model", "")
         cid = f"chatcmpl-wire{number:04d}"
@@ -281,6 +288,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _openai_choice(self, body: dict[str, Any], i: int, answer: str, tool: str | None) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
         finish = "stop"
+        script = self.server.scripts.get(str(body.get("model", "")))
+        if script is not None and script.refusal is not None:
+            return {
+                "index": i,
+                "message": {**message, "content": None, "refusal": script.refusal},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
         if tool is not None:
             script = self.server.scripts.get(str(body.get("model", "")))
             name = (script.tool_name if script else None) or body["tools"][0]["function"]["name"]
