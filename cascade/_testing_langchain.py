@@ -24,7 +24,8 @@ class ScriptedChatModel(BaseChatModel):
 
     Steps are used in order and the last one repeats: a string, an :class:`AIMessage` (say, with
     tool calls), an exception (raised) or a callable ``(messages, call_kwargs) -> str | AIMessage``.
-    It reports ``usage_metadata`` (``input_tokens``/``output_tokens`` per call) and its ``model``
+    It reports ``usage_metadata`` (``input_tokens``/``output_tokens`` per call, at most
+    ``max_tokens`` when set: a capped cascade sets it, as on a real model) and its ``model``
     name, supports ``bind_tools`` (the tools arrive in ``call_kwargs["tools"]``) and streams word by
     word. ``calls`` records ``(messages, call_kwargs)`` of every call (with ``stop`` when given).
     """
@@ -33,6 +34,7 @@ class ScriptedChatModel(BaseChatModel):
     script: list[Any]
     input_tokens: int = 10
     output_tokens: int = 10
+    max_tokens: int | None = None  # as a real model's limit: reported output tokens never exceed it
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _calls: list[tuple[list[BaseMessage], dict[str, Any]]] = PrivateAttr(default_factory=list)
@@ -65,6 +67,9 @@ class ScriptedChatModel(BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
 
+    def _output_tokens(self) -> int:
+        return self.output_tokens if self.max_tokens is None else min(self.output_tokens, self.max_tokens)
+
     def _answer(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
         with self._lock:
             self._calls.append((list(messages), dict(kwargs)))
@@ -80,8 +85,8 @@ class ScriptedChatModel(BaseChatModel):
                 "usage_metadata": message.usage_metadata
                 or UsageMetadata(
                     input_tokens=self.input_tokens,
-                    output_tokens=self.output_tokens,
-                    total_tokens=self.input_tokens + self.output_tokens,
+                    output_tokens=self._output_tokens(),
+                    total_tokens=self.input_tokens + self._output_tokens(),
                 ),
                 "response_metadata": {"model_name": self.model, **message.response_metadata},
             }
