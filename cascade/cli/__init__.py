@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from cascade.errors import CascadeError, PolicyError
 
-COMMANDS = ("run", "validate", "schema", "eval", "tune", "train-scorer", "label", "report", "spend")
+COMMANDS = ("run", "validate", "schema", "eval", "tune", "train-scorer", "label", "report", "spend", "serve")
 
 
 class UsageError(Exception):
