@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Self
 
+import openai
 import uvicorn
 
 from cascade import Budget, Cap, Cascade, Price, RetryPolicy, Tier
@@ -55,6 +56,12 @@ class Server:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.clients: list[openai.OpenAI] = []
+
+    def client(self, key: str = KEY) -> openai.OpenAI:
+        """An ``openai`` client of this server (closed with it), no retries."""
+        self.clients.append(openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0))
+        return self.clients[-1]
 
     @property
     def url(self) -> str:
@@ -70,6 +77,8 @@ class Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for c in self.clients:
+            c.close()
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()

@@ -28,10 +28,6 @@ WEATHER = {
 }
 
 
-def client(url: str, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
-
-
 def chat_model_cascade(chat_model: ScriptedChatModel, name: str = "agent") -> Cascade:
     return Cascade([scripted("lc", LangChainProvider(chat_model))], name=name)
 
@@ -46,7 +42,7 @@ def test_a_plain_completion_is_shaped_like_openai_with_the_cascade_facts_in_head
         name="faq",
     )
     with serve({"cascade/faq": cascade}) as s:
-        raw = client(s.url).chat.completions.with_raw_response.create(
+        raw = s.client().chat.completions.with_raw_response.create(
             model="cascade/faq", messages=[{"role": "user", "content": "hi"}]
         )
     body = raw.parse()
@@ -62,7 +58,7 @@ def test_a_plain_completion_is_shaped_like_openai_with_the_cascade_facts_in_head
 
 def test_an_escalated_answer_reports_the_tier_and_everything_spent() -> None:
     with serve({"cascade/faq": two_tiers(score=0.1)}) as s:
-        raw = client(s.url).chat.completions.with_raw_response.create(
+        raw = s.client().chat.completions.with_raw_response.create(
             model="cascade/faq", messages=[{"role": "user", "content": "hi"}]
         )
     body = raw.parse()
@@ -82,7 +78,7 @@ async def test_the_async_client_gets_the_same_answer() -> None:
 
 def test_a_stream_is_openai_chunks_with_usage_last_then_done() -> None:
     with serve({"cascade/faq": two_tiers(score=0.1)}) as s:
-        stream = client(s.url).chat.completions.create(
+        stream = s.client().chat.completions.create(
             model="cascade/faq",
             messages=[{"role": "user", "content": "hi"}],
             stream=True,
@@ -115,7 +111,7 @@ def test_tools_and_tool_choice_reach_the_tier_and_tool_calls_come_back() -> None
     call = AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_1"}])
     model = ScriptedChatModel(model="lc-model", script=[call, call, "It is 21 C in Paris."])
     with serve({"cascade/agent": chat_model_cascade(model)}) as s:
-        c = client(s.url)
+        c = s.client()
         forced = {"type": "function", "function": {"name": "get_weather"}}
         body = c.chat.completions.create(
             model="cascade/agent",
@@ -163,7 +159,7 @@ class Weather(BaseModel):
 def test_structured_output_reaches_langchain_tiers_and_parses() -> None:
     model = ScriptedChatModel(model="lc-model", script=['{"city": "Paris", "celsius": 21}'])
     with serve({"cascade/agent": chat_model_cascade(model)}) as s:
-        body = client(s.url).chat.completions.parse(
+        body = s.client().chat.completions.parse(
             model="cascade/agent", messages=[{"role": "user", "content": "weather?"}], response_format=Weather
         )
     assert body.choices[0].message.parsed == Weather(city="Paris", celsius=21)
@@ -177,9 +173,9 @@ def test_structured_output_reaches_langchain_tiers_and_parses() -> None:
 def test_a_missing_or_wrong_key_is_401_and_a_tenant_sees_only_its_models_answers() -> None:
     with serve({"cascade/faq": two_tiers()}) as s:
         with pytest.raises(openai.AuthenticationError) as wrong:
-            client(s.url, "sk-wrong").models.list()
+            s.client("sk-wrong").models.list()
         r = httpx.post(f"{s.url}/v1/chat/completions", json={"model": "cascade/faq"})
-        assert [m.id for m in client(s.url, OTHER_KEY).models.list()] == ["cascade/faq"]
+        assert [m.id for m in s.client(OTHER_KEY).models.list()] == ["cascade/faq"]
     assert wrong.value.status_code == 401 and wrong.value.code == "invalid_api_key"
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     assert set(r.json()["error"]) == {"message", "type", "param", "code"}
@@ -187,7 +183,7 @@ def test_a_missing_or_wrong_key_is_401_and_a_tenant_sees_only_its_models_answers
 
 def test_an_unknown_model_is_404() -> None:
     with serve({"cascade/faq": two_tiers()}) as s, pytest.raises(openai.NotFoundError) as err:
-        client(s.url).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        s.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert err.value.code == "model_not_found" and err.value.param == "model"
 
 
@@ -203,7 +199,7 @@ def test_unknown_and_unsupported_parameters_are_400_and_named(
     extra: dict[str, object], param: str, code: str
 ) -> None:
     with serve({"cascade/faq": two_tiers()}) as s, pytest.raises(openai.BadRequestError) as err:
-        client(s.url).chat.completions.create(
+        s.client().chat.completions.create(
             model="cascade/faq", messages=[{"role": "user", "content": "hi"}], extra_body=extra
         )
     assert err.value.param == param and err.value.code == code and param in err.value.message
@@ -241,7 +237,7 @@ def test_a_cap_refusal_is_429_with_retry_after_and_caps_are_per_tenant() -> None
             f"{s.url}/v1/chat/completions", json=ask, headers={"authorization": f"Bearer {OTHER_KEY}"}
         )
         with pytest.raises(openai.RateLimitError):
-            client(s.url).chat.completions.create(**ask)  # type: ignore[call-overload]
+            s.client().chat.completions.create(**ask)  # type: ignore[call-overload]
     assert first.status_code == 200 and other.status_code == 200
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
     assert 1 <= int(refused.headers["retry-after"]) <= 86400
@@ -251,9 +247,7 @@ def test_every_tier_failing_is_502() -> None:
     down = ScriptedProvider(PermanentProviderError("down", provider="scripted"))
     cascade = Cascade([scripted("a", down, 0.9, 0.5), scripted("b", down)], name="down")
     with serve({"cascade/down": cascade}) as s, pytest.raises(openai.InternalServerError) as err:
-        client(s.url).chat.completions.create(
-            model="cascade/down", messages=[{"role": "user", "content": "hi"}]
-        )
+        s.client().chat.completions.create(model="cascade/down", messages=[{"role": "user", "content": "hi"}])
     assert (
         err.value.status_code == 502 and err.value.code == "all_tiers_failed" and "down" in err.value.message
     )
@@ -276,7 +270,7 @@ def test_a_passed_deadline_is_504_and_the_hold_is_settled() -> None:
     with serve({"cascade/slow": cascade}, deadline=0.2) as s:
         start = time.monotonic()
         with pytest.raises(openai.APIStatusError) as err:
-            client(s.url).chat.completions.create(
+            s.client().chat.completions.create(
                 model="cascade/slow", messages=[{"role": "user", "content": "hi"}]
             )
         took = time.monotonic() - start
@@ -311,11 +305,9 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_run_and_its_hold_is_se
 
 def test_models_health_readiness_and_metrics() -> None:
     with serve({"cascade/faq": two_tiers(), "cascade/capped": capped()}) as s:
-        models = client(s.url).models.list()
-        one = client(s.url).models.retrieve("cascade/faq")
-        client(s.url).chat.completions.create(
-            model="cascade/faq", messages=[{"role": "user", "content": "hi"}]
-        )
+        models = s.client().models.list()
+        one = s.client().models.retrieve("cascade/faq")
+        s.client().chat.completions.create(model="cascade/faq", messages=[{"role": "user", "content": "hi"}])
         health = httpx.get(f"{s.url}/healthz")
         ready = httpx.get(f"{s.url}/readyz")
         metrics = httpx.get(f"{s.url}/metrics")
