@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import openai
@@ -335,3 +336,30 @@ def test_langchain_chat_openai_through_the_gateway() -> None:
     assert called.tool_calls == [
         {"name": "get_weather", "args": {"city": "Paris"}, "id": "call_7", "type": "tool_call"}
     ]
+
+
+def test_a_tenant_spend_is_in_the_policy_ledger_for_cascade_spend(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cascade.cli import main
+    from cascade.serve import models
+
+    policy = tmp_path / "tenants.yaml"
+    policy.write_text(
+        "name: tenants\n"
+        "tiers:\n"
+        "  - {name: only, provider: scripted, model: m, price: {input: 1, output: 1}, options: {answers: [ok]}}\n"
+        "budget:\n"
+        "  caps: [{limit: 1, window: day, scope: key}]\n"
+        f"  ledger: {{kind: sqlite, path: {tmp_path / 'ledger.db'}}}\n"
+    )
+    with serve(models.load(policy)) as s:
+        s.client().chat.completions.create(
+            model="cascade/tenants", messages=[{"role": "user", "content": "hi"}]
+        )
+
+    def spent(tenant: str) -> str:
+        assert main(["spend", "--policy", str(policy), "--key", tenant, "--json"]) == 0
+        return str(json.loads(capsys.readouterr().out)["caps"][0]["spent"])
+
+    assert spent("acme") == "0.00002" and Decimal(spent("globex")) == 0
