@@ -1,6 +1,8 @@
 """``cascade serve``: the OpenAI-compatible gateway (:mod:`cascade.serve`) on uvicorn.
 
 Policies are loaded (and checked) before the port is bound: a broken policy is a one-line error.
+They reload when their files change (or on ``SIGHUP``): see :mod:`cascade.serve.reload`. Events are
+JSON lines on stderr (one ``cascade.serve.request`` per request: uvicorn's access log is off).
 With ``--workers N`` uvicorn starts N processes; each loads the same settings from the
 environment (``CASCADE_SERVE``), so caps shared across them need a shared ledger (SQLite, Redis).
 """
@@ -36,7 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-body-bytes", type=int, default=None, help="largest request body (default 4 MiB)"
     )
     parser.add_argument("--deadline", type=float, default=None, help="seconds per request before a 504")
-    parser.add_argument("--log-level", default="info", help="uvicorn's log level (default info)")
+    parser.add_argument(
+        "--reload-interval",
+        type=float,
+        default=2.0,
+        help="seconds between checks of the policy files for changes (0: only on SIGHUP; default 2)",
+    )
+    parser.add_argument("--log-level", default="info", help="log level (default info)")
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -51,11 +59,15 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--max-body-bytes: at least 1 (got {args.max_body_bytes})")
     if args.deadline is not None and args.deadline <= 0:
         raise UsageError(f"--deadline: a positive number of seconds (got {args.deadline})")
+    if args.reload_interval < 0:
+        raise UsageError(f"--reload-interval: 0 or more seconds (got {args.reload_interval})")
     return {
         "policy": str(DEMO if args.demo else args.policy),
         "keys": args.keys,
         "max_body": args.max_body_bytes,
         "deadline": args.deadline,
+        "reload_interval": args.reload_interval or None,
+        "log_level": args.log_level,
     }
 
 
@@ -70,12 +82,35 @@ def gateway(config: dict[str, Any]) -> Any:
         keys=keys,
         max_body=config.get("max_body") or MAX_BODY_BYTES,
         deadline=config.get("deadline"),
+        source=config["policy"],
+        reload_interval=config.get("reload_interval"),
+    )
+
+
+def log_events(level: str) -> None:
+    """cascade's events as JSON lines on stderr, from ``level`` up (a server is an application: it
+    configures logging; the library never does). Keys and prompt text are never in them."""
+    import logging
+    import sys
+
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
 
 
 def app_from_env() -> Any:
     """uvicorn's app factory for ``--workers`` > 1: the settings come in ``$CASCADE_SERVE``."""
-    return gateway(json.loads(os.environ[_ENV])).app()
+    config = json.loads(os.environ[_ENV])
+    log_events(config["log_level"])
+    return gateway(config).app()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         raise UsageError("cascade serve needs the serve extra: pip install 'cascade-llm[serve]'") from None
+    log_events(args.log_level)
     gw = gateway(config)  # policies and keys are checked here, before the port is bound
     print(f"cascade: serving {', '.join(sorted(gw.models))} on http://{args.host}:{args.port}/v1", flush=True)
     if args.workers == 1:
-        uvicorn.run(gw.app(), host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(gw.app(), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
         return 0
     gw.models.clear()  # the workers load their own
     os.environ[_ENV] = json.dumps(config)
@@ -98,5 +134,6 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        access_log=False,
     )
     return 0

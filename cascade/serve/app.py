@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import Token
 from typing import Any
@@ -33,6 +35,7 @@ from cascade.logging import get_logger, listening
 from cascade.serve import wire
 from cascade.serve.errors import ApiError, deadline, from_cascade
 from cascade.serve.keys import Keys
+from cascade.serve.reload import Reloader
 from cascade.types import CascadeResult, show
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -53,14 +56,39 @@ class Gateway:
         keys: Keys | None = None,
         max_body: int = MAX_BODY_BYTES,
         deadline: float | None = None,
+        source: str | os.PathLike[str] | None = None,
+        reload_interval: float | None = 2.0,
     ) -> None:
-        self.models = dict(models)
+        self.models: dict[str, Cascade] = {}
         self.keys = keys
         self.max_body = max_body
         self.deadline = deadline
         self.created = int(time.time())
-        for cascade in self.models.values():
+        self.active: Counter[int] = Counter()  # requests in flight per cascade (id)
+        self.retired: dict[int, Cascade] = {}  # replaced by a reload, closed once idle
+        self._closing: set[asyncio.Task[None]] = set()
+        self.reloader = None if source is None else Reloader(source, self.swap, reload_interval)
+        self.swap(models)
+
+    def swap(self, models: Mapping[str, Cascade]) -> None:
+        """Serve ``models`` from now on; the replaced cascades close when their requests are done."""
+        for cascade in models.values():
             _with_metrics(cascade)
+        old, self.models = self.models, dict(models)
+        for cascade in old.values():
+            self.retired[id(cascade)] = cascade
+            self._close_if_idle(cascade)
+
+    def _close_if_idle(self, cascade: Cascade) -> None:
+        if self.active[id(cascade)] or self.retired.pop(id(cascade), None) is None:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(cascade.aclose())
+        except RuntimeError:  # no loop (swapped before serving): close the sync clients
+            cascade.close()
+            return
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def app(self) -> Starlette:
         routes = [
@@ -78,11 +106,15 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        yield
+        if self.reloader is None:
+            yield
+        else:
+            async with self.reloader.running():
+                yield
         await self.aclose()
 
     async def aclose(self) -> None:
-        for cascade in self.models.values():
+        for cascade in [*self.models.values(), *self.retired.values()]:
             await cascade.aclose()
 
     # -- endpoints ----------------------------------------------------------------------------------
@@ -127,6 +159,7 @@ class Gateway:
     async def run(self, cascade: Cascade, call: wire.ChatCall, session: str | None = None) -> CascadeResult:
         """Run ``call`` on ``cascade`` within the deadline; cascade errors become :class:`ApiError`."""
         token = _response_format(cascade, call.response_format)
+        self.active[id(cascade)] += 1
         try:
             async with asyncio.timeout(self.deadline):
                 return await cascade.arun(call.request, session=session)
@@ -135,6 +168,11 @@ class Gateway:
         except CascadeError as exc:
             raise from_cascade(exc) from exc
         finally:
+            self.active[id(cascade)] -= 1
+            if not self.active[id(cascade)]:
+                del self.active[id(cascade)]
+                if id(cascade) in self.retired:
+                    self._close_if_idle(cascade)
             if token is not None:
                 from cascade.providers.langchain import tier_call
 
