@@ -129,7 +129,9 @@ class Gateway:
         if call.stream:
             return _Stream(run, call, cid)
         result = await run
-        return JSONResponse(wire.completion(result, call.model, cid), headers=facts(result, cid))
+        with_trace = request.headers.get("x-cascade-trace", "").lower() in ("1", "true")
+        body = wire.completion(result, call.model, cid, with_trace=with_trace)
+        return JSONResponse(body, headers=facts(result, cid))
 
     async def list_models(self, request: HttpRequest) -> Response:
         self._tenant(request)
@@ -213,14 +215,13 @@ def _response_format(cascade: Cascade, fmt: Mapping[str, Any] | None) -> Token[A
     only what their policy sets, and a warning says so."""
     if fmt is None:
         return None
-    kinds = {t.name: type(t.provider).__name__ for t in cascade.tiers}
-    others = [name for name, kind in kinds.items() if kind != "LangChainProvider"]
+    from cascade.providers.langchain import CallContext, LangChainProvider, tier_call
+
+    others = [t.name for t in cascade.tiers if not isinstance(t.provider, LangChainProvider)]
     if others:
         get_logger().warning("cascade.serve.response_format_ignored", policy=cascade.name, tiers=others)
-    if len(others) == len(kinds):
+    if len(others) == len(cascade.tiers):
         return None
-    from cascade.providers.langchain import CallContext, tier_call
-
     return tier_call.set(CallContext(options={"response_format": dict(fmt)}))
 
 
@@ -313,23 +314,32 @@ class _Stream(Response):
         self.cid = cid
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.ensure_future(self.run)
-        gone = asyncio.ensure_future(_disconnect(receive))
+        me = asyncio.current_task()
+        assert me is not None
+        finished = gone = False
+
+        async def watch() -> None:  # the client went away: cancel the run (its hold settles first)
+            nonlocal gone
+            await _disconnect(receive)
+            if not finished:
+                gone = True
+                me.cancel()
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not task.done():  # the client went away: cancel the run (its hold settles first)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ApiError):
-                await task
+            result = await self.run
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            me.uncancel()
             get_logger().info("cascade.serve.client_gone", model=self.call.model, request_id=self.cid)
             return
-        try:
-            result = task.result()
         except ApiError as err:
             await _error(err)(scope, receive, send)
             return
+        finally:
+            finished = True
+            watcher.cancel()
         headers = {
             **facts(result, self.cid),
             "content-type": "text/event-stream; charset=utf-8",

@@ -255,9 +255,34 @@ def message(result: CascadeResult) -> tuple[dict[str, Any], str]:
     return msg, finish
 
 
-def completion(result: CascadeResult, model: str, cid: str, created: int | None = None) -> dict[str, Any]:
-    """A ``chat.completion`` body for ``result``."""
+def trace(result: CascadeResult) -> dict[str, Any]:
+    """The decision trace in brief (no prompt or answer text): the ``cascade`` extension field."""
+    return {
+        "policy": result.policy,
+        "tier": result.tier,
+        "accepted": result.accepted,
+        "reason": result.reason,
+        "cost_usd": str(result.cost),
+        "attempts": [
+            {
+                "tier": a.tier,
+                "model": a.model,
+                "decision": a.decision,
+                "reason": a.reason,
+                "score": a.score,
+                "cost_usd": str(a.total_cost),
+            }
+            for a in result.attempts
+        ],
+    }
+
+
+def completion(
+    result: CascadeResult, model: str, cid: str, created: int | None = None, with_trace: bool = False
+) -> dict[str, Any]:
+    """A ``chat.completion`` body for ``result`` (with the ``cascade`` trace field if asked)."""
     msg, finish = message(result)
+    extension = {"cascade": trace(result)} if with_trace else {}
     return {
         "id": cid,
         "object": "chat.completion",
@@ -265,6 +290,7 @@ def completion(result: CascadeResult, model: str, cid: str, created: int | None 
         "model": model,
         "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}],
         "usage": usage(result),
+        **extension,
     }
 
 
@@ -302,4 +328,15 @@ def sse(event: Mapping[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-__all__ = ["ACCEPTED", "POLICY_OWNED", "ChatCall", "chunks", "completion", "message", "parse", "sse", "usage"]
+__all__ = [
+    "ACCEPTED",
+    "POLICY_OWNED",
+    "ChatCall",
+    "chunks",
+    "completion",
+    "message",
+    "parse",
+    "sse",
+    "trace",
+    "usage",
+]

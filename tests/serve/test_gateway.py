@@ -12,6 +12,7 @@ import openai
 import pytest
 from langchain_core.messages import AIMessage
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 
 from cascade import Budget, Cap, Cascade
 from cascade.errors import PermanentProviderError
@@ -363,3 +364,36 @@ def test_a_tenant_spend_is_in_the_policy_ledger_for_cascade_spend(
         return str(json.loads(capsys.readouterr().out)["caps"][0]["spent"])
 
     assert spent("acme") == "0.00002" and Decimal(spent("globex")) == 0
+
+
+def test_the_trace_extension_field_comes_when_asked_without_any_text() -> None:
+    with serve({"cascade/faq": two_tiers(score=0.1)}) as s:
+        raw = s.client().chat.completions.with_raw_response.create(
+            model="cascade/faq",
+            messages=[{"role": "user", "content": "secret prompt"}],
+            extra_headers={"x-cascade-trace": "1"},
+        )
+        plain = httpx.post(
+            f"{s.url}/v1/chat/completions",
+            json={"model": "cascade/faq", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {KEY}"},
+        )
+    trace = json.loads(raw.text)["cascade"]
+    assert [(a["tier"], a["decision"]) for a in trace["attempts"]] == [
+        ("cheap", "escalated"),
+        ("strong", "accepted"),
+    ]
+    assert trace["tier"] == "strong" and trace["cost_usd"] == "0.00004" and "secret" not in raw.text
+    assert "cascade" not in plain.json()
+
+
+def test_response_format_for_tiers_that_cannot_take_it_is_said_in_a_warning() -> None:
+    with serve({"cascade/faq": two_tiers()}) as s, capture_logs() as logs:
+        body = s.client().chat.completions.create(
+            model="cascade/faq",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_object"},
+        )
+    assert body.choices[0].message.content == "cheap answer"
+    (event,) = [e for e in logs if e["event"] == "cascade.serve.response_format_ignored"]
+    assert event["tiers"] == ["cheap", "strong"] and event["log_level"] == "warning"
