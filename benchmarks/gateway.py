@@ -119,11 +119,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(policy: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+# one worker in a process of its own, the scripted tier's call log (a test double's record of every
+# request) discarded so that memory measures the gateway, not the log
+RUNNER = """
+import sys, uvicorn
+from cascade.cli.serve import gateway
+class Discard(list):
+    def append(self, item): pass
+gw = gateway({"policy": sys.argv[1]})
+for cascade in gw.models.values():
+    for tier in cascade.tiers:
+        tier.provider.calls = Discard()
+uvicorn.run(gw.app(), port=int(sys.argv[2]), log_level="warning", access_log=False)
+"""
+
+
+def start(policy: Path, workers: int, discard_calls: bool = False) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    cascade_cmd = str(Path(sys.executable).parent / "cascade")
-    cmd = [cascade_cmd, "serve", str(policy), "--port", str(port), "--workers", str(workers)]
-    cmd += ["--log-level", "warning", "--reload-interval", "0"]
+    if discard_calls:
+        cmd = [sys.executable, "-c", RUNNER, str(policy), str(port)]
+    else:
+        cascade_cmd = str(Path(sys.executable).parent / "cascade")
+        cmd = [cascade_cmd, "serve", str(policy), "--port", str(port), "--workers", str(workers)]
+        cmd += ["--log-level", "warning", "--reload-interval", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -173,18 +191,27 @@ def main() -> None:
                         f"gateway, {workers} worker(s), {kind}: {rps:7.0f} req/s, p50 {p50 * 1000:6.1f} ms"
                         f" (+{(p50 - b50) * 1000:.1f}), p99 {p99 * 1000:6.1f} ms (+{(p99 - b99) * 1000:.1f})"
                     )
-                if workers == 1 and args.memory_requests:
-                    before = rss_mb(proc.pid)
-                    done = 0
-                    while done < args.memory_requests:
-                        batch = min(n, args.memory_requests - done)
-                        asyncio.run(through(port, batch, done % (2 * n) == 0))
-                        done += 2 * batch  # through() warms every connection up once
-                    after = rss_mb(proc.pid)
-                    print(f"server memory: {before:.1f} MB -> {after:.1f} MB after {done} requests")
             finally:
                 proc.terminate()
                 proc.wait(10)
+        if args.memory_requests:
+            memory(policy, n, args.memory_requests)
+
+
+def memory(policy: Path, n: int, total: int) -> None:
+    """The server's resident set after warm-up and then every fifth of ``total`` requests."""
+    proc, port = start(policy, 1, discard_calls=True)
+    try:
+        done, marks = 0, []
+        while done < total:
+            asyncio.run(through(port, n, (done // (2 * n)) % 2 == 1))  # plain and streaming in turn
+            done += 2 * n  # through() warms every connection up once
+            if done == 2 * n or done % (total // 5) < 2 * n:
+                marks.append(f"{rss_mb(proc.pid):.1f} MB after {done}")
+        print("server memory (1 worker): " + ", ".join(marks))
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 if __name__ == "__main__":
