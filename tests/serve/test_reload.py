@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,9 +10,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import pytest
 from structlog.testing import capture_logs
 
 from cascade.serve import Gateway
@@ -114,3 +117,39 @@ def test_sighup_reloads_the_policy_of_a_running_cascade_serve(tmp_path: Path) ->
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert err.count('"cascade.serve.reload_failed"') == 1 and "sk-" not in err
+
+
+def test_sigterm_lets_a_request_in_flight_finish_and_settle_its_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cascade.cli import main
+
+    path = tmp_path / "live.yaml"
+    ledger = tmp_path / "ledger.db"
+    path.write_text(
+        policy("done", latency=1.0)
+        + f"budget:\n  caps: [{{limit: 1, window: day}}]\n  ledger: {{kind: sqlite, path: {ledger}}}\n"
+    )
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "cascade"), "serve", str(path), "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cmd, "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    answers: list[str] = []
+    try:
+        wait_ready(url, proc)
+        slow = threading.Thread(target=lambda: answers.append(ask(url)))
+        slow.start()
+        time.sleep(0.4)  # the request is in flight, its hold taken
+        proc.send_signal(signal.SIGTERM)
+        slow.join(10)
+        assert proc.wait(10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it is done
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    assert answers == ["done"]
+    assert main(["spend", "--policy", str(path), "--json"]) == 0
+    (cap,) = json.loads(capsys.readouterr().out)["caps"]
+    assert Decimal(cap["spent"]) > 0 and Decimal(cap["held"]) == 0

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from cascade.errors import BudgetExceededError, ConfigurationError
+from cascade.errors import (
+    AllTiersFailedError,
+    BudgetExceededError,
+    CascadeError,
+    CascadeExhaustedError,
+    ConfigurationError,
+    InvalidRequestError,
+    LedgerUnavailableError,
+)
 from cascade.serve import Keys, wire
 from cascade.serve.errors import ApiError, from_cascade, retry_after
 from cascade.types import Attempt, CascadeResult, Sample, ToolCall
@@ -143,3 +151,19 @@ def test_a_cap_refusal_waits_until_its_window_ends() -> None:
     assert err.status == 429 and "retry-after" in err.headers
     per_request = from_cascade(BudgetExceededError("no", cap="per_request", needed=Decimal(1)))
     assert per_request.status == 429 and per_request.headers == {"x-should-retry": "false"}
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (InvalidRequestError("empty prompt"), 400, "invalid_value"),
+        (LedgerUnavailableError("redis down"), 503, "ledger_unavailable"),
+        (AllTiersFailedError("all failed", ()), 502, "all_tiers_failed"),
+        (CascadeExhaustedError("none accepted", ()), 502, "cascade_exhausted"),
+        (ConfigurationError("no key"), 500, "internal_error"),
+    ],
+)
+def test_each_cascade_error_has_its_status(error: CascadeError, status: int, code: str) -> None:
+    err = from_cascade(error)
+    assert (err.status, err.code) == (status, code)
+    assert set(err.body()["error"]) == {"message", "type", "param", "code"}
