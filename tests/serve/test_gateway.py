@@ -397,3 +397,28 @@ def test_response_format_for_tiers_that_cannot_take_it_is_said_in_a_warning() ->
     assert body.choices[0].message.content == "cheap answer"
     (event,) = [e for e in logs if e["event"] == "cascade.serve.response_format_ignored"]
     assert event["tiers"] == ["cheap", "strong"] and event["log_level"] == "warning"
+
+
+def test_a_langchain_agent_runs_its_tool_loop_through_the_gateway() -> None:
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"21 C in {city}"
+
+    call = AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_9"}])
+    model = ScriptedChatModel(model="lc-model", script=[call, "It is 21 C in Paris."])
+    with serve({"cascade/agent": chat_model_cascade(model)}) as s:
+        llm = ChatOpenAI(base_url=f"{s.url}/v1", api_key=KEY, model="cascade/agent", max_retries=0)  # type: ignore[arg-type]
+        agent = create_agent(llm, tools=[get_weather])
+        state = agent.invoke({"messages": [{"role": "user", "content": "weather in Paris?"}]})
+    assert [m.type for m in state["messages"]] == ["human", "ai", "tool", "ai"]
+    assert (
+        state["messages"][2].content == "21 C in Paris"
+        and state["messages"][-1].content == "It is 21 C in Paris."
+    )
+    sent, _ = model.calls[1]  # the tool's result reached the tier on the second turn
+    assert sent[-1].type == "tool" and sent[-1].tool_call_id == "call_9"
