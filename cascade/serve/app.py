@@ -257,7 +257,7 @@ async def _json(request: HttpRequest, limit: int) -> Any:
             raise too_large
     try:
         return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise ApiError(
             400, "We could not parse the JSON body of your request: it is not valid JSON", code="invalid_json"
         ) from None

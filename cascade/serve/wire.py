@@ -150,6 +150,9 @@ def _request(messages: Any, budget_key: str | None) -> Request:
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise bad(f"messages[{i}] must be an object", f"messages[{i}]", "invalid_type")
+        for key in ("name", "tool_call_id"):
+            if m.get(key) is not None and not isinstance(m[key], str):
+                raise bad(f"messages[{i}].{key} must be a string", f"messages[{i}].{key}", "invalid_type")
         if m.get("role") == "developer":  # OpenAI's newer name for the system role
             m = {**m, "role": "system"}
         content = m.get("content")

@@ -220,9 +220,11 @@ def test_malformed_json_and_oversized_bodies_are_400() -> None:
             yield json.dumps(big).encode()
 
         streamed = httpx.post(f"{s.url}/v1/chat/completions", content=chunked(), headers=headers)  # no length
+        nested = httpx.post(f"{s.url}/v1/chat/completions", content=b"[" * 1900, headers=headers)
     assert (broken.status_code, broken.json()["error"]["code"]) == (400, "invalid_json")
     assert (large.status_code, large.json()["error"]["code"]) == (400, "request_too_large")
     assert (streamed.status_code, streamed.json()["error"]["code"]) == (400, "request_too_large")
+    assert (nested.status_code, nested.json()["error"]["code"]) == (400, "invalid_json")  # not a 500
 
 
 def test_a_cap_refusal_is_429_with_retry_after_and_caps_are_per_tenant() -> None:

@@ -81,6 +81,12 @@ def test_a_body_becomes_a_request_with_tools_choice_and_metadata() -> None:
         ),
         ({"model": "m", "messages": [{"role": "robot", "content": "hi"}]}, "messages"),
         ({"model": "m", "messages": USER, "stream": "yes"}, "stream"),
+        ({"model": "m", "messages": [{"role": "user", "content": "hi", "name": 5}]}, "messages[0].name"),
+        (
+            {"model": "m", "messages": [{"role": "tool", "content": "x", "tool_call_id": 1}]},
+            "messages[0].tool_call_id",
+        ),
+        ({"model": "m", "messages": [{"role": "user", "content": "\ud800"}]}, "messages"),
     ],
 )
 def test_what_the_gateway_cannot_take_is_refused_and_named(body: dict[str, object], param: str) -> None:
