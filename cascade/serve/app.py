@@ -278,19 +278,27 @@ def _api(
             response = await handler(request)
         except ApiError as err:
             response = _error(err)
-        log = listening()
-        if log is not None:
-            log.info(
-                "cascade.serve.request",
-                path=request.url.path,
-                status=response.status_code,
-                tier=response.headers.get("x-cascade-tier"),
-                cost=response.headers.get("x-cascade-cost-usd"),
-                latency_ms=round((time.perf_counter() - start) * 1000, 3),
-            )
+        if isinstance(response, _Stream):  # it knows its status when it is sent: it logs then
+            response.path, response.start = request.url.path, start
+        else:
+            _log_request(request.url.path, response.status_code, response.headers, start)
         return response
 
     return endpoint
+
+
+def _log_request(path: str, status: int, headers: Mapping[str, str], start: float) -> None:
+    """The one event per request: status, the answering tier and cost, latency (no key, no text)."""
+    log = listening()
+    if log is not None:
+        log.info(
+            "cascade.serve.request",
+            path=path,
+            status=status,
+            tier=headers.get("x-cascade-tier"),
+            cost=headers.get("x-cascade-cost-usd"),
+            latency_ms=round((time.perf_counter() - start) * 1000, 3),
+        )
 
 
 async def _http_error(request: HttpRequest, exc: Exception) -> Response:
@@ -312,6 +320,8 @@ class _Stream(Response):
         self.run = run
         self.call = call
         self.cid = cid
+        self.path = ""
+        self.start = time.perf_counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         me = asyncio.current_task()
@@ -333,9 +343,11 @@ class _Stream(Response):
                 raise
             me.uncancel()
             get_logger().info("cascade.serve.client_gone", model=self.call.model, request_id=self.cid)
+            _log_request(self.path, 499, {}, self.start)  # 499: the client closed the request
             return
         except ApiError as err:
             await _error(err)(scope, receive, send)
+            _log_request(self.path, err.status, {}, self.start)
             return
         finally:
             finished = True
@@ -357,6 +369,7 @@ class _Stream(Response):
         ]
         # the answer is whole: its events leave in one write (half the server's time per stream)
         await send({"type": "http.response.body", "body": b"".join(events) + wire.sse("[DONE]")})
+        _log_request(self.path, 200, headers, self.start)
 
 
 async def _disconnect(receive: Receive) -> None:

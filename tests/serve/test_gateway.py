@@ -424,3 +424,19 @@ def test_a_langchain_agent_runs_its_tool_loop_through_the_gateway() -> None:
     )
     sent, _ = model.calls[1]  # the tool's result reached the tier on the second turn
     assert sent[-1].type == "tool" and sent[-1].tool_call_id == "call_9"
+
+
+def test_one_event_per_request_with_its_real_status_and_never_the_key() -> None:
+    ask = {
+        "model": "cascade/capped",
+        "messages": [{"role": "user", "content": "secret prompt"}],
+        "stream": True,
+    }
+    with serve({"cascade/capped": capped("0.00003")}) as s, capture_logs() as logs:
+        for _ in range(2):  # the second is refused by the cap after the stream was accepted
+            httpx.post(f"{s.url}/v1/chat/completions", json=ask, headers={"authorization": f"Bearer {KEY}"})
+        httpx.get(f"{s.url}/v1/models", headers={"authorization": "Bearer sk-wrong"})
+    events = [e for e in logs if e["event"] == "cascade.serve.request"]
+    assert [e["status"] for e in events] == [200, 429, 401]
+    assert events[0]["tier"] == "only" and events[0]["cost"] == "0.00002"
+    assert "sk-" not in repr(logs) and "secret" not in repr(logs)
