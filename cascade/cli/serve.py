@@ -19,6 +19,8 @@ from cascade.cli import UsageError
 NAME = "serve"
 HELP = "Serve policies over an OpenAI-compatible HTTP API (needs the serve extra)."
 _ENV = "CASCADE_SERVE"
+KEYS_ENV = "CASCADE_SERVE_KEYS"
+"""The keys file's text, when ``--keys`` is not given (for hosts that pass secrets as environment)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
-        "--keys", metavar="FILE", help="API keys -> tenants (YAML); without it no key is asked"
+        "--keys",
+        metavar="FILE",
+        help="API keys -> tenants (YAML; else $CASCADE_SERVE_KEYS); none: no key asked",
     )
     parser.add_argument(
         "--max-body-bytes", type=int, default=None, help="largest request body (default 4 MiB)"
@@ -76,7 +80,11 @@ def gateway(config: dict[str, Any]) -> Any:
     from cascade.serve import MAX_BODY_BYTES, Gateway, Keys
     from cascade.serve import models as served
 
-    keys = Keys.load(config["keys"]) if config.get("keys") else None
+    keys = None
+    if config.get("keys"):
+        keys = Keys.load(config["keys"])
+    elif os.environ.get(KEYS_ENV):
+        keys = Keys.parse(os.environ[KEYS_ENV], f"${KEYS_ENV}")
     return Gateway(
         served.load(config["policy"]),
         keys=keys,

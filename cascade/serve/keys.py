@@ -1,6 +1,7 @@
 """API keys and their tenants: ``Authorization: Bearer KEY`` -> the tenant, the request's budget key.
 
-A keys file is YAML, tenant -> key or list of keys; a key is written as itself or, better, as its
+A keys file (``--keys FILE``, or the same text in ``$CASCADE_SERVE_KEYS``) is YAML, tenant -> key
+or list of keys; a key is written as itself or, better, as its
 SHA-256 (``sha256:<64 hex digits>``, so the file holds no usable secret)::
 
     acme: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
@@ -33,31 +34,39 @@ def digest(key: str) -> bytes:
 class Keys:
     """API key digests and their tenants."""
 
-    def __init__(self, tenants: Mapping[str, str | list[str]]) -> None:
+    def __init__(self, tenants: Mapping[str, str | list[str]], where: str = "keys") -> None:
         self._digests: dict[bytes, str] = {}
         for tenant, keys in tenants.items():
             if not isinstance(tenant, str) or not tenant:
-                raise ConfigurationError(f"keys: a tenant is a non-empty string, not {tenant!r}")
+                raise ConfigurationError(f"{where}: a tenant is a non-empty string, not {tenant!r}")
             for key in [keys] if isinstance(keys, str) else keys:
                 if not isinstance(key, str) or not key:
-                    raise ConfigurationError(f"keys: tenant {tenant!r}: a key is a non-empty string")
+                    raise ConfigurationError(f"{where}: tenant {tenant!r}: a key is a non-empty string")
                 match = _HASHED.match(key)
                 d = bytes.fromhex(match.group(1)) if match else digest(key)
                 if d in self._digests:
-                    raise ConfigurationError(f"keys: tenant {tenant!r} repeats a key of {self._digests[d]!r}")
+                    raise ConfigurationError(
+                        f"{where}: tenant {tenant!r} repeats a key of {self._digests[d]!r}"
+                    )
                 self._digests[d] = tenant
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Keys:
         """Read a keys file (see the module docstring)."""
+        with open(path, encoding="utf-8") as f:
+            return cls.parse(f.read(), str(path))
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Keys:
+        """Keys from YAML ``text`` (a file's, or ``$CASCADE_SERVE_KEYS``); errors name ``where``,
+        never a key."""
         try:
-            with open(path, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigurationError(f"{path}: not YAML ({type(exc).__name__})") from None
+            raise ConfigurationError(f"{where}: not YAML ({type(exc).__name__})") from None
         if not isinstance(data, dict) or not data:
-            raise ConfigurationError(f"{path}: a keys file maps tenants to keys (tenant: key or [keys])")
-        return cls(data)
+            raise ConfigurationError(f"{where}: keys map tenants to keys (tenant: key or [keys])")
+        return cls(data, where)
 
     def __len__(self) -> int:
         return len(self._digests)

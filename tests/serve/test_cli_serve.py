@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from cascade.cli import main
+from cascade.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,3 +111,19 @@ def test_a_directory_serves_each_policy_as_a_model(tmp_path: Path) -> None:
     )
     with pytest.raises(Exception, match="also the name"):
         models.load(tmp_path)
+
+
+def test_keys_come_from_a_file_or_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cascade.cli.serve import gateway
+    from cascade.serve.models import DEMO
+
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("acme: sk-file\n")
+    monkeypatch.setenv("CASCADE_SERVE_KEYS", "globex: sk-env\n")
+    from_file = gateway({"policy": str(DEMO), "keys": str(keys)}).keys
+    from_env = gateway({"policy": str(DEMO)}).keys
+    assert from_file.tenant("Bearer sk-file") == "acme" and from_env.tenant("Bearer sk-env") == "globex"
+    monkeypatch.setenv("CASCADE_SERVE_KEYS", "acme: [sk-secret, sk-secret]")
+    with pytest.raises(ConfigurationError, match=r"\$CASCADE_SERVE_KEYS") as err:
+        gateway({"policy": str(DEMO)})
+    assert "sk-secret" not in str(err.value)
