@@ -85,8 +85,10 @@ def gateway(config: dict[str, Any]) -> Any:
         keys = Keys.load(config["keys"])
     elif os.environ.get(KEYS_ENV):
         keys = Keys.parse(os.environ[KEYS_ENV], f"${KEYS_ENV}")
+    loaded, versions = served.load_versions(config["policy"])
     return Gateway(
-        served.load(config["policy"]),
+        loaded,
+        versions=versions,
         keys=keys,
         max_body=config.get("max_body") or MAX_BODY_BYTES,
         deadline=config.get("deadline"),

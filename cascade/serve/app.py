@@ -58,8 +58,10 @@ class Gateway:
         deadline: float | None = None,
         source: str | os.PathLike[str] | None = None,
         reload_interval: float | None = 2.0,
+        versions: Mapping[str, str] | None = None,
     ) -> None:
         self.models: dict[str, Cascade] = {}
+        self.versions: dict[str, str] = {}
         self.keys = keys
         self.max_body = max_body
         self.deadline = deadline
@@ -68,13 +70,15 @@ class Gateway:
         self.retired: dict[int, Cascade] = {}  # replaced by a reload, closed once idle
         self._closing: set[asyncio.Task[None]] = set()
         self.reloader = None if source is None else Reloader(source, self.swap, reload_interval)
-        self.swap(models)
+        self.swap(models, versions)
 
-    def swap(self, models: Mapping[str, Cascade]) -> None:
-        """Serve ``models`` from now on; the replaced cascades close when their requests are done."""
+    def swap(self, models: Mapping[str, Cascade], versions: Mapping[str, str] | None = None) -> None:
+        """Serve ``models`` (at ``versions``: model -> policy version) from now on; the replaced
+        cascades close when their requests are done."""
         for cascade in models.values():
             _with_metrics(cascade)
         old, self.models = self.models, dict(models)
+        self.versions = dict(versions or {})
         for cascade in old.values():
             self.retired[id(cascade)] = cascade
             self._close_if_idle(cascade)
@@ -125,13 +129,14 @@ class Gateway:
         cascade = self._model(call.model)
         cid = wire.completion_id()
         session = request.headers.get("x-cascade-session") or None
+        version = self.versions.get(call.model)
         run = self.run(cascade, call, session)
         if call.stream:
-            return _Stream(run, call, cid)
+            return _Stream(run, call, cid, version)
         result = await run
         with_trace = request.headers.get("x-cascade-trace", "").lower() in ("1", "true")
         body = wire.completion(result, call.model, cid, with_trace=with_trace)
-        return JSONResponse(body, headers=facts(result, cid))
+        return JSONResponse(body, headers=facts(result, cid, version))
 
     async def list_models(self, request: HttpRequest) -> Response:
         self._tenant(request)
@@ -147,7 +152,8 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: HttpRequest) -> Response:
-        return JSONResponse({"status": "ready", "models": sorted(self.models)})
+        models = {m: self.versions.get(m) for m in sorted(self.models)}
+        return JSONResponse({"status": "ready", "models": models})
 
     async def metrics(self, request: HttpRequest) -> Response:
         try:
@@ -198,15 +204,18 @@ class Gateway:
         return {"id": model, "object": "model", "created": self.created, "owned_by": "cascade"}
 
 
-def facts(result: CascadeResult, cid: str) -> dict[str, str]:
-    """The cascade's facts about a result, as response headers."""
-    return {
+def facts(result: CascadeResult, cid: str, version: str | None = None) -> dict[str, str]:
+    """The cascade's facts about a result, as response headers (``version``: the policy's)."""
+    headers = {
         "x-request-id": cid,
         "x-cascade-tier": result.tier,
         "x-cascade-model": result.model,
         "x-cascade-accepted": "true" if result.accepted else "false",
         "x-cascade-cost-usd": show(result.cost),
     }
+    if version is not None:
+        headers["x-cascade-policy-version"] = version
+    return headers
 
 
 def _response_format(cascade: Cascade, fmt: Mapping[str, Any] | None) -> Token[Any] | None:
@@ -315,9 +324,12 @@ async def _crash(request: HttpRequest, exc: Exception) -> Response:
 class _Stream(Response):
     """An SSE answer, sent once the run is done; a client that disconnects first cancels the run."""
 
-    def __init__(self, run: Awaitable[CascadeResult], call: wire.ChatCall, cid: str) -> None:
+    def __init__(
+        self, run: Awaitable[CascadeResult], call: wire.ChatCall, cid: str, version: str | None = None
+    ) -> None:
         super().__init__(status_code=200, media_type="text/event-stream")
         self.run = run
+        self.version = version
         self.call = call
         self.cid = cid
         self.path = ""
@@ -353,7 +365,7 @@ class _Stream(Response):
             finished = True
             watcher.cancel()
         headers = {
-            **facts(result, self.cid),
+            **facts(result, self.cid, self.version),
             "content-type": "text/event-stream; charset=utf-8",
             "cache-control": "no-cache",
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -28,15 +29,22 @@ def policy_files(path: str | os.PathLike[str]) -> list[Path]:
 
 def load(path: str | os.PathLike[str]) -> dict[str, Cascade]:
     """model id -> cascade, for every policy at ``path`` (two policies with one name: an error)."""
-    models: dict[str, Cascade] = {}
+    return load_versions(path)[0]
+
+
+def load_versions(path: str | os.PathLike[str]) -> tuple[dict[str, Cascade], dict[str, str]]:
+    """:func:`load`, and each model's policy version: the first 12 hex digits of its file's SHA-256."""
+    served: dict[str, Cascade] = {}
+    versions: dict[str, str] = {}
     origin: dict[str, Path] = {}
     for f in policy_files(path):
+        version = hashlib.sha256(f.read_bytes()).hexdigest()[:12]
         cascade = Cascade.from_policy(f)
         model = PREFIX + cascade.name
-        if model in models:
+        if model in served:
             raise ConfigurationError(f"{f}: policy name {cascade.name!r} is also the name in {origin[model]}")
-        models[model], origin[model] = cascade, f
-    return models
+        served[model], versions[model], origin[model] = cascade, version, f
+    return served, versions
 
 
-__all__ = ["DEMO", "PREFIX", "load", "policy_files"]
+__all__ = ["DEMO", "PREFIX", "load", "load_versions", "policy_files"]

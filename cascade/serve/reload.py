@@ -38,7 +38,7 @@ class Reloader:
     def __init__(
         self,
         source: str | os.PathLike[str],
-        swap: Callable[[Mapping[str, Cascade]], None],
+        swap: Callable[[Mapping[str, Cascade], Mapping[str, str]], None],
         interval: float | None = 2.0,
     ) -> None:
         self.source = Path(source)
@@ -53,17 +53,15 @@ class Reloader:
         async with self._lock:
             self.seen = signature(self.source)
             try:
-                loaded = await asyncio.to_thread(models.load, self.source)
+                loaded, versions = await asyncio.to_thread(models.load_versions, self.source)
             except (CascadeError, OSError) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 get_logger().error(
                     "cascade.serve.reload_failed", source=str(self.source), why=why, error=first
                 )
                 return False
-            self.swap(loaded)
-            get_logger().info(
-                "cascade.serve.reloaded", source=str(self.source), why=why, models=sorted(loaded)
-            )
+            self.swap(loaded, versions)
+            get_logger().info("cascade.serve.reloaded", source=str(self.source), why=why, versions=versions)
             return True
 
     async def watch(self) -> None:

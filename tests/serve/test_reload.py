@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -59,11 +60,18 @@ def test_an_edited_policy_is_served_and_a_broken_edit_keeps_the_old_one_with_one
 ) -> None:
     path = tmp_path / "live.yaml"
     path.write_text(policy("one"))
-    gateway = Gateway(served.load(path), source=path, reload_interval=0.05)
+    loaded, versions = served.load_versions(path)
+    gateway = Gateway(loaded, versions=versions, source=path, reload_interval=0.05)
     with Server(gateway) as s, capture_logs() as logs:
         assert ask(s.url) == "one"
         edit(path, policy("two"))
         assert eventually(lambda: ask(s.url) == "two")
+        two = hashlib.sha256(policy("two").encode()).hexdigest()[:12]
+        assert httpx.get(f"{s.url}/readyz").json()["models"] == {"cascade/live": two}
+        body = {"model": "cascade/live", "messages": [{"role": "user", "content": "hi"}]}
+        assert (
+            httpx.post(f"{s.url}/v1/chat/completions", json=body).headers["x-cascade-policy-version"] == two
+        )
         edit(path, policy("two").replace("tiers:", "tiers: [oops"))
         assert eventually(lambda: any(e["event"] == "cascade.serve.reload_failed" for e in logs))
         time.sleep(0.3)  # several more polls of the unchanged broken file
