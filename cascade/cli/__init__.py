@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from cascade.errors import CascadeError, PolicyError
 from cascade.files import OutputPathError
 
-COMMANDS = ("run", "validate", "schema", "eval", "tune", "train-scorer", "label", "report", "spend")
+COMMANDS = ("run", "validate", "schema", "eval", "tune", "train-scorer", "label", "report", "spend", "serve")
 
 
 class UsageError(Exception):
