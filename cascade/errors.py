@@ -83,6 +83,7 @@ class ProviderError(CascadeError):
     transient = False
     usage: Usage | None = None
     cut_off: bool = False
+    own_words: bool = False  # the message is cascade's own (no provider text, no prompt): never withheld
 
     def __init__(
         self,
@@ -111,7 +112,10 @@ class ProviderError(CascadeError):
     def redacted(self) -> str:
         """This error without its message, which may quote the prompt (a provider's 400 often does):
         the provider, the class, the status, the provider's error type and code, the request id.
-        Traces, ``explain()`` and outcome logs show this unless they include texts."""
+        Traces, ``explain()`` and outcome logs show this unless they include texts. An error in
+        cascade's own words (``own_words``, e.g. the replay provider's) is shown whole."""
+        if self.own_words:
+            return str(self)
         reason = getattr(self, "reason", "")  # InvalidResponseError: cascade's own few words
         what = f"invalid response: {reason}" if reason else type(self).__name__
         parts = [f"{self.provider or 'provider'}: {what} (message withheld: include_text is off)"]

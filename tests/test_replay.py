@@ -119,6 +119,15 @@ def test_unknown_prompt_and_model_are_clear_errors(tiny: Path) -> None:
         ReplayProvider(str(tiny), "strnog")
 
 
+def test_replay_errors_are_in_cascade_own_words_and_never_withheld(tiny: Path) -> None:
+    """Provider messages are withheld without include_text (they may quote the prompt); replay's are
+    cascade's own (file, model, record id), so a trace still says why."""
+    with pytest.raises(PermanentProviderError) as info:
+        ReplayProvider(str(tiny), "strong").complete(Request.of("never recorded"))
+    assert "replay answers only recorded prompts" in info.value.redacted()
+    assert "never recorded" not in info.value.redacted()
+
+
 def test_bad_file_line_is_located(tmp_path: Path) -> None:
     from cascade.outcomes import read
 

@@ -58,27 +58,19 @@ class ReplayProvider:
     def _samples(self, request: Request) -> tuple[outcomes.RecordedSample, ...]:
         record = self.data.find(request.prompt, request.metadata.get("id"))
         if record is None:
-            raise PermanentProviderError(
-                f"prompt not found in {self.data.path.name} (replay answers only recorded prompts)",
-                provider="replay",
-            )
+            raise _error(f"prompt not found in {self.data.path.name} (replay answers only recorded prompts)")
         samples = record.responses.get(self.model)
         if samples and self.variant is not None:
             samples = tuple(s for s in samples if s.variant == self.variant)
         if not samples:
-            raise PermanentProviderError(
-                f"{self.model} has no recorded answer for record {record.id!r}", provider="replay"
-            )
+            raise _error(f"{self.model} has no recorded answer for record {record.id!r}")
         return samples
 
     def _completion(self, request: Request, n: int) -> Completion:
         recorded = self._samples(request)[:n]
         for s in recorded:  # a data file is untrusted input too: never settle a negative amount
             if s.input_tokens < 0 or s.output_tokens < 0 or (s.cost_usd is not None and s.cost_usd < 0):
-                raise PermanentProviderError(
-                    f"{self.data.path.name}: {self.model} has negative tokens or cost for this prompt",
-                    provider="replay",
-                )
+                raise _error(f"{self.data.path.name}: {self.model} has negative tokens or cost here")
         out = sum(s.output_tokens for s in recorded)
         if self.billing == "prompt_once":
             usage = Usage(recorded[0].input_tokens, out)
@@ -115,3 +107,11 @@ class ReplayProvider:
             return self._completion(request, n).usage
         except PermanentProviderError:
             return Usage()  # complete() will raise the clear error
+
+
+def _error(message: str) -> PermanentProviderError:
+    """A replay failure: in cascade's own words (the data file's name, a model, a record id; never
+    the prompt), so it is shown even where provider messages are withheld."""
+    err = PermanentProviderError(message, provider="replay")
+    err.own_words = True
+    return err
