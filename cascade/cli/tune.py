@@ -204,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     if args.frontier is not None:
         return _family(args, tuning, out, data_file)
+    if tuning.guarantee is not None and tuning.guarantee.infeasible:
+        print(f"cascade: {tuning.guarantee.sentence()}", file=sys.stderr)
+        return 1
     if tuning.choice is None:
         print(
             "cascade: no setting meets the objective on the training part; relax it (or --confidence 0)",

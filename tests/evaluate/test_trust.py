@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -461,3 +462,52 @@ def test_relative_replay_paths_follow_the_written_policy(tmp_path: Path) -> None
     assert (tmp_path / "out" / c["scorer"]["options"]["path"]).resolve() == (
         tmp_path / "sk" / "j.gz"
     ).resolve()
+
+
+# -- issue 20: a risk tuner that can save, and says what its calibration size allows ----------------
+
+
+def test_records_needed_and_smallest_provable_agree() -> None:
+    # binomial: a setting that never disagrees proves eps once 1 - (delta/2)^(1/n) <= eps
+    assert risk.records_needed(0.01, 0.05, "binomial") == math.ceil(math.log(0.025) / math.log(0.99))
+    assert risk.smallest_provable(560, 0.1, "binomial") == pytest.approx(1 - 0.05 ** (1 / 560), rel=1e-6)
+    for method in ("binomial", "betting"):
+        n = risk.records_needed(0.02, 0.1, method)
+        assert n is not None
+        assert (
+            risk.best_case_pvalue(n, 0.02, 0.1, method)
+            <= 0.1
+            < risk.best_case_pvalue(n - 1, 0.02, 0.1, method)
+        )
+        assert risk.smallest_provable(n, 0.1, method) <= 0.02 < risk.smallest_provable(n - 1, 0.1, method)
+    assert risk.records_needed(0.0, 0.1, "binomial") is None  # no drop of 0 is ever proven
+
+
+def test_an_unreachable_drop_is_infeasible_before_any_search(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_path, pol_path = files
+    # 255 calibration records: 0.005 needs about 600 even with no disagreement at all
+    t = tune(pol_path, outcomes.load(data_path), Objective(max_drop=0.005, risk=0.1), seed=1)
+    g = t.guarantee
+    assert g is not None and g.infeasible and t.choice is None
+    assert t.settings_tried == 0 and all(c.scored is None for c in t.candidates)  # nothing scored
+    assert g.needed == risk.records_needed(0.005, 0.1, "binomial") and g.calibration < g.needed
+    assert g.sentence().startswith("infeasible: 255 calibration records")
+    assert main(["tune", str(pol_path), "--max-drop", "0.005", "--risk", "0.1", "--seed", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "infeasible" in err and f"needs at least {g.needed}" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 3])
+def test_the_risk_tuner_saves_where_a_cheap_cascade_is_safe(files: tuple[Path, Path], seed: int) -> None:
+    # the sequence starts at the settings the search part rates safest, not at the costliest band
+    # (which tested plainly bad settings first: 35% and 47% of big's cost on these seeds)
+    data_path, pol_path = files
+    t = tune(pol_path, outcomes.load(data_path), Objective(max_drop=0.05, risk=0.1), seed=seed)
+    g = t.guarantee
+    assert t.choice is not None and g is not None and not g.fallback and not g.infeasible
+    ref_cost = float(t.evalset.cost[t.train, t.evalset.column("big")].mean())
+    assert t.choice.cost < 0.25 * ref_cost
+    assert g.smallest < 0.05 and g.needed is not None and g.needed <= g.calibration
