@@ -229,7 +229,8 @@ def test_money_and_signs_are_readable() -> None:
 
 def test_choice_letters_are_learned_and_a_narrow_set_is_reported(tmp_path: Path) -> None:
     assert choice_letters(["A", "c", "J", None, "12"]) == "ABCDEFGHIJ"
-    assert choice_letters(["A", "B"]) == "ABCDE"
+    assert choice_letters(["A", "B"]) == "AB"
+    assert choice_letters([None, "12"]) == "ABCDE"  # no letter: the scorer's default
     rec = {
         "id": "q1",
         "prompt": "p",
@@ -419,7 +420,26 @@ def test_choice_letters_from_answers_ignore_a_stray_letter(tmp_path: Path) -> No
         for i, r in enumerate(recs)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    assert data_choices(outcomes.read(path)) == "ABCDE"
+    assert data_choices(outcomes.read(path)) == "ABCD"
+
+
+def test_two_choice_data_raises_no_false_narrow_letters_note(tmp_path: Path) -> None:
+    # issue 20: the default read "ABCDE" from two-choice data, then called a scorer reading AB narrow
+    recs = [
+        {"id": f"q{i}", "prompt": f"p{i}", "reference": "AB"[i % 2], "responses": {"m": [{"answer": "A"}]}}
+        for i in range(50)
+    ]
+    path = tmp_path / "two.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    data = outcomes.read(path)
+    raws: list[dict[str, Any]] = [{"name": "t", "scorer": {"kind": "self_consistency", "answer": "choice"}}]
+    assert check_choices(raws, data, fill=True) == ["tier t: choices AB learned from the data"]
+    assert raws[0]["scorer"]["choices"] == "AB"
+    assert check_choices(raws, data, fill=False) == []  # AB written back: no warning in eval
+    default: list[dict[str, Any]] = [
+        {"name": "t", "scorer": {"kind": "self_consistency", "answer": "choice"}}
+    ]
+    assert check_choices(default, data, fill=False) == []
 
 
 def test_live_engine_honours_the_boundary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
