@@ -49,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration",
         type=float,
-        default=0.85,
         metavar="SHARE",
-        help="with --max-drop: share of the training part kept for the risk test (default 0.85)",
+        help="with --max-drop: share of the training part kept for the risk test (default: enough"
+        " records to prove half the drop, 50%%-85%%)",
     )
     parser.add_argument(
         "--models",

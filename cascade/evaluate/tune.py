@@ -67,7 +67,7 @@ class Objective:
     confidence: float = 1.0
     max_drop: float | None = None
     risk: float = 0.05
-    calibration: float = 0.85
+    calibration: float | None = None  # None: :func:`_calibration_share`
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.cost_cap, self.target, self.max_drop))
@@ -83,7 +83,7 @@ class Objective:
             raise ConfigurationError(f"the maximum drop must be in [0, 1) (got {self.max_drop:g})")
         if not 0 < self.risk < 1:
             raise ConfigurationError(f"the risk must be between 0 and 1 (got {self.risk:g})")
-        if not 0 < self.calibration < 1:
+        if self.calibration is not None and not 0 < self.calibration < 1:
             raise ConfigurationError(
                 f"the calibration share must be between 0 and 1 (got {self.calibration:g})"
             )
@@ -646,9 +646,8 @@ def tune(
     fit, cal = train, np.zeros(len(train), dtype=bool)
     if objective.max_drop is not None:
         idx = np.flatnonzero(train)
-        picked = np.random.default_rng(seed + 1).permutation(len(idx))[
-            : round(len(idx) * objective.calibration)
-        ]
+        share = objective.calibration or _calibration_share(es, train, objective)
+        picked = np.random.default_rng(seed + 1).permutation(len(idx))[: round(len(idx) * share)]
         cal = np.zeros(len(train), dtype=bool)
         cal[idx[picked]] = True
         fit = train & ~cal
@@ -922,6 +921,18 @@ def _risk_reference(es: EvalSet, own: Sequence[int], train: BoolArray) -> int:
     whole training part, the cheaper on ties."""
     all_q, all_c = es.quality[train].mean(axis=0), es.cost[train].mean(axis=0)
     return min(own or range(len(es.models)), key=lambda j: (-float(all_q[j]), float(all_c[j])))
+
+
+def _calibration_share(es: EvalSet, train: BoolArray, objective: Objective) -> float:
+    """The default share of the training part for the risk test: as many records as prove half the
+    target when nothing disagrees with the reference (so that a setting with a few disagreements can
+    pass), the rest for the search that orders the tests; at least 50% and at most 85%."""
+    from cascade.evaluate import risk
+
+    assert objective.max_drop is not None
+    n = int(train.sum())
+    need = risk.records_needed(objective.max_drop / 2, objective.risk, risk.method_of(es.quality[train]))
+    return min(0.85, max(0.5, (need or n) / max(n, 1)))
 
 
 def _feasibility(
