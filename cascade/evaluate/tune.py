@@ -818,6 +818,15 @@ def tune(
             break
     if choice is None:
         notes.append("no setting meets the objective on the training part with the required margin")
+    else:
+        single = _cheaper_single(search, choice)
+        if single is not None:
+            notes.append(
+                f"{cands[single.tiers[0]].spec.model} alone reaches {single.quality:.4f} on the training part"
+                f" for {_usd(single.cost)}/query: chosen instead of a {len(choice.tiers)}-tier setting at"
+                f" {choice.quality:.4f} for {_usd(choice.cost)}"
+            )
+            choice = single
     boundary: Boundary | None = None
     if choice is not None and objective.cost_cap is not None and randomise:
         tmp = Tuning(cands, es, test, None, reference, target, [], 0)
@@ -907,13 +916,29 @@ def _randomised_boundary(
     return best
 
 
-def _frontier(search: _Search) -> list[Setting]:
+def _cheaper_single(search: _Search, choice: Setting) -> Setting | None:
+    """The cheapest single model at least as good as ``choice`` on the training part and cheaper,
+    if any: a tuned policy never costs more than that (issue 20)."""
     q, c, which, row = search.flat()
-    hx, _ = upper_hull(c, q)
-    on_hull = np.isin(c, hx)
-    return [
-        search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in np.flatnonzero(on_hull)
-    ]
+    single = np.array([len(search.settings[w][0]) == 1 for w in which], dtype=bool)
+    ok = np.flatnonzero(single & (q >= choice.quality - 1e-12) & (c < choice.cost - 1e-15))
+    if len(ok) == 0:
+        return None
+    k = int(ok[np.lexsort((-q[ok], c[ok]))[0]])
+    return search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k]))
+
+
+def _frontier(search: _Search) -> list[Setting]:
+    """The settings on the training part's hull, one per vertex (a setting that only shares a
+    vertex's cost, at a lower quality, is dominated and left out)."""
+    q, c, which, row = search.flat()
+    hx, hy = upper_hull(c, q)
+    out: list[Setting] = []
+    for x, y in zip(hx.tolist(), hy.tolist(), strict=True):
+        at = np.flatnonzero((c == x) & (q == y))
+        k = int(at[0])
+        out.append(search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])))
+    return out
 
 
 def _risk_reference(es: EvalSet, own: Sequence[int], train: BoolArray) -> int:

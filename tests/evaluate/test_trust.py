@@ -533,3 +533,38 @@ def test_the_risk_tuner_saves_where_a_cheap_cascade_is_safe(files: tuple[Path, P
     ref_cost = float(t.evalset.cost[t.train, t.evalset.column("big")].mean())
     assert t.choice.cost < 0.25 * ref_cost
     assert g.smallest < 0.05 and g.needed is not None and g.needed <= g.calibration
+
+
+def _search_of(*settings: tuple[tuple[int, ...], list[list[float]], list[float], list[float]]) -> Any:
+    from cascade.evaluate.tune import _Search
+
+    s = _Search.__new__(_Search)
+    s.settings = [
+        (tiers, np.array(th, dtype=float).reshape(len(q), len(tiers) - 1), np.array(q), np.array(c))
+        for tiers, th, q, c in settings
+    ]
+    return s
+
+
+def test_a_frontier_member_dominated_on_the_training_part_is_dropped() -> None:
+    from cascade.evaluate.tune import _frontier
+
+    # (2.0, 0.4) only shares its cost with the vertex (2.0, 0.9): it was kept beside it
+    search = _search_of(
+        ((0,), [[]], [0.5], [1.0]),
+        ((1,), [[]], [0.9], [2.0]),
+        ((2, 0), [[0.3], [0.6]], [0.4, 0.3], [2.0, 1.2]),
+    )
+    assert [(s.cost, s.quality) for s in _frontier(search)] == [(1.0, 0.5), (2.0, 0.9)]
+
+
+def test_a_tuned_policy_never_costs_more_than_a_single_model_as_good() -> None:
+    from cascade.evaluate.tune import Setting, _cheaper_single
+
+    search = _search_of(
+        ((0,), [[]], [0.80], [1.0]), ((3,), [[]], [0.81], [1.2]), ((1, 0), [[0.5]], [0.78], [1.5])
+    )
+    got = _cheaper_single(search, Setting((1, 0), (0.5,), 0.78, 1.5))
+    assert got is not None and got.tiers == (0,) and got.cost == 1.0
+    assert _cheaper_single(search, Setting((1, 0), (0.5,), 0.85, 1.5)) is None  # better than every single
+    assert _cheaper_single(search, Setting((0,), (), 0.80, 1.0)) is None
