@@ -9,8 +9,11 @@ and each of ``--splits`` seeded random train/test halves, the tuner runs twice: 
 the held-out drop against the reference model and the held-out cost per query. Prints, per set, the
 share of splits where the risk-controlled drop is <= EPS (the guarantee is on the expected drop; the
 held-out half adds its own sampling noise), the mean drop and cost of both, and the share of splits
-where the risk-controlled policy costs no more than the 1-SE one. Candidates are scored once per set
-(every record) and reused across splits, so only the search and the tests run per split.
+where the risk-controlled policy costs no more than the 1-SE one; also its held-out cost as a share
+of the reference's, and the splits where the risk target is infeasible (too few calibration
+records: no policy; the drop share is over the splits with one). ``--risk-only`` skips the 1-SE
+tuner. Candidates are scored once per set (every record) and reused across splits, so only the
+search and the tests run per split.
 """
 
 from __future__ import annotations
@@ -146,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             f" | ${r['risk_cost']:.6f} / ${r['se_cost']:.6f} | {r['no_costlier']:.0%} of splits |"
         )
     met = sum(r["within"] >= 1 - delta for r in results.values())
+    blocked = [name for name, r in results.items() if r["answered"] == 0]
+    if blocked:
+        print(f"\ninfeasible on every split (too few calibration records; no policy): {', '.join(blocked)}")
     saving = sum(r["cost_share"] <= 0.6 for r in results.values())
     print(f"\nrisk-controlled policy at most 60% of the reference's cost on {saving} of {len(results)} sets")
     cheap = sum(r["risk_cost"] <= r["se_cost"] * (1 + 1e-9) for r in results.values())
