@@ -975,9 +975,20 @@ def _feasibility(
     smallest = risk.smallest_provable(n, delta, method)
     blocked = needed is None or n < needed
     return Guarantee(
-        eps, delta, es.models[ref_j], method, n, int((train & ~cal).sum()), 0, 0, 1.0, math.nan,
-        smallest=smallest, needed=needed, infeasible=blocked,
-    )  # fmt: skip
+        eps,
+        delta,
+        es.models[ref_j],
+        method,
+        n,
+        int((train & ~cal).sum()),
+        0,
+        0,
+        1.0,
+        math.nan,
+        smallest=smallest,
+        needed=needed,
+        infeasible=blocked,
+    )
 
 
 def _pareto(q: FloatArray, c: FloatArray, below: float) -> np.ndarray:
