@@ -9,8 +9,11 @@ and each of ``--splits`` seeded random train/test halves, the tuner runs twice: 
 the held-out drop against the reference model and the held-out cost per query. Prints, per set, the
 share of splits where the risk-controlled drop is <= EPS (the guarantee is on the expected drop; the
 held-out half adds its own sampling noise), the mean drop and cost of both, and the share of splits
-where the risk-controlled policy costs no more than the 1-SE one. Candidates are scored once per set
-(every record) and reused across splits, so only the search and the tests run per split.
+where the risk-controlled policy costs no more than the 1-SE one; also its held-out cost as a share
+of the reference's, and the splits where the risk target is infeasible (too few calibration
+records: no policy; the drop share is over the splits with one). ``--risk-only`` skips the 1-SE
+tuner. Candidates are scored once per set (every record) and reused across splits, so only the
+search and the tests run per split.
 """
 
 from __future__ import annotations
@@ -33,27 +36,42 @@ def splits_of(sk: Path, data: Any, kw: dict[str, Any], args: argparse.Namespace)
 
     cache: dict[str, Any] = {}
     rows = []
+    objectives = [Objective(max_drop=args.max_drop, risk=args.risk)]
+    if not args.risk_only:
+        objectives.append(Objective(target="best"))
+    infeasible = 0
     for seed in range(args.splits):
         out = []
-        for obj in (Objective(max_drop=args.max_drop, risk=args.risk), Objective(target="best")):
+        ref_cost = np.nan
+        for obj in objectives:
             t = tune(sk, data, obj, split="seed", seed=seed, cache=cache, **kw)
+            j = t.evalset.column(t.reference)
+            if obj.max_drop is not None:
+                ref_cost = float(t.evalset.cost[t.test, j].mean())
+                infeasible += bool(getattr(t.guarantee, "infeasible", False))
             if t.choice is None:
                 out.append((np.nan, np.nan))
                 continue
             r = run(t.arrays(t.choice, t.test), t.thresholds(t.choice))
-            j = t.evalset.column(t.reference)
             out.append((float(t.evalset.quality[t.test, j].mean() - r.quality.mean()), float(r.cost.mean())))
-        rows.append([*out[0], *out[1]])
+        if len(out) == 1:
+            out.append((np.nan, np.nan))
+        rows.append([*out[0], *out[1], ref_cost])
         print(
-            f"  split {seed}: risk drop {out[0][0]:+.4f} cost {out[0][1]:.6f};"
-            f" 1-SE drop {out[1][0]:+.4f} cost {out[1][1]:.6f}",
+            f"  split {seed}: risk drop {out[0][0]:+.4f} cost {out[0][1]:.6f} ({out[0][1] / ref_cost:.1%} of"
+            f" the reference); 1-SE drop {out[1][0]:+.4f} cost {out[1][1]:.6f}",
             file=sys.stderr,
             flush=True,
         )
     a = np.array(rows)
+    answered = ~np.isnan(a[:, 0])
     return {
         "splits": args.splits,
-        "within": float(np.mean(a[:, 0] <= args.max_drop + 1e-12)),
+        "infeasible": infeasible,
+        "answered": int(answered.sum()),
+        # among the splits with a policy (an infeasible split deploys nothing)
+        "within": float(np.mean(a[answered, 0] <= args.max_drop + 1e-12)) if answered.any() else np.nan,
+        "cost_share": float(np.nanmean(a[:, 1]) / np.nanmean(a[:, 4])) if answered.any() else np.nan,
         "risk_drop": float(np.nanmean(a[:, 0])),
         "se_drop": float(np.nanmean(a[:, 2])),
         "se_within": float(np.mean(a[:, 2] <= args.max_drop + 1e-12)),
@@ -81,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the sets' trained-classifier candidates (each split would train them again)",
     )
+    p.add_argument(
+        "--risk-only", action="store_true", help="run only the risk-controlled tuner (not the 1-SE one)"
+    )
     args = p.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
@@ -106,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[name]["seconds"] = round(time.perf_counter() - t0)
                 r = results[name]
                 print(
-                    f"  {name}: within {r['within']:.0%} (1-SE {r['se_within']:.0%}), cost risk"
+                    f"  {name}: within {r['within']:.0%} (1-SE {r['se_within']:.0%}), cost"
+                    f" {r['cost_share']:.1%} of the reference, risk"
                     f" {r['risk_cost']:.6f} vs 1-SE {r['se_cost']:.6f},"
                     f" no costlier on {r['no_costlier']:.0%}",
                     file=sys.stderr,
@@ -115,17 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     eps, delta = args.max_drop, args.risk
     print(f"--max-drop {eps} --risk {delta}, {args.splits} seeded random halves per set (held-out figures)\n")
     print(
-        f"| set | held-out drop <= {eps} (risk-controlled / 1-SE) | mean held-out drop (risk / 1-SE)"
-        " | mean cost/query (risk / 1-SE) | risk costs no more than 1-SE |"
+        f"| set | infeasible splits | held-out drop <= {eps} (risk-controlled / 1-SE) | mean held-out drop"
+        " (risk / 1-SE) | risk cost vs the reference | mean cost/query (risk / 1-SE) | risk costs no more"
+        " than 1-SE |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(
-            f"| {name} | **{r['within']:.0%}** / {r['se_within']:.0%}"
-            f" | {r['risk_drop']:+.4f} / {r['se_drop']:+.4f}"
+            f"| {name} | {r['infeasible']} of {r['splits']} | **{r['within']:.0%}** / {r['se_within']:.0%}"
+            f" | {r['risk_drop']:+.4f} / {r['se_drop']:+.4f} | **{r['cost_share']:.1%}**"
             f" | ${r['risk_cost']:.6f} / ${r['se_cost']:.6f} | {r['no_costlier']:.0%} of splits |"
         )
     met = sum(r["within"] >= 1 - delta for r in results.values())
+    blocked = [name for name, r in results.items() if r["answered"] == 0]
+    if blocked:
+        print(f"\ninfeasible on every split (too few calibration records; no policy): {', '.join(blocked)}")
+    saving = sum(r["cost_share"] <= 0.6 for r in results.values())
+    print(f"\nrisk-controlled policy at most 60% of the reference's cost on {saving} of {len(results)} sets")
     cheap = sum(r["risk_cost"] <= r["se_cost"] * (1 + 1e-9) for r in results.values())
     print(
         f"\nguarantee rate >= {1 - delta:.0%} on {met} of {len(results)} sets; mean cost no higher than"

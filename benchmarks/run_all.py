@@ -377,6 +377,8 @@ def risk_row(sk: Path, data: Any, kw: dict[str, Any], seed: int) -> dict[str, An
     started = time.perf_counter()
     t = tune(sk, data, Objective(max_drop=0.01, risk=0.05), seed=seed, **kw)
     took = round(time.perf_counter() - started, 1)
+    if t.guarantee is not None and t.guarantee.infeasible:
+        return {"error": t.guarantee.sentence(), "tune_seconds": took}
     if t.choice is None or t.guarantee is None:
         return {"error": "; ".join(t.notes) or "no choice", "tune_seconds": took}
     policy = loader.loads(render(tuned_raw(sk, t, t.choice), [], {}), source="risk")

@@ -51,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calibration",
         type=float,
-        default=0.85,
         metavar="SHARE",
-        help="with --max-drop: share of the training part kept for the risk test (default 0.85)",
+        help="with --max-drop: share of the training part kept for the risk test (default: enough"
+        " records to prove half the drop, 50%%-85%%)",
     )
     parser.add_argument(
         "--models",
@@ -226,6 +226,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     if args.frontier is not None:
         return _family(args, tuning, out, data_file)
+    if tuning.guarantee is not None and tuning.guarantee.infeasible:
+        print(f"cascade: {tuning.guarantee.sentence()}", file=sys.stderr)
+        return 1
     if tuning.choice is None:
         print(
             "cascade: no setting meets the objective on the training part; relax it (or --confidence 0)",

@@ -113,6 +113,49 @@ def pvalue(setting_q: FloatArray, ref_q: FloatArray, eps: float, delta: float, *
     return betting_pvalue(drop, eps, seed=seed)
 
 
+def method_of(*arrays: FloatArray) -> Method:
+    """The p-value the labels allow: binomial for 0/1 labels, betting otherwise."""
+    return "binomial" if is_binary(*arrays) else "betting"
+
+
+def best_case_pvalue(n: int, eps: float, delta: float, method: Method) -> float:
+    """The p-value of a setting that agrees with the reference on all ``n`` calibration records:
+    the smallest any setting can get (a disagreement only adds evidence of a drop or costs power)."""
+    zero = np.zeros(n)
+    return binomial_pvalue(zero, eps, delta) if method == "binomial" else betting_pvalue(zero, eps)
+
+
+def smallest_provable(n: int, delta: float, method: Method) -> float:
+    """The smallest maximum drop that ``n`` calibration records can prove at risk ``delta``."""
+    if n < 1 or best_case_pvalue(n, 1.0 - 1e-9, delta, method) > delta:
+        return 1.0
+    lo, hi = 0.0, 1.0 - 1e-9
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if best_case_pvalue(n, mid, delta, method) <= delta:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def records_needed(eps: float, delta: float, method: Method, limit: int = 100_000) -> int | None:
+    """The fewest calibration records that can prove a maximum drop ``eps`` at risk ``delta``
+    (None: more than ``limit``, or never, as for ``eps = 0``)."""
+    if eps <= 0 or best_case_pvalue(limit, eps, delta, method) > delta:
+        return None
+    lo, hi = 0, 1  # the p-value falls with n: double, then halve the gap
+    while best_case_pvalue(hi, eps, delta, method) > delta:
+        lo, hi = hi, min(2 * hi, limit)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if best_case_pvalue(mid, eps, delta, method) <= delta:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 @dataclass(frozen=True)
 class Tested:
     """One setting of the fixed sequence: its position, calibration drop and p-value."""
@@ -142,11 +185,15 @@ def fixed_sequence(
 __all__ = [
     "Method",
     "Tested",
+    "best_case_pvalue",
     "betting_pvalue",
     "binom_cdf",
     "binom_upper",
     "binomial_pvalue",
     "fixed_sequence",
     "is_binary",
+    "method_of",
     "pvalue",
+    "records_needed",
+    "smallest_provable",
 ]

@@ -132,6 +132,15 @@ def skip_candidates(
         path = (folder / f"{slug(m)}{tag}.prompt.json").resolve()
         final.save(path)
         ths = skip_levels(estimate, train, levels)
+        # the written rule runs the final estimator: a level at which it skips every training
+        # prompt would write a tier that is never called (issue 20), so it is not offered
+        seen = final.predict_many([r.prompt for r, t in zip(es.records, train, strict=True) if t])
+        top = float(np.max(seen)) if len(seen) else -np.inf
+        if any(th > top for th in ths):
+            notes.append(
+                f"skip levels above {top:.4g} left out for {m}: the final estimator skips every prompt"
+            )
+            ths = [th for th in ths if th <= top]
         for c in base:
             for th in ths:
                 raw = copy.deepcopy(c.raw)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,7 +66,7 @@ class Objective:
     confidence: float = 1.0
     max_drop: float | None = None
     risk: float = 0.05
-    calibration: float = 0.85
+    calibration: float | None = None  # None: :func:`_calibration_share`
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.cost_cap, self.target, self.max_drop))
@@ -81,7 +82,7 @@ class Objective:
             raise ConfigurationError(f"the maximum drop must be in [0, 1) (got {self.max_drop:g})")
         if not 0 < self.risk < 1:
             raise ConfigurationError(f"the risk must be between 0 and 1 (got {self.risk:g})")
-        if not 0 < self.calibration < 1:
+        if self.calibration is not None and not 0 < self.calibration < 1:
             raise ConfigurationError(
                 f"the calibration share must be between 0 and 1 (got {self.calibration:g})"
             )
@@ -116,8 +117,25 @@ class Guarantee:
     pvalue: float
     calibration_drop: float
     fallback: bool = False
+    smallest: float = math.nan  # the smallest drop the calibration records can prove at this risk
+    needed: int | None = None  # the calibration records the asked drop needs (None: too many)
+    infeasible: bool = False  # too few records: nothing was searched
+
+    def feasibility(self) -> str:
+        """What the calibration size allows, said before the search."""
+        need = f"at least {self.needed:,}" if self.needed is not None else "more than 100,000"
+        return (
+            f"{self.calibration} calibration records can prove an expected drop vs {self.reference} of"
+            f" {self.smallest:.4g} at best at risk {self.risk:g} ({self.method} p-values, a setting that"
+            f" never disagrees with it); a maximum drop of {self.max_drop:g} needs {need} records"
+        )
 
     def sentence(self) -> str:
+        if self.infeasible:
+            return (
+                f"infeasible: {self.feasibility()}. Nothing was searched: give more labelled records, a"
+                f" larger --calibration share, a larger --max-drop or a larger --risk"
+            )
         if self.fallback:
             return (
                 f"no setting cheaper than {self.reference} passed the risk test"
@@ -641,14 +659,31 @@ def tune(
     fit, cal = train, np.zeros(len(train), dtype=bool)
     if objective.max_drop is not None:
         idx = np.flatnonzero(train)
-        picked = np.random.default_rng(seed + 1).permutation(len(idx))[
-            : round(len(idx) * objective.calibration)
-        ]
+        share = objective.calibration or _calibration_share(es, train, objective)
+        picked = np.random.default_rng(seed + 1).permutation(len(idx))[: round(len(idx) * share)]
         cal = np.zeros(len(train), dtype=bool)
         cal[idx[picked]] = True
         fit = train & ~cal
         if int(fit.sum()) < 2 or int(cal.sum()) < 2:
             raise ConfigurationError(f"{data.path}: too few training records to keep a calibration part")
+        reach = _feasibility(es, cands, train, cal, objective)
+        notes.append(f"risk test: {reach.feasibility()}")
+        if reach.infeasible:
+            split_rule = {"split": split, "seed": seed, "test_fraction": test_fraction}
+            return Tuning(
+                cands,
+                es,
+                test,
+                None,
+                reach.reference,
+                None,
+                [],
+                0,
+                notes,
+                skeleton=pol,
+                split=split_rule,
+                guarantee=reach,
+            )
     if samples:
         cands += sample_count_candidates(cands, samples)
     tq, tc = es.quality[fit].mean(axis=0), es.cost[fit].mean(axis=0)
@@ -747,12 +782,13 @@ def tune(
         # fall back to
         all_q, all_c = es.quality[train].mean(axis=0), es.cost[train].mean(axis=0)
         own = sorted({es.column(k.spec.model) for k in cands if k.bare is not None and not k.partners})
-        best_j = min(own or range(len(es.models)), key=lambda j: (-float(all_q[j]), float(all_c[j])))
+        best_j = _risk_reference(es, own, train)
         if own and int(np.lexsort((all_c, -all_q))[0]) not in own:
             notes.append(f"reference: {es.models[best_j]}, the best of the skeleton's models")
         reference = es.models[best_j]
         choice: Setting | None
         choice, guarantee = _risk_controlled(search, cands, es, test, fit, cal, best_j, objective, pol, seed)
+        guarantee = replace(guarantee, smallest=reach.smallest, needed=reach.needed)
         if choice is None:
             notes.append("no setting passes the risk test; the reference model alone is the safe choice")
         return Tuning(
@@ -805,6 +841,15 @@ def tune(
             break
     if choice is None:
         notes.append("no setting meets the objective on the training part with the required margin")
+    else:
+        single = _cheaper_single(search, choice)
+        if single is not None:
+            notes.append(
+                f"{cands[single.tiers[0]].spec.model} alone reaches {single.quality:.4f} on the training part"
+                f" for {_usd(single.cost)}/query: chosen instead of a {len(choice.tiers)}-tier setting at"
+                f" {choice.quality:.4f} for {_usd(choice.cost)}"
+            )
+            choice = single
     boundary: Boundary | None = None
     if choice is not None and objective.cost_cap is not None and randomise:
         tmp = Tuning(cands, es, test, None, reference, target, [], 0)
@@ -894,27 +939,91 @@ def _randomised_boundary(
     return best
 
 
-def _frontier(search: _Search) -> list[Setting]:
+def _cheaper_single(search: _Search, choice: Setting) -> Setting | None:
+    """The cheapest single model at least as good as ``choice`` on the training part and cheaper,
+    if any: a tuned policy never costs more than that (issue 20)."""
     q, c, which, row = search.flat()
-    hx, _ = upper_hull(c, q)
-    on_hull = np.isin(c, hx)
-    return [
-        search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in np.flatnonzero(on_hull)
-    ]
-
-
-def _by_budget(q: FloatArray, c: FloatArray, below: float, bins: int) -> np.ndarray:
-    """The best setting (highest quality, then cheapest) in each of ``bins`` cost bands, log-spaced
-    up to ``below``: a family from the cheapest to the most conservative settings."""
-    ok = np.flatnonzero((c < below - 1e-15) & (c > 0))
+    single = np.array([len(search.settings[w][0]) == 1 for w in which], dtype=bool)
+    ok = np.flatnonzero(single & (q >= choice.quality - 1e-12) & (c < choice.cost - 1e-15))
     if len(ok) == 0:
-        return ok
-    lo = float(c[ok].min())
-    edges = np.geomspace(lo, below, bins + 1) if below > lo else np.array([lo, below])
-    band = np.clip(np.searchsorted(edges, c[ok], side="right") - 1, 0, len(edges) - 2)
-    order = np.lexsort((np.round(c[ok], 12), -np.round(q[ok], 12), band))
-    first = np.r_[True, band[order][1:] != band[order][:-1]]
-    return np.asarray(ok[order][first], dtype=np.int64)
+        return None
+    k = int(ok[np.lexsort((-q[ok], c[ok]))[0]])
+    return search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k]))
+
+
+def _frontier(search: _Search) -> list[Setting]:
+    """The settings on the training part's hull, one per vertex (a setting that only shares a
+    vertex's cost, at a lower quality, is dominated and left out)."""
+    q, c, which, row = search.flat()
+    hx, hy = upper_hull(c, q)
+    out: list[Setting] = []
+    for x, y in zip(hx.tolist(), hy.tolist(), strict=True):
+        at = np.flatnonzero((c == x) & (q == y))
+        k = int(at[0])
+        out.append(search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])))
+    return out
+
+
+def _risk_reference(es: EvalSet, own: Sequence[int], train: BoolArray) -> int:
+    """The column the risk test compares with: the best of the policy's own models (``own``) on the
+    whole training part, the cheaper on ties."""
+    all_q, all_c = es.quality[train].mean(axis=0), es.cost[train].mean(axis=0)
+    return min(own or range(len(es.models)), key=lambda j: (-float(all_q[j]), float(all_c[j])))
+
+
+def _calibration_share(es: EvalSet, train: BoolArray, objective: Objective) -> float:
+    """The default share of the training part for the risk test: as many records as prove half the
+    target when nothing disagrees with the reference (so that a setting with a few disagreements can
+    pass), the rest for the search that orders the tests; at least 50% and at most 85%."""
+    from cascade.evaluate import risk
+
+    assert objective.max_drop is not None
+    n = int(train.sum())
+    need = risk.records_needed(objective.max_drop / 2, objective.risk, risk.method_of(es.quality[train]))
+    return min(0.85, max(0.5, (need or n) / max(n, 1)))
+
+
+def _feasibility(
+    es: EvalSet, cands: Sequence[Candidate], train: BoolArray, cal: BoolArray, objective: Objective
+) -> Guarantee:
+    """Before the search: the smallest drop ``cal`` can prove, the records the asked one needs, and
+    whether the asked one is out of reach whatever the search finds (``infeasible``)."""
+    from cascade.evaluate import risk
+
+    assert objective.max_drop is not None
+    eps, delta, n = objective.max_drop, objective.risk, int(cal.sum())
+    ref_j = _risk_reference(es, sorted({es.column(k.spec.model) for k in cands if not k.partners}), train)
+    method = risk.method_of(es.quality[cal])
+    needed = risk.records_needed(eps, delta, method)
+    smallest = risk.smallest_provable(n, delta, method)
+    blocked = needed is None or n < needed
+    return Guarantee(
+        eps,
+        delta,
+        es.models[ref_j],
+        method,
+        n,
+        int((train & ~cal).sum()),
+        0,
+        0,
+        1.0,
+        math.nan,
+        smallest=smallest,
+        needed=needed,
+        infeasible=blocked,
+    )
+
+
+def _pareto(q: FloatArray, c: FloatArray, below: float) -> np.ndarray:
+    """The settings no other setting beats on both cost and quality, costing less than ``below``."""
+    ok = np.flatnonzero(c < below - 1e-15)
+    out: list[int] = []
+    best = -math.inf
+    for k in ok[np.lexsort((-np.round(q[ok], 12), np.round(c[ok], 12)))]:
+        if q[k] > best + 1e-12:
+            best = float(q[k])
+            out.append(int(k))
+    return np.asarray(out, dtype=np.int64)
 
 
 def _risk_controlled(
@@ -929,10 +1038,16 @@ def _risk_controlled(
     pol: Policy,
     seed: int,
     max_tests: int = 400,
+    max_risk_estimates: int = 5000,
 ) -> tuple[Setting | None, Guarantee]:
-    """Learn-then-Test: the best search-part setting in each cost band below the reference's cost,
-    most conservative (costliest) first, each tested on ``cal``;
-    the cheapest setting rejected before the first failure is chosen (:mod:`cascade.evaluate.risk`)."""
+    """Learn-then-Test with Pareto testing (Laufer-Goldshtein et al., 2023). On the search part:
+    the settings cheaper than the reference and within the target, each one's estimated risk (the upper
+    bound its paired drops would give on as many records as ``cal`` holds, widened by the search
+    part's own noise; normal approximation),
+    and the front of cost against that risk, kept where the risk is within the target. Those are
+    tested on ``cal`` from the lowest risk up; the cheapest setting rejected before the first
+    failure is chosen (:mod:`cascade.evaluate.risk`). The order never sees ``cal``: the guarantee
+    holds."""
     from cascade.evaluate import risk
 
     assert objective.max_drop is not None
@@ -941,13 +1056,27 @@ def _risk_controlled(
     ref_model = es.models[ref_j]
     ref_q_cal = es.quality[cal, ref_j]
     ref_cost = float(es.cost[fit, ref_j].mean())
-    front = _by_budget(q, c, ref_cost, max_tests)
-    settings = [search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in front]
-    method = "binomial" if risk.is_binary(es.quality[cal]) else "betting"
+    ref_q_fit = es.quality[fit, ref_j]
+    # every setting cheaper than the reference and within the target on the search part (the
+    # ``max_risk_estimates`` with the smallest drops there)
+    front = np.flatnonzero((c < ref_cost - 1e-15) & (float(ref_q_fit.mean()) - q <= eps + 1e-12))
+    front = front[np.argsort(-q[front], kind="stable")[:max_risk_estimates]]
     tmp = Tuning(cands, es, test, None, ref_model, None, [], 0)
-    # the fixed sequence, from the most to the least conservative: the best setting of each cost
-    # band on the search part, costliest first (it never looks at the calibration part)
-    sequence = sorted(range(len(settings)), key=lambda i: -settings[i].cost)
+    # the calibration test's own margin, plus the search part's noise in the drop it estimates
+    z = statistics.NormalDist().inv_cdf(1 - delta) * (1 / math.sqrt(cal.sum()) + 1 / math.sqrt(fit.sum()))
+    found = [search.setting(int(which[k]), int(row[k]), float(q[k]), float(c[k])) for k in front]
+    est = []
+    for s in found:
+        d = ref_q_fit - run(tmp.arrays(s, fit), tmp.thresholds(s), pol.on_exhausted).quality
+        est.append(float(d.mean() + z * (d.std(ddof=1) if len(d) > 1 else 1.0)))
+    risky = np.array(est)
+    keep = _pareto(-risky, np.array([s.cost for s in found]), math.inf)  # cheaper and safer
+    keep = keep[risky[keep] <= eps][::-1]  # from the lowest estimated risk up
+    if len(keep) > max_tests:  # evenly along the order
+        keep = keep[np.unique(np.linspace(0, len(keep) - 1, max_tests).round().astype(np.int64))]
+    settings = [found[int(k)] for k in keep]
+    method = risk.method_of(es.quality[cal])
+    sequence = range(len(settings))  # already in the order of the test
     results: dict[int, tuple[float, float]] = {}
 
     def check(i: int) -> tuple[float, float]:

@@ -154,10 +154,11 @@ _CUED_ANY = re.compile(
 
 def choice_letters(values: Sequence[Any]) -> str:
     """The letter set a multiple-choice file uses: ``A`` through the last single capital letter
-    among ``values`` (references or recorded answers), at least ``ABCDE``."""
+    among ``values`` (references or recorded answers; ``AB`` for two-choice data), ``ABCDE`` (the
+    scorer's default) when there is none."""
     seen = [str(v).strip().upper() for v in values if v is not None]
     top = max((ord(v) for v in seen if len(v) == 1 and "A" <= v <= "Z"), default=ord("E"))
-    return string.ascii_uppercase[: max(5, top - ord("A") + 1)]
+    return string.ascii_uppercase[: top - ord("A") + 1]
 
 
 def choice_extractor(letters: str = "ABCDE") -> Extractor:

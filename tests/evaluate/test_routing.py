@@ -7,6 +7,7 @@ import gzip
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,3 +183,41 @@ def test_cli_tune_skip_writes_a_policy_that_skips(tmp_path: Path, capsys: pytest
     result = cascade.run(hard.prompt, metadata={"id": hard.id})
     assert result.attempts[0].decision == "skipped" and result.attempts[0].cost == 0
     assert main(["tune", str(sk), "--data", str(data_path), "--target-quality", "best", "--skip", "-1"]) == 2
+
+
+@pytest.mark.slow
+def test_no_skip_level_at_which_the_written_estimator_skips_every_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 20: the final estimator (the one the policy runs) can sit lower than the out-of-fold
+    # estimates the levels come from; a level above all of its training estimates is never offered
+    from cascade.evaluate import routing
+
+    real = routing.oof_estimates
+
+    class Lower:
+        def __init__(self, final: Any) -> None:
+            self.final = final
+
+        def predict_many(self, prompts: list[str]) -> Any:
+            return self.final.predict_many(prompts) - 10.0
+
+        def save(self, path: Path) -> None:
+            self.final.save(path)
+
+    def lowered(*args: Any, **kw: Any) -> Any:
+        got = real(*args, **kw)
+        return None if got is None else (got[0], Lower(got[1]))
+
+    monkeypatch.setattr(routing, "oof_estimates", lowered)
+    data_path = routing_data(tmp_path)
+    t = tune(
+        skeleton(tmp_path, data_path),
+        outcomes.load(data_path),
+        Objective(target="best"),
+        seed=1,
+        skip=1,
+        artifacts=tmp_path / "art",
+    )
+    assert not [c for c in t.candidates if "skip" in c.raw]
+    assert any("the final estimator skips every prompt" in n for n in t.notes)
