@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -298,21 +298,55 @@ class Attempt:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (money as decimal strings), with ``total_cost``."""
-        d: dict[str, Any] = _jsonable(asdict(self))
+        d = _flat(self)
         d["total_cost"] = str(self.total_cost)
         return d
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}  # a dataclass's field names (fields() is slow)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _jsonable(v: Any) -> Any:
+    """``v`` JSON-ready: dataclasses as dicts, tuples as lists, Decimals as strings. Like
+    ``asdict`` and recursion, without its deep copies (a result is reported on every call)."""
+    t = type(v)
+    if t in _SCALARS:
+        return v
+    if t is Decimal:
+        return str(v)
+    if t is tuple or t is list:
+        return [_jsonable(x) for x in v]
+    if t is dict:
+        return {k: _jsonable(x) for k, x in v.items()}
+    if t in _NAMES:  # a dataclass seen before (Usage, ToolCall...): no ABC checks
+        return _flat(v)
     if isinstance(v, Decimal):
         return str(v)
-    if isinstance(v, Mapping):
-        return {k: _jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
-    if hasattr(v, "__dataclass_fields__"):
-        return _jsonable(asdict(v))
+    if isinstance(v, Mapping):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if is_dataclass(v) and not isinstance(v, type):
+        return _flat(v)
     return v
+
+
+def _flat(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as a JSON-ready dict (scalar values taken as they are)."""
+    scalars = _SCALARS
+    d = {}
+    for n in _names(type(obj)):
+        v = getattr(obj, n)
+        d[n] = v if type(v) in scalars else _jsonable(v)
+    return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,15 +379,14 @@ class CascadeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (money as decimal strings)."""
-        d = {
-            f.name: [a.to_dict() for a in self.attempts]
-            if f.name == "attempts"
-            else _jsonable(getattr(self, f.name))
-            for f in fields(self)
-            if f.name != "sample"
-        }
+        d: dict[str, Any] = {}
+        for name in _names(CascadeResult):
+            if name == "attempts":
+                d[name] = [a.to_dict() for a in self.attempts]
+            elif name != "sample":
+                d[name] = _jsonable(getattr(self, name))
         d["cost"] = str(self.cost)
-        d["usage"] = asdict(self.usage)
+        d["usage"] = _flat(self.usage)
         return d
 
     def to_json(self, **kwargs: Any) -> str:

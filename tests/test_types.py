@@ -146,3 +146,78 @@ def test_usage_source_is_in_the_trace_and_the_explanation() -> None:
     result = CascadeResult("x", "t", "m", True, "accepted", (est,))
     assert "tokens 3+4 (estimated)" in result.explain()
     assert "(reported)" not in CascadeResult("x", "t", "m", True, "accepted", (a,)).explain()
+
+
+def _reference(v: Any) -> Any:
+    """The former ``to_dict``: ``dataclasses.asdict``, then Decimals as strings, tuples as lists."""
+    from collections.abc import Mapping
+    from dataclasses import asdict, is_dataclass
+    from decimal import Decimal
+
+    if is_dataclass(v) and not isinstance(v, type):
+        return _reference(asdict(v))
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, Mapping):
+        return {k: _reference(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_reference(x) for x in v]
+    return v
+
+
+def test_to_dict_is_asdict_made_json_ready_without_its_copies() -> None:
+    import json
+    from decimal import Decimal
+    from types import MappingProxyType
+
+    from cascade.types import Attempt, CascadeResult, Sample, Usage
+
+    call = ToolCall("weather", {"city": "Oslo", "days": (1, 2), "max": Decimal("1.5")}, "c1")
+    detail = {"votes": [{"answer": "a", "n": 2}], "cost": Decimal("0.001"), "calls": (call,)}
+    attempts = (
+        Attempt(
+            "small",
+            "m-1",
+            "openai",
+            "escalated",
+            "score 0.2 < 0.5",
+            3,
+            0.2,
+            0.5,
+            Usage(10, 5, 2),
+            Decimal("0.00001"),
+            Decimal("0.000002"),
+            0.1,
+            1,
+            None,
+            "a",
+            (call,),
+            detail,
+            "estimated",
+            1,
+        ),
+        Attempt(
+            "large",
+            "m-2",
+            "anthropic",
+            "accepted",
+            "last tier",
+            1,
+            usage=Usage(7, 3),
+            cost=Decimal("0.3"),
+            charged="cut off in flight: worst case",
+        ),
+    )
+    result = CascadeResult("b", "large", "m-2", True, "accepted", attempts, (call,), "p", 0.25, Sample("b"))
+    expected = {k: _reference(getattr(result, k)) for k in ("answer", "tier", "model", "accepted", "reason")}
+    expected |= {"attempts": [{**_reference(a), "total_cost": str(a.total_cost)} for a in attempts]}
+    expected |= {"tool_calls": _reference(result.tool_calls), "policy": "p", "latency_s": 0.25}
+    expected |= {"cost": str(result.cost), "usage": _reference(result.usage)}
+    got = result.to_dict()
+    assert got == expected and list(got) == list(expected)
+    assert json.loads(json.dumps(got)) == got
+    assert got["attempts"][0]["tool_calls"][0]["arguments"] is not call.arguments  # a copy, not a view
+    frozen = ToolCall("weather", MappingProxyType({"city": "Oslo"}), "c2")  # asdict could not copy it
+    assert CascadeResult("b", "large", "m-2", True, "accepted", (), (frozen,)).to_dict()["tool_calls"] == [
+        {"name": "weather", "arguments": {"city": "Oslo"}, "id": "c2"}
+    ]

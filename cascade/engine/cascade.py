@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cascade.budget import Budget, hold_ttl_problem
-from cascade.engine.drive import adrive, aexecute, drive, execute
+from cascade.engine.drive import AsyncStep, Step, adrive, astream, drive, stream
 from cascade.engine.loop import Action, OnExhausted, Outcome, Settings, Tier, steps
 from cascade.errors import CascadeError, InvalidRequestError
 from cascade.types import CascadeResult, Message, Request
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from cascade.engine.assemble import Parts
     from cascade.observe import Observer
 
+T = TypeVar("T")
 Prompt = str | Request | Sequence[Message | Mapping[str, Any]]
 Sessions = str | Sequence[str | None] | None
 """A batch's sessions: one for every prompt, or one per prompt."""
@@ -173,6 +174,42 @@ class Cascade:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             return list(pool.map(one, range(len(items))))
 
+    def drive(
+        self,
+        prompt: Prompt,
+        step: Callable[[Action], Step[T]],
+        *,
+        budget_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        session: str | None = None,
+    ) -> Generator[T | CascadeResult, None, None]:
+        """Run one prompt, each of the loop's actions executed by your ``step``
+        (:func:`cascade.engine.drive.stream`): yields what ``step`` yields, then the result.
+
+        ``step(action)`` is a generator that yields items for the consumer (say, the chunks of an
+        answer it streams) and last :class:`~cascade.engine.drive.Executed` with the action's outcome
+        (:func:`cascade.engine.drive.execute` computes the usual one). Close the generator to abandon
+        the run: its open hold is settled before ``close()`` returns.
+        """
+        request = Request.of(prompt, budget_key=budget_key, metadata=metadata)
+        return stream(self._steps(request, session), step)
+
+    def adrive(
+        self,
+        prompt: Prompt,
+        step: Callable[[Action], AsyncStep[T]],
+        *,
+        budget_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        session: str | None = None,
+    ) -> AsyncGenerator[T | CascadeResult, None]:
+        """Async :meth:`drive` (``step`` an async generator; :func:`cascade.engine.drive.aexecute`).
+
+        Cancelled or closed mid-step, the open hold is settled off the event loop before the
+        cancellation propagates (or ``aclose()`` returns)."""
+        request = Request.of(prompt, budget_key=budget_key, metadata=metadata)
+        return astream(self._steps(request, session), step)
+
     # -- async --------------------------------------------------------------------------------
 
     async def arun(
@@ -238,9 +275,5 @@ def _sessions(session: Sessions, n: int) -> list[str | None]:
             raise InvalidRequestError(f"session: a session is a string or None, not {type(k).__name__}")
     return keys
 
-
-# the LangChain front drives the loop itself (it streams the last tier): it executes through these
-_execute = execute
-_aexecute = aexecute
 
 __all__ = ["Cascade", "Prompt"]

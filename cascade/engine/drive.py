@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from dataclasses import replace
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
@@ -279,4 +279,135 @@ def _release(action: Reserve, task: asyncio.Task[str]) -> None:
     _orphan(_background(action.budget.asettle(task.result(), ZERO)))
 
 
-__all__ = ["adrive", "aexecute", "drive", "execute"]
+# -- streaming drivers: the caller executes each action, and may yield to its own caller meanwhile --
+
+
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """A step executor's last item: the outcome of the action it executed."""
+
+    outcome: Outcome
+
+
+Step = Generator[T | Executed, None, None]
+"""What a step executor returns for an action: items for the consumer, then :class:`Executed`."""
+AsyncStep = AsyncGenerator[T | Executed, None]
+
+
+def stream(gen: Steps, step: Callable[[Action], Step[T]]) -> Generator[T | CascadeResult, None, None]:
+    """Run the loop ``gen``, each action executed by ``step``: yields what ``step`` yields (say,
+    the chunks of an answer streamed live), then the :class:`CascadeResult`.
+
+    However the run ends mid-step (an exception in ``step``, or the consumer closing this generator),
+    the loop's open hold is settled here, in this thread, before the exception propagates.
+    """
+    try:
+        action = next(gen)
+        while True:
+            outcome: Outcome | None = None
+            items = step(action)
+            try:
+                try:
+                    for item in items:
+                        if isinstance(item, Executed):
+                            outcome = item.outcome
+                        else:
+                            yield item
+                finally:
+                    items.close()  # abandoned mid-step: the step's own clean-up runs first
+            except BaseException as exc:
+                _cut_off(gen, exc)
+                raise
+            action = gen.send(_executed(outcome, action))
+    except StopIteration as stop:
+        result: CascadeResult = stop.value
+    finally:
+        gen.close()
+    yield result
+
+
+async def astream(
+    gen: Steps, step: Callable[[Action], AsyncStep[T]]
+) -> AsyncGenerator[T | CascadeResult, None]:
+    """Async :func:`stream`: the hold of a run cancelled or closed mid-step is settled off the event
+    loop (its ``Settle`` awaited) before the cancellation propagates."""
+    try:
+        action = next(gen)
+        while True:
+            outcome: Outcome | None = None
+            items = step(action)
+            try:
+                try:
+                    async for item in items:
+                        if isinstance(item, Executed):
+                            outcome = item.outcome
+                        else:
+                            yield item
+                finally:
+                    await items.aclose()
+            except BaseException as exc:
+                await _acut_off(gen, exc)
+                raise
+            action = gen.send(_executed(outcome, action))
+    except StopIteration as stop:
+        result: CascadeResult = stop.value
+    finally:
+        gen.close()
+    yield result
+
+
+def _executed(outcome: Outcome | None, action: Action) -> Outcome:
+    if outcome is None:
+        raise TypeError(f"a step executor ended without an Executed outcome for {type(action).__name__}")
+    return outcome
+
+
+class _AbandonedError(Exception):
+    """Thrown into the loop for a stream its consumer closed (a ``GeneratorExit`` would make the
+    loop settle its hold synchronously, blocking an event loop)."""
+
+
+def _throw(gen: Steps, exc: BaseException) -> Action | None:
+    """Throw ``exc`` into the loop: its answer (the open hold's Settle), or None when it re-raised."""
+    thrown = _AbandonedError() if isinstance(exc, GeneratorExit) else exc
+    try:
+        return gen.throw(thrown)
+    except StopIteration:
+        return None
+    except BaseException as raised:
+        if raised is thrown:
+            return None
+        raise
+
+
+def _cut_off(gen: Steps, exc: BaseException) -> None:
+    """A run that ends mid-step: the loop's Settle executed in this thread."""
+    action = _throw(gen, exc)
+    while action is not None:
+        outcome = execute(action)
+        try:
+            action = gen.send(outcome)
+        except (StopIteration, _AbandonedError):
+            return
+        except BaseException as raised:
+            if raised is exc:
+                return
+            raise
+
+
+async def _acut_off(gen: Steps, exc: BaseException) -> None:
+    """Async :func:`_cut_off`: the Settle is awaited (off the event loop), never blocking it."""
+    action = _throw(gen, exc)
+    while action is not None:
+        outcome = await aexecute(action)
+        try:
+            action = gen.send(outcome)
+        except (StopIteration, _AbandonedError):
+            return
+        except BaseException as raised:
+            if raised is exc:
+                return
+            raise
+
+
+__all__ = ["AsyncStep", "Executed", "Step", "adrive", "aexecute", "astream", "drive", "execute", "stream"]

@@ -37,9 +37,9 @@ from langchain_core.runnables.retry import RunnableRetry
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, PrivateAttr, field_serializer
 
-from cascade.engine.cascade import Cascade, _aexecute, _execute
-from cascade.engine.drive import Steps
-from cascade.engine.loop import Action, Call, Outcome
+from cascade.engine.cascade import Cascade
+from cascade.engine.drive import AsyncStep, Executed, Step, aexecute, execute
+from cascade.engine.loop import Action, Call
 from cascade.errors import AllTiersFailedError, ConfigurationError, InvalidRequestError, ProviderError
 from cascade.langchain.lean import _lc
 from cascade.langchain.messages import (
@@ -723,53 +723,54 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         scope = self._prepare(messages, stop, run_manager, kwargs)
-        gen = self._traced._steps(scope.request, self._session(scope.request))  # watched, pinned
         streamed: list[AIMessageChunk] = []
-        try:
-            action = next(gen)
-            while True:
+
+        def step(action: Action) -> Step[ChatGenerationChunk]:
+            live = self._live(action)
+            if live is not None:
+                start = time.perf_counter()
+                runs = _OpenRuns()
+                chunks = live.stream(scope.request, scope, runs)
                 try:
-                    live = self._live(action)
-                    outcome: Outcome | None = None
-                    if live is not None:
-                        start = time.perf_counter()
-                        runs = _OpenRuns()
-                        chunks = live.stream(scope.request, scope, runs)
-                        try:
-                            for chunk in chunks:
-                                streamed.append(chunk)
-                                yield ChatGenerationChunk(message=_public(chunk))
-                        except ProviderError as exc:
-                            scope.tally.errors.append(exc)
-                            if streamed:
-                                raise
-                        except GeneratorExit:  # closed here: the tier's stream ends its run when closed
-                            raise
-                        except BaseException as exc:  # interrupted inside the tier: its run ends with it
-                            runs.end(exc, scope)
-                            raise
-                        finally:
-                            _close(chunks)  # abandoned: the tier's run ends (with an error) now
-                        if streamed:
-                            outcome = _streamed_outcome(live, streamed, time.perf_counter() - start, scope)
-                    if outcome is None:
-                        token = _scope.set(scope)
-                        try:
-                            outcome = _execute(action)
-                        finally:
-                            _scope.reset(token)
-                except BaseException as exc:  # cut off mid-step: settle the loop's hold, as drive() does
-                    _cut_off(gen, exc)
+                    for chunk in chunks:
+                        streamed.append(chunk)
+                        yield ChatGenerationChunk(message=_public(chunk))
+                except ProviderError as exc:
+                    scope.tally.errors.append(exc)
+                    if streamed:
+                        raise
+                except GeneratorExit:  # closed here: the tier's stream ends its run when closed
                     raise
-                action = gen.send(outcome)
-        except StopIteration as stop_:
-            result: CascadeResult = stop_.value
+                except BaseException as exc:  # interrupted inside the tier: its run ends with it
+                    runs.end(exc, scope)
+                    raise
+                finally:
+                    _close(chunks)  # abandoned: the tier's run ends (with an error) now
+                if streamed:
+                    yield Executed(_streamed_outcome(live, streamed, time.perf_counter() - start, scope))
+                    return
+            token = _scope.set(scope)
+            try:
+                outcome = execute(action)
+            finally:
+                _scope.reset(token)
+            yield Executed(outcome)
+
+        driver = self._traced.drive(scope.request, step, session=self._session(scope.request))  # watched
+        result: CascadeResult | None = None
+        try:
+            for item in driver:
+                if isinstance(item, CascadeResult):
+                    result = item
+                else:
+                    yield item
         except AllTiersFailedError as exc:
             failed = _with_cause(exc, scope.tally)
             raise failed from failed.__cause__
         finally:
-            gen.close()
+            driver.close()  # closed mid-answer: the driver settles the loop's hold first
             _release_held(scope)
+        assert result is not None
         yield ChatGenerationChunk(
             message=_final_chunk(result, bool(streamed), _list_content(streamed), scope)
         )
@@ -782,104 +783,57 @@ class CascadeChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         scope = self._prepare(messages, stop, run_manager, kwargs)
-        gen = self._traced._steps(scope.request, self._session(scope.request))  # watched, pinned
         streamed: list[AIMessageChunk] = []
-        try:
-            action = next(gen)
-            while True:
+
+        async def step(action: Action) -> AsyncStep[ChatGenerationChunk]:
+            live = self._live(action)
+            if live is not None:
+                start = time.perf_counter()
+                runs = _OpenRuns()
+                chunks = live.astream(scope.request, scope, runs)
                 try:
-                    live = self._live(action)
-                    outcome: Outcome | None = None
-                    if live is not None:
-                        start = time.perf_counter()
-                        runs = _OpenRuns()
-                        chunks = live.astream(scope.request, scope, runs)
-                        try:
-                            async for chunk in chunks:
-                                streamed.append(chunk)
-                                yield ChatGenerationChunk(message=_public(chunk))
-                        except ProviderError as exc:
-                            scope.tally.errors.append(exc)
-                            if streamed:
-                                raise
-                        except GeneratorExit:  # closed here: the tier's stream ends its run when closed
-                            raise
-                        except BaseException as exc:  # cancelled inside the tier: its run ends with it
-                            await runs.aend(exc, scope)
-                            raise
-                        finally:
-                            await _aclose(chunks)  # abandoned: the tier's run ends (with an error) now
-                        if streamed:
-                            outcome = _streamed_outcome(live, streamed, time.perf_counter() - start, scope)
-                    if outcome is None:
-                        token = _scope.set(scope)
-                        try:
-                            outcome = await _aexecute(action)
-                        finally:
-                            _scope.reset(token)
-                except BaseException as exc:  # cut off mid-step: settle the hold off the event loop
-                    await _acut_off(gen, exc)
+                    async for chunk in chunks:
+                        streamed.append(chunk)
+                        yield ChatGenerationChunk(message=_public(chunk))
+                except ProviderError as exc:
+                    scope.tally.errors.append(exc)
+                    if streamed:
+                        raise
+                except GeneratorExit:  # closed here: the tier's stream ends its run when closed
                     raise
-                action = gen.send(outcome)
-        except StopIteration as stop_:
-            result: CascadeResult = stop_.value
+                except BaseException as exc:  # cancelled inside the tier: its run ends with it
+                    await runs.aend(exc, scope)
+                    raise
+                finally:
+                    await _aclose(chunks)  # abandoned: the tier's run ends (with an error) now
+                if streamed:
+                    yield Executed(_streamed_outcome(live, streamed, time.perf_counter() - start, scope))
+                    return
+            token = _scope.set(scope)
+            try:
+                outcome = await aexecute(action)
+            finally:
+                _scope.reset(token)
+            yield Executed(outcome)
+
+        driver = self._traced.adrive(scope.request, step, session=self._session(scope.request))
+        result: CascadeResult | None = None
+        try:
+            async for item in driver:
+                if isinstance(item, CascadeResult):
+                    result = item
+                else:
+                    yield item
         except AllTiersFailedError as exc:
             failed = _with_cause(exc, scope.tally)
             raise failed from failed.__cause__
         finally:
-            gen.close()
+            await driver.aclose()  # closed mid-answer: the driver settles the hold off the event loop
             _release_held(scope)
+        assert result is not None
         yield ChatGenerationChunk(
             message=_final_chunk(result, bool(streamed), _list_content(streamed), scope)
         )
-
-
-class _AbandonedError(Exception):
-    """Thrown into the loop for a stream its consumer closed (a ``GeneratorExit`` would make the
-    loop settle its hold synchronously, blocking an event loop)."""
-
-
-def _throw(gen: Steps, exc: BaseException) -> Action | None:
-    """Throw ``exc`` into the loop: its answer (the open hold's Settle), or None when it re-raised."""
-    thrown = _AbandonedError() if isinstance(exc, GeneratorExit) else exc
-    try:
-        return gen.throw(thrown)
-    except StopIteration:
-        return None
-    except BaseException as raised:
-        if raised is thrown:
-            return None
-        raise
-
-
-def _cut_off(gen: Steps, exc: BaseException) -> None:
-    """Run mid-step ends in this thread: the loop's Settle executed (``drive`` does the same)."""
-    action = _throw(gen, exc)
-    while action is not None:
-        outcome = _execute(action)
-        try:
-            action = gen.send(outcome)
-        except (StopIteration, _AbandonedError):
-            return
-        except BaseException as raised:
-            if raised is exc:
-                return
-            raise
-
-
-async def _acut_off(gen: Steps, exc: BaseException) -> None:
-    """Async :func:`_cut_off`: the Settle is awaited (off the event loop), never blocking it."""
-    action = _throw(gen, exc)
-    while action is not None:
-        outcome = await _aexecute(action)
-        try:
-            action = gen.send(outcome)
-        except (StopIteration, _AbandonedError):
-            return
-        except BaseException as raised:
-            if raised is exc:
-                return
-            raise
 
 
 def _close(chunks: Iterator[AIMessageChunk]) -> None:

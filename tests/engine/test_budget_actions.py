@@ -13,7 +13,7 @@ import pytest
 
 from cascade import Budget, Cap, Cascade, Request, Tier
 from cascade.budget.memory import MemoryLedger
-from cascade.engine.cascade import _execute
+from cascade.engine.drive import execute
 from cascade.engine.loop import SETTLED, Call, Outcome, Reserve, Reserved, Settle, steps
 from cascade.testing import FixedScorer, ScriptedProvider
 from cascade.types import Completion, Score
@@ -89,7 +89,7 @@ def test_the_loop_yields_budget_actions_and_does_no_ledger_io() -> None:
         elif isinstance(action, Settle):
             outcome = SETTLED
         else:
-            outcome = _execute(action)
+            outcome = execute(action)
         try:
             action = gen.send(outcome)
         except StopIteration:

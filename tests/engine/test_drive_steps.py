@@ -1,0 +1,110 @@
+"""Cascade.drive / adrive: the caller executes the loop's actions (and may yield meanwhile); a run
+abandoned or cancelled mid-step has its hold settled by the driver before the exception propagates."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from cascade import Budget, Cap, Cascade
+from cascade.budget.memory import MemoryLedger
+from cascade.engine.drive import AsyncStep, Executed, Step, aexecute, execute
+from cascade.engine.loop import Action, Call
+from cascade.types import CascadeResult
+from tests.helpers import cost_of, tier
+
+BUCKET = "policy:p|total"
+
+
+def capped(ledger: MemoryLedger) -> Cascade:
+    tiers = [tier("small", "s", 0.2, 0.5), tier("large", "l")]
+    return Cascade(tiers, name="p", budget=Budget(caps=(Cap(cost_of(100), "total"),), ledger=ledger))
+
+
+def test_drive_yields_the_steps_items_then_the_result_as_run_does() -> None:
+    ledger = MemoryLedger()
+    seen: list[str] = []
+
+    def step(action: Action) -> Step[str]:
+        seen.append(type(action).__name__)
+        if isinstance(action, Call):
+            yield f"calling {action.tier.name}"
+        yield Executed(execute(action))
+
+    items = list(capped(ledger).drive("hi", step))
+    result = items[-1]
+    assert isinstance(result, CascadeResult) and result.answer == "l" and result.tier == "large"
+    assert items[:-1] == ["calling small", "calling large"]
+    assert seen.count("Reserve") == seen.count("Settle") == 2
+    assert (
+        ledger.held(BUCKET) == 0
+        and ledger.spent(BUCKET) == result.cost == capped(MemoryLedger()).run("hi").cost
+    )
+
+
+def test_closing_drive_mid_call_settles_the_hold_at_the_worst_case_before_close_returns() -> None:
+    ledger = MemoryLedger()
+    closed: list[bool] = []
+
+    def step(action: Action) -> Step[str]:
+        if isinstance(action, Call):
+            try:
+                yield "mid-call"  # the consumer walks away here
+            finally:
+                closed.append(True)
+        yield Executed(execute(action))
+
+    driver = capped(ledger).drive("hi", step)
+    assert next(driver) == "mid-call"
+    assert ledger.held(BUCKET) > 0
+    driver.close()
+    assert closed == [True]  # the step's own clean-up ran
+    assert ledger.held(BUCKET) == 0 and ledger.spent(BUCKET) > 0  # cut off in flight: worst case
+
+
+def test_a_step_without_an_outcome_is_a_clear_error_and_its_hold_is_settled() -> None:
+    ledger = MemoryLedger()
+
+    def step(action: Action) -> Step[str]:
+        if not isinstance(action, Call):
+            yield Executed(execute(action))
+
+    with pytest.raises(TypeError, match="without an Executed outcome for Call"):
+        list(capped(ledger).drive("hi", step))
+    assert ledger.held(BUCKET) == 0
+
+
+async def test_a_cancelled_adrive_settles_its_hold_before_the_cancellation_propagates() -> None:
+    ledger = MemoryLedger()
+    in_call = asyncio.Event()
+
+    async def step(action: Action) -> AsyncStep[str]:
+        if isinstance(action, Call):
+            in_call.set()
+            await asyncio.sleep(5)
+        yield Executed(await aexecute(action))
+
+    async def consume() -> list[str | CascadeResult]:
+        return [item async for item in capped(ledger).adrive("hi", step)]
+
+    task = asyncio.create_task(consume())
+    await in_call.wait()
+    assert ledger.held(BUCKET) > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ledger.held(BUCKET) == 0 and ledger.spent(BUCKET) > 0
+
+
+async def test_adrive_runs_to_the_same_result_as_arun() -> None:
+    async def step(action: Action) -> AsyncStep[str]:
+        yield Executed(await aexecute(action))
+
+    items = [item async for item in capped(MemoryLedger()).adrive("hi", step)]
+    (result,) = items
+    assert isinstance(result, CascadeResult)
+    expected = await capped(MemoryLedger()).arun("hi")
+    assert (result.answer, result.tier, result.cost) == (expected.answer, expected.tier, expected.cost)
+    assert Decimal(0) < result.cost
