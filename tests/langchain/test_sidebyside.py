@@ -482,6 +482,9 @@ async def test_a_cancelled_astream_ends_the_tier_run(server: WireServer) -> None
         with pytest.raises(asyncio.CancelledError):
             await task
         (run,) = [s for s in recorder.starts if s["name"] == name]
+        async with asyncio.timeout(5):  # a sync handler's events may arrive from an executor thread
+            while run["run_id"] not in recorder.errors:
+                await asyncio.sleep(0.01)
         assert isinstance(recorder.errors.get(run["run_id"]), asyncio.CancelledError), name
 
 

@@ -268,9 +268,21 @@ class _Never:
         return 0.0
 
 
+class _Announcing(ScriptedProvider):
+    """A scripted provider that says when a call has gone out (its ``started`` event)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.started = asyncio.Event()
+
+    async def acomplete(self, request: Request, n: int = 1) -> Completion:
+        self.started.set()
+        return await super().acomplete(request, n)
+
+
 async def test_a_cancelled_async_stream_mid_call_settles_its_hold_off_the_event_loop() -> None:
     ledger = _ThreadLedger()
-    slow = ScriptedProvider(["Paris"], model="slow-1", latency=5.0)
+    slow = _Announcing(["Paris"], model="slow-1", latency=5.0)
     only = tier("only", slow, price=Price(Decimal(0), Decimal(1000)))
     budget = Budget(caps=(Cap(Decimal(100), "total"),), ledger=cast(MemoryLedger, ledger))
     model = CascadeChatModel(cascade=Cascade([only], name="capped", budget=budget), stream_final_tier=True)
@@ -280,10 +292,9 @@ async def test_a_cancelled_async_stream_mid_call_settles_its_hold_off_the_event_
             pass
 
     task = asyncio.create_task(consume())
-    for _ in range(50):  # until the call is in flight (its hold taken)
-        await asyncio.sleep(0.01)
-        if ledger.held(BUCKET) > 0:
-            break
+    # until the call is in flight: a hold alone is not enough (cancelled before the call went out,
+    # nothing was spent, which is right, and the check below would fail by a race)
+    await asyncio.wait_for(slow.started.wait(), 10)
     assert ledger.held(BUCKET) > 0
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
