@@ -25,7 +25,6 @@ import contextlib
 import math
 import re
 import threading
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -174,7 +173,8 @@ Execute = Callable[[Any], Awaitable[Any]]
 async def ahedge(action: Hedge, aexecute: Execute) -> Hedged:
     """Run the tier's call with its backup armed; returns when the tier's call is over."""
     backup = Backup(action, refusal=action.refusal)
-    backup.task = asyncio.ensure_future(_launch(backup, action, aexecute, time.perf_counter()))
+    clock = asyncio.get_running_loop().time  # the loop's clock: the one its sleeps follow
+    backup.task = asyncio.ensure_future(_launch(backup, action, aexecute, clock))
     try:
         call = await aexecute(action.call)
     except BaseException:  # cancelled mid-call: the loop never sees the backup, so it ends here
@@ -183,7 +183,10 @@ async def ahedge(action: Hedge, aexecute: Execute) -> Hedged:
     return Hedged(call, backup)
 
 
-async def _launch(backup: Backup, action: Hedge, aexecute: Execute, t0: float) -> CallOutcome | None:
+async def _launch(
+    backup: Backup, action: Hedge, aexecute: Execute, clock: Callable[[], float]
+) -> CallOutcome | None:
+    t0 = clock()
     await asyncio.sleep(action.after)
     if backup.refusal is not None:
         return None
@@ -193,7 +196,7 @@ async def _launch(backup: Backup, action: Hedge, aexecute: Execute, t0: float) -
             backup.refusal = held.refusal
             return None
         backup.hold = held.hold
-    backup.launched = time.perf_counter() - t0
+    backup.launched = clock() - t0
     outcome: CallOutcome = await aexecute(action.backup)
     return outcome
 
