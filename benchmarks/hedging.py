@@ -181,7 +181,15 @@ def summary(runs: list[tuple[CascadeResult, float]]) -> dict[str, Any]:
         "quality": statistics.fmean(quality(r) for r, _ in runs),
         "answers": [r.answer for r, _ in runs],
         "hedged": sum(1 for r, _ in runs if any(a.hedge for a in r.attempts)),
+        "tail_first": _tail_first(runs),
     }
+
+
+def _tail_first(runs: list[tuple[CascadeResult, float]]) -> float:
+    """Share of the slowest 5% answered by the first tier: no hedge can shorten them (its verdict
+    is awaited, the fast answer does not win by arriving first)."""
+    tail = sorted(runs, key=lambda rs: rs[1])[-max(1, len(runs) // 20) :]
+    return sum(1 for r, _ in tail if r.tier == r.attempts[0].tier) / len(tail)
 
 
 def main() -> None:
@@ -202,6 +210,7 @@ def main() -> None:
         base_cascade = cascade_for(name)
         base = summary(run(base_cascade, records))
         print(f"\n{name}: {len(records)} prompts, seed {SEED}, simulated time")
+        print(f"slowest 5% answered by the first tier (a hedge cannot help them): {base['tail_first']:.0%}")
         print(
             f"{'after':>8} {'p50 s':>7} {'p95 s':>7} {'p95 cut':>8} {'cost $':>10} {'cost +':>7}"
             f" {'hedge $':>9} {'hedged':>7} {'quality':>8} same"
