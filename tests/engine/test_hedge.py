@@ -8,6 +8,7 @@ import asyncio
 import time
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -15,10 +16,12 @@ from cascade import Budget, Cap, Cascade, PolicyError, Request, Tier
 from cascade.budget.memory import MemoryLedger
 from cascade.engine.assemble import assemble
 from cascade.engine.hedge import WARMUP, WINDOW, HedgeAfter, Latencies
+from cascade.observe import Observer, OutcomeLog
 from cascade.policy import loads
 from cascade.testing import FixedScorer, ScriptedProvider
 from cascade.types import Completion, Score
 from tests.helpers import cost_of, tier
+from tests.observe.support import rows
 
 ONE_CALL = cost_of(1)  # what each scripted call costs (and its worst case: 10 in + 10 out tokens)
 
@@ -199,3 +202,14 @@ def test_the_policy_says_when_to_hedge() -> None:
     last = POLICY.replace("AFTER", "1s") + "    hedge: {after: 1s}\n"
     with pytest.raises(PolicyError, match="no next tier to hedge with"):
         loads(last)
+
+
+def test_the_outcome_log_records_both_calls_of_a_hedge(tmp_path: Path) -> None:
+    tiers = hedged(0.05, cheap_latency=0.3, strong_latency=0.02, score=0.1)  # cheap escalates
+    c = Cascade(tiers, name="h", observer=Observer(log=OutcomeLog(tmp_path / "out.jsonl")))
+    result = asyncio.run(c.arun("q"))
+    c.close()
+    [row] = rows(tmp_path)
+    assert set(row["cascade"]["tiers"]) == {"cheap", "strong"}
+    assert row["responses"]["strong-model"]  # the backup's answer, joined, is logged
+    assert row["cascade"]["cost"] == str(result.cost)
