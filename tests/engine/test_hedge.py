@@ -125,9 +125,10 @@ class SlowScorer(FixedScorer):
         return self.score(request, completion)
 
 
-@pytest.mark.parametrize("cut_during", ["the call", "the scoring"])
+@pytest.mark.parametrize("cut_during", ["the call", "the scoring", "the join"])
 def test_a_cancelled_run_settles_both_holds_and_leaves_no_task(cut_during: str) -> None:
-    tiers = hedged(0.05, cheap_latency=5.0 if cut_during == "the call" else 0.1, strong_latency=5.0)
+    cheap_latency = {"the call": 5.0, "the scoring": 0.1, "the join": 0.1}[cut_during]
+    tiers = hedged(0.05, cheap_latency, strong_latency=5.0, score=0.1 if cut_during == "the join" else 0.9)
     if cut_during == "the scoring":
         tiers[0] = replace(tiers[0], scorer=SlowScorer(0.9))
     c, ledger, bucket = capped(tiers, ONE_CALL * 10)
