@@ -92,7 +92,8 @@ def execute(action: Action) -> Outcome:
         action.budget.settle(action.hold, action.amount)
         return SETTLED
     if isinstance(action, hedge.Hedge):  # no hedge in a thread: a blocking call cannot be cancelled
-        return hedge.Hedged(_call(action.call), None)
+        call = _call(action.call)
+        return hedge.Hedged(call, None, call.latency_s)
     if isinstance(action, hedge.Join | hedge.Cancel):
         raise TypeError("the sync driver arms no backup to join or cancel")
     try:

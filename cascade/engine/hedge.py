@@ -112,12 +112,13 @@ class Hedge:
     """Action: ``call`` (the tier's), and after ``after`` seconds without it answering, ``backup``
     (the next tier's) in parallel, once ``reserve`` holds its worst case (outcome: :class:`Hedged`).
 
+    ``backup`` None: the call alone (a ``pNN`` delay still warming up), only its time is measured.
     ``refusal``: the per-request cap cannot cover both calls (checked by the loop): no backup.
     """
 
     call: Call
-    backup: Call
-    after: float
+    backup: Call | None
+    after: float | None
     reserve: Reserve | None
     worst: Decimal  # the backup's reservation (its call and scoring)
     refusal: BudgetExceededError | None = None
@@ -133,11 +134,18 @@ class Backup:
     hold: str | None = None
     refusal: BudgetExceededError | None = None
 
+    @property
+    def call(self) -> Call:
+        """The next tier's call (a backup is armed only with one)."""
+        assert self.hedge.backup is not None
+        return self.hedge.backup
+
 
 @dataclass(slots=True)
 class Hedged:
     call: CallOutcome
-    backup: Backup | None  # None: no backup armed (the sync driver)
+    backup: Backup | None  # None: no backup armed (the sync driver, or none asked for)
+    seconds: float  # how long the tier's call took, on the driver's clock (its sleeps' clock)
 
 
 @dataclass(slots=True)
@@ -172,32 +180,36 @@ Execute = Callable[[Any], Awaitable[Any]]
 
 async def ahedge(action: Hedge, aexecute: Execute) -> Hedged:
     """Run the tier's call with its backup armed; returns when the tier's call is over."""
-    backup = Backup(action, refusal=action.refusal)
     clock = asyncio.get_running_loop().time  # the loop's clock: the one its sleeps follow
-    backup.task = asyncio.ensure_future(_launch(backup, action, aexecute, clock))
+    start = clock()
+    if action.backup is None or action.after is None:
+        return Hedged(await aexecute(action.call), None, clock() - start)
+    backup = Backup(action, refusal=action.refusal)
+    backup.task = asyncio.ensure_future(_launch(backup, action.backup, action.after, aexecute, clock))
     try:
         call = await aexecute(action.call)
     except BaseException:  # cancelled mid-call: the loop never sees the backup, so it ends here
         await astop(backup, aexecute)
         raise
-    return Hedged(call, backup)
+    return Hedged(call, backup, clock() - start)
 
 
 async def _launch(
-    backup: Backup, action: Hedge, aexecute: Execute, clock: Callable[[], float]
+    backup: Backup, call: Call, after: float, aexecute: Execute, clock: Callable[[], float]
 ) -> CallOutcome | None:
     t0 = clock()
-    await asyncio.sleep(action.after)
+    await asyncio.sleep(after)
     if backup.refusal is not None:
         return None
-    if action.reserve is not None:
-        held = await aexecute(action.reserve)
+    reserve = backup.hedge.reserve
+    if reserve is not None:
+        held = await aexecute(reserve)
         if held.refusal is not None:
             backup.refusal = held.refusal
             return None
         backup.hold = held.hold
     backup.launched = clock() - t0
-    outcome: CallOutcome = await aexecute(action.backup)
+    outcome: CallOutcome = await aexecute(call)
     return outcome
 
 

@@ -777,22 +777,20 @@ def _hedged(run: _Run, call: Call, after: Tier, worst: Decimal) -> Generator[Act
     tier, hedge = call.tier, call.tier.hedge
     assert hedge is not None
     delay = hedge.delay(tier.name, run.s.latencies)
-    if delay is None or after.skip is not None:  # warming up (pNN), or the next tier may be skipped
-        outcome = yield call
-        assert isinstance(outcome, CallOutcome)
-    else:
+    backup, reserve, extra, refusal = None, None, ZERO, None
+    if delay is not None and after.skip is None:  # else warming up (pNN), or the next tier may be skipped
         extra = _worst(run, after) if run.capped else ZERO
         refusal = run.per_request_refusal(after, worst + extra)
         reserve = Reserve(run.s.budget, run.buckets, extra) if run.buckets and refusal is None else None
         at = _deadline(after)  # counted from the backup's launch
-        at = None if at is None else at + delay
+        at = None if at is None or delay is None else at + delay
         backup = Call(after, run.request, after.samples, run.cache, run.capped, deadline=at)
-        hedged = yield Hedge(call, backup, delay, reserve, extra, refusal)
-        assert isinstance(hedged, Hedged)
-        run.backup = hedged.backup
-        outcome = hedged.call
+    hedged = yield Hedge(call, backup, delay, reserve, extra, refusal)
+    assert isinstance(hedged, Hedged)
+    run.backup = hedged.backup
+    outcome = hedged.call
     if outcome.completion is not None and hedge.quantile is not None:
-        run.s.latencies.observe(tier.name, outcome.latency_s)
+        run.s.latencies.observe(tier.name, hedged.seconds)  # on the clock the hedge's delay follows
     return outcome
 
 
@@ -818,7 +816,7 @@ def _cancel_backup(run: _Run, why: str, cut: bool = False) -> Generator[Action, 
     _hedge_note(run, backup, resolved)
     if resolved.launched is None:
         return
-    tier, request = backup.hedge.backup.tier, run.request
+    tier, request = backup.call.tier, run.request
     call = resolved.call
     usage, latency = Usage(), 0.0
     if cut and call is None:
@@ -856,9 +854,11 @@ def _cancel_backup(run: _Run, why: str, cut: bool = False) -> Generator[Action, 
 def _hedge_note(run: _Run, backup: Backup, resolved: Resolved) -> None:
     """Say on the hedging tier's attempt what its hedge did (nothing when the verdict came in time)."""
     tier = backup.hedge.call.tier.name
-    target = backup.hedge.backup.tier.name
+    target = backup.call.tier.name
     if resolved.launched is not None:
-        note = f"{target!r} started at {resolved.launched:.2f}s (no verdict by {backup.hedge.after:.2f}s)"
+        note = (
+            f"{target!r} started at {resolved.launched:.2f}s (no verdict by {backup.hedge.after or 0:.2f}s)"
+        )
     elif resolved.refusal is not None:
         note = f"not started: budget: {resolved.refusal}"
     else:

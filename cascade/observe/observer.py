@@ -256,7 +256,7 @@ def _called(action: Action, outcome: object) -> tuple[Tier, CallOutcome] | None:
     if isinstance(action, Hedge) and isinstance(outcome, Hedged):
         return action.call.tier, outcome.call
     if isinstance(action, Join) and isinstance(outcome, Resolved) and outcome.call is not None:
-        return action.backup.hedge.backup.tier, outcome.call
+        return action.backup.call.tier, outcome.call
     return None
 
 
