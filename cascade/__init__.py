@@ -11,6 +11,7 @@ from typing import Any
 
 from cascade.budget import Budget, Cap
 from cascade.engine import Cascade, Tier
+from cascade.engine.hedge import HedgeAfter
 from cascade.errors import (
     AllTiersFailedError,
     BudgetExceededError,
@@ -53,6 +54,7 @@ __all__ = [
     "CascadeResult",
     "Completion",
     "ConfigurationError",
+    "HedgeAfter",
     "InvalidRequestError",
     "InvalidResponseError",
     "LedgerError",

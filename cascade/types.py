@@ -260,11 +260,12 @@ class Score:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
-Decision = Literal["accepted", "escalated", "rejected", "stopped", "failed", "skipped"]
+Decision = Literal["accepted", "escalated", "rejected", "stopped", "failed", "skipped", "cancelled"]
 """accepted: answer returned; escalated: passed to the next tier (low score or error);
 rejected: the last tier scored below its threshold; stopped: the budget refused the call;
 failed: the last tier errored; skipped: the tier's prompt-only estimate was below its skip
-threshold, so it was not called."""
+threshold, so it was not called; cancelled: a hedge's backup call, not needed (the tier before
+was accepted), cancelled and charged what it may have cost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +292,7 @@ class Attempt:
     usage_source: UsageSource = "reported"
     reused_samples: int = 0  # samples (the tier's and its scorer's) bought earlier in the run, not paid again
     charged: str | None = None  # why failed calls were charged (billed usage, or cut off in flight)
+    hedge: str | None = None  # what the tier's hedge did, or (a backup's call) when it started
 
     @property
     def total_cost(self) -> Decimal:
@@ -377,6 +379,11 @@ class CascadeResult:
     def usage(self) -> Usage:
         return sum((a.usage for a in self.attempts), Usage())
 
+    @property
+    def hedge_cost(self) -> Decimal:
+        """What hedging added: the cancelled backup calls (a backup that answered was needed anyway)."""
+        return sum((a.total_cost for a in self.attempts if a.decision == "cancelled"), ZERO)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (money as decimal strings)."""
         d: dict[str, Any] = {}
@@ -411,6 +418,9 @@ class CascadeResult:
                 parts.append(f"retries {a.retries}")
             if a.error:
                 parts.append(f"error: {a.error}")
+            if a.hedge:
+                parts.append(f"hedge: {a.hedge}")
             lines.append(" | ".join(parts))
-        lines.append(f"  total: ${show(self.cost)}, {self.latency_s * 1000:.0f} ms")
+        hedge = f" (hedge ${show(self.hedge_cost)})" if self.hedge_cost else ""
+        lines.append(f"  total: ${show(self.cost)}{hedge}, {self.latency_s * 1000:.0f} ms")
         return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from cascade import observe, registry
 from cascade.budget import Budget, Cap
+from cascade.engine.hedge import HedgeAfter
 from cascade.engine.loop import OnExhausted, Tier
 from cascade.engine.reuse import ReusingProvider, call_key
 from cascade.errors import ConfigurationError
@@ -175,6 +176,7 @@ def assemble(
                 call_key=ctx.call_key(spec),
                 skip=ctx.skip_estimator(spec),
                 skip_threshold=spec.skip.threshold if spec.skip is not None else 0.0,
+                hedge=HedgeAfter.parse(spec.hedge.after) if spec.hedge is not None else None,
             )
         )
     ctx.tier = None

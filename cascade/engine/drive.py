@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
-from cascade.engine import reuse
+from cascade.engine import hedge, reuse
 from cascade.engine.loop import (
     SETTLED,
     Action,
@@ -91,6 +91,11 @@ def execute(action: Action) -> Outcome:
     if isinstance(action, Settle):
         action.budget.settle(action.hold, action.amount)
         return SETTLED
+    if isinstance(action, hedge.Hedge):  # no hedge in a thread: a blocking call cannot be cancelled
+        call = _call(action.call)
+        return hedge.Hedged(call, None, call.latency_s)
+    if isinstance(action, hedge.Join | hedge.Cancel):
+        raise TypeError("the sync driver arms no backup to join or cancel")
     try:
         return _predicted(action.tier.skip.predict(action.request))  # type: ignore[union-attr]
     except CascadeError as exc:
@@ -151,6 +156,12 @@ def aexecute(action: Action) -> Awaitable[Outcome]:
         return _areserve(action)
     if isinstance(action, Settle):
         return _asettle(action)
+    if isinstance(action, hedge.Hedge):
+        return hedge.ahedge(action, aexecute)
+    if isinstance(action, hedge.Join):
+        return hedge.ajoin(action.backup)
+    if isinstance(action, hedge.Cancel):
+        return hedge.acancel(action.backup)
     return _apredict(action)
 
 

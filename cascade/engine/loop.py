@@ -20,12 +20,23 @@ import contextlib
 import time
 import uuid
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal
 
 from cascade.budget import Budget
 from cascade.engine import reuse
+from cascade.engine.hedge import (
+    Backup,
+    Cancel,
+    Hedge,
+    HedgeAfter,
+    Hedged,
+    Join,
+    Latencies,
+    Resolved,
+    stop_now,
+)
 from cascade.engine.reuse import SampleCache
 from cascade.errors import (
     AllTiersFailedError,
@@ -71,6 +82,7 @@ class Tier:
     call_key: str = ""  # same key, same call: its samples are reused within a run ("": never reused)
     skip: SkipEstimator | None = None  # ex-ante: not called when skip.predict(request) < skip_threshold
     skip_threshold: float = 0.0
+    hedge: HedgeAfter | None = None  # start the next tier in parallel when this one has no verdict by then
 
     @property
     def samples(self) -> int:
@@ -121,6 +133,7 @@ class Settings:
     budget: Budget
     on_exhausted: OnExhausted = "return_best"
     include_text: bool = False
+    latencies: Latencies = field(default_factory=Latencies)  # per cascade: each tier's recent latencies
 
 
 @dataclass(slots=True)  # messages: built per step, never changed (frozen costs ~0.4 µs each)
@@ -212,8 +225,8 @@ class RateOutcome:
     latency_s: float
 
 
-Action = Call | Rate | Reserve | Settle | Predict
-Outcome = CallOutcome | RateOutcome | Reserved | Settled | Predicted
+Action = Call | Rate | Reserve | Settle | Predict | Hedge | Join | Cancel
+Outcome = CallOutcome | RateOutcome | Reserved | Settled | Predicted | Hedged | Resolved
 
 
 _logger = listening  # the event logger, or None when nobody listens (then events cost nothing to build)
@@ -231,33 +244,63 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
     """Run the cascade for ``request`` from tier index ``start``; yields actions, returns the result."""
     run = _Run(s, request)
     last = len(s.tiers) - 1
-    for index in range(start, last + 1):
-        result = yield from _tier(run, s.tiers[index], index == last)
-        if result is not None:
-            return result
-    return run.exhausted()
+    try:
+        for index in range(start, last + 1):
+            after = s.tiers[index + 1] if index < last else None
+            result = yield from _tier(run, s.tiers[index], index == last, after)
+            if result is not None:
+                if run.backup is not None:  # accepted: the hedge's backup call is not needed
+                    yield from _cancel_backup(run, f"{result.tier!r} was accepted")
+                    result = replace(result, attempts=tuple(run.attempts))
+                return result
+        return run.exhausted()
+    except GeneratorExit:
+        if run.backup is not None:  # closed: cannot yield, so cancel and settle synchronously
+            stop_now(run.backup)
+        raise
+    except BaseException as exc:
+        if run.backup is not None:
+            yield from _cancel_backup(run, f"abandoned: {type(exc).__name__}", cut=True)
+            with contextlib.suppress(AttributeError, TypeError):
+                exc.attempts = tuple(run.attempts)  # type: ignore[attr-defined]
+        raise
 
 
-def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, CascadeResult | None]:
-    """One tier: reserve, call, score, settle, decide. Returns the result when the run ends here."""
+def _tier(
+    run: _Run, tier: Tier, is_last: bool, after: Tier | None = None
+) -> Generator[Action, Outcome, CascadeResult | None]:
+    """One tier: reserve, call, score, settle, decide. Returns the result when the run ends here.
+
+    ``after``: the next tier (a hedge's backup). When the tier before hedged, this tier's call may
+    already be in flight: it takes that call and its hold instead of reserving and calling.
+    """
     s, request = run.s, run.request
     base: dict[str, Any] = {"tier": tier.name, "model": tier.provider.model, "provider": tier.provider_kind}
+    pending: CallOutcome | None = None  # this tier's call, launched as the tier before's backup
+    hedged: str | None = None
+    if run.backup is not None:
+        resolved = yield from _join(run)
+        pending = resolved.call
+        if pending is not None:
+            hedged = f"backup: in flight since {resolved.launched:.2f}s into the tier before"
+        hold, worst, bought = resolved.hold, resolved.worst, 0
 
-    # 0. skip the tier when its prompt-only estimate says its answer would not do (never the last)
-    if tier.skip is not None and not is_last:
-        predicted = yield Predict(tier, request)
-        assert isinstance(predicted, Predicted)
-        if run.skips(tier, predicted, base):
-            return None
+    if pending is None:
+        # 0. skip the tier when its prompt-only estimate says its answer would not do (never the last)
+        if tier.skip is not None and not is_last:
+            predicted = yield Predict(tier, request)
+            assert isinstance(predicted, Predicted)
+            if run.skips(tier, predicted, base):
+                return None
 
-    # 1. reserve the worst case against the per-request cap and every window cap
-    bought = 0  # samples of this call the run already has (known only when capped: it costs a lookup)
-    worst = _worst(run, tier) if run.capped else ZERO
-    hold, refusal = yield from _reserve(run, tier, worst)
-    if refusal is not None:
-        return run.budget_stop(refusal, worst, base)
-    if run.capped and tier.call_key:
-        bought = run.cache.bought(tier.call_key, request)
+        # 1. reserve the worst case against the per-request cap and every window cap
+        bought = 0  # samples of this call the run already has (known only when capped: it costs a lookup)
+        worst = _worst(run, tier) if run.capped else ZERO
+        hold, refusal = yield from _reserve(run, tier, worst)
+        if refusal is not None:
+            return run.budget_stop(refusal, worst, base)
+        if run.capped and tier.call_key:
+            bought = run.cache.bought(tier.call_key, request)
 
     # 2. call the provider (the driver retries transient errors; under a cap a try that may have been
     # billed ends its reservation: a retry is a new reservation, checked against every cap)
@@ -267,9 +310,21 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
     paid = ZERO  # what they were charged (already settled)
     wait = 0.0
     reused_before = run.cache.reused
+    hedge = tier.hedge is not None and after is not None and pending is None
     while True:
         try:
-            call = yield Call(tier, request, tier.samples, run.cache, run.capped, tries, wait, at)
+            if pending is not None:  # launched by the tier before's hedge: its outcome, once
+                call, pending = pending, None
+            else:
+                action = Call(tier, request, tier.samples, run.cache, run.capped, tries, wait, at)
+                if hedge:
+                    assert after is not None
+                    call = yield from _hedged(run, action, after, worst)
+                    hedge = False
+                else:
+                    outcome = yield action
+                    assert isinstance(outcome, CallOutcome)
+                    call = outcome
         except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
             if hold is not None:
                 yield from _abandon(run, exc, hold, worst, base)
@@ -337,7 +392,9 @@ def _tier(run: _Run, tier: Tier, is_last: bool) -> Generator[Action, Outcome, Ca
 
     # 4. decide
     reused = run.cache.reused - reused_before
-    return run.decide(tier, is_last, base, call, completion, cost + paid, rated, scorer_cost, reused, why)
+    return run.decide(
+        tier, is_last, base, call, completion, cost + paid, rated, scorer_cost, reused, why, hedged
+    )
 
 
 class _Run:
@@ -345,6 +402,7 @@ class _Run:
 
     __slots__ = (
         "attempts",
+        "backup",
         "buckets",
         "cache",
         "candidates",
@@ -365,6 +423,7 @@ class _Run:
         self.run_id = uuid.uuid4().hex[:12] if self.log is not None else ""
         self.attempts: list[Attempt] = []
         self.candidates: list[_Candidate] = []
+        self.backup: Backup | None = None  # a hedge's backup call, armed or in flight
         self.spent = ZERO
         self.cache = SampleCache()
         self.buckets = s.budget.buckets(s.name, request.budget_key) if s.budget.ledger is not None else ()
@@ -481,6 +540,7 @@ class _Run:
         scorer_cost: Decimal,
         reused: int,
         charged: str | None = None,
+        hedged: str | None = None,
     ) -> CascadeResult | None:
         """Accept or escalate a scored completion; the result when accepted."""
         score = rated.score if rated is not None else None
@@ -510,6 +570,7 @@ class _Run:
                 usage_source=completion.usage_source,
                 reused_samples=reused,
                 charged=charged,
+                hedge=hedged,
             )
         )
         log = self.log
@@ -702,3 +763,109 @@ def _abandon(
         run.s.budget.settle(hold, amount)
     else:
         yield Settle(run.s.budget, hold, amount)
+
+
+# -- hedged escalation (the driver side is cascade.engine.hedge) ----------------------------------
+
+
+def _hedged(run: _Run, call: Call, after: Tier, worst: Decimal) -> Generator[Action, Outcome, CallOutcome]:
+    """``call`` with the next tier armed as a backup, when the tier's hedge has a delay yet.
+
+    Both calls are reserved before the backup starts: the per-request cap is checked here for the
+    two together, a window-cap reservation is made by the driver when the backup launches.
+    """
+    tier, hedge = call.tier, call.tier.hedge
+    assert hedge is not None
+    delay = hedge.delay(tier.name, run.s.latencies)
+    backup, reserve, extra, refusal = None, None, ZERO, None
+    if delay is not None and after.skip is None:  # else warming up (pNN), or the next tier may be skipped
+        extra = _worst(run, after) if run.capped else ZERO
+        refusal = run.per_request_refusal(after, worst + extra)
+        reserve = Reserve(run.s.budget, run.buckets, extra) if run.buckets and refusal is None else None
+        at = _deadline(after)  # counted from the backup's launch
+        at = None if at is None or delay is None else at + delay
+        backup = Call(after, run.request, after.samples, run.cache, run.capped, deadline=at)
+    hedged = yield Hedge(call, backup, delay, reserve, extra, refusal)
+    assert isinstance(hedged, Hedged)
+    run.backup = hedged.backup
+    outcome = hedged.call
+    if outcome.completion is not None and hedge.quantile is not None:
+        run.s.latencies.observe(tier.name, hedged.seconds)  # on the clock the hedge's delay follows
+    return outcome
+
+
+def _join(run: _Run) -> Generator[Action, Outcome, Resolved]:
+    """The tier before escalated: its backup's call (None when it never launched)."""
+    backup = run.backup
+    assert backup is not None
+    resolved = yield Join(backup)  # run.backup stays set until then: a cancel meanwhile drops it
+    assert isinstance(resolved, Resolved)
+    run.backup = None
+    _hedge_note(run, backup, resolved)
+    return resolved
+
+
+def _cancel_backup(run: _Run, why: str, cut: bool = False) -> Generator[Action, Outcome, None]:
+    """Cancel the backup and charge what it may have cost: a call cut off in flight its worst
+    case (``cut``: the run was abandoned, so at the full hold), an answer already in at its cost."""
+    backup = run.backup
+    assert backup is not None
+    resolved = yield Cancel(backup)
+    assert isinstance(resolved, Resolved)
+    run.backup = None
+    _hedge_note(run, backup, resolved)
+    if resolved.launched is None:
+        return
+    tier, request = backup.call.tier, run.request
+    call = resolved.call
+    usage, latency = Usage(), 0.0
+    if cut and call is None:
+        charge, charged = resolved.worst, "cut off: worst case"
+    elif call is None:
+        charge, charged = tier.call_worst(request), "cut off in flight: worst case"
+    elif call.completion is not None:
+        completion, usage, latency = call.completion, call.completion.usage, call.latency_s
+        charge = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
+        charged = "answered before the cancel"
+    else:
+        charge, charged = failed_charge(tier, request, 0, call.billed)
+        latency = call.latency_s
+    run.spent += charge
+    if resolved.hold is not None:
+        yield Settle(run.s.budget, resolved.hold, charge)
+    base: dict[str, Any] = {"tier": tier.name, "model": tier.provider.model, "provider": tier.provider_kind}
+    launched = f"started {resolved.launched:.2f}s into the tier before"
+    run.attempts.append(
+        Attempt(
+            **base,
+            decision="cancelled",
+            reason=f"hedge cancelled: {why}",
+            usage=usage,
+            cost=charge,
+            latency_s=latency,
+            charged=charged or None,
+            hedge=launched,
+        )
+    )
+    if run.log is not None:
+        run.log.info("cascade.hedge_cancelled", run_id=run.run_id, **base, cost=str(charge), why=why)
+
+
+def _hedge_note(run: _Run, backup: Backup, resolved: Resolved) -> None:
+    """Say on the hedging tier's attempt what its hedge did (nothing when the verdict came in time)."""
+    tier = backup.hedge.call.tier.name
+    target = backup.call.tier.name
+    if resolved.launched is not None:
+        note = (
+            f"{target!r} started at {resolved.launched:.2f}s (no verdict by {backup.hedge.after or 0:.2f}s)"
+        )
+    elif resolved.refusal is not None:
+        note = f"not started: budget: {resolved.refusal}"
+    else:
+        return
+    if run.log is not None:
+        run.log.info("cascade.hedge", run_id=run.run_id, tier=tier, backup=target, note=note)
+    for i in range(len(run.attempts) - 1, -1, -1):
+        if run.attempts[i].tier == tier:
+            run.attempts[i] = replace(run.attempts[i], hedge=note)
+            return

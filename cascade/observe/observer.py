@@ -14,7 +14,18 @@ from dataclasses import replace
 from typing import Any
 
 from cascade.engine.drive import execute
-from cascade.engine.loop import Call, CallOutcome, Rate, RateOutcome, Settings, Tier, failed_charge, steps
+from cascade.engine.hedge import Hedge, Hedged, Join, Resolved
+from cascade.engine.loop import (
+    Action,
+    Call,
+    CallOutcome,
+    Rate,
+    RateOutcome,
+    Settings,
+    Tier,
+    failed_charge,
+    steps,
+)
 from cascade.errors import CascadeError, ProviderError, ScorerError, error_text
 from cascade.logging import get_logger, listening
 from cascade.observe.metrics import PrometheusMetrics
@@ -79,11 +90,13 @@ class Observer:
                 except BaseException as exc:  # thrown into the driver: the loop settles its holds
                     action = gen.throw(exc)
                     continue
-                if isinstance(outcome, CallOutcome) and isinstance(action, Call):
-                    t = row.tiers[action.tier.name] = TierOutcome(action.tier, latency_s=outcome.latency_s)
-                    t.completion = outcome.completion
-                    if outcome.error is not None:
-                        t.error = error_text(outcome.error, self.include_text)
+                called = _called(action, outcome)
+                if called is not None:
+                    tier, call = called
+                    t = row.tiers[tier.name] = TierOutcome(tier, latency_s=call.latency_s)
+                    t.completion = call.completion
+                    if call.error is not None:
+                        t.error = error_text(call.error, self.include_text)
                 elif isinstance(outcome, RateOutcome) and isinstance(action, Rate):
                     t = row.tiers[action.tier.name]
                     t.score, t.latency_s = outcome.score, t.latency_s + outcome.latency_s
@@ -234,6 +247,17 @@ def _event(name: str, **fields: Any) -> None:
     log = listening()
     if log is not None:
         log.info(name, **fields)
+
+
+def _called(action: Action, outcome: object) -> tuple[Tier, CallOutcome] | None:
+    """The tier a step called and its call's outcome (a hedge's tier call, or its backup joined)."""
+    if isinstance(action, Call) and isinstance(outcome, CallOutcome):
+        return action.tier, outcome
+    if isinstance(action, Hedge) and isinstance(outcome, Hedged):
+        return action.call.tier, outcome.call
+    if isinstance(action, Join) and isinstance(outcome, Resolved) and outcome.call is not None:
+        return action.backup.call.tier, outcome.call
+    return None
 
 
 __all__ = ["Observer"]

@@ -105,6 +105,23 @@ class SkipSpec(Strict):
     )
 
 
+class HedgeSpec(Strict):
+    """Hedged escalation: start the next tier in parallel when this tier has no verdict in time."""
+
+    after: str | float = Field(
+        description="Seconds (`1.5s`, `800ms`, `1.5`) or a quantile of the tier's observed call latency"
+        " (`p90`: kept in memory per Cascade over its last 128 calls; no hedge before 20 calls)."
+    )
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, v: str | float) -> str | float:
+        from cascade.engine.hedge import HedgeAfter
+
+        HedgeAfter.parse(v)  # raises ValueError with a one-line reason
+        return v
+
+
 class TierSpec(Strict):
     """One rung of the cascade."""
 
@@ -127,6 +144,9 @@ class TierSpec(Strict):
     scorer: ScorerSpec | None = None
     threshold: float | None = Field(None, ge=0, le=1)
     skip: SkipSpec | None = Field(None, description="Skip this tier when a prompt-only estimate is low.")
+    hedge: HedgeSpec | None = Field(
+        None, description="Start the next tier in parallel when this tier has no verdict by `after` (arun)."
+    )
     options: dict[str, Any] = Field(
         default_factory=dict, description="Provider options (base_url, api_key_env, path, ...)."
     )
@@ -338,6 +358,12 @@ class Policy(Strict):
                     "missing_scorer",
                     f"tier {tier.name!r} is not the last tier, so it needs a scorer and a threshold",
                 )
+        if self.tiers[-1].hedge is not None:
+            raise PydanticCustomError(
+                "hedge_on_last_tier",
+                f"tier {self.tiers[-1].name!r} is the last tier: it has no next tier to hedge with",
+                {"loc": ("tiers", len(self.tiers) - 1, "hedge")},
+            )
         if self.tiers[-1].skip is not None:
             raise PydanticCustomError(
                 "skip_on_last_tier",

@@ -1,0 +1,276 @@
+"""Hedged escalation: start the next tier in parallel when a tier has no verdict in time.
+
+A tier with ``hedge: {after: ...}`` makes the loop yield a :class:`Hedge` instead of its
+:class:`~cascade.engine.loop.Call`. The async driver (:func:`ahedge`) runs the tier's call and arms
+a *backup*: a task that waits ``after`` seconds, reserves the next tier's worst case and calls it.
+The loop scores the tier's answer meanwhile (the backup keeps running), then resolves the backup
+with :class:`Join` (the tier escalated: the next tier takes the call already in flight, or calls
+now if the backup never launched) or :class:`Cancel` (the tier was accepted, or the run ended: the
+backup is cancelled and charged what it may have cost). The fast answer never wins by arriving
+first: only a tier's scorer accepts its answer.
+
+The sync driver does not hedge (it runs the tier's call alone): a blocking provider call in a
+thread cannot be cancelled, so a hedge would leave a thread running after the run ends.
+
+``after: pNN`` is the tier's observed call latency at that quantile, kept in memory per
+:class:`~cascade.engine.cascade.Cascade` (its :class:`Latencies`, on the loop's ``Settings``): the
+last :data:`WINDOW` successful calls of each hedging tier. Until :data:`WARMUP` calls are seen, the
+tier does not hedge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from cascade.errors import BudgetExceededError
+
+if TYPE_CHECKING:
+    from cascade.engine.loop import Call, CallOutcome, Reserve
+
+WINDOW = 128  # latencies kept per tier (the newest)
+WARMUP = 20  # latencies needed before ``after: pNN`` hedges
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeAfter:
+    """When a tier hedges: after ``seconds``, or at the ``quantile`` (0-1) of its observed latency."""
+
+    seconds: float | None = None
+    quantile: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.seconds is None) == (self.quantile is None):
+            raise ValueError("hedge: give either seconds or a quantile")
+
+    @classmethod
+    def parse(cls, after: str | float) -> HedgeAfter:
+        """``1.5``, ``"1.5s"``, ``"800ms"`` (seconds) or ``"p90"`` (a quantile of observed latency)."""
+        if isinstance(after, bool):
+            raise ValueError("after: seconds (1.5s, 800ms) or a latency quantile (p90)")
+        if isinstance(after, int | float):
+            seconds = float(after)
+        else:
+            m = re.fullmatch(r"\s*(?:p(\d{1,2}(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*(s|ms)?)\s*", after)
+            if m is None:
+                raise ValueError(f"after: {after!r} is neither seconds (1.5s, 800ms) nor a quantile (p90)")
+            if m.group(1) is not None:
+                q = float(m.group(1)) / 100
+                if not 0 < q < 1:
+                    raise ValueError(f"after: {after!r}: the quantile must be between p1 and p99")
+                return cls(quantile=q)
+            seconds = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+        if not 0 <= seconds < float("inf"):
+            raise ValueError(f"after: {after!r}: seconds must be finite and not negative")
+        return cls(seconds=seconds)
+
+    def delay(self, tier: str, latencies: Latencies) -> float | None:
+        """Seconds to wait before hedging, or None (not enough latencies observed yet)."""
+        if self.seconds is not None:
+            return self.seconds
+        assert self.quantile is not None
+        return latencies.quantile(tier, self.quantile)
+
+    def __str__(self) -> str:
+        return f"{self.seconds:g}s" if self.seconds is not None else f"p{self.quantile * 100:g}"  # type: ignore[operator]
+
+
+class Latencies:
+    """Each tier's recent call latencies (a fixed-size window), for ``after: pNN``. Thread-safe."""
+
+    def __init__(self, window: int = WINDOW, warmup: int = WARMUP) -> None:
+        self.window, self.warmup = window, warmup
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, tier: str, seconds: float) -> None:
+        with self._lock:
+            self._seen.setdefault(tier, deque(maxlen=self.window)).append(seconds)
+
+    def quantile(self, tier: str, q: float) -> float | None:
+        """The ``q`` quantile (nearest rank) of the tier's window; None before ``warmup`` calls."""
+        with self._lock:
+            seen = sorted(self._seen.get(tier, ()))
+        if len(seen) < self.warmup:
+            return None
+        return seen[min(len(seen) - 1, max(0, math.ceil(q * len(seen)) - 1))]
+
+
+# -- actions (the loop yields them) and their outcomes ------------------------------------------
+
+
+@dataclass(slots=True)
+class Hedge:
+    """Action: ``call`` (the tier's), and after ``after`` seconds without it answering, ``backup``
+    (the next tier's) in parallel, once ``reserve`` holds its worst case (outcome: :class:`Hedged`).
+
+    ``backup`` None: the call alone (a ``pNN`` delay still warming up), only its time is measured.
+    ``refusal``: the per-request cap cannot cover both calls (checked by the loop): no backup.
+    """
+
+    call: Call
+    backup: Call | None
+    after: float | None
+    reserve: Reserve | None
+    worst: Decimal  # the backup's reservation (its call and scoring)
+    refusal: BudgetExceededError | None = None
+
+
+@dataclass(slots=True)
+class Backup:
+    """The next tier's call, armed by a :class:`Hedge` (the async driver's task)."""
+
+    hedge: Hedge
+    task: asyncio.Task[CallOutcome | None] | None = None
+    launched: float | None = None  # seconds into the hedged tier's call when the backup started
+    hold: str | None = None
+    refusal: BudgetExceededError | None = None
+
+    @property
+    def call(self) -> Call:
+        """The next tier's call (a backup is armed only with one)."""
+        assert self.hedge.backup is not None
+        return self.hedge.backup
+
+
+@dataclass(slots=True)
+class Hedged:
+    call: CallOutcome
+    backup: Backup | None  # None: no backup armed (the sync driver, or none asked for)
+    seconds: float  # how long the tier's call took, on the driver's clock (its sleeps' clock)
+
+
+@dataclass(slots=True)
+class Join:
+    """Action: the next tier's call is the backup's (outcome: :class:`Resolved`)."""
+
+    backup: Backup
+
+
+@dataclass(slots=True)
+class Cancel:
+    """Action: the backup is not needed; cancel it (outcome: :class:`Resolved`)."""
+
+    backup: Backup
+
+
+@dataclass(slots=True)
+class Resolved:
+    """A backup's end: its call's outcome when it launched (None: never launched, or cut off)."""
+
+    launched: float | None
+    call: CallOutcome | None
+    hold: str | None
+    worst: Decimal
+    refusal: BudgetExceededError | None
+
+
+# -- the async driver's side ---------------------------------------------------------------------
+
+Execute = Callable[[Any], Awaitable[Any]]
+
+
+async def ahedge(action: Hedge, aexecute: Execute) -> Hedged:
+    """Run the tier's call with its backup armed; returns when the tier's call is over."""
+    clock = asyncio.get_running_loop().time  # the loop's clock: the one its sleeps follow
+    start = clock()
+    if action.backup is None or action.after is None:
+        return Hedged(await aexecute(action.call), None, clock() - start)
+    backup = Backup(action, refusal=action.refusal)
+    backup.task = asyncio.ensure_future(_launch(backup, action.backup, action.after, aexecute, clock))
+    try:
+        call = await aexecute(action.call)
+    except BaseException:  # cancelled mid-call: the loop never sees the backup, so it ends here
+        await astop(backup, aexecute)
+        raise
+    return Hedged(call, backup, clock() - start)
+
+
+async def _launch(
+    backup: Backup, call: Call, after: float, aexecute: Execute, clock: Callable[[], float]
+) -> CallOutcome | None:
+    t0 = clock()
+    await asyncio.sleep(after)
+    if backup.refusal is not None:
+        return None
+    reserve = backup.hedge.reserve
+    if reserve is not None:
+        held = await aexecute(reserve)
+        if held.refusal is not None:
+            backup.refusal = held.refusal
+            return None
+        backup.hold = held.hold
+    backup.launched = clock() - t0
+    outcome: CallOutcome = await aexecute(call)
+    return outcome
+
+
+async def ajoin(backup: Backup) -> Resolved:
+    """The backup's call, awaited when it launched; a backup still waiting is disarmed."""
+    task = backup.task
+    assert task is not None
+    if backup.launched is None and not task.done():
+        await _cancelled(task)  # still waiting or reserving (a cancelled reserve releases its hold)
+    call = await task if backup.launched is not None else None
+    return Resolved(backup.launched, call, backup.hold, backup.hedge.worst, backup.refusal)
+
+
+async def acancel(backup: Backup) -> Resolved:
+    """Cancel the backup; its outcome when it had already answered (else it was cut off)."""
+    task = backup.task
+    assert task is not None
+    call = task.result() if task.done() and not task.cancelled() else None
+    if call is None:
+        await _cancelled(task)
+    return Resolved(backup.launched, call, backup.hold, backup.hedge.worst, backup.refusal)
+
+
+async def astop(backup: Backup, aexecute: Execute) -> None:
+    """Cancel the backup and settle its hold at the reserved worst case (the run was cut off)."""
+    from cascade.engine.loop import Settle
+
+    resolved = await acancel(backup)
+    reserve = backup.hedge.reserve
+    if resolved.hold is not None and reserve is not None:
+        await aexecute(Settle(reserve.budget, resolved.hold, reserve.amount))
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.wait({task})  # no task left running (a cancel of ours meanwhile still propagates)
+    if not task.cancelled():  # it finished before the cancel landed
+        with contextlib.suppress(BaseException):
+            task.result()
+
+
+def stop_now(backup: Backup) -> Decimal | None:
+    """Synchronous :func:`astop` for a closed loop (it cannot yield): cancel, and settle the hold."""
+    if backup.task is not None:
+        backup.task.cancel()
+    reserve = backup.hedge.reserve
+    if backup.hold is not None and reserve is not None:
+        reserve.budget.settle(backup.hold, reserve.amount)
+        return reserve.amount
+    return None
+
+
+__all__ = [
+    "WARMUP",
+    "WINDOW",
+    "Backup",
+    "Cancel",
+    "Hedge",
+    "HedgeAfter",
+    "Hedged",
+    "Join",
+    "Latencies",
+    "Resolved",
+]

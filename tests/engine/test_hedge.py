@@ -1,0 +1,216 @@
+"""Hedged escalation (issue 22 §1): the next tier starts in parallel when a tier has no verdict by
+``after``; only a tier's scorer accepts an answer; both calls are reserved; the unused call is
+cancelled and charged; a cancelled run leaves no task running and every hold settled."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cascade import Budget, Cap, Cascade, PolicyError, Request, Tier
+from cascade.budget.memory import MemoryLedger
+from cascade.engine.assemble import assemble
+from cascade.engine.hedge import WARMUP, WINDOW, HedgeAfter, Latencies
+from cascade.observe import Observer, OutcomeLog
+from cascade.policy import loads
+from cascade.testing import FixedScorer, ScriptedProvider
+from cascade.types import Completion, Score
+from tests.helpers import cost_of, tier
+from tests.observe.support import rows
+
+ONE_CALL = cost_of(1)  # what each scripted call costs (and its worst case: 10 in + 10 out tokens)
+
+
+def hedged(after: float | str, cheap_latency: float, strong_latency: float, score: float = 0.9) -> list[Tier]:
+    h = HedgeAfter.parse(after)
+    return [
+        replace(tier("cheap", "c", score, 0.5, latency=cheap_latency), hedge=h),
+        tier("strong", "s", latency=strong_latency),
+    ]
+
+
+def calls(t: Tier) -> int:
+    assert isinstance(t.provider, ScriptedProvider)
+    return len(t.provider.calls)
+
+
+def capped(tiers: list[Tier], limit: Decimal) -> tuple[Cascade, MemoryLedger, str]:
+    ledger = MemoryLedger()
+    budget = Budget(caps=(Cap(limit, "total"),), ledger=ledger)
+    c = Cascade(tiers, name="p", budget=budget)
+    return c, ledger, budget.buckets("p", None)[0][0]
+
+
+def test_the_hedge_starts_only_after_its_delay() -> None:
+    fast = hedged(0.3, cheap_latency=0.02, strong_latency=0.02)
+    result = asyncio.run(Cascade(fast).arun("q"))
+    assert calls(fast[1]) == 0  # the verdict came before `after`: no backup
+    assert [a.decision for a in result.attempts] == ["accepted"] and result.attempts[0].hedge is None
+
+    slow = hedged(0.05, cheap_latency=0.3, strong_latency=0.02)
+    result = asyncio.run(Cascade(slow).arun("q"))
+    assert calls(slow[1]) == 1
+    assert "'strong' started at" in (result.attempts[0].hedge or "")
+
+
+def test_accepted_earlier_tier_wins_and_the_backup_is_cancelled_and_charged_its_worst_case() -> None:
+    tiers = hedged(0.05, cheap_latency=0.2, strong_latency=5.0)
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    start = time.perf_counter()
+    result = asyncio.run(c.arun("q"))
+    assert time.perf_counter() - start < 2.0  # the 5 s backup was cancelled, not awaited
+    assert result.tier == "cheap" and result.answer == "c"  # the scorer accepted it
+    cheap, strong = result.attempts
+    assert (cheap.decision, strong.decision) == ("accepted", "cancelled")
+    assert strong.cost == tiers[1].call_worst(Request.of("q")) == ONE_CALL
+    assert strong.charged == "cut off in flight: worst case"
+    assert result.hedge_cost == ONE_CALL and result.cost == 2 * ONE_CALL
+    assert ledger.spent(bucket) == 2 * ONE_CALL and ledger.held(bucket) == 0
+    assert "hedge cancelled" in result.explain() and "(hedge $" in result.explain()
+
+
+def test_a_backup_that_answered_before_the_cancel_is_charged_what_it_produced() -> None:
+    tiers = hedged(0.01, cheap_latency=0.3, strong_latency=0.02)
+    tiers[1] = tier("strong", "s", latency=0.02, cost=Decimal("0.000007"))  # its reported cost
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    result = asyncio.run(c.arun("q"))
+    assert result.tier == "cheap"  # the backup answered first but did not win: cheap was accepted
+    assert result.attempts[1].decision == "cancelled"
+    assert result.attempts[1].cost == Decimal("0.000007")
+    assert ledger.spent(bucket) == ONE_CALL + Decimal("0.000007") and ledger.held(bucket) == 0
+
+
+def test_rejected_earlier_tier_continues_with_the_backup_already_in_flight() -> None:
+    tiers = hedged(0.1, cheap_latency=0.5, strong_latency=0.5, score=0.1)
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    start = time.perf_counter()
+    result = asyncio.run(c.arun("q"))
+    elapsed = time.perf_counter() - start
+    assert result.tier == "strong" and result.answer == "s"
+    assert calls(tiers[1]) == 1  # the call in flight, not a second one
+    cheap, strong = result.attempts
+    assert (cheap.decision, strong.decision) == ("escalated", "accepted")
+    assert (strong.hedge or "").startswith("backup: in flight since")
+    assert elapsed < 0.9  # sequential: 1.0 s; hedged: about 0.6 s
+    assert result.hedge_cost == 0 and result.cost == 2 * ONE_CALL
+    assert ledger.spent(bucket) == 2 * ONE_CALL and ledger.held(bucket) == 0
+
+
+def test_a_window_cap_that_cannot_hold_both_calls_refuses_the_hedge() -> None:
+    tiers = hedged(0.05, cheap_latency=0.3, strong_latency=0.02)
+    c, ledger, bucket = capped(tiers, ONE_CALL * Decimal("1.5"))  # room for one call only
+    result = asyncio.run(c.arun("q"))
+    assert calls(tiers[1]) == 0
+    assert result.tier == "cheap"
+    assert (result.attempts[0].hedge or "").startswith("not started: budget:")
+    assert ledger.spent(bucket) == ONE_CALL and ledger.held(bucket) == 0
+
+
+def test_a_per_request_cap_that_cannot_cover_both_calls_refuses_the_hedge() -> None:
+    tiers = hedged(0.05, cheap_latency=0.3, strong_latency=0.02)
+    c = Cascade(tiers, budget=Budget(per_request=ONE_CALL * Decimal("1.5")))
+    result = asyncio.run(c.arun("q"))
+    assert calls(tiers[1]) == 0
+    assert "per-request cap" in (result.attempts[0].hedge or "")
+
+
+class SlowScorer(FixedScorer):
+    async def ascore(self, request: Request, completion: Completion) -> Score:
+        await asyncio.sleep(5)
+        return self.score(request, completion)
+
+
+@pytest.mark.parametrize("cut_during", ["the call", "the scoring", "the join"])
+def test_a_cancelled_run_settles_both_holds_and_leaves_no_task(cut_during: str) -> None:
+    cheap_latency = {"the call": 5.0, "the scoring": 0.1, "the join": 0.1}[cut_during]
+    tiers = hedged(0.05, cheap_latency, strong_latency=5.0, score=0.1 if cut_during == "the join" else 0.9)
+    if cut_during == "the scoring":
+        tiers[0] = replace(tiers[0], scorer=SlowScorer(0.9))
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+
+    async def main() -> set[asyncio.Task[object]]:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.arun("q"), 0.4)
+        return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+    left = asyncio.run(main())
+    assert left == set()
+    assert calls(tiers[1]) == 0  # the backup was cut off before it answered
+    assert ledger.held(bucket) == 0  # both holds settled...
+    assert ledger.spent(bucket) == 2 * ONE_CALL  # ...each at its reserved worst case
+
+
+def test_after_p90_waits_for_enough_latencies_then_hedges_at_their_quantile() -> None:
+    tiers = hedged("p90", cheap_latency=0.3, strong_latency=0.01)
+    c = Cascade(tiers)
+    for _ in range(WARMUP - 1):
+        c.settings.latencies.observe("cheap", 0.01)
+    asyncio.run(c.arun("q"))
+    assert calls(tiers[1]) == 0  # warming up: no hedge (this run's own latency is the 20th)
+    assert c.settings.latencies.quantile("cheap", 0.99) == pytest.approx(0.3, abs=0.1)  # it was observed
+    for _ in range(WINDOW):  # now p90 = 0.01 s: the next run hedges
+        c.settings.latencies.observe("cheap", 0.01)
+    result = asyncio.run(c.arun("q"))
+    assert calls(tiers[1]) == 1
+    assert "no verdict by 0.01s" in (result.attempts[0].hedge or "")
+    assert Cascade(hedged("p90", 0.3, 0.01)).settings.latencies.quantile("cheap", 0.9) is None  # per cascade
+
+
+def test_latencies_keep_a_fixed_window() -> None:
+    book = Latencies(window=4, warmup=2)
+    book.observe("t", 9.0)
+    assert book.quantile("t", 0.9) is None
+    for s in (1.0, 2.0, 3.0, 4.0):
+        book.observe("t", s)
+    assert book.quantile("t", 0.9) == 4.0 and book.quantile("t", 0.5) == 2.0  # 9.0 fell out
+
+
+def test_the_sync_driver_does_not_hedge() -> None:
+    tiers = hedged(0.01, cheap_latency=0.1, strong_latency=0.01)
+    result = Cascade(tiers).run("q")
+    assert calls(tiers[1]) == 0 and result.tier == "cheap"
+
+
+POLICY = """\
+name: p
+tiers:
+  - name: small
+    provider: scripted
+    model: tiny
+    options: {answers: ["hi"]}
+    scorer: {kind: non_empty}
+    threshold: 0.5
+    hedge: {after: AFTER}
+  - name: big
+    provider: scripted
+    model: huge
+    options: {answers: ["hello"]}
+"""
+
+
+def test_the_policy_says_when_to_hedge() -> None:
+    parts = assemble(loads(POLICY.replace("AFTER", "1.5s")))
+    assert parts.tiers[0].hedge == HedgeAfter(seconds=1.5) and parts.tiers[1].hedge is None
+    assert assemble(loads(POLICY.replace("AFTER", "p90"))).tiers[0].hedge == HedgeAfter(quantile=0.9)
+    for bad in ("soon", "p0", "-1"):
+        with pytest.raises(PolicyError, match="after"):
+            loads(POLICY.replace("AFTER", bad))
+    last = POLICY.replace("AFTER", "1s") + "    hedge: {after: 1s}\n"
+    with pytest.raises(PolicyError, match="no next tier to hedge with"):
+        loads(last)
+
+
+def test_the_outcome_log_records_both_calls_of_a_hedge(tmp_path: Path) -> None:
+    tiers = hedged(0.05, cheap_latency=0.3, strong_latency=0.02, score=0.1)  # cheap escalates
+    c = Cascade(tiers, name="h", observer=Observer(log=OutcomeLog(tmp_path / "out.jsonl")))
+    result = asyncio.run(c.arun("q"))
+    c.close()
+    [row] = rows(tmp_path)
+    assert set(row["cascade"]["tiers"]) == {"cheap", "strong"}
+    assert row["responses"]["strong-model"]  # the backup's answer, joined, is logged
+    assert row["cascade"]["cost"] == str(result.cost)
