@@ -28,7 +28,7 @@ never wait past it, so a server dripping one byte at a time cannot stretch a cal
 A response that has started (a 2xx status and any body byte or stream event read) is billable:
 :func:`attempt` wraps each request, :class:`Received` counts what came back (bytes against the size
 limit and the deadline, stream events, text and tool arguments, the last usage reported), and
-:func:`charge_started` makes a failure carry what it produced (see the README's billing rule).
+:func:`charge_started` makes a failure carry what it produced (see the billing rule in docs/providers.md).
 
 This module imports no SDK: the provider modules pass theirs in.
 """
