@@ -1,0 +1,334 @@
+"""A cascade over provider batch APIs: many prompts, one batch job per tier round.
+
+:func:`run_batch` drives one :func:`cascade.engine.loop.steps` generator per prompt. Reserves,
+settles, skip estimates and scoring are executed at once (:func:`cascade.engine.drive.execute`);
+the rows' pending :class:`~cascade.engine.loop.Call` of the lowest tier are collected and sent as
+one OpenAI Batch job (upload a JSONL file, create the batch, poll, download results and errors).
+Each result goes back to its row's generator, which scores it; escalated rows wait for the next
+tier's job. Prices are the provider's batch prices (:func:`cascade.price_table.batch_price`), in
+reservations too, so caps hold across rounds.
+
+Resumable: with ``state``, a JSON file records every submitted job and every result downloaded,
+written atomically before anything depends on it. Re-running with the same prompts replays the
+recorded results into fresh generators (a row's settled tiers are not reserved or settled again)
+and polls a job that was submitted but not finished instead of sending it again.
+
+Faults: a row without a result (an expired or cancelled job, a failed job, a partial or
+mismatched result file) or with an error line gets a :class:`ProviderError` as its call's outcome:
+the loop escalates it with that reason, or on the last tier it ends in the error output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cascade.engine.cascade import Prompt
+from cascade.engine.drive import Steps, execute
+from cascade.engine.loop import Call, CallOutcome, Outcome, Reserve, Reserved, Settings, Tier, steps
+from cascade.errors import CascadeError, ConfigurationError, ProviderError
+from cascade.files import write_text
+from cascade.logging import get_logger
+from cascade.price_table import BATCH_DISCOUNT, batch_price
+from cascade.types import ZERO, CascadeResult, Request
+
+ENDPOINT = "/v1/chat/completions"
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+class BatchStateError(ConfigurationError):
+    """The state file does not belong to this job (other prompts or another policy), or is unreadable."""
+
+
+@dataclass
+class BatchReport:
+    """What :func:`run_batch` returns: per prompt its result or error, in input order."""
+
+    results: list[CascadeResult | CascadeError]
+    jobs: list[str]  # the provider batch ids, in submission order
+    cost: Decimal  # what the run spent at batch prices
+    live_cost: Decimal  # the same usage at the tiers' list prices
+    unmatched: int = 0  # result lines whose custom_id matched no request sent
+
+
+@dataclass
+class _Row:
+    index: int
+    gen: Steps
+    pending: Call | None = None
+    result: CascadeResult | CascadeError | None = None
+    calls: int = 0  # calls yielded so far (the k-th call's recorded result is replayed)
+    settled: int = 0  # calls whose reserve/settle were executed in an earlier run (not repeated)
+
+
+@dataclass
+class _State:
+    path: Path | None
+    fingerprint: str
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    settled: dict[str, int] = field(default_factory=dict)  # row -> calls settled
+
+    def save(self) -> None:
+        if self.path is not None:
+            doc = {"fingerprint": self.fingerprint, "jobs": self.jobs, "settled": self.settled}
+            write_text(self.path, json.dumps(doc))
+
+    def recorded(self, cid: str) -> dict[str, Any] | None:
+        """The result line recorded for ``cid`` (a finished job's), or None."""
+        for job in self.jobs:
+            if cid in job["ids"] and job.get("status") in TERMINAL:
+                line: dict[str, Any] = job["results"].get(cid, {"missing": job["status"]})
+                return line
+        return None
+
+    def open_job(self, tier: str, ids: Sequence[str]) -> dict[str, Any] | None:
+        """A job submitted for these requests that has not been downloaded yet."""
+        for job in self.jobs:
+            if job["tier"] == tier and job.get("status") not in TERMINAL and set(job["ids"]) == set(ids):
+                return job
+        return None
+
+
+def batch_settings(s: Settings) -> Settings:
+    """``s`` with every tier priced at its provider's batch price."""
+    return replace(s, tiers=tuple(replace(t, price=batch_price(t.provider_kind, t.price)) for t in s.tiers))
+
+
+def _check(tiers: Sequence[Tier]) -> None:
+    from cascade.providers.openai import OpenAIProvider
+
+    for t in tiers:
+        if not isinstance(t.provider, OpenAIProvider) or getattr(t.provider, "stream", False):
+            raise ConfigurationError(
+                f"--provider-batch: tier {t.name!r} (provider {t.provider_kind or '?'}) has no batch API"
+                " here; only openai and openai_compatible tiers without streaming"
+            )
+
+
+def _fingerprint(s: Settings, requests: Sequence[Request]) -> str:
+    h = hashlib.sha256(json.dumps([s.name, [t.name for t in s.tiers]]).encode())
+    for r in requests:
+        h.update(repr(r.messages).encode())
+    return h.hexdigest()[:32]
+
+
+def _load(path: Path | None, fingerprint: str) -> _State:
+    if path is None or not path.exists():
+        return _State(path, fingerprint)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        state = _State(path, str(doc["fingerprint"]), list(doc["jobs"]), dict(doc["settled"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BatchStateError(f"{path}: not a batch state file ({type(err).__name__}: {err})") from None
+    if state.fingerprint != fingerprint:
+        raise BatchStateError(f"{path}: the state of another job (other prompts or policy); remove it")
+    return state
+
+
+def run_batch(
+    settings: Settings,
+    prompts: Iterable[Prompt],
+    *,
+    budget_key: str | None = None,
+    metadata: Sequence[dict[str, Any]] | None = None,
+    state: str | Path | None = None,
+    poll_interval: float = 30.0,
+    on_round: Callable[[str, int], None] | None = None,
+) -> BatchReport:
+    """Run ``prompts`` through the cascade ``settings``, each tier round as one provider batch job.
+
+    ``state``: the resumable state file (recommended for real jobs). ``on_round(tier, n)`` is
+    told of each job as it is submitted (progress).
+    """
+    _check(settings.tiers)
+    s = batch_settings(settings)
+    items = list(prompts)
+    requests = [
+        Request.of(p, budget_key=budget_key, metadata=metadata[i] if metadata else None)
+        for i, p in enumerate(items)
+    ]
+    st = _load(Path(state) if state is not None else None, _fingerprint(s, requests))
+    log = get_logger()
+    rows = [_Row(i, steps(s, r), settled=st.settled.get(str(i), 0)) for i, r in enumerate(requests)]
+    tier_index = {t.name: i for i, t in enumerate(s.tiers)}
+    jobs: list[str] = [str(j["batch_id"]) for j in st.jobs if j.get("batch_id")]
+    unmatched = 0
+    for row in rows:
+        _advance(row, None, st, tier_index)
+    while True:
+        waiting = [r for r in rows if r.pending is not None]
+        if not waiting:
+            break
+        tier = min((r.pending.tier for r in waiting if r.pending), key=lambda t: tier_index[t.name])
+        batch = [r for r in waiting if r.pending is not None and r.pending.tier.name == tier.name]
+        ids = [_cid(r, tier_index[tier.name]) for r in batch]
+        job = st.open_job(tier.name, ids)
+        if job is None:
+            job = _submit(tier, batch, ids, st)
+            jobs.append(job["batch_id"])
+            if on_round is not None:
+                on_round(tier.name, len(batch))
+        log.info("cascade.batch_round", tier=tier.name, rows=len(batch), batch_id=job["batch_id"])
+        unmatched += _finish(tier, job, poll_interval, st)
+        for row, cid in zip(batch, ids, strict=True):
+            call = row.pending
+            assert call is not None
+            row.pending = None
+            _advance(row, _outcome(tier, call.request, call.n, st.recorded(cid)), st, tier_index)
+        for row in batch:  # their calls so far are settled: a rerun neither reserves nor settles them
+            st.settled[str(row.index)] = row.calls - (row.pending is not None)
+        st.save()
+    results = [r.result for r in rows]
+    assert all(r is not None for r in results)
+    done: list[CascadeResult | CascadeError] = [r for r in results if r is not None]
+    cost, live = _costs(done, s)
+    return BatchReport(done, jobs, cost, live, unmatched)
+
+
+def _cid(row: _Row, tier: int) -> str:
+    return f"row-{row.index}-tier-{tier}"
+
+
+def _advance(row: _Row, outcome: Outcome | None, st: _State, index: dict[str, int]) -> None:
+    """Run ``row``'s generator to its next call of a tier (replaying recorded results) or its end."""
+    gen = row.gen
+    try:
+        action = gen.send(outcome)  # type: ignore[arg-type]  # None starts a fresh generator
+        while True:
+            if isinstance(action, Call):
+                row.calls += 1
+                recorded = st.recorded(_cid(row, index[action.tier.name]))
+                if recorded is None:
+                    row.pending = action
+                    return
+                action = gen.send(_outcome(action.tier, action.request, action.n, recorded))
+            elif isinstance(action, Reserve) and row.calls < row.settled:
+                action = gen.send(Reserved(None, None))  # reserved and settled by an earlier run
+            else:
+                action = gen.send(execute(action))
+    except StopIteration as stop:
+        row.result = stop.value
+    except CascadeError as err:
+        row.result = err
+
+
+def _body(tier: Tier, request: Request, n: int) -> dict[str, Any]:
+    """The chat-completions body the tier's provider would send for ``request``."""
+    kw = tier.provider.request_kwargs(request, n)  # type: ignore[attr-defined]
+    kw.pop("stream_options", None)
+    extra = kw.pop("extra_body", None) or {}
+    return {**kw, **extra}
+
+
+def _submit(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -> dict[str, Any]:
+    """Upload the round's requests and create its batch job; recorded before anything waits on it."""
+    lines = []
+    for row, cid in zip(batch, ids, strict=True):
+        call = row.pending
+        assert call is not None
+        body = _body(tier, call.request, call.n)
+        lines.append(json.dumps({"custom_id": cid, "method": "POST", "url": ENDPOINT, "body": body}))
+    client = tier.provider.client  # type: ignore[attr-defined]
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    upload = client.files.create(file=(f"cascade-{tier.name}.jsonl", data), purpose="batch")
+    job = client.batches.create(
+        input_file_id=upload.id,
+        endpoint=ENDPOINT,
+        completion_window="24h",
+        metadata={"cascade_tier": tier.name},
+    )
+    record: dict[str, Any] = {"tier": tier.name, "batch_id": job.id, "ids": list(ids), "status": job.status}
+    st.jobs.append(record)
+    st.save()
+    return record
+
+
+def _finish(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -> int:
+    """Poll ``job`` to its end and record its result lines; the count of unmatched lines."""
+    client = tier.provider.client  # type: ignore[attr-defined]
+    log = get_logger()
+    while True:
+        batch = client.batches.retrieve(job["batch_id"])
+        if batch.status in TERMINAL:
+            break
+        time.sleep(poll_interval)
+    results: dict[str, Any] = {}
+    unmatched = 0
+    wanted = set(job["ids"])
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        text = client.files.content(file_id).text
+        for raw in text.splitlines():
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+                cid = line["custom_id"]
+            except (ValueError, KeyError, TypeError):
+                unmatched += 1
+                continue
+            if cid not in wanted or cid in results:
+                unmatched += 1
+                continue
+            results[cid] = line
+    if unmatched:
+        log.warning("cascade.batch_unmatched", batch_id=job["batch_id"], lines=unmatched)
+    log.info(
+        "cascade.batch_finished",
+        batch_id=job["batch_id"],
+        status=batch.status,
+        results=len(results),
+        missing=len(wanted) - len(results),
+    )
+    job["status"] = batch.status
+    job["results"] = results
+    st.save()
+    return unmatched
+
+
+def _outcome(tier: Tier, request: Request, n: int, line: dict[str, Any] | None) -> CallOutcome:
+    """A result line (or its absence) as the loop's outcome of the row's call."""
+    name = tier.provider.name  # type: ignore[attr-defined]
+    if line is None or "missing" in line:
+        status = line["missing"] if line is not None else "unknown"
+        err = ProviderError(f"no result in the batch job (job {status})", provider=name)
+        err.own_words = True
+        return CallOutcome(None, err, 0, 0.0)
+    response = line.get("response") or {}
+    error = line.get("error")
+    status = response.get("status_code") if isinstance(response, dict) else None
+    if error or status != 200:
+        code = error.get("code") if isinstance(error, dict) else None
+        err = ProviderError(f"batch row failed: {code or 'error'}", provider=name, status_code=status)
+        err.own_words = True
+        return CallOutcome(None, err, 0, 0.0)
+    from openai.types.chat import ChatCompletion
+
+    try:
+        body = ChatCompletion.construct(**response["body"])
+        completion = tier.provider.parse(body, 0.0, request, n)  # type: ignore[attr-defined]
+    except ProviderError as exc:
+        return CallOutcome(None, exc, 0, 0.0, (exc,) if exc.usage is not None else ())
+    except (TypeError, KeyError) as exc:
+        err = ProviderError(f"malformed batch result: {type(exc).__name__}", provider=name)
+        err.own_words = True
+        return CallOutcome(None, err, 0, 0.0)
+    return CallOutcome(completion, None, 0, 0.0)
+
+
+def _costs(results: Sequence[CascadeResult | CascadeError], s: Settings) -> tuple[Decimal, Decimal]:
+    """What the run spent (batch prices) and the same usage at list prices."""
+    factor = {t.name: BATCH_DISCOUNT.get(t.provider_kind, Decimal(1)) for t in s.tiers}
+    cost = live = ZERO
+    for r in results:
+        for a in r.attempts:
+            cost += a.total_cost
+            live += a.cost / factor.get(a.tier, Decimal(1)) + a.scorer_cost
+    return cost, live
