@@ -24,11 +24,12 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from cascade.budget import Budget
 from cascade.engine.cascade import Prompt
 from cascade.engine.drive import Steps, execute
 from cascade.engine.loop import Call, CallOutcome, Outcome, Reserve, Reserved, Settings, Tier, steps
@@ -95,9 +96,29 @@ class _State:
         return None
 
 
+class _Budget(Budget):
+    """The cascade's budget, detachable: once the driver stops (a crash, Ctrl-C), the loop's settles
+    of open holds are left undone. The jobs already submitted still run and bill what they
+    produce, not a worst case: their holds expire after ``hold_ttl`` and a resumed run settles what
+    they really cost."""
+
+    def settle(self, hold: str, actual: Decimal) -> None:
+        if self.__dict__.get("detached"):
+            get_logger().info("cascade.batch_hold_left", hold=hold)
+            return
+        Budget.settle(self, hold, actual)
+
+    def detach(self) -> None:
+        object.__setattr__(self, "detached", True)
+
+
 def batch_settings(s: Settings) -> Settings:
-    """``s`` with every tier priced at its provider's batch price."""
-    return replace(s, tiers=tuple(replace(t, price=batch_price(t.provider_kind, t.price)) for t in s.tiers))
+    """``s`` with every tier priced at its provider's batch price (and a detachable budget)."""
+    b = s.budget
+    budget = _Budget(**{f.name: getattr(b, f.name) for f in fields(b) if f.init})
+    object.__setattr__(budget, "_state", b._state)  # the same journal and waiters
+    tiers = tuple(replace(t, price=batch_price(t.provider_kind, t.price)) for t in s.tiers)
+    return replace(s, tiers=tiers, budget=budget)
 
 
 def _check(tiers: Sequence[Tier]) -> None:
@@ -154,10 +175,34 @@ def run_batch(
         for i, p in enumerate(items)
     ]
     st = _load(Path(state) if state is not None else None, _fingerprint(s, requests))
-    log = get_logger()
     rows = [_Row(i, steps(s, r), settled=st.settled.get(str(i), 0)) for i, r in enumerate(requests)]
-    tier_index = {t.name: i for i, t in enumerate(s.tiers)}
     jobs: list[str] = [str(j["batch_id"]) for j in st.jobs if j.get("batch_id")]
+    try:
+        unmatched = _rounds(rows, s, st, poll_interval, on_round, jobs)
+    except BaseException:
+        assert isinstance(s.budget, _Budget)
+        s.budget.detach()  # submitted jobs go on: their holds are settled by the resumed run
+        for row in rows:
+            row.gen.close()
+        raise
+    results = [r.result for r in rows]
+    assert all(r is not None for r in results)
+    done: list[CascadeResult | CascadeError] = [r for r in results if r is not None]
+    cost, live = _costs(done, s)
+    return BatchReport(done, jobs, cost, live, unmatched)
+
+
+def _rounds(
+    rows: list[_Row],
+    s: Settings,
+    st: _State,
+    poll_interval: float,
+    on_round: Callable[[str, int], None] | None,
+    jobs: list[str],
+) -> int:
+    """Every row to its end, one batch job per round; the count of unmatched result lines."""
+    tier_index = {t.name: i for i, t in enumerate(s.tiers)}
+    log = get_logger()
     unmatched = 0
     for row in rows:
         _advance(row, None, st, tier_index)
@@ -184,11 +229,7 @@ def run_batch(
         for row in batch:  # their calls so far are settled: a rerun neither reserves nor settles them
             st.settled[str(row.index)] = row.calls - (row.pending is not None)
         st.save()
-    results = [r.result for r in rows]
-    assert all(r is not None for r in results)
-    done: list[CascadeResult | CascadeError] = [r for r in results if r is not None]
-    cost, live = _costs(done, s)
-    return BatchReport(done, jobs, cost, live, unmatched)
+    return unmatched
 
 
 def _cid(row: _Row, tier: int) -> str:

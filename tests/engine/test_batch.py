@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from cascade.engine.batch import run_batch
+from cascade.engine.batch import BatchStateError, run_batch
 from cascade.engine.build import build
 from cascade.engine.cascade import Cascade
-from cascade.errors import CascadeError
+from cascade.errors import ConfigurationError
 from cascade.types import CascadeResult
 from tests.batch_server import BatchServer
 
@@ -64,7 +64,7 @@ def cascade(server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 PROMPTS = [f"double {i}" for i in range(6)]
 
 
-def _answers(results: list[CascadeResult | CascadeError]) -> list[tuple[str, str]]:
+def _answers(results: list[Any]) -> list[tuple[str, str]]:
     return [
         (r.tier, r.answer) if isinstance(r, CascadeResult) else ("error", type(r).__name__) for r in results
     ]
@@ -89,3 +89,117 @@ def test_batch_prices_are_half_the_live_price(cascade: Cascade) -> None:
     assert sum(live, Decimal(0)) / 2 == sum(
         (a.cost for r in report.results for a in r.attempts if a.tier == "cheap"), Decimal(0)
     )
+
+
+# -- faults: every row ends answered, escalated with a reason, or in the error output -------------
+
+AFFECTED = {
+    "expired": {3, 4, 5},  # the job expired half done: the rest come back as batch_expired errors
+    "row_errors": {1, 3, 5},  # error lines
+    "partial": {5},  # the result file lacks a line
+    "mismatch": {0},  # a result whose custom_id matches no request
+    "cancelled": set(range(6)),
+    "failed": set(range(6)),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(AFFECTED))
+def test_a_faulty_first_round_escalates_its_rows_with_a_reason(
+    server: BatchServer, cascade: Cascade, fault: str
+) -> None:
+    server.faults = [fault]
+    report = run_batch(cascade.settings, PROMPTS, poll_interval=0)
+    hit = AFFECTED[fault]
+    assert _answers(report.results) == [
+        ("cheap" if i % 2 == 0 and i not in hit else "strong", str(i * 2)) for i in range(6)
+    ]
+    for i, r in enumerate(report.results):
+        cheap = r.attempts[0]
+        assert cheap.tier == "cheap"
+        if i in hit:
+            assert cheap.decision == "escalated" and cheap.reason == "error: ProviderError"
+            assert cheap.cost == 0
+    assert report.unmatched == (1 if fault == "mismatch" else 0)
+    assert len(server.batches) == 2
+
+
+def test_a_failed_last_round_puts_rows_in_the_error_output(server: BatchServer, cascade: Cascade) -> None:
+    server.faults = ["failed", "expired"]
+    report = run_batch(cascade.settings, PROMPTS, poll_interval=0)
+    assert (
+        _answers(report.results)
+        == [("strong", "0"), ("strong", "2"), ("strong", "4")] + [("error", "AllTiersFailedError")] * 3
+    )
+    for r in report.results[3:]:
+        assert [a.decision for a in r.attempts] == ["escalated", "failed"]
+
+
+# -- resumable --------------------------------------------------------------------------------------
+
+LEDGER = """\
+budget:
+  caps: [{{limit: 100, window: day}}]
+  ledger: {{kind: sqlite, path: {path}}}
+"""
+
+
+class Crash(KeyboardInterrupt):
+    pass
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_a_killed_job_resumes_without_sending_or_paying_twice(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    ledger = tmp_path / "ledger.sqlite3"
+    path = tmp_path / "policy.yaml"
+    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+    path.write_text(textwrap.dedent(text))
+    state = tmp_path / "job.state.json"
+    submitted = 0
+
+    def crash(tier: str, n: int) -> None:
+        nonlocal submitted
+        submitted += 1
+        if submitted == crash_at:
+            raise Crash
+
+    with build(path) as c:
+        with pytest.raises(Crash):
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0, on_round=crash)
+        sent = len(server.lines)
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        spent = c.settings.budget.ledger.spent(bucket)  # type: ignore[union-attr]
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert len(server.batches) == 2 and len(server.lines) == 9  # no request sent twice
+    assert sent == (6 if crash_at == 1 else 9)
+    assert report.jobs == ["batch_1", "batch_2"]
+    assert report.cost > 0 and spent == report.cost  # no tier paid twice
+
+
+def test_a_state_file_of_another_job_is_refused(cascade: Cascade, tmp_path: Path) -> None:
+    state = tmp_path / "job.state.json"
+    run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    with pytest.raises(BatchStateError, match="another job"):
+        run_batch(cascade.settings, PROMPTS[:3], state=state, poll_interval=0)
+
+
+def test_only_openai_format_tiers(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        name: x
+        tiers:
+          - name: local
+            provider: langchain
+            model: fake
+            free: true
+            options:
+              class: "langchain_core.language_models.fake_chat_models:FakeListChatModel"
+              kwargs: {responses: ["4"]}
+        """)
+    )
+    with pytest.raises(ConfigurationError, match="no batch API"):
+        run_batch(build(path).settings, PROMPTS, poll_interval=0)
