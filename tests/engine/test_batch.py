@@ -203,3 +203,53 @@ def test_only_openai_format_tiers(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match="no batch API"):
         run_batch(build(path).settings, PROMPTS, poll_interval=0)
+
+
+# -- the CLI and Cascade ---------------------------------------------------------------------------
+
+
+def _policy(server: BatchServer, tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(textwrap.dedent(POLICY.format(url=json.dumps(server.base_url))))
+    return path
+
+
+def test_cli_provider_batch(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cascade.cli import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS))
+    )
+    out = tmp_path / "out.jsonl"
+    args = ["run", "-p", str(_policy(server, tmp_path)), "--batch", str(prompts), "--out", str(out)]
+    assert main([*args, "--provider-batch", "--poll", "0"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["id"], r["tier"], r["answer"]) for r in rows] == [
+        (f"q{i}", "cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)
+    ]
+    printed = capsys.readouterr()
+    assert "2 batch jobs: batch_1, batch_2" in printed.out and "50% saved" in printed.out
+    assert "round cheap: 6 prompts" in printed.err and "round strong: 3 prompts" in printed.err
+    # the same command again: everything is in the state file, nothing is sent
+    assert main([*args, "--provider-batch", "--poll", "0"]) == 0
+    assert len(server.batches) == 2 and "resuming" in capsys.readouterr().err
+    again = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["answer"], r["cost"]) for r in again] == [(r["answer"], r["cost"]) for r in rows]
+
+
+def test_cli_state_needs_provider_batch(tmp_path: Path) -> None:
+    from cascade.cli import main
+
+    assert main(["run", "-p", "x.yaml", "--batch", "p.jsonl", "--out", "o.jsonl", "--state", "s"]) == 2
+
+
+def test_cascade_provider_batch(server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with build(_policy(server, tmp_path)) as c:
+        report = c.provider_batch(PROMPTS, poll_interval=0)
+    assert _answers(report.results)[:2] == [("cheap", "0"), ("strong", "2")]
+    assert report.jobs == ["batch_1", "batch_2"]
