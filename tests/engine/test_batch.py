@@ -253,3 +253,38 @@ def test_cascade_provider_batch(server: BatchServer, tmp_path: Path, monkeypatch
         report = c.provider_batch(PROMPTS, poll_interval=0)
     assert _answers(report.results)[:2] == [("cheap", "0"), ("strong", "2")]
     assert report.jobs == ["batch_1", "batch_2"]
+
+
+def test_batch_price_halves_openai_and_anthropic_only() -> None:
+    from cascade.money import Price
+    from cascade.price_table import batch_price
+
+    p = Price(Decimal("1.00"), Decimal("4.00"), Decimal("0.10"), Decimal("1.25"))
+    assert batch_price("openai", p) == Price(Decimal("0.5"), Decimal("2"), Decimal("0.05"), Decimal("0.625"))
+    assert batch_price("anthropic", p).output == Decimal("2")
+    assert batch_price("openai_compatible", p) == p
+
+
+def test_window_caps_hold_across_rounds(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cascade.engine.batch import batch_settings
+    from cascade.types import Request
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with build(_policy(server, tmp_path)) as c:
+        worst = batch_settings(c.settings).tiers[0].worst_case(Request.of(PROMPTS[0]))
+        listed = c.settings.tiers[0].worst_case(Request.of(PROMPTS[0]))
+    assert worst * 2 == listed  # reservations are at batch prices too
+    limit = worst * 3 + worst / 2  # three rows' first calls fit, not four
+    path = tmp_path / "capped.yaml"
+    path.write_text(
+        _policy(server, tmp_path).read_text() + f"budget:\n  caps: [{{limit: {limit}, window: day}}]\n"
+    )
+    with build(path) as c:
+        report = run_batch(c.settings, PROMPTS, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        spent = c.settings.budget.ledger.spent(bucket)  # type: ignore[union-attr]
+    assert len([x for x in server.lines if x["body"]["model"] == "gpt-4o-mini"]) == 3
+    assert [type(r).__name__ for r in report.results[3:]] == ["BudgetExceededError"] * 3
+    assert spent == report.cost <= limit
