@@ -117,6 +117,67 @@ class BatchServer(LocalServer):
             self.batches[bid] = batch
             return _public(batch)
 
+    def create_messages(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Anthropic Message Batches: ``{requests: [{custom_id, params}]}``."""
+        with self.lock:
+            lines = req["requests"]
+            self.lines.extend({"custom_id": x["custom_id"], "body": x["params"]} for x in lines)
+            fault = self.faults.pop(0) if self.faults else None
+            bid = f"msgbatch_{len(self.batches) + 1}"
+            out = []
+            for i, line in enumerate(lines):
+                cid, params = line["custom_id"], line["params"]
+                if fault == "cancelled" or (fault == "expired" and i >= len(lines) // 2):
+                    result: dict[str, Any] = {"type": "canceled" if fault == "cancelled" else "expired"}
+                elif fault == "row_errors" and i % 2:
+                    result = {
+                        "type": "errored",
+                        "error": {
+                            "type": "error",
+                            "error": {"type": "invalid_request_error", "message": "no"},
+                        },
+                    }
+                else:
+                    text = self.answer(params["model"], params)
+                    result = {"type": "succeeded", "message": _message(text, params["model"], i)}
+                if fault == "mismatch" and i == 0:
+                    cid += "-x"
+                out.append({"custom_id": cid, "result": result})
+            if fault == "partial":
+                out.pop()
+            self.files[bid] = _jsonl(out)
+            now = "2024-01-01T00:00:00Z"
+            batch = {
+                "id": bid,
+                "type": "message_batch",
+                "processing_status": "in_progress",
+                "request_counts": {
+                    "processing": len(lines),
+                    "succeeded": 0,
+                    "errored": 0,
+                    "canceled": 0,
+                    "expired": 0,
+                },
+                "created_at": now,
+                "expires_at": now,
+                "ended_at": None,
+                "archived_at": None,
+                "cancel_initiated_at": None,
+                "results_url": None,
+                "_polls": 0,
+            }
+            self.batches[bid] = batch
+            return _public(batch)
+
+    def retrieve_messages(self, bid: str) -> dict[str, Any]:
+        with self.lock:
+            b = self.batches[bid]
+            b["_polls"] += 1
+            if b["_polls"] >= self.polls:
+                b["processing_status"] = "ended"
+                b["results_url"] = f"{self.url}/v1/messages/batches/{bid}/results"
+            return _public(b)
+
     def retrieve(self, bid: str) -> dict[str, Any]:
         with self.lock:
             b = self.batches[bid]
@@ -143,6 +204,20 @@ class BatchServer(LocalServer):
             ],
             "usage": {"prompt_tokens": 10, "completion_tokens": out * n, "total_tokens": 10 + out * n},
         }
+
+
+def _message(text: str, model: str, i: int) -> dict[str, Any]:
+    out = max(1, math.ceil(len(text) / 4))
+    return {
+        "id": f"msg_{i}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": out},
+    }
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -181,6 +256,8 @@ class _Handler(BaseHTTPRequestHandler):
             upload = parts["file"]
             content = upload.get_payload(decode=True)
             return self._json(self.server._file(content, purpose, upload.get_filename() or "f"))
+        if path == "/v1/messages/batches":
+            return self._json(self.server.create_messages(json.loads(data)))
         if path == "/v1/batches":
             return self._json(self.server.create(json.loads(data)))
         if path.startswith("/v1/batches/") and path.endswith("/cancel"):
@@ -193,6 +270,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path.startswith("/v1/files/") and path.endswith("/content"):
             return self._send(200, self.server.files[path.split("/")[3]], "application/octet-stream")
+        if path.startswith("/v1/messages/batches/") and path.endswith("/results"):
+            return self._send(200, self.server.files[path.split("/")[4]], "application/binary")
+        if path.startswith("/v1/messages/batches/"):
+            return self._json(self.server.retrieve_messages(path.split("/")[4]))
         if path.startswith("/v1/batches/"):
             return self._json(self.server.retrieve(path.split("/")[3]))
         self._json({"error": {"message": "not found"}}, 404)

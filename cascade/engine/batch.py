@@ -3,7 +3,8 @@
 :func:`run_batch` drives one :func:`cascade.engine.loop.steps` generator per prompt. Reserves,
 settles, skip estimates and scoring are executed at once (:func:`cascade.engine.drive.execute`);
 the rows' pending :class:`~cascade.engine.loop.Call` of the lowest tier are collected and sent as
-one OpenAI Batch job (upload a JSONL file, create the batch, poll, download results and errors).
+one provider batch job: OpenAI Batch API (upload a JSONL file, create the batch, poll, download
+results and errors; samples as ``n``) or Anthropic Message Batches (one request per sample).
 Each result goes back to its row's generator, which scores it; escalated rows wait for the next
 tier's job. Prices are the provider's batch prices (:func:`cascade.price_table.batch_price`), in
 reservations too, so caps hold across rounds.
@@ -37,10 +38,10 @@ from cascade.errors import CascadeError, ConfigurationError, ProviderError
 from cascade.files import write_text
 from cascade.logging import get_logger
 from cascade.price_table import BATCH_DISCOUNT, batch_price
-from cascade.types import ZERO, CascadeResult, Request
+from cascade.types import ZERO, CascadeResult, Completion, Request, Usage
 
 ENDPOINT = "/v1/chat/completions"
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})  # "ended": Anthropic
 
 
 class BatchStateError(ConfigurationError):
@@ -121,14 +122,22 @@ def batch_settings(s: Settings) -> Settings:
     return replace(s, tiers=tiers, budget=budget)
 
 
+def _anthropic(tier: Tier) -> bool:
+    """The tier goes through Anthropic Message Batches (else the OpenAI Batch API)."""
+    from cascade.providers.anthropic import AnthropicProvider
+
+    return isinstance(tier.provider, AnthropicProvider)
+
+
 def _check(tiers: Sequence[Tier]) -> None:
     from cascade.providers.openai import OpenAIProvider
 
     for t in tiers:
-        if not isinstance(t.provider, OpenAIProvider) or getattr(t.provider, "stream", False):
+        ok = isinstance(t.provider, OpenAIProvider) or _anthropic(t)
+        if not ok or getattr(t.provider, "stream", False):
             raise ConfigurationError(
                 f"--provider-batch: tier {t.name!r} (provider {t.provider_kind or '?'}) has no batch API"
-                " here; only openai and openai_compatible tiers without streaming"
+                " here; only openai, openai_compatible and anthropic tiers without streaming"
             )
 
 
@@ -269,6 +278,8 @@ def _body(tier: Tier, request: Request, n: int) -> dict[str, Any]:
 
 def _submit(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -> dict[str, Any]:
     """Upload the round's requests and create its batch job; recorded before anything waits on it."""
+    if _anthropic(tier):
+        return _submit_anthropic(tier, batch, ids, st)
     lines = []
     for row, cid in zip(batch, ids, strict=True):
         call = row.pending
@@ -290,8 +301,97 @@ def _submit(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -
     return record
 
 
+def _submit_anthropic(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -> dict[str, Any]:
+    """Anthropic Message Batches: one request per sample (``cid-sK``), no ``n``."""
+    requests = []
+    for row, cid in zip(batch, ids, strict=True):
+        call = row.pending
+        assert call is not None
+        kw = tier.provider.request_kwargs(call.request)  # type: ignore[attr-defined]
+        params = {**kw, **(kw.pop("extra_body", None) or {})}
+        requests += [{"custom_id": f"{cid}-s{k}", "params": params} for k in range(call.n)]
+    job = tier.provider.client.messages.batches.create(requests=requests)  # type: ignore[attr-defined]
+    samples = {cid: row.pending.n for row, cid in zip(batch, ids, strict=True) if row.pending}
+    record: dict[str, Any] = {
+        "tier": tier.name,
+        "batch_id": job.id,
+        "ids": list(ids),
+        "samples": samples,
+        "status": job.processing_status,
+    }
+    st.jobs.append(record)
+    st.save()
+    return record
+
+
+def _finish_anthropic(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -> int:
+    """Poll a Message Batch to ``ended``; each row's result is the list of its samples' results."""
+    client = tier.provider.client  # type: ignore[attr-defined]
+    while True:
+        batch = client.messages.batches.retrieve(job["batch_id"])
+        if batch.processing_status == "ended":
+            break
+        time.sleep(poll_interval)
+    wanted = {f"{cid}-s{k}": (cid, k) for cid, n in job["samples"].items() for k in range(n)}
+    got: dict[str, dict[str, Any]] = {}
+    unmatched = 0
+    for item in client.messages.batches.results(job["batch_id"]):
+        cid = getattr(item, "custom_id", None)
+        if cid not in wanted or cid in got:
+            unmatched += 1
+            continue
+        got[cid] = item.model_dump(mode="json")
+    results: dict[str, Any] = {}
+    for sid, (cid, k) in wanted.items():
+        results.setdefault(cid, {"samples": [None] * job["samples"][cid]})["samples"][k] = got.get(sid)
+    if unmatched:
+        get_logger().warning("cascade.batch_unmatched", batch_id=job["batch_id"], lines=unmatched)
+    job["status"] = "ended"
+    job["results"] = results
+    st.save()
+    return unmatched
+
+
+def _anthropic_outcome(tier: Tier, request: Request, line: dict[str, Any]) -> CallOutcome:
+    """A row's samples' results as one call outcome: an error when any sample failed (charged what
+    the samples that did answer cost)."""
+    from anthropic.types import Message
+
+    from cascade.providers._sdk import merge
+    from cascade.providers.anthropic import parse
+
+    parts: list[Completion] = []
+    billed = Usage()  # samples that answered but did not parse, with usage: billed all the same
+    failed: str | None = None
+    for sample in line["samples"]:
+        result = (sample or {}).get("result") or {}
+        kind = result.get("type") if sample is not None else "missing"
+        if kind != "succeeded":
+            failed = failed or str(kind)
+            continue
+        try:
+            msg = Message.construct(**result["message"])
+            parts.append(parse(msg, 0.0, request, tier.provider.params.max_tokens))  # type: ignore[attr-defined]
+        except ProviderError as exc:
+            failed = failed or "invalid"
+            billed = billed + (exc.usage or Usage())
+        except (TypeError, KeyError):
+            failed = failed or "malformed"
+    if failed is None and parts:
+        return CallOutcome(merge(parts), None, 0, 0.0)
+    err = ProviderError(f"batch row failed: {failed or 'no samples'}", provider="anthropic")
+    err.own_words = True
+    usage = sum((p.usage for p in parts), billed)
+    if usage != Usage():
+        err.usage = usage
+        return CallOutcome(None, err, 0, 0.0, (err,))
+    return CallOutcome(None, err, 0, 0.0)
+
+
 def _finish(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -> int:
     """Poll ``job`` to its end and record its result lines; the count of unmatched lines."""
+    if _anthropic(tier):
+        return _finish_anthropic(tier, job, poll_interval, st)
     client = tier.provider.client  # type: ignore[attr-defined]
     log = get_logger()
     while True:
@@ -336,12 +436,14 @@ def _finish(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -
 
 def _outcome(tier: Tier, request: Request, n: int, line: dict[str, Any] | None) -> CallOutcome:
     """A result line (or its absence) as the loop's outcome of the row's call."""
-    name = tier.provider.name  # type: ignore[attr-defined]
+    name = getattr(tier.provider, "name", tier.provider_kind)
     if line is None or "missing" in line:
         status = line["missing"] if line is not None else "unknown"
         err = ProviderError(f"no result in the batch job (job {status})", provider=name)
         err.own_words = True
         return CallOutcome(None, err, 0, 0.0)
+    if "samples" in line:
+        return _anthropic_outcome(tier, request, line)
     response = line.get("response") or {}
     error = line.get("error")
     status = response.get("status_code") if isinstance(response, dict) else None

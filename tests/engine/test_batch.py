@@ -39,6 +39,8 @@ tiers:
 def _answer(model: str, body: dict[str, Any]) -> str:
     """The cheap model knows even numbers; the strong one knows everything."""
     prompt = body["messages"][-1]["content"]
+    if isinstance(prompt, list):  # Anthropic content blocks
+        prompt = prompt[-1]["text"]
     number = int(prompt.split()[-1])
     if model == "gpt-4o-mini" and number % 2:
         return "no idea"
@@ -288,3 +290,61 @@ def test_window_caps_hold_across_rounds(
     assert len([x for x in server.lines if x["body"]["model"] == "gpt-4o-mini"]) == 3
     assert [type(r).__name__ for r in report.results[3:]] == ["BudgetExceededError"] * 3
     assert spent == report.cost <= limit
+
+
+# -- Anthropic Message Batches ----------------------------------------------------------------------
+
+MIXED = """\
+name: mixed
+tiers:
+  - name: cheap
+    provider: anthropic
+    model: claude-haiku-4-5
+    params: {{max_tokens: 16}}
+    options: {{base_url: {url}}}
+    scorer: {{kind: self_consistency, k: 3, answer: number}}
+    threshold: 1.0
+  - name: strong
+    provider: openai
+    model: gpt-4o
+    params: {{max_tokens: 16}}
+    options: {{base_url: {openai}}}
+"""
+
+
+def _haiku_answer(model: str, body: dict[str, Any]) -> str:
+    return _answer("gpt-4o-mini" if model.startswith("claude") else model, body)
+
+
+@pytest.mark.parametrize("fault", [None, "expired", "row_errors", "partial", "mismatch", "cancelled"])
+def test_anthropic_message_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str | None
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    with BatchServer(_haiku_answer) as server:
+        server.faults = [fault]
+        path = tmp_path / "mixed.yaml"
+        text = MIXED.format(url=json.dumps(server.url), openai=json.dumps(server.base_url))
+        path.write_text(textwrap.dedent(text))
+        with build(path) as c:
+            report = run_batch(c.settings, PROMPTS, poll_interval=0)
+        first = [x for x in server.lines if x["body"]["model"] == "claude-haiku-4-5"]
+    # a sample that failed fails its row's call: rows with any affected sample escalate
+    hit = {
+        None: set(),
+        "expired": {3, 4, 5},  # 18 sample requests, the second half expired: rows 3..5
+        "row_errors": set(range(6)),  # every other sample request: each row has one
+        "partial": {5},
+        "mismatch": {0},
+        "cancelled": set(range(6)),
+    }[fault]
+    assert _answers(report.results) == [
+        ("cheap" if i % 2 == 0 and i not in hit else "strong", str(i * 2)) for i in range(6)
+    ]
+    assert len(first) == 18 and "n" not in first[0]["body"]  # three samples, one request each
+    assert report.jobs[0] == "msgbatch_1" and report.unmatched == (1 if fault == "mismatch" else 0)
+    if fault is None:
+        assert report.live_cost == 2 * report.cost
+    for i in hit:
+        assert report.results[i].attempts[0].reason == "error: ProviderError"
