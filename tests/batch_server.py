@@ -274,6 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, self.server.files[path.split("/")[4]], "application/binary")
         if path.startswith("/v1/messages/batches/"):
             return self._json(self.server.retrieve_messages(path.split("/")[4]))
+        if path == "/v1/batches":  # newest first, as the API lists them
+            data = [_public(b) for b in reversed(self.server.batches.values())]
+            return self._json({"object": "list", "data": data, "has_more": False})
         if path.startswith("/v1/batches/"):
             return self._json(self.server.retrieve(path.split("/")[3]))
         self._json({"error": {"message": "not found"}}, 404)

@@ -223,8 +223,8 @@ def _rounds(
         batch = [r for r in waiting if r.pending is not None and r.pending.tier.name == tier.name]
         ids = [_cid(r, tier_index[tier.name]) for r in batch]
         job = st.open_job(tier.name, ids)
-        if job is None:
-            job = _submit(tier, batch, ids, st)
+        if job is None or job["batch_id"] is None:
+            job = _submit(tier, batch, ids, st, job)
             jobs.append(job["batch_id"])
             if on_round is not None:
                 on_round(tier.name, len(batch))
@@ -276,10 +276,43 @@ def _body(tier: Tier, request: Request, n: int) -> dict[str, Any]:
     return {**kw, **extra}
 
 
-def _submit(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -> dict[str, Any]:
-    """Upload the round's requests and create its batch job; recorded before anything waits on it."""
+def _submit(
+    tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State, started: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Upload the round's requests and create its batch job; recorded before anything waits on it.
+
+    ``started``: a job of these requests whose file was uploaded by an earlier run that stopped
+    before recording its batch: the batch made from that file, when the provider lists one, is
+    adopted; else it is created from the uploaded file (nothing is sent twice).
+    """
     if _anthropic(tier):
         return _submit_anthropic(tier, batch, ids, st)
+    client = tier.provider.client  # type: ignore[attr-defined]
+    if started is not None:
+        record = started
+        for found in client.batches.list(limit=100):
+            if found.input_file_id == record["file_id"]:
+                record.update(batch_id=found.id, status=found.status)
+                st.save()
+                return record
+    else:
+        record = {"tier": tier.name, "batch_id": None, "ids": list(ids), "status": "uploading"}
+        record["file_id"] = _upload(tier, batch, ids)
+        st.jobs.append(record)
+        st.save()  # a crash from here on finds the file's batch (or makes it) on resume
+    job = client.batches.create(
+        input_file_id=record["file_id"],
+        endpoint=ENDPOINT,
+        completion_window="24h",
+        metadata={"cascade_tier": tier.name},
+    )
+    record.update(batch_id=job.id, status=job.status)
+    st.save()
+    return record
+
+
+def _upload(tier: Tier, batch: Sequence[_Row], ids: Sequence[str]) -> str:
+    """The round's requests as an uploaded JSONL file (OpenAI); its file id."""
     lines = []
     for row, cid in zip(batch, ids, strict=True):
         call = row.pending
@@ -289,16 +322,7 @@ def _submit(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -
     client = tier.provider.client  # type: ignore[attr-defined]
     data = ("\n".join(lines) + "\n").encode("utf-8")
     upload = client.files.create(file=(f"cascade-{tier.name}.jsonl", data), purpose="batch")
-    job = client.batches.create(
-        input_file_id=upload.id,
-        endpoint=ENDPOINT,
-        completion_window="24h",
-        metadata={"cascade_tier": tier.name},
-    )
-    record: dict[str, Any] = {"tier": tier.name, "batch_id": job.id, "ids": list(ids), "status": job.status}
-    st.jobs.append(record)
-    st.save()
-    return record
+    return str(upload.id)
 
 
 def _submit_anthropic(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -> dict[str, Any]:

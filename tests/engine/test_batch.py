@@ -348,3 +348,32 @@ def test_anthropic_message_batches(
         assert report.live_cost == 2 * report.cost
     for i in hit:
         assert report.results[i].attempts[0].reason == "error: ProviderError"
+
+
+@pytest.mark.parametrize("crash_at_save", [1, 2, 3, 6])
+def test_a_crash_around_batch_creation_sends_no_job_twice(
+    server: BatchServer, cascade: Cascade, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at_save: int
+) -> None:
+    """Saves: 1 uploaded, 2 batch created, 3 results, 4 round over; round two: 5, 6, ... A crash
+    before save 2 is written (the batch exists, the state does not name it) adopts that batch."""
+    from cascade.engine import batch as module
+
+    state = tmp_path / "job.state.json"
+    saves = 0
+    real = module._State.save
+
+    def save(self: Any) -> None:
+        nonlocal saves
+        saves += 1
+        if saves == crash_at_save:
+            raise Crash
+        real(self)
+
+    monkeypatch.setattr(module._State, "save", save)
+    with pytest.raises(Crash):
+        run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    monkeypatch.setattr(module._State, "save", real)
+    report = run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert len(server.batches) == 2 and len(server.lines) == 9
+    assert report.jobs == ["batch_1", "batch_2"]
