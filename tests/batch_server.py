@@ -10,6 +10,7 @@ Faults, per batch (``server.faults``, a list consumed in creation order; ``None`
 (no output file), ``failed`` (status failed, no files), ``row_errors`` (every other row an error
 line), ``partial`` (the last line dropped), ``mismatch`` (the first line's custom_id altered).
 ``server.batches`` and ``server.lines`` record what was created and every request line sent.
+``POST /v1/chat/completions`` answers live the same way (``server.live`` counts those requests).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class BatchServer(LocalServer):
         self.batches: dict[str, dict[str, Any]] = {}
         self.lines: list[dict[str, Any]] = []
         self.faults: list[str | None] = []
+        self.live = 0  # live chat-completion requests (POST /v1/chat/completions)
         self.lock = threading.Lock()
 
     @property
@@ -256,6 +258,10 @@ class _Handler(BaseHTTPRequestHandler):
             upload = parts["file"]
             content = upload.get_payload(decode=True)
             return self._json(self.server._file(content, purpose, upload.get_filename() or "f"))
+        if path == "/v1/chat/completions":  # the live API, for comparisons with the same answers
+            with self.server.lock:
+                self.server.live += 1
+            return self._json(self.server._completion(json.loads(data), 0))
         if path == "/v1/messages/batches":
             return self._json(self.server.create_messages(json.loads(data)))
         if path == "/v1/batches":
