@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--provider-batch and --state are for --batch FILE")
     if args.state and not args.provider_batch:
         raise UsageError("--state is for --provider-batch")
+    if not args.poll >= 0:
+        raise UsageError(f"--poll: seconds, at least 0 (got {args.poll})")
     if args.batch:
         if args.prompt:
             raise UsageError("give either a prompt or --batch, not both")

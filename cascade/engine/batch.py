@@ -154,6 +154,18 @@ def _load(path: Path | None, fingerprint: str) -> _State:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         state = _State(path, str(doc["fingerprint"]), list(doc["jobs"]), dict(doc["settled"]))
+        for job in state.jobs:  # every field the driver reads, of the right type
+            if not (
+                isinstance(job["tier"], str)
+                and isinstance(job["ids"], list)
+                and isinstance(job["batch_id"], str | None)
+                and isinstance(job["status"], str)
+                and isinstance(job.get("results", {}), dict)
+                and isinstance(job.get("samples", {}), dict)
+            ):
+                raise TypeError("a job entry of the wrong shape")
+        if not all(isinstance(v, int) for v in state.settled.values()):
+            raise TypeError("settled counts that are not integers")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise BatchStateError(f"{path}: not a batch state file ({type(err).__name__}: {err})") from None
     if state.fingerprint != fingerprint:

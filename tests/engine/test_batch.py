@@ -377,3 +377,18 @@ def test_a_crash_around_batch_creation_sends_no_job_twice(
     assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
     assert len(server.batches) == 2 and len(server.lines) == 9
     assert report.jobs == ["batch_1", "batch_2"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not json", "[]", '{"fingerprint": "x"}', '{"fingerprint": "F", "jobs": [{"tier": 1}], "settled": {}}'],
+)
+def test_a_broken_state_file_is_one_clear_error(cascade: Cascade, tmp_path: Path, text: str) -> None:
+    from cascade.engine.batch import _fingerprint, batch_settings
+    from cascade.types import Request
+
+    state = tmp_path / "job.state.json"
+    fingerprint = _fingerprint(batch_settings(cascade.settings), [Request.of(p) for p in PROMPTS])
+    state.write_text(text.replace('"F"', json.dumps(fingerprint)))
+    with pytest.raises(BatchStateError, match="not a batch state file"):
+        run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
