@@ -139,6 +139,11 @@ def _check(tiers: Sequence[Tier]) -> None:
                 f"--provider-batch: tier {t.name!r} (provider {t.provider_kind or '?'}) has no batch API"
                 " here; only openai, openai_compatible and anthropic tiers without streaming"
             )
+        if t.samples > 1 and not _anthropic(t) and not getattr(t.provider, "supports_n", True):
+            raise ConfigurationError(
+                f"--provider-batch: tier {t.name!r} samples {t.samples} answers but its server does not"
+                " honour n (options: supports_n: true, if it does)"
+            )
 
 
 def _fingerprint(s: Settings, requests: Sequence[Request]) -> str:

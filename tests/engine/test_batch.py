@@ -392,3 +392,16 @@ def test_a_broken_state_file_is_one_clear_error(cascade: Cascade, tmp_path: Path
     state.write_text(text.replace('"F"', json.dumps(fingerprint)))
     with pytest.raises(BatchStateError, match="not a batch state file"):
         run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+
+
+def test_samples_need_a_server_that_honours_n(server: BatchServer, tmp_path: Path) -> None:
+    path = tmp_path / "compat.yaml"
+    text = POLICY.format(url=json.dumps(server.base_url)).replace(
+        "provider: openai", "provider: openai_compatible"
+    )
+    path.write_text(textwrap.dedent(text))
+    with build(path) as c, pytest.raises(ConfigurationError, match="does not honour n"):
+        run_batch(c.settings, PROMPTS, poll_interval=0)
+    path.write_text(textwrap.dedent(text.replace("{base_url:", "{supports_n: true, base_url:")))
+    with build(path) as c:
+        assert run_batch(c.settings, PROMPTS, poll_interval=0).cost == 0  # a local server: free
