@@ -15,6 +15,7 @@ read (0.1 x input). OpenAI: ``cached_input`` is the cached-prompt rate; there is
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from cascade.money import Price, usd
 
@@ -87,4 +88,22 @@ def lookup(provider: str, model: str) -> Price | None:
     return price
 
 
-__all__ = ["CHECKED", "PRICES", "lookup"]
+BATCH_DISCOUNT: dict[str, Decimal] = {"openai": Decimal("0.5"), "anthropic": Decimal("0.5")}
+"""The share of list price a provider's batch API bills (OpenAI Batch, Anthropic Message Batches:
+50% of input and output); a provider kind not listed gets no discount."""
+
+
+def batch_price(provider: str, price: Price) -> Price:
+    """``price`` as billed through ``provider``'s batch API (every rate times its discount)."""
+    f = BATCH_DISCOUNT.get(provider)
+    if f is None:
+        return price
+    return Price(
+        price.input * f,
+        price.output * f,
+        None if price.cached_input is None else price.cached_input * f,
+        None if price.cache_write is None else price.cache_write * f,
+    )
+
+
+__all__ = ["BATCH_DISCOUNT", "CHECKED", "PRICES", "batch_price", "lookup"]

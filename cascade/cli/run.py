@@ -20,7 +20,7 @@ from typing import Any
 from cascade.cli import UsageError
 from cascade.cli.progress import Progress
 from cascade.errors import CascadeError, InvalidRequestError
-from cascade.files import Input, Output, check_outputs, policy_inputs, replacing
+from cascade.files import Input, Output, check_outputs, policy_inputs, replacing, writing
 from cascade.types import Request, show
 
 NAME = "run"
@@ -42,11 +42,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", help="where batch results go (JSON Lines, input order)")
     parser.add_argument("--concurrency", type=int, default=16, help="batch runs at once (default 16)")
     parser.add_argument("--budget-key", help="caller key for per-key spend caps (tenant, user)")
+    parser.add_argument(
+        "--provider-batch",
+        action="store_true",
+        help="with --batch: each tier round is one provider batch job (OpenAI Batch API), at batch prices",
+    )
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        help="with --provider-batch: the resumable job state (default: --out + .state.json)",
+    )
+    parser.add_argument(
+        "--poll", type=float, default=30.0, help="with --provider-batch: seconds between polls (default 30)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from cascade.engine.build import build
 
+    if (args.state or args.provider_batch) and not args.batch:
+        raise UsageError("--provider-batch and --state are for --batch FILE")
+    if args.state and not args.provider_batch:
+        raise UsageError("--state is for --provider-batch")
+    if not args.poll >= 0:
+        raise UsageError(f"--poll: seconds, at least 0 (got {args.poll})")
     if args.batch:
         if args.prompt:
             raise UsageError("give either a prompt or --batch, not both")
@@ -58,13 +77,18 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 "--json and --explain are for one prompt; --batch writes each full trace to --out"
             )
+        outputs = [Output("--out", Path(args.out))]
+        if args.provider_batch:
+            outputs.append(Output("--state", _state_path(args)))
         check_outputs(
-            [Output("--out", Path(args.out))],
+            outputs,
             [Input("the --batch file", Path(args.batch)), *policy_inputs(args.policy, "the --policy file")],
         )
         _text(args.budget_key, "--budget-key")
         items = _read_batch(Path(args.batch), args.budget_key)
         cascade = build(args.policy)
+        if args.provider_batch:
+            return _run_provider_batch(cascade, items, Path(args.out), args)
         return _run_batch(cascade, items, Path(args.out), args)
     if args.prompt is None:
         raise UsageError("give a prompt, - to read it from stdin, or --batch FILE")
@@ -242,4 +266,61 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
         print(f"  errors               {errors:>6} (see the 'error' field in {out})")
     per_prompt = (total / n).quantize(Decimal("1e-9"))  # the ledger's unit: nano-dollars
     print(f"  total cost ${show(total)} (${show(per_prompt)} per prompt)")
+    return 1 if errors == n else 0
+
+
+def _state_path(args: argparse.Namespace) -> Path:
+    return Path(args.state) if args.state else Path(args.out + ".state.json")
+
+
+def _run_provider_batch(
+    cascade: Any, items: list[dict[str, Any]], out: Path, args: argparse.Namespace
+) -> int:
+    """``--batch --provider-batch``: one provider batch job per tier round, resumable from --state."""
+    from cascade.engine.batch import run_batch
+
+    state = _state_path(args)
+    if state.exists():
+        print(f"cascade: resuming from {state}", file=sys.stderr)
+
+    def told(tier: str, n: int) -> None:
+        print(f"cascade: round {tier}: {n} prompts in one batch job", file=sys.stderr)
+
+    keys = {item.get("budget_key", args.budget_key) for item in items}
+    if len(keys) > 1:
+        raise UsageError("--provider-batch: one budget_key for the whole file (use --budget-key)")
+    try:
+        report = run_batch(
+            cascade.settings,
+            [item.get("messages") or item["prompt"] for item in items],
+            budget_key=keys.pop(),
+            metadata=[item["metadata"] for item in items],
+            state=state,
+            poll_interval=args.poll,
+            on_round=told,
+        )
+    finally:
+        cascade.close()
+    tiers: Counter[str] = Counter()
+    errors = 0
+    with writing(out) as fh:
+        for item, res in zip(items, report.results, strict=True):
+            fh.write(json.dumps({"id": item["id"], **res.to_dict()}) + "\n")
+            if isinstance(res, CascadeError):
+                errors += 1
+            else:
+                tiers[res.tier] += 1
+    n = len(items)
+    print(f"{n} prompts -> {out} ({len(report.jobs)} batch jobs: {', '.join(report.jobs)})")
+    for tier in (t.name for t in cascade.tiers):
+        print(f"  {tier:<20} {tiers[tier]:>6} answered ({tiers[tier] / n:.1%})")
+    if errors:
+        print(f"  errors               {errors:>6} (see the 'error' field in {out})")
+    if report.unmatched:
+        print(f"  unmatched results    {report.unmatched:>6} (ignored: no request had their custom_id)")
+    saved = 1 - report.cost / report.live_cost if report.live_cost else Decimal(0)
+    print(
+        f"  total cost ${show(report.cost)} at batch prices"
+        f" (${show(report.live_cost)} at live prices: {saved:.0%} saved)"
+    )
     return 1 if errors == n else 0

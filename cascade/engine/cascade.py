@@ -14,7 +14,10 @@ from cascade.errors import CascadeError, InvalidRequestError
 from cascade.types import CascadeResult, Message, Request
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cascade.engine.assemble import Parts
+    from cascade.engine.batch import BatchReport
     from cascade.observe import Observer
 
 T = TypeVar("T")
@@ -209,6 +212,25 @@ class Cascade:
         cancellation propagates (or ``aclose()`` returns)."""
         request = Request.of(prompt, budget_key=budget_key, metadata=metadata)
         return astream(self._steps(request, session), step)
+
+    def provider_batch(
+        self,
+        prompts: Iterable[Prompt],
+        *,
+        budget_key: str | None = None,
+        state: str | Path | None = None,
+        poll_interval: float = 30.0,
+    ) -> BatchReport:
+        """Run ``prompts`` with each tier round as one provider batch job, at batch prices.
+
+        OpenAI-format tiers only. ``state``: a file that makes the job resumable (re-run the same
+        call after a crash: no request is sent, nor paid for, twice). See :mod:`cascade.engine.batch`.
+        """
+        from cascade.engine.batch import run_batch
+
+        return run_batch(
+            self.settings, prompts, budget_key=budget_key, state=state, poll_interval=poll_interval
+        )
 
     # -- async --------------------------------------------------------------------------------
 

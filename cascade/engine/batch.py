@@ -1,0 +1,518 @@
+"""A cascade over provider batch APIs: many prompts, one batch job per tier round.
+
+:func:`run_batch` drives one :func:`cascade.engine.loop.steps` generator per prompt. Reserves,
+settles, skip estimates and scoring are executed at once (:func:`cascade.engine.drive.execute`);
+the rows' pending :class:`~cascade.engine.loop.Call` of the lowest tier are collected and sent as
+one provider batch job: OpenAI Batch API (upload a JSONL file, create the batch, poll, download
+results and errors; samples as ``n``) or Anthropic Message Batches (one request per sample).
+Each result goes back to its row's generator, which scores it; escalated rows wait for the next
+tier's job. Prices are the provider's batch prices (:func:`cascade.price_table.batch_price`), in
+reservations too, so caps hold across rounds.
+
+Resumable: with ``state``, a JSON file records every submitted job and every result downloaded,
+written atomically before anything depends on it. Re-running with the same prompts replays the
+recorded results into fresh generators (a row's settled tiers are not reserved or settled again)
+and polls a job that was submitted but not finished instead of sending it again.
+
+Faults: a row without a result (an expired or cancelled job, a failed job, a partial or
+mismatched result file) or with an error line gets a :class:`ProviderError` as its call's outcome:
+the loop escalates it with that reason, or on the last tier it ends in the error output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from cascade.budget import Budget
+from cascade.engine.cascade import Prompt
+from cascade.engine.drive import Steps, execute
+from cascade.engine.loop import Call, CallOutcome, Outcome, Reserve, Reserved, Settings, Tier, steps
+from cascade.errors import CascadeError, ConfigurationError, ProviderError
+from cascade.files import write_text
+from cascade.logging import get_logger
+from cascade.price_table import BATCH_DISCOUNT, batch_price
+from cascade.types import ZERO, CascadeResult, Completion, Request, Usage
+
+ENDPOINT = "/v1/chat/completions"
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})  # "ended": Anthropic
+
+
+class BatchStateError(ConfigurationError):
+    """The state file does not belong to this job (other prompts or another policy), or is unreadable."""
+
+
+@dataclass
+class BatchReport:
+    """What :func:`run_batch` returns: per prompt its result or error, in input order."""
+
+    results: list[CascadeResult | CascadeError]
+    jobs: list[str]  # the provider batch ids, in submission order
+    cost: Decimal  # what the run spent at batch prices
+    live_cost: Decimal  # the same usage at the tiers' list prices
+    unmatched: int = 0  # result lines whose custom_id matched no request sent
+
+
+@dataclass
+class _Row:
+    index: int
+    gen: Steps
+    pending: Call | None = None
+    result: CascadeResult | CascadeError | None = None
+    calls: int = 0  # calls yielded so far (the k-th call's recorded result is replayed)
+    settled: int = 0  # calls whose reserve/settle were executed in an earlier run (not repeated)
+
+
+@dataclass
+class _State:
+    path: Path | None
+    fingerprint: str
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    settled: dict[str, int] = field(default_factory=dict)  # row -> calls settled
+
+    def save(self) -> None:
+        if self.path is not None:
+            doc = {"fingerprint": self.fingerprint, "jobs": self.jobs, "settled": self.settled}
+            write_text(self.path, json.dumps(doc))
+
+    def recorded(self, cid: str) -> dict[str, Any] | None:
+        """The result line recorded for ``cid`` (a finished job's), or None."""
+        for job in self.jobs:
+            if cid in job["ids"] and job.get("status") in TERMINAL:
+                line: dict[str, Any] = job["results"].get(cid, {"missing": job["status"]})
+                return line
+        return None
+
+    def open_job(self, tier: str, ids: Sequence[str]) -> dict[str, Any] | None:
+        """A job submitted for these requests that has not been downloaded yet."""
+        for job in self.jobs:
+            if job["tier"] == tier and job.get("status") not in TERMINAL and set(job["ids"]) == set(ids):
+                return job
+        return None
+
+
+class _Budget(Budget):
+    """The cascade's budget, detachable: once the driver stops (a crash, Ctrl-C), the loop's settles
+    of open holds are left undone. The jobs already submitted still run and bill what they
+    produce, not a worst case: their holds expire after ``hold_ttl`` and a resumed run settles what
+    they really cost."""
+
+    def settle(self, hold: str, actual: Decimal) -> None:
+        if self.__dict__.get("detached"):
+            get_logger().info("cascade.batch_hold_left", hold=hold)
+            return
+        Budget.settle(self, hold, actual)
+
+    def detach(self) -> None:
+        object.__setattr__(self, "detached", True)
+
+
+def batch_settings(s: Settings) -> Settings:
+    """``s`` with every tier priced at its provider's batch price (and a detachable budget)."""
+    b = s.budget
+    budget = _Budget(**{f.name: getattr(b, f.name) for f in fields(b) if f.init})
+    object.__setattr__(budget, "_state", b._state)  # the same journal and waiters
+    tiers = tuple(replace(t, price=batch_price(t.provider_kind, t.price)) for t in s.tiers)
+    return replace(s, tiers=tiers, budget=budget)
+
+
+def _anthropic(tier: Tier) -> bool:
+    """The tier goes through Anthropic Message Batches (else the OpenAI Batch API)."""
+    from cascade.providers.anthropic import AnthropicProvider
+
+    return isinstance(tier.provider, AnthropicProvider)
+
+
+def _check(tiers: Sequence[Tier]) -> None:
+    from cascade.providers.openai import OpenAIProvider
+
+    for t in tiers:
+        ok = isinstance(t.provider, OpenAIProvider) or _anthropic(t)
+        if not ok or getattr(t.provider, "stream", False):
+            raise ConfigurationError(
+                f"--provider-batch: tier {t.name!r} (provider {t.provider_kind or '?'}) has no batch API"
+                " here; only openai, openai_compatible and anthropic tiers without streaming"
+            )
+        if t.samples > 1 and not _anthropic(t) and not getattr(t.provider, "supports_n", True):
+            raise ConfigurationError(
+                f"--provider-batch: tier {t.name!r} samples {t.samples} answers but its server does not"
+                " honour n (options: supports_n: true, if it does)"
+            )
+
+
+def _fingerprint(s: Settings, requests: Sequence[Request]) -> str:
+    h = hashlib.sha256(json.dumps([s.name, [t.name for t in s.tiers]]).encode())
+    for r in requests:
+        h.update(repr(r.messages).encode())
+    return h.hexdigest()[:32]
+
+
+def _load(path: Path | None, fingerprint: str) -> _State:
+    if path is None or not path.exists():
+        return _State(path, fingerprint)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        state = _State(path, str(doc["fingerprint"]), list(doc["jobs"]), dict(doc["settled"]))
+        for job in state.jobs:  # every field the driver reads, of the right type
+            if not (
+                isinstance(job["tier"], str)
+                and isinstance(job["ids"], list)
+                and isinstance(job["batch_id"], str | None)
+                and isinstance(job["status"], str)
+                and isinstance(job.get("results", {}), dict)
+                and isinstance(job.get("samples", {}), dict)
+            ):
+                raise TypeError("a job entry of the wrong shape")
+        if not all(isinstance(v, int) for v in state.settled.values()):
+            raise TypeError("settled counts that are not integers")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BatchStateError(f"{path}: not a batch state file ({type(err).__name__}: {err})") from None
+    if state.fingerprint != fingerprint:
+        raise BatchStateError(f"{path}: the state of another job (other prompts or policy); remove it")
+    return state
+
+
+def run_batch(
+    settings: Settings,
+    prompts: Iterable[Prompt],
+    *,
+    budget_key: str | None = None,
+    metadata: Sequence[dict[str, Any]] | None = None,
+    state: str | Path | None = None,
+    poll_interval: float = 30.0,
+    on_round: Callable[[str, int], None] | None = None,
+) -> BatchReport:
+    """Run ``prompts`` through the cascade ``settings``, each tier round as one provider batch job.
+
+    ``state``: the resumable state file (recommended for real jobs). ``on_round(tier, n)`` is
+    told of each job as it is submitted (progress).
+    """
+    _check(settings.tiers)
+    s = batch_settings(settings)
+    items = list(prompts)
+    requests = [
+        Request.of(p, budget_key=budget_key, metadata=metadata[i] if metadata else None)
+        for i, p in enumerate(items)
+    ]
+    st = _load(Path(state) if state is not None else None, _fingerprint(s, requests))
+    rows = [_Row(i, steps(s, r), settled=st.settled.get(str(i), 0)) for i, r in enumerate(requests)]
+    jobs: list[str] = [str(j["batch_id"]) for j in st.jobs if j.get("batch_id")]
+    try:
+        unmatched = _rounds(rows, s, st, poll_interval, on_round, jobs)
+    except BaseException:
+        assert isinstance(s.budget, _Budget)
+        s.budget.detach()  # submitted jobs go on: their holds are settled by the resumed run
+        for row in rows:
+            row.gen.close()
+        raise
+    results = [r.result for r in rows]
+    assert all(r is not None for r in results)
+    done: list[CascadeResult | CascadeError] = [r for r in results if r is not None]
+    cost, live = _costs(done, s)
+    return BatchReport(done, jobs, cost, live, unmatched)
+
+
+def _rounds(
+    rows: list[_Row],
+    s: Settings,
+    st: _State,
+    poll_interval: float,
+    on_round: Callable[[str, int], None] | None,
+    jobs: list[str],
+) -> int:
+    """Every row to its end, one batch job per round; the count of unmatched result lines."""
+    tier_index = {t.name: i for i, t in enumerate(s.tiers)}
+    log = get_logger()
+    unmatched = 0
+    for row in rows:
+        _advance(row, None, st, tier_index)
+    while True:
+        waiting = [r for r in rows if r.pending is not None]
+        if not waiting:
+            break
+        tier = min((r.pending.tier for r in waiting if r.pending), key=lambda t: tier_index[t.name])
+        batch = [r for r in waiting if r.pending is not None and r.pending.tier.name == tier.name]
+        ids = [_cid(r, tier_index[tier.name]) for r in batch]
+        job = st.open_job(tier.name, ids)
+        if job is None or job["batch_id"] is None:
+            job = _submit(tier, batch, ids, st, job)
+            jobs.append(job["batch_id"])
+            if on_round is not None:
+                on_round(tier.name, len(batch))
+        log.info("cascade.batch_round", tier=tier.name, rows=len(batch), batch_id=job["batch_id"])
+        unmatched += _finish(tier, job, poll_interval, st)
+        for row, cid in zip(batch, ids, strict=True):
+            call = row.pending
+            assert call is not None
+            row.pending = None
+            _advance(row, _outcome(tier, call.request, call.n, st.recorded(cid)), st, tier_index)
+        for row in batch:  # their calls so far are settled: a rerun neither reserves nor settles them
+            st.settled[str(row.index)] = row.calls - (row.pending is not None)
+        st.save()
+    return unmatched
+
+
+def _cid(row: _Row, tier: int) -> str:
+    return f"row-{row.index}-tier-{tier}"
+
+
+def _advance(row: _Row, outcome: Outcome | None, st: _State, index: dict[str, int]) -> None:
+    """Run ``row``'s generator to its next call of a tier (replaying recorded results) or its end."""
+    gen = row.gen
+    try:
+        action = gen.send(outcome)  # type: ignore[arg-type]  # None starts a fresh generator
+        while True:
+            if isinstance(action, Call):
+                row.calls += 1
+                recorded = st.recorded(_cid(row, index[action.tier.name]))
+                if recorded is None:
+                    row.pending = action
+                    return
+                action = gen.send(_outcome(action.tier, action.request, action.n, recorded))
+            elif isinstance(action, Reserve) and row.calls < row.settled:
+                action = gen.send(Reserved(None, None))  # reserved and settled by an earlier run
+            else:
+                action = gen.send(execute(action))
+    except StopIteration as stop:
+        row.result = stop.value
+    except CascadeError as err:
+        row.result = err
+
+
+def _body(tier: Tier, request: Request, n: int) -> dict[str, Any]:
+    """The chat-completions body the tier's provider would send for ``request``."""
+    kw = tier.provider.request_kwargs(request, n)  # type: ignore[attr-defined]
+    kw.pop("stream_options", None)
+    extra = kw.pop("extra_body", None) or {}
+    return {**kw, **extra}
+
+
+def _submit(
+    tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State, started: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Upload the round's requests and create its batch job; recorded before anything waits on it.
+
+    ``started``: a job of these requests whose file was uploaded by an earlier run that stopped
+    before recording its batch: the batch made from that file, when the provider lists one, is
+    adopted; else it is created from the uploaded file (nothing is sent twice).
+    """
+    if _anthropic(tier):
+        return _submit_anthropic(tier, batch, ids, st)
+    client = tier.provider.client  # type: ignore[attr-defined]
+    if started is not None:
+        record = started
+        for found in client.batches.list(limit=100):
+            if found.input_file_id == record["file_id"]:
+                record.update(batch_id=found.id, status=found.status)
+                st.save()
+                return record
+    else:
+        record = {"tier": tier.name, "batch_id": None, "ids": list(ids), "status": "uploading"}
+        record["file_id"] = _upload(tier, batch, ids)
+        st.jobs.append(record)
+        st.save()  # a crash from here on finds the file's batch (or makes it) on resume
+    job = client.batches.create(
+        input_file_id=record["file_id"],
+        endpoint=ENDPOINT,
+        completion_window="24h",
+        metadata={"cascade_tier": tier.name},
+    )
+    record.update(batch_id=job.id, status=job.status)
+    st.save()
+    return record
+
+
+def _upload(tier: Tier, batch: Sequence[_Row], ids: Sequence[str]) -> str:
+    """The round's requests as an uploaded JSONL file (OpenAI); its file id."""
+    lines = []
+    for row, cid in zip(batch, ids, strict=True):
+        call = row.pending
+        assert call is not None
+        body = _body(tier, call.request, call.n)
+        lines.append(json.dumps({"custom_id": cid, "method": "POST", "url": ENDPOINT, "body": body}))
+    client = tier.provider.client  # type: ignore[attr-defined]
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    upload = client.files.create(file=(f"cascade-{tier.name}.jsonl", data), purpose="batch")
+    return str(upload.id)
+
+
+def _submit_anthropic(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -> dict[str, Any]:
+    """Anthropic Message Batches: one request per sample (``cid-sK``), no ``n``."""
+    requests = []
+    for row, cid in zip(batch, ids, strict=True):
+        call = row.pending
+        assert call is not None
+        kw = tier.provider.request_kwargs(call.request)  # type: ignore[attr-defined]
+        params = {**kw, **(kw.pop("extra_body", None) or {})}
+        requests += [{"custom_id": f"{cid}-s{k}", "params": params} for k in range(call.n)]
+    job = tier.provider.client.messages.batches.create(requests=requests)  # type: ignore[attr-defined]
+    samples = {cid: row.pending.n for row, cid in zip(batch, ids, strict=True) if row.pending}
+    record: dict[str, Any] = {
+        "tier": tier.name,
+        "batch_id": job.id,
+        "ids": list(ids),
+        "samples": samples,
+        "status": job.processing_status,
+    }
+    st.jobs.append(record)
+    st.save()
+    return record
+
+
+def _finish_anthropic(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -> int:
+    """Poll a Message Batch to ``ended``; each row's result is the list of its samples' results."""
+    client = tier.provider.client  # type: ignore[attr-defined]
+    while True:
+        batch = client.messages.batches.retrieve(job["batch_id"])
+        if batch.processing_status == "ended":
+            break
+        time.sleep(poll_interval)
+    wanted = {f"{cid}-s{k}": (cid, k) for cid, n in job["samples"].items() for k in range(n)}
+    got: dict[str, dict[str, Any]] = {}
+    unmatched = 0
+    for item in client.messages.batches.results(job["batch_id"]):
+        cid = getattr(item, "custom_id", None)
+        if cid not in wanted or cid in got:
+            unmatched += 1
+            continue
+        got[cid] = item.model_dump(mode="json")
+    results: dict[str, Any] = {}
+    for sid, (cid, k) in wanted.items():
+        results.setdefault(cid, {"samples": [None] * job["samples"][cid]})["samples"][k] = got.get(sid)
+    if unmatched:
+        get_logger().warning("cascade.batch_unmatched", batch_id=job["batch_id"], lines=unmatched)
+    job["status"] = "ended"
+    job["results"] = results
+    st.save()
+    return unmatched
+
+
+def _anthropic_outcome(tier: Tier, request: Request, line: dict[str, Any]) -> CallOutcome:
+    """A row's samples' results as one call outcome: an error when any sample failed (charged what
+    the samples that did answer cost)."""
+    from anthropic.types import Message
+
+    from cascade.providers._sdk import merge
+    from cascade.providers.anthropic import parse
+
+    parts: list[Completion] = []
+    billed = Usage()  # samples that answered but did not parse, with usage: billed all the same
+    failed: str | None = None
+    for sample in line["samples"]:
+        result = (sample or {}).get("result") or {}
+        kind = result.get("type") if sample is not None else "missing"
+        if kind != "succeeded":
+            failed = failed or str(kind)
+            continue
+        try:
+            msg = Message.construct(**result["message"])
+            parts.append(parse(msg, 0.0, request, tier.provider.params.max_tokens))  # type: ignore[attr-defined]
+        except ProviderError as exc:
+            failed = failed or "invalid"
+            billed = billed + (exc.usage or Usage())
+        except (TypeError, KeyError):
+            failed = failed or "malformed"
+    if failed is None and parts:
+        return CallOutcome(merge(parts), None, 0, 0.0)
+    err = ProviderError(f"batch row failed: {failed or 'no samples'}", provider="anthropic")
+    err.own_words = True
+    usage = sum((p.usage for p in parts), billed)
+    if usage != Usage():
+        err.usage = usage
+        return CallOutcome(None, err, 0, 0.0, (err,))
+    return CallOutcome(None, err, 0, 0.0)
+
+
+def _finish(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -> int:
+    """Poll ``job`` to its end and record its result lines; the count of unmatched lines."""
+    if _anthropic(tier):
+        return _finish_anthropic(tier, job, poll_interval, st)
+    client = tier.provider.client  # type: ignore[attr-defined]
+    log = get_logger()
+    while True:
+        batch = client.batches.retrieve(job["batch_id"])
+        if batch.status in TERMINAL:
+            break
+        time.sleep(poll_interval)
+    results: dict[str, Any] = {}
+    unmatched = 0
+    wanted = set(job["ids"])
+    for file_id in (batch.output_file_id, batch.error_file_id):
+        if not file_id:
+            continue
+        text = client.files.content(file_id).text
+        for raw in text.splitlines():
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+                cid = line["custom_id"]
+            except (ValueError, KeyError, TypeError):
+                unmatched += 1
+                continue
+            if cid not in wanted or cid in results:
+                unmatched += 1
+                continue
+            results[cid] = line
+    if unmatched:
+        log.warning("cascade.batch_unmatched", batch_id=job["batch_id"], lines=unmatched)
+    log.info(
+        "cascade.batch_finished",
+        batch_id=job["batch_id"],
+        status=batch.status,
+        results=len(results),
+        missing=len(wanted) - len(results),
+    )
+    job["status"] = batch.status
+    job["results"] = results
+    st.save()
+    return unmatched
+
+
+def _outcome(tier: Tier, request: Request, n: int, line: dict[str, Any] | None) -> CallOutcome:
+    """A result line (or its absence) as the loop's outcome of the row's call."""
+    name = getattr(tier.provider, "name", tier.provider_kind)
+    if line is None or "missing" in line:
+        status = line["missing"] if line is not None else "unknown"
+        err = ProviderError(f"no result in the batch job (job {status})", provider=name)
+        err.own_words = True
+        return CallOutcome(None, err, 0, 0.0)
+    if "samples" in line:
+        return _anthropic_outcome(tier, request, line)
+    response = line.get("response") or {}
+    error = line.get("error")
+    status = response.get("status_code") if isinstance(response, dict) else None
+    if error or status != 200:
+        code = error.get("code") if isinstance(error, dict) else None
+        err = ProviderError(f"batch row failed: {code or 'error'}", provider=name, status_code=status)
+        err.own_words = True
+        return CallOutcome(None, err, 0, 0.0)
+    from openai.types.chat import ChatCompletion
+
+    try:
+        body = ChatCompletion.construct(**response["body"])
+        completion = tier.provider.parse(body, 0.0, request, n)  # type: ignore[attr-defined]
+    except ProviderError as exc:
+        return CallOutcome(None, exc, 0, 0.0, (exc,) if exc.usage is not None else ())
+    except (TypeError, KeyError) as exc:
+        err = ProviderError(f"malformed batch result: {type(exc).__name__}", provider=name)
+        err.own_words = True
+        return CallOutcome(None, err, 0, 0.0)
+    return CallOutcome(completion, None, 0, 0.0)
+
+
+def _costs(results: Sequence[CascadeResult | CascadeError], s: Settings) -> tuple[Decimal, Decimal]:
+    """What the run spent (batch prices) and the same usage at list prices."""
+    factor = {t.name: BATCH_DISCOUNT.get(t.provider_kind, Decimal(1)) for t in s.tiers}
+    cost = live = ZERO
+    for r in results:
+        for a in r.attempts:
+            cost += a.total_cost
+            live += a.cost / factor.get(a.tier, Decimal(1)) + a.scorer_cost
+    return cost, live

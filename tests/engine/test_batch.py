@@ -1,0 +1,407 @@
+"""Cascades over the OpenAI Batch API (cascade.engine.batch), against a local fake of that API."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cascade.engine.batch import BatchStateError, run_batch
+from cascade.engine.build import build
+from cascade.engine.cascade import Cascade
+from cascade.errors import ConfigurationError
+from cascade.types import CascadeResult
+from tests.batch_server import BatchServer
+
+POLICY = """\
+name: batchy
+tiers:
+  - name: cheap
+    provider: openai
+    model: gpt-4o-mini
+    params: {{max_tokens: 16}}
+    options: {{base_url: {url}}}
+    scorer: {{kind: self_consistency, k: 3, answer: number}}
+    threshold: 1.0
+  - name: strong
+    provider: openai
+    model: gpt-4o
+    params: {{max_tokens: 16}}
+    options: {{base_url: {url}}}
+"""
+
+
+def _answer(model: str, body: dict[str, Any]) -> str:
+    """The cheap model knows even numbers; the strong one knows everything."""
+    prompt = body["messages"][-1]["content"]
+    if isinstance(prompt, list):  # Anthropic content blocks
+        prompt = prompt[-1]["text"]
+    number = int(prompt.split()[-1])
+    if model == "gpt-4o-mini" and number % 2:
+        return "no idea"
+    return str(number * 2)
+
+
+@pytest.fixture
+def server() -> Iterator[BatchServer]:
+    with BatchServer(_answer) as s:
+        yield s
+
+
+@pytest.fixture
+def cascade(server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cascade]:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    path.write_text(textwrap.dedent(POLICY.format(url=json.dumps(server.base_url))))
+    c = build(path)
+    yield c
+    c.close()
+
+
+PROMPTS = [f"double {i}" for i in range(6)]
+
+
+def _answers(results: list[Any]) -> list[tuple[str, str]]:
+    return [
+        (r.tier, r.answer) if isinstance(r, CascadeResult) else ("error", type(r).__name__) for r in results
+    ]
+
+
+def test_each_tier_round_is_one_batch_job(server: BatchServer, cascade: Cascade) -> None:
+    report = run_batch(cascade.settings, PROMPTS, poll_interval=0)
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert report.jobs == ["batch_1", "batch_2"]
+    first, second = ([x for x in server.lines if x["body"]["model"] == m] for m in ("gpt-4o-mini", "gpt-4o"))
+    assert len(first) == 6 and all(x["body"]["n"] == 3 for x in first)  # self-consistency: n samples
+    assert len(second) == 3 and all("n" not in x["body"] for x in second)  # only the escalated rows
+    assert all(x["url"] == "/v1/chat/completions" for x in server.lines)
+
+
+def test_batch_prices_are_half_the_live_price(cascade: Cascade) -> None:
+    report = run_batch(cascade.settings, PROMPTS, poll_interval=0)
+    assert report.cost > 0 and report.live_cost == report.cost * 2
+    live = [
+        cascade.tiers[0].price.cost(a.usage) for r in report.results for a in r.attempts if a.tier == "cheap"
+    ]
+    assert sum(live, Decimal(0)) / 2 == sum(
+        (a.cost for r in report.results for a in r.attempts if a.tier == "cheap"), Decimal(0)
+    )
+
+
+# -- faults: every row ends answered, escalated with a reason, or in the error output -------------
+
+AFFECTED = {
+    "expired": {3, 4, 5},  # the job expired half done: the rest come back as batch_expired errors
+    "row_errors": {1, 3, 5},  # error lines
+    "partial": {5},  # the result file lacks a line
+    "mismatch": {0},  # a result whose custom_id matches no request
+    "cancelled": set(range(6)),
+    "failed": set(range(6)),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(AFFECTED))
+def test_a_faulty_first_round_escalates_its_rows_with_a_reason(
+    server: BatchServer, cascade: Cascade, fault: str
+) -> None:
+    server.faults = [fault]
+    report = run_batch(cascade.settings, PROMPTS, poll_interval=0)
+    hit = AFFECTED[fault]
+    assert _answers(report.results) == [
+        ("cheap" if i % 2 == 0 and i not in hit else "strong", str(i * 2)) for i in range(6)
+    ]
+    for i, r in enumerate(report.results):
+        cheap = r.attempts[0]
+        assert cheap.tier == "cheap"
+        if i in hit:
+            assert cheap.decision == "escalated" and cheap.reason == "error: ProviderError"
+            assert cheap.cost == 0
+    assert report.unmatched == (1 if fault == "mismatch" else 0)
+    assert len(server.batches) == 2
+
+
+def test_a_failed_last_round_puts_rows_in_the_error_output(server: BatchServer, cascade: Cascade) -> None:
+    server.faults = ["failed", "expired"]
+    report = run_batch(cascade.settings, PROMPTS, poll_interval=0)
+    assert (
+        _answers(report.results)
+        == [("strong", "0"), ("strong", "2"), ("strong", "4")] + [("error", "AllTiersFailedError")] * 3
+    )
+    for r in report.results[3:]:
+        assert [a.decision for a in r.attempts] == ["escalated", "failed"]
+
+
+# -- resumable --------------------------------------------------------------------------------------
+
+LEDGER = """\
+budget:
+  caps: [{{limit: 100, window: day}}]
+  ledger: {{kind: sqlite, path: {path}}}
+"""
+
+
+class Crash(KeyboardInterrupt):
+    pass
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_a_killed_job_resumes_without_sending_or_paying_twice(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    ledger = tmp_path / "ledger.sqlite3"
+    path = tmp_path / "policy.yaml"
+    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+    path.write_text(textwrap.dedent(text))
+    state = tmp_path / "job.state.json"
+    submitted = 0
+
+    def crash(tier: str, n: int) -> None:
+        nonlocal submitted
+        submitted += 1
+        if submitted == crash_at:
+            raise Crash
+
+    with build(path) as c:
+        with pytest.raises(Crash):
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0, on_round=crash)
+        sent = len(server.lines)
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        spent = c.settings.budget.ledger.spent(bucket)  # type: ignore[union-attr]
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert len(server.batches) == 2 and len(server.lines) == 9  # no request sent twice
+    assert sent == (6 if crash_at == 1 else 9)
+    assert report.jobs == ["batch_1", "batch_2"]
+    assert report.cost > 0 and spent == report.cost  # no tier paid twice
+
+
+def test_a_state_file_of_another_job_is_refused(cascade: Cascade, tmp_path: Path) -> None:
+    state = tmp_path / "job.state.json"
+    run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    with pytest.raises(BatchStateError, match="another job"):
+        run_batch(cascade.settings, PROMPTS[:3], state=state, poll_interval=0)
+
+
+def test_only_openai_format_tiers(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+        name: x
+        tiers:
+          - name: local
+            provider: langchain
+            model: fake
+            free: true
+            options:
+              class: "langchain_core.language_models.fake_chat_models:FakeListChatModel"
+              kwargs: {responses: ["4"]}
+        """)
+    )
+    with pytest.raises(ConfigurationError, match="no batch API"):
+        run_batch(build(path).settings, PROMPTS, poll_interval=0)
+
+
+# -- the CLI and Cascade ---------------------------------------------------------------------------
+
+
+def _policy(server: BatchServer, tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(textwrap.dedent(POLICY.format(url=json.dumps(server.base_url))))
+    return path
+
+
+def test_cli_provider_batch(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cascade.cli import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS))
+    )
+    out = tmp_path / "out.jsonl"
+    args = ["run", "-p", str(_policy(server, tmp_path)), "--batch", str(prompts), "--out", str(out)]
+    assert main([*args, "--provider-batch", "--poll", "0"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["id"], r["tier"], r["answer"]) for r in rows] == [
+        (f"q{i}", "cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)
+    ]
+    printed = capsys.readouterr()
+    assert "2 batch jobs: batch_1, batch_2" in printed.out and "50% saved" in printed.out
+    assert "round cheap: 6 prompts" in printed.err and "round strong: 3 prompts" in printed.err
+    # the same command again: everything is in the state file, nothing is sent
+    assert main([*args, "--provider-batch", "--poll", "0"]) == 0
+    assert len(server.batches) == 2 and "resuming" in capsys.readouterr().err
+    again = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["answer"], r["cost"]) for r in again] == [(r["answer"], r["cost"]) for r in rows]
+
+
+def test_cli_state_needs_provider_batch(tmp_path: Path) -> None:
+    from cascade.cli import main
+
+    assert main(["run", "-p", "x.yaml", "--batch", "p.jsonl", "--out", "o.jsonl", "--state", "s"]) == 2
+
+
+def test_cascade_provider_batch(server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with build(_policy(server, tmp_path)) as c:
+        report = c.provider_batch(PROMPTS, poll_interval=0)
+    assert _answers(report.results)[:2] == [("cheap", "0"), ("strong", "2")]
+    assert report.jobs == ["batch_1", "batch_2"]
+
+
+def test_batch_price_halves_openai_and_anthropic_only() -> None:
+    from cascade.money import Price
+    from cascade.price_table import batch_price
+
+    p = Price(Decimal("1.00"), Decimal("4.00"), Decimal("0.10"), Decimal("1.25"))
+    assert batch_price("openai", p) == Price(Decimal("0.5"), Decimal("2"), Decimal("0.05"), Decimal("0.625"))
+    assert batch_price("anthropic", p).output == Decimal("2")
+    assert batch_price("openai_compatible", p) == p
+
+
+def test_window_caps_hold_across_rounds(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cascade.engine.batch import batch_settings
+    from cascade.types import Request
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with build(_policy(server, tmp_path)) as c:
+        worst = batch_settings(c.settings).tiers[0].worst_case(Request.of(PROMPTS[0]))
+        listed = c.settings.tiers[0].worst_case(Request.of(PROMPTS[0]))
+    assert worst * 2 == listed  # reservations are at batch prices too
+    limit = worst * 3 + worst / 2  # three rows' first calls fit, not four
+    path = tmp_path / "capped.yaml"
+    path.write_text(
+        _policy(server, tmp_path).read_text() + f"budget:\n  caps: [{{limit: {limit}, window: day}}]\n"
+    )
+    with build(path) as c:
+        report = run_batch(c.settings, PROMPTS, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        spent = c.settings.budget.ledger.spent(bucket)  # type: ignore[union-attr]
+    assert len([x for x in server.lines if x["body"]["model"] == "gpt-4o-mini"]) == 3
+    assert [type(r).__name__ for r in report.results[3:]] == ["BudgetExceededError"] * 3
+    assert spent == report.cost <= limit
+
+
+# -- Anthropic Message Batches ----------------------------------------------------------------------
+
+MIXED = """\
+name: mixed
+tiers:
+  - name: cheap
+    provider: anthropic
+    model: claude-haiku-4-5
+    params: {{max_tokens: 16}}
+    options: {{base_url: {url}}}
+    scorer: {{kind: self_consistency, k: 3, answer: number}}
+    threshold: 1.0
+  - name: strong
+    provider: openai
+    model: gpt-4o
+    params: {{max_tokens: 16}}
+    options: {{base_url: {openai}}}
+"""
+
+
+def _haiku_answer(model: str, body: dict[str, Any]) -> str:
+    return _answer("gpt-4o-mini" if model.startswith("claude") else model, body)
+
+
+@pytest.mark.parametrize("fault", [None, "expired", "row_errors", "partial", "mismatch", "cancelled"])
+def test_anthropic_message_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str | None
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    with BatchServer(_haiku_answer) as server:
+        server.faults = [fault]
+        path = tmp_path / "mixed.yaml"
+        text = MIXED.format(url=json.dumps(server.url), openai=json.dumps(server.base_url))
+        path.write_text(textwrap.dedent(text))
+        with build(path) as c:
+            report = run_batch(c.settings, PROMPTS, poll_interval=0)
+        first = [x for x in server.lines if x["body"]["model"] == "claude-haiku-4-5"]
+    # a sample that failed fails its row's call: rows with any affected sample escalate
+    hit = {
+        None: set(),
+        "expired": {3, 4, 5},  # 18 sample requests, the second half expired: rows 3..5
+        "row_errors": set(range(6)),  # every other sample request: each row has one
+        "partial": {5},
+        "mismatch": {0},
+        "cancelled": set(range(6)),
+    }[fault]
+    assert _answers(report.results) == [
+        ("cheap" if i % 2 == 0 and i not in hit else "strong", str(i * 2)) for i in range(6)
+    ]
+    assert len(first) == 18 and "n" not in first[0]["body"]  # three samples, one request each
+    assert report.jobs[0] == "msgbatch_1" and report.unmatched == (1 if fault == "mismatch" else 0)
+    if fault is None:
+        assert report.live_cost == 2 * report.cost
+    for i in hit:
+        assert report.results[i].attempts[0].reason == "error: ProviderError"
+
+
+@pytest.mark.parametrize("crash_at_save", [1, 2, 3, 6])
+def test_a_crash_around_batch_creation_sends_no_job_twice(
+    server: BatchServer, cascade: Cascade, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at_save: int
+) -> None:
+    """Saves: 1 uploaded, 2 batch created, 3 results, 4 round over; round two: 5, 6, ... A crash
+    before save 2 is written (the batch exists, the state does not name it) adopts that batch."""
+    from cascade.engine import batch as module
+
+    state = tmp_path / "job.state.json"
+    saves = 0
+    real = module._State.save
+
+    def save(self: Any) -> None:
+        nonlocal saves
+        saves += 1
+        if saves == crash_at_save:
+            raise Crash
+        real(self)
+
+    monkeypatch.setattr(module._State, "save", save)
+    with pytest.raises(Crash):
+        run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    monkeypatch.setattr(module._State, "save", real)
+    report = run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert len(server.batches) == 2 and len(server.lines) == 9
+    assert report.jobs == ["batch_1", "batch_2"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not json", "[]", '{"fingerprint": "x"}', '{"fingerprint": "F", "jobs": [{"tier": 1}], "settled": {}}'],
+)
+def test_a_broken_state_file_is_one_clear_error(cascade: Cascade, tmp_path: Path, text: str) -> None:
+    from cascade.engine.batch import _fingerprint, batch_settings
+    from cascade.types import Request
+
+    state = tmp_path / "job.state.json"
+    fingerprint = _fingerprint(batch_settings(cascade.settings), [Request.of(p) for p in PROMPTS])
+    state.write_text(text.replace('"F"', json.dumps(fingerprint)))
+    with pytest.raises(BatchStateError, match="not a batch state file"):
+        run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+
+
+def test_samples_need_a_server_that_honours_n(server: BatchServer, tmp_path: Path) -> None:
+    path = tmp_path / "compat.yaml"
+    text = POLICY.format(url=json.dumps(server.base_url)).replace(
+        "provider: openai", "provider: openai_compatible"
+    )
+    path.write_text(textwrap.dedent(text))
+    with build(path) as c, pytest.raises(ConfigurationError, match="does not honour n"):
+        run_batch(c.settings, PROMPTS, poll_interval=0)
+    path.write_text(textwrap.dedent(text.replace("{base_url:", "{supports_n: true, base_url:")))
+    with build(path) as c:
+        assert run_batch(c.settings, PROMPTS, poll_interval=0).cost == 0  # a local server: free
