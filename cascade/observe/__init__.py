@@ -4,8 +4,10 @@
 - :class:`Shadow`: call the tiers a sampled request skipped, in the background, under its own cap
 - :class:`SessionPins`: a session that escalated starts at that tier until its TTL ends
 - :class:`PrometheusMetrics`: optional operator metrics (``prometheus-client``)
+- :class:`Telemetry`: optional OpenTelemetry spans, GenAI conventions (``opentelemetry-api``)
 - :class:`Observer`: the object a :class:`~cascade.Cascade` holds that ties them to every run;
-  :func:`from_policy` builds it from a policy's ``logging.outcomes``, ``shadow`` and ``session``
+  :func:`from_policy` builds it from a policy's ``logging`` (outcomes, prometheus, otel), ``shadow``
+  and ``session``
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from cascade.observe.metrics import PrometheusMetrics
 from cascade.observe.observer import Observer
+from cascade.observe.otel import Telemetry
 from cascade.observe.outcome_log import OutcomeLog
 from cascade.observe.session import SessionPins, parse_duration
 from cascade.observe.shadow import Shadow
@@ -27,7 +30,9 @@ def from_policy(policy: Any, tiers: Any, base_dir: Any = None) -> Observer | Non
 
     out = policy.logging.outcomes
     shadow_spec, session_spec = policy.shadow, policy.session
-    if out is None and shadow_spec is None and session_spec is None and not policy.logging.prometheus:
+    logging = policy.logging
+    watched = logging.prometheus or logging.otel
+    if out is None and shadow_spec is None and session_spec is None and not watched:
         return None
     log = None
     if out is not None:
@@ -52,6 +57,7 @@ def from_policy(policy: Any, tiers: Any, base_dir: Any = None) -> Observer | Non
         pins=pins,
         metrics=metrics,
         policy_id=policy.identity(),
+        telemetry=Telemetry(include_text=logging.include_text) if logging.otel else None,
     )
     observer.tiers = tuple(tiers)
     return observer
@@ -63,6 +69,7 @@ __all__ = [
     "PrometheusMetrics",
     "SessionPins",
     "Shadow",
+    "Telemetry",
     "from_policy",
     "parse_duration",
 ]
