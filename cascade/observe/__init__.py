@@ -3,6 +3,7 @@
 - :class:`OutcomeLog`: rows in the recorded-outcomes format, written by a background thread
 - :class:`Shadow`: call the tiers a sampled request skipped, in the background, under its own cap
 - :class:`SessionPins`: a session that escalated starts at that tier until its TTL ends
+  (:class:`RedisSessionPins`: the same, kept in Redis, when the policy's ledger is Redis)
 - :class:`PrometheusMetrics`: optional operator metrics (``prometheus-client``)
 - :class:`Telemetry`: optional OpenTelemetry spans, GenAI conventions (``opentelemetry-api``)
 - :class:`Observer`: the object a :class:`~cascade.Cascade` holds that ties them to every run;
@@ -18,12 +19,13 @@ from cascade.observe.metrics import PrometheusMetrics
 from cascade.observe.observer import Observer
 from cascade.observe.otel import Telemetry
 from cascade.observe.outcome_log import OutcomeLog
-from cascade.observe.session import SessionPins, parse_duration
+from cascade.observe.session import Pins, RedisSessionPins, SessionPins, parse_duration
 from cascade.observe.shadow import Shadow
 
 
-def from_policy(policy: Any, tiers: Any, base_dir: Any = None) -> Observer | None:
-    """The observer a policy asks for (None when it asks for nothing)."""
+def from_policy(policy: Any, tiers: Any, base_dir: Any = None, ledger: Any = None) -> Observer | None:
+    """The observer a policy asks for (None when it asks for nothing). With a Redis ``ledger``
+    session pins live in Redis beside it (shared by the workers of a fleet)."""
     from pathlib import Path
 
     from cascade.observe.record import card
@@ -48,7 +50,15 @@ def from_policy(policy: Any, tiers: Any, base_dir: Any = None) -> Observer | Non
             cap=cap.limit if cap is not None else None,
             window=cap.window if cap is not None else "day",
         )
-    pins = SessionPins(parse_duration(session_spec.ttl)) if session_spec is not None else None
+    pins: Pins | None = None
+    if session_spec is not None:
+        ttl = parse_duration(session_spec.ttl)
+        from cascade.budget.redis import RedisLedger
+
+        if isinstance(ledger, RedisLedger):
+            pins = RedisSessionPins(ledger.client, ttl, prefix=ledger.prefix)
+        else:
+            pins = SessionPins(ttl)
     metrics = PrometheusMetrics() if policy.logging.prometheus else None
     observer = Observer(
         log=log,
@@ -67,6 +77,7 @@ __all__ = [
     "Observer",
     "OutcomeLog",
     "PrometheusMetrics",
+    "RedisSessionPins",
     "SessionPins",
     "Shadow",
     "Telemetry",

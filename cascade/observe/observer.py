@@ -21,7 +21,7 @@ from cascade.observe.metrics import PrometheusMetrics
 from cascade.observe.otel import RunTrace, Telemetry
 from cascade.observe.outcome_log import OutcomeLog
 from cascade.observe.record import Row, TierOutcome, card, render
-from cascade.observe.session import SessionPins
+from cascade.observe.session import Pins
 from cascade.observe.shadow import Shadow
 from cascade.types import ZERO, Attempt, CascadeResult, Request
 
@@ -35,7 +35,7 @@ class Observer:
         log: OutcomeLog | None = None,
         include_text: bool = False,
         shadow: Shadow | None = None,
-        pins: SessionPins | None = None,
+        pins: Pins | None = None,
         metrics: PrometheusMetrics | None = None,
         policy_id: str | None = None,
         telemetry: Telemetry | None = None,
