@@ -80,7 +80,8 @@ class RunTrace:
             attrs["gen_ai.input.messages"] = _messages(request.messages)
         self.span = telemetry.tracer.start_span(f"invoke_workflow {policy}", attributes=attrs)
         self.context = telemetry.api.set_span_in_context(self.span)
-        self.tiers: dict[str, Any] = {}  # tier name -> its last call's span (open until the run ends)
+        self.tiers: dict[str, Any] = {}  # tier name -> its last call's span
+        self.calls: list[Any] = []  # every tier call's span (open until the run ends)
         self.ends: dict[int, int] = {}  # id(span) -> when its call ended (ns)
         self.rated: dict[str, int] = {}  # tier name -> when its scorer finished (ns)
         self.scorers = {t.name: _scorer_name(t) for t in tiers}
@@ -92,9 +93,9 @@ class RunTrace:
         tier = action.tier
         attrs = _chat(tier.provider.model, tier.provider_kind, tier.name)
         attrs.update({"gen_ai.request.max_tokens": tier.max_tokens, "gen_ai.request.choice.count": action.n})
-        self.tiers[tier.name] = self.t.tracer.start_span(
-            f"chat {tier.provider.model}", context=self.context, attributes=attrs
-        )
+        span = self.t.tracer.start_span(f"chat {tier.provider.model}", context=self.context, attributes=attrs)
+        self.tiers[tier.name] = span
+        self.calls.append(span)  # a tier called again (a retry under a cap) is a span per call
 
     def called(self, action: Call, outcome: CallOutcome) -> None:
         """The tier call is over (its span ends with the run, when its decision is known)."""
@@ -152,7 +153,7 @@ class RunTrace:
                 s.set_attribute("gen_ai.output.messages", _messages((Message("assistant", result.answer),)))
         elif error is not None:
             _failed(s, self.t.api, error)
-        for span in self.tiers.values():
+        for span in self.calls:
             span.end(end_time=self.ends.get(id(span)))
         s.end()
 
