@@ -178,3 +178,26 @@ def test_without_the_api_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(builtins, "__import__", no_otel)
     with pytest.raises(ConfigurationError, match=re.escape("pip install 'cascade-llm[otel]'")):
         Telemetry()
+
+
+def test_a_tier_called_again_under_a_cap_is_a_span_per_call(exporter: InMemorySpanExporter) -> None:
+    from decimal import Decimal
+
+    from cascade import Budget, Cap, RetryPolicy, Tier
+    from cascade.errors import InvalidResponseError
+    from cascade.types import Usage
+    from tests.serve.support import PRICE
+
+    billed = InvalidResponseError("bad", reason="truncated", provider="p")
+    billed.usage = Usage(10, 5)  # a try that may have been billed ends its reservation: a new call
+    retry = RetryPolicy(attempts=2, initial=0, max_wait=0, jitter=0)
+    tier = Tier(
+        "only", ScriptedProvider([billed, "ok"], model="m"), PRICE, None, None, retry, provider_kind="x"
+    )
+    c = Cascade([tier], name="capped", budget=Budget(caps=(Cap(Decimal(1), "day"),)))
+    c.observer = Observer(telemetry=Telemetry(_provider(exporter)))
+    assert c.run("q").answer == "ok"
+    spans = exporter.get_finished_spans()
+    assert sorted(s.name for s in spans) == ["chat m", "chat m", "invoke_workflow capped"]
+    failed, answered = (s for s in spans if s.name == "chat m")
+    assert failed.status.status_code == StatusCode.ERROR and answered.status.status_code != StatusCode.ERROR
