@@ -65,6 +65,9 @@ class Request:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     budget_key: str | None = None
     tool_choice: str | Mapping[str, Any] | None = None
+    response_format: Mapping[str, Any] | None = None
+    """OpenAI's ``response_format`` (``json_object``, ``json_schema``), sent by ``openai`` and
+    ``openai_compatible`` tiers (None: the tier's own settings)."""
 
     @classmethod
     def of(

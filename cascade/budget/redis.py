@@ -292,6 +292,11 @@ class RedisLedger:
     def __repr__(self) -> str:
         return f"RedisLedger({self.name!r}, prefix={self.prefix!r})"
 
+    @property
+    def client(self) -> Any:
+        """The synchronous Redis client (its pool), for others that keep state beside the ledger."""
+        return self._client
+
     # -- keys and arguments ----------------------------------------------------------------------
 
     def _keys(self, buckets: Sequence[str], hold: str) -> list[str]:

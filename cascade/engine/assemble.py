@@ -199,7 +199,7 @@ def assemble(
         budget=budget,
         on_exhausted=policy.on_exhausted,
         include_text=policy.logging.include_text,
-        observer=observe.from_policy(policy, tiers, base),
+        observer=observe.from_policy(policy, tiers, base, ledger=ledger),
     )
 
 

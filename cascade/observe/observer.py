@@ -29,15 +29,16 @@ from cascade.engine.loop import (
 from cascade.errors import CascadeError, ProviderError, ScorerError, error_text
 from cascade.logging import get_logger, listening
 from cascade.observe.metrics import PrometheusMetrics
+from cascade.observe.otel import RunTrace, Telemetry
 from cascade.observe.outcome_log import OutcomeLog
 from cascade.observe.record import Row, TierOutcome, card, render
-from cascade.observe.session import SessionPins
+from cascade.observe.session import Pins
 from cascade.observe.shadow import Shadow
 from cascade.types import ZERO, Attempt, CascadeResult, Request
 
 
 class Observer:
-    """Outcome log, shadow sampling, session pins and metrics around every run (all optional)."""
+    """Outcome log, shadow sampling, session pins, metrics and traces around every run (all optional)."""
 
     def __init__(
         self,
@@ -45,9 +46,10 @@ class Observer:
         log: OutcomeLog | None = None,
         include_text: bool = False,
         shadow: Shadow | None = None,
-        pins: SessionPins | None = None,
+        pins: Pins | None = None,
         metrics: PrometheusMetrics | None = None,
         policy_id: str | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.log = log
         self.include_text = include_text
@@ -55,6 +57,7 @@ class Observer:
         self.pins = pins
         self.metrics = metrics
         self.policy_id = policy_id
+        self.telemetry = telemetry
         self.tiers: tuple[Tier, ...] = ()
         if log is not None and log.render is None:
             log.render = self._render
@@ -78,14 +81,20 @@ class Observer:
         if start:
             row.pinned = settings.tiers[start].name
         began = time.perf_counter()
+        tel = self.telemetry
+        trace = tel.run(settings.name, settings.tiers, request, session) if tel is not None else None
         gen = steps(settings, request, start)
         try:
             action = next(gen)
             while True:
+                if trace is not None:
+                    action = _traced(trace, action)
                 try:
                     outcome = yield action
-                except GeneratorExit:
+                except GeneratorExit as exc:
                     gen.close()
+                    if trace is not None:
+                        trace.finish(None, exc)
                     raise
                 except BaseException as exc:  # thrown into the driver: the loop settles its holds
                     action = gen.throw(exc)
@@ -100,24 +109,30 @@ class Observer:
                 elif isinstance(outcome, RateOutcome) and isinstance(action, Rate):
                     t = row.tiers[action.tier.name]
                     t.score, t.latency_s = outcome.score, t.latency_s + outcome.latency_s
+                if trace is not None:
+                    _outcome(trace, action, outcome)
                 action = gen.send(outcome)
         except StopIteration as stop:
             result: CascadeResult = stop.value
             if start:
                 result = _pinned(result, settings.tiers[:start], session)
             row.latency_s = time.perf_counter() - began
-            self._finished(row, result, None)
+            self._finished(row, result, None, trace)
             return result
         except CascadeError as exc:
             row.latency_s = time.perf_counter() - began
-            self._finished(row, None, exc)
+            self._finished(row, None, exc, trace)
             raise
         except (Exception, asyncio.CancelledError) as exc:  # cancelled, or a crash: what it spent is logged
             row.latency_s = time.perf_counter() - began
-            self._finished(row, None, exc)
+            self._finished(row, None, exc, trace)
             raise
 
-    def _finished(self, row: Row, result: CascadeResult | None, error: BaseException | None) -> None:
+    def _finished(
+        self, row: Row, result: CascadeResult | None, error: BaseException | None, trace: RunTrace | None
+    ) -> None:
+        if trace is not None:
+            trace.finish(result, error)
         attempts = result.attempts if result is not None else getattr(error, "attempts", ()) or ()
         for a in attempts:
             t = row.tiers.get(a.tier)
@@ -223,6 +238,22 @@ class Observer:
         if self.pins is not None:
             out["pinned_sessions"] = len(self.pins)
         return out
+
+
+def _traced(trace: RunTrace, action: Any) -> Any:
+    """The action, noted in the run's trace (a scorer's, with its provider calls traced)."""
+    if isinstance(action, Call):
+        trace.call(action)
+    elif isinstance(action, Rate):
+        return trace.rate(action)
+    return action
+
+
+def _outcome(trace: RunTrace, action: Any, outcome: Any) -> None:
+    if isinstance(outcome, CallOutcome) and isinstance(action, Call):
+        trace.called(action, outcome)
+    elif isinstance(outcome, RateOutcome) and isinstance(action, Rate):
+        trace.scored(action)
 
 
 def _pinned(result: CascadeResult, skipped: tuple[Tier, ...], session: str | None) -> CascadeResult:

@@ -279,6 +279,11 @@ class LoggingSpec(Strict):
     include_text: bool = Field(False, description="Log prompt and answer text in events (off: never logged).")
     outcomes: OutcomeLogSpec | None = None
     prometheus: bool = Field(False, description="Record Prometheus metrics (needs the prometheus extra).")
+    otel: bool = Field(
+        False,
+        description="OpenTelemetry spans of every run, tier call and scorer call (needs the otel extra);"
+        " texts only with include_text.",
+    )
 
 
 class ShadowCapSpec(Strict):

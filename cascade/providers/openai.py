@@ -236,6 +236,8 @@ class OpenAIProvider:
             kw["tools"] = [dict(t) for t in request.tools]
             if request.tool_choice is not None:
                 kw["tool_choice"] = to_openai_tool_choice(request.tool_choice)
+        if request.response_format is not None:
+            kw["response_format"] = dict(request.response_format)
         if self.logprobs:
             kw["logprobs"] = True
             if self.top_logprobs:

@@ -220,16 +220,19 @@ def facts(result: CascadeResult, cid: str, version: str | None = None) -> dict[s
 
 def _response_format(cascade: Cascade, fmt: Mapping[str, Any] | None) -> Token[Any] | None:
     """Pass ``response_format`` to the cascade's LangChain tiers the way the LangChain front does
-    (call options on :data:`cascade.providers.langchain.tier_call`); tiers of other kinds take
-    only what their policy sets, and a warning says so."""
+    (call options on :data:`cascade.providers.langchain.tier_call`); ``openai`` and
+    ``openai_compatible`` tiers send the request's own; tiers of other kinds take only what their
+    policy sets, and a warning says so."""
     if fmt is None:
         return None
     from cascade.providers.langchain import CallContext, LangChainProvider, tier_call
+    from cascade.providers.openai import OpenAIProvider
 
-    others = [t.name for t in cascade.tiers if not isinstance(t.provider, LangChainProvider)]
+    langchain = [t for t in cascade.tiers if isinstance(t.provider, LangChainProvider)]
+    others = [t.name for t in cascade.tiers if not isinstance(t.provider, LangChainProvider | OpenAIProvider)]
     if others:
         get_logger().warning("cascade.serve.response_format_ignored", policy=cascade.name, tiers=others)
-    if len(others) == len(cascade.tiers):
+    if not langchain:
         return None
     return tier_call.set(CallContext(options={"response_format": dict(fmt)}))
 

@@ -131,7 +131,10 @@ def parse(body: Any, budget_key: str | None = None) -> ChatCall:
     choice = body.get("tool_choice")
     if choice is not None:
         request = replace(request, tool_choice=_tool_choice(choice, request))
-    return ChatCall(model, request, stream, include_usage, _response_format(body.get("response_format")))
+    fmt = _response_format(body.get("response_format"))
+    if fmt is not None:  # openai and openai_compatible tiers send it (LangChain tiers: see app.py)
+        request = replace(request, response_format=fmt)
+    return ChatCall(model, request, stream, include_usage, fmt)
 
 
 def _flag(body: Mapping[str, Any], name: str, param: str | None = None) -> bool:
