@@ -1,5 +1,5 @@
 """The tiers a tuner may use (:class:`Candidate`) and the helpers that build them, shared by
-:mod:`cascade.evaluate.tune` and :mod:`cascade.evaluate.learned` (kept apart so neither imports
+:mod:`cascade.evaluate.tune` and :mod:`cascade.learn.learned` (kept apart so neither imports
 the other)."""
 
 from __future__ import annotations

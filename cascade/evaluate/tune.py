@@ -4,7 +4,7 @@ The input is a *skeleton* policy: its tiers are the candidates (a model with a s
 be widened to every model of the file (``models="all"``: each gets the skeleton's first scorer);
 for ``self_consistency`` scorers, to fewer samples (``samples``) and to *agreement* candidates
 that add votes from up to ``partners`` other cheap models; and to trained confidence classifiers
-for up to ``classifiers`` cheap models (:mod:`cascade.evaluate.learned`, out-of-fold on the
+for up to ``classifiers`` cheap models (:mod:`cascade.learn.learned`, out-of-fold on the
 training part). "Cheap models" are the frontier and best-quality models costing at most
 ``pool_cost_share`` of the reference model (or the cost cap), measured on the training part.
 
@@ -733,7 +733,7 @@ def tune(
                 complete.add(-1 - pos)
 
     if classifiers > 0:
-        from cascade.evaluate.learned import classifier_candidates
+        from cascade.learn.learned import classifier_candidates
 
         clf_models = frontier_models(es, fit, classifiers, cap)
         assert artifacts is not None
