@@ -23,7 +23,12 @@ from cascade.budget.buckets import (
     new_hold_id,
 )
 from cascade.errors import BudgetExceededError, LedgerError, LedgerUnavailableError
-from cascade.protocols import Ledger
+from cascade.protocols import ClockLedger, InProcessLedger, Ledger, NowaitLedger
+
+
+def _in_process(ledger: Ledger | None) -> bool:
+    """Only this process settles the ledger's holds (:class:`~cascade.protocols.InProcessLedger`)."""
+    return isinstance(ledger, InProcessLedger) and ledger.in_process is True
 
 
 def _log(level: int) -> Any:
@@ -183,10 +188,8 @@ class Budget:
         return out
 
     def _now(self) -> datetime:
-        ledger_now = getattr(self.ledger, "now", None)
-        if callable(ledger_now):
-            now: datetime = ledger_now()
-            return now
+        if isinstance(self.ledger, ClockLedger):
+            return self.ledger.now()
         return host_now()
 
     @property
@@ -320,11 +323,11 @@ class Budget:
         return max(min(left, poll * (0.5 + random.random()) if head else 1.0), 0.0)
 
     def _poll_start(self) -> float:
-        return self._poll_max() if getattr(self.ledger, "in_process", False) else _POLL_MIN
+        return self._poll_max() if _in_process(self.ledger) else _POLL_MIN
 
     def _poll_max(self) -> float:
         # a ledger only this process uses needs no polling: its settles wake the waiters
-        return 1.0 if getattr(self.ledger, "in_process", False) else _POLL_MAX
+        return 1.0 if _in_process(self.ledger) else _POLL_MAX
 
     def _keep_waiting(
         self, exc: BudgetExceededError | None, cap: str, amount: Decimal, deadline: float | None
@@ -391,7 +394,7 @@ class Budget:
         """:meth:`reserve`, if the ledger can answer at once without blocking (a memory ledger, a free
         SQLite file): the hold, or :class:`~cascade.errors.BudgetExceededError` (unless ``wait``).
         None means "take the async path" (:meth:`areserve`): nothing was held."""
-        attempt = getattr(self.ledger, "try_reserve", None)
+        attempt = self.ledger.try_reserve if isinstance(self.ledger, NowaitLedger) else None
         st = self._state
         if attempt is None or not st.adopted or st.journal or self._skip_ledger():
             return None
@@ -410,7 +413,7 @@ class Budget:
     def settle_now(self, hold: str, actual: Decimal) -> bool:
         """:meth:`settle`, if the ledger can write at once without blocking; False means "take the
         async path" (:meth:`asettle`): nothing was written."""
-        attempt = getattr(self.ledger, "try_settle", None)
+        attempt = self.ledger.try_settle if isinstance(self.ledger, NowaitLedger) else None
         st = self._state
         if attempt is None or st.journal or st.local_holds:
             return False
