@@ -582,6 +582,28 @@ def charge_started(
 
 
 @contextlib.contextmanager
+def mapped(
+    provider: str, sdk: ModuleType, errors: tuple[type[Exception], ...], *, streaming: bool
+) -> Iterator[None]:
+    """The one mapping of an SDK's failures, for sync and async calls alike (as httpx maps transport
+    errors): its ``errors`` made :class:`ProviderError` subclasses (:func:`map_error`), a stream
+    (``streaming``) or a body that does not parse an :class:`InvalidResponseError`; cascade's own
+    errors pass through, anything else is a bug and propagates."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, errors):
+            raise map_error(exc, provider=provider, sdk=sdk) from exc
+        if streaming and isinstance(exc, STREAM_GARBAGE):
+            raise invalid(provider, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, UNPARSEABLE):
+            raise invalid(provider, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+@contextlib.contextmanager
 def attempt(
     provider: str,
     sdk: ModuleType,
@@ -593,24 +615,14 @@ def attempt(
     max_output: int,
     per_stop: int,
 ) -> Iterator[Received]:
-    """One HTTP request of a provider: SDK errors mapped (:func:`map_error`), a body or stream that
-    does not parse made an :class:`InvalidResponseError`, and any failure after the response started
-    charged what it produced (:func:`charge_started`; ``input_tokens``, ``max_output``: the call's
-    worst case; ``per_stop``: the output of one choice stopped by ``length``)."""
+    """One HTTP request of a provider: its failures mapped (:func:`mapped`), and any failure after
+    the response started charged what it produced (:func:`charge_started`; ``input_tokens``,
+    ``max_output``: the call's worst case; ``per_stop``: the output of one choice stopped by
+    ``length``)."""
     with receiving(limit, streaming=streaming) as got:
         try:
-            try:
+            with mapped(provider, sdk, errors, streaming=streaming):
                 yield got
-            except ProviderError:
-                raise
-            except Exception as exc:
-                if isinstance(exc, errors):
-                    raise map_error(exc, provider=provider, sdk=sdk) from exc
-                if streaming and isinstance(exc, STREAM_GARBAGE):
-                    raise invalid(provider, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
-                if isinstance(exc, UNPARSEABLE):
-                    raise invalid(provider, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
-                raise
         except ProviderError as err:
             charge_started(err, got, input_tokens=input_tokens, max_output=max_output, per_stop=per_stop)
             raise
