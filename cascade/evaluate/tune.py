@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -56,14 +56,14 @@ from cascade.evaluate.choose import (
     _risk_controlled,
     _risk_reference,
 )
-from cascade.evaluate.data import EvalSet, FloatArray
+from cascade.evaluate.data import BoolArray, EvalSet, FloatArray
 from cascade.evaluate.report import usd as _usd
 from cascade.evaluate.search import _Search, _usefulness
 from cascade.evaluate.simulate import Billing, ReplayContext, TierArrays, score_tier
 from cascade.evaluate.tuning import Boundary, Guarantee, Objective, Setting, Target, Tuning
 from cascade.outcomes import Outcomes
 from cascade.policy import loader
-from cascade.policy.schema import TierSpec
+from cascade.policy.schema import Policy, TierSpec
 
 
 def tune(
@@ -94,46 +94,23 @@ def tune(
     """Choose tiers, order and thresholds from the training part of ``data`` (see the module doc).
 
     ``progress(done, total)`` is called while candidates are scored (the slow part). Fewer than
-    ``min_records`` records in the training or the held-out part is a :class:`ConfigurationError`."""
+    ``min_records`` records in the training or the held-out part is a :class:`ConfigurationError`.
+
+    The steps: the candidates and the split (:func:`_prepare`), the calibration part of a risk
+    target (:func:`_calibration_part`), more candidates (samples, agreement partners), every
+    candidate scored on the training rows (:func:`_score`), learned candidates
+    (:func:`_learned`), the search (:func:`_search`), then the choice: risk-controlled
+    (:func:`_choose_with_risk`) or for the objective (:func:`_choose_for_objective`)."""
     pol = loader.load(skeleton)
-    raws = raw_tiers(skeleton)
-    notes: list[str] = check_choices(raws, data, fill=True)
-    cands = candidates_from(raws, data, models=models)
-    es = EvalSet.build(data, sorted({c.spec.model for c in cands[: len(raws)]}))
-    dropped = sorted({c.spec.model for c in cands if c.spec.model not in es.models})
-    if dropped:
-        notes.append(f"left out, too few labelled answers: {', '.join(dropped)}")
-        cands = [c for c in cands if c.spec.model in es.models]
-    test = es.split(split, seed=seed, test_fraction=test_fraction)
+    split_rule = {"split": split, "seed": seed, "test_fraction": test_fraction}
+    notes, cands, es, test = _prepare(
+        skeleton, data, models, split, seed, test_fraction, artifacts, classifiers + skip, min_records
+    )
     train = ~test
-    if artifacts is None and (classifiers > 0 or skip > 0):
-        raise ConfigurationError(
-            "tune: classifiers and skip estimators are artifact files: give artifacts=FOLDER (where the"
-            " tuned policy will find them; the CLI writes them beside --out)"
-        )
-    n_train, n_test = int(train.sum()), int(test.sum())
-    if min(n_train, n_test) < min_records:
-        raise ConfigurationError(
-            f"{data.path}: {n_train} training and {n_test} held-out records; at least {min_records} in"
-            " each part give a meaningful interval (more data, or --min-records / min_records= to"
-            " tune anyway)"
-        )
-    # with a risk target, the training part is cut once more: the search (and the order of the
-    # settings to test) sees ``fit`` only; the p-values come from ``cal``
-    fit, cal = train, np.zeros(len(train), dtype=bool)
-    if objective.max_drop is not None:
-        idx = np.flatnonzero(train)
-        share = objective.calibration or _calibration_share(es, train, objective)
-        picked = np.random.default_rng(seed + 1).permutation(len(idx))[: round(len(idx) * share)]
-        cal = np.zeros(len(train), dtype=bool)
-        cal[idx[picked]] = True
-        fit = train & ~cal
-        if int(fit.sum()) < 2 or int(cal.sum()) < 2:
-            raise ConfigurationError(f"{data.path}: too few training records to keep a calibration part")
-        reach = _feasibility(es, cands, train, cal, objective)
+    fit, cal, reach = _calibration_part(es, cands, train, objective, seed, data)
+    if reach is not None:
         notes.append(f"risk test: {reach.feasibility()}")
         if reach.infeasible:
-            split_rule = {"split": split, "seed": seed, "test_fraction": test_fraction}
             return Tuning(
                 cands,
                 es,
@@ -159,6 +136,108 @@ def tune(
         notes.append(f"agreement partners from the cheapest frontier models: {', '.join(pool_models)}")
         cands += extra
     ctx = ReplayContext(Path(skeleton).resolve().parent, data, billing)
+    complete = _score(cands, es, data, train, ctx, cache, progress)
+    if classifiers > 0 or skip > 0:
+        assert artifacts is not None
+        cands += _learned(cands, es, data, train, fit, cap, classifiers, skip, Path(artifacts), seed, notes)
+    search = _search(cands, fit, depth, breadth, levels)
+    if objective.max_drop is not None:
+        assert reach is not None
+        choice, guarantee, reference = _choose_with_risk(
+            search, cands, es, test, fit, cal, objective, pol, seed, notes
+        )
+        guarantee = replace(guarantee, smallest=reach.smallest, needed=reach.needed)
+        return Tuning(
+            cands,
+            es,
+            test,
+            choice,
+            reference,
+            None,
+            _frontier(search),
+            search.flat()[0].size,
+            notes,
+            ctx,
+            skeleton=pol,
+            split=split_rule,
+            guarantee=guarantee,
+            _complete=complete,
+        )
+    return _choose_for_objective(
+        search, cands, es, test, fit, objective, pol, seed, randomise, notes, ctx, split_rule, complete
+    )
+
+
+def _prepare(
+    skeleton: str | Path,
+    data: Outcomes,
+    models: Sequence[str] | Literal["all"] | None,
+    split: Literal["auto", "file", "seed"],
+    seed: int,
+    test_fraction: float,
+    artifacts: str | Path | None,
+    learned: int,
+    min_records: int,
+) -> tuple[list[str], list[Candidate], EvalSet, BoolArray]:
+    """The skeleton's candidates, the records they can be evaluated on and the held-out part;
+    one-line errors for what cannot be tuned."""
+    raws = raw_tiers(skeleton)
+    notes: list[str] = check_choices(raws, data, fill=True)
+    cands = candidates_from(raws, data, models=models)
+    es = EvalSet.build(data, sorted({c.spec.model for c in cands[: len(raws)]}))
+    dropped = sorted({c.spec.model for c in cands if c.spec.model not in es.models})
+    if dropped:
+        notes.append(f"left out, too few labelled answers: {', '.join(dropped)}")
+        cands = [c for c in cands if c.spec.model in es.models]
+    test = es.split(split, seed=seed, test_fraction=test_fraction)
+    train = ~test
+    if artifacts is None and learned > 0:
+        raise ConfigurationError(
+            "tune: classifiers and skip estimators are artifact files: give artifacts=FOLDER (where the"
+            " tuned policy will find them; the CLI writes them beside --out)"
+        )
+    n_train, n_test = int(train.sum()), int(test.sum())
+    if min(n_train, n_test) < min_records:
+        raise ConfigurationError(
+            f"{data.path}: {n_train} training and {n_test} held-out records; at least {min_records} in"
+            " each part give a meaningful interval (more data, or --min-records / min_records= to"
+            " tune anyway)"
+        )
+    return notes, cands, es, test
+
+
+def _calibration_part(
+    es: EvalSet, cands: list[Candidate], train: BoolArray, objective: Objective, seed: int, data: Outcomes
+) -> tuple[BoolArray, BoolArray, Guarantee | None]:
+    """With a risk target, the training part is cut once more: the search (and the order of the
+    settings to test) sees ``fit`` only; the p-values come from ``cal``. Returns ``(fit, cal,
+    what the risk test can reach)``; without a risk target, ``(train, nothing, None)``."""
+    fit, cal = train, np.zeros(len(train), dtype=bool)
+    if objective.max_drop is None:
+        return fit, cal, None
+    idx = np.flatnonzero(train)
+    share = objective.calibration or _calibration_share(es, train, objective)
+    picked = np.random.default_rng(seed + 1).permutation(len(idx))[: round(len(idx) * share)]
+    cal = np.zeros(len(train), dtype=bool)
+    cal[idx[picked]] = True
+    fit = train & ~cal
+    if int(fit.sum()) < 2 or int(cal.sum()) < 2:
+        raise ConfigurationError(f"{data.path}: too few training records to keep a calibration part")
+    return fit, cal, _feasibility(es, cands, train, cal, objective)
+
+
+def _score(
+    cands: list[Candidate],
+    es: EvalSet,
+    data: Outcomes,
+    train: BoolArray,
+    ctx: ReplayContext,
+    cache: dict[str, TierArrays] | None,
+    progress: Callable[[int, int], None] | None,
+) -> set[int]:
+    """Every candidate scored on the training rows, with its scorer (``scored``) and bare (one
+    sample, as the last tier); with a ``cache`` (repeated tunes of one file) on every row once.
+    Returns the candidates scored on every row (``-1 - pos`` for a bare one)."""
     n_scored = sum(1 for k in cands if k.spec.scorer is not None)
     total = (n_scored + len({k.spec.model for k in cands})) * int(train.sum())
     done = 0
@@ -195,26 +274,47 @@ def tune(
             cand.bare = bare_by_model[cand.spec.model]
             if cache is not None:
                 complete.add(-1 - pos)
+    return complete
 
+
+def _learned(
+    cands: list[Candidate],
+    es: EvalSet,
+    data: Outcomes,
+    train: BoolArray,
+    fit: BoolArray,
+    cap: float,
+    classifiers: int,
+    skip: int,
+    folder: Path,
+    seed: int,
+    notes: list[str],
+) -> list[Candidate]:
+    """Learned candidates for the cheapest frontier models: classifiers and verifiers (trained on
+    the training part only) and ex-ante skip estimators (issue 9; their thresholds are searched
+    with the accept thresholds); their artifacts go to ``folder``."""
+    out: list[Candidate] = []
     if classifiers > 0:
         from cascade.learn.learned import classifier_candidates
 
         clf_models = frontier_models(es, fit, classifiers, cap)
-        assert artifacts is not None
-        folder = Path(artifacts)
-        cands += classifier_candidates(cands, es, data, train, clf_models, folder, seed=seed)
+        out += classifier_candidates(cands, es, data, train, clf_models, folder, seed=seed)
         notes.append(
             f"classifiers trained (training part only) for: {', '.join(clf_models)}; artifacts in {folder}"
         )
-    if skip > 0:  # issue 9: ex-ante skip; skip thresholds are searched with the accept thresholds
+    if skip > 0:
         from cascade.evaluate.routing import skip_candidates
 
         skip_models = frontier_models(es, fit, skip, cap)
-        assert artifacts is not None
-        folder = Path(artifacts)
-        more, skip_notes = skip_candidates(cands, es, data, fit, skip_models, folder, seed=seed)
-        cands += more
+        more, skip_notes = skip_candidates([*cands, *out], es, data, fit, skip_models, folder, seed=seed)
+        out += more
         notes += skip_notes
+    return out
+
+
+def _search(cands: list[Candidate], fit: BoolArray, depth: int, breadth: int, levels: int) -> _Search:
+    """Settings of up to ``depth`` tiers searched on the ``fit`` rows: single models, pairs, then
+    deeper cascades grown from the most useful first and last tiers."""
     search = _Search(cands, fit)
     search.singles()
     if depth >= 2:
@@ -223,14 +323,63 @@ def tune(
         firsts, lasts = _usefulness(search, breadth)
         search.deeper([(i,) for i in firsts], lasts, firsts, levels)
         for d in range(4, depth + 1):
-            q, c, which, _ = search.flat()
+            q, _, which, _ = search.flat()
             best_prefixes: list[tuple[int, ...]] = []
             for w in np.argsort(-q)[: 4 * breadth]:
                 t = search.settings[which[w]][0]
                 if len(t) == d - 1 and t[:-1] not in best_prefixes:
                     best_prefixes.append(t[:-1])
             search.deeper(best_prefixes[:breadth], lasts, firsts, max(3, levels // 2))
+    return search
 
+
+def _choose_with_risk(
+    search: _Search,
+    cands: list[Candidate],
+    es: EvalSet,
+    test: BoolArray,
+    fit: BoolArray,
+    cal: BoolArray,
+    objective: Objective,
+    pol: Policy,
+    seed: int,
+    notes: list[str],
+) -> tuple[Setting | None, Guarantee, str]:
+    """The risk-controlled choice, its guarantee and the reference model: the best model on the
+    whole training part (a small search part would pick it by luck; choosing it with the
+    calibration records only makes the tests more conservative, since its luck there inflates
+    every drop), among the models the policy can fall back to."""
+    train = ~test
+    all_q, all_c = es.quality[train].mean(axis=0), es.cost[train].mean(axis=0)
+    own = sorted({es.column(k.spec.model) for k in cands if k.bare is not None and not k.partners})
+    best_j = _risk_reference(es, own, train)
+    if own and int(np.lexsort((all_c, -all_q))[0]) not in own:
+        notes.append(f"reference: {es.models[best_j]}, the best of the skeleton's models")
+    choice, guarantee = _risk_controlled(search, cands, es, test, fit, cal, best_j, objective, pol, seed)
+    if choice is None:
+        notes.append("no setting passes the risk test; the reference model alone is the safe choice")
+    return choice, guarantee, es.models[best_j]
+
+
+def _choose_for_objective(
+    search: _Search,
+    cands: list[Candidate],
+    es: EvalSet,
+    test: BoolArray,
+    fit: BoolArray,
+    objective: Objective,
+    pol: Policy,
+    seed: int,
+    randomise: bool,
+    notes: list[str],
+    ctx: ReplayContext,
+    split_rule: dict[str, Any],
+    complete: set[int],
+) -> Tuning:
+    """The first setting, in order of preference, that meets the objective on the training part
+    with the margin (a cheaper single model preferred), a randomised boundary under a cost cap,
+    and what the margin costs."""
+    train = ~test
     q, c, which, row = search.flat()
     train_q = es.quality[fit].mean(axis=0)
     train_c = es.cost[fit].mean(axis=0)
@@ -238,39 +387,6 @@ def tune(
     reference = es.models[best_j]
     ref: FloatArray | None = None
     target: float | None = None
-    split_rule = {"split": split, "seed": seed, "test_fraction": test_fraction}
-    if objective.max_drop is not None:
-        # the reference: the best model on the whole training part (a small search part would pick
-        # it by luck; choosing it with the calibration records only makes the tests more
-        # conservative, since its luck there inflates every drop), among the models the policy can
-        # fall back to
-        all_q, all_c = es.quality[train].mean(axis=0), es.cost[train].mean(axis=0)
-        own = sorted({es.column(k.spec.model) for k in cands if k.bare is not None and not k.partners})
-        best_j = _risk_reference(es, own, train)
-        if own and int(np.lexsort((all_c, -all_q))[0]) not in own:
-            notes.append(f"reference: {es.models[best_j]}, the best of the skeleton's models")
-        reference = es.models[best_j]
-        choice: Setting | None
-        choice, guarantee = _risk_controlled(search, cands, es, test, fit, cal, best_j, objective, pol, seed)
-        guarantee = replace(guarantee, smallest=reach.smallest, needed=reach.needed)
-        if choice is None:
-            notes.append("no setting passes the risk test; the reference model alone is the safe choice")
-        return Tuning(
-            cands,
-            es,
-            test,
-            choice,
-            reference,
-            None,
-            _frontier(search),
-            len(q),
-            notes,
-            ctx,
-            skeleton=pol,
-            split=split_rule,
-            guarantee=guarantee,
-            _complete=complete,
-        )
     if objective.target is not None:
         if objective.target == "best":
             target = float(train_q[best_j])
