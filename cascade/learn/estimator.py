@@ -11,7 +11,7 @@ import importlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,19 +19,13 @@ from cascade import outcomes
 from cascade.errors import CascadeError, ConfigurationError, ProviderError
 from cascade.learn.classifier import Classifier, Example, require_model, train
 from cascade.learn.features import FeatureConfig, Floats
+from cascade.protocols import SkipEstimator
 from cascade.types import Request, Sample
 
 _EMPTY = (Sample(""),)
 
 
 # -- the prompt-only estimator ------------------------------------------------------------------
-
-
-@runtime_checkable
-class SkipEstimator(Protocol):
-    """What a tier's ``skip:`` needs: P(this tier's answer would be right) from the request."""
-
-    def predict(self, request: Request) -> float: ...
 
 
 class Embedder(Protocol):
