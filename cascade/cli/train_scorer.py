@@ -166,11 +166,11 @@ def _learned(args: argparse.Namespace) -> int:
 
     from cascade import outcomes
     from cascade.cli import UsageError
+    from cascade.learn import metrics
     from cascade.learn.classifier import evaluate, split_examples, trained_for
     from cascade.learn.estimator import OpenAIEmbedder, prompt_examples, train_prompt_estimator
     from cascade.learn.features import GROUPS
     from cascade.learn.verifier import train_verifier, verifier_examples
-    from cascade.scorers import metrics
     from cascade.scorers.verifier import VerifierOptions
 
     data = outcomes.load(args.data)

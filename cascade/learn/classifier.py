@@ -27,6 +27,7 @@ import numpy as np
 
 from cascade import outcomes
 from cascade.errors import ConfigurationError
+from cascade.learn import metrics
 from cascade.learn.features import (
     DENSE,
     FeatureConfig,
@@ -37,7 +38,6 @@ from cascade.learn.features import (
     hashed_features,
     stack,
 )
-from cascade.scorers import metrics
 from cascade.types import Sample
 
 FORMAT = "cascade-classifier/1"
