@@ -32,11 +32,7 @@ import numpy as np
 
 from cascade import outcomes
 from cascade.errors import ScorerError
-from cascade.money import Price, usd
-from cascade.providers.replay import ReplayProvider
-from cascade.scorers import metrics
-from cascade.scorers.answers import ExtractorKind
-from cascade.scorers.classifier import (
+from cascade.learn.classifier import (
     Example,
     evaluate,
     examples_from_outcomes,
@@ -44,6 +40,10 @@ from cascade.scorers.classifier import (
     train,
     train_and_report,
 )
+from cascade.money import Price, usd
+from cascade.providers.replay import ReplayProvider
+from cascade.scorers import metrics
+from cascade.scorers.answers import ExtractorKind
 from cascade.scorers.judge import JudgeScorer, ReplayJudgeProvider
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source
 from cascade.types import Request
@@ -411,8 +411,9 @@ def bench_verifier() -> tuple[list[Row], list[str]]:
     check, another scorer's score, and the text classifier alone (same training code and data)."""
     import json
 
-    from cascade.scorers.features import DENSE, FeatureConfig, dense_features
-    from cascade.scorers.verifier import VerifierOptions, train_verifier, verifier_examples
+    from cascade.learn.features import DENSE, FeatureConfig, dense_features
+    from cascade.learn.verifier import train_verifier, verifier_examples
+    from cascade.scorers.verifier import VerifierOptions
 
     rows: list[Row] = []
     notes: list[str] = []

@@ -5,7 +5,7 @@
 Two kinds of answers from ``../shared/data`` (or ``$CASCADE_DATA``; exits with a message where it
 is absent): GSM8K chain-of-thought answers pooled over models in file order (long texts, the
 heavy case for n-gram features) and RouteLLM's MMLU records (no answer text: prompt features
-only). Prints the wall time of :func:`cascade.scorers.classifier.train` (feature hashing,
+only). Prints the wall time of :func:`cascade.learn.classifier.train` (feature hashing,
 regularisation search, calibration) and the held-out AUROC on the next 2,000 answers.
 """
 
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from cascade import outcomes
-from cascade.scorers.classifier import Example, evaluate, examples_from_outcomes, train
+from cascade.learn.classifier import Example, evaluate, examples_from_outcomes, train
 from cascade.scorers.metrics import auroc
 
 DATA = Path(os.environ.get("CASCADE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

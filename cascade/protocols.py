@@ -2,15 +2,20 @@
 
 Each is a small :class:`typing.Protocol`; anything with the right methods fits, and
 :mod:`cascade.registry` makes it nameable from a policy file (also through entry points).
+What a plugin *may* also offer is declared here too, one small optional Protocol per capability
+(:class:`NowaitLedger`, :class:`ClockLedger`, :class:`TimedProvider`...): cascade checks for it
+with ``isinstance`` (or ``getattr``) and works without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
-from cascade.types import Completion, Request, Score, Usage
+from cascade.money import Price
+from cascade.types import Completion, Request, Sample, Score, Usage
 
 
 @runtime_checkable
@@ -109,3 +114,108 @@ class NowaitLedger(Protocol):
     ) -> str | None: ...
 
     def try_settle(self, hold_id: str, actual: Decimal) -> bool: ...
+
+
+# -- optional capabilities ----------------------------------------------------------------------
+
+
+@runtime_checkable
+class ClockLedger(Protocol):
+    """A ledger with its own clock (UTC): a :class:`~cascade.budget.Budget` without a ``clock``
+    names window buckets with it (the Redis ledger: the server's clock, which every host shares)."""
+
+    def now(self) -> datetime: ...
+
+
+@runtime_checkable
+class InProcessLedger(Protocol):
+    """``in_process = True``: nothing outside this process settles its holds, so a budget waiting
+    for room is woken by its own settles and needs no polling (the memory ledger)."""
+
+    in_process: bool
+
+
+@runtime_checkable
+class HeldLedger(Protocol):
+    """A ledger that can tell how much is held (reserved, not yet settled) on a bucket
+    (``cascade spend`` shows it)."""
+
+    def held(self, bucket_key: str) -> Decimal: ...
+
+
+@runtime_checkable
+class AsyncSkipEstimator(Protocol):
+    """A :class:`SkipEstimator` that does I/O and offers a native async ``apredict``; without it the
+    async driver runs ``predict`` in a worker thread."""
+
+    async def apredict(self, request: Request) -> float: ...
+
+
+@runtime_checkable
+class KeyedScorer(Protocol):
+    """A scorer that knows the comparable answer of a sample (its extractor): outcome logs record
+    it, and agreement across tiers uses it (``self_consistency``)."""
+
+    def key(self, sample: Sample) -> str | None: ...
+
+
+@runtime_checkable
+class TimedProvider(Protocol):
+    """A provider with a per-call ``timeout`` in seconds (None: none), which the engine reports
+    when a call runs out of time."""
+
+    timeout: float | None
+
+
+@runtime_checkable
+class PricedProvider(Protocol):
+    """A provider that knows its own price (``default_price``, None when unknown) and whether its
+    calls are ``free`` (a local server, recorded replays); a policy's price wins over it."""
+
+    default_price: Price | None
+    free: bool
+
+
+@runtime_checkable
+class CacheMultipliers(Protocol):
+    """A provider whose prompt-cache reads and writes cost a multiple of the input price
+    (``(read, write)``, Anthropic: 0.1 and 1.25)."""
+
+    cache_multipliers: tuple[Decimal | None, Decimal | None]
+
+
+@runtime_checkable
+class BoundedProvider(Protocol):
+    """``bounded = False``: the provider cannot cap its output tokens (a LangChain model without a
+    max-tokens setting), so a spend cap cannot bound its cost; ``max_tokens`` is its own cap."""
+
+    bounded: bool
+
+
+@runtime_checkable
+class CostBoundProvider(Protocol):
+    """A provider that knows the worst-case cost of a call itself (replay: the recorded cost);
+    None falls back to the price times the worst-case usage."""
+
+    def max_cost(self, request: Request, n: int = 1) -> Decimal | None: ...
+
+
+@runtime_checkable
+class StreamingProvider(Protocol):
+    """A provider that streams the text of one sample, then yields the final :class:`Completion`."""
+
+    def stream_text(self, request: Request) -> Iterator[str | Completion]: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """A provider, scorer or ledger holding connections: :meth:`cascade.Cascade.close` closes it."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncCloseable(Protocol):
+    """The async twin of :class:`Closeable` (:meth:`cascade.Cascade.aclose`)."""
+
+    async def aclose(self) -> None: ...

@@ -14,19 +14,14 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from cascade.errors import InvalidRequestError
+from cascade.money import ZERO as ZERO
+from cascade.money import show as show
 
 Role = Literal["system", "user", "assistant", "tool"]
 UsageSource = Literal["reported", "estimated", "clamped"]
 """Where a completion's usage came from: ``reported`` by the provider; ``estimated`` from the request
 and the returned text (the provider reported none, or nonsense); ``clamped`` to the reserved worst
 case (the provider reported more than the request could produce)."""
-ZERO = Decimal(0)
-
-
-def show(value: Decimal) -> str:
-    """Money for people: exact, without trailing zeros (``0.04``, not ``0.040000000``)."""
-    text = format(value.normalize(), "f")
-    return text if "." in text else f"{text}.00"
 
 
 @dataclass(frozen=True, slots=True)

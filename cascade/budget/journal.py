@@ -24,7 +24,7 @@ import weakref
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from cascade.budget import hold_buckets
+from cascade.budget.buckets import hold_buckets
 
 try:
     import fcntl

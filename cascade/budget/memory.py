@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.budget import hold_buckets, refusal
+from cascade.budget.buckets import hold_buckets, refusal
 from cascade.types import ZERO
 
 KEEP_S = 86400.0  # settled ids are remembered a day: a late or retried settle still charges once

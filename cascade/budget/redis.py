@@ -45,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import cascade.budget
-from cascade.budget import (
+from cascade.budget.buckets import (
     MAX_NANO,
     NANO,
     hold_buckets,

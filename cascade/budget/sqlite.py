@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.budget import NANO, hold_buckets, new_hold_id, refusal, reserve_nano, to_nano
+from cascade.budget.buckets import NANO, hold_buckets, new_hold_id, refusal, reserve_nano, to_nano
 from cascade.errors import LedgerError, LedgerUnavailableError
 
 DEFAULT_PATH = "~/.cascade/ledger.sqlite3"

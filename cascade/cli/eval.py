@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cascade.cli import UsageError
 from cascade.files import Output, check_plot
@@ -134,8 +134,6 @@ def run(args: argparse.Namespace) -> int:
     if is_family:
         import json
 
-        from cascade.cli.tune import _family_plot
-
         evals = [(p.name, evaluate_one(str(p), args)) for p in family.read_family(args.policy)]
         figures = family.family_figures(evals)
         if args.json == "-":
@@ -158,6 +156,13 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(ev, args.plot)
     return 0
+
+
+def _family_plot(figures: dict[str, Any], path: str) -> None:
+    from cascade.evaluate import family
+
+    family.plot(figures, path)  # its path checked by report_outputs
+    print(f"plot -> {path}", file=sys.stderr)
 
 
 def evaluate_one(policy_path: str, args: argparse.Namespace) -> Evaluation:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.cli import UsageError
+from cascade.protocols import HeldLedger
 from cascade.types import show
 
 NAME = "spend"
@@ -62,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for cap, (bucket, limit) in zip(caps, budget.buckets(pol.name, args.key), strict=True):
         spent = ledger.spent(bucket)
-        held_of = getattr(ledger, "held", None)
-        held = held_of(bucket) if held_of is not None else None
+        held = ledger.held(bucket) if isinstance(ledger, HeldLedger) else None
         remaining = max(limit - spent - (held or Decimal(0)), Decimal(0))
         rows.append(
             {

@@ -87,13 +87,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cascade import outcomes
     from cascade.cli import UsageError
-    from cascade.scorers.classifier import (
+    from cascade.learn.classifier import (
         examples_from_outcomes,
         split_examples,
         train_and_report,
         trained_for,
     )
-    from cascade.scorers.features import FeatureConfig
+    from cascade.learn.features import FeatureConfig
 
     if not 8 <= args.bits <= 22:
         raise UsageError("--bits must be between 8 and 22")
@@ -166,17 +166,12 @@ def _learned(args: argparse.Namespace) -> int:
 
     from cascade import outcomes
     from cascade.cli import UsageError
-    from cascade.scorers import metrics
-    from cascade.scorers.classifier import evaluate, split_examples, trained_for
-    from cascade.scorers.features import GROUPS
-    from cascade.scorers.verifier import (
-        OpenAIEmbedder,
-        VerifierOptions,
-        prompt_examples,
-        train_prompt_estimator,
-        train_verifier,
-        verifier_examples,
-    )
+    from cascade.learn import metrics
+    from cascade.learn.classifier import evaluate, split_examples, trained_for
+    from cascade.learn.estimator import OpenAIEmbedder, prompt_examples, train_prompt_estimator
+    from cascade.learn.features import GROUPS
+    from cascade.learn.verifier import train_verifier, verifier_examples
+    from cascade.scorers.verifier import VerifierOptions
 
     data = outcomes.load(args.data)
     out = Path(args.output)

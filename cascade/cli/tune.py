@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cascade.cli import UsageError
-from cascade.cli.eval import add_data_arguments, add_report_arguments, data_path, report_outputs, write_plot
+from cascade.cli.eval import (
+    _family_plot,
+    add_data_arguments,
+    add_report_arguments,
+    data_path,
+    report_outputs,
+    write_plot,
+)
 from cascade.files import Output, check_outputs, data_inputs, policy_inputs, write_text
 
 if TYPE_CHECKING:
@@ -334,10 +341,3 @@ def _members(out: Path, n: int) -> list[Output]:
         Output(f"--out {out}'s frontier member", out.with_name(f"{stem}-{k}.yaml"), False)
         for k in range(1, n + 1)
     ]
-
-
-def _family_plot(figures: dict[str, Any], path: str) -> None:
-    from cascade.evaluate import family
-
-    family.plot(figures, path)  # its path checked by report_outputs
-    print(f"plot -> {path}", file=sys.stderr)

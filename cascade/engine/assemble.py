@@ -78,8 +78,8 @@ class BuildContext:
         """The prompt-only estimator of the tier's ``skip:`` (loaded from its artifact), if any."""
         if spec.skip is None:
             return None
-        from cascade.scorers.classifier import check_trained_for  # numpy: only when a tier skips
-        from cascade.scorers.verifier import load_prompt_estimator
+        from cascade.learn.classifier import check_trained_for  # numpy: only when a tier skips
+        from cascade.learn.estimator import load_prompt_estimator
 
         path = self.path(spec.skip.artifact)
         estimator = load_prompt_estimator(path)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cascade.evaluate.data import FloatArray
+from cascade.money import signless
 
 
 def upper_hull(cost: FloatArray, quality: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -148,12 +149,6 @@ class Interval:
             return None if math.isnan(x) or math.isinf(x) else x
 
         return {"value": clean(self.value), "low": clean(self.low), "high": clean(self.high)}
-
-
-def signless(x: float, spec: str) -> str:
-    """``format(x, spec)``, but a value that rounds to zero never prints as ``-0.0000``."""
-    text = f"{x:{spec}}"
-    return f"{0.0:{spec}}" if not any(ch in "123456789" for ch in text) else text
 
 
 def interval(point: float, replicates: FloatArray | list[float]) -> Interval:

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cascade.evaluate.evaluate import Evaluation, as_interval
-from cascade.evaluate.metrics import signless, upper_hull
+from cascade.evaluate.metrics import upper_hull
 from cascade.files import replacing
-
-
-def usd(x: float | None) -> str:
-    """Money per query in fixed notation: at least 4 decimals and 3 significant digits
-    (``$0.0000500``, ``$0.00378``, ``$0.0123``, ``$1.5000``); never exponents or ``-$0``."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    if x == 0:
-        return "$0"
-    decimals = max(4, 2 - math.floor(math.log10(abs(x))))
-    text = signless(abs(x), f".{decimals}f")
-    return f"-${text}" if x < 0 and any(ch in "123456789" for ch in text) else f"${text}"
+from cascade.money import usd_text as usd
 
 
 def _pct(d: dict[str, Any]) -> str:

@@ -61,8 +61,8 @@ def oof_estimates(
     """Out-of-fold prompt-only estimates of ``model`` being right (``versus``: as good as that
     model) on the training rows, the final estimator's on the others (fit on every training row),
     and that estimator; None when the training part has too few labels."""
-    from cascade.scorers.classifier import trained_for
-    from cascade.scorers.verifier import prompt_examples, train_prompt_estimator
+    from cascade.learn.classifier import trained_for
+    from cascade.learn.estimator import prompt_examples, train_prompt_estimator
 
     by_id = {e.id: e for e in prompt_examples(data, model, versus=versus)}
     rows = [by_id.get(r.id) for r in es.records]

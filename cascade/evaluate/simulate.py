@@ -222,7 +222,7 @@ def score_tier(
     skip = getattr(spec, "skip", None)
     estimate: FloatArray | None = None
     if skip is not None:  # a prompt-only estimator decides, before the call, whether to call
-        from cascade.scorers.verifier import load_prompt_estimator
+        from cascade.learn.estimator import load_prompt_estimator
 
         est = load_prompt_estimator(ctx.path(_get(skip, "artifact")))
         if into is not None and into.skip_score is not None:

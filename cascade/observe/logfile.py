@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cascade.durations import parse_duration
 from cascade.errors import ConfigurationError
 from cascade.files import read_lines
 from cascade.observe.outcome_log import log_files
 from cascade.observe.record import FORMAT
-from cascade.observe.session import parse_duration
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any
 
 from cascade.engine.loop import Tier
 from cascade.engine.reuse import Bought
+from cascade.protocols import KeyedScorer
 from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
 
 FORMAT = "cascade-outcomes/1"
@@ -83,10 +84,9 @@ def answer_of(tier: Tier, sample: Sample, fallback: Any = None) -> str | None:
     """The sample's comparable answer: the tier's scorer's extractor (``key``), else a recorded
     answer, else the extractor of another scorer of the policy (``fallback``), else none."""
     for scorer in (tier.scorer, fallback):
-        key = getattr(scorer, "key", None)
-        if callable(key):
+        if isinstance(scorer, KeyedScorer):
             try:
-                value = key(sample)
+                value = scorer.key(sample)
             except Exception:  # a user extractor failed: the row keeps no answer, the run goes on
                 value = None
             return None if value is None else str(value)
@@ -165,7 +165,7 @@ def render(
     row: Row, include_text: bool, tiers: tuple[Tier, ...], policy_id: str | None = None
 ) -> dict[str, Any]:
     """The JSON-ready row; ``policy_id`` is the policy's :meth:`~cascade.policy.Policy.identity`."""
-    fallback = next((t.scorer for t in tiers if callable(getattr(t.scorer, "key", None))), None)
+    fallback = next((t.scorer for t in tiers if isinstance(t.scorer, KeyedScorer)), None)
     digest = prompt_hash(row.request)
     rid = row.request.metadata.get("id")
     responses: dict[str, list[dict[str, Any]]] = {}

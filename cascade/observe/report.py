@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.files import replacing
+from cascade.money import usd_brief as _usd
 from cascade.observe.logfile import meta
 from cascade.observe.metrics import reason_kind
 
@@ -209,10 +210,6 @@ def report(
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
-
-
-def _usd(x: float) -> str:
-    return f"${x:.6f}".rstrip("0").rstrip(".") if x else "$0"
 
 
 def table(fig: Mapping[str, Any]) -> str:

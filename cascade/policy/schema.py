@@ -307,7 +307,7 @@ class SessionSpec(Strict):
     @field_validator("ttl")
     @classmethod
     def _duration(cls, v: str | float) -> str | float:
-        from cascade.observe.session import parse_duration
+        from cascade.durations import parse_duration
 
         parse_duration(v)
         return v

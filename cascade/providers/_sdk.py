@@ -1,6 +1,8 @@
-"""What the SDK-backed providers share: keys, error mapping, token estimates, parallel sampling.
+"""What the SDK-backed providers share: keys, deadlines, billing of started responses, parallel
+sampling; and, re-exported from :mod:`~cascade.providers.mapping` and :mod:`~cascade.providers.usage`,
+error mapping and usage sanity.
 
-Every SDK error is mapped here, at the edge, to the cascade error tree (``raise ... from exc``)::
+Every SDK error is mapped at the edge (:func:`map_error`) to the cascade error tree (``from exc``)::
 
     SDK error                               cascade error                 retried by cascade.retry
     APITimeoutError                         ProviderTimeoutError          yes
@@ -37,13 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
-import json
 import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
@@ -58,15 +58,30 @@ import httpx2
 from cascade.errors import (
     ConfigurationError,
     InvalidResponseError,
-    PermanentProviderError,
     ProviderError,
     ProviderTimeoutError,
-    RateLimitError,
-    TransientProviderError,
+)
+from cascade.providers.mapping import (
+    STREAM_GARBAGE,
+    UNPARSEABLE,
+    WIRE_ERRORS,
+    ResponseTooLarge,
+    error_object,
+    invalid,
+    map_error,
+    mapped,
+    retry_after,
+)
+from cascade.providers.usage import (
+    check_usage,
+    estimate_input_tokens,
+    estimate_output_tokens,
+    settle_usage,
+    token_count,
 )
 from cascade.retry import DEADLINE as _DEADLINE
 from cascade.retry import deadline
-from cascade.types import Completion, Request, Sample, ToolCall, Usage, UsageSource
+from cascade.types import Completion, Usage, UsageSource
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -100,187 +115,6 @@ def is_local_url(url: str | None) -> bool:
         a, b = int(parts[0]), int(parts[1])
         return a in (10, 127) or (a == 192 and b == 168) or (a == 172 and 16 <= b <= 31)
     return False
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-
-def retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000
-        except ValueError:
-            value = -1.0
-        if 0 <= value < math.inf:
-            return value
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        parsed = email.utils.parsedate_tz(raw)
-        if parsed is None:
-            return None
-        seconds = email.utils.mktime_tz(parsed) - time.time()
-    return max(0.0, seconds) if seconds < math.inf else None
-
-
-def _message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, Mapping):
-        err = body.get("error", body)
-        if isinstance(err, Mapping) and isinstance(err.get("message"), str):
-            kind = err.get("type") or err.get("code")
-            text = str(err["message"])
-            return f"{kind}: {text}"[:300] if isinstance(kind, str) and kind else text[:300]
-    return str(getattr(exc, "message", "") or exc)[:300]
-
-
-def _error_code(exc: Any) -> str | None:
-    body = getattr(exc, "body", None)
-    if isinstance(body, Mapping):
-        err = body.get("error", body)
-        if isinstance(err, Mapping):
-            code = err.get("code") or err.get("type")
-            return code if isinstance(code, str) else None
-    return None
-
-
-def _cause(exc: BaseException, kind: type[E]) -> E | None:
-    """``exc`` or the first of its causes that is a ``kind``."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None or isinstance(seen, kind):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _is_cassette_miss(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if type(seen).__name__ == "CannotOverwriteExistingCassetteException":
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-WIRE_ERRORS: tuple[type[Exception], ...] = (httpx2.HTTPError,)
-"""HTTP errors an SDK lets through unwrapped (raised while a streamed body is read)."""
-
-STREAM_GARBAGE: tuple[type[Exception], ...] = (
-    AssertionError,
-    AttributeError,
-    TypeError,
-    ValueError,
-    KeyError,
-    IndexError,
-    RuntimeError,
-)
-"""What an SDK's stream accumulator raises on events that are not what it expects (JSON instead of
-server-sent events, events out of order): the stream does not parse."""
-
-
-def map_error(exc: BaseException, *, provider: str, sdk: ModuleType) -> ProviderError:
-    """The cascade error for an SDK (or unwrapped HTTP) exception (the caller raises it ``from exc``)."""
-    name = type(exc).__name__
-    too_large = _cause(exc, ResponseTooLarge)
-    if too_large is not None:  # refused unread: the server had generated it whole, so it may be billed
-        refused = PermanentProviderError(f"{provider}: {too_large} (max_response_bytes)", provider=provider)
-        refused.cut_off = True
-        return refused
-    if _is_cassette_miss(exc):
-        return PermanentProviderError(
-            f"{provider}: request not found in the cassette (re-record it; see cassettes/README.md)",
-            provider=provider,
-        )
-    if isinstance(exc, httpx2.TimeoutException | sdk.APITimeoutError):
-        return _timed_out(exc, provider)
-    if isinstance(exc, httpx2.HTTPError):
-        return TransientProviderError(f"{provider}: connection error ({name})", provider=provider)
-    if isinstance(exc, sdk.APIConnectionError):
-        return TransientProviderError(f"{provider}: connection error ({name})", provider=provider)
-    if isinstance(exc, sdk.APIStatusError):
-        status = int(exc.status_code)
-        headers = exc.response.headers
-        rid = getattr(exc, "request_id", None) or headers.get("x-request-id") or headers.get("request-id")
-        kw: dict[str, Any] = {
-            "provider": provider,
-            "status_code": status,
-            "request_id": rid,
-            "retry_after": retry_after(headers),
-        }
-        message = f"{provider}: {name}: {_message(exc)}"
-        if 200 <= status < 300:  # an error event inside a streamed 200
-            return invalid(provider, "error event in the stream", _message(exc), request_id=rid)
-        should = (headers.get("x-should-retry") or "").lower()
-        if status == 429 and _error_code(exc) != "insufficient_quota" and should != "false":
-            return RateLimitError(message, **kw)
-        if should == "true" or (should != "false" and (status in (408, 409) or status >= 500)):
-            return TransientProviderError(message, **kw)
-        return PermanentProviderError(message, **kw)
-    if isinstance(exc, sdk.APIError):  # an error the server sent inside a 200 (a stream's error event)
-        return invalid(provider, "error event in the stream", _message(exc))
-    return PermanentProviderError(f"{provider}: {name}: {str(exc)[:300]}", provider=provider)
-
-
-def _timed_out(exc: BaseException, provider: str) -> ProviderTimeoutError:
-    """A timeout; ``cut_off`` unless it happened before the request went out (connect, pool).
-
-    A call abandoned while the server may be generating can be billed: the engine charges it at
-    the call's worst case. One that never connected cannot be.
-    """
-    err = ProviderTimeoutError(f"{provider}: request timed out", provider=provider)
-    cause: BaseException | None = exc
-    before_sending = False
-    for _ in range(4):  # the SDK's timeout wraps httpx's, which may wrap httpcore's
-        if cause is None:
-            break
-        if isinstance(cause, httpx2.ConnectTimeout | httpx2.PoolTimeout | httpcore2.ConnectTimeout):
-            before_sending = True
-            break
-        cause = cause.__cause__ or cause.__context__
-    err.cut_off = not before_sending
-    return err
-
-
-def invalid(
-    provider: str,
-    reason: str,
-    detail: str = "",
-    *,
-    request_id: str | None = None,
-    usage: Usage | None = None,
-) -> InvalidResponseError:
-    """The error for a 200 whose body is not a usable answer (``reason``: a few words).
-
-    ``usage``: what the body reported it used (billed although unusable); negative counts are ignored.
-    """
-    text = f"{provider}: invalid response: {reason}" + (f" ({detail[:200]})" if detail else "")
-    err = InvalidResponseError(text, reason=reason, provider=provider, status_code=200, request_id=request_id)
-    counts = () if usage is None else (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
-    if usage is not None and min(*counts, usage.cache_creation_tokens) >= 0 and usage != Usage():
-        err.usage = usage
-    return err
-
-
-def error_object(body_extra: Mapping[str, Any] | None) -> str | None:
-    """The message of an ``error`` object found in a 200 body, if there is one."""
-    err = (body_extra or {}).get("error")
-    if err is None:
-        return None
-    if isinstance(err, Mapping):
-        kind, message = err.get("type") or err.get("code"), err.get("message")
-        text = f"{kind}: {message}" if isinstance(kind, str) and kind else str(message)
-        return text[:200]
-    return str(err)[:200]
 
 
 # -- deadlines --------------------------------------------------------------------------------
@@ -417,10 +251,6 @@ output tokens with 20 top logprobs each) stay well under it; larger bodies are r
 
 END_OF_LENGTH = frozenset({"length", "max_tokens"})
 """Finish reasons that mean ``max_tokens`` were produced."""
-
-
-class ResponseTooLarge(httpx2.HTTPError):
-    """A response body passed the size limit while being read."""
 
 
 @dataclass(slots=True)
@@ -593,24 +423,14 @@ def attempt(
     max_output: int,
     per_stop: int,
 ) -> Iterator[Received]:
-    """One HTTP request of a provider: SDK errors mapped (:func:`map_error`), a body or stream that
-    does not parse made an :class:`InvalidResponseError`, and any failure after the response started
-    charged what it produced (:func:`charge_started`; ``input_tokens``, ``max_output``: the call's
-    worst case; ``per_stop``: the output of one choice stopped by ``length``)."""
+    """One HTTP request of a provider: its failures mapped (:func:`mapped`), and any failure after
+    the response started charged what it produced (:func:`charge_started`; ``input_tokens``,
+    ``max_output``: the call's worst case; ``per_stop``: the output of one choice stopped by
+    ``length``)."""
     with receiving(limit, streaming=streaming) as got:
         try:
-            try:
+            with mapped(provider, sdk, errors, streaming=streaming):
                 yield got
-            except ProviderError:
-                raise
-            except Exception as exc:
-                if isinstance(exc, errors):
-                    raise map_error(exc, provider=provider, sdk=sdk) from exc
-                if streaming and isinstance(exc, STREAM_GARBAGE):
-                    raise invalid(provider, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
-                if isinstance(exc, UNPARSEABLE):
-                    raise invalid(provider, "body does not parse", f"{type(exc).__name__}: {exc}") from exc
-                raise
         except ProviderError as err:
             charge_started(err, got, input_tokens=input_tokens, max_output=max_output, per_stop=per_stop)
             raise
@@ -673,9 +493,6 @@ async def astream_steps(
 MALFORMED: tuple[type[Exception], ...] = (AttributeError, TypeError, ValueError, KeyError)
 """What reading fields of a body the SDK built without validation raises when it is malformed."""
 
-UNPARSEABLE: tuple[type[Exception], ...] = (json.JSONDecodeError, UnicodeDecodeError)
-"""What an SDK raises for a body that is not JSON (or not UTF-8) although it says it is."""
-
 
 def reported_usage(body: Any, read: Callable[[Any], Usage | None]) -> Usage | None:
     """What ``body`` reports it used (``read``: the provider's ``usage_of``), read defensively: a
@@ -690,144 +507,6 @@ def snippet(body: Any) -> str:
     """The start of a body that is not what was expected, on one line (its type if not text)."""
     text = body if isinstance(body, str) else type(body).__name__
     return " ".join(text.split())[:80]
-
-
-# -- usage sanity -----------------------------------------------------------------------------
-
-
-def _logger() -> Any:
-    """The event logger when the application listens (as the engine does), else None."""
-    from cascade.logging import listening
-
-    return listening()
-
-
-FAR = 2
-"""Reported input tokens above ``FAR`` x the (already generous) estimate + ``SLACK`` are impossible."""
-SLACK = 1024
-
-
-def token_count(value: Any) -> int | None:
-    """A token count from an untrusted field: an int (or integral float); None when it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def estimate_output_tokens(samples: Sequence[Sample]) -> int:
-    """A generous output-token count for the returned samples (text and tool-call arguments)."""
-    texts = [text for s in samples for text in (s.text, *_call_texts(s.tool_calls))]
-    return sum(_text_tokens(text) + 1 for text in texts)
-
-
-def check_usage(
-    usage: Usage | None,
-    *,
-    samples: Sequence[Sample],
-    bound: Usage,
-    provider: str,
-    model: str,
-    request_id: str | None = None,
-) -> tuple[Usage, UsageSource]:
-    """Usage fit to bill: ``bound`` is the worst case reserved for this call (``max_usage``).
-
-    Missing usage is estimated (the bound's input, the returned text's output); negative counts
-    raise :class:`InvalidResponseError`; input far above the estimate, or output above the bound
-    (``max_tokens`` x samples) are clamped to the bound. Anything but ``reported`` is logged.
-    """
-    if usage is None:
-        estimated = Usage(bound.input_tokens, min(estimate_output_tokens(samples), bound.output_tokens))
-        log = _logger()
-        if log is not None:
-            log.warning(
-                "cascade.usage_estimated",
-                provider=provider,
-                model=model,
-                request_id=request_id,
-                input_tokens=estimated.input_tokens,
-                output_tokens=estimated.output_tokens,
-            )
-        return estimated, "estimated"
-    counts = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_creation_tokens)
-    if min(counts) < 0:  # unusable, but the answer was produced: billed at the estimate
-        estimated = Usage(bound.input_tokens, min(estimate_output_tokens(samples), bound.output_tokens))
-        raise invalid(provider, "negative token counts", str(usage), request_id=request_id, usage=estimated)
-    prompt_side = usage.input_tokens + usage.cached_input_tokens + usage.cache_creation_tokens
-    too_much_in = prompt_side > FAR * bound.input_tokens + SLACK
-    too_much_out = usage.output_tokens > bound.output_tokens
-    if not (too_much_in or too_much_out):
-        return usage, "reported"
-    room = bound.input_tokens
-    creation = min(usage.cache_creation_tokens, room) if too_much_in else usage.cache_creation_tokens
-    cached = min(usage.cached_input_tokens, room - creation) if too_much_in else usage.cached_input_tokens
-    inp = min(usage.input_tokens, room - creation - cached) if too_much_in else usage.input_tokens
-    clamped = Usage(inp, min(usage.output_tokens, bound.output_tokens), cached, creation)
-    log = _logger()
-    if log is not None:
-        log.warning(
-            "cascade.usage_clamped",
-            provider=provider,
-            model=model,
-            request_id=request_id,
-            reported_input=prompt_side,
-            reported_output=usage.output_tokens,
-            bound_input=bound.input_tokens,
-            bound_output=bound.output_tokens,
-        )
-    return clamped, "clamped"
-
-
-def settle_usage(
-    reported: Usage | None,
-    *,
-    samples: Sequence[Sample],
-    request: Request | None,
-    max_output: int | None,
-    provider: str,
-    model: str,
-    request_id: str | None = None,
-) -> tuple[Usage, UsageSource]:
-    """A parsed body's usage: checked by :func:`check_usage` against the call's worst case (the
-    prompt once, ``max_output`` out) when ``request`` and ``max_output`` are known, else as reported."""
-    if request is None or max_output is None:
-        return (reported, "reported") if reported is not None else (Usage(), "estimated")
-    return check_usage(
-        reported,
-        samples=samples,
-        bound=Usage(estimate_input_tokens(request), max_output),
-        provider=provider,
-        model=model,
-        request_id=request_id,
-    )
-
-
-# -- token estimates --------------------------------------------------------------------------
-
-
-def estimate_input_tokens(request: Request) -> int:
-    """A conservative (high) input-token count without a tokenizer or network.
-
-    ASCII text at 3 characters a token (tokenizers average about 4), any other character a
-    token of its own, plus a few tokens of framing per message.
-    """
-    texts = [m.content for m in request.messages]
-    texts += [text for m in request.messages for text in _call_texts(m.tool_calls)]
-    texts += [json.dumps(t) for t in request.tools]
-    return sum(_text_tokens(text) for text in texts) + 8 * len(request.messages) + 16
-
-
-def _text_tokens(text: str) -> int:
-    """ASCII at 3 characters a token (tokenizers average about 4), any other character a token."""
-    ascii_chars = len(text) if text.isascii() else len(text.encode("ascii", "ignore"))
-    return math.ceil(ascii_chars / 3) + (len(text) - ascii_chars)
-
-
-def _call_texts(calls: Iterable[ToolCall]) -> list[str]:
-    return [json.dumps(dict(tc.arguments)) + tc.name for tc in calls]
 
 
 # -- several calls for several samples ---------------------------------------------------------
@@ -979,8 +658,12 @@ class PerLoop:
 
 
 __all__ = [
+    "STREAM_GARBAGE",
+    "UNPARSEABLE",
+    "WIRE_ERRORS",
     "PerLoop",
     "Reopening",
+    "ResponseTooLarge",
     "acall_many",
     "adeadline",
     "ahttp_client",
@@ -997,6 +680,7 @@ __all__ = [
     "invalid",
     "is_local_url",
     "map_error",
+    "mapped",
     "merge",
     "reported_usage",
     "retry_after",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -136,6 +137,13 @@ def _text(event: Any) -> str | None:
 
 
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
+
+
+def _errors(provider: str) -> AbstractContextManager[None]:
+    """The anthropic SDK's failures in cascade's words, for sync and async streams alike (its
+    requests map them through :func:`~cascade.providers._sdk.attempt`, the same
+    :func:`~cascade.providers._sdk.mapped`)."""
+    return _sdk.mapped(provider, anthropic, _CALL_ERRORS, streaming=True)
 
 
 def parse(
@@ -365,16 +373,12 @@ class AnthropicProvider:
         :meth:`complete` returns it). The timeout bounds the whole call."""
         kw = self.request_kwargs(request)
         start = time.perf_counter()
-        try:
+        with _errors(self.kind):
             for step in _sdk.stream_steps(lambda: self.client.messages.stream(**kw), self.timeout, _text):
                 if isinstance(step, str):
                     yield step
                 else:
                     message = step.get_final_message()
-        except _sdk.STREAM_GARBAGE as exc:
-            raise _sdk.invalid(self.kind, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
-        except _CALL_ERRORS as exc:
-            raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
         yield parse(message, time.perf_counter() - start, request, self.params.max_tokens)
 
     async def astream_text(self, request: Request) -> AsyncIterator[str | Completion]:
@@ -382,17 +386,13 @@ class AnthropicProvider:
         kw = self.request_kwargs(request)
         client = self._async.get()
         start = time.perf_counter()
-        try:
+        with _errors(self.kind):
             steps = _sdk.astream_steps(lambda: client.messages.stream(**kw), self.timeout, _text, self.kind)
             async for step in steps:
                 if isinstance(step, str):
                     yield step
                 else:
                     message = await step.get_final_message()
-        except _sdk.STREAM_GARBAGE as exc:
-            raise _sdk.invalid(self.kind, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
-        except _CALL_ERRORS as exc:
-            raise _sdk.map_error(exc, provider=self.kind, sdk=anthropic) from exc
         yield parse(message, time.perf_counter() - start, request, self.params.max_tokens)
 
     def complete(self, request: Request, n: int = 1) -> Completion:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import openai
@@ -125,6 +126,13 @@ def _delta(event: Any) -> str | None:
 
 
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
+
+
+def _errors(provider: str) -> AbstractContextManager[None]:
+    """The openai SDK's failures in cascade's words, for sync and async streams alike (its
+    requests map them through :func:`~cascade.providers._sdk.attempt`, the same
+    :func:`~cascade.providers._sdk.mapped`)."""
+    return _sdk.mapped(provider, openai, _CALL_ERRORS, streaming=True)
 
 
 class _CallOptions(BaseModel):
@@ -440,7 +448,7 @@ class OpenAIProvider:
         :meth:`complete` returns it; usage asked for in the stream). The timeout bounds the call."""
         kw = {**self.request_kwargs(request), "stream_options": {"include_usage": True}}
         start = time.perf_counter()
-        try:
+        with _errors(self.name):
             for step in _sdk.stream_steps(
                 lambda: self.client.chat.completions.stream(**kw), self.timeout, _delta
             ):
@@ -448,10 +456,6 @@ class OpenAIProvider:
                     yield step
                 else:
                     response = step.get_final_completion()
-        except _sdk.STREAM_GARBAGE as exc:
-            raise _sdk.invalid(self.name, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
-        except _CALL_ERRORS as exc:
-            raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
         yield self.parse(response, time.perf_counter() - start, request, 1)
 
     async def astream_text(self, request: Request) -> AsyncIterator[str | Completion]:
@@ -459,7 +463,7 @@ class OpenAIProvider:
         kw = {**self.request_kwargs(request), "stream_options": {"include_usage": True}}
         client = self._async.get()
         start = time.perf_counter()
-        try:
+        with _errors(self.name):
             steps = _sdk.astream_steps(
                 lambda: client.chat.completions.stream(**kw), self.timeout, _delta, self.name
             )
@@ -468,10 +472,6 @@ class OpenAIProvider:
                     yield step
                 else:
                     response = await step.get_final_completion()
-        except _sdk.STREAM_GARBAGE as exc:
-            raise _sdk.invalid(self.name, "stream does not parse", f"{type(exc).__name__}: {exc}") from exc
-        except _CALL_ERRORS as exc:
-            raise _sdk.map_error(exc, provider=self.name, sdk=openai) from exc
         yield self.parse(response, time.perf_counter() - start, request, 1)
 
     @property

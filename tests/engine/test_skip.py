@@ -147,7 +147,7 @@ def test_the_last_tier_cannot_be_skipped() -> None:
 
 
 def test_the_fake_and_the_real_estimator_fit_the_protocol() -> None:
-    from cascade.scorers.verifier import PromptEstimator
+    from cascade.learn.estimator import PromptEstimator
 
     assert isinstance(Fixed(0.5), SkipEstimator)
     assert hasattr(PromptEstimator, "predict")
@@ -155,8 +155,8 @@ def test_the_fake_and_the_real_estimator_fit_the_protocol() -> None:
 
 def test_a_policy_skip_loads_the_estimator_artifact(tmp_path: Path) -> None:
     """A real prompt-only estimator (trained here on a toy task) skips the prompts it finds hard."""
-    from cascade.scorers.classifier import Example
-    from cascade.scorers.verifier import train_prompt_estimator
+    from cascade.learn.classifier import Example
+    from cascade.learn.estimator import train_prompt_estimator
 
     examples = [
         Example(

@@ -12,6 +12,7 @@ from cascade.engine.build import build
 from cascade.evaluate import evaluate_file
 from cascade.evaluate.data import EvalSet
 from cascade.evaluate.evaluate import score_policy
+from cascade.evaluate.search import _Arr, _two_tier
 from cascade.evaluate.simulate import (
     OUTCOME_NAMES,
     SKIPPED,
@@ -22,7 +23,6 @@ from cascade.evaluate.simulate import (
     sweep,
     threshold_grid,
 )
-from cascade.evaluate.tune import _Arr, _two_tier
 from cascade.policy import loader
 from tests.evaluate.synth import write_outcomes, write_policy
 

@@ -16,6 +16,7 @@ from cascade import outcomes
 from cascade.cli import main
 from cascade.engine.build import build
 from cascade.errors import ConfigurationError
+from cascade.learn.features import DENSE, FeatureConfig, dense_features, hashed_features
 from cascade.scorers import metrics
 from cascade.scorers.classifier import (
     Calibration,
@@ -29,7 +30,6 @@ from cascade.scorers.classifier import (
     train,
     train_and_report,
 )
-from cascade.scorers.features import DENSE, FeatureConfig, dense_features, hashed_features
 from cascade.types import Completion, Request, Sample, Usage
 
 SMALL = FeatureConfig(bits=12)

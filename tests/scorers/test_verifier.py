@@ -19,20 +19,19 @@ from cascade import outcomes
 from cascade.cli import main
 from cascade.engine.build import build
 from cascade.errors import ConfigurationError, ProviderError
-from cascade.scorers import metrics
-from cascade.scorers.classifier import Example, train
-from cascade.scorers.features import FeatureConfig
-from cascade.scorers.verifier import (
+from cascade.learn.classifier import Example, train
+from cascade.learn.estimator import (
     LangChainEmbedder,
     OpenAIEmbedder,
     SkipEstimator,
-    VerifierOptions,
     load_prompt_estimator,
     prompt_examples,
     train_prompt_estimator,
-    train_verifier,
-    verifier_examples,
 )
+from cascade.learn.features import FeatureConfig
+from cascade.learn.verifier import train_verifier, verifier_examples
+from cascade.scorers import metrics
+from cascade.scorers.verifier import VerifierOptions
 from cascade.types import Request, Sample
 from tests.evaluate.synth import write_outcomes
 
@@ -349,7 +348,7 @@ def test_a_failing_extractor_is_no_answer_in_the_verifier_features() -> None:
 def test_an_artifact_trained_for_another_model_or_answer_kind_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cascade.scorers.classifier import FEATURE_VERSION, trained_for
+    from cascade.learn.classifier import FEATURE_VERSION, trained_for
 
     data_path = write_outcomes(tmp_path, 120, seed=5)
     art = tmp_path / "tiny.verifier.json"
@@ -383,7 +382,7 @@ def test_an_artifact_trained_for_another_model_or_answer_kind_is_refused(
 
 
 def test_a_skip_estimator_for_another_model_is_refused(tmp_path: Path) -> None:
-    from cascade.scorers.classifier import trained_for
+    from cascade.learn.classifier import trained_for
 
     data_path = write_outcomes(tmp_path, 120, seed=5)
     data = outcomes.load(data_path)

@@ -23,9 +23,9 @@ from cascade.evaluate.candidates import Candidate
 from cascade.evaluate.candidates import slug as _slug
 from cascade.evaluate.candidates import validate_tier as _validate_tier
 from cascade.evaluate.data import BoolArray, EvalSet, FloatArray
+from cascade.learn.classifier import Classifier, Example
 from cascade.logging import get_logger
 from cascade.outcomes import Outcomes
-from cascade.scorers.classifier import Classifier, Example
 
 
 def _out_of_fold(
@@ -82,8 +82,9 @@ def classifier_candidates(
     """Per model in ``models``: the model with a trained classifier scorer, and (``verifiers``)
     with a trained verifier over its text, the arithmetic check and agreement with up to two other
     models of ``models``."""
+    from cascade.learn.verifier import train_verifier, verifier_examples
     from cascade.scorers import classifier
-    from cascade.scorers.verifier import VerifierOptions, train_verifier, verifier_examples
+    from cascade.scorers.verifier import VerifierOptions
 
     folder.mkdir(parents=True, exist_ok=True)
     out: list[Candidate] = []
