@@ -16,9 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from cascade.logging import get_logger
-
 from cascade.durations import parse_duration
+from cascade.logging import get_logger
 
 
 class SessionPins:
