@@ -23,12 +23,16 @@ from cascade.budget.buckets import (
     new_hold_id,
 )
 from cascade.errors import BudgetExceededError, LedgerError, LedgerUnavailableError
-from cascade.protocols import ClockLedger, InProcessLedger, Ledger, NowaitLedger
+from cascade.protocols import Ledger
+
+# The optional capabilities are declared as Protocols (cascade/protocols.py) but looked up with
+# getattr on the hot path: isinstance() against a runtime-checkable Protocol costs ~5 µs a call,
+# which doubled the per-request time of a capped cascade (26 -> 56 µs with a memory ledger).
 
 
 def _in_process(ledger: Ledger | None) -> bool:
     """Only this process settles the ledger's holds (:class:`~cascade.protocols.InProcessLedger`)."""
-    return isinstance(ledger, InProcessLedger) and ledger.in_process is True
+    return getattr(ledger, "in_process", False) is True
 
 
 def _log(level: int) -> Any:
@@ -188,9 +192,8 @@ class Budget:
         return out
 
     def _now(self) -> datetime:
-        if isinstance(self.ledger, ClockLedger):
-            return self.ledger.now()
-        return host_now()
+        now: Callable[[], datetime] | None = getattr(self.ledger, "now", None)  # ClockLedger
+        return now() if now is not None else host_now()
 
     @property
     def journal(self) -> tuple[tuple[str, Decimal], ...]:
@@ -394,7 +397,7 @@ class Budget:
         """:meth:`reserve`, if the ledger can answer at once without blocking (a memory ledger, a free
         SQLite file): the hold, or :class:`~cascade.errors.BudgetExceededError` (unless ``wait``).
         None means "take the async path" (:meth:`areserve`): nothing was held."""
-        attempt = self.ledger.try_reserve if isinstance(self.ledger, NowaitLedger) else None
+        attempt: Callable[..., str | None] | None = getattr(self.ledger, "try_reserve", None)  # NowaitLedger
         st = self._state
         if attempt is None or not st.adopted or st.journal or self._skip_ledger():
             return None
@@ -413,7 +416,9 @@ class Budget:
     def settle_now(self, hold: str, actual: Decimal) -> bool:
         """:meth:`settle`, if the ledger can write at once without blocking; False means "take the
         async path" (:meth:`asettle`): nothing was written."""
-        attempt = self.ledger.try_settle if isinstance(self.ledger, NowaitLedger) else None
+        attempt: Callable[[str, Decimal], bool] | None = getattr(
+            self.ledger, "try_settle", None
+        )  # NowaitLedger
         st = self._state
         if attempt is None or st.journal or st.local_holds:
             return False
