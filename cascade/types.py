@@ -422,3 +422,7 @@ class CascadeResult:
         hedge = f" (hedge ${show(self.hedge_cost)})" if self.hedge_cost else ""
         lines.append(f"  total: ${show(self.cost)}{hedge}, {self.latency_s * 1000:.0f} ms")
         return "\n".join(lines)
+
+
+Prompt = str | Request | Sequence[Message | Mapping[str, Any]]
+"""What ``run``, ``arun``, ``batch`` and the drivers take: a string, a :class:`Request`, or messages."""

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from cascade.budget import Budget
-from cascade.engine.cascade import Prompt
 from cascade.engine.drive import Steps, execute
 from cascade.engine.loop import Call, CallOutcome, Outcome, Reserve, Reserved, Settings, Tier, steps
 from cascade.errors import CascadeError, ConfigurationError, ProviderError
 from cascade.files import write_text
 from cascade.logging import get_logger
 from cascade.price_table import BATCH_DISCOUNT, batch_price
-from cascade.types import ZERO, CascadeResult, Completion, Request, Usage
+from cascade.types import ZERO, CascadeResult, Completion, Prompt, Request, Usage
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})  # "ended": Anthropic

@@ -11,7 +11,7 @@ from cascade.budget import Budget, hold_ttl_problem
 from cascade.engine.drive import AsyncStep, Step, adrive, astream, drive, stream
 from cascade.engine.loop import Action, OnExhausted, Outcome, Settings, Tier, steps
 from cascade.errors import CascadeError, InvalidRequestError
-from cascade.types import CascadeResult, Message, Request
+from cascade.types import CascadeResult, Prompt, Request
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from cascade.observe import Observer
 
 T = TypeVar("T")
-Prompt = str | Request | Sequence[Message | Mapping[str, Any]]
 Sessions = str | Sequence[str | None] | None
 """A batch's sessions: one for every prompt, or one per prompt."""
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import re
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from cascade.durations import parse_hedge_after
 from cascade.errors import BudgetExceededError
 
 if TYPE_CHECKING:
@@ -54,23 +54,8 @@ class HedgeAfter:
     @classmethod
     def parse(cls, after: str | float) -> HedgeAfter:
         """``1.5``, ``"1.5s"``, ``"800ms"`` (seconds) or ``"p90"`` (a quantile of observed latency)."""
-        if isinstance(after, bool):
-            raise ValueError("after: seconds (1.5s, 800ms) or a latency quantile (p90)")
-        if isinstance(after, int | float):
-            seconds = float(after)
-        else:
-            m = re.fullmatch(r"\s*(?:p(\d{1,2}(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*(s|ms)?)\s*", after)
-            if m is None:
-                raise ValueError(f"after: {after!r} is neither seconds (1.5s, 800ms) nor a quantile (p90)")
-            if m.group(1) is not None:
-                q = float(m.group(1)) / 100
-                if not 0 < q < 1:
-                    raise ValueError(f"after: {after!r}: the quantile must be between p1 and p99")
-                return cls(quantile=q)
-            seconds = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
-        if not 0 <= seconds < float("inf"):
-            raise ValueError(f"after: {after!r}: seconds must be finite and not negative")
-        return cls(seconds=seconds)
+        seconds, quantile = parse_hedge_after(after)
+        return cls(seconds=seconds, quantile=quantile)
 
     def delay(self, tier: str, latencies: Latencies) -> float | None:
         """Seconds to wait before hedging, or None (not enough latencies observed yet)."""

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from cascade.durations import parse_hedge_after
 from cascade.registry import PROVIDERS, SCORERS, suggest
 
 
@@ -116,9 +117,7 @@ class HedgeSpec(Strict):
     @field_validator("after")
     @classmethod
     def _after(cls, v: str | float) -> str | float:
-        from cascade.engine.hedge import HedgeAfter
-
-        HedgeAfter.parse(v)  # raises ValueError with a one-line reason
+        parse_hedge_after(v)  # raises ValueError with a one-line reason
         return v
 
 
