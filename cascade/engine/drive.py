@@ -104,8 +104,10 @@ def execute(action: Action) -> Outcome:
 
 def _policy(action: Call) -> RetryPolicy:
     """The tier's retry policy, for the tries this action may make."""
-    policy = action.tier.retry
-    return policy if action.attempts is None else replace(policy, attempts=max(1, action.attempts))
+    policy, attempts = action.tier.retry, action.attempts
+    if attempts is None or max(1, attempts) == policy.attempts:  # the first reservation: no copy
+        return policy
+    return replace(policy, attempts=max(1, attempts))
 
 
 def _call(action: Call) -> CallOutcome:

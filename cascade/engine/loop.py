@@ -306,7 +306,7 @@ def _tier(
     # billed ends its reservation: a retry is a new reservation, checked against every cap)
     at = _deadline(tier)
     tries = tier.retry.attempts
-    earlier = CallOutcome(None, None, -1, 0.0)  # tries before this reservation: retries, latency, billed
+    earlier = _NOTHING_BEFORE  # tries before this reservation: retries, latency, billed
     paid = ZERO  # what they were charged (already settled)
     wait = 0.0
     reused_before = run.cache.reused
@@ -717,6 +717,9 @@ def _deadline(tier: Tier) -> float | None:
     if isinstance(timeout, int | float) and not isinstance(timeout, bool) and 0 < timeout < float("inf"):
         return time.monotonic() + float(timeout)
     return None
+
+
+_NOTHING_BEFORE = CallOutcome(None, None, -1, 0.0)  # shared, never changed: no tries yet
 
 
 def _joined(earlier: CallOutcome, call: CallOutcome | None) -> CallOutcome:

@@ -108,3 +108,25 @@ async def test_adrive_runs_to_the_same_result_as_arun() -> None:
     expected = await capped(MemoryLedger()).arun("hi")
     assert (result.answer, result.tier, result.cost) == (expected.answer, expected.tier, expected.cost)
     assert Decimal(0) < result.cost
+
+
+def test_a_tiers_first_reservation_uses_its_retry_policy_as_is_and_a_later_one_a_copy() -> None:
+    """Per-request cost (issue 24): no policy copy when the action may make all the tier's tries."""
+    from dataclasses import replace
+
+    from cascade.engine.drive import _policy
+
+    calls: list[Call] = []
+
+    def step(action: Action) -> Step[None]:
+        if isinstance(action, Call):
+            calls.append(action)
+        yield Executed(execute(action))
+
+    list(capped(MemoryLedger()).drive("hi", step))
+    first = calls[0]
+    assert first.attempts == first.tier.retry.attempts
+    assert _policy(first) is first.tier.retry
+    later = replace(first, attempts=1)
+    assert _policy(later) == replace(first.tier.retry, attempts=1)
+    assert replace(first, attempts=0).attempts == 0 and _policy(replace(first, attempts=0)).attempts == 1
