@@ -182,6 +182,16 @@ def _retrying_kwargs(policy: RetryPolicy, sleep: object) -> dict[str, object]:
     }
 
 
+def _charged(exc: ProviderError, seen: list[ProviderError] | None, stop: bool) -> ProviderError:
+    """Record ``exc`` in ``seen`` when it may have been billed; with ``stop``, wrap it to end the call."""
+    if billed(exc):
+        if seen is not None:
+            seen.append(exc)
+        if stop:
+            return BilledError(exc)
+    return exc
+
+
 def _charging(fn: Callable[[], T], seen: list[ProviderError] | None, stop: bool) -> Callable[[], T]:
     """``fn`` that records its billed failures in ``seen`` and, with ``stop``, raises them at once."""
     if seen is None and not stop:
@@ -191,11 +201,9 @@ def _charging(fn: Callable[[], T], seen: list[ProviderError] | None, stop: bool)
         try:
             return fn()
         except ProviderError as exc:
-            if billed(exc):
-                if seen is not None:
-                    seen.append(exc)
-                if stop:
-                    raise BilledError(exc) from None
+            charged = _charged(exc, seen, stop)
+            if charged is not exc:
+                raise charged from None
             raise
 
     return call
@@ -212,11 +220,9 @@ def _acharging(
         try:
             return await fn()
         except ProviderError as exc:
-            if billed(exc):
-                if seen is not None:
-                    seen.append(exc)
-                if stop:
-                    raise BilledError(exc) from None
+            charged = _charged(exc, seen, stop)
+            if charged is not exc:
+                raise charged from None
             raise
 
     return call
@@ -236,13 +242,13 @@ def call_with_retry(
     ``billed_seen`` collects the failed tries that may have been billed; with ``billed_stop`` such a
     failure ends the call at once (its reservation covered one try).
     """
-    call = _charging(fn, billed_seen, billed_stop)
     try:
-        return call(), 0  # fast path: no retry machinery unless the first call fails
+        return fn(), 0  # fast path: no retry machinery (nor wrapper) unless the first call fails
     except ProviderError as exc:
-        if not isinstance(exc, TransientProviderError) or policy.attempts <= 1:
-            _reraise(exc, 0)  # a BilledError is not transient: raised unwrapped, never retried
-        first: ProviderError = exc
+        first = _charged(exc, billed_seen, billed_stop)
+    if not isinstance(first, TransientProviderError) or policy.attempts <= 1:
+        _reraise(first, 0)  # a BilledError is not transient: raised unwrapped, never retried
+    call = _charging(fn, billed_seen, billed_stop)
     retrying = Retrying(**_retrying_kwargs(policy, sleep))  # type: ignore[arg-type]
     try:
         return retrying(_replaying(first, call)), retrying.statistics["attempt_number"] - 1
@@ -260,13 +266,13 @@ async def acall_with_retry(
     billed_stop: bool = False,
 ) -> tuple[T, int]:
     """Async twin of :func:`call_with_retry`."""
-    call = _acharging(fn, billed_seen, billed_stop)
     try:
-        return await call(), 0
+        return await fn(), 0
     except ProviderError as exc:
-        if not isinstance(exc, TransientProviderError) or policy.attempts <= 1:
-            _reraise(exc, 0)  # a BilledError is not transient: raised unwrapped, never retried
-        first: ProviderError = exc
+        first = _charged(exc, billed_seen, billed_stop)
+    if not isinstance(first, TransientProviderError) or policy.attempts <= 1:
+        _reraise(first, 0)  # a BilledError is not transient: raised unwrapped, never retried
+    call = _acharging(fn, billed_seen, billed_stop)
     retrying = AsyncRetrying(**_retrying_kwargs(policy, sleep))  # type: ignore[arg-type]
     try:
         result: T = await retrying(_areplaying(first, call))

@@ -83,3 +83,51 @@ def test_a_billed_try_is_not_retried_inside_its_reservation() -> None:
     with pytest.raises(TransientProviderError):
         call_with_retry(fn, DEFAULT, sleep=lambda _: None)
     assert tries == 3  # without a reservation to protect (uncapped), retried
+
+
+def test_a_first_try_that_answers_builds_no_retry_wrapper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-request cost (issue 24): the billing wrapper is made only once a retry is needed."""
+    import cascade.retry as retry
+
+    def no_wrapper(*_: object) -> None:
+        raise AssertionError("wrapper built on the fast path")
+
+    monkeypatch.setattr(retry, "_charging", no_wrapper)
+    monkeypatch.setattr(retry, "_acharging", no_wrapper)
+    seen: list[object] = []
+    assert call_with_retry(lambda: "ok", DEFAULT, billed_seen=seen, billed_stop=True) == ("ok", 0)
+
+    async def answer() -> str:
+        return "ok"
+
+    assert asyncio.run(acall_with_retry(answer, DEFAULT, billed_seen=seen, billed_stop=True)) == ("ok", 0)
+    assert seen == []
+
+
+def test_billed_tries_are_recorded_once_each_on_the_fast_path_and_the_retries() -> None:
+    errors: list[TransientProviderError] = []
+
+    def fn() -> str:
+        if len(errors) < 2:
+            err = TransientProviderError("cut", provider="p")
+            err.usage = Usage(3, 1)
+            errors.append(err)
+            raise err
+        return "ok"
+
+    seen: list[object] = []
+    assert call_with_retry(fn, DEFAULT, sleep=lambda _: None, billed_seen=seen) == ("ok", 2)
+    assert seen == errors
+
+    async def afn() -> str:
+        return fn()
+
+    errors.clear()
+    seen.clear()
+
+    async def nap(_: float) -> None:
+        return None
+
+    with pytest.raises(TransientProviderError) as info:
+        asyncio.run(acall_with_retry(afn, DEFAULT, sleep=nap, billed_seen=seen, billed_stop=True))
+    assert seen == errors == [info.value] and info.value.retries == 0
