@@ -86,7 +86,8 @@ class deadline:  # noqa: N801 - used as a context manager, like contextlib's low
         at, outer = self._at, DEADLINE.get()
         if outer is not None and (at is None or outer < at):
             at = outer
-        self._token = DEADLINE.set(at)
+        if at != outer:  # unchanged (no deadline at all, say): no set, so no context copy per call
+            self._token = DEADLINE.set(at)
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:

@@ -131,3 +131,29 @@ def test_billed_tries_are_recorded_once_each_on_the_fast_path_and_the_retries() 
     with pytest.raises(TransientProviderError) as info:
         asyncio.run(acall_with_retry(afn, DEFAULT, sleep=nap, billed_seen=seen, billed_stop=True))
     assert seen == errors == [info.value] and info.value.retries == 0
+
+
+def test_a_deadline_that_changes_nothing_leaves_the_context_alone() -> None:
+    """Per-request cost (issue 24): no deadline, or a later one inside an earlier one, sets nothing
+    (a context variable set copies the task's context: objects per call in flight)."""
+    import contextvars
+
+    from cascade.retry import DEADLINE, remaining
+
+    def enter(at: float | None) -> bool:
+        with deadline(at=at):
+            return DEADLINE in contextvars.copy_context()
+
+    assert contextvars.Context().run(enter, None) is False
+    assert contextvars.Context().run(enter, time.monotonic() + 60) is True
+    with deadline(5.0):
+        outer = DEADLINE.get()
+        with deadline(at=None):
+            assert DEADLINE.get() == outer
+        with deadline(60.0):
+            assert DEADLINE.get() == outer
+        with deadline(1.0):
+            left = remaining()
+            assert left is not None and left <= 1.0
+        assert DEADLINE.get() == outer
+    assert DEADLINE.get() is None
