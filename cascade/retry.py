@@ -270,7 +270,22 @@ async def acall_with_retry(
     try:
         return await fn(), 0
     except ProviderError as exc:
-        first = _charged(exc, billed_seen, billed_stop)
+        failed = exc
+    return await aretry_failed(failed, fn, policy, sleep, billed_seen=billed_seen, billed_stop=billed_stop)
+
+
+async def aretry_failed(
+    failed: ProviderError,
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    *,
+    billed_seen: list[ProviderError] | None = None,
+    billed_stop: bool = False,
+) -> tuple[T, int]:
+    """:func:`acall_with_retry` after its first try (a call of ``fn``) raised ``failed``: for a
+    caller that makes the first try itself (no coroutine of this one in flight while it answers)."""
+    first = _charged(failed, billed_seen, billed_stop)
     if not isinstance(first, TransientProviderError) or policy.attempts <= 1:
         _reraise(first, 0)  # a BilledError is not transient: raised unwrapped, never retried
     call = _acharging(fn, billed_seen, billed_stop)

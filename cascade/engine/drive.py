@@ -34,7 +34,7 @@ from cascade.engine.loop import (
 )
 from cascade.errors import BudgetExceededError, CascadeError, ConfigurationError, ProviderError, ScorerError
 from cascade.logging import get_logger
-from cascade.retry import RetryPolicy, acall_with_retry, call_with_retry, deadline
+from cascade.retry import RetryPolicy, aretry_failed, call_with_retry, deadline
 from cascade.types import ZERO, CascadeResult, Completion
 
 T = TypeVar("T")
@@ -175,13 +175,19 @@ async def _acall(action: Call) -> CallOutcome:
         fn = partial(cache.acomplete, tier.call_key, tier.provider, request, n)
     else:
         fn = partial(tier.provider.acomplete, request, n)
-    billed: list[ProviderError] = []
     with deadline(at=action.deadline):  # this task's context: the provider's calls see it
         if action.wait > 0:
             await asyncio.sleep(action.wait)
+        try:  # the first try made here: no retry coroutine nor billed list in flight while it runs
+            completion = await fn()
+        except ProviderError as exc:
+            failed = exc
+        else:
+            return CallOutcome(completion, None, 0, time.perf_counter() - start)
+        billed: list[ProviderError] = []
         try:
-            completion, retries = await acall_with_retry(
-                fn, _policy(action), billed_seen=billed, billed_stop=action.capped
+            completion, retries = await aretry_failed(
+                failed, fn, _policy(action), billed_seen=billed, billed_stop=action.capped
             )
         except ProviderError as exc:
             return CallOutcome(None, exc, exc.retries, time.perf_counter() - start, tuple(billed))

@@ -130,3 +130,27 @@ def test_a_tiers_first_reservation_uses_its_retry_policy_as_is_and_a_later_one_a
     later = replace(first, attempts=1)
     assert _policy(later) == replace(first.tier.retry, attempts=1)
     assert replace(first, attempts=0).attempts == 0 and _policy(replace(first, attempts=0)).attempts == 1
+
+
+def test_the_async_first_try_runs_with_no_retry_frame_in_flight_and_a_failed_one_is_retried() -> None:
+    """Per-request cost (issue 24): the driver makes the first try itself; retries as before."""
+    import traceback
+
+    from cascade.errors import RateLimitError
+    from cascade.testing import ScriptedProvider
+    from cascade.types import Completion, Request
+
+    stacks: list[list[str]] = []
+
+    class Watched(ScriptedProvider):
+        async def acomplete(self, request: Request, n: int = 1) -> Completion:
+            stacks.append([f.name for f in traceback.extract_stack()])
+            if len(stacks) == 2:
+                raise RateLimitError("429", provider="p", status_code=429)
+            return await super().acomplete(request, n)
+
+    cascade = Cascade([tier("only", Watched("w"))], name="p")
+    assert asyncio.run(cascade.arun("hi")).answer == "w"
+    assert "acall_with_retry" not in stacks[0] and "aretry_failed" not in stacks[0]
+    result = asyncio.run(cascade.arun("again"))  # the first try fails (429): retried
+    assert result.answer == "w" and result.attempts[-1].retries == 1 and len(stacks) == 3
