@@ -240,6 +240,10 @@ class Completion:
     latency_s: float = 0.0
     raw: Mapping[str, Any] = field(default_factory=dict)
     usage_source: UsageSource = "reported"
+    failed_calls: int = 0
+    """Calls merged into this completion that failed (their samples are missing)."""
+    cut_off_calls: int = 0
+    """Of the failed calls, those cut off in flight: maybe billed, so charged at their worst case."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -364,8 +364,8 @@ def _tier(
         return None
     completion = call.completion
     cost = completion.cost if completion.cost is not None else tier.price.cost(completion.usage)
-    cut = completion.raw.get("cut_off_calls")
-    if isinstance(cut, int) and cut > 0:  # some of its parallel calls were cut off: maybe billed
+    cut = completion.cut_off_calls
+    if cut > 0:  # some of its parallel calls were cut off: maybe billed
         extra = tier.price.cost(tier.provider.max_usage(request, 1)) * cut
         cost = min(cost + extra, max(cost, tier.call_worst(request, bought)))  # never above its hold
         why = "cut off in flight: worst case" if why is None else why

@@ -101,7 +101,7 @@ class SampleCache:
         entry.bought.extend(Bought(got.usage, k, i, got.cost) for i in range(k))
         entry.samples.extend(got.samples)
         # samples lost to failed parallel calls may be asked for again; a short recording may not
-        entry.asked += len(got.samples) if got.raw.get("failed_calls") else asked
+        entry.asked += len(got.samples) if got.failed_calls else asked
 
     def complete(self, key: str, provider: Provider, request: Request, n: int) -> Completion:
         """``n`` samples of ``provider`` for ``request``: the ones bought in this run, topped up."""

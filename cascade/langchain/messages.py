@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,9 +17,9 @@ from langchain_core.messages import (
     ToolMessage,
     UsageMetadata,
 )
-from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.utils.uuid import uuid7
 
+from cascade.langchain.calls import _ai_message, _call_chunks, _tool_calls
 from cascade.langchain.lean import _lc
 from cascade.langchain.trace import trace
 from cascade.providers.langchain import (
@@ -28,7 +27,6 @@ from cascade.providers.langchain import (
 )
 from cascade.types import (
     CascadeResult,
-    Completion,
     Message,
     ToolCall,
     Usage,
@@ -38,23 +36,6 @@ if TYPE_CHECKING:
     from cascade.langchain.runs import _Scope, _Tally
 
 _MEDIA = frozenset({"image", "image_url", "input_image", "audio", "input_audio", "file", "video", "document"})
-
-
-def _llm_result(completion: Completion) -> LLMResult:
-    """A tier's completion as a LangChain result: usage and model name on the first generation."""
-    generations = []
-    for i, sample in enumerate(completion.samples or ()):
-        generations.append(
-            ChatGeneration(
-                message=_ai_message(
-                    sample.text,
-                    sample.tool_calls,
-                    usage=completion.usage if i == 0 else None,
-                    response_metadata={"model_name": completion.model} if i == 0 else {},
-                )
-            )
-        )
-    return LLMResult(generations=[generations])
 
 
 # -- conversions ---------------------------------------------------------------------------------
@@ -110,35 +91,6 @@ def from_langchain_messages(messages: Sequence[BaseMessage]) -> tuple[Message, .
         else:
             out.append(Message(_ROLES.get(m.type, "user"), text))
     return tuple(out)
-
-
-def _tool_calls(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": c.name,
-            "args": dict(c.arguments),
-            "id": c.id or f"call_{uuid.uuid4().hex[:24]}",
-            "type": "tool_call",
-        }
-        for c in calls
-    ]
-
-
-def _ai_message(
-    text: str | list[Any],
-    calls: Sequence[ToolCall],
-    *,
-    usage: Usage | None,
-    response_metadata: dict[str, Any],
-    additional_kwargs: dict[str, Any] | None = None,
-) -> AIMessage:
-    return AIMessage(
-        content=text,
-        tool_calls=_tool_calls(calls),
-        usage_metadata=usage_metadata(usage) if usage is not None else None,
-        response_metadata=response_metadata,
-        additional_kwargs=additional_kwargs or {},
-    )
 
 
 _THEIRS = frozenset({"model_name", "model", "finish_reason", "model_provider", "token_usage", "usage"})
@@ -272,19 +224,6 @@ def _final_chunk(result: CascadeResult, streamed: bool, list_content: bool, scop
         additional_kwargs=extras.additional_kwargs,
         chunk_position="last",
     )
-
-
-def _call_chunks(calls: Sequence[Mapping[str, Any]]) -> list[Any]:
-    return [
-        {
-            "name": c["name"],
-            "args": json.dumps(c["args"]),
-            "id": c["id"],
-            "index": i,
-            "type": "tool_call_chunk",
-        }
-        for i, c in enumerate(calls)
-    ]
 
 
 def _as_chunk(message: BaseMessage) -> AIMessageChunk:

@@ -37,7 +37,7 @@ from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from cascade.engine.cascade import Cascade
 from cascade.engine.loop import CallOutcome
 from cascade.errors import AllTiersFailedError, ProviderError
-from cascade.langchain.messages import _call_chunks, _llm_result, _tool_calls
+from cascade.langchain.calls import _call_chunks, _llm_result, _tool_calls
 from cascade.langchain.structured import _Structured
 from cascade.logging import get_logger
 from cascade.protocols import Provider, Scorer

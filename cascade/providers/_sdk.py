@@ -529,14 +529,12 @@ def merge(parts: Sequence[Completion], errors: Sequence[ProviderError] = ()) -> 
     for e in errors:  # a failed call that reported usage was billed all the same
         if e.usage is not None:
             usage = usage + e.usage
-    failed = len(errors) + sum(int(p.raw.get("failed_calls", 0)) for p in parts)
+    failed = len(errors) + sum(p.failed_calls for p in parts)
     messages = [str(e) for e in errors] + [m for p in parts for m in p.raw.get("errors", ())]
     if failed:
-        raw["failed_calls"] = failed
         raw["errors"] = messages
-    cut = sum(1 for e in errors if e.cut_off) + sum(int(p.raw.get("cut_off_calls", 0)) for p in parts)
-    if cut:  # calls cut off in flight may be billed: the engine charges each one's worst case
-        raw["cut_off_calls"] = cut
+    # calls cut off in flight may be billed: the engine charges each one's worst case
+    cut = sum(1 for e in errors if e.cut_off) + sum(p.cut_off_calls for p in parts)
     return Completion(
         samples=tuple(s for p in parts for s in p.samples),
         usage=usage,
@@ -546,6 +544,8 @@ def merge(parts: Sequence[Completion], errors: Sequence[ProviderError] = ()) -> 
         latency_s=max(p.latency_s for p in parts),
         raw=raw,
         usage_source=max((p.usage_source for p in parts), key=_SOURCE_RANK.__getitem__),
+        failed_calls=failed,
+        cut_off_calls=cut,
     )
 
 

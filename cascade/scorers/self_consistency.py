@@ -301,7 +301,7 @@ def _lost(asked: int, got: Completion) -> int:
 
     A provider that simply has fewer (a recorded file with fewer samples) loses none.
     """
-    return max(0, asked - len(got.samples)) if got.raw.get("failed_calls") else 0
+    return max(0, asked - len(got.samples)) if got.failed_calls else 0
 
 
 def _build_source(index: int, spec: SourceSpec, ctx: Any) -> Source:

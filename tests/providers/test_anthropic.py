@@ -69,7 +69,7 @@ async def test_async_parallel_samples(endpoints: Endpoints, cassette: Any) -> No
 def test_some_failed_samples_still_return_the_paid_ones(endpoints: Endpoints, cassette: Any) -> None:
     p = h.anthropic(endpoints.anthropic, parallel=1)
     c = p.complete(Request.of(f"{ASK} !fail=529x1 !answers=4"), n=3)
-    assert len(c.samples) == 2 and c.raw["failed_calls"] == 1
+    assert len(c.samples) == 2 and c.failed_calls == 1
 
 
 def test_tools_are_converted_and_tool_use_parsed(endpoints: Endpoints, cassette: Any) -> None:

@@ -148,10 +148,10 @@ def test_merge_and_partial_failures() -> None:
         return item
 
     out = _sdk.call_many(call, 3, parallel=1)
-    assert [s.text for s in out.samples] == ["a", "c"] and out.raw["failed_calls"] == 1
+    assert [s.text for s in out.samples] == ["a", "c"] and out.failed_calls == 1
     # a completion merged again (the first choice + the fetched rest) keeps its failures
     again = _sdk.merge([comp("x"), out])
-    assert again.raw["failed_calls"] == 1 and again.raw["errors"] == ["boom"]
+    assert again.failed_calls == 1 and again.raw["errors"] == ["boom"]
     with pytest.raises(RateLimitError):
         _sdk.call_many(lambda: (_ for _ in ()).throw(RateLimitError("slow down")), 2, parallel=2)
 

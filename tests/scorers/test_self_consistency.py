@@ -364,7 +364,7 @@ def test_samples_that_never_came_back_count_against_agreement() -> None:
     from cascade.types import Completion, Request, Sample, Usage
 
     scorer = SelfConsistencyScorer("number", k=5)
-    partial = Completion((Sample("41"),), Usage(10, 2), model="m", raw={"failed_calls": 4})
+    partial = Completion((Sample("41"),), Usage(10, 2), model="m", failed_calls=4)
     got = scorer.score(Request.of("q"), partial)
     assert got.value == pytest.approx(0.2)
     assert got.detail["unanswered"] == 4
