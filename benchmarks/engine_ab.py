@@ -22,8 +22,8 @@ from typing import Any
 
 from cascade import Budget, Cap, Price
 from cascade.budget.memory import MemoryLedger
+from cascade.engine.actions import Tier
 from cascade.engine.cascade import Cascade
-from cascade.engine.loop import Tier
 from cascade.testing import FixedScorer, ScriptedProvider
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -45,15 +45,16 @@ from cascade import Cascade  # noqa: E402
 from cascade.budget import Budget, Cap  # noqa: E402
 from cascade.budget.memory import MemoryLedger  # noqa: E402
 from cascade.budget.sqlite import SQLiteLedger  # noqa: E402
-from cascade.engine.loop import Tier  # noqa: E402
+from cascade.engine.actions import Tier  # noqa: E402
 from cascade.errors import BudgetExceededError, CascadeError  # noqa: E402
 from cascade.money import Price  # noqa: E402
 from cascade.policy.schema import GenerationParams  # noqa: E402
 from cascade.providers.anthropic import AnthropicProvider  # noqa: E402
 from cascade.providers.openai import OpenAIProvider  # noqa: E402
+from cascade.request import Request  # noqa: E402
 from cascade.retry import RetryPolicy  # noqa: E402
 from cascade.testing import FixedScorer  # noqa: E402
-from cascade.types import CascadeResult, Request, Usage  # noqa: E402
+from cascade.types import CascadeResult, Usage  # noqa: E402
 from tests.faults.fault_server import FAULTS, FaultServer  # noqa: E402
 
 PRICE = Price(Decimal(2), Decimal(8))

@@ -44,10 +44,11 @@ from typing import Any
 
 from cascade import Cascade, CascadeResult, outcomes
 from cascade.engine.build import build
-from cascade.engine.hedge import WINDOW, HedgeAfter
+from cascade.engine.latency import WINDOW, HedgeAfter
 from cascade.policy.schema import Policy
 from cascade.providers.replay import ReplayProvider
-from cascade.types import Completion, Request
+from cascade.request import Request
+from cascade.types import Completion
 
 DATA = Path(os.environ.get("CASCADE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -24,7 +24,7 @@ import vcr
 from cascade.policy.schema import GenerationParams
 from cascade.providers.anthropic import AnthropicProvider
 from cascade.providers.openai import OpenAIProvider
-from cascade.types import Request
+from cascade.request import Request
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"

@@ -42,11 +42,11 @@ from cascade.learn.classifier import (
 )
 from cascade.money import Price, usd
 from cascade.providers.replay import ReplayProvider
+from cascade.request import Request
 from cascade.scorers import metrics
 from cascade.scorers.answers import ExtractorKind
 from cascade.scorers.judge import JudgeScorer, ReplayJudgeProvider
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source
-from cascade.types import Request
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))

@@ -11,7 +11,7 @@ from typing import Any
 
 from cascade.budget import Budget, Cap
 from cascade.engine import Cascade, Tier
-from cascade.engine.hedge import HedgeAfter
+from cascade.engine.latency import HedgeAfter
 from cascade.errors import (
     AllTiersFailedError,
     BudgetExceededError,
@@ -31,8 +31,9 @@ from cascade.errors import (
     TransientProviderError,
 )
 from cascade.money import Price
+from cascade.request import Request
 from cascade.retry import RetryPolicy
-from cascade.types import Attempt, CascadeResult, Completion, Message, Request, Sample, Score, ToolCall, Usage
+from cascade.types import Attempt, CascadeResult, Completion, Message, Sample, Score, ToolCall, Usage
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,8 @@ from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
 from cascade.money import Price
-from cascade.types import Completion, Request, Sample, Score, Usage
+from cascade.request import Request
+from cascade.types import Completion, Sample, Score, Usage
 
 
 @runtime_checkable

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.errors import ProviderTimeoutError, TransientProviderError
 from cascade.money import usd
-from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
+from cascade.request import Request
+from cascade.types import ZERO, Completion, Sample, Score, Usage
 
 if TYPE_CHECKING:
     from cascade._testing_langchain import ScriptedChatModel

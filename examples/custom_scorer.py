@@ -18,7 +18,8 @@ from cascade import PolicyError
 from cascade.engine.build import build
 from cascade.policy import loads
 from cascade.registry import SCORERS
-from cascade.types import Completion, Request, Score
+from cascade.request import Request
+from cascade.types import Completion, Score
 
 
 class LengthScorer:

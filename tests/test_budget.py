@@ -14,8 +14,9 @@ import pytest
 from cascade import Budget, BudgetExceededError, Cap, Cascade, Tier
 from cascade.budget.memory import MemoryLedger
 from cascade.budget.sqlite import SQLiteLedger
+from cascade.request import Request
 from cascade.testing import FixedScorer, ScriptedProvider
-from cascade.types import Completion, Request, Score
+from cascade.types import Completion, Score
 from tests import clock
 from tests.helpers import PRICE, cost_of, tier
 

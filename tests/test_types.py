@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from cascade import InvalidRequestError
-from cascade.types import Message, Request, ToolCall
+from cascade.request import Request
+from cascade.types import Message, ToolCall
 
 
 def test_request_from_openai_style_dicts_keeps_tool_turns() -> None:

@@ -21,7 +21,8 @@ from cascade.cli import UsageError
 from cascade.cli.progress import Progress
 from cascade.errors import CascadeError, InvalidRequestError
 from cascade.files import Input, Output, check_outputs, policy_inputs, replacing, writing
-from cascade.types import Request, show
+from cascade.request import Request
+from cascade.types import show
 
 NAME = "run"
 HELP = "Run a prompt (or a batch of prompts) through a policy."

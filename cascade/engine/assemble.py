@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from cascade import observe, registry
 from cascade.budget import Budget, Cap
-from cascade.engine.hedge import HedgeAfter
-from cascade.engine.loop import OnExhausted, Tier
+from cascade.engine.actions import Tier
+from cascade.engine.latency import HedgeAfter
+from cascade.engine.loop import OnExhausted
 from cascade.engine.reuse import ReusingProvider, call_key
 from cascade.errors import ConfigurationError
 from cascade.money import FREE, Price

@@ -2,7 +2,7 @@
 
 :func:`run_batch` drives one :func:`cascade.engine.loop.steps` generator per prompt. Reserves,
 settles, skip estimates and scoring are executed at once (:func:`cascade.engine.drive.execute`);
-the rows' pending :class:`~cascade.engine.loop.Call` of the lowest tier are collected and sent as
+the rows' pending :class:`~cascade.engine.actions.Call` of the lowest tier are collected and sent as
 one provider batch job: OpenAI Batch API (upload a JSONL file, create the batch, poll, download
 results and errors; samples as ``n``) or Anthropic Message Batches (one request per sample).
 Each result goes back to its row's generator, which scores it; escalated rows wait for the next
@@ -31,13 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from cascade.budget import Budget
+from cascade.engine.actions import Call, CallOutcome, Reserve, Reserved, Tier
 from cascade.engine.drive import Steps, execute
-from cascade.engine.loop import Call, CallOutcome, Outcome, Reserve, Reserved, Settings, Tier, steps
+from cascade.engine.loop import Outcome, Settings, steps
 from cascade.errors import CascadeError, ConfigurationError, ProviderError
 from cascade.files import write_text
 from cascade.logging import get_logger
 from cascade.price_table import BATCH_DISCOUNT, batch_price
-from cascade.types import ZERO, CascadeResult, Completion, Prompt, Request, Usage
+from cascade.request import Prompt, Request
+from cascade.types import ZERO, CascadeResult, Completion, Usage
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})  # "ended": Anthropic

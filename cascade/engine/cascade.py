@@ -8,10 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cascade.budget import Budget, hold_ttl_problem
+from cascade.engine.actions import Tier
 from cascade.engine.drive import AsyncStep, Step, adrive, astream, drive, stream
-from cascade.engine.loop import Action, OnExhausted, Outcome, Settings, Tier, steps
+from cascade.engine.loop import Action, OnExhausted, Outcome, Settings, steps
 from cascade.errors import CascadeError, InvalidRequestError
-from cascade.types import CascadeResult, Prompt, Request
+from cascade.request import Prompt, Request
+from cascade.types import CascadeResult
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,7 +31,7 @@ class Cascade:
     """Runs prompts through tiers, cheapest first, until a scorer accepts an answer.
 
     Build one from a policy file with :meth:`from_policy` (or :func:`cascade.load`), or directly
-    from :class:`~cascade.engine.loop.Tier` objects.
+    from :class:`~cascade.engine.actions.Tier` objects.
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 
 :func:`drive` and :func:`adrive` run one generator from :func:`cascade.engine.loop.steps` to its
 result. An exception while executing an action (a cancellation, a crash in user code) is thrown
-into the loop, which answers with the :class:`~cascade.engine.loop.Settle` of its open hold; the
+into the loop, which answers with the :class:`~cascade.engine.actions.Settle` of its open hold; the
 driver executes that before the exception propagates. The async driver runs ledger calls off the
 event loop (``Budget.areserve``/``asettle``) and shields them: a started settle completes, and a
 reservation that lands after its run was cancelled is released.
@@ -18,12 +18,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 from cascade.engine import hedge, reuse
-from cascade.engine.loop import (
+from cascade.engine.actions import (
     SETTLED,
-    Action,
     Call,
     CallOutcome,
-    Outcome,
     Predict,
     Predicted,
     Rate,
@@ -32,6 +30,7 @@ from cascade.engine.loop import (
     Reserved,
     Settle,
 )
+from cascade.engine.loop import Action, Outcome
 from cascade.errors import BudgetExceededError, CascadeError, ConfigurationError, ProviderError, ScorerError
 from cascade.logging import get_logger
 from cascade.retry import RetryPolicy, aretry_failed, call_with_retry, deadline

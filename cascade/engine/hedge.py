@@ -1,7 +1,7 @@
 """Hedged escalation: start the next tier in parallel when a tier has no verdict in time.
 
 A tier with ``hedge: {after: ...}`` makes the loop yield a :class:`Hedge` instead of its
-:class:`~cascade.engine.loop.Call`. The async driver (:func:`ahedge`) runs the tier's call and arms
+:class:`~cascade.engine.actions.Call`. The async driver (:func:`ahedge`) runs the tier's call and arms
 a *backup*: a task that waits ``after`` seconds, reserves the next tier's worst case and calls it.
 The loop scores the tier's answer meanwhile (the backup keeps running), then resolves the backup
 with :class:`Join` (the tier escalated: the next tier takes the call already in flight, or calls
@@ -22,72 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import threading
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cascade.durations import parse_hedge_after
+from cascade.engine.actions import Call, CallOutcome, Reserve, Settle
+from cascade.engine.latency import WARMUP, WINDOW, HedgeAfter, Latencies
 from cascade.errors import BudgetExceededError
-
-if TYPE_CHECKING:
-    from cascade.engine.loop import Call, CallOutcome, Reserve
-
-WINDOW = 128  # latencies kept per tier (the newest)
-WARMUP = 20  # latencies needed before ``after: pNN`` hedges
-
-
-@dataclass(frozen=True, slots=True)
-class HedgeAfter:
-    """When a tier hedges: after ``seconds``, or at the ``quantile`` (0-1) of its observed latency."""
-
-    seconds: float | None = None
-    quantile: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.seconds is None) == (self.quantile is None):
-            raise ValueError("hedge: give either seconds or a quantile")
-
-    @classmethod
-    def parse(cls, after: str | float) -> HedgeAfter:
-        """``1.5``, ``"1.5s"``, ``"800ms"`` (seconds) or ``"p90"`` (a quantile of observed latency)."""
-        seconds, quantile = parse_hedge_after(after)
-        return cls(seconds=seconds, quantile=quantile)
-
-    def delay(self, tier: str, latencies: Latencies) -> float | None:
-        """Seconds to wait before hedging, or None (not enough latencies observed yet)."""
-        if self.seconds is not None:
-            return self.seconds
-        assert self.quantile is not None
-        return latencies.quantile(tier, self.quantile)
-
-    def __str__(self) -> str:
-        return f"{self.seconds:g}s" if self.seconds is not None else f"p{self.quantile * 100:g}"  # type: ignore[operator]
-
-
-class Latencies:
-    """Each tier's recent call latencies (a fixed-size window), for ``after: pNN``. Thread-safe."""
-
-    def __init__(self, window: int = WINDOW, warmup: int = WARMUP) -> None:
-        self.window, self.warmup = window, warmup
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def observe(self, tier: str, seconds: float) -> None:
-        with self._lock:
-            self._seen.setdefault(tier, deque(maxlen=self.window)).append(seconds)
-
-    def quantile(self, tier: str, q: float) -> float | None:
-        """The ``q`` quantile (nearest rank) of the tier's window; None before ``warmup`` calls."""
-        with self._lock:
-            seen = sorted(self._seen.get(tier, ()))
-        if len(seen) < self.warmup:
-            return None
-        return seen[min(len(seen) - 1, max(0, math.ceil(q * len(seen)) - 1))]
-
 
 # -- actions (the loop yields them) and their outcomes ------------------------------------------
 
@@ -220,8 +162,6 @@ async def acancel(backup: Backup) -> Resolved:
 
 async def astop(backup: Backup, aexecute: Execute) -> None:
     """Cancel the backup and settle its hold at the reserved worst case (the run was cut off)."""
-    from cascade.engine.loop import Settle
-
     resolved = await acancel(backup)
     reserve = backup.hedge.reserve
     if resolved.hold is not None and reserve is not None:

@@ -24,7 +24,8 @@ from decimal import Decimal
 from typing import Any
 
 from cascade.protocols import Provider
-from cascade.types import ZERO, Completion, Request, Sample, Usage
+from cascade.request import Request
+from cascade.types import ZERO, Completion, Sample, Usage
 
 current: ContextVar[SampleCache | None] = ContextVar("cascade_sample_cache", default=None)
 """The sample cache of the run whose scorer is executing (set by the drivers)."""

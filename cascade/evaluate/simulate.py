@@ -40,7 +40,8 @@ from cascade.outcomes import Outcomes, Record
 from cascade.policy.schema import TierSpec
 from cascade.protocols import Provider
 from cascade.providers.replay import ReplayProvider
-from cascade.types import Completion, Request, Usage
+from cascade.request import Request
+from cascade.types import Completion, Usage
 
 Billing = Literal["auto", "recorded", "prompt_once"]
 OnExhausted = Literal["return_last", "return_best", "raise"]

@@ -23,7 +23,7 @@ from cascade.langchain.runs import _in_scope, _Scope
 
 if TYPE_CHECKING:
     from cascade.engine.cascade import Cascade
-    from cascade.types import Request
+    from cascade.request import Request
 
 _Manager = TypeVar("_Manager", CallbackManager, AsyncCallbackManager)
 

@@ -35,9 +35,10 @@ from langchain_core.runnables.retry import RunnableRetry
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, PrivateAttr, field_serializer
 
+from cascade.engine.actions import Call
 from cascade.engine.cascade import Cascade
 from cascade.engine.drive import AsyncStep, Executed, Step, aexecute, execute
-from cascade.engine.loop import Action, Call
+from cascade.engine.loop import Action
 from cascade.errors import AllTiersFailedError, ConfigurationError, InvalidRequestError, ProviderError
 from cascade.langchain.leanpath import _LeanPath
 from cascade.langchain.messages import (
@@ -72,10 +73,8 @@ from cascade.providers.langchain import (
     LangChainProvider,
     has_json_mode,
 )
-from cascade.types import (
-    CascadeResult,
-    Request,
-)
+from cascade.request import Request
+from cascade.types import CascadeResult
 
 _PARENT_KWARG = "_cascade_parent"
 _JSON_FALLBACK = "cascade_json_schema_fallback"  # json_mode's schema format, for tiers with no JSON mode

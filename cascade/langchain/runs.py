@@ -34,8 +34,8 @@ from langchain_core.runnables import (
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tracers._streaming import _StreamingCallbackHandler
 
+from cascade.engine.actions import CallOutcome
 from cascade.engine.cascade import Cascade
-from cascade.engine.loop import CallOutcome
 from cascade.errors import AllTiersFailedError, ProviderError
 from cascade.langchain.calls import _call_chunks, _llm_result, _tool_calls
 from cascade.langchain.structured import _Structured
@@ -47,13 +47,8 @@ from cascade.providers.langchain import (
     tier_call,
     to_langchain_messages,
 )
-from cascade.types import (
-    Completion,
-    Request,
-    Sample,
-    Score,
-    Usage,
-)
+from cascade.request import Request
+from cascade.types import Completion, Sample, Score, Usage
 
 # -- the run scope: what tier calls need to become child runs --------------------------------------
 

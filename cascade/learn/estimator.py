@@ -20,7 +20,8 @@ from cascade.errors import CascadeError, ConfigurationError, ProviderError
 from cascade.learn.classifier import Classifier, Example, require_model, train
 from cascade.learn.features import FeatureConfig, Floats
 from cascade.protocols import SkipEstimator
-from cascade.types import Request, Sample
+from cascade.request import Request
+from cascade.types import Sample
 
 _EMPTY = (Sample(""),)
 

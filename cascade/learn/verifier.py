@@ -11,8 +11,8 @@ from cascade import outcomes
 from cascade.errors import ProviderError
 from cascade.learn.classifier import Classifier, Example, require_model, train
 from cascade.learn.features import GROUPS, FeatureConfig
+from cascade.request import Request
 from cascade.scorers.verifier import VerifierInputs, VerifierOptions
-from cascade.types import Request
 
 
 def verifier_examples(

@@ -158,7 +158,8 @@ class JudgeBudget:
 
 def from_judge(scorer: Any, budget: JudgeBudget) -> Source:
     """A source rating each sample's text with a judge ``scorer`` (needs texts in the log)."""
-    from cascade.types import Completion, Request, Sample, Usage
+    from cascade.request import Request
+    from cascade.types import Completion, Sample, Usage
 
     def source(row: dict[str, Any]) -> Labels | None:
         if row["prompt"].startswith("sha256:"):

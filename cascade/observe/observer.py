@@ -13,19 +13,10 @@ from collections.abc import Generator
 from dataclasses import replace
 from typing import Any
 
+from cascade.engine.actions import Call, CallOutcome, Rate, RateOutcome, Tier
 from cascade.engine.drive import execute
 from cascade.engine.hedge import Hedge, Hedged, Join, Resolved
-from cascade.engine.loop import (
-    Action,
-    Call,
-    CallOutcome,
-    Rate,
-    RateOutcome,
-    Settings,
-    Tier,
-    failed_charge,
-    steps,
-)
+from cascade.engine.loop import Action, Settings, failed_charge, steps
 from cascade.errors import CascadeError, ProviderError, ScorerError, error_text
 from cascade.logging import get_logger, listening
 from cascade.observe.metrics import PrometheusMetrics
@@ -34,7 +25,8 @@ from cascade.observe.outcome_log import OutcomeLog
 from cascade.observe.record import Row, TierOutcome, card, render
 from cascade.observe.session import Pins
 from cascade.observe.shadow import Shadow
-from cascade.types import ZERO, Attempt, CascadeResult, Request
+from cascade.request import Request
+from cascade.types import ZERO, Attempt, CascadeResult
 
 
 class Observer:

@@ -23,11 +23,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from cascade.engine.loop import Call, CallOutcome, Rate, Tier
+from cascade.engine.actions import Call, CallOutcome, Rate, Tier
 from cascade.engine.reuse import SampleCache
 from cascade.errors import ConfigurationError
 from cascade.protocols import Provider
-from cascade.types import Attempt, CascadeResult, Completion, Message, Request, Usage
+from cascade.request import Request
+from cascade.types import Attempt, CascadeResult, Completion, Message, Usage
 
 _SCOPE = "cascade"
 EVALUATION_EVENT = "gen_ai.evaluation.result"

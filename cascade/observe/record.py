@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from cascade.engine.loop import Tier
+from cascade.engine.actions import Tier
 from cascade.engine.reuse import Bought
 from cascade.protocols import KeyedScorer
-from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
+from cascade.request import Request
+from cascade.types import ZERO, Completion, Sample, Score, Usage
 
 FORMAT = "cascade-outcomes/1"
 

@@ -90,7 +90,8 @@ from cascade.providers.langchain_messages import (
     to_usage,
     usage_metadata,
 )
-from cascade.types import Completion, Request, Usage
+from cascade.request import Request
+from cascade.types import Completion, Usage
 
 DEFAULT_MAX_TOKENS = 1024
 LIMIT_FIELDS: Final = (

@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cascade.errors import ConfigurationError
 from cascade.policy.schema import GenerationParams, TierSpec
 from cascade.providers import _sdk
-from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
+from cascade.request import Request
+from cascade.types import Completion, Message, Sample, ToolCall, Usage
 
 
 def to_openai_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from cascade import outcomes
 from cascade.errors import ConfigurationError, PermanentProviderError
 from cascade.money import Price
-from cascade.types import Completion, Request, Sample, Usage
+from cascade.request import Request
+from cascade.types import Completion, Sample, Usage
 
 
 class ReplayProvider:

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from cascade.providers.mapping import invalid
-from cascade.types import Request, Sample, ToolCall, Usage, UsageSource
+from cascade.request import Request
+from cascade.types import Sample, ToolCall, Usage, UsageSource
 
 # -- usage sanity -----------------------------------------------------------------------------
 

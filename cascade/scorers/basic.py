@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cascade.types import ZERO, Completion, Request, Score
+from cascade.request import Request
+from cascade.types import ZERO, Completion, Score
 
 
 class _Local:

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade.policy.schema import ScorerSpec
 from cascade.protocols import Scorer
-from cascade.types import Completion, Request, Score
+from cascade.request import Request
+from cascade.types import Completion, Score
 
 
 def coin(seed: int, text: str) -> float:

@@ -28,7 +28,8 @@ from cascade.learn.classifier import (
     train_and_report,
     trained_for,
 )
-from cascade.types import ZERO, Completion, Request, Sample, Score
+from cascade.request import Request
+from cascade.types import ZERO, Completion, Sample, Score
 
 # -- the scorer -------------------------------------------------------------------------------
 

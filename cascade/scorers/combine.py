@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade.policy.schema import ScorerSpec
 from cascade.protocols import Scorer
-from cascade.types import ZERO, Completion, Request, Score, Usage
+from cascade.request import Request
+from cascade.types import ZERO, Completion, Score, Usage
 
 
 class _Combined:

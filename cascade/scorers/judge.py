@@ -45,8 +45,9 @@ from cascade.errors import (
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, RetrySpec, TierSpec
 from cascade.protocols import Provider
+from cascade.request import Request
 from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry, failure_charge
-from cascade.types import ZERO, Completion, Message, Request, Sample, Score, Usage
+from cascade.types import ZERO, Completion, Message, Sample, Score, Usage
 
 DEFAULT_SYSTEM = """\
 You are an impartial judge. Rate how well the assistant's answer serves the user's question: \

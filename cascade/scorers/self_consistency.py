@@ -31,6 +31,7 @@ from cascade.errors import CascadeError, ConfigurationError, ProviderError, Scor
 from cascade.money import Price
 from cascade.policy.schema import PriceSpec, TierSpec
 from cascade.protocols import Provider
+from cascade.request import Request
 from cascade.retry import RetryPolicy, acall_with_retry, billed, call_with_retry, failure_charge
 from cascade.scorers.answers import (
     SIMILARITIES,
@@ -40,7 +41,7 @@ from cascade.scorers.answers import (
     make_extractor,
     tool_call_key,
 )
-from cascade.types import ZERO, Completion, Message, Request, Sample, Score, Usage
+from cascade.types import ZERO, Completion, Message, Sample, Score, Usage
 
 
 def with_template(request: Request, template: str | None) -> Request:

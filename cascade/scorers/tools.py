@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.types import ZERO, Completion, Request, Sample, Score
+from cascade.request import Request
+from cascade.types import ZERO, Completion, Sample, Score
 
 
 class ToolArgsScorer:

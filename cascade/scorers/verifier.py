@@ -62,10 +62,11 @@ from cascade.learn.estimator import (
 from cascade.learn.features import GROUPS
 from cascade.logging import get_logger
 from cascade.protocols import Scorer
+from cascade.request import Request
 from cascade.retry import acall_with_retry, call_with_retry
 from cascade.scorers.answers import ExtractorKind, make_extractor
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source, SourceSpec, _build_source
-from cascade.types import ZERO, Completion, Request, Sample, Score, Usage
+from cascade.types import ZERO, Completion, Sample, Score, Usage
 
 _EMPTY = (Sample(""),)
 Check = Literal["arithmetic"]

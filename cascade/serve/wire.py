@@ -21,8 +21,9 @@ from typing import Any
 
 from cascade.errors import InvalidRequestError
 from cascade.providers.openai import to_openai_messages
+from cascade.request import Request
 from cascade.serve.errors import ApiError
-from cascade.types import CascadeResult, Message, Request, ToolCall
+from cascade.types import CascadeResult, Message, ToolCall
 
 ACCEPTED = frozenset(
     {

@@ -14,8 +14,9 @@ from cascade import Budget, BudgetExceededError, Cap, Cascade, Tier
 from cascade.budget.memory import MemoryLedger
 from cascade.budget.sqlite import SQLiteLedger
 from cascade.engine.build import build
+from cascade.request import Request
 from cascade.testing import ScriptedProvider
-from cascade.types import Request, Usage
+from cascade.types import Usage
 from tests.helpers import PRICE, cost_of
 
 REAL = cost_of(1)  # $0.00002: 10 in + 10 out tokens

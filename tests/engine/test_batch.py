@@ -271,7 +271,7 @@ def test_window_caps_hold_across_rounds(
     server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cascade.engine.batch import batch_settings
-    from cascade.types import Request
+    from cascade.request import Request
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with build(_policy(server, tmp_path)) as c:
@@ -385,7 +385,7 @@ def test_a_crash_around_batch_creation_sends_no_job_twice(
 )
 def test_a_broken_state_file_is_one_clear_error(cascade: Cascade, tmp_path: Path, text: str) -> None:
     from cascade.engine.batch import _fingerprint, batch_settings
-    from cascade.types import Request
+    from cascade.request import Request
 
     state = tmp_path / "job.state.json"
     fingerprint = _fingerprint(batch_settings(cascade.settings), [Request.of(p) for p in PROMPTS])

@@ -13,8 +13,9 @@ import pytest
 
 from cascade import Budget, Cap, Cascade, Request, Tier
 from cascade.budget.memory import MemoryLedger
+from cascade.engine.actions import SETTLED, Call, Reserve, Reserved, Settle
 from cascade.engine.drive import execute
-from cascade.engine.loop import SETTLED, Call, Outcome, Reserve, Reserved, Settle, steps
+from cascade.engine.loop import Outcome, steps
 from cascade.testing import FixedScorer, ScriptedProvider
 from cascade.types import Completion, Score
 from tests.helpers import PRICE, cost_of, tier

@@ -10,8 +10,9 @@ import pytest
 
 from cascade import Budget, Cap, Cascade
 from cascade.budget.memory import MemoryLedger
+from cascade.engine.actions import Call
 from cascade.engine.drive import AsyncStep, Executed, Step, aexecute, execute
-from cascade.engine.loop import Action, Call
+from cascade.engine.loop import Action
 from cascade.types import CascadeResult
 from tests.helpers import cost_of, tier
 
@@ -137,8 +138,9 @@ def test_the_async_first_try_runs_with_no_retry_frame_in_flight_and_a_failed_one
     import traceback
 
     from cascade.errors import RateLimitError
+    from cascade.request import Request
     from cascade.testing import ScriptedProvider
-    from cascade.types import Completion, Request
+    from cascade.types import Completion
 
     stacks: list[list[str]] = []
 

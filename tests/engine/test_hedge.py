@@ -15,7 +15,7 @@ import pytest
 from cascade import Budget, Cap, Cascade, PolicyError, Request, Tier
 from cascade.budget.memory import MemoryLedger
 from cascade.engine.assemble import assemble
-from cascade.engine.hedge import WARMUP, WINDOW, HedgeAfter, Latencies
+from cascade.engine.latency import WARMUP, WINDOW, HedgeAfter, Latencies
 from cascade.observe import Observer, OutcomeLog
 from cascade.policy import loads
 from cascade.testing import FixedScorer, ScriptedProvider

@@ -13,7 +13,7 @@ from cascade import Budget, Cap, Cascade, Price, Tier
 from cascade.budget.memory import MemoryLedger
 from cascade.errors import BudgetExceededError
 from cascade.providers.replay import ReplayProvider
-from cascade.types import Request
+from cascade.request import Request
 
 
 def test_a_cap_covers_the_recorded_cost_not_just_the_tokens(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from cascade.budget.memory import MemoryLedger
 from cascade.engine.build import build
 from cascade.engine.reuse import ReusingProvider, SampleCache, call_key, current
 from cascade.policy.schema import Policy
+from cascade.request import Request
 from cascade.testing import ScriptedProvider
-from cascade.types import Request
 
 # $1 per million tokens in and out; a scripted call is 10 input tokens + 10 output tokens per sample
 PRICE = "{input: 1, output: 1}"

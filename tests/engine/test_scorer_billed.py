@@ -9,10 +9,11 @@ import pytest
 
 from cascade import Cascade
 from cascade.errors import InvalidResponseError, ProviderTimeoutError
+from cascade.request import Request
 from cascade.retry import RetryPolicy
 from cascade.scorers.judge import JudgeScorer
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source
-from cascade.types import Completion, Request, Usage
+from cascade.types import Completion, Usage
 from tests.helpers import PRICE, tier
 
 RETRY = RetryPolicy(attempts=3, initial=0, max_wait=0, jitter=0)

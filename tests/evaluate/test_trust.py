@@ -332,8 +332,9 @@ def test_a_family_file_must_list_policies(tmp_path: Path) -> None:
 
 
 def test_boundary_scorer_accepts_a_seeded_share_of_the_band() -> None:
+    from cascade.request import Request
     from cascade.scorers.boundary import BoundaryScorer, coin
-    from cascade.types import Completion, Request, Score
+    from cascade.types import Completion, Score
 
     class Half:
         samples = 1

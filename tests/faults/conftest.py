@@ -14,7 +14,7 @@ from cascade import Cascade
 from cascade.budget import Budget, Cap
 from cascade.budget.memory import MemoryLedger
 from cascade.budget.sqlite import SQLiteLedger
-from cascade.engine.loop import Tier
+from cascade.engine.actions import Tier
 from cascade.money import Price
 from cascade.policy.schema import GenerationParams
 from cascade.providers.anthropic import AnthropicProvider

@@ -18,10 +18,11 @@ import pytest
 
 from cascade import Cascade
 from cascade.budget import Budget, Cap
-from cascade.engine.loop import Tier
+from cascade.engine.actions import Tier
 from cascade.providers.openai import OpenAIProvider
+from cascade.request import Request
 from cascade.testing import FixedScorer
-from cascade.types import CascadeResult, Request
+from cascade.types import CascadeResult
 from tests.faults.conftest import MAX_TOKENS, PRICE, RETRY, make_ledger, rig, shared
 from tests.faults.fault_server import FaultServer
 

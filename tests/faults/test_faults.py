@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from cascade.errors import InvalidResponseError, ProviderTimeoutError
-from cascade.types import CascadeResult, Request
+from cascade.request import Request
+from cascade.types import CascadeResult
 from tests.faults.conftest import MAX_TOKENS, PRICE, Rig, make_ledger, provider, rig
 from tests.faults.fault_server import FAULTS, STREAM_ONLY, FaultServer
 

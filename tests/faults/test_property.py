@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from cascade import Cascade
 from cascade.budget import Budget, Cap
-from cascade.engine.loop import Tier
+from cascade.engine.actions import Tier
 from cascade.errors import CascadeError
 from cascade.testing import FixedScorer
 from tests.faults.conftest import MAX_TOKENS, PRICE, RETRY, make_ledger, provider

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cascade import Cascade
-from cascade.engine.loop import Tier
+from cascade.engine.actions import Tier
 from tests.faults.conftest import PRICE, RETRY, provider
 from tests.faults.fault_server import FaultServer
 

@@ -9,7 +9,7 @@ import pytest
 
 from cascade.errors import PermanentProviderError
 from cascade.providers.replay import ReplayProvider
-from cascade.types import Request
+from cascade.request import Request
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,9 @@ import pytest
 
 from cascade import Cascade
 from cascade.errors import InvalidResponseError, PermanentProviderError, ProviderError
+from cascade.request import Request
 from cascade.retry import RetryPolicy, deadline
-from cascade.types import CascadeResult, Request
+from cascade.types import CascadeResult
 from tests.faults.conftest import MAX_TOKENS, PRICE, make_ledger, provider, rig
 from tests.faults.fault_server import FaultServer
 

@@ -32,10 +32,11 @@ from pydantic import BaseModel
 from cascade import AllTiersFailedError, Cascade, ConfigurationError, InvalidRequestError
 from cascade.langchain import _JSON_FALLBACK, CascadeChatModel
 from cascade.providers.langchain import LangChainProvider
+from cascade.request import Request
 from cascade.retry import RetryPolicy
 from cascade.scorers.basic import JsonScorer, RegexScorer
 from cascade.testing import FixedScorer, ScriptedProvider
-from cascade.types import Completion, Request, Score, Usage
+from cascade.types import Completion, Score, Usage
 from tests.langchain.support import CHEAP, STRONG, tier
 from tests.providers.wire_server import ModelScript, WireServer
 

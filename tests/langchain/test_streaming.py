@@ -19,10 +19,11 @@ from cascade import Budget, Cap, Cascade, Price, TransientProviderError
 from cascade.budget.memory import MemoryLedger
 from cascade.engine.reuse import ReusingProvider
 from cascade.langchain import CascadeChatModel, ScriptedChatModel, explain
+from cascade.request import Request
 from cascade.retry import RetryPolicy
 from cascade.scorers.basic import RegexScorer
 from cascade.testing import ScriptedProvider
-from cascade.types import Completion, Request, Score
+from cascade.types import Completion, Score
 from tests.langchain.support import STRONG, Recorder, tier
 
 ANSWER = "The capital of France is Paris."

@@ -9,8 +9,8 @@ from pathlib import Path
 from cascade import Budget, Cap, Cascade
 from cascade.budget.memory import MemoryLedger
 from cascade.observe import Observer, OutcomeLog
+from cascade.request import Request
 from cascade.testing import ScriptedProvider
-from cascade.types import Request
 from tests.helpers import tier
 from tests.observe.support import rows
 

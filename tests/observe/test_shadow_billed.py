@@ -7,7 +7,8 @@ from pathlib import Path
 from cascade import Cascade
 from cascade.errors import InvalidResponseError
 from cascade.observe import Observer, OutcomeLog, Shadow
-from cascade.types import Completion, Request, Usage
+from cascade.request import Request
+from cascade.types import Completion, Usage
 from tests.helpers import PRICE, tier
 from tests.observe.support import rows
 

@@ -19,7 +19,8 @@ from cascade.errors import (
 )
 from cascade.price_table import lookup
 from cascade.providers.anthropic import to_anthropic_messages, to_anthropic_tool
-from cascade.types import Message, Request, ToolCall
+from cascade.request import Request
+from cascade.types import Message, ToolCall
 from tests.providers import helpers as h
 from tests.providers.conftest import Endpoints, made
 

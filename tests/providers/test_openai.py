@@ -17,8 +17,9 @@ from cascade.errors import (
     TransientProviderError,
 )
 from cascade.price_table import lookup
+from cascade.request import Request
 from cascade.retry import call_with_retry
-from cascade.types import Message, Request, Usage
+from cascade.types import Message, Usage
 from tests.providers import helpers as h
 from tests.providers.conftest import Endpoints, made
 

@@ -21,7 +21,8 @@ from cascade.errors import (
 )
 from cascade.price_table import CHECKED, PRICES, lookup
 from cascade.providers import _sdk
-from cascade.types import Completion, Message, Request, Sample, ToolCall, Usage
+from cascade.request import Request
+from cascade.types import Completion, Message, Sample, ToolCall, Usage
 
 
 def status_error(sdk: Any, status: int, body: Any = None, headers: dict[str, str] | None = None) -> Exception:

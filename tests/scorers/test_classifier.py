@@ -17,6 +17,7 @@ from cascade.cli import main
 from cascade.engine.build import build
 from cascade.errors import ConfigurationError
 from cascade.learn.features import DENSE, FeatureConfig, dense_features, hashed_features
+from cascade.request import Request
 from cascade.scorers import metrics
 from cascade.scorers.classifier import (
     Calibration,
@@ -30,7 +31,7 @@ from cascade.scorers.classifier import (
     train,
     train_and_report,
 )
-from cascade.types import Completion, Request, Sample, Usage
+from cascade.types import Completion, Sample, Usage
 
 SMALL = FeatureConfig(bits=12)
 

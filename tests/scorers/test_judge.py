@@ -14,6 +14,7 @@ from cascade import outcomes
 from cascade.engine.build import build
 from cascade.errors import PermanentProviderError, ScorerError
 from cascade.money import Price
+from cascade.request import Request
 from cascade.retry import RetryPolicy
 from cascade.scorers.judge import (
     JudgeError,
@@ -25,7 +26,7 @@ from cascade.scorers.judge import (
     render,
 )
 from cascade.testing import ScriptedProvider
-from cascade.types import Completion, Request, Sample, Usage
+from cascade.types import Completion, Sample, Usage
 
 PRICE = Price(Decimal(10), Decimal(30))
 NO_RETRY = RetryPolicy(attempts=1)

@@ -14,11 +14,12 @@ from cascade import outcomes
 from cascade.engine.build import build
 from cascade.errors import ScorerError, TransientProviderError
 from cascade.money import Price
+from cascade.request import Request
 from cascade.retry import RetryPolicy
 from cascade.scorers.answers import regex_extractor
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source, agreement, with_template
 from cascade.testing import ScriptedProvider
-from cascade.types import Completion, Request, Sample, ToolCall, Usage
+from cascade.types import Completion, Sample, ToolCall, Usage
 
 REQ = Request.of("What is 6 * 7?")
 
@@ -361,7 +362,8 @@ def test_mixture_outside_a_tier_needs_a_provider() -> None:
 
 def test_samples_that_never_came_back_count_against_agreement() -> None:
     """One surviving sample of five (four parallel calls failed) must not claim full agreement."""
-    from cascade.types import Completion, Request, Sample, Usage
+    from cascade.request import Request
+    from cascade.types import Completion, Sample, Usage
 
     scorer = SelfConsistencyScorer("number", k=5)
     partial = Completion((Sample("41"),), Usage(10, 2), model="m", failed_calls=4)

@@ -30,9 +30,10 @@ from cascade.learn.estimator import (
 )
 from cascade.learn.features import FeatureConfig
 from cascade.learn.verifier import train_verifier, verifier_examples
+from cascade.request import Request
 from cascade.scorers import metrics
 from cascade.scorers.verifier import VerifierOptions
-from cascade.types import Request, Sample
+from cascade.types import Sample
 from tests.evaluate.synth import write_outcomes
 
 SMALL = FeatureConfig(bits=12, groups=("prompt",))

@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 
 from cascade import Cascade, Tier
 from cascade.providers.openai import OpenAICompatibleProvider, OpenAIProvider
+from cascade.request import Request
 from cascade.testing import ScriptedProvider
-from cascade.types import Request
 from tests.providers.wire_server import ModelScript, WireServer
 from tests.serve.support import NO_WAIT, PRICE, scripted, serve
 
