@@ -206,7 +206,6 @@ def _json_objects(text: str) -> list[Any]:
     """JSON values found in ``text``: fenced blocks, the whole text, then each ``{...}`` object."""
     out: list[Any] = []
     candidates = [m.group(1) for m in _FENCED.finditer(text)] + [text]
-    decoder = json.JSONDecoder()
     for c in candidates:
         c = c.strip()
         try:
@@ -214,16 +213,44 @@ def _json_objects(text: str) -> list[Any]:
             continue
         except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             pass
-        i = c.find("{")
-        while i != -1:
-            try:
-                value, end = decoder.raw_decode(c, i)
-            except (ValueError, RecursionError):
-                i = c.find("{", i + 1)
-                continue
-            out.append(value)
-            i = c.find("{", end)
+        out.extend(_objects_in(c))
     return out
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _objects_in(c: str) -> list[Any]:
+    """Each ``{...}`` object in ``c``, left to right (an object's inner objects are part of it).
+
+    Untrusted text (a model's answer) must not make this quadratic: a failed decode costs the
+    position it failed at (the decoder counts the lines before it), so the failed attempts share a
+    budget of work proportional to the text, and no attempt starts after the last ``}``.
+    """
+    out: list[Any] = []
+    last = c.rfind("}")
+    if last == -1:
+        return out
+    budget = 16 * len(c) + _DECODE_BUDGET
+    i = c.find("{", 0, last)
+    while i != -1:
+        try:
+            value, end = _DECODER.raw_decode(c, i)
+        except ValueError as exc:  # json.JSONDecodeError
+            budget -= max(getattr(exc, "pos", len(c)), i + 1)
+        except RecursionError:  # nested past the parser's depth
+            budget -= len(c)
+        else:
+            out.append(value)
+            i = c.find("{", end, last)
+            continue
+        if budget <= 0:
+            break
+        i = c.find("{", i + 1, last)
+    return out
+
+
+_DECODE_BUDGET = 4_000_000  # characters of failed decoding allowed beyond 16 per character of text
 
 
 def canonical_json(value: Any) -> str:

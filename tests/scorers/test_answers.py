@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from cascade.scorers import answers
@@ -159,3 +162,27 @@ def test_latex_in_a_json_answer_is_read_not_raised() -> None:
     assert extract_number(r'{"answer": "3\sqrt{5}"}') == "5"  # as the last-number fallback reads it
     assert extract_number(r'{"answer": "\frac{1}{2}", "x": 1}') is not None
     assert answers.canonical_number("1" + "0" * 400 + "/3") == "1" + "0" * 400 + "/3"
+
+
+def test_hostile_braces_cost_decoding_work_in_proportion_to_the_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model's answer full of ``{`` once made the JSON extractor quadratic (600 KB of ``{``: 46 s):
+    each failed decode counts the lines before its failure. Failed attempts now share a budget."""
+    calls: list[int] = []
+
+    class Counting(json.JSONDecoder):
+        def raw_decode(self, s: str, idx: int = 0) -> tuple[Any, int]:
+            calls.append(idx)
+            return super().raw_decode(s, idx)
+
+    monkeypatch.setattr(answers, "_DECODER", Counting())
+    monkeypatch.setattr(answers, "_DECODE_BUDGET", 0)
+    n = 50_000
+    assert answers._json_objects("{" * n + '"x"') == []  # no "}" after: nothing can close
+    assert calls == []
+    text = "{" * n + "}"
+    assert answers._json_objects(text) == []
+    assert 0 < sum(i + 1 for i in calls) <= 17 * len(text)  # each failed attempt costs >= its position
+    assert len(calls) < n // 10  # was one per "{"
+    calls.clear()
+    assert answers._json_objects('a {"answer": 4} b ' * 1000)[-1] == {"answer": 4}  # found ones cost nothing
+    assert len(calls) == 1000
