@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -168,6 +169,8 @@ def _load(path: Path | None, fingerprint: str) -> _State:
                 and isinstance(job["status"], str)
                 and isinstance(job.get("results", {}), dict)
                 and isinstance(job.get("samples", {}), dict)
+                and isinstance(job.get("nonce", ""), str)
+                and isinstance(job.get("since", 0.0), float | int)
             ):
                 raise TypeError("a job entry of the wrong shape")
         if not all(isinstance(v, int) for v in state.settled.values()):
@@ -242,7 +245,7 @@ def _rounds(
         ids = [_cid(r, tier_index[tier.name]) for r in batch]
         job = st.open_job(tier.name, ids)
         if job is None or job["batch_id"] is None:
-            job = _submit(tier, batch, ids, st, job)
+            job = _submit(tier, batch, ids, st, job, poll_interval)
             jobs.append(job["batch_id"])
             if on_round is not None:
                 on_round(tier.name, len(batch))
@@ -295,7 +298,12 @@ def _body(tier: Tier, request: Request, n: int) -> dict[str, Any]:
 
 
 def _submit(
-    tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State, started: dict[str, Any] | None
+    tier: Tier,
+    batch: Sequence[_Row],
+    ids: Sequence[str],
+    st: _State,
+    started: dict[str, Any] | None,
+    poll_interval: float,
 ) -> dict[str, Any]:
     """Upload the round's requests and create its batch job; recorded before anything waits on it.
 
@@ -304,7 +312,7 @@ def _submit(
     adopted; else it is created from the uploaded file (nothing is sent twice).
     """
     if _anthropic(tier):
-        return _submit_anthropic(tier, batch, ids, st)
+        return _submit_anthropic(tier, batch, ids, st, started, poll_interval)
     client = tier.provider.client  # type: ignore[attr-defined]
     if started is not None:
         record = started
@@ -343,27 +351,82 @@ def _upload(tier: Tier, batch: Sequence[_Row], ids: Sequence[str]) -> str:
     return str(upload.id)
 
 
-def _submit_anthropic(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -> dict[str, Any]:
-    """Anthropic Message Batches: one request per sample (``cid-sK``), no ``n``."""
+SINCE_SLACK = 600.0  # seconds of clock skew allowed when looking for a batch created by a crashed run
+
+
+def _sid(cid: str, k: int, nonce: str) -> str:
+    """An Anthropic request's custom_id: the row's id, the sample, the job's nonce (``[a-zA-Z0-9_-]``)."""
+    return f"{cid}-s{k}-{nonce}" if nonce else f"{cid}-s{k}"
+
+
+def _submit_anthropic(
+    tier: Tier,
+    batch: Sequence[_Row],
+    ids: Sequence[str],
+    st: _State,
+    started: dict[str, Any] | None,
+    poll_interval: float,
+) -> dict[str, Any]:
+    """Anthropic Message Batches: one request per sample (``cid-sK-nonce``), no ``n``.
+
+    The intent (ids, a random nonce in every custom_id, the time) is recorded before the batch is
+    created. ``started``: such an intent of an earlier run that stopped before recording its batch
+    id. Message batches carry no metadata, so the batches created since then with as many requests
+    are waited for and the one whose results carry the nonce is adopted; else it is created now.
+    """
+    client = tier.provider.client  # type: ignore[attr-defined]
+    if started is not None:
+        record = started
+        found = _adopt_anthropic(client, record, poll_interval)
+        if found is not None:
+            record.update(batch_id=found, status="in_progress")
+            st.save()
+            return record
+    else:
+        samples = {cid: row.pending.n for row, cid in zip(batch, ids, strict=True) if row.pending}
+        record = {
+            "tier": tier.name,
+            "batch_id": None,
+            "ids": list(ids),
+            "samples": samples,
+            "status": "creating",
+            "nonce": secrets.token_hex(6),
+            "since": time.time(),
+        }
+        st.jobs.append(record)
+        st.save()  # a crash from here on looks for the batch by its nonce on resume
     requests = []
     for row, cid in zip(batch, ids, strict=True):
         call = row.pending
         assert call is not None
         kw = tier.provider.request_kwargs(call.request)  # type: ignore[attr-defined]
         params = {**kw, **(kw.pop("extra_body", None) or {})}
-        requests += [{"custom_id": f"{cid}-s{k}", "params": params} for k in range(call.n)]
-    job = tier.provider.client.messages.batches.create(requests=requests)  # type: ignore[attr-defined]
-    samples = {cid: row.pending.n for row, cid in zip(batch, ids, strict=True) if row.pending}
-    record: dict[str, Any] = {
-        "tier": tier.name,
-        "batch_id": job.id,
-        "ids": list(ids),
-        "samples": samples,
-        "status": job.processing_status,
-    }
-    st.jobs.append(record)
+        requests += [{"custom_id": _sid(cid, k, record["nonce"]), "params": params} for k in range(call.n)]
+    job = client.messages.batches.create(requests=requests)
+    record.update(batch_id=job.id, status=job.processing_status)
     st.save()
     return record
+
+
+def _adopt_anthropic(client: Any, record: dict[str, Any], poll_interval: float) -> str | None:
+    """The id of the batch an earlier run created for ``record`` (its nonce in the custom_ids), or None."""
+    since = float(record["since"]) - SINCE_SLACK
+    size = sum(record["samples"].values())
+    for b in client.messages.batches.list(limit=100):  # newest first
+        if b.created_at.timestamp() < since:
+            break
+        if sum(b.request_counts.model_dump().values()) != size:
+            continue
+        while b.processing_status != "ended":  # results (and so custom_ids) come once it has ended
+            time.sleep(poll_interval)
+            b = client.messages.batches.retrieve(b.id)
+        mark = "-" + str(record["nonce"])
+        if any(
+            str(getattr(x, "custom_id", "")).endswith(mark) for x in client.messages.batches.results(b.id)
+        ):
+            get_logger().info("cascade.batch_adopted", batch_id=b.id)
+            return str(b.id)
+    return None
 
 
 def _finish_anthropic(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -> int:
@@ -374,7 +437,8 @@ def _finish_anthropic(tier: Tier, job: dict[str, Any], poll_interval: float, st:
         if batch.processing_status == "ended":
             break
         time.sleep(poll_interval)
-    wanted = {f"{cid}-s{k}": (cid, k) for cid, n in job["samples"].items() for k in range(n)}
+    nonce = str(job.get("nonce", ""))
+    wanted = {_sid(cid, k, nonce): (cid, k) for cid, n in job["samples"].items() for k in range(n)}
     got: dict[str, dict[str, Any]] = {}
     unmatched = 0
     for item in client.messages.batches.results(job["batch_id"]):

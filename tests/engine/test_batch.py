@@ -379,6 +379,46 @@ def test_a_crash_around_batch_creation_sends_no_job_twice(
     assert report.jobs == ["batch_1", "batch_2"]
 
 
+@pytest.mark.parametrize("crash_at_save", [1, 2, 3, 5])
+def test_a_crash_around_message_batch_creation_sends_no_job_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at_save: int
+) -> None:
+    """Anthropic saves: 1 intent (nonce), 2 batch created, 3 results, 4 round over; 5 the OpenAI
+    round's upload. A crash before save 2 is written (the batch exists, the state does not name it)
+    finds that batch by the nonce in its custom_ids and adopts it."""
+    from cascade.engine import batch as module
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    state = tmp_path / "job.state.json"
+    saves = 0
+    real = module._State.save
+
+    def save(self: Any) -> None:
+        nonlocal saves
+        saves += 1
+        if saves == crash_at_save:
+            raise Crash
+        real(self)
+
+    with BatchServer(_haiku_answer) as server:
+        path = tmp_path / "mixed.yaml"
+        path.write_text(
+            textwrap.dedent(MIXED.format(url=json.dumps(server.url), openai=json.dumps(server.base_url)))
+        )
+        with build(path) as c:
+            monkeypatch.setattr(module._State, "save", save)
+            with pytest.raises(Crash):
+                run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+            monkeypatch.setattr(module._State, "save", real)
+            report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        assert _answers(report.results) == [
+            ("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)
+        ]
+        assert len(server.batches) == 2 and len(server.lines) == 18 + 3  # no request sent twice
+        assert report.jobs == ["msgbatch_1", "batch_2"]
+
+
 @pytest.mark.parametrize(
     "text",
     ["not json", "[]", '{"fingerprint": "x"}', '{"fingerprint": "F", "jobs": [{"tier": 1}], "settled": {}}'],
