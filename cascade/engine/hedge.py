@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -225,8 +226,12 @@ def hedge(action: Hedge, execute: Callable[[Any], Any], call: Callable[..., Call
         return Hedged(call(action.call), None, time.monotonic() - start)
     backup = Backup(action, refusal=action.refusal)
     worker = Worker(threading.Thread(name="cascade-hedge", daemon=True))
+    context = contextvars.copy_context()  # the run's context variables, as an asyncio task has them
     worker.thread = threading.Thread(
-        target=_run, args=(backup, worker, action.after, execute, call), name="cascade-hedge", daemon=True
+        target=context.run,
+        args=(_run, backup, worker, action.after, execute, call),
+        name="cascade-hedge",
+        daemon=True,
     )
     backup.worker = worker
     worker.thread.start()
