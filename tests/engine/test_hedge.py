@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+from contextvars import ContextVar
 from dataclasses import replace
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler
@@ -203,6 +204,33 @@ def test_a_sync_backup_not_needed_is_cancelled_and_its_thread_ended() -> None:
     assert hedge_threads() == []
     fast = hedged(0.5, cheap_latency=0.01, strong_latency=0.01)  # a verdict in time: disarmed unlaunched
     assert Cascade(fast).run("q").tier == "cheap" and calls(fast[1]) == 0 and hedge_threads() == []
+
+
+SEEN: ContextVar[str] = ContextVar("seen", default="none")
+
+
+class Seeing(ScriptedProvider):
+    """Records the context variable ``SEEN`` its calls run under."""
+
+    seen: list[str]
+
+    def complete(self, request: Request, n: int = 1) -> Completion:
+        self.seen.append(SEEN.get())
+        return super().complete(request, n)
+
+
+def test_a_sync_backup_runs_in_the_callers_context() -> None:
+    tiers = hedged(0.05, cheap_latency=0.3, strong_latency=0.01, score=0.1)
+    strong = Seeing("s", model="strong-model")
+    strong.seen = []
+    tiers[1] = replace(tiers[1], provider=strong)
+    token = SEEN.set("the caller's")
+    try:
+        result = Cascade(tiers).run("q")
+    finally:
+        SEEN.reset(token)
+    assert (result.attempts[1].hedge or "").startswith("backup: in flight since")
+    assert strong.seen == ["the caller's"]  # e.g. the LangChain front's scope, the log context
 
 
 class SlowChat(BaseHTTPRequestHandler):
