@@ -476,6 +476,29 @@ def test_judge_calls_go_in_a_batch_job_of_their_round(
     assert ratings == [pytest.approx(8 / 9), pytest.approx(1 / 9)] * 3
 
 
+def test_an_anthropic_judge_goes_in_a_message_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+
+    def answer(model: str, body: dict[str, Any]) -> str:
+        return _judged_answer("judge-1" if model.startswith("claude") else model, body)
+
+    with BatchServer(answer) as server:
+        path = _judged(tmp_path, server)
+        text = path.read_text().replace(
+            "      provider: openai\n      model: judge-1\n      price: {input: 1, output: 2}\n"
+            f"      options: {{base_url: {json.dumps(server.base_url)}}}",
+            f"      provider: anthropic\n      model: claude-haiku-4-5\n      options: {{base_url: {json.dumps(server.url)}}}",
+        )
+        assert "claude" in text
+        path.write_text(text)
+        with build(path) as c:
+            report = run_batch(c.settings, PROMPTS, poll_interval=0)
+        assert server.live == 0 and list(server.batches) == ["batch_1", "msgbatch_2", "batch_3"]
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert report.live_cost == 2 * report.cost
+
+
 @pytest.mark.parametrize("crash_at", [1, 2, 3])
 def test_a_judged_job_killed_in_each_round_resumes_without_sending_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int
