@@ -209,6 +209,7 @@ class Worker:
     scope: Cancellation = field(default_factory=Cancellation)
     lock: threading.Lock = field(default_factory=threading.Lock)  # launch vs. disarm
     outcome: CallOutcome | None = None
+    error: BaseException | None = None  # what the backup's call raised (a bug, not a provider error)
 
     def stop(self) -> None:
         """Cancel the backup and wait for its thread to end (at once for an SDK provider's call)."""
@@ -271,6 +272,9 @@ def _run(
         outcome = call(backup.call, scope.sleep)
     except Cancelled:
         return
+    except BaseException as exc:  # not a provider's error (those are outcomes): raised by join()
+        worker.error = exc
+        return
     finally:
         CANCEL.reset(token)
     # an error that came after the cancel is the cancel's doing: the call was cut off
@@ -285,6 +289,8 @@ def join(backup: Backup) -> Resolved:
         if backup.launched is None:
             worker.scope.cancel()
     worker.thread.join()
+    if worker.error is not None and backup.launched is not None:
+        raise worker.error  # as ``await task`` raises it in ajoin(): the loop abandons the call
     call = worker.outcome if backup.launched is not None else None
     return Resolved(backup.launched, call, backup.hold, backup.hedge.worst, backup.refusal)
 

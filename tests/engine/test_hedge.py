@@ -233,6 +233,21 @@ def test_a_sync_backup_runs_in_the_callers_context() -> None:
     assert strong.seen == ["the caller's"]  # e.g. the LangChain front's scope, the log context
 
 
+class Broken(ScriptedProvider):
+    def complete(self, request: Request, n: int = 1) -> Completion:
+        raise RuntimeError("a bug in the provider")
+
+
+def test_a_sync_backup_that_raises_ends_the_run_with_its_hold_settled() -> None:
+    tiers = hedged(0.05, cheap_latency=0.2, strong_latency=0.0, score=0.1)
+    tiers[1] = replace(tiers[1], provider=Broken("s", model="strong-model"))
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    with pytest.raises(RuntimeError, match="a bug in the provider"):
+        c.run("q")
+    assert ledger.held(bucket) == 0 and ledger.spent(bucket) == 2 * ONE_CALL  # cut: its worst case
+    assert hedge_threads() == []
+
+
 class SlowChat(BaseHTTPRequestHandler):
     """A chat-completions server that answers when released (``server.release``), or after 10 s."""
 
