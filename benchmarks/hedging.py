@@ -1,6 +1,6 @@
 """Hedged escalation: p50/p95 latency and cost over `after`, on recorded GSM8K and date answers.
 
-    .venv/bin/python benchmarks/hedging.py [--records N] [--seed S]
+    .venv/bin/python benchmarks/hedging.py [--records N] [--seed S] [--after 1,p90] [--tiers 1]
 
 The live engine (``arun``, replay providers, the real scorers) runs every prompt of a set with no
 hedge, then with ``hedge: {after: X}`` on every tier but the last, for a grid of X. Time is
@@ -20,6 +20,10 @@ partner models (the mixture votes) take simulated time too.
 ``after: pNN`` is the quantile of each hedging tier's own latencies (the engine's window, per
 cascade): a first, unmeasured pass over the first 128 prompts fills it (every prompt of a pass
 starts at once, so none would hedge otherwise); it keeps updating during the measured pass.
+
+The *ceiling* line is the p95 if every tier before the one that answers took no time (its calls
+and its scorer's partner calls): no hedge can do better while an answer waits for its own tier's
+verdict. ``--tiers`` hedges only the tiers named (say ``1``: the middle tier of the date set).
 
 Cost is what the engine charges: a backup cancelled after it launched is charged its worst case
 (``max_tokens`` of output: the billing rule for a call cut off by cancellation), one that had
@@ -76,9 +80,14 @@ def call_seconds(model: str, prompt: str, completion: Completion) -> float:
     return first + completion.usage.output_tokens / n / tps
 
 
+CALLS: dict[str, list[tuple[str, float]]] = {}  # prompt -> (model, simulated seconds) of each call
+
+
 async def _timed(self: ReplayProvider, request: Request, n: int = 1) -> Completion:
     completion = self._completion(request, n)
-    await asyncio.sleep(call_seconds(self.model, request.prompt, completion))
+    seconds = call_seconds(self.model, request.prompt, completion)
+    CALLS.setdefault(request.prompt, []).append((self.model, seconds))
+    await asyncio.sleep(seconds)
     return completion
 
 
@@ -147,9 +156,11 @@ def cascade_for(name: str) -> Cascade:
     return build(Policy.model_validate({"name": f"{name}-hedged", "tiers": tiers}))
 
 
-def hedging(c: Cascade, after: HedgeAfter | None) -> Cascade:
+def hedging(c: Cascade, after: HedgeAfter | None, which: set[int] | None = None) -> Cascade:
+    """``c`` with ``hedge: {after}`` on the tiers ``which`` (None: every tier but the last)."""
     last = len(c.tiers) - 1
-    tiers = [replace(t, hedge=after if i < last else None) for i, t in enumerate(c.tiers)]
+    which = set(range(last)) if which is None else which - {last}
+    tiers = [replace(t, hedge=after if i in which else None) for i, t in enumerate(c.tiers)]
     return Cascade(tiers, name=c.name)
 
 
@@ -190,6 +201,24 @@ def summary(runs: list[tuple[CascadeResult, float]]) -> dict[str, Any]:
     }
 
 
+def ceiling(name: str, runs: list[tuple[CascadeResult, float]], records: list[outcomes.Record]) -> float:
+    """The p95 if every tier before the answering one took no time at all (its calls, its scorer's
+    partner calls): the most any hedge can cut while an answer waits for its own tier's verdict."""
+    tier_of = {m: i for i, t in enumerate(SETS[name]) for m in _models(t)}
+    left = []
+    for (result, seconds), record in zip(runs, records, strict=True):
+        k = int(result.tier[1:])
+        earlier = sum(s for m, s in CALLS.get(record.prompt, []) if tier_of[m] < k)
+        left.append(max(0.0, seconds - earlier))
+    latencies = sorted(left)
+    return latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)]
+
+
+def _models(tier: dict[str, Any]) -> list[str]:
+    partners = tier.get("scorer", {}).get("mixture", [])
+    return [tier["model"], *(p["model"] for p in partners if "model" in p)]
+
+
 def _tail_first(runs: list[tuple[CascadeResult, float]]) -> float:
     """Share of the slowest 5% answered by the first tier: no hedge can shorten them (its verdict
     is awaited, the fast answer does not win by arriving first)."""
@@ -205,7 +234,13 @@ def main() -> None:
     parser.add_argument(
         "--after", default="1,2,4,6,10,p50,p75,p90", help="comma-separated: seconds, or pNN (a quantile)"
     )
+    parser.add_argument(
+        "--tiers",
+        default="",
+        help="comma-separated indices of the tiers that hedge (default: all but the last)",
+    )
     args = parser.parse_args()
+    which = {int(x) for x in args.tiers.split(",")} if args.tiers else None
     SEED = args.seed
     if not (DATA / "gsm8k-zeroeval.jsonl.gz").exists():
         sys.exit(f"recorded outcomes not found in {DATA} (set CASCADE_DATA)")
@@ -215,9 +250,15 @@ def main() -> None:
         records = outcomes.load(DATA / f"{name}.jsonl.gz").records
         records = records[: args.records] if args.records else records
         base_cascade = cascade_for(name)
-        base = summary(run(base_cascade, records))
+        CALLS.clear()
+        runs = run(base_cascade, records)
+        base, top = summary(runs), ceiling(name, runs, records)
         print(f"\n{name}: {len(records)} prompts, seed {SEED}, simulated time")
         print(f"slowest 5% answered by the first tier (a hedge cannot help them): {base['tail_first']:.0%}")
+        print(
+            f"ceiling: p95 {top:.2f} s ({1 - top / base['p95']:.1%} cut) if every tier before the answering"
+            " one took no time"
+        )
         print(
             f"{'after':>8} {'p50 s':>7} {'p95 s':>7} {'p95 cut':>8} {'cost $':>10} {'cost +':>7}"
             f" {'hedge $':>9} {'hedged':>7} {'quality':>8} same"
@@ -227,7 +268,7 @@ def main() -> None:
             f" {'':>9} {'':>7} {base['quality']:8.3f}"
         )
         for after in grid:
-            c = hedging(base_cascade, after)
+            c = hedging(base_cascade, after, which)
             if after.quantile is not None:  # its latency window, filled by a first (unmeasured) pass
                 run(c, records[:WINDOW])
             s = summary(run(c, records))

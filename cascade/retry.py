@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
@@ -99,6 +100,57 @@ def remaining() -> float | None:
     """Seconds left before the deadline (never negative); None without one."""
     at = DEADLINE.get()
     return None if at is None else max(0.0, at - time.monotonic())
+
+
+# -- cancellation of a sync call from another thread -------------------------------------------
+
+
+class Cancelled(Exception):  # noqa: N818 - the word a caller expects
+    """A :class:`Cancellation`'s wait was cut short: the call is not needed any more."""
+
+
+class Cancellation:
+    """Lets another thread cut a blocking call off (a sync hedge's backup): set in the calling
+    thread's context (:data:`CANCEL`), it is checked by the sockets of the SDK providers' HTTP
+    clients (``cascade.providers._sdk``) on every connect, read and write; :meth:`cancel` also shuts
+    down the socket being read, so a read in progress ends at once. Waits between retries go
+    through :meth:`sleep`, which :meth:`cancel` cuts short (:class:`Cancelled`)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._lock = threading.Lock()
+        self._reading: set[Callable[[], None]] = set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.event.set()
+            aborts = list(self._reading)
+        for abort in aborts:
+            abort()
+
+    def enter(self, abort: Callable[[], None]) -> bool:
+        """A read starts; ``abort`` ends it from another thread. False: cancelled already."""
+        with self._lock:
+            if self.event.is_set():
+                return False
+            self._reading.add(abort)
+            return True
+
+    def leave(self, abort: Callable[[], None]) -> None:
+        with self._lock:
+            self._reading.discard(abort)
+
+    def sleep(self, seconds: float) -> None:
+        if self.event.wait(seconds):
+            raise Cancelled("cancelled")
+
+
+CANCEL: ContextVar[Cancellation | None] = ContextVar("cascade_cancel", default=None)
+"""The current thread's call can be cut off by another thread through this (None: it cannot)."""
 
 
 # -- failed calls that may have been billed ---------------------------------------------------

@@ -10,11 +10,13 @@ Faults, per batch (``server.faults``, a list consumed in creation order; ``None`
 (no output file), ``failed`` (status failed, no files), ``row_errors`` (every other row an error
 line), ``partial`` (the last line dropped), ``mismatch`` (the first line's custom_id altered).
 ``server.batches`` and ``server.lines`` record what was created and every request line sent.
+Anthropic Message Batches: ``POST/GET /v1/messages/batches``, ``GET .../{id}`` and ``.../{id}/results``.
 ``POST /v1/chat/completions`` answers live the same way (``server.live`` counts those requests).
 """
 
 from __future__ import annotations
 
+import datetime
 import email.parser
 import json
 import math
@@ -148,7 +150,7 @@ class BatchServer(LocalServer):
             if fault == "partial":
                 out.pop()
             self.files[bid] = _jsonl(out)
-            now = "2024-01-01T00:00:00Z"
+            now = datetime.datetime.now(datetime.UTC).isoformat()
             batch = {
                 "id": bid,
                 "type": "message_batch",
@@ -278,6 +280,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, self.server.files[path.split("/")[3]], "application/octet-stream")
         if path.startswith("/v1/messages/batches/") and path.endswith("/results"):
             return self._send(200, self.server.files[path.split("/")[4]], "application/binary")
+        if path == "/v1/messages/batches":  # newest first, as the API lists them
+            data = [_public(b) for b in reversed(self.server.batches.values()) if b["id"].startswith("msg")]
+            return self._json({"data": data, "has_more": False, "first_id": None, "last_id": None})
         if path.startswith("/v1/messages/batches/"):
             return self._json(self.server.retrieve_messages(path.split("/")[4]))
         if path == "/v1/batches":  # newest first, as the API lists them

@@ -6,7 +6,9 @@ the rows' pending :class:`~cascade.engine.actions.Call` of the lowest tier are c
 one provider batch job: OpenAI Batch API (upload a JSONL file, create the batch, poll, download
 results and errors; samples as ``n``) or Anthropic Message Batches (one request per sample).
 Each result goes back to its row's generator, which scores it; escalated rows wait for the next
-tier's job. Prices are the provider's batch prices (:func:`cascade.price_table.batch_price`), in
+tier's job. A tier judged by a :class:`~cascade.scorers.judge.JudgeScorer` on a batch provider has a
+second job in its round: its rows' judge requests (the loop's :class:`Rate` is answered from it).
+Prices are the provider's batch prices (:func:`cascade.price_table.batch_price`), in
 reservations too, so caps hold across rounds.
 
 Resumable: with ``state``, a JSON file records every submitted job and every result downloaded,
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.budget import Budget
-from cascade.engine.actions import Call, CallOutcome, Reserve, Reserved, Tier
+from cascade.engine.actions import Call, CallOutcome, Rate, RateOutcome, Reserve, Reserved, Tier
 from cascade.engine.drive import Steps, execute
 from cascade.engine.loop import Outcome, Settings, steps
 from cascade.errors import CascadeError, ConfigurationError, ProviderError
@@ -39,6 +42,7 @@ from cascade.files import write_text
 from cascade.logging import get_logger
 from cascade.price_table import BATCH_DISCOUNT, batch_price
 from cascade.request import Prompt, Request
+from cascade.scorers.judge import JudgeError, JudgeScorer
 from cascade.types import ZERO, CascadeResult, Completion, Usage
 
 ENDPOINT = "/v1/chat/completions"
@@ -65,6 +69,7 @@ class _Row:
     index: int
     gen: Steps
     pending: Call | None = None
+    rating: tuple[Rate, Request] | None = None  # a judge's verdict awaited from a batch job: its request
     result: CascadeResult | CascadeError | None = None
     calls: int = 0  # calls yielded so far (the k-th call's recorded result is replayed)
     settled: int = 0  # calls whose reserve/settle were executed in an earlier run (not repeated)
@@ -130,12 +135,37 @@ def _anthropic(tier: Tier) -> bool:
     return isinstance(tier.provider, AnthropicProvider)
 
 
-def _check(tiers: Sequence[Tier]) -> None:
+def _batchable(provider: object) -> bool:
+    """``provider`` has a batch API here: OpenAI format or Anthropic, not streaming."""
+    from cascade.providers.anthropic import AnthropicProvider
     from cascade.providers.openai import OpenAIProvider
 
+    ok = isinstance(provider, OpenAIProvider | AnthropicProvider)
+    return ok and not getattr(provider, "stream", False)
+
+
+def _judges(tiers: Sequence[Tier]) -> dict[str, Tier]:
+    """Per tier name, its judge scorer's provider as a tier of its own at the batch price, when the
+    judge's calls can go in batch jobs (else the judge calls live)."""
+    from cascade.engine.reuse import ReusingProvider
+    from cascade.providers.anthropic import AnthropicProvider
+
+    out = {}
     for t in tiers:
-        ok = isinstance(t.provider, OpenAIProvider) or _anthropic(t)
-        if not ok or getattr(t.provider, "stream", False):
+        judge = t.scorer
+        if not isinstance(judge, JudgeScorer):
+            continue
+        p = judge.provider
+        p = p.inner if isinstance(p, ReusingProvider) else p  # no sample reuse across a batch job
+        if _batchable(p):
+            kind = "anthropic" if isinstance(p, AnthropicProvider) else str(getattr(p, "kind", ""))
+            out[t.name] = Tier(f"{t.name}.judge", p, batch_price(kind, judge.price), provider_kind=kind)
+    return out
+
+
+def _check(tiers: Sequence[Tier]) -> None:
+    for t in tiers:
+        if not _batchable(t.provider):
             raise ConfigurationError(
                 f"--provider-batch: tier {t.name!r} (provider {t.provider_kind or '?'}) has no batch API"
                 " here; only openai, openai_compatible and anthropic tiers without streaming"
@@ -168,6 +198,8 @@ def _load(path: Path | None, fingerprint: str) -> _State:
                 and isinstance(job["status"], str)
                 and isinstance(job.get("results", {}), dict)
                 and isinstance(job.get("samples", {}), dict)
+                and isinstance(job.get("nonce", ""), str)
+                and isinstance(job.get("since", 0.0), float | int)
             ):
                 raise TypeError("a job entry of the wrong shape")
         if not all(isinstance(v, int) for v in state.settled.values()):
@@ -204,8 +236,9 @@ def run_batch(
     st = _load(Path(state) if state is not None else None, _fingerprint(s, requests))
     rows = [_Row(i, steps(s, r), settled=st.settled.get(str(i), 0)) for i, r in enumerate(requests)]
     jobs: list[str] = [str(j["batch_id"]) for j in st.jobs if j.get("batch_id")]
+    judges = _judges(s.tiers)
     try:
-        unmatched = _rounds(rows, s, st, poll_interval, on_round, jobs)
+        unmatched = _rounds(rows, s, judges, st, poll_interval, on_round, jobs)
     except BaseException:
         assert isinstance(s.budget, _Budget)
         s.budget.detach()  # submitted jobs go on: their holds are settled by the resumed run
@@ -215,75 +248,146 @@ def run_batch(
     results = [r.result for r in rows]
     assert all(r is not None for r in results)
     done: list[CascadeResult | CascadeError] = [r for r in results if r is not None]
-    cost, live = _costs(done, s)
+    cost, live = _costs(done, s, judges)
     return BatchReport(done, jobs, cost, live, unmatched)
 
 
 def _rounds(
     rows: list[_Row],
     s: Settings,
+    judges: dict[str, Tier],
     st: _State,
     poll_interval: float,
     on_round: Callable[[str, int], None] | None,
     jobs: list[str],
 ) -> int:
-    """Every row to its end, one batch job per round; the count of unmatched result lines."""
+    """Every row to its end, one batch job per round (a judged tier's round: its answers' job, then
+    its verdicts' job); the count of unmatched result lines."""
     tier_index = {t.name: i for i, t in enumerate(s.tiers)}
     log = get_logger()
     unmatched = 0
+    step = _Step(st, tier_index, judges)
     for row in rows:
-        _advance(row, None, st, tier_index)
+        step.advance(row, None)
     while True:
-        waiting = [r for r in rows if r.pending is not None]
+        waiting = [
+            (_waits_for(r, tier_index), r) for r in rows if r.pending is not None or r.rating is not None
+        ]
         if not waiting:
             break
-        tier = min((r.pending.tier for r in waiting if r.pending), key=lambda t: tier_index[t.name])
-        batch = [r for r in waiting if r.pending is not None and r.pending.tier.name == tier.name]
-        ids = [_cid(r, tier_index[tier.name]) for r in batch]
+        first = min(w for w, _ in waiting)
+        batch = [r for w, r in waiting if w == first]
+        index, judged = first
+        tier = judges[s.tiers[index].name] if judged else s.tiers[index]
+        ids = [_cid(r, index) + ("-judge" if judged else "") for r in batch]
+        calls = [_request(r) for r in batch]
         job = st.open_job(tier.name, ids)
         if job is None or job["batch_id"] is None:
-            job = _submit(tier, batch, ids, st, job)
+            job = _submit(tier, calls, ids, st, job, poll_interval)
             jobs.append(job["batch_id"])
             if on_round is not None:
                 on_round(tier.name, len(batch))
         log.info("cascade.batch_round", tier=tier.name, rows=len(batch), batch_id=job["batch_id"])
         unmatched += _finish(tier, job, poll_interval, st)
         for row, cid in zip(batch, ids, strict=True):
-            call = row.pending
-            assert call is not None
-            row.pending = None
-            _advance(row, _outcome(tier, call.request, call.n, st.recorded(cid)), st, tier_index)
+            step.resume(row, st.recorded(cid))
         for row in batch:  # their calls so far are settled: a rerun neither reserves nor settles them
-            st.settled[str(row.index)] = row.calls - (row.pending is not None)
+            st.settled[str(row.index)] = row.calls - (row.pending is not None) - (row.rating is not None)
         st.save()
     return unmatched
+
+
+def _waits_for(row: _Row, index: dict[str, int]) -> tuple[int, bool]:
+    """The round ``row`` waits for: its tier's index, and whether it is that tier's judge round."""
+    if row.pending is not None:
+        return index[row.pending.tier.name], False
+    assert row.rating is not None
+    return index[row.rating[0].tier.name], True
+
+
+def _request(row: _Row) -> tuple[Request, int]:
+    """What ``row`` sends in its round's job: its call's request and samples, or its judge request."""
+    if row.pending is not None:
+        return row.pending.request, row.pending.n
+    assert row.rating is not None
+    return row.rating[1], 1
 
 
 def _cid(row: _Row, tier: int) -> str:
     return f"row-{row.index}-tier-{tier}"
 
 
-def _advance(row: _Row, outcome: Outcome | None, st: _State, index: dict[str, int]) -> None:
-    """Run ``row``'s generator to its next call of a tier (replaying recorded results) or its end."""
-    gen = row.gen
+@dataclass
+class _Step:
+    """Runs rows' generators between batch jobs, replaying the results recorded in the state."""
+
+    st: _State
+    index: dict[str, int]
+    judges: dict[str, Tier]
+
+    def resume(self, row: _Row, line: dict[str, Any] | None) -> None:
+        """Give ``row`` its round's result line (or its absence) and run it to its next round."""
+        if row.pending is not None:
+            call, row.pending = row.pending, None
+            return self.advance(row, _outcome(call.tier, call.request, call.n, line))
+        assert row.rating is not None
+        (rate, sub), row.rating = row.rating, None
+        self.advance(row, _judged(self.judges[rate.tier.name], rate, sub, line))
+
+    def advance(self, row: _Row, outcome: Outcome | None) -> None:
+        """Run ``row``'s generator to its next call of a tier or of a batched judge (replaying
+        recorded results) or to its end."""
+        gen, st = row.gen, self.st
+        try:
+            action = gen.send(outcome)  # type: ignore[arg-type]  # None starts a fresh generator
+            while True:
+                if isinstance(action, Call):
+                    row.calls += 1
+                    recorded = st.recorded(_cid(row, self.index[action.tier.name]))
+                    if recorded is None:
+                        row.pending = action
+                        return
+                    action = gen.send(_outcome(action.tier, action.request, action.n, recorded))
+                elif isinstance(action, Rate) and action.tier.name in self.judges:
+                    judge = action.tier.scorer
+                    assert isinstance(judge, JudgeScorer)
+                    try:
+                        sub = judge.request_for(action.request, action.completion)
+                    except JudgeError as err:
+                        action = gen.send(RateOutcome(None, err, 0.0))
+                        continue
+                    recorded = st.recorded(_cid(row, self.index[action.tier.name]) + "-judge")
+                    if recorded is None:
+                        row.rating = (action, sub)
+                        return
+                    action = gen.send(_judged(self.judges[action.tier.name], action, sub, recorded))
+                elif isinstance(action, Reserve) and row.calls < row.settled:
+                    action = gen.send(Reserved(None, None))  # reserved and settled by an earlier run
+                else:
+                    action = gen.send(execute(action))
+        except StopIteration as stop:
+            row.result = stop.value
+        except CascadeError as err:
+            row.result = err
+
+
+def _judged(judge: Tier, rate: Rate, sub: Request, line: dict[str, Any] | None) -> RateOutcome:
+    """A judge's result line as the loop's outcome of the row's scoring, at the judge's batch price."""
+    scorer = rate.tier.scorer
+    assert isinstance(scorer, JudgeScorer)
+    got = _outcome(judge, sub, 1, line)
+    if got.completion is None:
+        err = got.error
+        usage = getattr(err, "usage", None) or Usage()
+        cost = judge.price.cost(usage) if usage != Usage() else ZERO
+        return RateOutcome(
+            None, JudgeError(f"judge failed in the batch job: {err}", cost=cost, usage=usage), 0.0
+        )
+    completion = replace(got.completion, cost=judge.price.cost(got.completion.usage))
     try:
-        action = gen.send(outcome)  # type: ignore[arg-type]  # None starts a fresh generator
-        while True:
-            if isinstance(action, Call):
-                row.calls += 1
-                recorded = st.recorded(_cid(row, index[action.tier.name]))
-                if recorded is None:
-                    row.pending = action
-                    return
-                action = gen.send(_outcome(action.tier, action.request, action.n, recorded))
-            elif isinstance(action, Reserve) and row.calls < row.settled:
-                action = gen.send(Reserved(None, None))  # reserved and settled by an earlier run
-            else:
-                action = gen.send(execute(action))
-    except StopIteration as stop:
-        row.result = stop.value
-    except CascadeError as err:
-        row.result = err
+        return RateOutcome(scorer.verdict(completion), None, 0.0)
+    except JudgeError as err:
+        return RateOutcome(None, err, 0.0)
 
 
 def _body(tier: Tier, request: Request, n: int) -> dict[str, Any]:
@@ -295,7 +399,12 @@ def _body(tier: Tier, request: Request, n: int) -> dict[str, Any]:
 
 
 def _submit(
-    tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State, started: dict[str, Any] | None
+    tier: Tier,
+    batch: Sequence[tuple[Request, int]],
+    ids: Sequence[str],
+    st: _State,
+    started: dict[str, Any] | None,
+    poll_interval: float,
 ) -> dict[str, Any]:
     """Upload the round's requests and create its batch job; recorded before anything waits on it.
 
@@ -304,7 +413,7 @@ def _submit(
     adopted; else it is created from the uploaded file (nothing is sent twice).
     """
     if _anthropic(tier):
-        return _submit_anthropic(tier, batch, ids, st)
+        return _submit_anthropic(tier, batch, ids, st, started, poll_interval)
     client = tier.provider.client  # type: ignore[attr-defined]
     if started is not None:
         record = started
@@ -329,13 +438,11 @@ def _submit(
     return record
 
 
-def _upload(tier: Tier, batch: Sequence[_Row], ids: Sequence[str]) -> str:
+def _upload(tier: Tier, batch: Sequence[tuple[Request, int]], ids: Sequence[str]) -> str:
     """The round's requests as an uploaded JSONL file (OpenAI); its file id."""
     lines = []
-    for row, cid in zip(batch, ids, strict=True):
-        call = row.pending
-        assert call is not None
-        body = _body(tier, call.request, call.n)
+    for (request, n), cid in zip(batch, ids, strict=True):
+        body = _body(tier, request, n)
         lines.append(json.dumps({"custom_id": cid, "method": "POST", "url": ENDPOINT, "body": body}))
     client = tier.provider.client  # type: ignore[attr-defined]
     data = ("\n".join(lines) + "\n").encode("utf-8")
@@ -343,27 +450,80 @@ def _upload(tier: Tier, batch: Sequence[_Row], ids: Sequence[str]) -> str:
     return str(upload.id)
 
 
-def _submit_anthropic(tier: Tier, batch: Sequence[_Row], ids: Sequence[str], st: _State) -> dict[str, Any]:
-    """Anthropic Message Batches: one request per sample (``cid-sK``), no ``n``."""
+SINCE_SLACK = 600.0  # seconds of clock skew allowed when looking for a batch created by a crashed run
+
+
+def _sid(cid: str, k: int, nonce: str) -> str:
+    """An Anthropic request's custom_id: the row's id, the sample, the job's nonce (``[a-zA-Z0-9_-]``)."""
+    return f"{cid}-s{k}-{nonce}" if nonce else f"{cid}-s{k}"
+
+
+def _submit_anthropic(
+    tier: Tier,
+    batch: Sequence[tuple[Request, int]],
+    ids: Sequence[str],
+    st: _State,
+    started: dict[str, Any] | None,
+    poll_interval: float,
+) -> dict[str, Any]:
+    """Anthropic Message Batches: one request per sample (``cid-sK-nonce``), no ``n``.
+
+    The intent (ids, a random nonce in every custom_id, the time) is recorded before the batch is
+    created. ``started``: such an intent of an earlier run that stopped before recording its batch
+    id. Message batches carry no metadata, so the batches created since then with as many requests
+    are waited for and the one whose results carry the nonce is adopted; else it is created now.
+    """
+    client = tier.provider.client  # type: ignore[attr-defined]
+    if started is not None:
+        record = started
+        found = _adopt_anthropic(client, record, poll_interval)
+        if found is not None:
+            record.update(batch_id=found, status="in_progress")
+            st.save()
+            return record
+    else:
+        samples = {cid: n for (_, n), cid in zip(batch, ids, strict=True)}
+        record = {
+            "tier": tier.name,
+            "batch_id": None,
+            "ids": list(ids),
+            "samples": samples,
+            "status": "creating",
+            "nonce": secrets.token_hex(6),
+            "since": time.time(),
+        }
+        st.jobs.append(record)
+        st.save()  # a crash from here on looks for the batch by its nonce on resume
     requests = []
-    for row, cid in zip(batch, ids, strict=True):
-        call = row.pending
-        assert call is not None
-        kw = tier.provider.request_kwargs(call.request)  # type: ignore[attr-defined]
+    for (request, n), cid in zip(batch, ids, strict=True):
+        kw = tier.provider.request_kwargs(request)  # type: ignore[attr-defined]
         params = {**kw, **(kw.pop("extra_body", None) or {})}
-        requests += [{"custom_id": f"{cid}-s{k}", "params": params} for k in range(call.n)]
-    job = tier.provider.client.messages.batches.create(requests=requests)  # type: ignore[attr-defined]
-    samples = {cid: row.pending.n for row, cid in zip(batch, ids, strict=True) if row.pending}
-    record: dict[str, Any] = {
-        "tier": tier.name,
-        "batch_id": job.id,
-        "ids": list(ids),
-        "samples": samples,
-        "status": job.processing_status,
-    }
-    st.jobs.append(record)
+        requests += [{"custom_id": _sid(cid, k, record["nonce"]), "params": params} for k in range(n)]
+    job = client.messages.batches.create(requests=requests)
+    record.update(batch_id=job.id, status=job.processing_status)
     st.save()
     return record
+
+
+def _adopt_anthropic(client: Any, record: dict[str, Any], poll_interval: float) -> str | None:
+    """The id of the batch an earlier run created for ``record`` (its nonce in the custom_ids), or None."""
+    since = float(record["since"]) - SINCE_SLACK
+    size = sum(record["samples"].values())
+    for b in client.messages.batches.list(limit=100):  # newest first
+        if b.created_at.timestamp() < since:
+            break
+        if sum(b.request_counts.model_dump().values()) != size:
+            continue
+        while b.processing_status != "ended":  # results (and so custom_ids) come once it has ended
+            time.sleep(poll_interval)
+            b = client.messages.batches.retrieve(b.id)
+        mark = "-" + str(record["nonce"])
+        if any(
+            str(getattr(x, "custom_id", "")).endswith(mark) for x in client.messages.batches.results(b.id)
+        ):
+            get_logger().info("cascade.batch_adopted", batch_id=b.id)
+            return str(b.id)
+    return None
 
 
 def _finish_anthropic(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -> int:
@@ -374,7 +534,8 @@ def _finish_anthropic(tier: Tier, job: dict[str, Any], poll_interval: float, st:
         if batch.processing_status == "ended":
             break
         time.sleep(poll_interval)
-    wanted = {f"{cid}-s{k}": (cid, k) for cid, n in job["samples"].items() for k in range(n)}
+    nonce = str(job.get("nonce", ""))
+    wanted = {_sid(cid, k, nonce): (cid, k) for cid, n in job["samples"].items() for k in range(n)}
     got: dict[str, dict[str, Any]] = {}
     unmatched = 0
     for item in client.messages.batches.results(job["batch_id"]):
@@ -508,12 +669,15 @@ def _outcome(tier: Tier, request: Request, n: int, line: dict[str, Any] | None) 
     return CallOutcome(completion, None, 0, 0.0)
 
 
-def _costs(results: Sequence[CascadeResult | CascadeError], s: Settings) -> tuple[Decimal, Decimal]:
+def _costs(
+    results: Sequence[CascadeResult | CascadeError], s: Settings, judges: dict[str, Tier]
+) -> tuple[Decimal, Decimal]:
     """What the run spent (batch prices) and the same usage at list prices."""
     factor = {t.name: BATCH_DISCOUNT.get(t.provider_kind, Decimal(1)) for t in s.tiers}
+    judged = {name: BATCH_DISCOUNT.get(j.provider_kind, Decimal(1)) for name, j in judges.items()}
     cost = live = ZERO
     for r in results:
         for a in r.attempts:
             cost += a.total_cost
-            live += a.cost / factor.get(a.tier, Decimal(1)) + a.scorer_cost
+            live += a.cost / factor.get(a.tier, Decimal(1)) + a.scorer_cost / judged.get(a.tier, Decimal(1))
     return cost, live

@@ -90,11 +90,12 @@ def execute(action: Action) -> Outcome:
     if isinstance(action, Settle):
         action.budget.settle(action.hold, action.amount)
         return SETTLED
-    if isinstance(action, hedge.Hedge):  # no hedge in a thread: a blocking call cannot be cancelled
-        call = _call(action.call)
-        return hedge.Hedged(call, None, call.latency_s)
-    if isinstance(action, hedge.Join | hedge.Cancel):
-        raise TypeError("the sync driver arms no backup to join or cancel")
+    if isinstance(action, hedge.Hedge):  # the backup runs in a thread, its call cancellable
+        return hedge.hedge(action, execute, _call)
+    if isinstance(action, hedge.Join):
+        return hedge.join(action.backup)
+    if isinstance(action, hedge.Cancel):
+        return hedge.cancel(action.backup)
     try:
         return _predicted(action.tier.skip.predict(action.request))  # type: ignore[union-attr]
     except CascadeError as exc:
@@ -109,7 +110,8 @@ def _policy(action: Call) -> RetryPolicy:
     return replace(policy, attempts=max(1, attempts))
 
 
-def _call(action: Call) -> CallOutcome:
+def _call(action: Call, sleep: Callable[[float], None] = time.sleep) -> CallOutcome:
+    """``action``'s call with its retries; ``sleep``: the waits (a cancellable one for a backup)."""
     start = time.perf_counter()
     tier, request, cache, n = action.tier, action.request, action.cache, action.n
     if cache is not None and tier.call_key:
@@ -120,10 +122,10 @@ def _call(action: Call) -> CallOutcome:
     billed: list[ProviderError] = []  # failed tries that may have been billed
     with deadline(at=action.deadline):
         if action.wait > 0:
-            time.sleep(action.wait)  # the loop never asks for a wait past the deadline
+            sleep(action.wait)  # the loop never asks for a wait past the deadline
         try:
             completion, retries = call_with_retry(
-                fn, _policy(action), billed_seen=billed, billed_stop=action.capped
+                fn, _policy(action), sleep, billed_seen=billed, billed_stop=action.capped
             )
         except ProviderError as exc:
             return CallOutcome(None, exc, exc.retries, time.perf_counter() - start, tuple(billed))

@@ -9,8 +9,11 @@ now if the backup never launched) or :class:`Cancel` (the tier was accepted, or 
 backup is cancelled and charged what it may have cost). The fast answer never wins by arriving
 first: only a tier's scorer accepts its answer.
 
-The sync driver does not hedge (it runs the tier's call alone): a blocking provider call in a
-thread cannot be cancelled, so a hedge would leave a thread running after the run ends.
+The sync driver (:func:`hedge`) arms the backup in a worker thread, its call under a
+:class:`~cascade.retry.Cancellation`: a cancel ends a call of an SDK provider (OpenAI, Anthropic,
+OpenAI-compatible) at once (its socket is shut, its waits between retries cut short); any other
+provider's call (a LangChain model, a custom provider) is waited for. Either way the thread has
+ended when :func:`join` or :func:`cancel` returns, and its hold is settled by the loop.
 
 ``after: pNN`` is the tier's observed call latency at that quantile, kept in memory per
 :class:`~cascade.engine.cascade.Cascade` (its :class:`Latencies`, on the loop's ``Settings``): the
@@ -22,14 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import threading
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from cascade.engine.actions import Call, CallOutcome, Reserve, Settle
 from cascade.engine.latency import WARMUP, WINDOW, HedgeAfter, Latencies
 from cascade.errors import BudgetExceededError
+from cascade.retry import CANCEL, Cancellation, Cancelled
+from cascade.types import ZERO
 
 # -- actions (the loop yields them) and their outcomes ------------------------------------------
 
@@ -57,6 +65,7 @@ class Backup:
 
     hedge: Hedge
     task: asyncio.Task[CallOutcome | None] | None = None
+    worker: Worker | None = None  # the sync driver's thread (instead of ``task``)
     launched: float | None = None  # seconds into the hedged tier's call when the backup started
     hold: str | None = None
     refusal: BudgetExceededError | None = None
@@ -71,7 +80,7 @@ class Backup:
 @dataclass(slots=True)
 class Hedged:
     call: CallOutcome
-    backup: Backup | None  # None: no backup armed (the sync driver, or none asked for)
+    backup: Backup | None  # None: no backup armed (none asked for, or a pNN delay warming up)
     seconds: float  # how long the tier's call took, on the driver's clock (its sleeps' clock)
 
 
@@ -180,11 +189,118 @@ def stop_now(backup: Backup) -> Decimal | None:
     """Synchronous :func:`astop` for a closed loop (it cannot yield): cancel, and settle the hold."""
     if backup.task is not None:
         backup.task.cancel()
+    if backup.worker is not None:
+        backup.worker.stop()
     reserve = backup.hedge.reserve
     if backup.hold is not None and reserve is not None:
         reserve.budget.settle(backup.hold, reserve.amount)
         return reserve.amount
     return None
+
+
+# -- the sync driver's side ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Worker:
+    """A sync backup's thread: it waits ``after``, reserves, then calls under ``scope``."""
+
+    thread: threading.Thread
+    scope: Cancellation = field(default_factory=Cancellation)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # launch vs. disarm
+    outcome: CallOutcome | None = None
+    error: BaseException | None = None  # what the backup's call raised (a bug, not a provider error)
+
+    def stop(self) -> None:
+        """Cancel the backup and wait for its thread to end (at once for an SDK provider's call)."""
+        with self.lock:
+            self.scope.cancel()
+        self.thread.join()
+
+
+def hedge(action: Hedge, execute: Callable[[Any], Any], call: Callable[..., CallOutcome]) -> Hedged:
+    """Sync :func:`ahedge`: the tier's call in this thread, the backup armed in a worker thread.
+
+    ``execute``: the sync driver's (reserves and settles); ``call(action, sleep)``: its provider call."""
+    start = time.monotonic()
+    if action.backup is None or action.after is None:
+        return Hedged(call(action.call), None, time.monotonic() - start)
+    backup = Backup(action, refusal=action.refusal)
+    worker = Worker(threading.Thread(name="cascade-hedge", daemon=True))
+    context = contextvars.copy_context()  # the run's context variables, as an asyncio task has them
+    worker.thread = threading.Thread(
+        target=context.run,
+        args=(_run, backup, worker, action.after, execute, call),
+        name="cascade-hedge",
+        daemon=True,
+    )
+    backup.worker = worker
+    worker.thread.start()
+    try:
+        outcome = call(action.call)
+    except BaseException:  # crashed mid-call: the loop never sees the backup, so it ends here
+        stop_now(backup)
+        raise
+    return Hedged(outcome, backup, time.monotonic() - start)
+
+
+def _run(
+    backup: Backup,
+    worker: Worker,
+    after: float,
+    execute: Callable[[Any], Any],
+    call: Callable[..., CallOutcome],
+) -> None:
+    scope = worker.scope
+    t0 = time.monotonic()
+    if scope.event.wait(after) or backup.refusal is not None:
+        return
+    reserve = backup.hedge.reserve
+    held = execute(reserve) if reserve is not None else None
+    with worker.lock:
+        if held is not None and held.refusal is not None:
+            backup.refusal = held.refusal
+            return
+        if scope.cancelled:  # disarmed while reserving: the hold is released
+            if held is not None and reserve is not None:
+                execute(Settle(reserve.budget, held.hold, ZERO))
+            return
+        backup.hold = held.hold if held is not None else None
+        backup.launched = time.monotonic() - t0
+    token = CANCEL.set(scope)
+    try:
+        outcome = call(backup.call, scope.sleep)
+    except Cancelled:
+        return
+    except BaseException as exc:  # not a provider's error (those are outcomes): raised by join()
+        worker.error = exc
+        return
+    finally:
+        CANCEL.reset(token)
+    # an error that came after the cancel is the cancel's doing: the call was cut off
+    worker.outcome = outcome if outcome.completion is not None or not scope.cancelled else None
+
+
+def join(backup: Backup) -> Resolved:
+    """Sync :func:`ajoin`: the backup's call, waited for when it launched; one still waiting is disarmed."""
+    worker = backup.worker
+    assert worker is not None
+    with worker.lock:
+        if backup.launched is None:
+            worker.scope.cancel()
+    worker.thread.join()
+    if worker.error is not None and backup.launched is not None:
+        raise worker.error  # as ``await task`` raises it in ajoin(): the loop abandons the call
+    call = worker.outcome if backup.launched is not None else None
+    return Resolved(backup.launched, call, backup.hold, backup.hedge.worst, backup.refusal)
+
+
+def cancel(backup: Backup) -> Resolved:
+    """Sync :func:`acancel`: cancel the backup; its outcome when it had already answered."""
+    worker = backup.worker
+    assert worker is not None
+    worker.stop()
+    return Resolved(backup.launched, worker.outcome, backup.hold, backup.hedge.worst, backup.refusal)
 
 
 __all__ = [

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -79,8 +80,8 @@ from cascade.providers.usage import (
     settle_usage,
     token_count,
 )
+from cascade.retry import CANCEL, Cancellation, deadline
 from cascade.retry import DEADLINE as _DEADLINE
-from cascade.retry import deadline
 from cascade.types import Completion, Usage, UsageSource
 
 T = TypeVar("T")
@@ -130,16 +131,43 @@ def _remaining(timeout: float | None, what: str) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
+def _not_cancelled(error: type[Exception]) -> Cancellation | None:
+    """The thread's :class:`~cascade.retry.Cancellation` (None without one); ``error`` if cancelled."""
+    scope = CANCEL.get()
+    if scope is not None and scope.cancelled:
+        raise error("cancelled")
+    return scope
+
+
 class _DeadlineStream(httpcore2.NetworkStream):
-    """A socket whose every read and write waits no longer than the thread's deadline."""
+    """A socket whose every read and write waits no longer than the thread's deadline, and that a
+    :class:`~cascade.retry.Cancellation` of the thread ends (a read in progress: its socket is shut)."""
 
     def __init__(self, inner: httpcore2.NetworkStream) -> None:
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _remaining(timeout, "read"))
+        scope = _not_cancelled(httpcore2.ReadError)
+        if scope is None:
+            return self._inner.read(max_bytes, _remaining(timeout, "read"))
+        abort = self._shut
+        if not scope.enter(abort):
+            raise httpcore2.ReadError("cancelled")
+        try:
+            data = self._inner.read(max_bytes, _remaining(timeout, "read"))
+        finally:
+            scope.leave(abort)
+        _not_cancelled(httpcore2.ReadError)  # shut while reading: what came back is cut off
+        return data
+
+    def _shut(self) -> None:
+        sock = self._inner.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        _not_cancelled(httpcore2.WriteError)
         self._inner.write(buffer, _remaining(timeout, "write"))
 
     def close(self) -> None:
@@ -168,6 +196,7 @@ class _DeadlineBackend(httpcore2.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.NetworkStream:
+        _not_cancelled(httpcore2.ConnectError)
         stream = self._inner.connect_tcp(
             host, port, _remaining(timeout, "connect"), local_address, socket_options
         )

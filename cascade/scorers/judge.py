@@ -357,6 +357,10 @@ class JudgeScorer:
         except InvalidRequestError as err:  # the tier's answer holds text that cannot be sent
             raise JudgeError(f"judge: the answer cannot be sent to the judge: {err}") from None
 
+    def request_for(self, request: Request, completion: Completion) -> Request:
+        """The judge request that rates ``completion`` (for a driver that sends it itself: batch jobs)."""
+        return self.judge_request(request, self._candidate(completion), model=completion.model)
+
     def _candidate(self, completion: Completion) -> str:
         if not completion.samples:
             raise JudgeError("judge: the tier returned no sample to judge")
@@ -365,7 +369,8 @@ class JudgeScorer:
             return json.dumps([{"tool": c.name, "arguments": c.arguments} for c in s.tool_calls], default=str)
         return s.text
 
-    def _verdict(self, got: Completion) -> Score:
+    def verdict(self, got: Completion) -> Score:
+        """The score of the judge's answer ``got`` (:class:`JudgeError` when it holds no rating)."""
         cost = got.cost if got.cost is not None else self.price.cost(got.usage)
         if not got.samples:
             raise JudgeError(f"judge {self.provider.model}: empty response", cost=cost, usage=got.usage)
@@ -394,7 +399,7 @@ class JudgeScorer:
             got, _ = call_with_retry(lambda: self.provider.complete(sub, 1), self.retry, billed_stop=True)
         except ProviderError as exc:
             raise self._failed(sub, exc) from exc
-        return self._verdict(got)
+        return self.verdict(got)
 
     def _failed(self, sub: Request, exc: ProviderError) -> JudgeError:
         """The judge's call failed; one that may have been billed is charged (``retry.failure_charge``)."""
@@ -413,7 +418,7 @@ class JudgeScorer:
             )[0]
         except ProviderError as exc:
             raise self._failed(sub, exc) from exc
-        return self._verdict(got)
+        return self.verdict(got)
 
     def max_cost(self, request: Request, max_output_tokens: int) -> Decimal:
         # the longest candidate the tier can return: max_output_tokens of about 4 characters

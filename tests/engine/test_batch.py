@@ -379,6 +379,152 @@ def test_a_crash_around_batch_creation_sends_no_job_twice(
     assert report.jobs == ["batch_1", "batch_2"]
 
 
+@pytest.mark.parametrize("crash_at_save", [1, 2, 3, 5])
+def test_a_crash_around_message_batch_creation_sends_no_job_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at_save: int
+) -> None:
+    """Anthropic saves: 1 intent (nonce), 2 batch created, 3 results, 4 round over; 5 the OpenAI
+    round's upload. A crash before save 2 is written (the batch exists, the state does not name it)
+    finds that batch by the nonce in its custom_ids and adopts it."""
+    from cascade.engine import batch as module
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    state = tmp_path / "job.state.json"
+    saves = 0
+    real = module._State.save
+
+    def save(self: Any) -> None:
+        nonlocal saves
+        saves += 1
+        if saves == crash_at_save:
+            raise Crash
+        real(self)
+
+    with BatchServer(_haiku_answer) as server:
+        path = tmp_path / "mixed.yaml"
+        path.write_text(
+            textwrap.dedent(MIXED.format(url=json.dumps(server.url), openai=json.dumps(server.base_url)))
+        )
+        with build(path) as c:
+            monkeypatch.setattr(module._State, "save", save)
+            with pytest.raises(Crash):
+                run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+            monkeypatch.setattr(module._State, "save", real)
+            report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        assert _answers(report.results) == [
+            ("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)
+        ]
+        assert len(server.batches) == 2 and len(server.lines) == 18 + 3  # no request sent twice
+        assert report.jobs == ["msgbatch_1", "batch_2"]
+
+
+JUDGED = """\
+name: judged
+tiers:
+  - name: cheap
+    provider: openai
+    model: gpt-4o-mini
+    params: {{max_tokens: 16}}
+    options: {{base_url: {url}}}
+    scorer:
+      kind: judge
+      provider: openai
+      model: judge-1
+      price: {{input: 1, output: 2}}
+      options: {{base_url: {url}}}
+    threshold: 0.5
+  - name: strong
+    provider: openai
+    model: gpt-4o
+    params: {{max_tokens: 16}}
+    options: {{base_url: {url}}}
+"""
+
+
+def _judged_answer(model: str, body: dict[str, Any]) -> str:
+    if model == "judge-1":  # rates an answer "no idea" low
+        return "Rating: [[2]]" if "no idea" in json.dumps(body["messages"]) else "Rating: [[9]]"
+    return _answer(model, body)
+
+
+def _judged(tmp_path: Path, server: BatchServer, ledger: Path | None = None) -> Path:
+    path = tmp_path / "judged.yaml"
+    text = JUDGED.format(url=json.dumps(server.base_url))
+    if ledger is not None:
+        text += LEDGER.format(path=json.dumps(str(ledger)))
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_judge_calls_go_in_a_batch_job_of_their_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with BatchServer(_judged_answer) as server, build(_judged(tmp_path, server)) as c:
+        report = run_batch(c.settings, PROMPTS, poll_interval=0)
+        batched = len(server.lines)
+        live = [c.run(p) for p in PROMPTS]  # the same cascade, live (the fake's chat completions)
+    expected = [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert _answers(report.results) == expected == _answers(live)
+    assert len(server.batches) == 3 and batched == 6 + 6 + 3  # answers, their verdicts, the escalated
+    assert [x["body"]["model"] for x in server.lines[6:12]] == ["judge-1"] * 6
+    assert server.live == 6 + 6 + 3  # only the live run called live: no judge call of the batch run
+    assert report.live_cost == sum((r.cost for r in live), Decimal(0))
+    assert report.cost * 2 == report.live_cost
+    ratings = [r.attempts[0].score for r in report.results if isinstance(r, CascadeResult)]
+    assert ratings == [pytest.approx(8 / 9), pytest.approx(1 / 9)] * 3
+
+
+def test_an_anthropic_judge_goes_in_a_message_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+
+    def answer(model: str, body: dict[str, Any]) -> str:
+        return _judged_answer("judge-1" if model.startswith("claude") else model, body)
+
+    with BatchServer(answer) as server:
+        path = _judged(tmp_path, server)
+        text = path.read_text().replace(
+            "      provider: openai\n      model: judge-1\n      price: {input: 1, output: 2}\n"
+            f"      options: {{base_url: {json.dumps(server.base_url)}}}",
+            f"      provider: anthropic\n      model: claude-haiku-4-5\n      options: {{base_url: {json.dumps(server.url)}}}",
+        )
+        assert "claude" in text
+        path.write_text(text)
+        with build(path) as c:
+            report = run_batch(c.settings, PROMPTS, poll_interval=0)
+        assert server.live == 0 and list(server.batches) == ["batch_1", "msgbatch_2", "batch_3"]
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert report.live_cost == 2 * report.cost
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3])
+def test_a_judged_job_killed_in_each_round_resumes_without_sending_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    state = tmp_path / "job.state.json"
+    submitted = 0
+
+    def crash(tier: str, n: int) -> None:
+        nonlocal submitted
+        submitted += 1
+        if submitted == crash_at:
+            raise Crash
+
+    with BatchServer(_judged_answer) as server:
+        with build(_judged(tmp_path, server, tmp_path / "ledger.sqlite3")) as c:
+            with pytest.raises(Crash):
+                run_batch(c.settings, PROMPTS, state=state, poll_interval=0, on_round=crash)
+            report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+            bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+            spent = c.settings.budget.ledger.spent(bucket)  # type: ignore[union-attr]
+        assert len(server.batches) == 3 and len(server.lines) == 15 and server.live == 0
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert report.cost > 0 and spent == report.cost  # no tier nor verdict paid twice
+
+
 @pytest.mark.parametrize(
     "text",
     ["not json", "[]", '{"fingerprint": "x"}', '{"fingerprint": "F", "jobs": [{"tier": 1}], "settled": {}}'],

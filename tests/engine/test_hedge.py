@@ -5,22 +5,29 @@ cancelled and charged; a cancelled run leaves no task running and every hold set
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
+from contextvars import ContextVar
 from dataclasses import replace
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cascade import Budget, Cap, Cascade, PolicyError, Request, Tier
 from cascade.budget.memory import MemoryLedger
 from cascade.engine.assemble import assemble
+from cascade.engine.build import build
 from cascade.engine.latency import WARMUP, WINDOW, HedgeAfter, Latencies
 from cascade.observe import Observer, OutcomeLog
 from cascade.policy import loads
 from cascade.testing import FixedScorer, ScriptedProvider
 from cascade.types import Completion, Score
 from tests.helpers import cost_of, tier
+from tests.local_server import LocalServer
 from tests.observe.support import rows
 
 ONE_CALL = cost_of(1)  # what each scripted call costs (and its worst case: 10 in + 10 out tokens)
@@ -170,10 +177,147 @@ def test_latencies_keep_a_fixed_window() -> None:
     assert book.quantile("t", 0.9) == 4.0 and book.quantile("t", 0.5) == 2.0  # 9.0 fell out
 
 
-def test_the_sync_driver_does_not_hedge() -> None:
-    tiers = hedged(0.01, cheap_latency=0.1, strong_latency=0.01)
-    result = Cascade(tiers).run("q")
-    assert calls(tiers[1]) == 0 and result.tier == "cheap"
+def hedge_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "cascade-hedge"]
+
+
+def test_the_sync_driver_hedges_in_a_thread_it_ends() -> None:
+    tiers = hedged(0.1, cheap_latency=0.5, strong_latency=0.5, score=0.1)
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    start = time.perf_counter()
+    result = c.run("q")
+    elapsed = time.perf_counter() - start
+    assert result.tier == "strong" and calls(tiers[1]) == 1  # the call in flight, not a second one
+    assert (result.attempts[1].hedge or "").startswith("backup: in flight since")
+    assert elapsed < 0.9  # sequential: 1.0 s; hedged: about 0.6 s
+    assert ledger.spent(bucket) == 2 * ONE_CALL and ledger.held(bucket) == 0
+    assert hedge_threads() == []
+
+
+def test_a_sync_backup_not_needed_is_cancelled_and_its_thread_ended() -> None:
+    tiers = hedged(0.05, cheap_latency=0.2, strong_latency=0.3)  # a scripted call: waited for
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    result = c.run("q")
+    assert result.tier == "cheap" and [a.decision for a in result.attempts] == ["accepted", "cancelled"]
+    assert result.attempts[1].charged == "answered before the cancel"
+    assert ledger.spent(bucket) == 2 * ONE_CALL and ledger.held(bucket) == 0
+    assert hedge_threads() == []
+    fast = hedged(0.5, cheap_latency=0.01, strong_latency=0.01)  # a verdict in time: disarmed unlaunched
+    assert Cascade(fast).run("q").tier == "cheap" and calls(fast[1]) == 0 and hedge_threads() == []
+
+
+SEEN: ContextVar[str] = ContextVar("seen", default="none")
+
+
+class Seeing(ScriptedProvider):
+    """Records the context variable ``SEEN`` its calls run under."""
+
+    seen: list[str]
+
+    def complete(self, request: Request, n: int = 1) -> Completion:
+        self.seen.append(SEEN.get())
+        return super().complete(request, n)
+
+
+def test_a_sync_backup_runs_in_the_callers_context() -> None:
+    tiers = hedged(0.05, cheap_latency=0.3, strong_latency=0.01, score=0.1)
+    strong = Seeing("s", model="strong-model")
+    strong.seen = []
+    tiers[1] = replace(tiers[1], provider=strong)
+    token = SEEN.set("the caller's")
+    try:
+        result = Cascade(tiers).run("q")
+    finally:
+        SEEN.reset(token)
+    assert (result.attempts[1].hedge or "").startswith("backup: in flight since")
+    assert strong.seen == ["the caller's"]  # e.g. the LangChain front's scope, the log context
+
+
+class Broken(ScriptedProvider):
+    def complete(self, request: Request, n: int = 1) -> Completion:
+        raise RuntimeError("a bug in the provider")
+
+
+def test_a_sync_backup_that_raises_ends_the_run_with_its_hold_settled() -> None:
+    tiers = hedged(0.05, cheap_latency=0.2, strong_latency=0.0, score=0.1)
+    tiers[1] = replace(tiers[1], provider=Broken("s", model="strong-model"))
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    with pytest.raises(RuntimeError, match="a bug in the provider"):
+        c.run("q")
+    assert ledger.held(bucket) == 0 and ledger.spent(bucket) == 2 * ONE_CALL  # cut: its worst case
+    assert hedge_threads() == []
+
+
+class SlowChat(BaseHTTPRequestHandler):
+    """A chat-completions server that answers when released (``server.release``), or after 10 s."""
+
+    server: Any
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.server.release.wait(10)
+        self.server.answered += 1
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "big",
+                "choices": [
+                    {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+SDK_BACKUP = """\
+name: p
+tiers:
+  - name: small
+    provider: scripted
+    model: tiny
+    options: {{answers: ["hi"], latency: 0.3}}
+    scorer: {{kind: non_empty}}
+    threshold: 0.5
+    hedge: {{after: 0.05s}}
+  - name: big
+    provider: openai_compatible
+    model: big
+    price: {{input: 1, output: 1}}
+    options: {{base_url: {url}}}
+budget:
+  caps: [{{limit: 10, window: total}}]
+"""
+
+
+def test_a_sync_backup_in_flight_on_an_sdk_provider_is_cut_off_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with LocalServer(SlowChat) as server:
+        server.release, server.answered = threading.Event(), 0  # type: ignore[attr-defined]
+        path = tmp_path / "p.yaml"
+        path.write_text(SDK_BACKUP.format(url=json.dumps(server.url + "/v1")))
+        with build(path) as c:
+            result = c.run("q")
+            answered = server.answered  # type: ignore[attr-defined]
+            threads = hedge_threads()
+            bucket = c.settings.budget.buckets("p", None)[0][0]
+            held = c.settings.budget.ledger.held(bucket)  # type: ignore[union-attr]
+        server.release.set()  # type: ignore[attr-defined]
+    # the run ended while the server still held its answer: the backup's call was cut off, not waited for
+    assert answered == 0 and threads == [] and held == 0
+    assert [a.decision for a in result.attempts] == ["accepted", "cancelled"]
+    assert result.attempts[1].charged == "cut off in flight: worst case"
 
 
 POLICY = """\
