@@ -109,4 +109,6 @@ def test_cli_eval_and_tune_print_the_baselines(tmp_path: Path, capsys: pytest.Ca
     assert code == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "prompt router       weak | strong" in out
-    assert "the prompt-only router wins" in out and "for the tuned family (chosen on the training part)" in out
+    assert (
+        "the prompt-only router wins" in out and "for the tuned family (chosen on the training part)" in out
+    )
