@@ -112,3 +112,22 @@ def test_cli_eval_and_tune_print_the_baselines(tmp_path: Path, capsys: pytest.Ca
     assert (
         "the prompt-only router wins" in out and "for the tuned family (chosen on the training part)" in out
     )
+
+
+def test_a_family_is_compared_as_a_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cascade tune --frontier` and `cascade eval FAMILY` put the family's AIQ, not a member's,
+    against the baselines (computed once, with the first member)."""
+    import json
+
+    from cascade.cli import main
+
+    data = write_outcomes(tmp_path, 160)
+    pol = write_policy(tmp_path, data)
+    fam = tmp_path / "fam.family.yaml"
+    assert main(["tune", str(pol), "--frontier", "3", "--out", str(fam), "--bootstrap", "20"]) == 0
+    assert "baselines " in capsys.readouterr().out
+    assert main(["eval", str(fam), "--bootstrap", "20", "--json", "-"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    b = f["baselines"]
+    assert b["verdict"] == verdict(f["aiq"]["family"], b, "the family")
+    assert "the family" in b["verdict"]
