@@ -145,23 +145,6 @@ def train_classifier(name: str, data_dir: Path, model: str, folder: Path, seed: 
     return out
 
 
-def frontier_aiq(tuning: Any, lo: float, hi: float, max_points: int = 40) -> float:
-    """AIQ on the held-out part of the settings on the training frontier."""
-    from cascade.evaluate.metrics import aiq
-    from cascade.evaluate.simulate import run
-
-    front = sorted(tuning.frontier, key=lambda s: s.cost)
-    if len(front) > max_points:
-        idx = np.unique(np.linspace(0, len(front) - 1, max_points).round().astype(int))
-        front = [front[i] for i in idx]
-    qs, cs = [], []
-    for s in front:
-        r = run(tuning.arrays(s, tuning.test), tuning.thresholds(s))
-        qs.append(r.quality.mean())
-        cs.append(r.cost.mean())
-    return aiq(np.array(cs), np.array(qs), lo, hi)
-
-
 def family_pair(tuning: Any, pair: tuple[str, str]) -> dict[str, Any] | None:
     """RouteLLM's APGR and CPT(50%/80%) of the tuned family (every setting on the training frontier,
     skip rules included), measured on the held-out half: strong share = records reaching the strong
@@ -303,6 +286,7 @@ def pair_figures(tuning: Any, sk: Path, pair: tuple[str, str], seed: int) -> dic
 def one(name: str, data_dir: Path, folder: Path, seed: int = 0) -> dict[str, Any]:
     from cascade import outcomes
     from cascade.evaluate import held_out
+    from cascade.evaluate.family import frontier_aiq
     from cascade.evaluate.metrics import aiq, best_mix_aiq
     from cascade.evaluate.tune import Objective, tune
     from cascade.evaluate.write import render, tuned_raw
@@ -323,7 +307,7 @@ def one(name: str, data_dir: Path, folder: Path, seed: int = 0) -> dict[str, Any
         return row
     raw = tuned_raw(sk, tuning, tuning.choice)
     policy = loader.loads(render(raw, [], {}), source=name)
-    ev = held_out(tuning, tuning.choice, policy, reps=300, seed=seed)
+    ev = held_out(tuning, tuning.choice, policy, reps=300, seed=seed, baselines=True)
     f = ev.figures
     es, test = tuning.evalset, tuning.test
     sq, scost = es.quality[test].mean(axis=0), es.cost[test].mean(axis=0)
@@ -356,6 +340,9 @@ def one(name: str, data_dir: Path, folder: Path, seed: int = 0) -> dict[str, Any
             "aiq_best_mix": mix,
             "aiq_all_singles": aiq(scost, sq, lo, hi),
             "pair": f.get("pair") if "pair" not in spec else pair_figures(tuning, sk, spec["pair"], seed),
+            # issue 20: the best two-model cascade and the prompt-only router, chosen on the training
+            # half, held out, against the tuned family
+            "baselines": f.get("baselines"),
         }
     )
     if "pair" in spec:  # issue 9: the tuned family, skip rules included, as a weak/strong router
@@ -482,6 +469,33 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def baselines_markdown(rows: list[dict[str, Any]]) -> str:
+    """Issue 20: the tuned family against the best two-model cascade and the prompt-only router
+    (each chosen on the training half), held out: AIQ and cost share at the best single's quality."""
+    head = (
+        "| set | AIQ tuned family | best 2-model cascade: AIQ, cost at best single's quality "
+        "| prompt-only router: AIQ, cost at best single's quality | verdict |\n"
+        "|---|---|---|---|---|\n"
+    )
+
+    def cell(b: dict[str, Any] | None, sep: str) -> str:
+        if not b:
+            return "n/a"
+        share = "not reached" if b["matched_cost_share"] is None else f"{b['matched_cost_share'] * 100:.1f}%"
+        return f"{sep.join(b['models'])}: {num(b['aiq'])}, {share}"
+
+    lines = []
+    for r in rows:
+        b = r.get("baselines")
+        if "error" in r or not b:
+            continue
+        lines.append(
+            f"| {r['set']} | {num(r['aiq_tuned'])} | {cell(b['two_model_cascade'], ' -> ')} "
+            f"| {cell(b['prompt_router'], ' / ')} | {b['verdict']} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -512,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     print(markdown(rows))
+    print(baselines_markdown(rows))
     return 0
 
 

@@ -134,7 +134,11 @@ def run(args: argparse.Namespace) -> int:
     if is_family:
         import json
 
-        evals = [(p.name, evaluate_one(str(p), args)) for p in family.read_family(args.policy)]
+        # the baselines once, with the first member (every member is measured on the same records)
+        evals = [
+            (p.name, evaluate_one(str(p), args, baselines=k == 0))
+            for k, p in enumerate(family.read_family(args.policy))
+        ]
         figures = family.family_figures(evals)
         if args.json == "-":
             print(json.dumps(figures, indent=2))
@@ -165,8 +169,9 @@ def _family_plot(figures: dict[str, Any], path: str) -> None:
     print(f"plot -> {path}", file=sys.stderr)
 
 
-def evaluate_one(policy_path: str, args: argparse.Namespace) -> Evaluation:
-    """Score one policy file and evaluate it on the part ``args`` (or its ``tuned:`` block) says."""
+def evaluate_one(policy_path: str, args: argparse.Namespace, *, baselines: bool = True) -> Evaluation:
+    """Score one policy file and evaluate it on the part ``args`` (or its ``tuned:`` block) says;
+    ``baselines``: with the two-model cascade and prompt-router baselines of its tiers."""
     from cascade import outcomes
     from cascade.cli.progress import Progress
     from cascade.evaluate.data import EvalSet
@@ -210,7 +215,17 @@ def evaluate_one(policy_path: str, args: argparse.Namespace) -> Evaluation:
         if len(parts) != 2 or any(p not in es.models for p in parts):
             raise UsageError(f"--pair needs two models of the file, WEAK,STRONG (got {args.pair!r})")
         pair = (parts[0], parts[1])
-    return evaluate(policy, es, tiers, rows, reps=args.bootstrap, seed=seed, pair=pair, part=part)
+    return evaluate(
+        policy,
+        es,
+        tiers,
+        rows,
+        reps=args.bootstrap,
+        seed=seed,
+        pair=pair,
+        part=part,
+        pool=tiers if baselines else None,
+    )
 
 
 def _seeded(es: object, rows: object) -> bool:

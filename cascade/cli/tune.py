@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     )
     draft = render(raw, [], {})
     policy = loader.loads(draft, source="<tuned>")
-    ev = held_out(tuning, tuning.choice, policy, reps=args.bootstrap, seed=args.seed)
+    ev = held_out(tuning, tuning.choice, policy, reps=args.bootstrap, seed=args.seed, baselines=True)
     header = header_lines(ev.figures, tuning, goal)
     text = render(
         raw,
@@ -314,7 +314,7 @@ def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path
         )
         raw["name"] = f"{raw.get('name', 'policy')}-{k}"
         policy = loader.loads(render(raw, [], {}), source=str(path))
-        ev = held_out(tuning, s, policy, reps=args.bootstrap, seed=args.seed)
+        ev = held_out(tuning, s, policy, reps=args.bootstrap, seed=args.seed, baselines=k == 1)
         goal = f"frontier member {k} of {len(chosen)}: best on the training part at {usd(s.cost)}/query"
         text = render(raw, [*header_lines(ev.figures, tuning, goal), ""], tier_notes(ev.figures))
         write_text(path, text)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cascade.evaluate.data import EvalSet
 from cascade.evaluate.evaluate import Evaluation, evaluate, score_policy
+from cascade.evaluate.simulate import TierArrays
 from cascade.evaluate.tune import Objective, Setting, Tuning, tune
 from cascade.evaluate.write import floor_threshold
 from cascade.outcomes import Outcomes
@@ -40,9 +42,17 @@ def evaluate_file(
 
 
 def held_out(
-    tuning: Tuning, setting: Setting, policy: Policy, *, reps: int = 500, seed: int = 0
+    tuning: Tuning,
+    setting: Setting,
+    policy: Policy,
+    *,
+    reps: int = 500,
+    seed: int = 0,
+    baselines: bool = False,
 ) -> Evaluation:
-    """The tuned ``setting`` (written as ``policy``) measured on the tuning's held-out part."""
+    """The tuned ``setting`` (written as ``policy``) measured on the tuning's held-out part;
+    ``baselines``: with the two-model cascade and prompt-router baselines, chosen among the
+    tuning's single-model candidates on the training part."""
     arrays = tuning.arrays(setting, np.ones(len(tuning.evalset), dtype=bool))
     ths = [floor_threshold(t) for t in setting.thresholds]
     arrays = [replace(a, threshold=ths[i]) if i < len(ths) else a for i, a in enumerate(arrays)]
@@ -58,7 +68,46 @@ def held_out(
         else f"split rule {rule.get('split', 'auto')}, seed {rule.get('seed', 0)}"
     )
     part = f"the held-out part of {es.data.path.name} ({int(test.sum())} of {len(es)} records; {how})"
-    return evaluate(policy, es, arrays, test, reps=reps, seed=seed, reference=tuning.reference, part=part)
+    ev = evaluate(policy, es, arrays, test, reps=reps, seed=seed, reference=tuning.reference, part=part)
+    if baselines:
+        ev.figures["baselines"] = tuned_baselines(tuning, ev, seed)
+    return ev
+
+
+def tuned_baselines(tuning: Tuning, ev: Evaluation, seed: int = 0) -> dict[str, Any]:
+    """The baselines of a tuning, held out: the two-model cascade among its single-model
+    candidates and the prompt router, chosen on the training part, against the tuned family
+    (every setting on the training frontier, measured on the held-out part)."""
+    from cascade.evaluate.baselines import baseline_figures
+    from cascade.evaluate.family import frontier_aiq
+
+    cands = [i for i, c in enumerate(tuning.candidates) if not c.partners]
+    firsts = [i for i in cands if tuning.candidates[i].scored is not None]
+    lasts = [i for i in cands if tuning.candidates[i].bare is not None]
+
+    def full(i: int, j: int) -> tuple[TierArrays, TierArrays]:
+        a, b = firsts[i], lasts[j]
+        tuning.ensure(Setting((a, b), (0.0,), 0.0, 0.0))
+        sa, sb = tuning.candidates[a].scored, tuning.candidates[b].bare
+        assert sa is not None
+        assert sb is not None
+        return sa, sb
+
+    first_model = ev.figures["tiers"][0]["model"]
+    lo, hi = ev.figures["aiq"]["cost_range_usd"]
+    out = baseline_figures(
+        tuning.evalset,
+        tuning.test,
+        [tuning.candidates[i].scored for i in firsts],  # type: ignore[misc]
+        [tuning.candidates[i].bare for i in lasts],  # type: ignore[misc]
+        first_model,
+        frontier_aiq(tuning, lo, hi),
+        choose=tuning.train,
+        full=full,
+        seed=seed,
+        what="the tuned family",
+    )
+    return {**out, "chosen_on": "the training part"}
 
 
 __all__ = [

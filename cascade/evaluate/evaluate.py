@@ -108,11 +108,16 @@ def evaluate(
     pair: tuple[str, str] | None = None,
     reference: str | None = None,
     part: str | None = None,
+    pool: Sequence[TierArrays] | None = None,
+    choose: BoolArray | None = None,
 ) -> Evaluation:
     """Figures for the policy on ``rows`` of ``evalset`` (tiers already scored on every row).
 
     ``pair`` (weak, strong) for APGR/CPT defaults to the cheapest and the strongest model of the
-    policy's tiers on these rows; ``part`` says which records were measured (for the report)."""
+    policy's tiers on these rows; ``part`` says which records were measured (for the report).
+    ``pool`` (tiers scored on every record) adds the baselines of
+    :mod:`~cascade.evaluate.baselines`, chosen on ``choose`` (default: the other records)."""
+    full = list(tiers)
     tiers = [t.take(rows) for t in tiers]
     qm = evalset.quality[rows]
     cm = evalset.cost[rows]
@@ -233,6 +238,23 @@ def evaluate(
         "oracle": aiq(np.array([oc.mean()]), np.array([oq.mean()]), lo, hi),
         "cost_range_usd": [lo, hi],
     }
+    if pool is not None:
+        from cascade.evaluate.baselines import baseline_figures
+
+        mine = [m for m in dict.fromkeys(t.model for t in tiers) if m in models]
+        weak = min(mine, key=lambda m: float(sc[models.index(m)])) if mine else models[int(np.argmin(sc))]
+        figures["baselines"] = baseline_figures(
+            evalset,
+            rows,
+            pool,
+            pool,
+            weak,
+            figures["aiq"]["policy_curve"]["value"]
+            if len(full) > 1
+            else aiq(np.array([pol_c(None)]), np.array([pol_q(None)]), lo, hi),
+            choose=choose,
+            seed=seed,
+        )
     omitted: str | None = None
     if pair is not None:
         weak, strong = pair

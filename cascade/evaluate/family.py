@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from cascade.errors import ConfigurationError
+from cascade.evaluate.baselines import baseline_lines, verdict
 from cascade.evaluate.evaluate import Evaluation
 from cascade.evaluate.metrics import aiq, signless, upper_hull
 from cascade.evaluate.tune import Setting, Tuning
@@ -89,6 +90,23 @@ def write_family(path: str | Path, files: Sequence[str | Path], figures: dict[st
     write_text(path, "\n".join(lines) + "\n" + body)
 
 
+def frontier_aiq(tuning: Tuning, lo: float, hi: float, max_points: int = 40) -> float:
+    """AIQ on the held-out part of the settings on the training frontier (at most ``max_points``
+    of them, evenly spread by cost)."""
+    from cascade.evaluate.simulate import run
+
+    front = sorted(tuning.frontier, key=lambda s: s.cost)
+    if len(front) > max_points:
+        idx = np.unique(np.linspace(0, len(front) - 1, max_points).round().astype(int))
+        front = [front[i] for i in idx]
+    qs, cs = [], []
+    for s in front:
+        r = run(tuning.arrays(s, tuning.test), tuning.thresholds(s))
+        qs.append(float(r.quality.mean()))
+        cs.append(float(r.cost.mean()))
+    return aiq(np.array(cs), np.array(qs), lo, hi)
+
+
 def family_figures(evals: Sequence[tuple[str, Evaluation]]) -> dict[str, Any]:
     """The family's figures from its members' evaluations (on the same records)."""
     first = evals[0][1]
@@ -99,7 +117,7 @@ def family_figures(evals: Sequence[tuple[str, Evaluation]]) -> dict[str, Any]:
     lo, hi = base["cost_range_usd"]
     mq = np.array([float(ev.run.quality.mean()) for _, ev in evals])
     mc = np.array([float(ev.run.cost.mean()) for _, ev in evals])
-    return {
+    out: dict[str, Any] = {
         "file": first.figures["file"],
         "records": int(rows.sum()),
         "part": first.figures.get("part"),
@@ -116,6 +134,10 @@ def family_figures(evals: Sequence[tuple[str, Evaluation]]) -> dict[str, Any]:
             "cost_range_usd": [lo, hi],
         },
     }
+    base_fig = next((ev.figures["baselines"] for _, ev in evals if "baselines" in ev.figures), None)
+    if base_fig is not None:  # the family, not its first member, against the baselines
+        out["baselines"] = {**base_fig, "verdict": verdict(out["aiq"]["family"], base_fig, "the family")}
+    return out
 
 
 def table(f: dict[str, Any]) -> str:
@@ -135,6 +157,8 @@ def table(f: dict[str, Any]) -> str:
         f" ({' + '.join(a['best_random_mix']['models'])}); hull of all single models"
         f" {a['all_single_models']:.4f}"
     )
+    if f.get("baselines"):
+        out.extend(baseline_lines(f["baselines"]))
     return "\n".join(out)
 
 
@@ -189,4 +213,13 @@ def plot(f: dict[str, Any], path: str | Path, *, title: str | None = None) -> Pa
     return out
 
 
-__all__ = ["family_figures", "is_family", "members", "plot", "read_family", "table", "write_family"]
+__all__ = [
+    "family_figures",
+    "frontier_aiq",
+    "is_family",
+    "members",
+    "plot",
+    "read_family",
+    "table",
+    "write_family",
+]

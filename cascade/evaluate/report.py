@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from cascade.evaluate.baselines import baseline_lines
 from cascade.evaluate.evaluate import Evaluation, as_interval
 from cascade.evaluate.metrics import upper_hull
 from cascade.files import replacing
@@ -100,6 +101,8 @@ def table(ev: Evaluation, *, models: int = 40) -> str:
         f" best single {a['best_single']['value']:.4f} ({a['best_single']['model']});"
         f" best random mix {a['best_random_mix']['value']:.4f} ({' + '.join(a['best_random_mix']['models'])})"
     )
+    if f.get("baselines"):
+        out.extend(baseline_lines(f["baselines"]))
     if "pair" in f:
         p = f["pair"]
         out.append(
