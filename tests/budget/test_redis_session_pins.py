@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from structlog.testing import capture_logs
 
 from cascade import Cascade
@@ -65,7 +67,10 @@ def test_pins_only_move_up_and_clear(redis_url: str, prefix: str) -> None:
 
 
 def test_without_redis_the_session_starts_at_the_first_tier() -> None:
-    client = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    # no retries: redis-py's default backs off for about 3 s per command before it gives up
+    client = redis.Redis(
+        port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
     pins = RedisSessionPins(client, 60, prefix="down")
     with capture_logs() as logs:
         pins.note("s", 2)

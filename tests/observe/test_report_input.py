@@ -231,8 +231,9 @@ def test_the_documented_production_loop_gives_no_false_drift(
     # the old way, the log before tuning against the tuned prediction, is refused, not DRIFT
     before = tmp_path / "before"
     before.mkdir()
+    untuned = '"policy_id": "' + _identity(tmp_path) + '"'  # once: each load parses the YAML again
     for f in (tmp_path / "out" / "logs").glob("*.jsonl"):
-        rows = [x for x in f.read_text().splitlines() if '"policy_id": "' + _identity(tmp_path) + '"' in x]
+        rows = [x for x in f.read_text().splitlines() if untuned in x]
         (before / f.name).write_text("\n".join(rows) + "\n")
     assert main(["report", str(before), "--policy", "out/production-loop.tuned.yaml"]) == 1
     assert "no row of the log was written by this policy" in capsys.readouterr().err
