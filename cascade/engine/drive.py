@@ -168,23 +168,33 @@ def aexecute(action: Action) -> Awaitable[Outcome]:
     return _apredict(action)
 
 
+_NO_DEADLINE = deadline()  # no deadline of its own: never sets the context variable, so one is shared
+
+
 async def _acall(action: Call) -> CallOutcome:
     start = time.perf_counter()
     tier, request, cache, n = action.tier, action.request, action.cache, action.n
-    fn: Callable[[], Awaitable[Completion]]
-    if cache is not None and tier.call_key:  # partial, not a closure: fewer objects per call in flight
-        fn = partial(cache.acomplete, tier.call_key, tier.provider, request, n)
-    else:
-        fn = partial(tier.provider.acomplete, request, n)
-    with deadline(at=action.deadline):  # this task's context: the provider's calls see it
+    reusing = cache is not None and tier.call_key
+    at = action.deadline  # this task's context: the provider's calls see it (none: nothing to set)
+    with _NO_DEADLINE if at is None else deadline(at=at):
         if action.wait > 0:
             await asyncio.sleep(action.wait)
-        try:  # the first try made here: no retry coroutine nor billed list in flight while it runs
-            completion = await fn()
+        try:  # the first try made here, called bare: no retry coroutine, billed list nor partial
+            if reusing:  # (each a GC-tracked object in flight while the provider answers)
+                assert cache is not None
+                completion = await cache.acomplete(tier.call_key, tier.provider, request, n)
+            else:
+                completion = await tier.provider.acomplete(request, n)
         except ProviderError as exc:
             failed = exc
         else:
             return CallOutcome(completion, None, 0, time.perf_counter() - start)
+        fn: Callable[[], Awaitable[Completion]]
+        if reusing:  # partial, not a closure: fewer objects per call in flight
+            assert cache is not None
+            fn = partial(cache.acomplete, tier.call_key, tier.provider, request, n)
+        else:
+            fn = partial(tier.provider.acomplete, request, n)
         billed: list[ProviderError] = []
         try:
             completion, retries = await aretry_failed(

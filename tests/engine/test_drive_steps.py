@@ -156,3 +156,24 @@ def test_the_async_first_try_runs_with_no_retry_frame_in_flight_and_a_failed_one
     assert "acall_with_retry" not in stacks[0] and "aretry_failed" not in stacks[0]
     result = asyncio.run(cascade.arun("again"))  # the first try fails (429): retried
     assert result.answer == "w" and result.attempts[-1].retries == 1 and len(stacks) == 3
+
+
+def test_the_async_first_try_builds_no_partial_nor_deadline_when_none_is_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 24: each is a GC-tracked object in flight per call; a retry still gets its partial."""
+    from cascade.engine import drive
+
+    built: list[str] = []
+
+    def counting(name: str, real: object) -> object:
+        def make(*args: object, **kwargs: object) -> object:
+            built.append(name)
+            return real(*args, **kwargs)  # type: ignore[operator]
+
+        return make
+
+    monkeypatch.setattr(drive, "partial", counting("partial", drive.partial))
+    monkeypatch.setattr(drive, "deadline", counting("deadline", drive.deadline))
+    result = asyncio.run(capped(MemoryLedger()).arun("hi"))
+    assert result.answer == "l" and built == []
