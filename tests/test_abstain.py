@@ -193,3 +193,37 @@ def test_the_pvalue_is_the_exact_binomial_tail() -> None:
     assert selective(np.array([0.1, 0.5, 0.9]), np.array([1.0, 0.0, 1.0]), 0.5) == Selective(
         0.5, 2 / 3, 0.5, 2, 1
     )
+
+
+def test_benchmark_rows_carry_abstention(tmp_path: Path) -> None:
+    """``run_all``'s rows and table carry the abstention figures (synthetic outcomes, no data needed)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import run_all
+    from abstain_splits import abstain_row
+
+    from cascade import outcomes
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(2000):
+        agree = int(rng.integers(3, 6))  # of 5 samples give the majority answer; more agreement, fewer errors
+        right = rng.random() < (0.999 if agree == 5 else 0.7)
+        good = {"answer": "a", "quality": 1.0 if right else 0.0, "input_tokens": 1, "output_tokens": 1}
+        other = {"answer": "b", "quality": 0.0, "input_tokens": 1, "output_tokens": 1}
+        samples = [good] * agree + [other] * (5 - agree)
+        lines.append(
+            json.dumps({"id": str(i), "prompt": f"p{i}", "reference": "a", "responses": {"m": samples}})
+        )
+    path = tmp_path / "synthetic.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    row = abstain_row("synthetic", outcomes.load(path), splits=4, target=0.05)
+    assert row["proven"] == 4 and row["within_target"] == 1.0 and 0 < row["coverage_mean"] < 1
+    table = run_all.markdown([{"set": "synthetic", "error": "-", "tune_seconds": 0, "abstain": row}])
+    assert "Abstention (`on_unverified: abstain`)" in table and "| synthetic | m (4) | 4/4 |" in table
+    single = tmp_path / "single.jsonl"
+    single.write_text(
+        json.dumps({"id": "0", "prompt": "p", "reference": "a", "responses": {"m": [good]}}) + "\n"
+    )
+    assert "no last-tier score" in abstain_row("single", outcomes.load(single), splits=1)["error"]
