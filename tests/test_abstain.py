@@ -227,3 +227,25 @@ def test_benchmark_rows_carry_abstention(tmp_path: Path) -> None:
         json.dumps({"id": "0", "prompt": "p", "reference": "a", "responses": {"m": [good]}}) + "\n"
     )
     assert "no last-tier score" in abstain_row("single", outcomes.load(single), splits=1)["error"]
+
+
+def test_langchain_never_streams_an_answer_it_may_withhold() -> None:
+    """With abstain, the last tier is scored before anything reaches the caller, even when
+    ``stream_final_tier`` and ``on_exhausted: return_last`` would stream it live."""
+    from cascade.langchain import ScriptedChatModel
+    from cascade.scorers.basic import RegexScorer
+    from tests.langchain.support import tier as lc_tier
+
+    cheap = ScriptedChatModel(model="cheap-1", script=["no idea"])
+    strong = ScriptedChatModel(model="strong-1", script=["maybe Lyon"])
+    c = Cascade(
+        [
+            lc_tier("cheap", cheap, RegexScorer("Paris"), 0.5),
+            lc_tier("strong", strong, RegexScorer("Paris"), 0.5),
+        ],
+        on_exhausted="return_last",
+        on_unverified="abstain",
+    )
+    model = CascadeChatModel(cascade=c, stream_final_tier=True, abstain_message="I am not sure.")
+    chunks = list(model.stream("capital?"))
+    assert "".join(str(x.content) for x in chunks) == "I am not sure."
