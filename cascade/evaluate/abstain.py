@@ -9,8 +9,9 @@ risk is at most ``target``, with probability at least ``1 - delta`` (Learn-then-
   ``t`` answers, their errors are independent draws at the selective risk, so the exact binomial
   tail :func:`cascade.evaluate.risk.binom_cdf` of the errors seen is a valid p-value;
 * the grid of thresholds is fixed (every hundredth of [0, 1]); the *fit* part of the training
-  records orders it (by its Clopper-Pearson upper bound on the selective risk, lowest first) and
-  the *calibration* part tests it in that order with
+  records orders it: from the threshold with the lowest Clopper-Pearson upper bound on the
+  selective risk there, downwards (wider coverage), leaving out thresholds whose fit-part error is
+  above the target; the *calibration* part tests it in that order with
   :func:`cascade.evaluate.risk.fixed_sequence`, which stops at the first threshold not rejected.
   The order never sees the calibration records, so every rejected threshold is valid together.
 
@@ -88,11 +89,13 @@ def tune_abstain(
 
     on_fit = [selective(s[fit], c[fit], t) for t in GRID]
     bound = [binom_upper(r.errors, r.answered, delta) if r.answered else 1.0 for r in on_fit]
-    # within the target on the fit part, from the lowest upper bound up (ties: the higher threshold)
-    sequence = sorted(
-        (i for i, r in enumerate(on_fit) if r.answered and r.risk <= target),
-        key=lambda i: (bound[i], -GRID[i]),
-    )
+    # from the threshold with the lowest upper bound on the fit part down to wider coverage, while
+    # the fit part's error stays within the target (higher thresholds only answer less)
+    within = [i for i, r in enumerate(on_fit) if r.answered and r.risk <= target]
+    sequence: list[int] = []
+    if within:
+        start = min(within, key=lambda i: (bound[i], -GRID[i]))
+        sequence = [i for i in range(start, -1, -1) if i in within]
 
     def check(i: int) -> tuple[float, float]:
         r = selective(s[cal], c[cal], GRID[i])
