@@ -371,14 +371,14 @@ class Policy(Strict):
         if self.on_unverified == "abstain" and last.scorer is None:
             raise PydanticCustomError(
                 "abstain_without_scorer",
-                f"on_unverified: abstain needs a scorer and a threshold on the last tier {last.name!r}"
+                f"abstain needs a scorer and a threshold on the last tier {last.name!r}"
                 " (its answer is scored, and below the threshold the run abstains)",
                 {"loc": ("on_unverified",)},
             )
         if self.on_unverified == "abstain" and self.on_exhausted == "raise":
             raise PydanticCustomError(
                 "abstain_and_raise",
-                "on_unverified: abstain and on_exhausted: raise disagree: choose one",
+                "abstain and on_exhausted: raise disagree: choose one",
                 {"loc": ("on_unverified",)},
             )
         if self.tiers[-1].hedge is not None:
