@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/abstain_splits.py [--only NAME ...] [--splits 50] [--target 0.02]
 
-For every set of ``benchmarks/run_all.py`` whose models were sampled several times, and each of
-``--splits`` seeded random train/test halves: the last tier is the model with the best first-sample
-quality on the *training* half among those with at least 3 samples per record; its score is the
+For every recorded set (``../shared/data`` or ``$CASCADE_DATA``) whose models were sampled several
+times, and each of ``--splits`` seeded random train/test halves: the last tier is the model with the
+best first-sample quality on the *training* half among those with at least 3 samples per record; its score is the
 self-consistency agreement (the share of its samples giving the majority answer) and its answer
 the majority one. :func:`cascade.evaluate.abstain.tune_abstain` picks the abstain threshold for
 an error rate among answered requests of at most ``--target`` at risk ``--risk`` on the training
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+DEFAULT_DATA = Path(os.environ.get("CASCADE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def agreement(data: Any, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,13 +120,11 @@ HEADER = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    from run_all import DEFAULT_DATA, SETS
-
     from cascade import outcomes
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--only", nargs="*", choices=sorted(SETS))
+    p.add_argument("--only", nargs="*", help="set names (default: every recorded set in --data)")
     p.add_argument("--splits", type=int, default=50)
     p.add_argument("--target", type=float, default=0.02)
     p.add_argument("--risk", type=float, default=0.05)
@@ -135,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no recorded data at {args.data}: nothing to measure", file=sys.stderr)
         return 0
     rows = []
-    for name in args.only or list(SETS):
+    names = args.only or sorted(f.name.removesuffix(".jsonl.gz") for f in args.data.glob("*.jsonl.gz"))
+    for name in names:
         path = args.data / f"{name}.jsonl.gz"
         if path.exists():
             rows.append(abstain_row(name, outcomes.load(path), args.splits, args.target, args.risk))
