@@ -4,9 +4,9 @@
 
 For every recorded set (``../shared/data`` or ``$CASCADE_DATA``) whose models were sampled several
 times, and each of ``--splits`` seeded random train/test halves: the last tier is the model with the
-best first-sample quality on the *training* half among those with at least 3 samples per record; its score is the
-self-consistency agreement (the share of its samples giving the majority answer) and its answer
-the majority one. :func:`cascade.evaluate.abstain.tune_abstain` picks the abstain threshold for
+best first-sample quality on the *training* half among those with at least 3 samples per record;
+its score is the self-consistency agreement (the share of its samples giving the majority answer)
+and its answer the majority one. :func:`cascade.evaluate.abstain.tune_abstain` picks the abstain threshold for
 an error rate among answered requests of at most ``--target`` at risk ``--risk`` on the training
 half only; the held-out half gives the coverage and the error among answered. Prints per set the
 splits where a threshold was proven, the mean held-out coverage and error, and the share of splits
