@@ -302,6 +302,9 @@ def one(name: str, data_dir: Path, folder: Path, seed: int = 0) -> dict[str, Any
     tuning = tune(sk, data, Objective(target=target), seed=seed, **kw)
     took = time.perf_counter() - started
     row: dict[str, Any] = {"set": name, "tune_seconds": round(took, 1), "candidates": len(tuning.candidates)}
+    from abstain_splits import abstain_row
+
+    row["abstain"] = abstain_row(name, data)  # issue 20: on_unverified: abstain at a 2% error target
     if tuning.choice is None:
         row["error"] = "; ".join(tuning.notes) or "no setting met the objective"
         return row
@@ -466,7 +469,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         )
         if r.get("risk"):
             lines.append(risk_line(r))
-    return head + "\n".join(lines) + "\n"
+    out = head + "\n".join(lines) + "\n"
+    kept = [r["abstain"] for r in rows if r.get("abstain")]
+    if kept:  # issue 20: abstention at a 2% error target, 50 seeded splits
+        from abstain_splits import HEADER, line
+
+        out += "\nAbstention (`on_unverified: abstain`), error among answered <= 2% at risk 0.05:\n\n"
+        out += HEADER + "\n" + "\n".join(line(k) for k in kept) + "\n"
+    return out
 
 
 def baselines_markdown(rows: list[dict[str, Any]]) -> str:

@@ -13,6 +13,7 @@ from cascade.budget import Budget, Cap
 from cascade.engine import Cascade, Tier
 from cascade.engine.latency import HedgeAfter
 from cascade.errors import (
+    AbstainedError,
     AllTiersFailedError,
     BudgetExceededError,
     CascadeError,
@@ -44,6 +45,7 @@ def load(policy: str | os.PathLike[str], **overrides: Any) -> Cascade:
 
 
 __all__ = [
+    "AbstainedError",
     "AllTiersFailedError",
     "Attempt",
     "Budget",

@@ -18,6 +18,8 @@
     ├── LedgerError                 the spend ledger cannot be used (corrupt, locked, read-only file)
     │   └── LedgerUnavailableError  the ledger cannot be reached now (Redis down, lock timeout)
     ├── CascadeExhaustedError       no tier was accepted (on_exhausted: raise); carries the attempts
+    ├── AbstainedError              the run abstained (on_unverified: abstain), raised by the LangChain
+    │                               front only (the Python API returns a result); carries the attempts
     └── AllTiersFailedError         every tier failed; carries the attempts
 """
 
@@ -234,6 +236,18 @@ class CascadeExhaustedError(CascadeError):
 
     def __init__(self, message: str, attempts: Sequence[Attempt]) -> None:
         self.attempts = tuple(attempts)
+        super().__init__(message)
+
+
+class AbstainedError(CascadeError):
+    """The run abstained (``on_unverified: abstain``): no tier's answer was accepted, so none is
+    given. Raised by the LangChain front (unless it has an ``abstain_message``); ``reason`` says why,
+    ``attempts`` (and :attr:`spent`) what was spent. The Python API returns the abstention as a
+    result (``result.abstained``) instead."""
+
+    def __init__(self, message: str, attempts: Sequence[Attempt], reason: str = "") -> None:
+        self.attempts = tuple(attempts)
+        self.reason = reason
         super().__init__(message)
 
 

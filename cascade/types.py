@@ -221,7 +221,9 @@ class CascadeResult:
 
     ``accepted`` is true when a tier's answer cleared its threshold (or the last tier answered with
     no scorer); ``reason`` says why the run ended: ``accepted``, ``budget`` (the next tier could not be
-    afforded), ``exhausted`` (every tier ran, none was accepted).
+    afforded), ``exhausted`` (every tier ran, none was accepted), ``abstained`` (none was accepted and
+    the policy says ``on_unverified: abstain``: ``answer`` is empty, ``abstention`` says why, and
+    ``cost`` and ``attempts`` hold everything spent).
     """
 
     answer: str
@@ -234,6 +236,12 @@ class CascadeResult:
     policy: str = ""
     latency_s: float = 0.0
     sample: Sample | None = field(default=None, compare=False)
+    abstention: str | None = None  # why the run abstained (``reason == "abstained"``), else None
+
+    @property
+    def abstained(self) -> bool:
+        """True when the run returned no answer rather than an unverified one (``on_unverified: abstain``)."""
+        return self.abstention is not None
 
     @property
     def cost(self) -> Decimal:
@@ -258,6 +266,7 @@ class CascadeResult:
                 d[name] = _jsonable(getattr(self, name))
         d["cost"] = str(self.cost)
         d["usage"] = _flat(self.usage)
+        d["abstained"] = self.abstention is not None
         return d
 
     def to_json(self, **kwargs: Any) -> str:
@@ -266,6 +275,8 @@ class CascadeResult:
     def explain(self) -> str:
         """A human-readable account of every decision (money exact, in USD)."""
         lines = [f"policy {self.policy!r}: {self.reason} at tier {self.tier!r} ({self.model})"]
+        if self.abstention is not None:
+            lines[0] = f"policy {self.policy!r}: abstained: {self.abstention}"
         for i, a in enumerate(self.attempts, 1):
             parts = [f"  {i}. {a.tier} [{a.provider}:{a.model}] {a.decision}: {a.reason}"]
             if a.score is not None and not a.reason.startswith("score"):

@@ -25,7 +25,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
         ),
         ("langchain_agent.py", ["cheap:escalated -> strong:accepted", "tenant acme stopped", "daily cap"]),
         ("custom_scorer.py", ["escalated: score 0.500 < 0.900", "unknown field (did you mean 'target'?)"]),
-        ("production_loop.py", ["production loop: live traffic"]),  # figures: tests/observe (data)
+        ("production_loop.py", ["production loop: live traffic"]),
+        (
+            "abstain.py",
+            ["abstained: tier 'strong': score 0.000 < 1.000", "held out: coverage"],
+        ),  # figures: tests/observe (data)
         (
             "tune_your_logs.py",
             ["== cascade eval", "# predicted quality", "name: arithmetic"],

@@ -213,7 +213,8 @@ def test_to_dict_is_asdict_made_json_ready_without_its_copies() -> None:
     expected = {k: _reference(getattr(result, k)) for k in ("answer", "tier", "model", "accepted", "reason")}
     expected |= {"attempts": [{**_reference(a), "total_cost": str(a.total_cost)} for a in attempts]}
     expected |= {"tool_calls": _reference(result.tool_calls), "policy": "p", "latency_s": 0.25}
-    expected |= {"cost": str(result.cost), "usage": _reference(result.usage)}
+    expected |= {"abstention": None, "cost": str(result.cost), "usage": _reference(result.usage)}
+    expected |= {"abstained": False}
     got = result.to_dict()
     assert got == expected and list(got) == list(expected)
     assert json.loads(json.dumps(got)) == got

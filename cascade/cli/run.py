@@ -114,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     print(result.answer)
     if args.explain:
         print(result.explain(), file=sys.stderr)
+    elif result.abstention is not None:
+        print(f"cascade: note: abstained ({result.abstention}); --explain says why", file=sys.stderr)
     elif not result.accepted:
         print(f"cascade: note: no tier accepted ({result.reason}); --explain says why", file=sys.stderr)
     return 0
@@ -246,7 +248,8 @@ def _run_batch(cascade: Any, items: list[dict[str, Any]], out: Path, args: argpa
             if "error" in row:
                 errors += 1
             else:
-                tiers[row["tier"]] += 1
+                if not row.get("abstained"):  # no answer given: counted under its reason only
+                    tiers[row["tier"]] += 1
                 reasons[row["reason"]] += 1
 
     with replacing(out, keep_partial=True) as tmp:  # fails before anything is spent
@@ -303,18 +306,22 @@ def _run_provider_batch(
     finally:
         cascade.close()
     tiers: Counter[str] = Counter()
-    errors = 0
+    errors = abstained = 0
     with writing(out) as fh:
         for item, res in zip(items, report.results, strict=True):
             fh.write(json.dumps({"id": item["id"], **res.to_dict()}) + "\n")
             if isinstance(res, CascadeError):
                 errors += 1
+            elif res.abstained:
+                abstained += 1
             else:
                 tiers[res.tier] += 1
     n = len(items)
     print(f"{n} prompts -> {out} ({len(report.jobs)} batch jobs: {', '.join(report.jobs)})")
     for tier in (t.name for t in cascade.tiers):
         print(f"  {tier:<20} {tiers[tier]:>6} answered ({tiers[tier] / n:.1%})")
+    if abstained:
+        print(f"  abstained            {abstained:>6} ({abstained / n:.1%})")
     if errors:
         print(f"  errors               {errors:>6} (see the 'error' field in {out})")
     if report.unmatched:

@@ -17,7 +17,7 @@ from cascade import observe, registry
 from cascade.budget import Budget, Cap
 from cascade.engine.actions import Tier
 from cascade.engine.latency import HedgeAfter
-from cascade.engine.loop import OnExhausted
+from cascade.engine.loop import OnExhausted, OnUnverified
 from cascade.engine.reuse import ReusingProvider, call_key
 from cascade.errors import ConfigurationError
 from cascade.money import FREE, Price
@@ -131,6 +131,7 @@ class Parts:
     on_exhausted: OnExhausted
     include_text: bool
     observer: Observer | None
+    on_unverified: OnUnverified = "answer"
 
 
 def assemble(
@@ -201,6 +202,7 @@ def assemble(
         on_exhausted=policy.on_exhausted,
         include_text=policy.logging.include_text,
         observer=observe.from_policy(policy, tiers, base, ledger=ledger),
+        on_unverified=policy.on_unverified,
     )
 
 

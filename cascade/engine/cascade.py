@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from cascade.budget import Budget, hold_ttl_problem
 from cascade.engine.actions import Tier
 from cascade.engine.drive import AsyncStep, Step, adrive, astream, drive, stream
-from cascade.engine.loop import Action, OnExhausted, Outcome, Settings, steps
+from cascade.engine.loop import Action, OnExhausted, OnUnverified, Outcome, Settings, steps
 from cascade.errors import CascadeError, InvalidRequestError
 from cascade.request import Prompt, Request
 from cascade.types import CascadeResult
@@ -43,6 +43,7 @@ class Cascade:
         on_exhausted: OnExhausted = "return_best",
         include_text: bool = False,
         observer: Observer | None = None,
+        on_unverified: OnUnverified = "answer",
     ) -> None:
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
@@ -51,11 +52,17 @@ class Cascade:
                 raise ValueError(f"tier {t.name!r} is not the last, so it needs a scorer and threshold")
         if tiers[-1].skip is not None:
             raise ValueError(f"tier {tiers[-1].name!r} is the last tier: it cannot be skipped")
+        if on_unverified == "abstain" and (tiers[-1].scorer is None or tiers[-1].threshold is None):
+            raise ValueError(
+                f"on_unverified: abstain needs a scorer and threshold on the last tier {tiers[-1].name!r}"
+            )
         if budget is not None and budget.caps:  # as the policy loader checks a policy's
             problem = hold_ttl_problem(budget.hold_ttl, _longest_calls(tiers))
             if problem is not None:
                 raise ValueError(problem)
-        self.settings = Settings(name, tuple(tiers), budget or Budget(), on_exhausted, include_text)
+        self.settings = Settings(
+            name, tuple(tiers), budget or Budget(), on_exhausted, include_text, on_unverified=on_unverified
+        )
         self.observer = observer  # outcome log, shadow sampling, session pins, metrics (cascade.observe)
 
     @classmethod
@@ -79,6 +86,7 @@ class Cascade:
             on_exhausted=parts.on_exhausted,
             include_text=parts.include_text,
             observer=parts.observer,
+            on_unverified=parts.on_unverified,
         )
 
     @property

@@ -56,6 +56,7 @@ from cascade.retry import failure_charge
 from cascade.types import ZERO, Attempt, CascadeResult, Completion, Decision, Sample, Usage, show
 
 OnExhausted = Literal["return_last", "return_best", "raise"]
+OnUnverified = Literal["answer", "abstain"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class Settings:
     on_exhausted: OnExhausted = "return_best"
     include_text: bool = False
     latencies: Latencies = field(default_factory=Latencies)  # per cascade: each tier's recent latencies
+    on_unverified: OnUnverified = "answer"  # abstain: no answer rather than one no tier accepted
 
 
 Action = Call | Rate | Reserve | Settle | Predict | Hedge | Join | Cancel
@@ -306,6 +308,8 @@ class _Run:
         if self.s.budget.on_exceeded == "raise" or not self.candidates:
             refusal.attempts = tuple(self.attempts)
             raise refusal
+        if self.s.on_unverified == "abstain":
+            return _abstain(self, f"budget: {refusal}")
         return self.finish(_best(self.candidates), False, "budget")
 
     # -- the trace ------------------------------------------------------------------------------
@@ -483,12 +487,50 @@ class _Run:
                 + "; ".join(f"{a.tier}: {a.error or a.reason}" for a in self.attempts),
                 self.attempts,
             )
+        if s.on_unverified == "abstain":
+            return _abstain(self, _unverified(self.attempts))
         if s.on_exhausted == "raise":
             raise CascadeExhaustedError(
                 f"no tier of policy {s.name!r} produced an accepted answer", self.attempts
             )
         chosen = self.candidates[-1] if s.on_exhausted == "return_last" else _best(self.candidates)
         return self.finish(chosen, False, "exhausted")
+
+
+def _abstain(run: _Run, why: str) -> CascadeResult:
+    """No tier's answer was accepted and the policy abstains: a result with no answer, its reason,
+    and every attempt (so its cost is all that was spent)."""
+    last = run.candidates[-1]
+    result = CascadeResult(
+        answer="",
+        tier=last.tier.name,
+        model=last.model,
+        accepted=False,
+        reason="abstained",
+        attempts=tuple(run.attempts),
+        policy=run.s.name,
+        latency_s=time.perf_counter() - run.started,
+        abstention=why,
+    )
+    if run.log is not None:
+        run.log.info(
+            "cascade.abstained",
+            run_id=run.run_id,
+            policy=run.s.name,
+            tier=last.tier.name,
+            reason=why,
+            cost=str(result.cost),
+            latency_ms=round(result.latency_s * 1000, 3),
+        )
+    return result
+
+
+def _unverified(attempts: Sequence[Attempt]) -> str:
+    """Why the last scored tier's answer was not verified (its attempt's reason)."""
+    for a in reversed(attempts):
+        if a.decision in ("rejected", "failed", "escalated"):
+            return f"tier {a.tier!r}: {a.reason}"
+    return "no tier's answer was accepted"
 
 
 def _verdict(

@@ -24,6 +24,7 @@ from cascade.langchain.runs import _in_scope, _Scope
 if TYPE_CHECKING:
     from cascade.engine.cascade import Cascade
     from cascade.request import Request
+    from cascade.types import CascadeResult
 
 _Manager = TypeVar("_Manager", CallbackManager, AsyncCallbackManager)
 
@@ -46,6 +47,8 @@ class _LeanPath(BaseChatModel):
         ) -> _Scope: ...
 
         def _session(self, request: Request) -> str | None: ...
+
+        def _answered(self, result: CascadeResult) -> CascadeResult: ...
 
     # -- the lean path: BaseChatModel.generate's run reporting, without its per-call machinery ---------
 
@@ -143,7 +146,7 @@ class _LeanPath(BaseChatModel):
         )
         if scope is not None:  # nobody listens: no run to report
             with _in_scope(scope):
-                answer = self._traced.run(scope.request, session=self._session(scope.request))
+                answer = self._answered(self._traced.run(scope.request, session=self._session(scope.request)))
             return _unreported(answer, how["start"]["run_id"], scope)
         assert manager is not None
         (run,) = manager.on_chat_model_start(
@@ -175,7 +178,9 @@ class _LeanPath(BaseChatModel):
         )
         if scope is not None:  # nobody listens: no run to report
             with _in_scope(scope):
-                answer = await self._traced.arun(scope.request, session=self._session(scope.request))
+                answer = self._answered(
+                    await self._traced.arun(scope.request, session=self._session(scope.request))
+                )
             return _unreported(answer, how["start"]["run_id"], scope)
         assert manager is not None
         (run,) = await manager.on_chat_model_start(

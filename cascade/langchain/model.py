@@ -6,6 +6,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +40,13 @@ from cascade.engine.actions import Call
 from cascade.engine.cascade import Cascade
 from cascade.engine.drive import AsyncStep, Executed, Step, aexecute, execute
 from cascade.engine.loop import Action
-from cascade.errors import AllTiersFailedError, ConfigurationError, InvalidRequestError, ProviderError
+from cascade.errors import (
+    AbstainedError,
+    AllTiersFailedError,
+    ConfigurationError,
+    InvalidRequestError,
+    ProviderError,
+)
 from cascade.langchain.leanpath import _LeanPath
 from cascade.langchain.messages import (
     _as_chunk,
@@ -120,6 +127,9 @@ class CascadeChatModel(_LeanPath):
     """Run-metadata key whose value scopes per-key budget caps."""
     session_metadata: tuple[str, ...] = ("session_id", "thread_id")
     """Run-metadata keys (first present wins) naming the session, for the policy's session pinning."""
+    abstain_message: str | None = None
+    """When the run abstains (``on_unverified: abstain``): answer with this message instead of
+    raising :class:`~cascade.errors.AbstainedError`."""
 
     _traced: Cascade = PrivateAttr()
     _text_only: tuple[str, ...] = PrivateAttr(())
@@ -533,7 +543,7 @@ class CascadeChatModel(_LeanPath):
     ) -> ChatResult:
         scope = self._prepare(messages, stop, run_manager, kwargs)
         with _in_scope(scope):
-            result = self._traced.run(scope.request, session=self._session(scope.request))
+            result = self._answered(self._traced.run(scope.request, session=self._session(scope.request)))
         return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope))])
 
     async def _agenerate(
@@ -545,8 +555,20 @@ class CascadeChatModel(_LeanPath):
     ) -> ChatResult:
         scope = self._prepare(messages, stop, run_manager, kwargs)
         with _in_scope(scope):
-            result = await self._traced.arun(scope.request, session=self._session(scope.request))
+            result = self._answered(
+                await self._traced.arun(scope.request, session=self._session(scope.request))
+            )
         return ChatResult(generations=[ChatGeneration(message=_reported_message(result, scope))])
+
+    def _answered(self, result: CascadeResult) -> CascadeResult:
+        """``result``, or an abstention as the configured message (else raised as a typed error)."""
+        if result.abstention is None:
+            return result
+        if self.abstain_message is None:
+            raise AbstainedError(
+                f"policy {result.policy!r} abstained: {result.abstention}", result.attempts, result.abstention
+            )
+        return replace(result, answer=self.abstain_message)
 
     def _live(self, action: Any) -> _TierRun | None:
         """The tier to stream live for ``action``, if any: the last tier, when its answer is final."""
@@ -559,7 +581,9 @@ class CascadeChatModel(_LeanPath):
         last = settings.tiers[-1]
         if action.tier is not last or not isinstance(last.provider, _TierRun) or not last.provider.streams:
             return None
-        if last.scorer is not None and settings.on_exhausted != "return_last":
+        if last.scorer is not None and (
+            settings.on_exhausted != "return_last" or settings.on_unverified != "answer"
+        ):
             return None
         return last.provider
 
@@ -619,6 +643,7 @@ class CascadeChatModel(_LeanPath):
             driver.close()  # closed mid-answer: the driver settles the loop's hold first
             _release_held(scope)
         assert result is not None
+        result = self._answered(result)
         yield ChatGenerationChunk(
             message=_final_chunk(result, bool(streamed), _list_content(streamed), scope)
         )
@@ -679,6 +704,7 @@ class CascadeChatModel(_LeanPath):
             await driver.aclose()  # closed mid-answer: the driver settles the hold off the event loop
             _release_held(scope)
         assert result is not None
+        result = self._answered(result)
         yield ChatGenerationChunk(
             message=_final_chunk(result, bool(streamed), _list_content(streamed), scope)
         )

@@ -333,6 +333,11 @@ class Policy(Strict):
         "return_best",
         description="When no tier is accepted: return the last answer, the best-scored one, or raise.",
     )
+    on_unverified: Literal["answer", "abstain"] = Field(
+        "answer",
+        description="When no tier is accepted: `answer` (per on_exhausted) or `abstain`: return no"
+        " answer, with its reason and cost. Needs a scorer and threshold on the last tier.",
+    )
     logging: LoggingSpec = LoggingSpec()
     shadow: ShadowSpec | None = None
     session: SessionSpec | None = None
@@ -362,6 +367,20 @@ class Policy(Strict):
                     "missing_scorer",
                     f"tier {tier.name!r} is not the last tier, so it needs a scorer and a threshold",
                 )
+        last = self.tiers[-1]
+        if self.on_unverified == "abstain" and last.scorer is None:
+            raise PydanticCustomError(
+                "abstain_without_scorer",
+                f"abstain needs a scorer and a threshold on the last tier {last.name!r}"
+                " (its answer is scored, and below the threshold the run abstains)",
+                {"loc": ("on_unverified",)},
+            )
+        if self.on_unverified == "abstain" and self.on_exhausted == "raise":
+            raise PydanticCustomError(
+                "abstain_and_raise",
+                "abstain and on_exhausted: raise disagree: choose one",
+                {"loc": ("on_unverified",)},
+            )
         if self.tiers[-1].hedge is not None:
             raise PydanticCustomError(
                 "hedge_on_last_tier",

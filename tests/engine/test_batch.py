@@ -243,6 +243,48 @@ def test_cli_provider_batch(
     assert [(r["answer"], r["cost"]) for r in again] == [(r["answer"], r["cost"]) for r in rows]
 
 
+def test_cli_provider_batch_counts_abstentions_apart(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``on_unverified: abstain``: rows no tier accepted are marked and not counted as answered."""
+    from cascade.cli import main
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    text = textwrap.dedent(POLICY.format(url=json.dumps(server.base_url)))
+    path.write_text(
+        text.replace("name: batchy", "name: batchy\non_unverified: abstain")
+        + "    scorer: {kind: regex, pattern: '^10$'}\n    threshold: 1.0\n"
+    )
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(PROMPTS))
+    )
+    out = tmp_path / "out.jsonl"
+    args = [
+        "run",
+        "-p",
+        str(path),
+        "--batch",
+        str(prompts),
+        "--out",
+        str(out),
+        "--provider-batch",
+        "--poll",
+        "0",
+    ]
+    assert main(args) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["id"], r["abstained"], r["answer"]) for r in rows if r["tier"] == "strong"] == [
+        ("q1", True, ""),
+        ("q3", True, ""),
+        ("q5", False, "10"),
+    ]
+    printed = capsys.readouterr().out
+    assert "abstained                 2 (33.3%)" in printed
+    assert "strong                    1 answered" in printed
+
+
 def test_cli_state_needs_provider_batch(tmp_path: Path) -> None:
     from cascade.cli import main
 

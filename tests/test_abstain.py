@@ -1,0 +1,251 @@
+"""Abstention (``on_unverified: abstain``): no answer rather than one no tier accepted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from cascade import AbstainedError, Budget, Cascade, CascadeError, PolicyError, ScorerError
+from cascade.cli import main
+from cascade.evaluate.abstain import GRID, Selective, selective, selective_pvalue, tune_abstain
+from cascade.langchain import CascadeChatModel
+from cascade.policy.loader import loads
+from cascade.testing import FixedScorer
+from tests.helpers import cost_of, tier
+
+
+def _abstaining(last_score: float = 0.2, **kw: object) -> Cascade:
+    return Cascade(
+        [tier("small", "s", 0.4, 0.5), tier("large", "l", last_score, 0.5)],
+        name="t",
+        on_unverified="abstain",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_a_last_tier_below_its_threshold_abstains_with_reason_and_cost() -> None:
+    result = _abstaining().run("q")
+    assert result.abstained and result.reason == "abstained" and not result.accepted
+    assert result.answer == ""
+    assert result.abstention == "tier 'large': score 0.200 < 0.500"
+    assert [a.decision for a in result.attempts] == ["escalated", "rejected"]
+    assert result.cost == cost_of(2)  # everything spent, both tiers
+    d = result.to_dict()
+    assert d["abstained"] is True and d["abstention"] == result.abstention
+    assert "abstained" in result.explain().splitlines()[0]
+
+
+def test_an_accepted_last_tier_answers_and_async_agrees() -> None:
+    result = _abstaining(last_score=0.9).run("q")
+    assert (result.answer, result.abstained, result.to_dict()["abstained"]) == ("l", False, False)
+    assert asyncio.run(_abstaining().arun("q")).abstained
+
+
+def test_without_abstain_the_unverified_answer_is_returned() -> None:
+    c = Cascade([tier("small", "s", 0.4, 0.5), tier("large", "l", 0.2, 0.5)])
+    result = c.run("q")
+    assert (result.answer, result.abstained, result.reason) == ("s", False, "exhausted")
+
+
+def test_a_failed_last_scorer_abstains() -> None:
+    def broken(request: object, completion: object) -> float:
+        raise ScorerError("no verdict")
+
+    c = _abstaining()
+    scorer = c.tiers[-1].scorer
+    assert isinstance(scorer, FixedScorer)
+    scorer.value = broken
+    result = c.run("q")
+    assert result.abstained and "scorer error" in (result.abstention or "")
+
+
+def test_a_budget_stop_abstains_instead_of_an_unverified_answer() -> None:
+    c = _abstaining(budget=Budget(per_request=cost_of(1) * Decimal("1.5")))
+    result = c.run("q")
+    assert result.abstained and (result.abstention or "").startswith("budget: per-request cap")
+    assert [a.decision for a in result.attempts] == ["escalated", "stopped"]
+
+
+def test_the_last_scorer_is_reserved_under_a_cap() -> None:
+    """A cap that covers the last call but not its scoring refuses it: the scorer is reserved."""
+    capped = _abstaining(budget=Budget(per_request=cost_of(2) + Decimal("0.0005")))
+    scorer = capped.tiers[-1].scorer
+    assert isinstance(scorer, FixedScorer)
+    scorer.cost = Decimal("0.001")  # its max_cost too
+    result = capped.run("q")
+    assert result.attempts[-1].decision == "stopped" and result.abstained
+
+
+def test_abstaining_is_an_event() -> None:
+    with capture_logs() as logs:
+        _abstaining().run("q")
+    event = next(e for e in logs if e["event"] == "cascade.abstained")
+    assert event["reason"] == "tier 'large': score 0.200 < 0.500" and event["cost"] == str(cost_of(2))
+    assert "cascade.finished" not in [e["event"] for e in logs]
+
+
+def test_abstain_without_a_last_scorer_is_refused() -> None:
+    with pytest.raises(ValueError, match="on_unverified: abstain needs a scorer"):
+        Cascade([tier("small", "s", 0.4, 0.5), tier("large", "l")], on_unverified="abstain")
+
+
+POLICY = """\
+name: careful
+on_unverified: abstain
+tiers:
+  - name: cheap
+    provider: scripted
+    model: cheap-model
+    price: {input: 1, output: 1}
+    options: {answers: ["not sure"]}
+    scorer: {kind: regex, pattern: '\\d'}
+    threshold: 1.0
+  - name: strong
+    provider: scripted
+    model: strong-model
+    price: {input: 1, output: 1}
+    options: {answers: ["still not sure"]}
+    scorer: {kind: regex, pattern: '\\d'}
+    threshold: 1.0
+"""
+
+
+def test_policy_abstain_needs_a_last_scorer() -> None:
+    last_unscored = POLICY.rsplit("    scorer:", 1)[0]
+    with pytest.raises(PolicyError, match="on_unverified: abstain needs a scorer and a threshold"):
+        loads(last_unscored, source="p.yaml")
+    with pytest.raises(PolicyError, match="disagree"):
+        loads(POLICY.replace("on_unverified: abstain", "on_unverified: abstain\non_exhausted: raise"))
+    assert loads(POLICY).on_unverified == "abstain"
+
+
+def test_cli_marks_abstentions(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    policy = tmp_path / "careful.yaml"
+    policy.write_text(POLICY)
+    assert main(["run", "-p", str(policy), "q"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "\n" and err.startswith("cascade: note: abstained (tier 'strong': score 0.000 < 1.000)")
+    prompts, rows = tmp_path / "p.jsonl", tmp_path / "o.jsonl"
+    prompts.write_text('"a"\n"b"\n')
+    assert main(["run", "-p", str(policy), "--batch", str(prompts), "--out", str(rows)]) == 0
+    out, _ = capsys.readouterr()
+    got = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [(r["abstained"], r["reason"], r["answer"]) for r in got] == [(True, "abstained", "")] * 2
+    assert "reason abstained" in out and "strong                    0 answered" in out
+
+
+def test_langchain_raises_a_typed_error_or_answers_the_message() -> None:
+    with pytest.raises(AbstainedError) as info:
+        CascadeChatModel(cascade=_abstaining()).invoke("q")
+    assert isinstance(info.value, CascadeError) and info.value.spent == cost_of(2)
+    assert info.value.reason == "tier 'large': score 0.200 < 0.500"
+    model = CascadeChatModel(cascade=_abstaining(), abstain_message="I am not sure.")
+    assert model.invoke("q").content == "I am not sure."
+    assert "".join(str(c.content) for c in model.stream("q")) == "I am not sure."
+    assert asyncio.run(model.ainvoke("q")).content == "I am not sure."
+    with pytest.raises(AbstainedError):
+        asyncio.run(CascadeChatModel(cascade=_abstaining()).ainvoke("q"))
+
+
+# -- tuning the abstain threshold (selective risk, Learn-then-Test) -------------------------------
+
+
+def _scored(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores in [0, 1]; a record is right with probability score ** 0.25."""
+    rng = np.random.default_rng(seed)
+    s = rng.random(n)
+    return s, (rng.random(n) < s**0.25).astype(np.float64)
+
+
+def test_tuned_threshold_meets_the_target_on_fresh_records() -> None:
+    met = found = 0
+    for seed in range(20):
+        s, c = _scored(4000, seed)
+        t = tune_abstain(s, c, target=0.05, delta=0.1, seed=seed)
+        if t.threshold is None or t.calibration is None:
+            continue
+        found += 1
+        assert t.calibration.risk <= 0.05 and t.tested[0].rejected
+        fresh_s, fresh_c = _scored(20000, 1000 + seed)
+        met += selective(fresh_s, fresh_c, t.threshold).risk <= 0.05
+        # the lowest threshold rejected before the fixed sequence stopped
+        assert t.threshold == min(GRID[x.index] for x in t.tested if x.rejected)
+    assert (
+        found >= 15 and met >= found - 2
+    )  # the guarantee holds with probability >= 0.9 (fresh records add their noise)
+
+
+def test_too_few_records_prove_nothing() -> None:
+    s, c = _scored(60, 0)
+    t = tune_abstain(s, c, target=0.02, delta=0.05)
+    assert t.threshold is None and t.calibration is None
+
+
+def test_the_pvalue_is_the_exact_binomial_tail() -> None:
+    assert selective_pvalue(0, 150, 0.02) == pytest.approx(0.98**150)
+    assert selective_pvalue(0, 0, 0.02) == 1.0
+    assert selective(np.array([0.1, 0.5, 0.9]), np.array([1.0, 0.0, 1.0]), 0.5) == Selective(
+        0.5, 2 / 3, 0.5, 2, 1
+    )
+
+
+def test_benchmark_rows_carry_abstention(tmp_path: Path) -> None:
+    """``run_all``'s rows and table carry the abstention figures (synthetic outcomes, no data needed)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import run_all
+    from abstain_splits import abstain_row
+
+    from cascade import outcomes
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(2000):
+        agree = int(rng.integers(3, 6))  # of 5 samples give the majority answer; more agreement, fewer errors
+        right = rng.random() < (0.999 if agree == 5 else 0.7)
+        good = {"answer": "a", "quality": 1.0 if right else 0.0, "input_tokens": 1, "output_tokens": 1}
+        other = {"answer": "b", "quality": 0.0, "input_tokens": 1, "output_tokens": 1}
+        samples = [good] * agree + [other] * (5 - agree)
+        lines.append(
+            json.dumps({"id": str(i), "prompt": f"p{i}", "reference": "a", "responses": {"m": samples}})
+        )
+    path = tmp_path / "synthetic.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    row = abstain_row("synthetic", outcomes.load(path), splits=4, target=0.05)
+    assert row["proven"] == 4 and row["within_target"] == 1.0 and 0 < row["coverage_mean"] < 1
+    table = run_all.markdown([{"set": "synthetic", "error": "-", "tune_seconds": 0, "abstain": row}])
+    assert "Abstention (`on_unverified: abstain`)" in table and "| synthetic | m (4) | 4/4 |" in table
+    single = tmp_path / "single.jsonl"
+    single.write_text(
+        json.dumps({"id": "0", "prompt": "p", "reference": "a", "responses": {"m": [good]}}) + "\n"
+    )
+    assert "no last-tier score" in abstain_row("single", outcomes.load(single), splits=1)["error"]
+
+
+def test_langchain_never_streams_an_answer_it_may_withhold() -> None:
+    """With abstain, the last tier is scored before anything reaches the caller, even when
+    ``stream_final_tier`` and ``on_exhausted: return_last`` would stream it live."""
+    from cascade.langchain import ScriptedChatModel
+    from cascade.scorers.basic import RegexScorer
+    from tests.langchain.support import tier as lc_tier
+
+    cheap = ScriptedChatModel(model="cheap-1", script=["no idea"])
+    strong = ScriptedChatModel(model="strong-1", script=["maybe Lyon"])
+    c = Cascade(
+        [
+            lc_tier("cheap", cheap, RegexScorer("Paris"), 0.5),
+            lc_tier("strong", strong, RegexScorer("Paris"), 0.5),
+        ],
+        on_exhausted="return_last",
+        on_unverified="abstain",
+    )
+    model = CascadeChatModel(cascade=c, stream_final_tier=True, abstain_message="I am not sure.")
+    chunks = list(model.stream("capital?"))
+    assert "".join(str(x.content) for x in chunks) == "I am not sure."
