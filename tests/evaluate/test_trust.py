@@ -209,7 +209,7 @@ def test_apgr_pair_is_the_cheapest_and_strongest_or_omitted(
     out = capsys.readouterr().out
     assert "APGR/CPT            omitted: the policy has one model" in out
     assert "only-the-big-model-with-a-long-name" in out  # never cut
-    assert "AIQ                 policy curve n/a" in out
+    assert "AIQ                 policy curve 0.0000" in out and "a single point" in out
 
 
 # -- output ---------------------------------------------------------------------------------------
