@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--no-classifiers",
         action="store_true",
-        help="skip the sets' trained-classifier candidates (each split would train them again)",
+        help="skip the sets' trained candidates: classifiers, skip rules (each split trains them again)",
     )
     p.add_argument(
         "--risk-only", action="store_true", help="run only the risk-controlled tuner (not the 1-SE one)"
@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 kw = {k: v for k, v in spec["tune"].items() if k != "target"}
                 if args.no_classifiers:
                     kw.pop("classifiers", None)
+                    kw.pop("skip", None)
+                if kw.get("classifiers") or kw.get("skip"):
+                    kw["artifacts"] = Path(tmp) / f"{name}-artifacts"
                 t0 = time.perf_counter()
                 results[name] = splits_of(sk, outcomes.load(args.data / f"{name}.jsonl.gz"), kw, args)
                 results[name]["seconds"] = round(time.perf_counter() - t0)

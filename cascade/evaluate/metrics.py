@@ -20,6 +20,7 @@ one matrix product.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,16 +54,28 @@ def upper_hull(cost: FloatArray, quality: FloatArray) -> tuple[FloatArray, Float
 
 
 def aiq(cost: FloatArray, quality: FloatArray, lo: float, hi: float) -> float:
-    """RouterBench's AIQ of a set of points over the cost range ``[lo, hi]``."""
+    """RouterBench's AIQ of a set of points over the cost range ``[lo, hi]``, integrated exactly.
+
+    The curve is the non-decreasing concave hull of the points: 0 below the cheapest point (nothing
+    is answered for less), linear between vertices (a seeded mix of two neighbours), flat after the
+    best point. Every set of points reads by this one rule, a single point included: a point
+    ``(c, q)`` reads ``q * (hi - c) / (hi - lo)`` for ``c`` in the range, ``q`` at or below ``lo``
+    and 0 at or above ``hi``; so a policy that is the range's costliest model alone reads 0.0 (a
+    budget curve of one point buys nothing below its own cost). A range of zero width reads the best
+    quality at or under it."""
+    c = np.asarray(cost, dtype=np.float64)
+    q = np.asarray(quality, dtype=np.float64)
     if hi <= lo:
-        return float(np.max(quality[cost <= hi])) if np.any(cost <= hi) else 0.0
-    xs, ys = upper_hull(np.asarray(cost, float), np.asarray(quality, float))
-    grid = np.unique(np.concatenate([np.linspace(lo, hi, 2001), xs[(xs > lo) & (xs < hi)]]))
-    h = np.interp(grid, xs, ys, left=0.0, right=float(ys[-1]))
-    if xs[0] > lo:
-        # the hull starts at its cheapest point: nothing is answered below it
-        h = np.where(grid < xs[0], 0.0, h)
-    return float(np.trapezoid(h, grid) / (hi - lo))
+        return float(np.max(q[c <= hi])) if np.any(c <= hi) else 0.0
+    xs, ys = upper_hull(c, q)
+    cuts = np.unique(np.concatenate([[lo, hi], xs[(xs > lo) & (xs < hi)]]))
+    area = 0.0
+    for a, b in itertools.pairwise(cuts.tolist()):
+        if b <= xs[0]:  # below the cheapest point: 0
+            continue
+        ha, hb = np.interp([a, b], xs, ys)  # linear on [a, b]: no vertex inside
+        area += 0.5 * (float(ha) + float(hb)) * (b - a)
+    return float(area / (hi - lo))
 
 
 def cost_at_quality(cost: FloatArray, quality: FloatArray, target: float, tol: float = 1e-12) -> float | None:

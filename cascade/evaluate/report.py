@@ -91,11 +91,9 @@ def table(ev: Evaluation, *, models: int = 40) -> str:
     o = f["oracle"]
     out.append(f"  oracle              quality {o['quality']:.4f}, cost/query {usd(o['cost_per_query_usd'])}")
     a = f["aiq"]
-    curve = (
-        as_interval(a["policy_curve"]).fmt(".4f")
-        if len(f["tiers"]) > 1
-        else "n/a (one tier: no threshold curve)"
-    )
+    curve = as_interval(a["policy_curve"]).fmt(".4f")
+    if len(f["tiers"]) == 1:  # one point, read by the same rule as the single models (metrics.aiq)
+        curve += " (one tier: a single point)"
     out.append(
         f"  AIQ                 policy curve {curve};"
         f" best single {a['best_single']['value']:.4f} ({a['best_single']['model']});"

@@ -14,6 +14,7 @@ Scoring one completion takes well under a millisecond plus feature extraction.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import time
@@ -414,6 +415,10 @@ class Classifier:
     meta: dict[str, Any] = field(default_factory=dict)
     extra: tuple[str, ...] = ()  # names of extra inputs after the dense features
     kind: str = "classifier"  # what the artifact is for: classifier | verifier | prompt
+    # cross-fitting (issue 20 §2): the fold models; a prompt is scored by the one that did not see
+    # its fold (:func:`fold_of`), so deployed scores follow the out-of-fold scores thresholds were
+    # tuned on. The fields above are then the model fit on every record (``predict_rows`` uses it).
+    members: tuple[Classifier, ...] = ()
 
     @property
     def width(self) -> int:
@@ -445,6 +450,8 @@ class Classifier:
         self, prompt: str, samples: Sequence[Sample], extra: Sequence[float] = ()
     ) -> tuple[float, float]:
         """``(probability, raw logit)`` for one answer (``extra``: the extra inputs, in order)."""
+        if self.members:
+            return self.members[fold_of(prompt, len(self.members))].predict(prompt, samples, extra)
         idx, val = hashed_features(prompt, samples, self.config)
         z_dense = (self.dense(prompt, samples, extra) - self.mean) / self.std
         logit = (
@@ -472,6 +479,7 @@ class Classifier:
             "weights": {"dtype": "float32-le", "encoding": "base64", "data": _encode(self.weights)},
             "bias": self.bias,
             "calibration": {"method": self.calibration.method, **self.calibration.params},
+            **({"cross_fit": [m.to_json() for m in self.members]} if self.members else {}),
         }
 
     def save(self, path: str | Path) -> None:
@@ -524,7 +532,9 @@ class Classifier:
                 cal = {"a": float(cal["a"]), "b": float(cal["b"])}
             elif len(cal["x"]) != len(cal["y"]) or not cal["x"]:
                 raise ConfigurationError(f"{source}: isotonic calibration needs equal, non-empty x and y")
+            members = _members(d.get("cross_fit"), source, has, config, extra)
             return cls(
+                members=members,
                 config=config,
                 mean=mean,
                 std=std,
@@ -539,6 +549,12 @@ class Classifier:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ConfigurationError(f"{source}: malformed classifier artifact ({err!r})") from None
 
+    def cross_fit(self, folds: Sequence[Classifier]) -> Classifier:
+        """This model (fit on every record) scoring each prompt with its fold's model instead."""
+        from dataclasses import replace
+
+        return replace(self, members=tuple(folds))
+
     @classmethod
     def load(cls, path: str | Path, kind: str | None = None) -> Classifier:
         p = Path(path)
@@ -549,6 +565,32 @@ class Classifier:
         except ValueError as err:
             raise ConfigurationError(f"{p}: classifier artifact is not JSON ({err})") from None
         return cls.from_json(d, str(p), kind)
+
+
+def fold_of(prompt: str, folds: int) -> int:
+    """The cross-fitting fold of a prompt: a stable hash of its text, the same in training (which
+    model scores a record out of fold) and in use (which member scores a request)."""
+    digest = hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % folds
+
+
+def _members(
+    raw: Any, source: str, kind: str, config: FeatureConfig, extra: tuple[str, ...]
+) -> tuple[Classifier, ...]:
+    """The cross-fit members of an artifact, each checked like the artifact itself."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise ConfigurationError(f"{source}: `cross_fit` must be a list of at least two fold models")
+    out = []
+    for i, m in enumerate(raw):
+        if isinstance(m, dict) and "cross_fit" in m:
+            raise ConfigurationError(f"{source}: cross-fit member {i} is itself cross-fit")
+        clf = Classifier.from_json(m, f"{source} (cross-fit member {i})", kind)
+        if clf.config != config or clf.extra != extra:
+            raise ConfigurationError(f"{source}: cross-fit member {i} has other features than the artifact")
+        out.append(clf)
+    return tuple(out)
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -741,6 +783,7 @@ __all__ = [
     "fit_isotonic",
     "fit_logistic",
     "fit_platt",
+    "fold_of",
     "require_model",
     "split_examples",
     "train",

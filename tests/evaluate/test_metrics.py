@@ -41,6 +41,21 @@ def test_aiq_of_a_point_and_a_mix() -> None:
     assert pair == (0, 1) and best == pytest.approx(0.75, abs=1e-3)
 
 
+def test_aiq_of_a_single_point_is_exact_and_read_by_one_rule() -> None:
+    # issue 20: a policy that is the range's costliest model alone reads exactly 0.0, a point inside
+    # the range q * (hi - c) / (hi - lo), one at or below lo its quality: no grid artefact
+    assert aiq(np.array([1.0]), np.array([0.9]), 0.0, 1.0) == 0.0
+    assert aiq(np.array([0.5]), np.array([0.8]), 0.0, 1.0) == pytest.approx(0.4, abs=1e-12)
+    assert aiq(np.array([0.123]), np.array([0.8]), 0.0, 1.0) == pytest.approx(0.8 * 0.877, abs=1e-12)
+    assert aiq(np.array([-1.0]), np.array([0.7]), 0.0, 1.0) == pytest.approx(0.7, abs=1e-12)
+    # a point is the special case of a curve: adding a dominated point changes nothing
+    two = aiq(np.array([0.123, 0.5]), np.array([0.8, 0.7]), 0.0, 1.0)
+    assert two == aiq(np.array([0.123]), np.array([0.8]), 0.0, 1.0)
+    # a mix, exactly: the chord from (0.2, 0.6) to (0.6, 0.8), flat after
+    mix = aiq(np.array([0.2, 0.6]), np.array([0.6, 0.8]), 0.0, 1.0)
+    assert mix == pytest.approx(0.4 * 0.7 + 0.4 * 0.8, abs=1e-12)
+
+
 def test_gap_metrics() -> None:
     # a perfect router recovers the whole gap with 20% strong calls
     share = np.array([0.0, 0.1, 0.2, 0.5, 1.0])

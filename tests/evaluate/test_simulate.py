@@ -242,3 +242,25 @@ def test_simulated_reuse_matches_the_engine(tmp_path: Path) -> None:
         assert [t.name for t in policy.tiers].index(result.tier) == sim.answered[i]
         escalated += sim.reached[i, 1]
     assert escalated > 0
+
+
+def test_a_one_tier_policy_reads_the_aiq_of_its_model(files: tuple[Path, Path], tmp_path: Path) -> None:
+    """Issue 20: a policy that is one model alone is a single point, read by the rule of the single
+    models' AIQ (the costliest model alone: 0.0), and the report prints it."""
+    from cascade.evaluate.metrics import aiq
+    from cascade.evaluate.report import table
+
+    data_path, _ = files
+    pol = tmp_path / "one.yaml"
+    pol.write_text(
+        f'name: one\ntiers:\n  - name: t-big\n    provider: replay\n    model: big\n    options: {{path: "{data_path}"}}\n',
+        encoding="utf-8",
+    )
+    ev = evaluate_file(loader.load(pol), outcomes.load(data_path), tmp_path, reps=20)
+    f = ev.figures
+    lo, hi = f["aiq"]["cost_range_usd"]
+    big = next(s for s in f["single_models"] if s["model"] == "big")
+    want = aiq(np.array([big["cost_per_query_usd"]]), np.array([big["quality"]]), lo, hi)
+    assert big["cost_per_query_usd"] == hi and want == 0.0
+    assert f["aiq"]["policy_curve"]["value"] == pytest.approx(want, abs=1e-12)
+    assert "policy curve 0.0000" in table(ev) and "a single point" in table(ev)

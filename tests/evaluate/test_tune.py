@@ -236,3 +236,36 @@ def test_tune_writes_artifacts_only_where_it_is_told(
         with pytest.raises(ConfigurationError, match="give artifacts=FOLDER"):
             tune(pol_path, data, Objective(target="best"), **kw)  # type: ignore[arg-type]
     assert list(temp.iterdir()) == []
+
+
+def test_the_written_classifier_is_cross_fit_and_reproduces_the_out_of_fold_scores(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Issue 20 §2: the deployed artifact scores a training prompt exactly as the tuner's
+    out-of-fold score did (the fold model that never saw it), so a threshold chosen on those scores
+    accepts the same share of new traffic; a refit model alone scored them otherwise."""
+    from cascade.errors import ConfigurationError
+    from cascade.learn.classifier import Classifier, examples_from_outcomes
+
+    data_path, pol_path = files
+    data = outcomes.load(data_path)
+    t = tune(
+        pol_path, data, Objective(cost_cap=1.0, confidence=0.0), classifiers=1, artifacts=tmp_path / "clf"
+    )
+    cand = next(c for c in t.candidates if c.name.endswith("-clf"))
+    assert cand.scored is not None
+    path = tmp_path / "clf" / f"{cand.spec.model}.classifier.json"
+    clf = Classifier.load(path, kind="classifier")
+    assert len(clf.members) == 2
+    by_id = {e.id: e for e in examples_from_outcomes(data, cand.spec.model)}
+    rows = [i for i, keep in enumerate(t.train) if keep and t.evalset.records[i].id in by_id]
+    got = [
+        clf.predict(by_id[t.evalset.records[i].id].prompt, by_id[t.evalset.records[i].id].samples)[0]
+        for i in rows
+    ]
+    assert np.allclose(got, cand.scored.score[rows], atol=1e-12)
+    # a cross-fit artifact round-trips, and a malformed one is refused when loaded
+    assert len(Classifier.from_json(clf.to_json()).members) == 2
+    bad = {**clf.to_json(), "cross_fit": [clf.members[0].to_json()]}
+    with pytest.raises(ConfigurationError, match="at least two fold models"):
+        Classifier.from_json(bad)
