@@ -253,3 +253,24 @@ def test_benchmark_reports_cascade_routing_where_it_wins_on_the_training_half(tm
     row |= {"best_single": "strong", "best_quality": 1, "cost_share": None, "cost_at_matched_quality": None}
     row |= {"aiq_tuned": 0, "aiq_best_single": 0, "aiq_best_mix": 0, "pair": chosen}
     assert "| cascade routing: " in run_all.markdown([row])
+
+
+def test_tolerance_accepts_a_cheaper_setting_within_it_of_the_best_model(tmp_path: Path) -> None:
+    """``Objective(target="best", tolerance=...)`` (issue 20's "within 0.5 points of the best"):
+    a setting that far under the best model, paired margin included, reaches the target."""
+    from cascade.errors import ConfigurationError
+
+    data_path = routing_data(tmp_path)
+    data = outcomes.load(data_path)
+    sk = skeleton(tmp_path, data_path)
+    exact = tune(sk, data, Objective(target="best"), seed=1)
+    loose = tune(sk, data, Objective(target="best", tolerance=0.6), seed=1)
+    assert exact.choice is not None and loose.choice is not None
+    assert [exact.candidates[i].spec.model for i in exact.choice.tiers] == ["strong"]
+    assert loose.choice.cost < 0.2 * exact.choice.cost  # the weak model alone is within 0.6
+    assert loose.target_quality is not None and exact.target_quality is not None
+    assert loose.target_quality == pytest.approx(exact.target_quality - 0.6)
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        Objective(cost_cap=1.0, tolerance=0.1)
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        Objective(target="best", tolerance=-0.1)

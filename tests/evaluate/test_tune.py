@@ -124,6 +124,8 @@ def test_cli_errors(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
     _, pol_path = files
     assert main(["tune", str(pol_path), "--target-quality", "high"]) == 2
     assert "--target-quality" in capsys.readouterr().err
+    assert main(["tune", str(pol_path), "--cost-cap", "1", "--tolerance", "0.01"]) == 2
+    assert "tolerance" in capsys.readouterr().err
     assert main(["eval", str(pol_path), "--data", "/nonexistent.jsonl.gz"]) == 2
     assert main(["eval", str(pol_path), "--pair", "tiny"]) == 2
 
