@@ -111,6 +111,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="margin, in standard errors on the training part, the objective must hold by (default 1)",
     )
     parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        metavar="Q",
+        help="with --target-quality: a quality this much under the target still reaches it (default 0)",
+    )
+    parser.add_argument(
         "--deterministic",
         action="store_true",
         help="with --cost-cap: never write a randomised boundary (kind: boundary) to spend unused budget",
@@ -181,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             max_drop=args.max_drop,
             risk=args.risk,
             calibration=args.calibration,
+            tolerance=args.tolerance,
         )
     except ConfigurationError as err:
         raise UsageError(str(err)) from None

@@ -41,7 +41,7 @@ def _passes(
     if ref is not None:
         d = r.quality - ref[tuning_rows]
         se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-        return float(d.mean()) - z * se >= -1e-12
+        return float(d.mean()) - z * se >= -obj.tolerance - 1e-12
     se = float(r.quality.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
     return float(r.quality.mean()) - z * se >= target - 1e-12
 

@@ -389,10 +389,10 @@ def _choose_for_objective(
     target: float | None = None
     if objective.target is not None:
         if objective.target == "best":
-            target = float(train_q[best_j])
+            target = float(train_q[best_j]) - objective.tolerance
             ref = es.quality[:, best_j]
         else:
-            target = float(objective.target)
+            target = float(objective.target) - objective.tolerance
     # candidates in order of preference, checked exactly (with the margin) until one passes
     # (ties go to the shorter cascade)
     ntiers = np.array([len(search.settings[w][0]) for w in which])

@@ -23,7 +23,8 @@ Target = float | Literal["best"]
 class Objective:
     """``cost_cap`` (USD per query): maximise quality under it; ``target``: minimise cost while
     reaching it (``"best"`` = the best single model's quality). ``confidence``: the margin in
-    standard errors on the training part."""
+    standard errors on the training part. ``tolerance``: with a target, a quality this much under
+    it still reaches it (``"best"``: paired against the best model, margin included)."""
 
     cost_cap: float | None = None
     target: Target | None = None
@@ -31,6 +32,7 @@ class Objective:
     max_drop: float | None = None
     risk: float = 0.05
     calibration: float | None = None  # None: :func:`_calibration_share`
+    tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.cost_cap, self.target, self.max_drop))
@@ -49,6 +51,10 @@ class Objective:
         if self.calibration is not None and not 0 < self.calibration < 1:
             raise ConfigurationError(
                 f"the calibration share must be between 0 and 1 (got {self.calibration:g})"
+            )
+        if not 0 <= self.tolerance < 1 or (self.tolerance and self.target is None):
+            raise ConfigurationError(
+                f"the tolerance must be in [0, 1) and goes with a target quality (got {self.tolerance:g})"
             )
         if not (math.isfinite(self.confidence) and self.confidence >= 0):
             raise ConfigurationError(f"the confidence margin must be >= 0 (got {self.confidence:g})")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cascade import outcomes
 from cascade.evaluate import evaluate_file, held_out
 from cascade.evaluate.tune import Objective, tune
+from cascade.evaluate.tuning import Tuning
 from cascade.evaluate.write import render, tuned_raw
 from cascade.policy import loader
 
@@ -54,3 +56,41 @@ def test_date_mot_self_consistency_beats_gpt4_at_half_its_cost(data_dir: Path, t
     assert f["best_single"]["model"] == "gpt-4-0613"
     assert f["quality"]["value"] >= f["best_single"]["quality"]["value"]
     assert f["vs_best"]["cost_share"]["value"] <= 0.5
+
+
+def _benchmark_tuning(data_dir: Path, tmp_path: Path, name: str) -> tuple[Tuning, Path, Any]:
+    """``benchmarks/run_all.py``'s skeleton and default tuning of ``name`` (training half)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import run_all
+
+    spec = run_all.SETS[name]
+    sk = run_all.skeleton(name, data_dir, spec, tmp_path)
+    kw = dict(spec["tune"])
+    objective = Objective(target=kw.pop("target"), tolerance=kw.pop("tolerance", 0.0))
+    data = outcomes.load(data_dir / f"{name}.jsonl.gz")
+    return tune(sk, data, objective, seed=0, artifacts=tmp_path / "art", **kw), sk, run_all
+
+
+@pytest.mark.slow
+def test_routellm_mmlu_cascade_routing_cpt50_at_most_30pct(data_dir: Path, tmp_path: Path) -> None:
+    """Issue 20, item 5: the default benchmark's CPT(50%) on routellm-mmlu is cascade routing's
+    (chosen on the training half: the plain cascade cannot route, Mixtral's score is fixed)."""
+    t, sk, run_all = _benchmark_tuning(data_dir, tmp_path, "routellm-mmlu")
+    pair = run_all.SETS["routellm-mmlu"]["pair"]
+    got = run_all.routed_pair(run_all.pair_figures(t, sk, pair, 0), run_all.route_figures(t, pair))
+    assert got is not None and got["routed"]
+    assert got["cpt50"]["value"] <= 0.30
+
+
+@pytest.mark.slow
+def test_gsm8k_zeroeval_within_half_a_point_at_most_15pct(data_dir: Path, tmp_path: Path) -> None:
+    """Issue 20, item 5: gsm8k-zeroeval held out, quality within 0.5 points of the best single
+    model's at <= 15% of its cost (tuned with ``tolerance=0.005``)."""
+    t, sk, _ = _benchmark_tuning(data_dir, tmp_path, "gsm8k-zeroeval")
+    assert t.choice is not None
+    policy = loader.loads(render(tuned_raw(sk, t, t.choice), [], {}), source="gsm8k")
+    f = held_out(t, t.choice, policy, reps=50, seed=0).figures
+    assert f["quality"]["value"] >= f["best_single"]["quality"]["value"] - 0.005
+    assert f["vs_best"]["cost_share"]["value"] <= 0.15

@@ -221,3 +221,56 @@ def test_no_skip_level_at_which_the_written_estimator_skips_every_prompt(
     )
     assert not [c for c in t.candidates if "skip" in c.raw]
     assert any("the final estimator skips every prompt" in n for n in t.notes)
+
+
+@pytest.mark.slow
+def test_benchmark_reports_cascade_routing_where_it_wins_on_the_training_half(tmp_path: Path) -> None:
+    """``benchmarks/run_all.py``'s weak/strong figures (issue 20, item 5): where only the prompt
+    tells, cascade routing (the start tier from the prompt, then the scorer) beats the plain
+    two-tier cascade on the training half, so it is what the default table and row report."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import run_all
+
+    data_path = routing_data(tmp_path)
+    data = outcomes.load(data_path)
+    sk = skeleton(tmp_path, data_path)
+    t = tune(sk, data, Objective(target="best"), seed=1, skip=1, artifacts=tmp_path / "art")
+    pair = ("weak", "strong")
+    plain = run_all.pair_figures(t, sk, pair, seed=1)
+    route = run_all.route_figures(t, pair, seed=1)
+    assert plain is not None and route is not None and route["routed"] and not plain["routed"]
+    assert route["train_cpt50"] < plain["train_cpt50"]
+    chosen = run_all.routed_pair(plain, route)
+    assert chosen is route
+    # the weak model's score is always 1: the plain cascade cannot route; the start tier can
+    assert route["cpt50"]["value"] < 0.6 < (plain["cpt50"]["value"] or 1.0)
+    assert route["cpt50"]["low"] <= route["cpt50"]["value"] <= route["cpt50"]["high"]
+    # the other way round, the plain cascade stays
+    assert run_all.routed_pair(plain, {**route, "train_cpt50": 1.0}) is plain
+    row = {"set": "route", "tune_seconds": 0, "policy": "-", "quality": {"value": 1, "low": 1, "high": 1}}
+    row |= {"best_single": "strong", "best_quality": 1, "cost_share": None, "cost_at_matched_quality": None}
+    row |= {"aiq_tuned": 0, "aiq_best_single": 0, "aiq_best_mix": 0, "pair": chosen}
+    assert "| cascade routing: " in run_all.markdown([row])
+
+
+def test_tolerance_accepts_a_cheaper_setting_within_it_of_the_best_model(tmp_path: Path) -> None:
+    """``Objective(target="best", tolerance=...)`` (issue 20's "within 0.5 points of the best"):
+    a setting that far under the best model, paired margin included, reaches the target."""
+    from cascade.errors import ConfigurationError
+
+    data_path = routing_data(tmp_path)
+    data = outcomes.load(data_path)
+    sk = skeleton(tmp_path, data_path)
+    exact = tune(sk, data, Objective(target="best"), seed=1)
+    loose = tune(sk, data, Objective(target="best", tolerance=0.6), seed=1)
+    assert exact.choice is not None and loose.choice is not None
+    assert [exact.candidates[i].spec.model for i in exact.choice.tiers] == ["strong"]
+    assert loose.choice.cost < 0.2 * exact.choice.cost  # the weak model alone is within 0.6
+    assert loose.target_quality is not None and exact.target_quality is not None
+    assert loose.target_quality == pytest.approx(exact.target_quality - 0.6)
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        Objective(cost_cap=1.0, tolerance=0.1)
+    with pytest.raises(ConfigurationError, match="tolerance"):
+        Objective(target="best", tolerance=-0.1)

@@ -124,6 +124,25 @@ def test_cli_errors(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
     _, pol_path = files
     assert main(["tune", str(pol_path), "--target-quality", "high"]) == 2
     assert "--target-quality" in capsys.readouterr().err
+    assert main(["tune", str(pol_path), "--cost-cap", "1", "--tolerance", "0.01"]) == 2
+    assert "tolerance" in capsys.readouterr().err
+
+
+def test_cli_tune_tolerance(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--tolerance``: the written policy reaches the best model's quality less the tolerance."""
+    _, pol_path = files
+    out = tmp_path / "tuned.yaml"
+    args = ["tune", str(pol_path), "--target-quality", "best", "--bootstrap", "20", "--out", str(out)]
+    assert main([*args, "--tolerance", "0.5"]) == 0
+    capsys.readouterr()
+    loose = loader.load(out)
+    out.unlink()
+    assert main(args) == 0
+    exact = loader.load(out)
+    # a cheaper policy passes within half the quality: fewer or other tiers, or other thresholds
+    assert [(t.model, t.threshold) for t in loose.tiers] != [(t.model, t.threshold) for t in exact.tiers]
     assert main(["eval", str(pol_path), "--data", "/nonexistent.jsonl.gz"]) == 2
     assert main(["eval", str(pol_path), "--pair", "tiny"]) == 2
 
