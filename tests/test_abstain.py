@@ -249,3 +249,51 @@ def test_langchain_never_streams_an_answer_it_may_withhold() -> None:
     model = CascadeChatModel(cascade=c, stream_final_tier=True, abstain_message="I am not sure.")
     chunks = list(model.stream("capital?"))
     assert "".join(str(x.content) for x in chunks) == "I am not sure."
+
+
+# -- cascade eval --------------------------------------------------------------------------------------
+
+
+def _eval_files(tmp_path: Path, on_unverified: str) -> Path:
+    from tests.evaluate.synth import write_outcomes
+
+    data = write_outcomes(tmp_path, 120, seed=3)
+    tiers = "".join(
+        f"""  - name: t-{m}
+    provider: replay
+    model: {m}
+    options: {{path: "{data}", billing: recorded}}
+    scorer: {{kind: self_consistency, k: 5, answer: number}}
+    threshold: 0.8
+"""
+        for m in ("tiny", "small")
+    )
+    policy = tmp_path / f"{on_unverified}.yaml"
+    policy.write_text(f"name: careful\non_unverified: {on_unverified}\ntiers:\n{tiers}")
+    return policy
+
+
+def test_eval_reports_coverage_and_error_among_answered_not_abstentions_as_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    figs = {}
+    for mode in ("answer", "abstain"):
+        out = tmp_path / f"{mode}.json"
+        args = ["eval", str(_eval_files(tmp_path, mode)), "--bootstrap", "20", "--split", "none"]
+        assert main([*args, "--json", str(out)]) == 0
+        figs[mode] = json.loads(out.read_text())
+    text = capsys.readouterr().out
+    ab, plain = figs["abstain"], figs["answer"]
+    n, refused = ab["records"], plain["exhausted"]
+    assert 0 < refused < n and "abstention" not in plain
+    a = ab["abstention"]
+    assert (a["abstained"], a["answered"]) == (refused, n - refused)
+    assert a["coverage"]["value"] == pytest.approx((n - refused) / n)
+    # the answered records are those a tier accepted: their errors over their count
+    accepted_right = sum(t["accuracy_accepted"] * t["accepted"] for t in ab["tiers"] if t["accepted"])
+    assert a["error_among_answered"]["value"] == pytest.approx(1 - accepted_right / (n - refused))
+    # an abstention scores nothing (quality counts it 0) and still costs what it spent
+    assert ab["quality"]["value"] == pytest.approx(accepted_right / n)
+    assert ab["quality"]["value"] < plain["quality"]["value"]
+    assert ab["cost_per_query_usd"]["value"] == pytest.approx(plain["cost_per_query_usd"]["value"])
+    assert f"abstained on {refused} records" in text and "coverage" in text
