@@ -297,3 +297,54 @@ def test_eval_reports_coverage_and_error_among_answered_not_abstentions_as_answe
     assert ab["quality"]["value"] < plain["quality"]["value"]
     assert ab["cost_per_query_usd"]["value"] == pytest.approx(plain["cost_per_query_usd"]["value"])
     assert f"abstained on {refused} records" in text and "coverage" in text
+
+
+# -- cascade tune --abstain-error --------------------------------------------------------------------
+
+
+def test_tune_abstain_error_writes_the_threshold_with_its_guarantee_from_the_training_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cascade import outcomes
+    from cascade.evaluate.abstain import cascade_scores
+    from cascade.evaluate.data import EvalSet
+    from cascade.evaluate.evaluate import score_policy
+    from cascade.policy.loader import load
+    from tests.evaluate.synth import write_outcomes
+
+    skeleton = _eval_files(tmp_path, "answer")
+    data = write_outcomes(tmp_path, 600, seed=3)  # replaces the skeleton's 120 records
+    out = tmp_path / "tuned.yaml"
+    args = ["tune", str(skeleton), "--data", str(data), "--abstain-error", "0.1", "--risk", "0.05"]
+    assert main([*args, "--out", str(out), "--bootstrap", "20"]) == 0
+    printed = capsys.readouterr()
+    written = load(out)
+    assert written.on_unverified == "abstain" and out.read_text().startswith("# Tuned by `cascade tune")
+    assert "guarantee: error among answered requests <= 0.1 with probability >= 0.95" in out.read_text()
+    assert "held-out (300 records): coverage" in out.read_text() and "coverage" in printed.out
+    # the threshold is tune_abstain's on the training half only (the held-out half only measures)
+    policy = load(skeleton)
+    es = EvalSet.build(outcomes.load(data), [t.model for t in policy.tiers])
+    train = ~es.split("auto", seed=0, test_fraction=0.5)
+    scores, correct = cascade_scores(score_policy(policy, outcomes.load(data), es, tmp_path))
+    expected = tune_abstain(scores[train], correct[train], 0.1, 0.05, seed=0).threshold
+    assert expected is not None and written.tiers[-1].threshold == expected
+    assert expected != tune_abstain(scores, correct, 0.1, 0.05, seed=0).threshold
+    # cascade eval of the written policy measures the same held-out part
+    figs = tmp_path / "figs.json"
+    assert main(["eval", str(out), "--bootstrap", "20", "--json", str(figs)]) == 0
+    ab = json.loads(figs.read_text())["abstention"]
+    assert ab["answered"] + ab["abstained"] == 300
+    assert f"coverage {ab['coverage']['value']:.1%}" in out.read_text()
+
+
+def test_tune_abstain_error_says_infeasible_with_the_records_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    skeleton = _eval_files(tmp_path, "answer")
+    out = tmp_path / "tuned.yaml"
+    assert main(["tune", str(skeleton), "--abstain-error", "0.01", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "infeasible" in err and "needs at least 299 answered calibration records with no error" in err
+    assert "(30 calibration records here)" in err and not out.exists()
+    assert main(["tune", str(skeleton), "--abstain-error", "1.5"]) == 2
