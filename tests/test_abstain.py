@@ -348,3 +348,26 @@ def test_tune_abstain_error_says_infeasible_with_the_records_needed(
     assert "infeasible" in err and "needs at least 299 answered calibration records with no error" in err
     assert "(30 calibration records here)" in err and not out.exists()
     assert main(["tune", str(skeleton), "--abstain-error", "1.5"]) == 2
+
+
+# -- session pinning -----------------------------------------------------------------------------------
+
+
+def test_an_abstention_pins_its_session_at_the_tier_whose_answer_it_withheld() -> None:
+    """An abstention paid for the last tier that answered after the earlier ones were rejected: the
+    session starts there next time (as an answer from that tier would); the pin never changes the
+    abstain decision itself. A budget abstention at the first tier pins nothing."""
+    from cascade.observe import Observer, SessionPins
+
+    c = _abstaining()
+    c.observer = Observer(pins=SessionPins(60))
+    first = c.run("q", session="s")
+    second = c.run("q", session="s")
+    assert first.abstained and second.abstained and first.tier == "large"
+    assert second.attempts[0].reason == "pinned: session 's' starts at tier 'large'"
+    assert [a.tier for a in second.attempts if a.decision != "escalated"] == ["large"]
+    assert second.cost == cost_of(2) - cost_of(1)  # the small tier was not called again
+
+    broke = _abstaining(budget=Budget(per_request=cost_of(1) * Decimal("1.5")))
+    broke.observer = Observer(pins=SessionPins(60))
+    assert broke.run("q", session="s").abstained and broke.run("q", session="s").tier == "small"
