@@ -371,3 +371,11 @@ def test_an_abstention_pins_its_session_at_the_tier_whose_answer_it_withheld() -
     broke = _abstaining(budget=Budget(per_request=cost_of(1) * Decimal("1.5")))
     broke.observer = Observer(pins=SessionPins(60))
     assert broke.run("q", session="s").abstained and broke.run("q", session="s").tier == "small"
+
+
+def test_tune_other_goals_refuse_an_abstaining_skeleton_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    skeleton = _eval_files(tmp_path, "abstain")
+    assert main(["tune", str(skeleton), "--target-quality", "best"]) == 2
+    assert "tune its abstain threshold with --abstain-error" in capsys.readouterr().err

@@ -172,6 +172,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag}: out of range (got {value})")
     if args.abstain_error is not None:
         return _abstain(args)
+    if loader.load(args.skeleton).on_unverified == "abstain":
+        raise UsageError(
+            "the skeleton says on_unverified: abstain: tune its abstain threshold with --abstain-error"
+            " (the other goals write a last tier without a scorer)"
+        )
     target: float | str | None = None
     if args.target_quality is not None:
         if args.target_quality == "best":
