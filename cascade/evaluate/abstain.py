@@ -59,10 +59,17 @@ class AbstainTuning:
     def sentence(self) -> str:
         """The guarantee (or why there is none), for the written policy and the terminal."""
         if self.threshold is None or self.calibration is None:
+            first = self.tested[0] if self.tested else None
+            why = (
+                "no threshold kept the error within the target on the fit part"
+                if first is None
+                else f"the first threshold tested, {GRID[first.index]:g}, has calibration error"
+                f" {first.drop:.3f} (p-value {first.pvalue:.3g})"
+            )
             return (
                 f"infeasible: no abstain threshold is proven to keep the error among answered requests"
-                f" <= {self.target:g} with probability >= {1 - self.delta:g}: proving it needs at least"
-                f" {needed(self.target, self.delta)} answered calibration records with no error"
+                f" <= {self.target:g} with probability >= {1 - self.delta:g} ({why}): proving it needs at"
+                f" least {needed(self.target, self.delta)} answered calibration records with no error"
                 f" ({self.calibration_records} calibration records here) and a last-tier score that"
                 f" separates right from wrong answers; give more labelled records, or a larger"
                 f" --abstain-error or --risk"
