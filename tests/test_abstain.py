@@ -249,3 +249,133 @@ def test_langchain_never_streams_an_answer_it_may_withhold() -> None:
     model = CascadeChatModel(cascade=c, stream_final_tier=True, abstain_message="I am not sure.")
     chunks = list(model.stream("capital?"))
     assert "".join(str(x.content) for x in chunks) == "I am not sure."
+
+
+# -- cascade eval --------------------------------------------------------------------------------------
+
+
+def _eval_files(tmp_path: Path, on_unverified: str) -> Path:
+    from tests.evaluate.synth import write_outcomes
+
+    data = write_outcomes(tmp_path, 120, seed=3)
+    tiers = "".join(
+        f"""  - name: t-{m}
+    provider: replay
+    model: {m}
+    options: {{path: "{data}", billing: recorded}}
+    scorer: {{kind: self_consistency, k: 5, answer: number}}
+    threshold: 0.8
+"""
+        for m in ("tiny", "small")
+    )
+    policy = tmp_path / f"{on_unverified}.yaml"
+    policy.write_text(f"name: careful\non_unverified: {on_unverified}\ntiers:\n{tiers}")
+    return policy
+
+
+def test_eval_reports_coverage_and_error_among_answered_not_abstentions_as_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    figs = {}
+    for mode in ("answer", "abstain"):
+        out = tmp_path / f"{mode}.json"
+        args = ["eval", str(_eval_files(tmp_path, mode)), "--bootstrap", "20", "--split", "none"]
+        assert main([*args, "--json", str(out)]) == 0
+        figs[mode] = json.loads(out.read_text())
+    text = capsys.readouterr().out
+    ab, plain = figs["abstain"], figs["answer"]
+    n, refused = ab["records"], plain["exhausted"]
+    assert 0 < refused < n and "abstention" not in plain
+    a = ab["abstention"]
+    assert (a["abstained"], a["answered"]) == (refused, n - refused)
+    assert a["coverage"]["value"] == pytest.approx((n - refused) / n)
+    # the answered records are those a tier accepted: their errors over their count
+    accepted_right = sum(t["accuracy_accepted"] * t["accepted"] for t in ab["tiers"] if t["accepted"])
+    assert a["error_among_answered"]["value"] == pytest.approx(1 - accepted_right / (n - refused))
+    # an abstention scores nothing (quality counts it 0) and still costs what it spent
+    assert ab["quality"]["value"] == pytest.approx(accepted_right / n)
+    assert ab["quality"]["value"] < plain["quality"]["value"]
+    assert ab["cost_per_query_usd"]["value"] == pytest.approx(plain["cost_per_query_usd"]["value"])
+    assert f"abstained on {refused} records" in text and "coverage" in text
+
+
+# -- cascade tune --abstain-error --------------------------------------------------------------------
+
+
+def test_tune_abstain_error_writes_the_threshold_with_its_guarantee_from_the_training_part(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cascade import outcomes
+    from cascade.evaluate.abstain import cascade_scores
+    from cascade.evaluate.data import EvalSet
+    from cascade.evaluate.evaluate import score_policy
+    from cascade.policy.loader import load
+    from tests.evaluate.synth import write_outcomes
+
+    skeleton = _eval_files(tmp_path, "answer")
+    data = write_outcomes(tmp_path, 600, seed=3)  # replaces the skeleton's 120 records
+    out = tmp_path / "tuned.yaml"
+    args = ["tune", str(skeleton), "--data", str(data), "--abstain-error", "0.1", "--risk", "0.05"]
+    assert main([*args, "--out", str(out), "--bootstrap", "20"]) == 0
+    printed = capsys.readouterr()
+    written = load(out)
+    assert written.on_unverified == "abstain" and out.read_text().startswith("# Tuned by `cascade tune")
+    assert "guarantee: error among answered requests <= 0.1 with probability >= 0.95" in out.read_text()
+    assert "held-out (300 records): coverage" in out.read_text() and "coverage" in printed.out
+    # the threshold is tune_abstain's on the training half only (the held-out half only measures)
+    policy = load(skeleton)
+    es = EvalSet.build(outcomes.load(data), [t.model for t in policy.tiers])
+    train = ~es.split("auto", seed=0, test_fraction=0.5)
+    scores, correct = cascade_scores(score_policy(policy, outcomes.load(data), es, tmp_path))
+    expected = tune_abstain(scores[train], correct[train], 0.1, 0.05, seed=0).threshold
+    assert expected is not None and written.tiers[-1].threshold == expected
+    assert expected != tune_abstain(scores, correct, 0.1, 0.05, seed=0).threshold
+    # cascade eval of the written policy measures the same held-out part
+    figs = tmp_path / "figs.json"
+    assert main(["eval", str(out), "--bootstrap", "20", "--json", str(figs)]) == 0
+    ab = json.loads(figs.read_text())["abstention"]
+    assert ab["answered"] + ab["abstained"] == 300
+    assert f"coverage {ab['coverage']['value']:.1%}" in out.read_text()
+
+
+def test_tune_abstain_error_says_infeasible_with_the_records_needed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    skeleton = _eval_files(tmp_path, "answer")
+    out = tmp_path / "tuned.yaml"
+    assert main(["tune", str(skeleton), "--abstain-error", "0.01", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "infeasible" in err and "needs at least 299 answered calibration records with no error" in err
+    assert "(30 calibration records here)" in err and not out.exists()
+    assert main(["tune", str(skeleton), "--abstain-error", "1.5"]) == 2
+
+
+# -- session pinning -----------------------------------------------------------------------------------
+
+
+def test_an_abstention_pins_its_session_at_the_tier_whose_answer_it_withheld() -> None:
+    """An abstention paid for the last tier that answered after the earlier ones were rejected: the
+    session starts there next time (as an answer from that tier would); the pin never changes the
+    abstain decision itself. A budget abstention at the first tier pins nothing."""
+    from cascade.observe import Observer, SessionPins
+
+    c = _abstaining()
+    c.observer = Observer(pins=SessionPins(60))
+    first = c.run("q", session="s")
+    second = c.run("q", session="s")
+    assert first.abstained and second.abstained and first.tier == "large"
+    assert second.attempts[0].reason == "pinned: session 's' starts at tier 'large'"
+    assert [a.tier for a in second.attempts if a.decision != "escalated"] == ["large"]
+    assert second.cost == cost_of(2) - cost_of(1)  # the small tier was not called again
+
+    broke = _abstaining(budget=Budget(per_request=cost_of(1) * Decimal("1.5")))
+    broke.observer = Observer(pins=SessionPins(60))
+    assert broke.run("q", session="s").abstained and broke.run("q", session="s").tier == "small"
+
+
+def test_tune_other_goals_refuse_an_abstaining_skeleton_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    skeleton = _eval_files(tmp_path, "abstain")
+    assert main(["tune", str(skeleton), "--target-quality", "best"]) == 2
+    assert "tune its abstain threshold with --abstain-error" in capsys.readouterr().err

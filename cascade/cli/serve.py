@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2.0,
         help="seconds between checks of the policy files for changes (0: only on SIGHUP; default 2)",
     )
+    parser.add_argument(
+        "--abstain-as",
+        choices=("answer", "error"),
+        default="answer",
+        help="an abstention (on_unverified: abstain) as a 200 with empty content and the cascade"
+        " marker (answer, default), or as a 422 error",
+    )
     parser.add_argument("--log-level", default="info", help="log level (default info)")
 
 
@@ -72,6 +79,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "deadline": args.deadline,
         "reload_interval": args.reload_interval or None,
         "log_level": args.log_level,
+        "abstain_as": args.abstain_as,
     }
 
 
@@ -94,6 +102,7 @@ def gateway(config: dict[str, Any]) -> Any:
         deadline=config.get("deadline"),
         source=config["policy"],
         reload_interval=config.get("reload_interval"),
+        abstain_as=config.get("abstain_as", "answer"),
     )
 
 

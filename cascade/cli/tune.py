@@ -52,8 +52,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write a family of up to N tuned policies along the cost/quality frontier (budgets from the"
         " cheapest to the best single model's cost) and a family file listing them",
     )
+    goal.add_argument(
+        "--abstain-error",
+        type=float,
+        metavar="EPS",
+        help="keep the skeleton's tiers and earlier thresholds; tune the last tier's abstain threshold"
+        " (on_unverified: abstain) so the error among answered requests is at most EPS with probability"
+        " at least 1 - RISK (Learn-then-Test on the training part)",
+    )
     parser.add_argument(
-        "--risk", type=float, default=0.05, metavar="DELTA", help="with --max-drop: the risk (default 0.05)"
+        "--risk",
+        type=float,
+        default=0.05,
+        metavar="DELTA",
+        help="with --max-drop or --abstain-error: the risk (default 0.05)",
     )
     parser.add_argument(
         "--calibration",
@@ -165,6 +177,13 @@ def run(args: argparse.Namespace) -> int:
     ):
         if not ok:
             raise UsageError(f"{flag}: out of range (got {value})")
+    if args.abstain_error is not None:
+        return _abstain(args)
+    if loader.load(args.skeleton).on_unverified == "abstain":
+        raise UsageError(
+            "the skeleton says on_unverified: abstain: tune its abstain threshold with --abstain-error"
+            " (the other goals write a last tier without a scorer)"
+        )
     target: float | str | None = None
     if args.target_quality is not None:
         if args.target_quality == "best":
@@ -339,6 +358,102 @@ def _family(args: argparse.Namespace, tuning: Tuning, out: Path, data_file: Path
     print(f"family of {len(files)} policies -> {out}", file=sys.stderr)
     if args.plot:
         _family_plot(figures, args.plot)
+    return 0
+
+
+def _abstain(args: argparse.Namespace) -> int:
+    """``--abstain-error EPS``: the skeleton as it is, with ``on_unverified: abstain`` and its last
+    tier's threshold tuned by :func:`cascade.evaluate.abstain.tune_abstain` on the training part;
+    the held-out part only measures (coverage, error among answered, cost)."""
+    from dataclasses import replace
+
+    import yaml
+
+    from cascade import outcomes
+    from cascade.cli.progress import Progress
+    from cascade.evaluate.abstain import cascade_scores, tune_abstain
+    from cascade.evaluate.data import EvalSet
+    from cascade.evaluate.evaluate import evaluate, score_policy
+    from cascade.evaluate.report import table, to_json, usd
+    from cascade.evaluate.write import diff, rebase, relative_data, render
+    from cascade.policy import loader
+
+    if not 0 < args.abstain_error < 1 or not 0 < args.risk < 1:
+        raise UsageError(
+            f"--abstain-error and --risk: between 0 and 1 (got {args.abstain_error:g}, {args.risk:g})"
+        )
+    policy = loader.load(args.skeleton)
+    last = policy.tiers[-1]
+    if last.scorer is None:
+        raise UsageError(
+            f"--abstain-error needs a scorer on the last tier {last.name!r} (its score is abstained on)"
+        )
+    if policy.on_exhausted == "raise":
+        raise UsageError("--abstain-error: the skeleton says on_exhausted: raise; abstain and raise disagree")
+    out = Path(args.out) if args.out else Path(args.skeleton).with_suffix(".tuned.yaml")
+    data_file = data_path(args.skeleton, args.data)
+    check_outputs(
+        [Output("--out", out), *report_outputs(args)],
+        [*data_inputs(data_file), *policy_inputs(args.skeleton, "the skeleton")],
+    )
+    data = outcomes.load(data_file)
+    es = EvalSet.build(data, [t.model for t in policy.tiers])
+    bar = Progress(len(es) * len(policy.tiers), label="scoring")
+    base = Path(args.skeleton).resolve().parent
+    tiers = score_policy(policy, data, es, base, billing=args.billing, progress=bar.advance)
+    bar.close()
+    test = es.split(args.split, seed=args.seed, test_fraction=args.test_fraction)
+    train = ~test
+    if min(int(train.sum()), int(test.sum())) < args.min_records:
+        print(
+            f"cascade: the training part has {int(train.sum())} records and the held-out part"
+            f" {int(test.sum())}: fewer than --min-records {args.min_records}",
+            file=sys.stderr,
+        )
+        return 1
+    scores, correct = cascade_scores(tiers)
+    tuned = tune_abstain(scores[train], correct[train], args.abstain_error, args.risk, seed=args.seed)
+    if tuned.threshold is None:
+        print(f"cascade: {tuned.sentence()}", file=sys.stderr)
+        return 1
+    raw = yaml.safe_load(Path(args.skeleton).read_text(encoding="utf-8"))
+    raw["on_unverified"] = "abstain"
+    raw["tiers"][-1]["threshold"] = tuned.threshold
+    raw["tuned"] = {
+        "data": relative_data(data_file, out),
+        "split": args.split,
+        "seed": args.seed,
+        "test_fraction": args.test_fraction,
+    }
+    raw = rebase(raw, args.skeleton, out)
+    written = loader.loads(render(raw, [], {}), source="<tuned>")
+    arrays = [*tiers[:-1], replace(tiers[-1], threshold=tuned.threshold)]
+    part = f"the held-out part of {data_file.name} ({int(test.sum())} of {len(es)} records)"
+    ev = evaluate(written, es, arrays, test, reps=args.bootstrap, seed=args.seed, part=part)
+    ab = ev.figures["abstention"]
+    header = [
+        f"Tuned by `cascade tune --abstain-error {args.abstain_error:g} --risk {args.risk:g}`"
+        f" on {int(train.sum())} training records of {data_file.name}",
+        f"guarantee: {tuned.sentence()}",
+        f"held-out ({int(test.sum())} records): coverage {ab['coverage']['value']:.1%},"
+        f" error among answered {ab['error_among_answered']['value']:.2%},"
+        f" cost/query {usd(ev.figures['cost_per_query_usd']['value'])}",
+        "",
+    ]
+    text = render(raw, header, {})
+    write_text(out, text)
+    if args.json == "-":
+        print(to_json(ev))
+    else:
+        print("\n".join(header[1:3]) + "\n")
+        print(table(ev, models=0))
+        print()
+        print(diff(Path(args.skeleton).read_text(encoding="utf-8"), text, str(args.skeleton), str(out)))
+        if args.json:
+            write_text(args.json, to_json(ev) + "\n")
+    print(f"tuned policy -> {out} (abstain threshold {tuned.threshold:g})", file=sys.stderr)
+    if args.plot:
+        write_plot(ev, args.plot)
     return 0
 
 

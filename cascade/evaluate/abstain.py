@@ -20,12 +20,15 @@ Nothing here looks at held-out records: report those with :func:`selective` on t
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from cascade.evaluate.data import FloatArray
 from cascade.evaluate.risk import Tested, binom_cdf, binom_upper, fixed_sequence
+from cascade.evaluate.simulate import TierArrays, run
 
 GRID = tuple(round(i / 100, 2) for i in range(101))
 
@@ -51,6 +54,33 @@ class AbstainTuning:
     threshold: float | None
     calibration: Selective | None
     tested: tuple[Tested, ...]
+    calibration_records: int = 0
+
+    def sentence(self) -> str:
+        """The guarantee (or why there is none), for the written policy and the terminal."""
+        if self.threshold is None or self.calibration is None:
+            first = self.tested[0] if self.tested else None
+            why = (
+                "no threshold kept the error within the target on the fit part"
+                if first is None
+                else f"the first threshold tested, {GRID[first.index]:g}, has calibration error"
+                f" {first.drop:.3f} (p-value {first.pvalue:.3g})"
+            )
+            return (
+                f"infeasible: no abstain threshold is proven to keep the error among answered requests"
+                f" <= {self.target:g} with probability >= {1 - self.delta:g} ({why}): proving it needs at"
+                f" least {needed(self.target, self.delta)} answered calibration records with no error"
+                f" ({self.calibration_records} calibration records here) and a last-tier score that"
+                f" separates right from wrong answers; give more labelled records, or a larger"
+                f" --abstain-error or --risk"
+            )
+        c = self.calibration
+        return (
+            f"error among answered requests <= {self.target:g} with probability >= {1 - self.delta:g}"
+            f" (Learn-then-Test, exact binomial p-values, fixed sequence; abstain threshold"
+            f" {self.threshold:g}: {c.answered} of {self.calibration_records} calibration records"
+            f" answered, {c.errors} wrong)"
+        )
 
 
 def selective(scores: FloatArray, correct: FloatArray, threshold: float) -> Selective:
@@ -104,9 +134,32 @@ def tune_abstain(
     tested = fixed_sequence(sequence, check, delta)
     passed = [GRID[t.index] for t in tested if t.rejected]
     if not passed:
-        return AbstainTuning(target, delta, None, None, tuple(tested))
+        return AbstainTuning(target, delta, None, None, tuple(tested), len(cal))
     best = min(passed)
-    return AbstainTuning(target, delta, best, selective(s[cal], c[cal], best), tuple(tested))
+    return AbstainTuning(target, delta, best, selective(s[cal], c[cal], best), tuple(tested), len(cal))
+
+
+def needed(target: float, delta: float) -> int:
+    """The fewest answered calibration records that can prove ``target`` at risk ``delta``: all of
+    them right, ``(1 - target) ** n < delta``."""
+    if not 0 < target < 1 or not 0 < delta < 1:
+        raise ValueError("target and delta must be between 0 and 1")
+    return math.floor(math.log(delta) / math.log1p(-target)) + 1
+
+
+def cascade_scores(tiers: Sequence[TierArrays]) -> tuple[FloatArray, FloatArray]:
+    """Per record, the score the abstain threshold sees and whether the answer is right, for a
+    cascade whose last tier's threshold is the abstain threshold: a record an earlier tier accepts
+    (at its own threshold) is answered whatever the last threshold (score 2, above the grid); one
+    that reaches the last tier has that tier's score (-1 where it gave none: never answered) and
+    its answer's quality (below 0.5 is an error)."""
+    last = tiers[-1]
+    early = run(tiers, [*(t.threshold if t.has_scorer else None for t in tiers[:-1]), math.inf])
+    before = early.accepted & (early.answered < len(tiers) - 1)
+    own = np.where(last.ok & ~last.scorer_error & ~np.isnan(last.score), last.score, -1.0)
+    scores = np.where(before, 2.0, own)
+    correct = np.where(before, early.quality, np.nan_to_num(last.quality))
+    return scores, (correct >= 0.5).astype(np.float64)
 
 
 def coverage_curve(scores: FloatArray, correct: FloatArray) -> list[Selective]:
@@ -118,7 +171,9 @@ __all__ = [
     "GRID",
     "AbstainTuning",
     "Selective",
+    "cascade_scores",
     "coverage_curve",
+    "needed",
     "selective",
     "selective_pvalue",
     "tune_abstain",

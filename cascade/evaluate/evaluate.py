@@ -128,11 +128,12 @@ def evaluate(
             f" ({len(evalset)} record(s) in the file); give more records, or --split none"
         )
     models = evalset.models
-    res = run(tiers, on_exhausted=policy.on_exhausted)
+    res = run(tiers, on_exhausted=policy.on_exhausted, on_unverified=policy.on_unverified)
     grid = threshold_grid(tiers, grid_levels(len(tiers)))
     own = np.array([[t.threshold if t.has_scorer and t.threshold is not None else np.nan for t in tiers]])
     grid = np.concatenate([own, grid])
-    cq, cc, cs = sweep(tiers, grid, policy.on_exhausted)
+    # an abstention answers nothing: in the curve's per-record quality it is what `raise` gives (0)
+    cq, cc, cs = sweep(tiers, grid, "raise" if policy.on_unverified == "abstain" else policy.on_exhausted)
     curve = Curve(grid, cq, cc, cs)
     wts = bootstrap_weights(n, reps, seed)
 
@@ -178,6 +179,8 @@ def evaluate(
     figures["quality"] = qi.to_dict()
     figures["cost_per_query_usd"] = ci.to_dict()
     figures["accepted_share"] = float(res.accepted.mean())
+    if policy.on_unverified == "abstain":
+        figures["abstention"] = abstention_figures(res, wts)
     per_tier = []
     for i, t in enumerate(tiers):
         reached = res.reached[:, i]
@@ -298,6 +301,28 @@ def evaluate(
     return Evaluation(policy, evalset, rows, list(tiers), res, curve, figures)
 
 
+def abstention_figures(res: Run, wts: FloatArray) -> dict[str, Any]:
+    """What ``on_unverified: abstain`` did: the share answered (coverage), the error rate among the
+    answered records (selective risk: quality below 0.5 is an error, as in
+    :mod:`cascade.evaluate.abstain`), with bootstrap intervals, and the counts."""
+    answered = (~res.abstained).astype(np.float64)
+    wrong = answered * (res.quality < 0.5)
+
+    def coverage(w: FloatArray | None) -> float:
+        return float(wmean(answered, w))
+
+    def risk(w: FloatArray | None) -> float:
+        shown = float(wmean(answered, w))
+        return float(wmean(wrong, w)) / shown if shown > 0 else math.nan
+
+    return {
+        "coverage": bootstrap(coverage, wts).to_dict(),
+        "error_among_answered": bootstrap(risk, wts).to_dict(),
+        "answered": int(answered.sum()),
+        "abstained": int(res.abstained.sum()),
+    }
+
+
 def as_interval(d: dict[str, Any]) -> Interval:
     nan = math.nan
     return Interval(
@@ -307,4 +332,12 @@ def as_interval(d: dict[str, Any]) -> Interval:
     )
 
 
-__all__ = ["Curve", "Evaluation", "as_interval", "evaluate", "grid_levels", "score_policy"]
+__all__ = [
+    "Curve",
+    "Evaluation",
+    "abstention_figures",
+    "as_interval",
+    "evaluate",
+    "grid_levels",
+    "score_policy",
+]

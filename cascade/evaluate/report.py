@@ -64,7 +64,14 @@ def table(ev: Evaluation, *, models: int = 40) -> str:
             f"  {name:<{wt}} {model:<{wm}} {thr:>6} {t['reached']:>8} {t['accepted']:>9}"
             f" {rate:>8} {acc:>8}  {esc}"
         )
-    if f["exhausted"]:
+    if "abstention" in f:
+        ab = f["abstention"]
+        out.append(
+            f"  abstained on {ab['abstained']} records (on_unverified: abstain):"
+            f" coverage {_pct(ab['coverage'])}, error among the {ab['answered']} answered"
+            f" {_pct(ab['error_among_answered'])}, cost/query counts every abstention's spend"
+        )
+    elif f["exhausted"]:
         out.append(f"  no tier accepted {f['exhausted']} records (answered per on_exhausted)")
     out.append("")
     b = f["best_single"]

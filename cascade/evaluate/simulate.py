@@ -12,7 +12,8 @@ The decision rule is the engine's (:mod:`cascade.engine.loop`): a tier that cann
 escalates at no cost; a scorer error escalates; a score at or above the threshold is accepted; a
 last tier without scorer always accepts; when nothing is accepted, ``return_best`` returns the
 best-scored answer (ties to the later tier), ``return_last`` the last one, ``raise`` nothing
-(quality 0).
+(quality 0), and ``on_unverified: abstain`` nothing either: :func:`run` marks those records
+``abstained`` (no answer, quality 0, everything spent still counted).
 
 **One call per model per request**, as the engine does: every provider call a tier makes (its
 own, a voter's, a mixture source's, a partner's) is metered by call key (provider, model,
@@ -45,6 +46,7 @@ from cascade.types import Completion, Usage
 
 Billing = Literal["auto", "recorded", "prompt_once"]
 OnExhausted = Literal["return_last", "return_best", "raise"]
+OnUnverified = Literal["answer", "abstain"]
 # providers that bill the prompt once for n samples (OpenAI-style ``n=``)
 PROMPT_ONCE_PROVIDERS = frozenset({"openai", "openai_compatible", "vllm", "azure_openai", "scripted"})
 
@@ -338,7 +340,8 @@ class Run:
     whether that answer cleared its threshold; ``reached[:, i]`` whether tier ``i`` was called;
     ``outcome[:, i]`` what happened there: 0 not reached, 1 accepted, 2 low score, 3 no answer
     (provider error), 4 scorer error, 5 skipped (the prompt-only estimate was below threshold).
-    ``cost`` counts each call once per request (see :func:`chain_costs`).
+    ``cost`` counts each call once per request (see :func:`chain_costs`). ``abstained``: records
+    given no answer under ``on_unverified: abstain`` (``answered`` -1, quality 0).
     """
 
     quality: FloatArray
@@ -347,6 +350,7 @@ class Run:
     accepted: BoolArray
     reached: BoolArray
     outcome: np.ndarray
+    abstained: BoolArray
 
 
 NOT_REACHED, ACCEPTED, LOW_SCORE, NO_ANSWER, SCORER_ERROR, SKIPPED = range(6)
@@ -365,9 +369,14 @@ def run(
     tiers: Sequence[TierArrays],
     thresholds: Sequence[float | None] | None = None,
     on_exhausted: OnExhausted = "return_best",
+    on_unverified: OnUnverified = "answer",
 ) -> Run:
-    """Play the cascade once (thresholds default to the tiers' own)."""
+    """Play the cascade once (thresholds default to the tiers' own); under ``on_unverified:
+    abstain`` the records no tier accepted get no answer (``Run.abstained``)."""
     ths = _thresholds(tiers, thresholds)
+    abstain = on_unverified == "abstain"
+    if abstain:
+        on_exhausted = "raise"  # nothing is returned; the records are marked below
     n = len(tiers[0].cost)
     alive = np.ones(n, dtype=bool)
     quality = np.zeros(n)
@@ -417,7 +426,10 @@ def run(
     else:
         quality = np.where(alive, 0.0, quality)
     quality = np.where(answered < 0, 0.0, quality)
-    return Run(np.nan_to_num(quality), cost, answered, accepted, reached, outcome)
+    # the engine abstains only when some tier answered (every tier failing is an error there)
+    answers = reached & np.stack([t.ok for t in tiers], axis=1)
+    abstained = alive & answers.any(axis=1) if abstain else np.zeros(n, dtype=bool)
+    return Run(np.nan_to_num(quality), cost, answered, accepted, reached, outcome, abstained)
 
 
 def sweep(
@@ -497,6 +509,7 @@ __all__ = [
     "OUTCOME_NAMES",
     "Billing",
     "OnExhausted",
+    "OnUnverified",
     "ReplayContext",
     "Run",
     "TierArrays",

@@ -88,14 +88,17 @@ def rebase(raw: dict[str, Any], skeleton: str | Path, out: str | Path) -> dict[s
 
 def tuned_block(tuning: Tuning, data_path: str | Path, policy_path: str | Path) -> dict[str, Any]:
     """The ``tuned:`` block: the data file (relative to the policy when it can be) and the split."""
-    data_abs = Path(data_path).resolve()
-    folder = Path(policy_path).resolve().parent
-    try:
-        rel = str(data_abs.relative_to(folder))
-    except ValueError:
-        rel = str(data_abs)
     split = tuning.split or {"split": "auto", "seed": 0, "test_fraction": 0.5}
-    return {"data": rel, **split}
+    return {"data": relative_data(data_path, policy_path), **split}
+
+
+def relative_data(data_path: str | Path, policy_path: str | Path) -> str:
+    """The data file as a policy's ``tuned.data``: relative to the policy's folder when it can be."""
+    data_abs = Path(data_path).resolve()
+    try:
+        return str(data_abs.relative_to(Path(policy_path).resolve().parent))
+    except ValueError:
+        return str(data_abs)
 
 
 def _num(x: Any, spec: str) -> str:
@@ -238,6 +241,7 @@ __all__ = [
     "floor_threshold",
     "header_lines",
     "rebase",
+    "relative_data",
     "render",
     "tier_notes",
     "tuned_block",

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import Token
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -33,20 +33,26 @@ from cascade.engine import Cascade
 from cascade.errors import CascadeError
 from cascade.logging import get_logger, listening
 from cascade.serve import wire
-from cascade.serve.errors import ApiError, deadline, from_cascade
+from cascade.serve.errors import ApiError, abstained, deadline, from_cascade
 from cascade.serve.keys import Keys
 from cascade.serve.reload import Reloader
 from cascade.types import CascadeResult, show
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """The default request-body limit (4 MiB): larger bodies get a 400 before they are read."""
+AbstainAs = Literal["answer", "error"]
+"""How an abstention (``on_unverified: abstain``) is sent: ``answer``, a 200 with empty content,
+``finish_reason: stop``, the body's ``cascade`` field ``{"abstained": true, "abstention": why}``
+and the header ``x-cascade-abstained: true``; ``error``, a 422 (code ``abstained``), which the
+OpenAI SDKs raise as ``UnprocessableEntityError`` and do not retry."""
 
 
 class Gateway:
     """Serves ``models`` (model id -> :class:`~cascade.Cascade`) over OpenAI's API.
 
     ``keys``: API keys and their tenants (None: no key needed, no tenant). ``deadline``: seconds a
-    request may take before it is cancelled with a 504 (None: no deadline).
+    request may take before it is cancelled with a 504 (None: no deadline). ``abstain_as``: how an
+    abstention is sent (:data:`AbstainAs`).
     """
 
     def __init__(
@@ -59,8 +65,10 @@ class Gateway:
         source: str | os.PathLike[str] | None = None,
         reload_interval: float | None = 2.0,
         versions: Mapping[str, str] | None = None,
+        abstain_as: AbstainAs = "answer",
     ) -> None:
         self.models: dict[str, Cascade] = {}
+        self.abstain_as = abstain_as
         self.versions: dict[str, str] = {}
         self.keys = keys
         self.max_body = max_body
@@ -130,7 +138,7 @@ class Gateway:
         cid = wire.completion_id()
         session = request.headers.get("x-cascade-session") or None
         version = self.versions.get(call.model)
-        run = self.run(cascade, call, session)
+        run = self.answer(self.run(cascade, call, session), cid, version)
         if call.stream:
             return _Stream(run, call, cid, version)
         result = await run
@@ -186,6 +194,13 @@ class Gateway:
 
                 tier_call.reset(token)
 
+    async def answer(self, run: Awaitable[CascadeResult], cid: str, version: str | None) -> CascadeResult:
+        """``run``'s result; an abstention is an :class:`ApiError` (422) when ``abstain_as`` is error."""
+        result = await run
+        if result.abstained and self.abstain_as == "error":
+            raise abstained(result.abstention or "", facts(result, cid, version))
+        return result
+
     def _tenant(self, request: HttpRequest) -> str | None:
         return None if self.keys is None else self.keys.tenant(request.headers.get("authorization"))
 
@@ -215,6 +230,8 @@ def facts(result: CascadeResult, cid: str, version: str | None = None) -> dict[s
     }
     if version is not None:
         headers["x-cascade-policy-version"] = version
+    if result.abstained:
+        headers["x-cascade-abstained"] = "true"
     return headers
 
 
@@ -392,4 +409,4 @@ async def _disconnect(receive: Receive) -> None:
         pass
 
 
-__all__ = ["MAX_BODY_BYTES", "Gateway", "facts"]
+__all__ = ["MAX_BODY_BYTES", "AbstainAs", "Gateway", "facts"]

@@ -9,6 +9,7 @@ InvalidRequestError                    400
 BudgetExceededError                    429     ``Retry-After``: seconds until the cap's window ends
 LedgerUnavailableError                 503     ``Retry-After: 1``
 AllTiersFailedError / Exhausted        502     every tier failed, or none was accepted
+an abstention (``abstain_as: error``)  422     ``x-should-retry: false``; the cascade's facts
 the gateway's deadline passed          504
 anything else                          500
 =====================================  ======  ==========================================
@@ -81,10 +82,23 @@ def from_cascade(err: CascadeError) -> ApiError:
     return ApiError(500, f"{type(err).__name__}: {text}", "server_error", None, "internal_error")
 
 
+def abstained(why: str, headers: dict[str, str]) -> ApiError:
+    """An abstention sent as an error (the gateway's ``abstain_as="error"``): 422, never retried
+    (a retry pays again for the same unverified answers); ``headers``: the cascade's facts."""
+    return ApiError(
+        422,
+        f"the cascade abstained: {why}",
+        "invalid_request_error",
+        None,
+        "abstained",
+        {**headers, "x-should-retry": "false"},
+    )
+
+
 def deadline(seconds: float) -> ApiError:
     return ApiError(
         504, f"no answer within the gateway's deadline ({seconds:g}s)", "server_error", None, "timeout"
     )
 
 
-__all__ = ["ApiError", "deadline", "from_cascade", "retry_after"]
+__all__ = ["ApiError", "abstained", "deadline", "from_cascade", "retry_after"]

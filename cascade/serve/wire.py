@@ -270,6 +270,7 @@ def trace(result: CascadeResult) -> dict[str, Any]:
         "accepted": result.accepted,
         "reason": result.reason,
         "cost_usd": str(result.cost),
+        **abstention(result),
         "attempts": [
             {
                 "tier": a.tier,
@@ -284,12 +285,24 @@ def trace(result: CascadeResult) -> dict[str, Any]:
     }
 
 
+def abstention(result: CascadeResult) -> dict[str, Any]:
+    """An abstention's marker (``on_unverified: abstain``): ``abstained`` and why; {} for an answer."""
+    return {"abstained": True, "abstention": result.abstention} if result.abstained else {}
+
+
+def extension(result: CascadeResult, with_trace: bool) -> dict[str, Any]:
+    """The ``cascade`` extension field: the trace if asked; an abstention's marker always."""
+    if with_trace:
+        return {"cascade": trace(result)}
+    return {"cascade": abstention(result)} if result.abstained else {}
+
+
 def completion(
     result: CascadeResult, model: str, cid: str, created: int | None = None, with_trace: bool = False
 ) -> dict[str, Any]:
-    """A ``chat.completion`` body for ``result`` (with the ``cascade`` trace field if asked)."""
+    """A ``chat.completion`` body for ``result`` (with the ``cascade`` field: the trace if asked,
+    an abstention's marker always)."""
     msg, finish = message(result)
-    extension = {"cascade": trace(result)} if with_trace else {}
     return {
         "id": cid,
         "object": "chat.completion",
@@ -297,7 +310,7 @@ def completion(
         "model": model,
         "choices": [{"index": 0, "message": msg, "logprobs": None, "finish_reason": finish}],
         "usage": usage(result),
-        **extension,
+        **extension(result, with_trace),
     }
 
 
@@ -305,7 +318,8 @@ def chunks(
     result: CascadeResult, model: str, cid: str, include_usage: bool, created: int | None = None
 ) -> Iterator[dict[str, Any]]:
     """The ``chat.completion.chunk`` events of ``result``: the role, the content or the tool
-    calls, the finish reason, then (with ``include_usage``) a usage chunk with no choices."""
+    calls, the finish reason (with the ``cascade`` marker of an abstention), then (with
+    ``include_usage``) a usage chunk with no choices."""
     msg, finish = message(result)
     base: dict[str, Any] = {
         "id": cid,
@@ -324,7 +338,7 @@ def chunks(
         yield chunk({"tool_calls": [{"index": i, **tc} for i, tc in enumerate(msg["tool_calls"])]})
     elif msg["content"]:
         yield chunk({"content": msg["content"]})
-    yield chunk({}, finish)
+    yield {**chunk({}, finish), **extension(result, False)}
     if include_usage:
         yield {**base, "choices": [], "usage": usage(result)}
 
@@ -339,8 +353,10 @@ __all__ = [
     "ACCEPTED",
     "POLICY_OWNED",
     "ChatCall",
+    "abstention",
     "chunks",
     "completion",
+    "extension",
     "message",
     "parse",
     "sse",

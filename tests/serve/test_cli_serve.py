@@ -127,3 +127,14 @@ def test_keys_come_from_a_file_or_the_environment(tmp_path: Path, monkeypatch: p
     with pytest.raises(ConfigurationError, match=r"\$CASCADE_SERVE_KEYS") as err:
         gateway({"policy": str(DEMO)})
     assert "sk-secret" not in str(err.value)
+
+
+def test_abstain_as_reaches_the_gateway() -> None:
+    import argparse
+
+    from cascade.cli.serve import add_arguments, gateway, settings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert gateway(settings(parser.parse_args(["--demo"]))).abstain_as == "answer"
+    assert gateway(settings(parser.parse_args(["--demo", "--abstain-as", "error"]))).abstain_as == "error"

@@ -440,3 +440,64 @@ def test_one_event_per_request_with_its_real_status_and_never_the_key() -> None:
     assert [e["status"] for e in events] == [200, 429, 401]
     assert events[0]["tier"] == "only" and events[0]["cost"] == "0.00002"
     assert "sk-" not in repr(logs) and "secret" not in repr(logs)
+
+
+# -- abstention --------------------------------------------------------------------------------------
+
+
+def abstaining(score: float = 0.1) -> Cascade:
+    """cheap (0.1 < 0.5), then strong scored ``score`` against 0.5 under ``on_unverified: abstain``."""
+    return Cascade(
+        [
+            scripted("cheap", ScriptedProvider("cheap answer", model="cheap-model"), 0.1, 0.5),
+            scripted("strong", ScriptedProvider("strong answer", model="strong-model"), score, 0.5),
+        ],
+        name="careful",
+        on_unverified="abstain",
+    )
+
+
+def test_an_abstention_is_empty_content_with_the_cascade_marker_in_body_chunks_and_headers() -> None:
+    with serve({"cascade/careful": abstaining(), "cascade/faq": two_tiers()}) as s:
+        raw = s.client().chat.completions.with_raw_response.create(
+            model="cascade/careful", messages=[{"role": "user", "content": "hi"}]
+        )
+        stream = s.client().chat.completions.with_raw_response.create(
+            model="cascade/careful", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        chunks = list(stream.parse())
+        answered = s.client().chat.completions.with_raw_response.create(
+            model="cascade/faq", messages=[{"role": "user", "content": "hi"}]
+        )
+    body = raw.parse()
+    assert body.choices[0].message.content == "" and body.choices[0].finish_reason == "stop"
+    marker = (body.model_extra or {})["cascade"]
+    assert marker == {"abstained": True, "abstention": "tier 'strong': score 0.100 < 0.500"}
+    assert raw.headers["x-cascade-abstained"] == "true" and raw.headers["x-cascade-accepted"] == "false"
+    assert raw.headers["x-cascade-cost-usd"] == "0.00004" and body.usage.total_tokens == 40
+    assert stream.headers["x-cascade-abstained"] == "true"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == ""
+    assert (chunks[-1].model_extra or {})["cascade"]["abstained"] is True
+    assert "x-cascade-abstained" not in answered.headers and "cascade" not in json.loads(answered.text)
+
+
+def test_an_abstention_can_be_a_422_the_sdk_raises_and_does_not_retry() -> None:
+    careful = abstaining()
+    with serve({"cascade/careful": careful}, abstain_as="error") as s:
+        client = openai.OpenAI(base_url=f"{s.url}/v1", api_key=KEY, max_retries=2)
+        s.clients.append(client)
+        with pytest.raises(openai.UnprocessableEntityError) as err:
+            client.chat.completions.create(
+                model="cascade/careful", messages=[{"role": "user", "content": "hi"}]
+            )
+        with pytest.raises(openai.UnprocessableEntityError) as streamed:
+            client.chat.completions.create(
+                model="cascade/careful", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+    assert err.value.code == "abstained" and "score 0.100 < 0.500" in err.value.message
+    assert err.value.response.headers["x-cascade-cost-usd"] == "0.00004"
+    assert err.value.response.headers["x-cascade-abstained"] == "true"
+    assert err.value.response.headers["x-should-retry"] == "false"
+    assert streamed.value.code == "abstained"
+    strong = careful.tiers[-1].provider
+    assert isinstance(strong, ScriptedProvider) and len(strong.calls) == 2  # one run per request
