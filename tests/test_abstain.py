@@ -379,3 +379,23 @@ def test_tune_other_goals_refuse_an_abstaining_skeleton_clearly(
     skeleton = _eval_files(tmp_path, "abstain")
     assert main(["tune", str(skeleton), "--target-quality", "best"]) == 2
     assert "tune its abstain threshold with --abstain-error" in capsys.readouterr().err
+
+
+def test_prometheus_counts_an_abstention_as_no_answer() -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry
+
+    from cascade.observe import PrometheusMetrics
+
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    metrics.run("t", _abstaining().run("q"), None)
+    metrics.run("t", _abstaining(last_score=0.9).run("q"), None)
+
+    def value(name: str, **labels: str) -> float:
+        v = registry.get_sample_value(name, labels)
+        return 0.0 if v is None else v
+
+    assert value("cascade_requests_total", policy="t", outcome="abstained") == 1
+    assert value("cascade_answers_total", policy="t", tier="large") == 1  # the accepted one only
+    assert value("cascade_accepts_total", policy="t", tier="large") == 1

@@ -3,9 +3,9 @@
 Counters and histograms, labelled by policy (and tier, reason where it applies):
 
 - ``cascade_requests_total{policy, outcome}``: runs, by outcome (``accepted``, ``exhausted``,
-  ``budget``, ``error``)
+  ``budget``, ``abstained``, ``error``)
 - ``cascade_answers_total{policy, tier}`` / ``cascade_accepts_total{policy, tier}``: which tier
-  answered, and which accepted
+  answered (an abstention answers nothing), and which accepted
 - ``cascade_escalations_total{policy, tier, reason}``: escalations by reason (``low_score``,
   ``error``, ``scorer_error``, ``pinned``)
 - ``cascade_spend_usd_total{policy}`` and ``cascade_shadow_spend_usd_total{policy}``
@@ -94,7 +94,8 @@ class PrometheusMetrics:
             attempts = getattr(error, "attempts", ()) or ()
         else:
             m["requests"].labels(policy, result.reason).inc()
-            m["answers"].labels(policy, result.tier).inc()
+            if not result.abstained:
+                m["answers"].labels(policy, result.tier).inc()
             if result.accepted:
                 m["accepts"].labels(policy, result.tier).inc()
             m["latency"].labels(policy).observe(result.latency_s)
