@@ -9,6 +9,10 @@ now if the backup never launched) or :class:`Cancel` (the tier was accepted, or 
 backup is cancelled and charged what it may have cost). The fast answer never wins by arriving
 first: only a tier's scorer accepts its answer.
 
+Hedges chain: a backup whose tier hedges too carries that tier's hedge (:attr:`Hedge.then`), armed
+when the backup launches and counted from then (:attr:`Backup.next`). Joined, the loop takes the
+chained backup as its own; cancelled, the loop cancels the chain link by link, charging each.
+
 The sync driver (:func:`hedge`) arms the backup in a worker thread, its call under a
 :class:`~cascade.retry.Cancellation`: a cancel ends a call of an SDK provider (OpenAI, Anthropic,
 OpenAI-compatible) at once (its socket is shut, its waits between retries cut short); any other
@@ -57,6 +61,7 @@ class Hedge:
     reserve: Reserve | None
     worst: Decimal  # the backup's reservation (its call and scoring)
     refusal: BudgetExceededError | None = None
+    then: Hedge | None = None  # the backup's own hedge (its ``call`` is ``backup``): armed at its launch
 
 
 @dataclass(slots=True)
@@ -69,6 +74,7 @@ class Backup:
     launched: float | None = None  # seconds into the hedged tier's call when the backup started
     hold: str | None = None
     refusal: BudgetExceededError | None = None
+    next: Backup | None = None  # armed by ``hedge.then`` when this backup launched: the chain goes on
 
     @property
     def call(self) -> Call:
@@ -120,14 +126,22 @@ async def ahedge(action: Hedge, aexecute: Execute) -> Hedged:
     start = clock()
     if action.backup is None or action.after is None:
         return Hedged(await aexecute(action.call), None, clock() - start)
-    backup = Backup(action, refusal=action.refusal)
-    backup.task = asyncio.ensure_future(_launch(backup, action.backup, action.after, aexecute, clock))
+    backup = _arm(action, aexecute, clock)
     try:
         call = await aexecute(action.call)
     except BaseException:  # cancelled mid-call: the loop never sees the backup, so it ends here
         await astop(backup, aexecute)
         raise
     return Hedged(call, backup, clock() - start)
+
+
+def _arm(action: Hedge, aexecute: Execute, clock: Callable[[], float]) -> Backup:
+    """The backup of ``action`` (which has one), in a task that waits ``after`` then launches it."""
+    assert action.backup is not None
+    assert action.after is not None
+    backup = Backup(action, refusal=action.refusal)
+    backup.task = asyncio.ensure_future(_launch(backup, action.backup, action.after, aexecute, clock))
+    return backup
 
 
 async def _launch(
@@ -145,6 +159,8 @@ async def _launch(
             return None
         backup.hold = held.hold
     backup.launched = clock() - t0
+    if backup.hedge.then is not None:  # the backup's tier hedges in turn, counted from this launch
+        backup.next = _arm(backup.hedge.then, aexecute, clock)
     outcome: CallOutcome = await aexecute(call)
     return outcome
 
@@ -170,11 +186,14 @@ async def acancel(backup: Backup) -> Resolved:
 
 
 async def astop(backup: Backup, aexecute: Execute) -> None:
-    """Cancel the backup and settle its hold at the reserved worst case (the run was cut off)."""
+    """Cancel the backup and its chain, settling each hold at its reserved worst case (the run was
+    cut off)."""
     resolved = await acancel(backup)
     reserve = backup.hedge.reserve
     if resolved.hold is not None and reserve is not None:
         await aexecute(Settle(reserve.budget, resolved.hold, reserve.amount))
+    if backup.next is not None:  # final now: the backup's task (or thread) has ended
+        await astop(backup.next, aexecute)
 
 
 async def _cancelled(task: asyncio.Task[Any]) -> None:
@@ -185,8 +204,8 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
             task.result()
 
 
-def stop_now(backup: Backup) -> Decimal | None:
-    """Synchronous :func:`astop` for a closed loop (it cannot yield): cancel, and settle the hold."""
+def stop_now(backup: Backup) -> None:
+    """Synchronous :func:`astop` for a closed loop (it cannot yield): cancel, and settle the holds."""
     if backup.task is not None:
         backup.task.cancel()
     if backup.worker is not None:
@@ -194,8 +213,8 @@ def stop_now(backup: Backup) -> Decimal | None:
     reserve = backup.hedge.reserve
     if backup.hold is not None and reserve is not None:
         reserve.budget.settle(backup.hold, reserve.amount)
-        return reserve.amount
-    return None
+    if backup.next is not None:
+        stop_now(backup.next)
 
 
 # -- the sync driver's side ----------------------------------------------------------------------
@@ -225,6 +244,18 @@ def hedge(action: Hedge, execute: Callable[[Any], Any], call: Callable[..., Call
     start = time.monotonic()
     if action.backup is None or action.after is None:
         return Hedged(call(action.call), None, time.monotonic() - start)
+    backup = _arm_thread(action, execute, call)
+    try:
+        outcome = call(action.call)
+    except BaseException:  # crashed mid-call: the loop never sees the backup, so it ends here
+        stop_now(backup)
+        raise
+    return Hedged(outcome, backup, time.monotonic() - start)
+
+
+def _arm_thread(action: Hedge, execute: Callable[[Any], Any], call: Callable[..., CallOutcome]) -> Backup:
+    """Sync :func:`_arm`: the backup of ``action`` in a worker thread, started."""
+    assert action.after is not None
     backup = Backup(action, refusal=action.refusal)
     worker = Worker(threading.Thread(name="cascade-hedge", daemon=True))
     context = contextvars.copy_context()  # the run's context variables, as an asyncio task has them
@@ -236,12 +267,7 @@ def hedge(action: Hedge, execute: Callable[[Any], Any], call: Callable[..., Call
     )
     backup.worker = worker
     worker.thread.start()
-    try:
-        outcome = call(action.call)
-    except BaseException:  # crashed mid-call: the loop never sees the backup, so it ends here
-        stop_now(backup)
-        raise
-    return Hedged(outcome, backup, time.monotonic() - start)
+    return backup
 
 
 def _run(
@@ -267,6 +293,8 @@ def _run(
             return
         backup.hold = held.hold if held is not None else None
         backup.launched = time.monotonic() - t0
+    if backup.hedge.then is not None:  # the backup's tier hedges in turn (before CANCEL is ours)
+        backup.next = _arm_thread(backup.hedge.then, execute, call)
     token = CANCEL.set(scope)
     try:
         outcome = call(backup.call, scope.sleep)

@@ -91,8 +91,7 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
     last = len(s.tiers) - 1
     try:
         for index in range(start, last + 1):
-            after = s.tiers[index + 1] if index < last else None
-            result = yield from _tier(run, s.tiers[index], index == last, after)
+            result = yield from _tier(run, s.tiers[index], index == last, s.tiers[index + 1 :])
             if result is not None:
                 if run.backup is not None:  # accepted: the hedge's backup call is not needed
                     yield from _cancel_backup(run, f"{result.tier!r} was accepted")
@@ -112,12 +111,13 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
 
 
 def _tier(
-    run: _Run, tier: Tier, is_last: bool, after: Tier | None = None
+    run: _Run, tier: Tier, is_last: bool, later: Sequence[Tier] = ()
 ) -> Generator[Action, Outcome, CascadeResult | None]:
     """One tier: reserve, call, score, settle, decide. Returns the result when the run ends here.
 
-    ``after``: the next tier (a hedge's backup). When the tier before hedged, this tier's call may
-    already be in flight: it takes that call and its hold instead of reserving and calling.
+    ``later``: the tiers after this one (a hedge's backups). When the tier before hedged, this
+    tier's call may already be in flight: it takes that call and its hold instead of reserving and
+    calling (and that call's own hedge, armed when it launched, instead of hedging).
     """
     s, request = run.s, run.request
     base: dict[str, Any] = {"tier": tier.name, "model": tier.provider.model, "provider": tier.provider_kind}
@@ -155,7 +155,7 @@ def _tier(
     paid = ZERO  # what they were charged (already settled)
     wait = 0.0
     reused_before = run.cache.reused
-    hedge = tier.hedge is not None and after is not None and pending is None
+    hedge = tier.hedge is not None and bool(later) and pending is None
     while True:
         try:
             if pending is not None:  # launched by the tier before's hedge: its outcome, once
@@ -163,8 +163,7 @@ def _tier(
             else:
                 action = Call(tier, request, tier.samples, run.cache, run.capped, tries, wait, at)
                 if hedge:
-                    assert after is not None
-                    call = yield from _hedged(run, action, after, worst)
+                    call = yield from _hedged(run, action, later, worst)
                     hedge = False
                 else:
                     outcome = yield action
@@ -656,30 +655,45 @@ def _abandon(
 # -- hedged escalation (the driver side is cascade.engine.hedge) ----------------------------------
 
 
-def _hedged(run: _Run, call: Call, after: Tier, worst: Decimal) -> Generator[Action, Outcome, CallOutcome]:
-    """``call`` with the next tier armed as a backup, when the tier's hedge has a delay yet.
-
-    Both calls are reserved before the backup starts: the per-request cap is checked here for the
-    two together, a window-cap reservation is made by the driver when the backup launches.
-    """
-    tier, hedge = call.tier, call.tier.hedge
+def _hedged(
+    run: _Run, call: Call, later: Sequence[Tier], worst: Decimal
+) -> Generator[Action, Outcome, CallOutcome]:
+    """``call`` with the next tier armed as a backup, when the tier's hedge has a delay yet."""
+    hedge = call.tier.hedge
     assert hedge is not None
-    delay = hedge.delay(tier.name, run.s.latencies)
-    backup, reserve, extra, refusal = None, None, ZERO, None
-    if delay is not None and after.skip is None:  # else warming up (pNN), or the next tier may be skipped
-        extra = _worst(run, after) if run.capped else ZERO
-        refusal = run.per_request_refusal(after, worst + extra)
-        reserve = Reserve(run.s.budget, run.buckets, extra) if run.buckets and refusal is None else None
-        at = _deadline(after)  # counted from the backup's launch
-        at = None if at is None or delay is None else at + delay
-        backup = Call(after, run.request, after.samples, run.cache, run.capped, deadline=at)
-    hedged = yield Hedge(call, backup, delay, reserve, extra, refusal)
+    hedged = yield _plan(run, call, later, worst, 0.0)
     assert isinstance(hedged, Hedged)
     run.backup = hedged.backup
     outcome = hedged.call
     if outcome.completion is not None and hedge.quantile is not None:
-        run.s.latencies.observe(tier.name, hedged.seconds)  # on the clock the hedge's delay follows
+        run.s.latencies.observe(call.tier.name, hedged.seconds)  # on the clock the hedge's delay follows
     return outcome
+
+
+def _plan(run: _Run, call: Call, later: Sequence[Tier], held: Decimal, since: float) -> Hedge:
+    """``call``'s hedge: the next tier as its backup, and when that tier hedges too, the backup's
+    own hedge (:attr:`Hedge.then`, the tier after next), and so on down the tiers.
+
+    Every call is reserved before it starts: the per-request cap is checked here for the calls of
+    the chain together (``held``: the worst cases before this backup), a window-cap reservation is
+    made by the driver when each backup launches. ``since``: the delays before ``call`` launches.
+    """
+    tier, hedge = call.tier, call.tier.hedge
+    delay = hedge.delay(tier.name, run.s.latencies) if hedge is not None else None
+    after = later[0] if later else None
+    if delay is None or after is None or after.skip is not None:
+        # no hedge, warming up (pNN), or the next tier may be skipped
+        return Hedge(call, None, delay, None, ZERO)
+    extra = _worst(run, after) if run.capped else ZERO
+    refusal = run.per_request_refusal(after, held + extra)
+    reserve = Reserve(run.s.budget, run.buckets, extra) if run.buckets and refusal is None else None
+    at = _deadline(after)  # counted from the backup's launch
+    at = None if at is None else at + since + delay
+    backup = Call(after, run.request, after.samples, run.cache, run.capped, deadline=at)
+    then = None if refusal is not None else _plan(run, backup, later[1:], held + extra, since + delay)
+    if then is not None and then.backup is None:  # the backup's tier does not hedge (or cannot yet)
+        then = None
+    return Hedge(call, backup, delay, reserve, extra, refusal, then)
 
 
 def _join(run: _Run) -> Generator[Action, Outcome, Resolved]:
@@ -688,22 +702,30 @@ def _join(run: _Run) -> Generator[Action, Outcome, Resolved]:
     assert backup is not None
     resolved = yield Join(backup)  # run.backup stays set until then: a cancel meanwhile drops it
     assert isinstance(resolved, Resolved)
-    run.backup = None
+    run.backup = backup.next  # the backup's own hedge, armed when it launched: now this tier's
     _hedge_note(run, backup, resolved)
     return resolved
 
 
 def _cancel_backup(run: _Run, why: str, cut: bool = False) -> Generator[Action, Outcome, None]:
-    """Cancel the backup and charge what it may have cost: a call cut off in flight its worst
-    case (``cut``: the run was abandoned, so at the full hold), an answer already in at its cost."""
+    """Cancel the backup, and the backups it armed in turn (a chain of hedges), charging each what
+    it may have cost: a call cut off in flight its worst case (``cut``: the run was abandoned, so
+    at the full hold), an answer already in at its cost."""
     backup = run.backup
-    assert backup is not None
-    resolved = yield Cancel(backup)
-    assert isinstance(resolved, Resolved)
-    run.backup = None
-    _hedge_note(run, backup, resolved)
-    if resolved.launched is None:
-        return
+    while backup is not None:
+        resolved = yield Cancel(backup)
+        assert isinstance(resolved, Resolved)
+        run.backup = backup.next  # final now: the backup's task (or thread) has ended
+        _hedge_note(run, backup, resolved)
+        if resolved.launched is not None:
+            yield from _charge_cancelled(run, backup, resolved, why, cut)
+        backup = run.backup
+
+
+def _charge_cancelled(
+    run: _Run, backup: Backup, resolved: Resolved, why: str, cut: bool
+) -> Generator[Action, Outcome, None]:
+    """Charge a cancelled backup that launched, settle its hold, and record it in the trace."""
     tier, request = backup.call.tier, run.request
     call = resolved.call
     usage, latency = Usage(), 0.0
@@ -754,6 +776,7 @@ def _hedge_note(run: _Run, backup: Backup, resolved: Resolved) -> None:
     if run.log is not None:
         run.log.info("cascade.hedge", run_id=run.run_id, tier=tier, backup=target, note=note)
     for i in range(len(run.attempts) - 1, -1, -1):
-        if run.attempts[i].tier == tier:
-            run.attempts[i] = replace(run.attempts[i], hedge=note)
+        if run.attempts[i].tier == tier:  # a backup's own note (when it started) stays first
+            before = run.attempts[i].hedge
+            run.attempts[i] = replace(run.attempts[i], hedge=f"{before}; {note}" if before else note)
             return
