@@ -358,3 +358,114 @@ def test_the_outcome_log_records_both_calls_of_a_hedge(tmp_path: Path) -> None:
     assert set(row["cascade"]["tiers"]) == {"cheap", "strong"}
     assert row["responses"]["strong-model"]  # the backup's answer, joined, is logged
     assert row["cascade"]["cost"] == str(result.cost)
+
+
+# -- chained hedges: a backup whose tier hedges starts the tier after it in turn ----------------------
+
+
+def chained(
+    latencies: tuple[float, float, float], scores: tuple[float, float] = (0.1, 0.1), after: float = 0.05
+) -> list[Tier]:
+    """Three tiers, the first two hedging after ``after`` seconds; scores under 0.5 escalate."""
+    h = HedgeAfter.parse(after)
+    return [
+        replace(tier("t1", "a1", scores[0], 0.5, latency=latencies[0]), hedge=h),
+        replace(tier("t2", "a2", scores[1], 0.5, latency=latencies[1]), hedge=h),
+        tier("t3", "a3", latency=latencies[2]),
+    ]
+
+
+def run_both(c: Cascade, driver: str) -> Any:
+    if driver == "sync":
+        return c.run("q"), hedge_threads()
+
+    async def main() -> tuple[Any, set[asyncio.Task[object]]]:
+        result = await c.arun("q")
+        return result, asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+    result, left = asyncio.run(main())
+    return result, sorted(left, key=id)
+
+
+@pytest.mark.parametrize("driver", ["async", "sync"])
+def test_a_backup_that_hedges_starts_the_tier_after_it_in_turn(driver: str) -> None:
+    tiers = chained((0.4, 0.4, 0.05))
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    result, left = run_both(c, driver)
+    assert result.tier == "t3" and result.answer == "a3" and left == []
+    assert [calls(t) for t in tiers] == [1, 1, 1]  # each call once: the backups in flight were joined
+    t1, t2, t3 = result.attempts
+    assert (t1.decision, t2.decision, t3.decision) == ("escalated", "escalated", "accepted")
+    assert "'t2' started at" in (t1.hedge or "")
+    # t2 was itself a backup, and hedged to t3 while t1 had no verdict yet
+    assert (t2.hedge or "").startswith("backup: in flight since") and "'t3' started at" in (t2.hedge or "")
+    assert (t3.hedge or "").startswith("backup: in flight since")
+    assert result.hedge_cost == 0 and result.cost == 3 * ONE_CALL
+    assert ledger.spent(bucket) == 3 * ONE_CALL and ledger.held(bucket) == 0
+
+
+@pytest.mark.parametrize("driver", ["async", "sync"])
+def test_an_accepted_backup_cancels_the_backup_it_started_and_is_charged(driver: str) -> None:
+    slow = 5.0 if driver == "async" else 0.6  # a sync scripted call is waited for: it answers
+    tiers = chained((0.3, 0.3, slow), scores=(0.1, 0.9))
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    result, left = run_both(c, driver)
+    assert result.tier == "t2" and result.answer == "a2" and left == []  # t2's scorer accepted it
+    t1, t2, t3 = result.attempts
+    assert (t1.decision, t2.decision, t3.decision) == ("escalated", "accepted", "cancelled")
+    assert "'t3' started at" in (t2.hedge or "")
+    charged = "cut off in flight: worst case" if driver == "async" else "answered before the cancel"
+    assert t3.charged == charged and t3.cost == ONE_CALL
+    assert result.hedge_cost == ONE_CALL and result.cost == 3 * ONE_CALL
+    assert ledger.spent(bucket) == 3 * ONE_CALL and ledger.held(bucket) == 0
+
+
+@pytest.mark.parametrize("driver", ["async", "sync"])
+def test_an_accepted_first_tier_cancels_the_whole_chain_and_charges_each_call(driver: str) -> None:
+    slow = 5.0 if driver == "async" else 0.5
+    tiers = chained((0.3, slow, slow), scores=(0.9, 0.1))
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    result, left = run_both(c, driver)
+    assert result.tier == "t1" and result.answer == "a1" and left == []
+    t1, t2, t3 = result.attempts
+    assert (t1.decision, t2.decision, t3.decision) == ("accepted", "cancelled", "cancelled")
+    assert "'t3' started at" in (t2.hedge or "")  # the chained backup is in the trace, after its tier
+    assert t3.hedge is not None and t3.hedge.startswith("started")
+    charged = "cut off in flight: worst case" if driver == "async" else "answered before the cancel"
+    assert t2.charged == t3.charged == charged
+    assert result.hedge_cost == 2 * ONE_CALL and result.cost == 3 * ONE_CALL
+    assert ledger.spent(bucket) == 3 * ONE_CALL and ledger.held(bucket) == 0
+
+
+@pytest.mark.parametrize("cap", ["window", "per_request"])
+def test_a_cap_that_cannot_hold_the_chain_stops_it_at_the_call_it_cannot_cover(cap: str) -> None:
+    tiers = chained((0.3, 0.3, 0.05), scores=(0.1, 0.9))
+    if cap == "window":
+        c, ledger, bucket = capped(tiers, ONE_CALL * Decimal("2.5"))  # room for two calls
+    else:
+        c = Cascade(tiers, budget=Budget(per_request=ONE_CALL * Decimal("2.5")))
+    result = asyncio.run(c.arun("q"))
+    assert result.tier == "t2" and calls(tiers[2]) == 0
+    t1, t2 = result.attempts
+    assert "'t2' started at" in (t1.hedge or "")
+    assert "not started: budget:" in (t2.hedge or "")
+    assert result.cost == 2 * ONE_CALL
+    if cap == "window":
+        assert ledger.spent(bucket) == 2 * ONE_CALL and ledger.held(bucket) == 0
+    else:
+        assert "per-request cap" in (t2.hedge or "")
+
+
+def test_a_cancelled_run_ends_the_whole_chain_and_settles_every_hold() -> None:
+    tiers = chained((5.0, 5.0, 5.0))
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+
+    async def main() -> set[asyncio.Task[object]]:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.arun("q"), 0.4)
+        return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+    assert asyncio.run(main()) == set()
+    assert calls(tiers[1]) == 0 and calls(tiers[2]) == 0  # both backups were cut off before answering
+    assert ledger.held(bucket) == 0  # the three holds settled...
+    assert ledger.spent(bucket) == 3 * ONE_CALL  # ...each at its reserved worst case

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessageChunk
 
 from cascade import Cascade
 from cascade.langchain import CascadeChatModel
-from tests.engine.test_hedge import calls, hedged
+from tests.engine.test_hedge import calls, chained, hedged
 
 
 def _invoke(model: CascadeChatModel, how: str) -> Any:
@@ -46,4 +46,15 @@ def test_the_langchain_front_hedges(how: str) -> None:
     assert "'strong' started at" in cheap["hedge"]
     assert strong["hedge"].startswith("backup: in flight since")
     assert calls(tiers[1]) == 1  # the backup's call, joined: not a second one
+    assert [t for t in threading.enumerate() if t.name == "cascade-hedge"] == []
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+def test_the_langchain_front_chains_hedges(how: str) -> None:
+    tiers = chained((0.4, 0.4, 0.05))  # t2, a backup, hedges to t3 in turn
+    out = _invoke(CascadeChatModel(cascade=Cascade(tiers)), how)
+    assert out.content == "a3"
+    t1, t2, t3 = out.response_metadata["cascade"]["attempts"]
+    assert "'t3' started at" in t2["hedge"] and t3["hedge"].startswith("backup: in flight since")
+    assert [calls(t) for t in tiers] == [1, 1, 1]
     assert [t for t in threading.enumerate() if t.name == "cascade-hedge"] == []
