@@ -23,7 +23,11 @@ starts at once, so none would hedge otherwise); it keeps updating during the mea
 
 The *ceiling* line is the p95 if every tier before the one that answers took no time (its calls
 and its scorer's partner calls): no hedge can do better while an answer waits for its own tier's
-verdict. ``--tiers`` hedges only the tiers named (say ``1``: the middle tier of the date set).
+verdict. The *in parallel* line is the p95 if every tier up to the one that answers started at once,
+each scored as soon as its own answer is in: the answers stay the same only if an answer also waits
+for every earlier tier's verdict (an earlier tier that accepts wins), so no hedge can beat it (the
+engine scores the tiers in order: a backup's answer is scored once the tier before escalated).
+``--tiers`` hedges only the tiers named (say ``1``: the middle tier of the date set).
 
 Cost is what the engine charges: a backup cancelled after it launched is charged its worst case
 (``max_tokens`` of output: the billing rule for a call cut off by cancellation), one that had
@@ -186,12 +190,15 @@ def quality(result: CascadeResult) -> float:
     return q or 0.0
 
 
+def p95(seconds: list[float]) -> float:
+    latencies = sorted(seconds)
+    return latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)]
+
+
 def summary(runs: list[tuple[CascadeResult, float]]) -> dict[str, Any]:
-    latencies = sorted(s for _, s in runs)
-    p95 = latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)]
     return {
-        "p50": statistics.median(latencies),
-        "p95": p95,
+        "p50": statistics.median(s for _, s in runs),
+        "p95": p95([s for _, s in runs]),
         "cost": sum((r.cost for r, _ in runs), Decimal(0)),
         "hedge_cost": sum((r.hedge_cost for r, _ in runs), Decimal(0)),
         "quality": statistics.fmean(quality(r) for r, _ in runs),
@@ -210,8 +217,22 @@ def ceiling(name: str, runs: list[tuple[CascadeResult, float]], records: list[ou
         k = int(result.tier[1:])
         earlier = sum(s for m, s in CALLS.get(record.prompt, []) if tier_of[m] < k)
         left.append(max(0.0, seconds - earlier))
-    latencies = sorted(left)
-    return latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)]
+    return p95(left)
+
+
+def in_parallel(name: str, runs: list[tuple[CascadeResult, float]], records: list[outcomes.Record]) -> float:
+    """The p95 if every tier up to the answering one started at once, each scored as soon as its
+    own answer is in: the most any hedge can cut while the answers stay the same (an answer waits
+    for every earlier tier's verdict, since an earlier tier that accepts wins)."""
+    tier_of = {m: i for i, t in enumerate(SETS[name]) for m in _models(t)}
+    left = []
+    for (result, _), record in zip(runs, records, strict=True):
+        k = int(result.tier[1:])
+        alone = [0.0] * (k + 1)  # each tier's call, then its scorer's partner calls
+        for m, s in CALLS.get(record.prompt, []):
+            alone[tier_of[m]] += s
+        left.append(max(alone))
+    return p95(left)
 
 
 def _models(tier: dict[str, Any]) -> list[str]:
@@ -252,12 +273,16 @@ def main() -> None:
         base_cascade = cascade_for(name)
         CALLS.clear()
         runs = run(base_cascade, records)
-        base, top = summary(runs), ceiling(name, runs, records)
+        base, top, wide = summary(runs), ceiling(name, runs, records), in_parallel(name, runs, records)
         print(f"\n{name}: {len(records)} prompts, seed {SEED}, simulated time")
         print(f"slowest 5% answered by the first tier (a hedge cannot help them): {base['tail_first']:.0%}")
         print(
             f"ceiling: p95 {top:.2f} s ({1 - top / base['p95']:.1%} cut) if every tier before the answering"
             " one took no time"
+        )
+        print(
+            f"in parallel: p95 {wide:.2f} s ({1 - wide / base['p95']:.1%} cut) if every tier up to the"
+            " answering one started at once (each scored when in; an answer waits for earlier verdicts)"
         )
         print(
             f"{'after':>8} {'p50 s':>7} {'p95 s':>7} {'p95 cut':>8} {'cost $':>10} {'cost +':>7}"
