@@ -661,6 +661,7 @@ def _hedged(
     """``call`` with the next tier armed as a backup, when the tier's hedge has a delay yet."""
     hedge = call.tier.hedge
     assert hedge is not None
+    assert run.backup is None  # a tier that took a backup's call has that call's own hedge instead
     hedged = yield _plan(run, call, later, worst, 0.0)
     assert isinstance(hedged, Hedged)
     run.backup = hedged.backup
