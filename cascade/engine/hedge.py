@@ -293,8 +293,8 @@ def _run(
             return
         backup.hold = held.hold if held is not None else None
         backup.launched = time.monotonic() - t0
-    if backup.hedge.then is not None:  # the backup's tier hedges in turn (before CANCEL is ours)
-        backup.next = _arm_thread(backup.hedge.then, execute, call)
+        if backup.hedge.then is not None:  # the backup's tier hedges in turn (not once disarmed)
+            backup.next = _arm_thread(backup.hedge.then, execute, call)
     token = CANCEL.set(scope)
     try:
         outcome = call(backup.call, scope.sleep)

@@ -456,8 +456,9 @@ def test_a_cap_that_cannot_hold_the_chain_stops_it_at_the_call_it_cannot_cover(c
         assert "per-request cap" in (t2.hedge or "")
 
 
-def test_a_cancelled_run_ends_the_whole_chain_and_settles_every_hold() -> None:
-    tiers = chained((5.0, 5.0, 5.0))
+@pytest.mark.parametrize("cut_during", ["the call", "the join"])
+def test_a_cancelled_run_ends_the_whole_chain_and_settles_every_hold(cut_during: str) -> None:
+    tiers = chained((5.0 if cut_during == "the call" else 0.2, 5.0, 5.0))
     c, ledger, bucket = capped(tiers, ONE_CALL * 10)
 
     async def main() -> set[asyncio.Task[object]]:
