@@ -113,6 +113,7 @@ class Resolved:
     hold: str | None
     worst: Decimal
     refusal: BudgetExceededError | None
+    error: BaseException | None = None  # what its call raised, a cancelled one (a bug): raised by the loop
 
 
 # -- the async driver's side ---------------------------------------------------------------------
@@ -176,13 +177,18 @@ async def ajoin(backup: Backup) -> Resolved:
 
 
 async def acancel(backup: Backup) -> Resolved:
-    """Cancel the backup; its outcome when it had already answered (else it was cut off)."""
+    """Cancel the backup; its outcome when it had already answered (else it was cut off), or what
+    its call raised (not raised here: the loop settles the backup's hold first)."""
     task = backup.task
     assert task is not None
-    call = task.result() if task.done() and not task.cancelled() else None
-    if call is None:
-        await _cancelled(task)
-    return Resolved(backup.launched, call, backup.hold, backup.hedge.worst, backup.refusal)
+    call: CallOutcome | None = None
+    error: BaseException | None = None
+    if not task.done():
+        await _cancelled(task)  # cut off: what it returns or raises now is the cancel's doing
+    elif not task.cancelled():
+        error = task.exception()
+        call = task.result() if error is None else None
+    return Resolved(backup.launched, call, backup.hold, backup.hedge.worst, backup.refusal, error)
 
 
 async def astop(backup: Backup, aexecute: Execute) -> None:
@@ -328,7 +334,9 @@ def cancel(backup: Backup) -> Resolved:
     worker = backup.worker
     assert worker is not None
     worker.stop()
-    return Resolved(backup.launched, worker.outcome, backup.hold, backup.hedge.worst, backup.refusal)
+    return Resolved(
+        backup.launched, worker.outcome, backup.hold, backup.hedge.worst, backup.refusal, worker.error
+    )
 
 
 __all__ = [

@@ -105,8 +105,7 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
     except BaseException as exc:
         if run.backup is not None:
             yield from _cancel_backup(run, f"abandoned: {type(exc).__name__}", cut=True)
-            with contextlib.suppress(AttributeError, TypeError):
-                exc.attempts = tuple(run.attempts)  # type: ignore[attr-defined]
+            _traced(run, exc)
         raise
 
 
@@ -626,6 +625,12 @@ def _spent_by(error: CascadeError | None) -> Decimal:
     return error.cost if isinstance(error, ScorerError) else ZERO
 
 
+def _traced(run: _Run, exc: BaseException) -> None:
+    """The run's trace goes with the exception that ends it (so its spend is reported)."""
+    with contextlib.suppress(AttributeError, TypeError):  # an exception without a __dict__
+        exc.attempts = tuple(run.attempts)  # type: ignore[attr-defined]
+
+
 def _abandon(
     run: _Run, exc: BaseException, hold: str, amount: Decimal, base: dict[str, Any]
 ) -> Generator[Action, Outcome, None]:
@@ -644,8 +649,7 @@ def _abandon(
         run.attempts.append(
             Attempt(**base, decision="failed", reason=reason, cost=amount, charged="cut off: worst case")
         )
-        with contextlib.suppress(AttributeError, TypeError):  # an exception without a __dict__
-            exc.attempts = tuple(run.attempts)  # type: ignore[attr-defined]
+        _traced(run, exc)
     if isinstance(exc, GeneratorExit):
         run.s.budget.settle(hold, amount)
     else:
@@ -711,8 +715,13 @@ def _join(run: _Run) -> Generator[Action, Outcome, Resolved]:
 def _cancel_backup(run: _Run, why: str, cut: bool = False) -> Generator[Action, Outcome, None]:
     """Cancel the backup, and the backups it armed in turn (a chain of hedges), charging each what
     it may have cost: a call cut off in flight its worst case (``cut``: the run was abandoned, so
-    at the full hold), an answer already in at its cost."""
+    at the full hold), an answer already in at its cost.
+
+    A backup whose call raised (a bug, not a provider error) is charged as cut off; once every
+    hold of the chain is settled its error is raised (unless ``cut``: the run already ends with one).
+    """
     backup = run.backup
+    error: BaseException | None = None
     while backup is not None:
         resolved = yield Cancel(backup)
         assert isinstance(resolved, Resolved)
@@ -720,7 +729,11 @@ def _cancel_backup(run: _Run, why: str, cut: bool = False) -> Generator[Action, 
         _hedge_note(run, backup, resolved)
         if resolved.launched is not None:
             yield from _charge_cancelled(run, backup, resolved, why, cut)
+        error = error or resolved.error
         backup = run.backup
+    if error is not None and not cut:
+        _traced(run, error)
+        raise error
 
 
 def _charge_cancelled(

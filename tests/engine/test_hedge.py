@@ -233,19 +233,46 @@ def test_a_sync_backup_runs_in_the_callers_context() -> None:
     assert strong.seen == ["the caller's"]  # e.g. the LangChain front's scope, the log context
 
 
-class Broken(ScriptedProvider):
-    def complete(self, request: Request, n: int = 1) -> Completion:
-        raise RuntimeError("a bug in the provider")
+BUG = "a bug in the provider"  # raised as a RuntimeError: not a provider error, it ends the run
 
 
-def test_a_sync_backup_that_raises_ends_the_run_with_its_hold_settled() -> None:
-    tiers = hedged(0.05, cheap_latency=0.2, strong_latency=0.0, score=0.1)
-    tiers[1] = replace(tiers[1], provider=Broken("s", model="strong-model"))
+def raising(c: Cascade, driver: str) -> tuple[list[str], list[Any]]:
+    """Run ``c``, which raises :data:`BUG`: the decisions of its trace (on the error), and the
+    hedge threads (sync) or tasks (async) left."""
+    if driver == "sync":
+        with pytest.raises(RuntimeError, match=BUG) as raised:
+            c.run("q")
+        return [a.decision for a in raised.value.attempts], hedge_threads()  # type: ignore[attr-defined]
+
+    async def main() -> tuple[list[str], list[Any]]:
+        with pytest.raises(RuntimeError, match=BUG) as raised:
+            await c.arun("q")
+        left = asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+        return [a.decision for a in raised.value.attempts], sorted(left, key=id)  # type: ignore[attr-defined]
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("driver", ["async", "sync"])
+@pytest.mark.parametrize("then", ["joined", "cancelled"])
+def test_a_backup_that_raises_ends_the_run_with_its_hold_settled(driver: str, then: str) -> None:
+    # joined: the tier escalated to the backup that raised; cancelled: it was accepted meanwhile
+    tiers = hedged(0.05, cheap_latency=0.2, strong_latency=0.0, score=0.1 if then == "joined" else 0.9)
+    tiers[1] = tier("strong", RuntimeError(BUG))
     c, ledger, bucket = capped(tiers, ONE_CALL * 10)
-    with pytest.raises(RuntimeError, match="a bug in the provider"):
-        c.run("q")
-    assert ledger.held(bucket) == 0 and ledger.spent(bucket) == 2 * ONE_CALL  # cut: its worst case
-    assert hedge_threads() == []
+    decisions, left = raising(c, driver)
+    assert decisions == ["escalated" if then == "joined" else "accepted", "cancelled"] and left == []
+    assert ledger.held(bucket) == 0 and ledger.spent(bucket) == 2 * ONE_CALL  # the backup: its worst case
+
+
+@pytest.mark.parametrize("driver", ["async", "sync"])
+def test_a_chained_backup_that_raises_ends_the_chain_with_every_hold_settled(driver: str) -> None:
+    slow = 5.0 if driver == "async" else 0.5  # a sync scripted call is waited for: it answers
+    tiers = chained((0.4, 0.2, slow))  # t2 raises at 0.25 s, after it started t3 (at 0.1 s)
+    tiers[1] = replace(tier("t2", RuntimeError(BUG), 0.1, 0.5, latency=0.2), hedge=tiers[1].hedge)
+    c, ledger, bucket = capped(tiers, ONE_CALL * 10)
+    assert raising(c, driver) == (["escalated", "cancelled", "cancelled"], [])
+    assert ledger.held(bucket) == 0 and ledger.spent(bucket) == 3 * ONE_CALL  # t3's hold (t2 started it) too
 
 
 class SlowChat(BaseHTTPRequestHandler):
