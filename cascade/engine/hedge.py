@@ -21,8 +21,13 @@ ended when :func:`join` or :func:`cancel` returns, and its hold is settled by th
 
 ``after: pNN`` is the tier's observed call latency at that quantile, kept in memory per
 :class:`~cascade.engine.cascade.Cascade` (its :class:`Latencies`, on the loop's ``Settings``): the
-last :data:`WINDOW` successful calls of each hedging tier. Until :data:`WARMUP` calls are seen, the
-tier does not hedge.
+last :data:`WINDOW` successful calls of each hedging tier that it took as its own, its hedged call or
+a backup's call it joined (a cancelled backup's is not: only the fast ones answer before a cancel).
+Until :data:`WARMUP` calls are seen, the tier does not hedge.
+
+A backup's call that raises (a bug, not a provider error) is charged as cut off, and its error
+reaches the caller once every hold is settled: :func:`ajoin` and :func:`join` raise it (the loop
+then cancels the backup to settle it), :func:`acancel` and :func:`cancel` return it to the loop.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class Backup:
     task: asyncio.Task[CallOutcome | None] | None = None
     worker: Worker | None = None  # the sync driver's thread (instead of ``task``)
     launched: float | None = None  # seconds into the hedged tier's call when the backup started
+    seconds: float | None = None  # how long its call took, once over (on the driver's clock)
     hold: str | None = None
     refusal: BudgetExceededError | None = None
     next: Backup | None = None  # armed by ``hedge.then`` when this backup launched: the chain goes on
@@ -81,6 +87,10 @@ class Backup:
         """The next tier's call (a backup is armed only with one)."""
         assert self.hedge.backup is not None
         return self.hedge.backup
+
+    def resolved(self, call: CallOutcome | None, error: BaseException | None = None) -> Resolved:
+        """Its end, for the loop (``call``: its outcome, None when it never launched or was cut off)."""
+        return Resolved(self.launched, call, self.hold, self.hedge.worst, self.refusal, error, self.seconds)
 
 
 @dataclass(slots=True)
@@ -113,7 +123,8 @@ class Resolved:
     hold: str | None
     worst: Decimal
     refusal: BudgetExceededError | None
-    error: BaseException | None = None  # what its call raised, a cancelled one (a bug): raised by the loop
+    error: BaseException | None = None  # what a cancelled backup's call raised (a bug): the loop raises it
+    seconds: float | None = None  # how long its call took, when it was over (on the driver's clock)
 
 
 # -- the async driver's side ---------------------------------------------------------------------
@@ -159,10 +170,12 @@ async def _launch(
             backup.refusal = held.refusal
             return None
         backup.hold = held.hold
-    backup.launched = clock() - t0
+    launch = clock()
+    backup.launched = launch - t0
     if backup.hedge.then is not None:  # the backup's tier hedges in turn, counted from this launch
         backup.next = _arm(backup.hedge.then, aexecute, clock)
     outcome: CallOutcome = await aexecute(call)
+    backup.seconds = clock() - launch
     return outcome
 
 
@@ -173,7 +186,7 @@ async def ajoin(backup: Backup) -> Resolved:
     if backup.launched is None and not task.done():
         await _cancelled(task)  # still waiting or reserving (a cancelled reserve releases its hold)
     call = await task if backup.launched is not None else None
-    return Resolved(backup.launched, call, backup.hold, backup.hedge.worst, backup.refusal)
+    return backup.resolved(call)
 
 
 async def acancel(backup: Backup) -> Resolved:
@@ -188,7 +201,7 @@ async def acancel(backup: Backup) -> Resolved:
     elif not task.cancelled():
         error = task.exception()
         call = task.result() if error is None else None
-    return Resolved(backup.launched, call, backup.hold, backup.hedge.worst, backup.refusal, error)
+    return backup.resolved(call, error)
 
 
 async def astop(backup: Backup, aexecute: Execute) -> None:
@@ -298,7 +311,8 @@ def _run(
                 execute(Settle(reserve.budget, held.hold, ZERO))
             return
         backup.hold = held.hold if held is not None else None
-        backup.launched = time.monotonic() - t0
+        launch = time.monotonic()
+        backup.launched = launch - t0
         if backup.hedge.then is not None:  # the backup's tier hedges in turn (not once disarmed)
             backup.next = _arm_thread(backup.hedge.then, execute, call)
     token = CANCEL.set(scope)
@@ -311,6 +325,7 @@ def _run(
         return
     finally:
         CANCEL.reset(token)
+    backup.seconds = time.monotonic() - launch
     # an error that came after the cancel is the cancel's doing: the call was cut off
     worker.outcome = outcome if outcome.completion is not None or not scope.cancelled else None
 
@@ -326,7 +341,7 @@ def join(backup: Backup) -> Resolved:
     if worker.error is not None and backup.launched is not None:
         raise worker.error  # as ``await task`` raises it in ajoin(): the loop abandons the call
     call = worker.outcome if backup.launched is not None else None
-    return Resolved(backup.launched, call, backup.hold, backup.hedge.worst, backup.refusal)
+    return backup.resolved(call)
 
 
 def cancel(backup: Backup) -> Resolved:
@@ -334,9 +349,7 @@ def cancel(backup: Backup) -> Resolved:
     worker = backup.worker
     assert worker is not None
     worker.stop()
-    return Resolved(
-        backup.launched, worker.outcome, backup.hold, backup.hedge.worst, backup.refusal, worker.error
-    )
+    return backup.resolved(worker.outcome, worker.error)
 
 
 __all__ = [

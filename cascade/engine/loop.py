@@ -663,16 +663,24 @@ def _hedged(
     run: _Run, call: Call, later: Sequence[Tier], worst: Decimal
 ) -> Generator[Action, Outcome, CallOutcome]:
     """``call`` with the next tier armed as a backup, when the tier's hedge has a delay yet."""
-    hedge = call.tier.hedge
-    assert hedge is not None
+    assert call.tier.hedge is not None
     assert run.backup is None  # a tier that took a backup's call has that call's own hedge instead
     hedged = yield _plan(run, call, later, worst, 0.0)
     assert isinstance(hedged, Hedged)
     run.backup = hedged.backup
-    outcome = hedged.call
-    if outcome.completion is not None and hedge.quantile is not None:
-        run.s.latencies.observe(call.tier.name, hedged.seconds)  # on the clock the hedge's delay follows
-    return outcome
+    _observe(run, call.tier, hedged.call, hedged.seconds)
+    return hedged.call
+
+
+def _observe(run: _Run, tier: Tier, call: CallOutcome, seconds: float | None) -> None:
+    """Record a call the tier took as its own (its hedged call, or its backup call it joined) in its
+    latency window (``after: pNN``), timed on the clock the hedge's delay follows: when it answered.
+
+    A cancelled backup's call is not recorded: only those that answered before the cancel would
+    be, the fast ones, and the window would say the tier is faster than it is."""
+    quantile = tier.hedge.quantile if tier.hedge is not None else None
+    if quantile is not None and seconds is not None and call.completion is not None:
+        run.s.latencies.observe(tier.name, seconds)
 
 
 def _plan(run: _Run, call: Call, later: Sequence[Tier], held: Decimal, since: float) -> Hedge:
@@ -709,6 +717,8 @@ def _join(run: _Run) -> Generator[Action, Outcome, Resolved]:
     assert isinstance(resolved, Resolved)
     run.backup = backup.next  # the backup's own hedge, armed when it launched: now this tier's
     _hedge_note(run, backup, resolved)
+    if resolved.call is not None:  # this tier's call: its latency is the tier's, as a hedged call's
+        _observe(run, backup.call.tier, resolved.call, resolved.seconds)
     return resolved
 
 

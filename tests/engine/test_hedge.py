@@ -464,6 +464,23 @@ def test_an_accepted_first_tier_cancels_the_whole_chain_and_charges_each_call(dr
     assert ledger.spent(bucket) == 3 * ONE_CALL and ledger.held(bucket) == 0
 
 
+@pytest.mark.parametrize("driver", ["async", "sync"])
+@pytest.mark.parametrize("then", ["joined", "cancelled"])
+def test_after_pnn_counts_a_backup_call_the_tier_took_as_its_own(driver: str, then: str) -> None:
+    # t2 (after: p90, one latency short of warm) runs only as t1's backup, 0.2 s; t1 answers at 0.3 s
+    tiers = chained((0.3, 0.2, 0.01), scores=(0.1 if then == "joined" else 0.9, 0.1))
+    tiers[1] = replace(tiers[1], hedge=HedgeAfter.parse("p90"))
+    c = Cascade(tiers)
+    for _ in range(WARMUP - 1):
+        c.settings.latencies.observe("t2", 0.01)
+    result, left = run_both(c, driver)
+    assert left == [] and result.attempts[1].decision == ("escalated" if then == "joined" else "cancelled")
+    if then == "joined":  # the tier's own call, started early: its latency is the tier's
+        assert c.settings.latencies.quantile("t2", 0.99) == pytest.approx(0.2, abs=0.1)
+    else:  # cancelled: only the backups that beat the cancel would be seen, the fast ones
+        assert c.settings.latencies.quantile("t2", 0.99) is None
+
+
 @pytest.mark.parametrize("cap", ["window", "per_request"])
 def test_a_cap_that_cannot_hold_the_chain_stops_it_at_the_call_it_cannot_cover(cap: str) -> None:
     tiers = chained((0.3, 0.3, 0.05), scores=(0.1, 0.9))
