@@ -271,17 +271,12 @@ def test_train_scorer_cli_and_policy(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert high is not None and low is not None and high > low
 
 
-def test_scorer_is_fast(tmp_path: Path) -> None:
-    import time
-
+def test_scorer_scores_a_long_answer_free(tmp_path: Path) -> None:
+    # its time per score is in benchmarks/scorer_speed.py, not asserted here
     clf = train(synthetic(200), config=SMALL)
     scorer = ClassifierScorer(clf)
     c = Completion((Sample("The sum is 42. " * 40),), Usage(), "m")
-    req = Request.of("What is 20 + 22? " * 20)
-    start = time.perf_counter()
-    for _ in range(100):
-        s = scorer.score(req, c)
-    assert (time.perf_counter() - start) / 100 < 0.005
+    s = scorer.score(Request.of("What is 20 + 22? " * 20), c)
     assert 0 <= s.value <= 1 and s.cost == 0
 
 

@@ -109,15 +109,12 @@ def test_failing_user_extractor_is_a_scorer_error() -> None:
         SelfConsistencyScorer(boom, k=1).score(REQ, completion("x"))
 
 
-def test_score_is_fast() -> None:
-    import time
-
+def test_ten_samples_score_their_majority_share() -> None:
+    # its time per score is in benchmarks/scorer_speed.py, not asserted here
     scorer = SelfConsistencyScorer("number", k=10)
     c = completion(*[f"The answer is {i % 3}" for i in range(10)])
-    start = time.perf_counter()
-    for _ in range(200):
-        scorer.score(REQ, c)
-    assert (time.perf_counter() - start) / 200 < 0.005
+    s = scorer.score(REQ, c)
+    assert s.value == pytest.approx(0.4) and s.cost == 0
 
 
 # -- mixtures ---------------------------------------------------------------------------------
