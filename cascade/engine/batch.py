@@ -120,11 +120,17 @@ class _Budget(Budget):
 
 
 def batch_settings(s: Settings) -> Settings:
-    """``s`` with every tier priced at its provider's batch price (and a detachable budget)."""
+    """``s`` with every tier priced at its provider's batch price (and a detachable budget).
+
+    Hedges are dropped: a batch job has no latency to hedge, and a hedged tier's call would go
+    out live (billed at the list price, charged here at the batch price)."""
     b = s.budget
     budget = _Budget(**{f.name: getattr(b, f.name) for f in fields(b) if f.init})
     object.__setattr__(budget, "_state", b._state)  # the same journal and waiters
-    tiers = tuple(replace(t, price=batch_price(t.provider_kind, t.price)) for t in s.tiers)
+    hedged = [t.name for t in s.tiers if t.hedge is not None]
+    if hedged:
+        get_logger().info("cascade.batch_hedge_dropped", tiers=hedged)
+    tiers = tuple(replace(t, price=batch_price(t.provider_kind, t.price), hedge=None) for t in s.tiers)
     return replace(s, tiers=tiers, budget=budget)
 
 

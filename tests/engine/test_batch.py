@@ -593,3 +593,22 @@ def test_samples_need_a_server_that_honours_n(server: BatchServer, tmp_path: Pat
     path.write_text(textwrap.dedent(text.replace("{base_url:", "{supports_n: true, base_url:")))
     with build(path) as c:
         assert run_batch(c.settings, PROMPTS, poll_interval=0).cost == 0  # a local server: free
+
+
+@pytest.mark.parametrize("after", ["0s", "p90"])
+def test_a_hedged_tier_is_not_called_live_in_a_batch_run(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: str
+) -> None:
+    """A batch job has no latency to hedge: a tier's ``hedge`` must not turn its calls into live
+    calls (paid at list price, but charged at the batch price)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    text = POLICY.format(url=json.dumps(server.base_url)).replace(
+        "    threshold: 1.0\n", f"    threshold: 1.0\n    hedge: {{after: {after}}}\n"
+    )
+    path.write_text(textwrap.dedent(text))
+    with build(path) as c:
+        report = run_batch(c.settings, PROMPTS, poll_interval=0)
+    assert server.live == 0  # every call went in a batch job
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert len(server.batches) == 2 and report.cost * 2 == report.live_cost
