@@ -11,7 +11,8 @@ second job in its round: its rows' judge requests (the loop's :class:`Rate` is a
 Prices are the provider's batch prices (:func:`cascade.price_table.batch_price`), in
 reservations too, so caps hold across rounds.
 
-Resumable: with ``state``, a JSON file records every submitted job and every result downloaded,
+Resumable: with ``state``, a JSON file records every submitted job, every result downloaded and
+every verdict of a scorer that ran live (a mixture's votes: paid once, replayed on resume),
 written atomically before anything depends on it. Re-running with the same prompts replays the
 recorded results into fresh generators (a row's settled tiers are not reserved or settled again)
 and polls a job that was submitted but not finished instead of sending it again.
@@ -28,7 +29,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,13 @@ from cascade.budget import Budget
 from cascade.engine.actions import Call, CallOutcome, Rate, RateOutcome, Reserve, Reserved, Tier
 from cascade.engine.drive import Steps, execute
 from cascade.engine.loop import Outcome, Settings, steps
-from cascade.errors import CascadeError, ConfigurationError, ProviderError
+from cascade.errors import CascadeError, ConfigurationError, ProviderError, ScorerError
 from cascade.files import write_text
 from cascade.logging import get_logger
 from cascade.price_table import BATCH_DISCOUNT, batch_price
 from cascade.request import Prompt, Request
 from cascade.scorers.judge import JudgeError, JudgeScorer
-from cascade.types import ZERO, CascadeResult, Completion, Usage
+from cascade.types import ZERO, CascadeResult, Completion, Score, Usage
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})  # "ended": Anthropic
@@ -81,10 +82,18 @@ class _State:
     fingerprint: str
     jobs: list[dict[str, Any]] = field(default_factory=list)
     settled: dict[str, int] = field(default_factory=dict)  # row -> calls settled
+    # a row's tier's verdict by a scorer that ran live (a mixture's votes, a judge off the batch
+    # APIs): paid once, so a resumed run replays it instead of calling the scorer's models again
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def save(self) -> None:
         if self.path is not None:
-            doc = {"fingerprint": self.fingerprint, "jobs": self.jobs, "settled": self.settled}
+            doc = {
+                "fingerprint": self.fingerprint,
+                "jobs": self.jobs,
+                "settled": self.settled,
+                "scores": self.scores,
+            }
             write_text(self.path, json.dumps(doc))
 
     def recorded(self, cid: str) -> dict[str, Any] | None:
@@ -195,7 +204,13 @@ def _load(path: Path | None, fingerprint: str) -> _State:
         return _State(path, fingerprint)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        state = _State(path, str(doc["fingerprint"]), list(doc["jobs"]), dict(doc["settled"]))
+        state = _State(
+            path,
+            str(doc["fingerprint"]),
+            list(doc["jobs"]),
+            dict(doc["settled"]),
+            dict(doc.get("scores", {})),
+        )
         for job in state.jobs:  # every field the driver reads, of the right type
             if not (
                 isinstance(job["tier"], str)
@@ -210,7 +225,9 @@ def _load(path: Path | None, fingerprint: str) -> _State:
                 raise TypeError("a job entry of the wrong shape")
         if not all(isinstance(v, int) for v in state.settled.values()):
             raise TypeError("settled counts that are not integers")
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        for saved in state.scores.values():
+            _rated(saved)  # every recorded verdict reads back
+    except (OSError, ValueError, KeyError, TypeError, ArithmeticError) as err:
         raise BatchStateError(f"{path}: not a batch state file ({type(err).__name__}: {err})") from None
     if state.fingerprint != fingerprint:
         raise BatchStateError(f"{path}: the state of another job (other prompts or policy); remove it")
@@ -367,6 +384,16 @@ class _Step:
                         row.rating = (action, sub)
                         return
                     action = gen.send(_judged(self.judges[action.tier.name], action, sub, recorded))
+                elif isinstance(action, Rate):  # a scorer that runs here: paid once, then replayed
+                    key = _cid(row, self.index[action.tier.name]) + "-score"
+                    saved = st.scores.get(key)
+                    if saved is not None:
+                        action = gen.send(_rated(saved))
+                        continue
+                    rated = execute(action)
+                    assert isinstance(rated, RateOutcome)
+                    st.scores[key] = _saved(rated)
+                    action = gen.send(rated)
                 elif isinstance(action, Reserve) and row.calls < row.settled:
                     action = gen.send(Reserved(None, None))  # reserved and settled by an earlier run
                 else:
@@ -375,6 +402,44 @@ class _Step:
             row.result = stop.value
         except CascadeError as err:
             row.result = err
+
+
+_SCORER_ERRORS: dict[str, type[ScorerError]] = {"ScorerError": ScorerError, "JudgeError": JudgeError}
+
+
+def _saved(rated: RateOutcome) -> dict[str, Any]:
+    """A live scorer's verdict as the state file records it (JSON; money as exact strings)."""
+    score, err = rated.score, rated.error
+    if score is not None:
+        return {
+            "value": score.value,
+            "chosen": score.chosen,
+            "cost": str(score.cost),
+            "usage": asdict(score.usage),
+            "detail": json.loads(json.dumps(dict(score.detail), default=str)),
+            "latency_s": rated.latency_s,
+        }
+    assert err is not None
+    cost = err.cost if isinstance(err, ScorerError) else ZERO
+    return {"error": str(err), "kind": type(err).__name__, "cost": str(cost), "latency_s": rated.latency_s}
+
+
+def _rated(saved: Any) -> RateOutcome:
+    """A verdict recorded by :func:`_saved` (TypeError, ValueError or KeyError when malformed)."""
+    if not isinstance(saved, dict):
+        raise TypeError("a recorded verdict that is not an object")
+    latency = float(saved["latency_s"])
+    cost = Decimal(str(saved["cost"]))
+    if "error" in saved:
+        kind, text = _SCORER_ERRORS.get(str(saved["kind"])), str(saved["error"])
+        err = kind(text, cost=cost) if kind else ScorerError(f"{saved['kind']}: {text}", cost=cost)
+        return RateOutcome(None, err, latency)
+    usage = Usage(**{k: int(v) for k, v in dict(saved["usage"]).items()})
+    detail = saved["detail"]
+    if not isinstance(detail, dict):
+        raise TypeError("a recorded verdict's detail that is not an object")
+    score = Score(float(saved["value"]), int(saved["chosen"]), cost, usage, detail)
+    return RateOutcome(score, None, latency)
 
 
 def _judged(judge: Tier, rate: Rate, sub: Request, line: dict[str, Any] | None) -> RateOutcome:

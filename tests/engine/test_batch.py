@@ -569,7 +569,15 @@ def test_a_judged_job_killed_in_each_round_resumes_without_sending_twice(
 
 @pytest.mark.parametrize(
     "text",
-    ["not json", "[]", '{"fingerprint": "x"}', '{"fingerprint": "F", "jobs": [{"tier": 1}], "settled": {}}'],
+    [
+        "not json",
+        "[]",
+        '{"fingerprint": "x"}',
+        '{"fingerprint": "F", "jobs": [{"tier": 1}], "settled": {}}',
+        '{"fingerprint": "F", "jobs": [], "settled": {}, "scores": {"row-0-tier-0-score": {"value": 1}}}',
+        '{"fingerprint": "F", "jobs": [], "settled": {}, "scores": {"r": {"error": "x", "kind": "K",'
+        ' "cost": "abc", "latency_s": 0}}}',
+    ],
 )
 def test_a_broken_state_file_is_one_clear_error(cascade: Cascade, tmp_path: Path, text: str) -> None:
     from cascade.engine.batch import _fingerprint, batch_settings
@@ -612,3 +620,47 @@ def test_a_hedged_tier_is_not_called_live_in_a_batch_run(
     assert server.live == 0  # every call went in a batch job
     assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
     assert len(server.batches) == 2 and report.cost * 2 == report.live_cost
+
+
+VOTED = POLICY.replace(
+    "    scorer: {{kind: self_consistency, k: 3, answer: number}}\n",
+    "    scorer:\n"
+    "      kind: self_consistency\n"
+    "      k: 1\n"
+    "      answer: number\n"
+    "      mixture:\n"
+    "        - {{samples: 1, provider: openai, model: gpt-4o-mini, price: {{input: 1, output: 2}},\n"
+    "           options: {{base_url: {url}}}}}\n",
+)
+
+
+def test_a_resumed_job_does_not_pay_a_live_scorer_twice(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scorer that calls a model live (a mixture's votes) is paid once per row: a resumed run
+    replays the recorded verdicts of the rows' earlier rounds instead of scoring them again."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    ledger = tmp_path / "ledger.sqlite3"
+    path.write_text(
+        textwrap.dedent(
+            VOTED.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+        )
+    )
+    state = tmp_path / "job.state.json"
+
+    def crash(tier: str, n: int) -> None:
+        if tier == "strong":
+            raise Crash
+
+    with build(path) as c:
+        with pytest.raises(Crash):
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0, on_round=crash)
+        assert server.live == 6  # the mixture's votes on round one's answers
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        spent = c.settings.budget.ledger.spent(bucket)  # type: ignore[union-attr]
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert server.live == 6  # not voted again on resume
+    assert all(r.attempts[0].scorer_cost > 0 for r in report.results if isinstance(r, CascadeResult))
+    assert report.cost > 0 and spent == report.cost
