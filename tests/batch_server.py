@@ -8,7 +8,7 @@ A batch's request lines are answered when it is created: ``answer(model, body)``
 Faults, per batch (``server.faults``, a list consumed in creation order; ``None``: none):
 ``expired`` (the first half answered, the rest error lines ``batch_expired``), ``cancelled``
 (no output file), ``failed`` (status failed, no files), ``row_errors`` (every other row an error
-line), ``partial`` (the last line dropped), ``mismatch`` (the first line's custom_id altered).
+line), ``partial`` (the last line dropped), ``mismatch`` (the first line's custom_id altered), ``unhashable`` (the first line's custom_id a list).
 ``server.batches`` and ``server.lines`` record what was created and every request line sent.
 Anthropic Message Batches: ``POST/GET /v1/messages/batches``, ``GET .../{id}`` and ``.../{id}/results``.
 ``POST /v1/chat/completions`` answers live the same way (``server.live`` counts those requests).
@@ -82,6 +82,8 @@ class BatchServer(LocalServer):
                     continue
                 if fault == "mismatch" and i == 0:
                     cid += "-x"
+                if fault == "unhashable" and i == 0:
+                    cid = [cid]
                 out.append(
                     {
                         "id": f"r{i}",
@@ -146,6 +148,8 @@ class BatchServer(LocalServer):
                     result = {"type": "succeeded", "message": _message(text, params["model"], i)}
                 if fault == "mismatch" and i == 0:
                     cid += "-x"
+                if fault == "unhashable" and i == 0:
+                    cid = [cid]
                 out.append({"custom_id": cid, "result": result})
             if fault == "partial":
                 out.pop()

@@ -611,7 +611,7 @@ def _finish_anthropic(tier: Tier, job: dict[str, Any], poll_interval: float, st:
     unmatched = 0
     for item in client.messages.batches.results(job["batch_id"]):
         cid = getattr(item, "custom_id", None)
-        if cid not in wanted or cid in got:
+        if not isinstance(cid, str) or cid not in wanted or cid in got:  # an untrusted file's id
             unmatched += 1
             continue
         got[cid] = item.model_dump(mode="json")
@@ -689,7 +689,7 @@ def _finish(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -
             except (ValueError, KeyError, TypeError):
                 unmatched += 1
                 continue
-            if cid not in wanted or cid in results:
+            if not isinstance(cid, str) or cid not in wanted or cid in results:  # untrusted: any JSON
                 unmatched += 1
                 continue
             results[cid] = line

@@ -100,6 +100,7 @@ AFFECTED = {
     "row_errors": {1, 3, 5},  # error lines
     "partial": {5},  # the result file lacks a line
     "mismatch": {0},  # a result whose custom_id matches no request
+    "unhashable": {0},  # a result whose custom_id is no string (a list)
     "cancelled": set(range(6)),
     "failed": set(range(6)),
 }
@@ -121,7 +122,7 @@ def test_a_faulty_first_round_escalates_its_rows_with_a_reason(
         if i in hit:
             assert cheap.decision == "escalated" and cheap.reason == "error: ProviderError"
             assert cheap.cost == 0
-    assert report.unmatched == (1 if fault == "mismatch" else 0)
+    assert report.unmatched == (1 if fault in ("mismatch", "unhashable") else 0)
     assert len(server.batches) == 2
 
 
@@ -358,7 +359,9 @@ def _haiku_answer(model: str, body: dict[str, Any]) -> str:
     return _answer("gpt-4o-mini" if model.startswith("claude") else model, body)
 
 
-@pytest.mark.parametrize("fault", [None, "expired", "row_errors", "partial", "mismatch", "cancelled"])
+@pytest.mark.parametrize(
+    "fault", [None, "expired", "row_errors", "partial", "mismatch", "unhashable", "cancelled"]
+)
 def test_anthropic_message_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str | None
 ) -> None:
@@ -379,13 +382,15 @@ def test_anthropic_message_batches(
         "row_errors": set(range(6)),  # every other sample request: each row has one
         "partial": {5},
         "mismatch": {0},
+        "unhashable": {0},
         "cancelled": set(range(6)),
     }[fault]
     assert _answers(report.results) == [
         ("cheap" if i % 2 == 0 and i not in hit else "strong", str(i * 2)) for i in range(6)
     ]
     assert len(first) == 18 and "n" not in first[0]["body"]  # three samples, one request each
-    assert report.jobs[0] == "msgbatch_1" and report.unmatched == (1 if fault == "mismatch" else 0)
+    assert report.jobs[0] == "msgbatch_1"
+    assert report.unmatched == (1 if fault in ("mismatch", "unhashable") else 0)
     if fault is None:
         assert report.live_cost == 2 * report.cost
     for i in hit:
