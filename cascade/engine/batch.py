@@ -132,14 +132,20 @@ def batch_settings(s: Settings) -> Settings:
     """``s`` with every tier priced at its provider's batch price (and a detachable budget).
 
     Hedges are dropped: a batch job has no latency to hedge, and a hedged tier's call would go
-    out live (billed at the list price, charged here at the batch price)."""
+    out live (billed at the list price, charged here at the batch price). So are retries: a row's
+    result line is final (a retry would replay the same line, and charge a billed one again)."""
     b = s.budget
     budget = _Budget(**{f.name: getattr(b, f.name) for f in fields(b) if f.init})
     object.__setattr__(budget, "_state", b._state)  # the same journal and waiters
     hedged = [t.name for t in s.tiers if t.hedge is not None]
     if hedged:
         get_logger().info("cascade.batch_hedge_dropped", tiers=hedged)
-    tiers = tuple(replace(t, price=batch_price(t.provider_kind, t.price), hedge=None) for t in s.tiers)
+    tiers = tuple(
+        replace(
+            t, price=batch_price(t.provider_kind, t.price), hedge=None, retry=replace(t.retry, attempts=1)
+        )
+        for t in s.tiers
+    )
     return replace(s, tiers=tiers, budget=budget)
 
 

@@ -669,3 +669,30 @@ def test_a_resumed_job_does_not_pay_a_live_scorer_twice(
     assert server.live == 6  # not voted again on resume
     assert all(r.attempts[0].scorer_cost > 0 for r in report.results if isinstance(r, CascadeResult))
     assert report.cost > 0 and spent == report.cost
+
+
+def test_a_billed_unusable_result_is_charged_once_under_a_cap(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 200 result line with usage but no usable answer is billed once by the provider: a batch
+    row has no retry (a retry would replay the same line), so it is charged once, not per try."""
+    from cascade.price_table import batch_price
+    from cascade.types import Usage
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    ledger = tmp_path / "ledger.sqlite3"
+    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+    path.write_text(textwrap.dedent(text))
+    server.faults = ["empty_choices"]
+    with build(path) as c:
+        report = run_batch(c.settings, PROMPTS, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        spent = c.settings.budget.ledger.spent(bucket)  # type: ignore[union-attr]
+        price = batch_price("openai", c.settings.tiers[0].price)
+    first = report.results[0]
+    assert isinstance(first, CascadeResult) and first.tier == "strong"
+    cheap = first.attempts[0]
+    assert cheap.decision == "escalated" and cheap.reason.startswith("error: InvalidResponseError")
+    assert cheap.cost == price.cost(Usage(input_tokens=10, output_tokens=3))  # "0" x 3 samples, once
+    assert spent == report.cost
