@@ -34,7 +34,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cascade.budget import Budget
+from cascade.budget import Budget, hold_buckets
 from cascade.engine.actions import Call, CallOutcome, Rate, RateOutcome, Reserve, Reserved, Tier
 from cascade.engine.drive import Steps, execute
 from cascade.engine.loop import Outcome, Settings, steps
@@ -47,6 +47,9 @@ from cascade.scorers.judge import JudgeError, JudgeScorer
 from cascade.types import ZERO, CascadeResult, Completion, Score, Usage
 
 ENDPOINT = "/v1/chat/completions"
+BATCH_HOLD_TTL = 25 * 3600.0
+"""Seconds a batch round's holds live: a job's completion window (24 h) and an hour's slack, so
+the caps count the round's worst case for as long as its job may run (``hold_ttl``, if longer)."""
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})  # "ended": Anthropic
 
 
@@ -85,6 +88,8 @@ class _State:
     # a row's tier's verdict by a scorer that ran live (a mixture's votes, a judge off the batch
     # APIs): paid once, so a resumed run replays it instead of calling the scorer's models again
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a row's k-th call's hold (durable ledgers' ids only): a resumed run settles it, not a new one
+    holds: dict[str, str] = field(default_factory=dict)
 
     def save(self) -> None:
         if self.path is not None:
@@ -93,6 +98,7 @@ class _State:
                 "jobs": self.jobs,
                 "settled": self.settled,
                 "scores": self.scores,
+                "holds": self.holds,
             }
             write_text(self.path, json.dumps(doc))
 
@@ -115,8 +121,9 @@ class _State:
 class _Budget(Budget):
     """The cascade's budget, detachable: once the driver stops (a crash, Ctrl-C), the loop's settles
     of open holds are left undone. The jobs already submitted still run and bill what they
-    produce, not a worst case: their holds expire after ``hold_ttl`` and a resumed run settles what
-    they really cost."""
+    produce, not a worst case: their holds live for :data:`BATCH_HOLD_TTL` (the caps count them
+    while the jobs run), are recorded in the state, and a resumed run settles them at what the jobs
+    really cost."""
 
     def settle(self, hold: str, actual: Decimal) -> None:
         if self.__dict__.get("detached"):
@@ -135,7 +142,8 @@ def batch_settings(s: Settings) -> Settings:
     out live (billed at the list price, charged here at the batch price). So are retries: a row's
     result line is final (a retry would replay the same line, and charge a billed one again)."""
     b = s.budget
-    budget = _Budget(**{f.name: getattr(b, f.name) for f in fields(b) if f.init})
+    kw = {f.name: getattr(b, f.name) for f in fields(b) if f.init}
+    budget = _Budget(**{**kw, "hold_ttl": max(b.hold_ttl, BATCH_HOLD_TTL)})
     object.__setattr__(budget, "_state", b._state)  # the same journal and waiters
     hedged = [t.name for t in s.tiers if t.hedge is not None]
     if hedged:
@@ -216,6 +224,7 @@ def _load(path: Path | None, fingerprint: str) -> _State:
             list(doc["jobs"]),
             dict(doc["settled"]),
             dict(doc.get("scores", {})),
+            dict(doc.get("holds", {})),
         )
         for job in state.jobs:  # every field the driver reads, of the right type
             if not (
@@ -233,6 +242,8 @@ def _load(path: Path | None, fingerprint: str) -> _State:
             raise TypeError("settled counts that are not integers")
         for saved in state.scores.values():
             _rated(saved)  # every recorded verdict reads back
+        if not all(isinstance(h, str) and hold_buckets(h) for h in state.holds.values()):
+            raise TypeError("a recorded hold that is not a ledger's hold id")
     except (OSError, ValueError, KeyError, TypeError, ArithmeticError) as err:
         raise BatchStateError(f"{path}: not a batch state file ({type(err).__name__}: {err})") from None
     if state.fingerprint != fingerprint:
@@ -402,6 +413,17 @@ class _Step:
                     action = gen.send(rated)
                 elif isinstance(action, Reserve) and row.calls < row.settled:
                     action = gen.send(Reserved(None, None))  # reserved and settled by an earlier run
+                elif isinstance(action, Reserve):
+                    key = f"{row.index}-{row.calls}"  # the hold of the row's next call
+                    hold = st.holds.get(key)
+                    if hold is not None:  # an earlier run's: settled by this run (once: idempotent)
+                        action = gen.send(Reserved(hold, None))
+                        continue
+                    held = execute(action)
+                    assert isinstance(held, Reserved)
+                    if held.hold is not None and hold_buckets(held.hold):  # a durable ledger's hold
+                        st.holds[key] = held.hold
+                    action = gen.send(held)
                 else:
                     action = gen.send(execute(action))
         except StopIteration as stop:

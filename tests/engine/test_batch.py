@@ -696,3 +696,34 @@ def test_a_billed_unusable_result_is_charged_once_under_a_cap(
     assert cheap.decision == "escalated" and cheap.reason.startswith("error: InvalidResponseError")
     assert cheap.cost == price.cost(Usage(input_tokens=10, output_tokens=3))  # "0" x 3 samples, once
     assert spent == report.cost
+
+
+def test_a_resumed_run_settles_the_holds_of_the_jobs_in_flight(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's holds count against the caps for as long as its job may run (24 h, not the live
+    ``hold_ttl``), and a resumed run settles those very holds: none is left held, none doubled."""
+    from cascade.engine.batch import batch_settings
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    ledger = tmp_path / "ledger.sqlite3"
+    path = tmp_path / "policy.yaml"
+    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+    path.write_text(textwrap.dedent(text))
+    state = tmp_path / "job.state.json"
+
+    def crash(tier: str, n: int) -> None:
+        raise Crash
+
+    with build(path) as c:
+        assert batch_settings(c.settings).budget.hold_ttl >= 24 * 3600 > c.settings.budget.hold_ttl
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        book = c.settings.budget.ledger
+        assert book is not None
+        with pytest.raises(Crash):
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0, on_round=crash)
+        in_flight = book.held(bucket)
+        assert in_flight > 0  # the submitted round's worst case, while its job runs
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        assert book.held(bucket) == 0  # the crashed run's holds settled, not left to expire
+        assert report.cost > 0 and book.spent(bucket) == report.cost
