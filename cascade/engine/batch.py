@@ -24,11 +24,12 @@ the loop escalates it with that reason, or on the last tier it ends in the error
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from decimal import Decimal
 from pathlib import Path
@@ -101,6 +102,17 @@ class _State:
                 "holds": self.holds,
             }
             write_text(self.path, json.dumps(doc))
+
+    @contextlib.contextmanager
+    def kept(self) -> Iterator[None]:
+        """Save what the block recorded (holds, live verdicts) if it is interrupted, so a resumed run
+        settles those holds and replays those verdicts instead of reserving and paying again."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(OSError):  # the interruption is what propagates
+                self.save()
+            raise
 
     def recorded(self, cid: str) -> dict[str, Any] | None:
         """The result line recorded for ``cid`` (a finished job's), or None."""
@@ -307,8 +319,9 @@ def _rounds(
     log = get_logger()
     unmatched = 0
     step = _Step(st, tier_index, judges)
-    for row in rows:
-        step.advance(row, None)
+    with st.kept():
+        for row in rows:
+            step.advance(row, None)
     while True:
         waiting = [
             (_waits_for(r, tier_index), r) for r in rows if r.pending is not None or r.rating is not None
@@ -329,8 +342,9 @@ def _rounds(
                 on_round(tier.name, len(batch))
         log.info("cascade.batch_round", tier=tier.name, rows=len(batch), batch_id=job["batch_id"])
         unmatched += _finish(tier, job, poll_interval, st)
-        for row, cid in zip(batch, ids, strict=True):
-            step.resume(row, st.recorded(cid))
+        with st.kept():
+            for row, cid in zip(batch, ids, strict=True):
+                step.resume(row, st.recorded(cid))
         for row in batch:  # their calls so far are settled: a rerun neither reserves nor settles them
             st.settled[str(row.index)] = row.calls - (row.pending is not None) - (row.rating is not None)
         st.save()

@@ -727,3 +727,45 @@ def test_a_resumed_run_settles_the_holds_of_the_jobs_in_flight(
         report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
         assert book.held(bucket) == 0  # the crashed run's holds settled, not left to expire
         assert report.cost > 0 and book.spent(bucket) == report.cost
+
+
+def test_an_interrupted_round_keeps_its_holds_and_verdicts_for_the_resumed_run(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a round's results are being scored (a live scorer's calls): the rows done so
+    far keep their holds and verdicts, so the resumed run neither votes again nor holds twice."""
+    from cascade.engine import batch as module
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    ledger = tmp_path / "ledger.sqlite3"
+    path.write_text(
+        textwrap.dedent(
+            VOTED.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+        )
+    )
+    state = tmp_path / "job.state.json"
+    real, rated = module.execute, 0
+
+    def interrupted(action: Any) -> Any:
+        nonlocal rated
+        if isinstance(action, module.Rate):
+            rated += 1
+            if rated == 4:  # rows 0-2 scored (row 1 escalated and holds its next call), then Ctrl-C
+                raise Crash
+        return real(action)
+
+    with build(path) as c:
+        monkeypatch.setattr(module, "execute", interrupted)
+        with pytest.raises(Crash):
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        monkeypatch.setattr(module, "execute", real)
+        assert server.live == 3
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        book = c.settings.budget.ledger
+        assert book is not None
+        held, spent = book.held(bucket), book.spent(bucket)
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert server.live == 6  # each row voted on once
+    assert held == 0 and spent == report.cost
