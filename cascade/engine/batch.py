@@ -532,7 +532,7 @@ def _submit(
         record = started
         for found in client.batches.list(limit=100):
             if found.input_file_id == record["file_id"]:
-                record.update(batch_id=found.id, status=found.status)
+                record.update(batch_id=found.id, status=_unread(found.status))
                 st.save()
                 return record
     else:
@@ -546,9 +546,15 @@ def _submit(
         completion_window="24h",
         metadata={"cascade_tier": tier.name},
     )
-    record.update(batch_id=job.id, status=job.status)
+    record.update(batch_id=job.id, status=_unread(job.status))
     st.save()
     return record
+
+
+def _unread(status: str) -> str:
+    """A submitted job's status as recorded before its results are read: never a terminal one
+    (a job whose status is terminal has its results recorded; :func:`_finish` records both)."""
+    return "in_progress" if status in TERMINAL else str(status)
 
 
 def _upload(tier: Tier, batch: Sequence[tuple[Request, int]], ids: Sequence[str]) -> str:
@@ -613,7 +619,7 @@ def _submit_anthropic(
         params = {**kw, **(kw.pop("extra_body", None) or {})}
         requests += [{"custom_id": _sid(cid, k, record["nonce"]), "params": params} for k in range(n)]
     job = client.messages.batches.create(requests=requests)
-    record.update(batch_id=job.id, status=job.processing_status)
+    record.update(batch_id=job.id, status=_unread(job.processing_status))
     st.save()
     return record
 

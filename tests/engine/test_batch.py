@@ -769,3 +769,41 @@ def test_an_interrupted_round_keeps_its_holds_and_verdicts_for_the_resumed_run(
     assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
     assert server.live == 6  # each row voted on once
     assert held == 0 and spent == report.cost
+
+
+def test_a_batch_that_finished_while_the_run_was_down_is_adopted_and_read(
+    server: BatchServer, cascade: Cascade, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the batch's creation and its recording, resumed after the batch completed,
+    and that resumed run stopped before the results came down: the batch is adopted, recorded as
+    not yet read, and the next run reads it (a terminal status recorded before the results left a
+    job with none: a KeyError on every later resume)."""
+    from cascade.engine import batch as module
+
+    state = tmp_path / "job.state.json"
+    saves = 0
+    real = module._State.save
+
+    def crash_at(n: int) -> Any:
+        def save(self: Any) -> None:
+            nonlocal saves
+            saves += 1
+            if saves == n:
+                raise Crash
+            real(self)
+
+        return save
+
+    monkeypatch.setattr(module._State, "save", crash_at(2))  # the batch exists; the state names its file
+    with pytest.raises(Crash):
+        run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    for b in server.batches.values():  # it ran to its end meanwhile
+        b["status"] = b["_final"]
+    saves = 0
+    monkeypatch.setattr(module._State, "save", crash_at(2))  # adopted (save 1), not read yet (save 2)
+    with pytest.raises(Crash):
+        run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    monkeypatch.setattr(module._State, "save", real)
+    report = run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert len(server.batches) == 2 and len(server.lines) == 9
