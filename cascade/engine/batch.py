@@ -248,6 +248,10 @@ def _load(path: Path | None, fingerprint: str) -> _State:
                 and isinstance(job.get("samples", {}), dict)
                 and isinstance(job.get("nonce", ""), str)
                 and isinstance(job.get("since", 0.0), float | int)
+                and (job["status"] not in TERMINAL or isinstance(job.get("results"), dict))
+                and all(isinstance(i, str) for i in job["ids"])
+                and all(isinstance(v, dict) for v in job.get("results", {}).values())
+                and all(type(v) is int and v >= 0 for v in job.get("samples", {}).values())
             ):
                 raise TypeError("a job entry of the wrong shape")
         if not all(isinstance(v, int) for v in state.settled.values()):

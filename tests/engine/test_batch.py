@@ -580,6 +580,12 @@ def test_a_judged_job_killed_in_each_round_resumes_without_sending_twice(
         '{"fingerprint": "x"}',
         '{"fingerprint": "F", "jobs": [{"tier": 1}], "settled": {}}',
         '{"fingerprint": "F", "jobs": [], "settled": {}, "scores": {"row-0-tier-0-score": {"value": 1}}}',
+        '{"fingerprint": "F", "jobs": [{"tier": "cheap", "ids": ["row-0-tier-0"], "batch_id": "b",'
+        ' "status": "completed", "results": {"row-0-tier-0": "ok"}}], "settled": {}}',
+        '{"fingerprint": "F", "jobs": [{"tier": "cheap", "ids": ["row-0-tier-0"], "batch_id": "b",'
+        ' "status": "ended", "results": {}, "samples": {"row-0-tier-0": "3"}}], "settled": {}}',
+        '{"fingerprint": "F", "jobs": [{"tier": "cheap", "ids": ["row-0-tier-0"], "batch_id": "b",'
+        ' "status": "completed"}], "settled": {}}',
         '{"fingerprint": "F", "jobs": [], "settled": {}, "scores": {"r": {"error": "x", "kind": "K",'
         ' "cost": "abc", "latency_s": 0}}}',
     ],
