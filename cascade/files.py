@@ -46,11 +46,13 @@ class Input:
 @dataclass(frozen=True)
 class Output:
     """Something a command writes; ``named``: the user gave this exact path (else it is derived
-    from one, like ``x-1.yaml`` from ``--out x.yaml``, and an existing file needs ``force``)."""
+    from one, like ``x-1.yaml`` from ``--out x.yaml``, and an existing file needs ``force``);
+    ``folder``: a folder whose files the command (re)writes, so no input may be inside it."""
 
     what: str
     path: Path
     named: bool = True
+    folder: bool = False
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -92,6 +94,8 @@ def check_outputs(outputs: Iterable[Output], inputs: Iterable[Input], *, force: 
     for i, out in enumerate(outs):
         for inp in ins:
             relation = conflict(out.path, inp)
+            if relation is None and out.folder and _inside(inp.path, out.path):
+                relation = "holds"
             if relation is not None:
                 raise OutputPathError(
                     f"{out.what} {out.path} {relation} {inp.what} {inp.path}:"

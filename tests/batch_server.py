@@ -8,7 +8,8 @@ A batch's request lines are answered when it is created: ``answer(model, body)``
 Faults, per batch (``server.faults``, a list consumed in creation order; ``None``: none):
 ``expired`` (the first half answered, the rest error lines ``batch_expired``), ``cancelled``
 (no output file), ``failed`` (status failed, no files), ``row_errors`` (every other row an error
-line), ``partial`` (the last line dropped), ``mismatch`` (the first line's custom_id altered).
+line), ``partial`` (the last line dropped), ``mismatch`` (the first line's custom_id altered), ``unhashable`` (the first line's custom_id a list),
+``empty_choices`` (the first line a 200 with usage and no choices).
 ``server.batches`` and ``server.lines`` record what was created and every request line sent.
 Anthropic Message Batches: ``POST/GET /v1/messages/batches``, ``GET .../{id}`` and ``.../{id}/results``.
 ``POST /v1/chat/completions`` answers live the same way (``server.live`` counts those requests).
@@ -82,16 +83,17 @@ class BatchServer(LocalServer):
                     continue
                 if fault == "mismatch" and i == 0:
                     cid += "-x"
+                if fault == "unhashable" and i == 0:
+                    cid = [cid]
+                body = self._completion(line["body"], i)
+                if fault == "empty_choices" and i == 0:
+                    body["choices"] = []  # unusable, yet its usage is billed
                 out.append(
                     {
                         "id": f"r{i}",
                         "custom_id": cid,
                         "error": None,
-                        "response": {
-                            "status_code": 200,
-                            "request_id": f"req{i}",
-                            "body": self._completion(line["body"], i),
-                        },
+                        "response": {"status_code": 200, "request_id": f"req{i}", "body": body},
                     }
                 )
             if fault == "partial" and out:
@@ -146,6 +148,8 @@ class BatchServer(LocalServer):
                     result = {"type": "succeeded", "message": _message(text, params["model"], i)}
                 if fault == "mismatch" and i == 0:
                     cid += "-x"
+                if fault == "unhashable" and i == 0:
+                    cid = [cid]
                 out.append({"custom_id": cid, "result": result})
             if fault == "partial":
                 out.pop()

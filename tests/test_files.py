@@ -376,3 +376,34 @@ def test_label_out_on_its_labels_file_and_eval_json_on_a_family_member(
     assert code == 2 and refused(err, "--json policy.yaml", "is", "the policy")
     code, _, err = run(capsys, "eval", family, "--json", family)
     assert code == 2 and refused(err, f"--json {family}", "is", "the family file")
+
+
+def test_tune_never_rewrites_an_artifact_its_skeleton_names(
+    synth: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--classifiers`` writes its artifacts into ``--out``'s ``.classifiers`` folder: a skeleton
+    naming an artifact in that folder (a tuned policy taken as the next skeleton) is refused
+    before any work, not overwritten."""
+    argv = ["policy.yaml", "--cost-cap", "0.005", "--classifiers", "2", "--bootstrap", "10"]
+    code, _, _ = run(capsys, "tune", *argv)
+    assert code == 0
+    folder = tmp_path / "policy.tuned.classifiers"
+    learned = [p.name.removesuffix(".classifier.json") for p in sorted(folder.glob("*.classifier.json"))]
+    model = next(m for m in learned if m != "big")  # a tier with a scorer (big is the last)
+    skeleton = (tmp_path / "policy.yaml").read_text()
+    tier = f"    model: {model}\n"
+    head, tail = skeleton.split(tier)
+    scorer = "    scorer: {kind: self_consistency, k: 5, answer: number}\n"
+    clf = f"    scorer: {{kind: classifier, path: policy.tuned.classifiers/{model}.classifier.json}}\n"
+    (tmp_path / "again.yaml").write_text(head + tier + tail.replace(scorer, clf, 1))
+    assert "kind: classifier" in (tmp_path / "again.yaml").read_text()
+    before = digest(folder)
+    code, _, err = run(capsys, "tune", "again.yaml", *argv[1:], "--out", "policy.tuned.yaml")
+    assert code == 2
+    assert "the learned scorers' folder policy.tuned.classifiers holds a file the skeleton names" in err
+    assert "an output never overwrites an input" in err
+    assert digest(folder) == before
+    code, _, _ = run(
+        capsys, "tune", "again.yaml", "--cost-cap", "0.005", "--bootstrap", "10", "--out", "x.yaml"
+    )
+    assert code == 0  # without learned scorers nothing is written there: no refusal

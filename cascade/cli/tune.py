@@ -223,8 +223,14 @@ def run(args: argparse.Namespace) -> int:
     suffix = ".family.yaml" if args.frontier is not None else ".tuned.yaml"
     out = Path(args.out) if args.out else Path(args.skeleton).with_suffix(suffix)
     data_file = data_path(args.skeleton, args.data)
+    learned = [Output("the learned scorers' folder", _artifacts(out), folder=True)]
     check_outputs(
-        [Output("--out", out), *_members(out, args.frontier or 0), *report_outputs(args)],
+        [
+            Output("--out", out),
+            *_members(out, args.frontier or 0),
+            *report_outputs(args),
+            *(learned if args.classifiers or args.skip else []),
+        ],
         [*data_inputs(data_file), *policy_inputs(args.skeleton, "the skeleton")],
         force=args.force,
     )
@@ -244,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         samples=samples,
         classifiers=args.classifiers,
         skip=args.skip,
-        artifacts=out.with_suffix(".classifiers"),
+        artifacts=_artifacts(out),
         pool=args.pool,
         depth=args.depth,
         split=args.split,
@@ -455,6 +461,11 @@ def _abstain(args: argparse.Namespace) -> int:
     if args.plot:
         write_plot(ev, args.plot)
     return 0
+
+
+def _artifacts(out: Path) -> Path:
+    """Where ``--classifiers`` and ``--skip`` write their artifacts, next to ``--out``."""
+    return out.with_suffix(".classifiers")
 
 
 def _members(out: Path, n: int) -> list[Output]:

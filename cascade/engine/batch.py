@@ -11,7 +11,8 @@ second job in its round: its rows' judge requests (the loop's :class:`Rate` is a
 Prices are the provider's batch prices (:func:`cascade.price_table.batch_price`), in
 reservations too, so caps hold across rounds.
 
-Resumable: with ``state``, a JSON file records every submitted job and every result downloaded,
+Resumable: with ``state``, a JSON file records every submitted job, every result downloaded and
+every verdict of a scorer that ran live (a mixture's votes: paid once, replayed on resume),
 written atomically before anything depends on it. Re-running with the same prompts replays the
 recorded results into fresh generators (a row's settled tiers are not reserved or settled again)
 and polls a job that was submitted but not finished instead of sending it again.
@@ -23,29 +24,33 @@ the loop escalates it with that reason, or on the last tier it ends in the error
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from cascade.budget import Budget
+from cascade.budget import Budget, hold_buckets
 from cascade.engine.actions import Call, CallOutcome, Rate, RateOutcome, Reserve, Reserved, Tier
 from cascade.engine.drive import Steps, execute
 from cascade.engine.loop import Outcome, Settings, steps
-from cascade.errors import CascadeError, ConfigurationError, ProviderError
+from cascade.errors import CascadeError, ConfigurationError, ProviderError, ScorerError
 from cascade.files import write_text
 from cascade.logging import get_logger
 from cascade.price_table import BATCH_DISCOUNT, batch_price
 from cascade.request import Prompt, Request
 from cascade.scorers.judge import JudgeError, JudgeScorer
-from cascade.types import ZERO, CascadeResult, Completion, Usage
+from cascade.types import ZERO, CascadeResult, Completion, Score, Usage
 
 ENDPOINT = "/v1/chat/completions"
+BATCH_HOLD_TTL = 25 * 3600.0
+"""Seconds a batch round's holds live: a job's completion window (24 h) and an hour's slack, so
+the caps count the round's worst case for as long as its job may run (``hold_ttl``, if longer)."""
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})  # "ended": Anthropic
 
 
@@ -81,11 +86,33 @@ class _State:
     fingerprint: str
     jobs: list[dict[str, Any]] = field(default_factory=list)
     settled: dict[str, int] = field(default_factory=dict)  # row -> calls settled
+    # a row's tier's verdict by a scorer that ran live (a mixture's votes, a judge off the batch
+    # APIs): paid once, so a resumed run replays it instead of calling the scorer's models again
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a row's k-th call's hold (durable ledgers' ids only): a resumed run settles it, not a new one
+    holds: dict[str, str] = field(default_factory=dict)
 
     def save(self) -> None:
         if self.path is not None:
-            doc = {"fingerprint": self.fingerprint, "jobs": self.jobs, "settled": self.settled}
+            doc = {
+                "fingerprint": self.fingerprint,
+                "jobs": self.jobs,
+                "settled": self.settled,
+                "scores": self.scores,
+                "holds": self.holds,
+            }
             write_text(self.path, json.dumps(doc))
+
+    @contextlib.contextmanager
+    def kept(self) -> Iterator[None]:
+        """Save what the block recorded (holds, live verdicts) if it is interrupted, so a resumed run
+        settles those holds and replays those verdicts instead of reserving and paying again."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(OSError):  # the interruption is what propagates
+                self.save()
+            raise
 
     def recorded(self, cid: str) -> dict[str, Any] | None:
         """The result line recorded for ``cid`` (a finished job's), or None."""
@@ -106,8 +133,9 @@ class _State:
 class _Budget(Budget):
     """The cascade's budget, detachable: once the driver stops (a crash, Ctrl-C), the loop's settles
     of open holds are left undone. The jobs already submitted still run and bill what they
-    produce, not a worst case: their holds expire after ``hold_ttl`` and a resumed run settles what
-    they really cost."""
+    produce, not a worst case: their holds live for :data:`BATCH_HOLD_TTL` (the caps count them
+    while the jobs run), are recorded in the state, and a resumed run settles them at what the jobs
+    really cost."""
 
     def settle(self, hold: str, actual: Decimal) -> None:
         if self.__dict__.get("detached"):
@@ -120,11 +148,24 @@ class _Budget(Budget):
 
 
 def batch_settings(s: Settings) -> Settings:
-    """``s`` with every tier priced at its provider's batch price (and a detachable budget)."""
+    """``s`` with every tier priced at its provider's batch price (and a detachable budget).
+
+    Hedges are dropped: a batch job has no latency to hedge, and a hedged tier's call would go
+    out live (billed at the list price, charged here at the batch price). So are retries: a row's
+    result line is final (a retry would replay the same line, and charge a billed one again)."""
     b = s.budget
-    budget = _Budget(**{f.name: getattr(b, f.name) for f in fields(b) if f.init})
+    kw = {f.name: getattr(b, f.name) for f in fields(b) if f.init}
+    budget = _Budget(**{**kw, "hold_ttl": max(b.hold_ttl, BATCH_HOLD_TTL)})
     object.__setattr__(budget, "_state", b._state)  # the same journal and waiters
-    tiers = tuple(replace(t, price=batch_price(t.provider_kind, t.price)) for t in s.tiers)
+    hedged = [t.name for t in s.tiers if t.hedge is not None]
+    if hedged:
+        get_logger().info("cascade.batch_hedge_dropped", tiers=hedged)
+    tiers = tuple(
+        replace(
+            t, price=batch_price(t.provider_kind, t.price), hedge=None, retry=replace(t.retry, attempts=1)
+        )
+        for t in s.tiers
+    )
     return replace(s, tiers=tiers, budget=budget)
 
 
@@ -189,7 +230,14 @@ def _load(path: Path | None, fingerprint: str) -> _State:
         return _State(path, fingerprint)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        state = _State(path, str(doc["fingerprint"]), list(doc["jobs"]), dict(doc["settled"]))
+        state = _State(
+            path,
+            str(doc["fingerprint"]),
+            list(doc["jobs"]),
+            dict(doc["settled"]),
+            dict(doc.get("scores", {})),
+            dict(doc.get("holds", {})),
+        )
         for job in state.jobs:  # every field the driver reads, of the right type
             if not (
                 isinstance(job["tier"], str)
@@ -200,11 +248,19 @@ def _load(path: Path | None, fingerprint: str) -> _State:
                 and isinstance(job.get("samples", {}), dict)
                 and isinstance(job.get("nonce", ""), str)
                 and isinstance(job.get("since", 0.0), float | int)
+                and (job["status"] not in TERMINAL or isinstance(job.get("results"), dict))
+                and all(isinstance(i, str) for i in job["ids"])
+                and all(isinstance(v, dict) for v in job.get("results", {}).values())
+                and all(type(v) is int and v >= 0 for v in job.get("samples", {}).values())
             ):
                 raise TypeError("a job entry of the wrong shape")
         if not all(isinstance(v, int) for v in state.settled.values()):
             raise TypeError("settled counts that are not integers")
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        for saved in state.scores.values():
+            _rated(saved)  # every recorded verdict reads back
+        if not all(isinstance(h, str) and hold_buckets(h) for h in state.holds.values()):
+            raise TypeError("a recorded hold that is not a ledger's hold id")
+    except (OSError, ValueError, KeyError, TypeError, ArithmeticError) as err:
         raise BatchStateError(f"{path}: not a batch state file ({type(err).__name__}: {err})") from None
     if state.fingerprint != fingerprint:
         raise BatchStateError(f"{path}: the state of another job (other prompts or policy); remove it")
@@ -267,8 +323,9 @@ def _rounds(
     log = get_logger()
     unmatched = 0
     step = _Step(st, tier_index, judges)
-    for row in rows:
-        step.advance(row, None)
+    with st.kept():
+        for row in rows:
+            step.advance(row, None)
     while True:
         waiting = [
             (_waits_for(r, tier_index), r) for r in rows if r.pending is not None or r.rating is not None
@@ -289,8 +346,9 @@ def _rounds(
                 on_round(tier.name, len(batch))
         log.info("cascade.batch_round", tier=tier.name, rows=len(batch), batch_id=job["batch_id"])
         unmatched += _finish(tier, job, poll_interval, st)
-        for row, cid in zip(batch, ids, strict=True):
-            step.resume(row, st.recorded(cid))
+        with st.kept():
+            for row, cid in zip(batch, ids, strict=True):
+                step.resume(row, st.recorded(cid))
         for row in batch:  # their calls so far are settled: a rerun neither reserves nor settles them
             st.settled[str(row.index)] = row.calls - (row.pending is not None) - (row.rating is not None)
         st.save()
@@ -361,14 +419,73 @@ class _Step:
                         row.rating = (action, sub)
                         return
                     action = gen.send(_judged(self.judges[action.tier.name], action, sub, recorded))
+                elif isinstance(action, Rate):  # a scorer that runs here: paid once, then replayed
+                    key = _cid(row, self.index[action.tier.name]) + "-score"
+                    saved = st.scores.get(key)
+                    if saved is not None:
+                        action = gen.send(_rated(saved))
+                        continue
+                    rated = execute(action)
+                    assert isinstance(rated, RateOutcome)
+                    st.scores[key] = _saved(rated)
+                    action = gen.send(rated)
                 elif isinstance(action, Reserve) and row.calls < row.settled:
                     action = gen.send(Reserved(None, None))  # reserved and settled by an earlier run
+                elif isinstance(action, Reserve):
+                    key = f"{row.index}-{row.calls}"  # the hold of the row's next call
+                    hold = st.holds.get(key)
+                    if hold is not None:  # an earlier run's: settled by this run (once: idempotent)
+                        action = gen.send(Reserved(hold, None))
+                        continue
+                    held = execute(action)
+                    assert isinstance(held, Reserved)
+                    if held.hold is not None and hold_buckets(held.hold):  # a durable ledger's hold
+                        st.holds[key] = held.hold
+                    action = gen.send(held)
                 else:
                     action = gen.send(execute(action))
         except StopIteration as stop:
             row.result = stop.value
         except CascadeError as err:
             row.result = err
+
+
+_SCORER_ERRORS: dict[str, type[ScorerError]] = {"ScorerError": ScorerError, "JudgeError": JudgeError}
+
+
+def _saved(rated: RateOutcome) -> dict[str, Any]:
+    """A live scorer's verdict as the state file records it (JSON; money as exact strings)."""
+    score, err = rated.score, rated.error
+    if score is not None:
+        return {
+            "value": score.value,
+            "chosen": score.chosen,
+            "cost": str(score.cost),
+            "usage": asdict(score.usage),
+            "detail": json.loads(json.dumps(dict(score.detail), default=str)),
+            "latency_s": rated.latency_s,
+        }
+    assert err is not None
+    cost = err.cost if isinstance(err, ScorerError) else ZERO
+    return {"error": str(err), "kind": type(err).__name__, "cost": str(cost), "latency_s": rated.latency_s}
+
+
+def _rated(saved: Any) -> RateOutcome:
+    """A verdict recorded by :func:`_saved` (TypeError, ValueError or KeyError when malformed)."""
+    if not isinstance(saved, dict):
+        raise TypeError("a recorded verdict that is not an object")
+    latency = float(saved["latency_s"])
+    cost = Decimal(str(saved["cost"]))
+    if "error" in saved:
+        kind, text = _SCORER_ERRORS.get(str(saved["kind"])), str(saved["error"])
+        err = kind(text, cost=cost) if kind else ScorerError(f"{saved['kind']}: {text}", cost=cost)
+        return RateOutcome(None, err, latency)
+    usage = Usage(**{k: int(v) for k, v in dict(saved["usage"]).items()})
+    detail = saved["detail"]
+    if not isinstance(detail, dict):
+        raise TypeError("a recorded verdict's detail that is not an object")
+    score = Score(float(saved["value"]), int(saved["chosen"]), cost, usage, detail)
+    return RateOutcome(score, None, latency)
 
 
 def _judged(judge: Tier, rate: Rate, sub: Request, line: dict[str, Any] | None) -> RateOutcome:
@@ -419,7 +536,7 @@ def _submit(
         record = started
         for found in client.batches.list(limit=100):
             if found.input_file_id == record["file_id"]:
-                record.update(batch_id=found.id, status=found.status)
+                record.update(batch_id=found.id, status=_unread(found.status))
                 st.save()
                 return record
     else:
@@ -433,9 +550,15 @@ def _submit(
         completion_window="24h",
         metadata={"cascade_tier": tier.name},
     )
-    record.update(batch_id=job.id, status=job.status)
+    record.update(batch_id=job.id, status=_unread(job.status))
     st.save()
     return record
+
+
+def _unread(status: str) -> str:
+    """A submitted job's status as recorded before its results are read: never a terminal one
+    (a job whose status is terminal has its results recorded; :func:`_finish` records both)."""
+    return "in_progress" if status in TERMINAL else str(status)
 
 
 def _upload(tier: Tier, batch: Sequence[tuple[Request, int]], ids: Sequence[str]) -> str:
@@ -500,7 +623,7 @@ def _submit_anthropic(
         params = {**kw, **(kw.pop("extra_body", None) or {})}
         requests += [{"custom_id": _sid(cid, k, record["nonce"]), "params": params} for k in range(n)]
     job = client.messages.batches.create(requests=requests)
-    record.update(batch_id=job.id, status=job.processing_status)
+    record.update(batch_id=job.id, status=_unread(job.processing_status))
     st.save()
     return record
 
@@ -540,7 +663,7 @@ def _finish_anthropic(tier: Tier, job: dict[str, Any], poll_interval: float, st:
     unmatched = 0
     for item in client.messages.batches.results(job["batch_id"]):
         cid = getattr(item, "custom_id", None)
-        if cid not in wanted or cid in got:
+        if not isinstance(cid, str) or cid not in wanted or cid in got:  # an untrusted file's id
             unmatched += 1
             continue
         got[cid] = item.model_dump(mode="json")
@@ -618,7 +741,7 @@ def _finish(tier: Tier, job: dict[str, Any], poll_interval: float, st: _State) -
             except (ValueError, KeyError, TypeError):
                 unmatched += 1
                 continue
-            if cid not in wanted or cid in results:
+            if not isinstance(cid, str) or cid not in wanted or cid in results:  # untrusted: any JSON
                 unmatched += 1
                 continue
             results[cid] = line

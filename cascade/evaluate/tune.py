@@ -139,7 +139,9 @@ def tune(
     complete = _score(cands, es, data, train, ctx, cache, progress)
     if classifiers > 0 or skip > 0:
         assert artifacts is not None
-        cands += _learned(cands, es, data, train, fit, cap, classifiers, skip, Path(artifacts), seed, notes)
+        cands += _learned(
+            cands, es, data, train, fit, cap, classifiers, skip, Path(artifacts), seed, notes, ctx
+        )
     search = _search(cands, fit, depth, breadth, levels)
     if objective.max_drop is not None:
         assert reach is not None
@@ -289,6 +291,7 @@ def _learned(
     folder: Path,
     seed: int,
     notes: list[str],
+    ctx: ReplayContext,
 ) -> list[Candidate]:
     """Learned candidates for the cheapest frontier models: classifiers and verifiers (trained on
     the training part only) and ex-ante skip estimators (issue 9; their thresholds are searched
@@ -298,7 +301,16 @@ def _learned(
         from cascade.learn.learned import classifier_candidates
 
         clf_models = frontier_models(es, fit, classifiers, cap)
-        out += classifier_candidates(cands, es, data, train, clf_models, folder, seed=seed)
+        out += classifier_candidates(
+            cands,
+            es,
+            data,
+            train,
+            clf_models,
+            folder,
+            seed=seed,
+            rescore=lambda spec: score_tier(spec, es.records, ctx, rows=train),
+        )
         notes.append(
             f"classifiers trained (training part only) for: {', '.join(clf_models)}; artifacts in {folder}"
         )

@@ -28,6 +28,7 @@ import numpy as np
 
 from cascade import outcomes
 from cascade.errors import ConfigurationError
+from cascade.files import write_text
 from cascade.learn import metrics
 from cascade.learn.features import (
     DENSE,
@@ -483,7 +484,8 @@ class Classifier:
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        """Write the artifact atomically (a policy may name it: never left half written)."""
+        write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def from_json(cls, d: Any, source: str = "artifact", kind: str | None = None) -> Classifier:

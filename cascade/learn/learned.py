@@ -9,6 +9,10 @@ cross-fit: the model fit on every training record, plus the fold models, and a p
 its fold's model, so the thresholds chosen on out-of-fold scores transfer; the held-out records are
 scored with it, through the real scorer
 (:class:`~cascade.scorers.classifier.ClassifierScorer`, :class:`~cascade.scorers.verifier.VerifierScorer`).
+
+A verifier calls its partner models when it scores: its training-part cost (and the samples it
+buys, which later tiers reuse) comes from running the real scorer there (``rescore``), only its
+scores from the out-of-fold models; a classifier calls nothing, so it costs what its tier does.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import copy
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +32,13 @@ from cascade.evaluate.data import BoolArray, EvalSet, FloatArray
 from cascade.learn.classifier import Classifier, Example
 from cascade.logging import get_logger
 from cascade.outcomes import Outcomes
+from cascade.policy.schema import TierSpec
+
+if TYPE_CHECKING:
+    from cascade.evaluate.simulate import TierArrays
+
+Rescore = Callable[[TierSpec], "TierArrays"]
+"""A learned candidate's tier run through its real scorer on the training rows (cost, calls)."""
 
 
 def _out_of_fold(
@@ -63,8 +74,15 @@ def _out_of_fold(
 
 
 def _candidate(
-    base: Candidate, scorer: dict[str, Any], suffix: str, train: BoolArray, oof: FloatArray
+    base: Candidate,
+    scorer: dict[str, Any],
+    suffix: str,
+    train: BoolArray,
+    oof: FloatArray,
+    rescore: Rescore | None = None,
 ) -> Candidate:
+    """The learned tier as a candidate: its out-of-fold scores on the training rows, on the arrays
+    of its real scoring there (``rescore``: a scorer that calls models) or else its bare tier's."""
     assert base.bare is not None
     raw = copy.deepcopy(base.raw)
     raw["scorer"] = scorer
@@ -72,9 +90,12 @@ def _candidate(
     raw["name"] = f"{base.name}-{suffix}"
     raw.pop("skip", None)
     spec = _validate_tier(raw)
-    scored = replace(
-        base.bare, name=spec.name, has_scorer=True, threshold=0.5, score=np.where(train, oof, np.nan)
-    )
+    score = np.where(train, oof, np.nan)
+    arrays = base.bare
+    if rescore is not None:
+        arrays = rescore(spec)
+        score = np.where(arrays.scorer_error, np.nan, score)  # where the real scorer fails, none
+    scored = replace(arrays, name=spec.name, has_scorer=True, threshold=0.5, score=score)
     return Candidate(spec.name, raw, spec, scored=scored, bare=base.bare)
 
 
@@ -89,6 +110,7 @@ def classifier_candidates(
     folds: int = 2,
     seed: int = 0,
     verifiers: bool = True,
+    rescore: Rescore | None = None,
 ) -> list[Candidate]:
     """Per model in ``models``: the model with a trained classifier scorer, and (``verifiers``)
     with a trained verifier over its text, the arithmetic check and agreement with up to two other
@@ -145,7 +167,7 @@ def classifier_candidates(
             continue
         voof, vfinal = vgot
         vfinal.save(vpath)
-        out.append(_candidate(base, scorer, "ver", train, voof))
+        out.append(_candidate(base, scorer, "ver", train, voof, rescore if partners else None))
         get_logger().info("tune_verifier_candidate", model=m, partners=len(partners), inputs=len(names))
     return out
 

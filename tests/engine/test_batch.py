@@ -100,6 +100,7 @@ AFFECTED = {
     "row_errors": {1, 3, 5},  # error lines
     "partial": {5},  # the result file lacks a line
     "mismatch": {0},  # a result whose custom_id matches no request
+    "unhashable": {0},  # a result whose custom_id is no string (a list)
     "cancelled": set(range(6)),
     "failed": set(range(6)),
 }
@@ -121,7 +122,7 @@ def test_a_faulty_first_round_escalates_its_rows_with_a_reason(
         if i in hit:
             assert cheap.decision == "escalated" and cheap.reason == "error: ProviderError"
             assert cheap.cost == 0
-    assert report.unmatched == (1 if fault == "mismatch" else 0)
+    assert report.unmatched == (1 if fault in ("mismatch", "unhashable") else 0)
     assert len(server.batches) == 2
 
 
@@ -358,7 +359,9 @@ def _haiku_answer(model: str, body: dict[str, Any]) -> str:
     return _answer("gpt-4o-mini" if model.startswith("claude") else model, body)
 
 
-@pytest.mark.parametrize("fault", [None, "expired", "row_errors", "partial", "mismatch", "cancelled"])
+@pytest.mark.parametrize(
+    "fault", [None, "expired", "row_errors", "partial", "mismatch", "unhashable", "cancelled"]
+)
 def test_anthropic_message_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str | None
 ) -> None:
@@ -379,13 +382,15 @@ def test_anthropic_message_batches(
         "row_errors": set(range(6)),  # every other sample request: each row has one
         "partial": {5},
         "mismatch": {0},
+        "unhashable": {0},
         "cancelled": set(range(6)),
     }[fault]
     assert _answers(report.results) == [
         ("cheap" if i % 2 == 0 and i not in hit else "strong", str(i * 2)) for i in range(6)
     ]
     assert len(first) == 18 and "n" not in first[0]["body"]  # three samples, one request each
-    assert report.jobs[0] == "msgbatch_1" and report.unmatched == (1 if fault == "mismatch" else 0)
+    assert report.jobs[0] == "msgbatch_1"
+    assert report.unmatched == (1 if fault in ("mismatch", "unhashable") else 0)
     if fault is None:
         assert report.live_cost == 2 * report.cost
     for i in hit:
@@ -569,7 +574,21 @@ def test_a_judged_job_killed_in_each_round_resumes_without_sending_twice(
 
 @pytest.mark.parametrize(
     "text",
-    ["not json", "[]", '{"fingerprint": "x"}', '{"fingerprint": "F", "jobs": [{"tier": 1}], "settled": {}}'],
+    [
+        "not json",
+        "[]",
+        '{"fingerprint": "x"}',
+        '{"fingerprint": "F", "jobs": [{"tier": 1}], "settled": {}}',
+        '{"fingerprint": "F", "jobs": [], "settled": {}, "scores": {"row-0-tier-0-score": {"value": 1}}}',
+        '{"fingerprint": "F", "jobs": [{"tier": "cheap", "ids": ["row-0-tier-0"], "batch_id": "b",'
+        ' "status": "completed", "results": {"row-0-tier-0": "ok"}}], "settled": {}}',
+        '{"fingerprint": "F", "jobs": [{"tier": "cheap", "ids": ["row-0-tier-0"], "batch_id": "b",'
+        ' "status": "ended", "results": {}, "samples": {"row-0-tier-0": "3"}}], "settled": {}}',
+        '{"fingerprint": "F", "jobs": [{"tier": "cheap", "ids": ["row-0-tier-0"], "batch_id": "b",'
+        ' "status": "completed"}], "settled": {}}',
+        '{"fingerprint": "F", "jobs": [], "settled": {}, "scores": {"r": {"error": "x", "kind": "K",'
+        ' "cost": "abc", "latency_s": 0}}}',
+    ],
 )
 def test_a_broken_state_file_is_one_clear_error(cascade: Cascade, tmp_path: Path, text: str) -> None:
     from cascade.engine.batch import _fingerprint, batch_settings
@@ -593,3 +612,204 @@ def test_samples_need_a_server_that_honours_n(server: BatchServer, tmp_path: Pat
     path.write_text(textwrap.dedent(text.replace("{base_url:", "{supports_n: true, base_url:")))
     with build(path) as c:
         assert run_batch(c.settings, PROMPTS, poll_interval=0).cost == 0  # a local server: free
+
+
+@pytest.mark.parametrize("after", ["0s", "p90"])
+def test_a_hedged_tier_is_not_called_live_in_a_batch_run(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: str
+) -> None:
+    """A batch job has no latency to hedge: a tier's ``hedge`` must not turn its calls into live
+    calls (paid at list price, but charged at the batch price)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    text = POLICY.format(url=json.dumps(server.base_url)).replace(
+        "    threshold: 1.0\n", f"    threshold: 1.0\n    hedge: {{after: {after}}}\n"
+    )
+    path.write_text(textwrap.dedent(text))
+    with build(path) as c:
+        report = run_batch(c.settings, PROMPTS, poll_interval=0)
+    assert server.live == 0  # every call went in a batch job
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert len(server.batches) == 2 and report.cost * 2 == report.live_cost
+
+
+VOTED = POLICY.replace(
+    "    scorer: {{kind: self_consistency, k: 3, answer: number}}\n",
+    "    scorer:\n"
+    "      kind: self_consistency\n"
+    "      k: 1\n"
+    "      answer: number\n"
+    "      mixture:\n"
+    "        - {{samples: 1, provider: openai, model: gpt-4o-mini, price: {{input: 1, output: 2}},\n"
+    "           options: {{base_url: {url}}}}}\n",
+)
+
+
+def test_a_resumed_job_does_not_pay_a_live_scorer_twice(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scorer that calls a model live (a mixture's votes) is paid once per row: a resumed run
+    replays the recorded verdicts of the rows' earlier rounds instead of scoring them again."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    ledger = tmp_path / "ledger.sqlite3"
+    path.write_text(
+        textwrap.dedent(
+            VOTED.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+        )
+    )
+    state = tmp_path / "job.state.json"
+
+    def crash(tier: str, n: int) -> None:
+        if tier == "strong":
+            raise Crash
+
+    with build(path) as c:
+        with pytest.raises(Crash):
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0, on_round=crash)
+        assert server.live == 6  # the mixture's votes on round one's answers
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        spent = c.settings.budget.ledger.spent(bucket)  # type: ignore[union-attr]
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert server.live == 6  # not voted again on resume
+    assert all(r.attempts[0].scorer_cost > 0 for r in report.results if isinstance(r, CascadeResult))
+    assert report.cost > 0 and spent == report.cost
+
+
+def test_a_billed_unusable_result_is_charged_once_under_a_cap(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 200 result line with usage but no usable answer is billed once by the provider: a batch
+    row has no retry (a retry would replay the same line), so it is charged once, not per try."""
+    from cascade.price_table import batch_price
+    from cascade.types import Usage
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    ledger = tmp_path / "ledger.sqlite3"
+    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+    path.write_text(textwrap.dedent(text))
+    server.faults = ["empty_choices"]
+    with build(path) as c:
+        report = run_batch(c.settings, PROMPTS, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        spent = c.settings.budget.ledger.spent(bucket)  # type: ignore[union-attr]
+        price = batch_price("openai", c.settings.tiers[0].price)
+    first = report.results[0]
+    assert isinstance(first, CascadeResult) and first.tier == "strong"
+    cheap = first.attempts[0]
+    assert cheap.decision == "escalated" and cheap.reason.startswith("error: InvalidResponseError")
+    assert cheap.cost == price.cost(Usage(input_tokens=10, output_tokens=3))  # "0" x 3 samples, once
+    assert spent == report.cost
+
+
+def test_a_resumed_run_settles_the_holds_of_the_jobs_in_flight(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's holds count against the caps for as long as its job may run (24 h, not the live
+    ``hold_ttl``), and a resumed run settles those very holds: none is left held, none doubled."""
+    from cascade.engine.batch import batch_settings
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    ledger = tmp_path / "ledger.sqlite3"
+    path = tmp_path / "policy.yaml"
+    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+    path.write_text(textwrap.dedent(text))
+    state = tmp_path / "job.state.json"
+
+    def crash(tier: str, n: int) -> None:
+        raise Crash
+
+    with build(path) as c:
+        assert batch_settings(c.settings).budget.hold_ttl >= 24 * 3600 > c.settings.budget.hold_ttl
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        book = c.settings.budget.ledger
+        assert book is not None
+        with pytest.raises(Crash):
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0, on_round=crash)
+        in_flight = book.held(bucket)
+        assert in_flight > 0  # the submitted round's worst case, while its job runs
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        assert book.held(bucket) == 0  # the crashed run's holds settled, not left to expire
+        assert report.cost > 0 and book.spent(bucket) == report.cost
+
+
+def test_an_interrupted_round_keeps_its_holds_and_verdicts_for_the_resumed_run(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a round's results are being scored (a live scorer's calls): the rows done so
+    far keep their holds and verdicts, so the resumed run neither votes again nor holds twice."""
+    from cascade.engine import batch as module
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    path = tmp_path / "policy.yaml"
+    ledger = tmp_path / "ledger.sqlite3"
+    path.write_text(
+        textwrap.dedent(
+            VOTED.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+        )
+    )
+    state = tmp_path / "job.state.json"
+    real, rated = module.execute, 0
+
+    def interrupted(action: Any) -> Any:
+        nonlocal rated
+        if isinstance(action, module.Rate):
+            rated += 1
+            if rated == 4:  # rows 0-2 scored (row 1 escalated and holds its next call), then Ctrl-C
+                raise Crash
+        return real(action)
+
+    with build(path) as c:
+        monkeypatch.setattr(module, "execute", interrupted)
+        with pytest.raises(Crash):
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        monkeypatch.setattr(module, "execute", real)
+        assert server.live == 3
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        book = c.settings.budget.ledger
+        assert book is not None
+        held, spent = book.held(bucket), book.spent(bucket)
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert server.live == 6  # each row voted on once
+    assert held == 0 and spent == report.cost
+
+
+def test_a_batch_that_finished_while_the_run_was_down_is_adopted_and_read(
+    server: BatchServer, cascade: Cascade, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the batch's creation and its recording, resumed after the batch completed,
+    and that resumed run stopped before the results came down: the batch is adopted, recorded as
+    not yet read, and the next run reads it (a terminal status recorded before the results left a
+    job with none: a KeyError on every later resume)."""
+    from cascade.engine import batch as module
+
+    state = tmp_path / "job.state.json"
+    saves = 0
+    real = module._State.save
+
+    def crash_at(n: int) -> Any:
+        def save(self: Any) -> None:
+            nonlocal saves
+            saves += 1
+            if saves == n:
+                raise Crash
+            real(self)
+
+        return save
+
+    monkeypatch.setattr(module._State, "save", crash_at(2))  # the batch exists; the state names its file
+    with pytest.raises(Crash):
+        run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    for b in server.batches.values():  # it ran to its end meanwhile
+        b["status"] = b["_final"]
+    saves = 0
+    monkeypatch.setattr(module._State, "save", crash_at(2))  # adopted (save 1), not read yet (save 2)
+    with pytest.raises(Crash):
+        run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    monkeypatch.setattr(module._State, "save", real)
+    report = run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+    assert len(server.batches) == 2 and len(server.lines) == 9

@@ -288,3 +288,25 @@ def test_the_written_classifier_is_cross_fit_and_reproduces_the_out_of_fold_scor
     bad = {**clf.to_json(), "cross_fit": [clf.members[0].to_json()]}
     with pytest.raises(ConfigurationError, match="at least two fold models"):
         Classifier.from_json(bad)
+
+
+def test_a_learned_verifier_costs_its_partners_calls_on_the_training_part(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A verifier candidate calls its partner models when it scores: the tuner chooses on the
+    training part with that cost (what the written policy spends), not the bare tier's alone."""
+    from cascade.evaluate.simulate import ReplayContext, score_tier
+
+    data_path, pol_path = files
+    data = outcomes.load(data_path)
+    t = tune(
+        pol_path, data, Objective(cost_cap=1.0, confidence=0.0), classifiers=2, artifacts=tmp_path / "clf"
+    )
+    ver = next(c for c in t.candidates if c.name.endswith("-ver") and c.spec.scorer.options["partners"])
+    assert ver.scored is not None and ver.bare is not None
+    real = score_tier(ver.spec, t.evalset.records, ReplayContext(pol_path.parent, data, "auto"), rows=t.train)
+    train = t.train
+    assert (real.cost[train] > ver.bare.cost[train]).any()  # the partners' calls cost something
+    assert np.allclose(ver.scored.cost[train], real.cost[train])
+    assert np.allclose(ver.scored.scorer_cost[train], real.scorer_cost[train])
+    assert set(ver.scored.calls) == set(real.calls)  # the partners' samples, for later tiers to reuse

@@ -287,3 +287,25 @@ def test_examples_from_real_outcomes(data_dir: Path) -> None:
     assert {e.split for e in tr} == {"train"} and {e.split for e in te} == {"test"}
     with pytest.raises(ConfigurationError, match="did you mean"):
         examples_from_outcomes(data, "mistral-7b-chatt")
+
+
+def test_a_failed_save_leaves_the_old_artifact_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An artifact a policy names is replaced only when the new one is written whole (a full disk
+    mid-write must not leave a truncated artifact behind)."""
+    path = tmp_path / "clf.json"
+    path.write_text('{"old": true}\n')
+    clf = train(synthetic(200), config=SMALL)
+    real = Path.write_text
+
+    def disk_full(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        real(self, data[: len(data) // 2], encoding="utf-8")
+        raise OSError(28, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        clf.save(path)
+    monkeypatch.undo()
+    assert path.read_text() == '{"old": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.json"]  # no temporary file left
+    clf.save(path)
+    np.testing.assert_allclose(Classifier.load(path).weights, clf.weights, rtol=1e-6, atol=1e-7)  # float32
