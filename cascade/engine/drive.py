@@ -33,7 +33,7 @@ from cascade.engine.actions import (
 from cascade.engine.loop import Action, Outcome
 from cascade.errors import BudgetExceededError, CascadeError, ConfigurationError, ProviderError, ScorerError
 from cascade.logging import get_logger
-from cascade.retry import RetryPolicy, aretry_failed, call_with_retry, deadline
+from cascade.retry import DEADLINE, RetryPolicy, aretry_failed, call_with_retry, deadline, narrow
 from cascade.types import ZERO, CascadeResult, Completion
 
 T = TypeVar("T")
@@ -69,6 +69,7 @@ async def adrive(gen: Steps) -> CascadeResult:
                 action = gen.throw(exc)
                 continue
             action = gen.send(outcome)
+            del outcome  # not kept while the next action is awaited: one object less in flight
     except StopIteration as stop:
         result: CascadeResult = stop.value
         return result
@@ -168,15 +169,14 @@ def aexecute(action: Action) -> Awaitable[Outcome]:
     return _apredict(action)
 
 
-_NO_DEADLINE = deadline()  # no deadline of its own: never sets the context variable, so one is shared
-
-
 async def _acall(action: Call) -> CallOutcome:
     start = time.perf_counter()
     tier, request, cache, n = action.tier, action.request, action.cache, action.n
     reusing = cache is not None and tier.call_key
-    at = action.deadline  # this task's context: the provider's calls see it (none: nothing to set)
-    with _NO_DEADLINE if at is None else deadline(at=at):
+    # this task's context: the provider's calls see the deadline (none: nothing set, and no `with`,
+    # whose bound __exit__ would be one more GC-tracked object per call in flight)
+    token = None if action.deadline is None else narrow(action.deadline)
+    try:
         if action.wait > 0:
             await asyncio.sleep(action.wait)
         try:  # the first try made here, called bare: no retry coroutine, billed list nor partial
@@ -202,6 +202,9 @@ async def _acall(action: Call) -> CallOutcome:
             )
         except ProviderError as exc:
             return CallOutcome(None, exc, exc.retries, time.perf_counter() - start, tuple(billed))
+    finally:
+        if token is not None:
+            DEADLINE.reset(token)
     return CallOutcome(completion, None, retries, time.perf_counter() - start, tuple(billed))
 
 

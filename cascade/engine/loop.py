@@ -96,7 +96,7 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
             if result is not None:
                 if run.backup is not None:  # accepted: the hedge's backup call is not needed
                     yield from _cancel_backup(run, f"{result.tier!r} was accepted")
-                    result = replace(result, attempts=tuple(run.attempts))
+                    result = replace(result, attempts=run.attempts)
                 return result
         return run.exhausted()
     except GeneratorExit:
@@ -107,7 +107,7 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
         if run.backup is not None:
             yield from _cancel_backup(run, f"abandoned: {type(exc).__name__}", cut=True)
             with contextlib.suppress(AttributeError, TypeError):
-                exc.attempts = tuple(run.attempts)  # type: ignore[attr-defined]
+                exc.attempts = run.attempts  # type: ignore[attr-defined]
         raise
 
 
@@ -266,8 +266,9 @@ class _Run:
         self.log = _logger()
         self.started = time.perf_counter()
         self.run_id = uuid.uuid4().hex[:12] if self.log is not None else ""
-        self.attempts: list[Attempt] = []
-        self.candidates: list[_Candidate] = []
+        # tuples, not lists: empty, they are one shared object, not two per request in flight
+        self.attempts: tuple[Attempt, ...] = ()
+        self.candidates: tuple[_Candidate, ...] = ()
         self.backup: Backup | None = None  # a hedge's backup call, armed or in flight
         self.spent = ZERO
         self.cache = SampleCache()
@@ -281,6 +282,10 @@ class _Run:
                 tiers=[t.name for t in s.tiers],
                 **({"prompt": request.prompt} if s.include_text else {}),
             )
+
+    def record(self, attempt: Attempt) -> None:
+        """Add ``attempt`` to the trace."""
+        self.attempts += (attempt,)
 
     # -- budget ---------------------------------------------------------------------------------
 
@@ -300,13 +305,13 @@ class _Run:
         self, refusal: BudgetExceededError, worst: Decimal, base: dict[str, Any]
     ) -> CascadeResult:
         """The budget refused the next tier: the best answer so far, or the refusal raised."""
-        self.attempts.append(Attempt(**base, decision="stopped", reason=f"budget: {refusal}"))
+        self.record(Attempt(**base, decision="stopped", reason=f"budget: {refusal}"))
         if self.log is not None:
             self.log.warning(
                 "cascade.budget_stop", run_id=self.run_id, **base, cap=refusal.cap, needed=str(worst)
             )
         if self.s.budget.on_exceeded == "raise" or not self.candidates:
-            refusal.attempts = tuple(self.attempts)
+            refusal.attempts = self.attempts
             raise refusal
         if self.s.on_unverified == "abstain":
             return _abstain(self, f"budget: {refusal}")
@@ -326,7 +331,7 @@ class _Run:
             return False
         reason = f"skipped: predicted {value:.3f} < {threshold:.3f}"
         detail = {"predicted": value, "skip_threshold": threshold}
-        self.attempts.append(Attempt(**base, decision="skipped", reason=reason, score_detail=detail))
+        self.record(Attempt(**base, decision="skipped", reason=reason, score_detail=detail))
         if self.log is not None:
             self.log.info(
                 "cascade.tier_skipped", run_id=self.run_id, **base, predicted=value, threshold=threshold
@@ -349,7 +354,7 @@ class _Run:
         for e in call.billed:
             if e.usage is not None:
                 usage = usage + e.usage
-        self.attempts.append(
+        self.record(
             Attempt(
                 **base,
                 decision="failed" if is_last else "escalated",
@@ -398,7 +403,7 @@ class _Run:
         decision, reason, accepted = _verdict(
             tier, value, rated.error if rated is not None else None, is_last
         )
-        self.attempts.append(
+        self.record(
             Attempt(
                 **base,
                 decision=decision,
@@ -440,7 +445,7 @@ class _Run:
         candidate = _Candidate(sample, value, tier, completion.model or tier.provider.model)
         if accepted:
             return self.finish(candidate, True, "accepted")
-        self.candidates.append(candidate)
+        self.candidates += (candidate,)
         if not is_last and log is not None:
             log.info("cascade.escalated", run_id=self.run_id, **base, reason=reason)
         return None
@@ -455,7 +460,7 @@ class _Run:
             model=c.model,
             accepted=accepted,
             reason=reason,
-            attempts=tuple(self.attempts),
+            attempts=self.attempts,
             tool_calls=c.sample.tool_calls,
             policy=s.name,
             latency_s=time.perf_counter() - self.started,
@@ -507,7 +512,7 @@ def _abstain(run: _Run, why: str) -> CascadeResult:
         model=last.model,
         accepted=False,
         reason="abstained",
-        attempts=tuple(run.attempts),
+        attempts=run.attempts,
         policy=run.s.name,
         latency_s=time.perf_counter() - run.started,
         abstention=why,
@@ -547,7 +552,7 @@ def _verdict(
     return ("rejected" if is_last else "escalated"), f"score {value:.3f} < {tier.threshold:.3f}", False
 
 
-def _best(candidates: list[_Candidate]) -> _Candidate:
+def _best(candidates: Sequence[_Candidate]) -> _Candidate:
     """The best-scored candidate; ties go to the later (stronger) tier, unscored ones rank last."""
     best = candidates[0]
     for c in candidates[1:]:
@@ -576,8 +581,11 @@ def failed_charge(
 
 def _worst(run: _Run, tier: Tier) -> Decimal:
     """The reservation for ``tier``'s call and scoring (samples the run already bought cost nothing)."""
-    bought = run.cache.bought(tier.call_key, run.request) if tier.call_key else 0
-    token = reuse.current.set(run.cache)  # ...nor those the scorer's providers would reuse
+    cache = run.cache
+    if cache.empty and reuse.current.get() is None:  # nothing bought yet: the same worst case without
+        return tier.worst_case(run.request)  # the context variable (a set costs two objects in flight)
+    bought = cache.bought(tier.call_key, run.request) if tier.call_key else 0
+    token = reuse.current.set(cache)  # ...nor those the scorer's providers would reuse
     try:
         return tier.worst_case(run.request, bought)
     finally:
@@ -642,11 +650,11 @@ def _abandon(
     if not isinstance(exc, GeneratorExit):  # the trace goes with the exception: spend is reported
         run.spent += amount
         reason = f"abandoned: {type(exc).__name__}"
-        run.attempts.append(
+        run.record(
             Attempt(**base, decision="failed", reason=reason, cost=amount, charged="cut off: worst case")
         )
         with contextlib.suppress(AttributeError, TypeError):  # an exception without a __dict__
-            exc.attempts = tuple(run.attempts)  # type: ignore[attr-defined]
+            exc.attempts = run.attempts  # type: ignore[attr-defined]
     if isinstance(exc, GeneratorExit):
         run.s.budget.settle(hold, amount)
     else:
@@ -723,7 +731,7 @@ def _cancel_backup(run: _Run, why: str, cut: bool = False) -> Generator[Action, 
         yield Settle(run.s.budget, resolved.hold, charge)
     base: dict[str, Any] = {"tier": tier.name, "model": tier.provider.model, "provider": tier.provider_kind}
     launched = f"started {resolved.launched:.2f}s into the tier before"
-    run.attempts.append(
+    run.record(
         Attempt(
             **base,
             decision="cancelled",
@@ -755,5 +763,5 @@ def _hedge_note(run: _Run, backup: Backup, resolved: Resolved) -> None:
         run.log.info("cascade.hedge", run_id=run.run_id, tier=tier, backup=target, note=note)
     for i in range(len(run.attempts) - 1, -1, -1):
         if run.attempts[i].tier == tier:
-            run.attempts[i] = replace(run.attempts[i], hedge=note)
+            run.attempts = (*run.attempts[:i], replace(run.attempts[i], hedge=note), *run.attempts[i + 1 :])
             return
