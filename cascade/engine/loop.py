@@ -160,16 +160,14 @@ def _tier(
         try:
             if pending is not None:  # launched by the tier before's hedge: its outcome, once
                 call, pending = pending, None
-            else:
-                action = Call(tier, request, tier.samples, run.cache, run.capped, tries, wait, at)
-                if hedge:
-                    assert after is not None
-                    call = yield from _hedged(run, action, after, worst)
-                    hedge = False
-                else:
-                    outcome = yield action
-                    assert isinstance(outcome, CallOutcome)
-                    call = outcome
+            elif hedge:
+                assert after is not None
+                call = yield from _hedged(run, _call(run, tier, tries, wait, at), after, worst)
+                hedge = False
+            else:  # no local for the Call: only its driver holds it, and drops it (one object less)
+                outcome = yield _call(run, tier, tries, wait, at)
+                assert isinstance(outcome, CallOutcome)
+                call = outcome
         except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
             if hold is not None:
                 yield from _abandon(run, exc, hold, worst, base)
@@ -602,6 +600,11 @@ def _reserve(
     held = yield Reserve(run.s.budget, run.buckets, worst)
     assert isinstance(held, Reserved)
     return held.hold, held.refusal
+
+
+def _call(run: _Run, tier: Tier, tries: int, wait: float, at: float | None) -> Call:
+    """The action that calls ``tier`` (``tries`` left, after ``wait`` seconds, over by ``at``)."""
+    return Call(tier, run.request, tier.samples, run.cache, run.capped, tries, wait, at)
 
 
 def _deadline(tier: Tier) -> float | None:
