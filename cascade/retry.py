@@ -84,16 +84,22 @@ class deadline:  # noqa: N801 - used as a context manager, like contextlib's low
         self._token: Token[float | None] | None = None
 
     def __enter__(self) -> None:
-        at, outer = self._at, DEADLINE.get()
-        if outer is not None and (at is None or outer < at):
-            at = outer
-        if at != outer:  # unchanged (no deadline at all, say): no set, so no context copy per call
-            self._token = DEADLINE.set(at)
+        if self._at is not None:  # none of its own: the enclosing deadline, unchanged
+            self._token = narrow(self._at)
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:
             DEADLINE.reset(self._token)
             self._token = None
+
+
+def narrow(at: float) -> Token[float | None] | None:
+    """Make ``at`` the deadline unless an earlier one is in force: the token that undoes it
+    (``DEADLINE.reset``), or None when nothing changed (no set, so no context copy per call)."""
+    outer = DEADLINE.get()
+    if outer is not None and outer <= at:
+        return None
+    return DEADLINE.set(at)
 
 
 def remaining() -> float | None:

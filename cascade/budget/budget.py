@@ -189,7 +189,7 @@ class Budget:
         for cap in self.caps:
             scope = f"policy:{policy}" if cap.scope == "policy" else f"key:{policy}:{key or 'anonymous'}"
             out.append((f"{scope}|{_period(cap.window, now)}", cap.limit))
-        return out
+        return tuple(out)  # of strings and numbers: the collector stops tracking it (a list it never does)
 
     def _now(self) -> datetime:
         now: Callable[[], datetime] | None = getattr(self.ledger, "now", None)  # ClockLedger

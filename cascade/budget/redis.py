@@ -447,6 +447,11 @@ class RedisLedger:
 
     # -- async (redis.asyncio, one pooled client per event loop) ----------------------------------
 
+    def _ascripts_now(self) -> tuple[Any, Any, Any] | None:
+        """This event loop's scripts when its client exists (no coroutine to await per call)."""
+        entry = self._aclients.get(asyncio.get_running_loop())
+        return None if entry is None else (entry[0], entry[1], entry[2])
+
     async def _ascripts(self) -> tuple[Any, Any, Any]:
         loop = asyncio.get_running_loop()
         entry = self._aclients.get(loop)
@@ -479,7 +484,7 @@ class RedisLedger:
         self, caps: Sequence[tuple[str, Decimal]], amount: Decimal, *, ttl: float = 600.0
     ) -> str:
         hold, args = self._reserve_args(caps, amount, ttl)
-        script, _, _ = await self._ascripts()
+        script, _, _ = self._ascripts_now() or await self._ascripts()
         before = cascade.budget.host_now().timestamp()
         try:
             result = await script(keys=self._keys([b for b, _ in caps], hold), args=args)
@@ -491,7 +496,7 @@ class RedisLedger:
 
     async def asettle(self, hold_id: str, actual: Decimal) -> None:
         buckets, args = self._settle_args(hold_id, actual)
-        _, script, _ = await self._ascripts()
+        _, script, _ = self._ascripts_now() or await self._ascripts()
         try:
             await script(keys=self._keys(buckets, hold_id), args=args)
         except redis.RedisError as exc:

@@ -33,7 +33,7 @@ from cascade.engine.actions import (
 from cascade.engine.loop import Action, Outcome
 from cascade.errors import BudgetExceededError, CascadeError, ConfigurationError, ProviderError, ScorerError
 from cascade.logging import get_logger
-from cascade.retry import RetryPolicy, aretry_failed, call_with_retry, deadline
+from cascade.retry import DEADLINE, RetryPolicy, aretry_failed, call_with_retry, deadline, narrow
 from cascade.types import ZERO, CascadeResult, Completion
 
 T = TypeVar("T")
@@ -60,15 +60,18 @@ def drive(gen: Steps) -> CascadeResult:
 
 async def adrive(gen: Steps) -> CascadeResult:
     """Async :func:`drive`: provider, scorer and ledger calls are awaited, never blocking the loop."""
+    # no local keeps the action nor the last outcome while a step is awaited (the step's coroutine
+    # holds what it needs): fewer GC-tracked objects per request in flight
     try:
-        action = next(gen)
+        step = aexecute(next(gen))
         while True:
             try:
-                outcome = await aexecute(action)
+                outcome = await step
             except BaseException as exc:  # cancelled mid-step: the loop answers with its hold's Settle
-                action = gen.throw(exc)
+                step = aexecute(gen.throw(exc))
                 continue
-            action = gen.send(outcome)
+            step = aexecute(gen.send(outcome))
+            del outcome
     except StopIteration as stop:
         result: CascadeResult = stop.value
         return result
@@ -102,9 +105,8 @@ def execute(action: Action) -> Outcome:
         return Predicted(None, exc)
 
 
-def _policy(action: Call) -> RetryPolicy:
-    """The tier's retry policy, for the tries this action may make."""
-    policy, attempts = action.tier.retry, action.attempts
+def _policy(policy: RetryPolicy, attempts: int | None) -> RetryPolicy:
+    """A tier's retry ``policy``, for the tries a call action may make (``attempts``)."""
     if attempts is None or max(1, attempts) == policy.attempts:  # the first reservation: no copy
         return policy
     return replace(policy, attempts=max(1, attempts))
@@ -124,8 +126,9 @@ def _call(action: Call, sleep: Callable[[float], None] = time.sleep) -> CallOutc
         if action.wait > 0:
             sleep(action.wait)  # the loop never asks for a wait past the deadline
         try:
+            policy = _policy(action.tier.retry, action.attempts)
             completion, retries = call_with_retry(
-                fn, _policy(action), sleep, billed_seen=billed, billed_stop=action.capped
+                fn, policy, sleep, billed_seen=billed, billed_stop=action.capped
             )
         except ProviderError as exc:
             return CallOutcome(None, exc, exc.retries, time.perf_counter() - start, tuple(billed))
@@ -168,17 +171,18 @@ def aexecute(action: Action) -> Awaitable[Outcome]:
     return _apredict(action)
 
 
-_NO_DEADLINE = deadline()  # no deadline of its own: never sets the context variable, so one is shared
-
-
 async def _acall(action: Call) -> CallOutcome:
     start = time.perf_counter()
     tier, request, cache, n = action.tier, action.request, action.cache, action.n
+    attempts, capped, wait, at = action.attempts, action.capped, action.wait, action.deadline
+    del action  # not kept while the provider answers (the loop and the driver drop it too)
     reusing = cache is not None and tier.call_key
-    at = action.deadline  # this task's context: the provider's calls see it (none: nothing to set)
-    with _NO_DEADLINE if at is None else deadline(at=at):
-        if action.wait > 0:
-            await asyncio.sleep(action.wait)
+    # this task's context: the provider's calls see the deadline (none: nothing set, and no `with`,
+    # whose bound __exit__ would be one more GC-tracked object per call in flight)
+    token = None if at is None else narrow(at)
+    try:
+        if wait > 0:
+            await asyncio.sleep(wait)
         try:  # the first try made here, called bare: no retry coroutine, billed list nor partial
             if reusing:  # (each a GC-tracked object in flight while the provider answers)
                 assert cache is not None
@@ -198,10 +202,13 @@ async def _acall(action: Call) -> CallOutcome:
         billed: list[ProviderError] = []
         try:
             completion, retries = await aretry_failed(
-                failed, fn, _policy(action), billed_seen=billed, billed_stop=action.capped
+                failed, fn, _policy(tier.retry, attempts), billed_seen=billed, billed_stop=capped
             )
         except ProviderError as exc:
             return CallOutcome(None, exc, exc.retries, time.perf_counter() - start, tuple(billed))
+    finally:
+        if token is not None:
+            DEADLINE.reset(token)
     return CallOutcome(completion, None, retries, time.perf_counter() - start, tuple(billed))
 
 

@@ -95,7 +95,7 @@ def steps(s: Settings, request: Request, start: int = 0) -> Generator[Action, Ou
             if result is not None:
                 if run.backup is not None:  # accepted: the hedge's backup call is not needed
                     yield from _cancel_backup(run, f"{result.tier!r} was accepted")
-                    result = replace(result, attempts=tuple(run.attempts))
+                    result = replace(result, attempts=run.attempts)
                 return result
         return run.exhausted()
     except GeneratorExit:
@@ -159,15 +159,13 @@ def _tier(
         try:
             if pending is not None:  # launched by the tier before's hedge: its outcome, once
                 call, pending = pending, None
-            else:
-                action = Call(tier, request, tier.samples, run.cache, run.capped, tries, wait, at)
-                if hedge:
-                    call = yield from _hedged(run, action, later, worst)
-                    hedge = False
-                else:
-                    outcome = yield action
-                    assert isinstance(outcome, CallOutcome)
-                    call = outcome
+            elif hedge:
+                call = yield from _hedged(run, _call(run, tier, tries, wait, at), later, worst)
+                hedge = False
+            else:  # no local for the Call: only its driver holds it, and drops it (one object less)
+                outcome = yield _call(run, tier, tries, wait, at)
+                assert isinstance(outcome, CallOutcome)
+                call = outcome
         except BaseException as exc:  # the driver was cancelled or crashed: a cut-off call may be billed
             if hold is not None:
                 yield from _abandon(run, exc, hold, worst, base)
@@ -264,8 +262,9 @@ class _Run:
         self.log = _logger()
         self.started = time.perf_counter()
         self.run_id = uuid.uuid4().hex[:12] if self.log is not None else ""
-        self.attempts: list[Attempt] = []
-        self.candidates: list[_Candidate] = []
+        # tuples, not lists: empty, they are one shared object, not two per request in flight
+        self.attempts: tuple[Attempt, ...] = ()
+        self.candidates: tuple[_Candidate, ...] = ()
         self.backup: Backup | None = None  # a hedge's backup call, armed or in flight
         self.spent = ZERO
         self.cache = SampleCache()
@@ -279,6 +278,10 @@ class _Run:
                 tiers=[t.name for t in s.tiers],
                 **({"prompt": request.prompt} if s.include_text else {}),
             )
+
+    def record(self, attempt: Attempt) -> None:
+        """Add ``attempt`` to the trace."""
+        self.attempts += (attempt,)
 
     # -- budget ---------------------------------------------------------------------------------
 
@@ -298,13 +301,13 @@ class _Run:
         self, refusal: BudgetExceededError, worst: Decimal, base: dict[str, Any]
     ) -> CascadeResult:
         """The budget refused the next tier: the best answer so far, or the refusal raised."""
-        self.attempts.append(Attempt(**base, decision="stopped", reason=f"budget: {refusal}"))
+        self.record(Attempt(**base, decision="stopped", reason=f"budget: {refusal}"))
         if self.log is not None:
             self.log.warning(
                 "cascade.budget_stop", run_id=self.run_id, **base, cap=refusal.cap, needed=str(worst)
             )
         if self.s.budget.on_exceeded == "raise" or not self.candidates:
-            refusal.attempts = tuple(self.attempts)
+            refusal.attempts = self.attempts
             raise refusal
         if self.s.on_unverified == "abstain":
             return _abstain(self, f"budget: {refusal}")
@@ -324,7 +327,7 @@ class _Run:
             return False
         reason = f"skipped: predicted {value:.3f} < {threshold:.3f}"
         detail = {"predicted": value, "skip_threshold": threshold}
-        self.attempts.append(Attempt(**base, decision="skipped", reason=reason, score_detail=detail))
+        self.record(Attempt(**base, decision="skipped", reason=reason, score_detail=detail))
         if self.log is not None:
             self.log.info(
                 "cascade.tier_skipped", run_id=self.run_id, **base, predicted=value, threshold=threshold
@@ -347,7 +350,7 @@ class _Run:
         for e in call.billed:
             if e.usage is not None:
                 usage = usage + e.usage
-        self.attempts.append(
+        self.record(
             Attempt(
                 **base,
                 decision="failed" if is_last else "escalated",
@@ -396,7 +399,7 @@ class _Run:
         decision, reason, accepted = _verdict(
             tier, value, rated.error if rated is not None else None, is_last
         )
-        self.attempts.append(
+        self.record(
             Attempt(
                 **base,
                 decision=decision,
@@ -438,7 +441,7 @@ class _Run:
         candidate = _Candidate(sample, value, tier, completion.model or tier.provider.model)
         if accepted:
             return self.finish(candidate, True, "accepted")
-        self.candidates.append(candidate)
+        self.candidates += (candidate,)
         if not is_last and log is not None:
             log.info("cascade.escalated", run_id=self.run_id, **base, reason=reason)
         return None
@@ -453,7 +456,7 @@ class _Run:
             model=c.model,
             accepted=accepted,
             reason=reason,
-            attempts=tuple(self.attempts),
+            attempts=self.attempts,
             tool_calls=c.sample.tool_calls,
             policy=s.name,
             latency_s=time.perf_counter() - self.started,
@@ -505,7 +508,7 @@ def _abstain(run: _Run, why: str) -> CascadeResult:
         model=last.model,
         accepted=False,
         reason="abstained",
-        attempts=tuple(run.attempts),
+        attempts=run.attempts,
         policy=run.s.name,
         latency_s=time.perf_counter() - run.started,
         abstention=why,
@@ -545,7 +548,7 @@ def _verdict(
     return ("rejected" if is_last else "escalated"), f"score {value:.3f} < {tier.threshold:.3f}", False
 
 
-def _best(candidates: list[_Candidate]) -> _Candidate:
+def _best(candidates: Sequence[_Candidate]) -> _Candidate:
     """The best-scored candidate; ties go to the later (stronger) tier, unscored ones rank last."""
     best = candidates[0]
     for c in candidates[1:]:
@@ -574,8 +577,11 @@ def failed_charge(
 
 def _worst(run: _Run, tier: Tier) -> Decimal:
     """The reservation for ``tier``'s call and scoring (samples the run already bought cost nothing)."""
-    bought = run.cache.bought(tier.call_key, run.request) if tier.call_key else 0
-    token = reuse.current.set(run.cache)  # ...nor those the scorer's providers would reuse
+    cache = run.cache
+    if cache.empty and reuse.current.get() is None:  # nothing bought yet: the same worst case without
+        return tier.worst_case(run.request)  # the context variable (a set costs two objects in flight)
+    bought = cache.bought(tier.call_key, run.request) if tier.call_key else 0
+    token = reuse.current.set(cache)  # ...nor those the scorer's providers would reuse
     try:
         return tier.worst_case(run.request, bought)
     finally:
@@ -592,6 +598,11 @@ def _reserve(
     held = yield Reserve(run.s.budget, run.buckets, worst)
     assert isinstance(held, Reserved)
     return held.hold, held.refusal
+
+
+def _call(run: _Run, tier: Tier, tries: int, wait: float, at: float | None) -> Call:
+    """The action that calls ``tier`` (``tries`` left, after ``wait`` seconds, over by ``at``)."""
+    return Call(tier, run.request, tier.samples, run.cache, run.capped, tries, wait, at)
 
 
 def _deadline(tier: Tier) -> float | None:
@@ -646,7 +657,7 @@ def _abandon(
     if not isinstance(exc, GeneratorExit):  # the trace goes with the exception: spend is reported
         run.spent += amount
         reason = f"abandoned: {type(exc).__name__}"
-        run.attempts.append(
+        run.record(
             Attempt(**base, decision="failed", reason=reason, cost=amount, charged="cut off: worst case")
         )
         _traced(run, exc)
@@ -769,7 +780,7 @@ def _charge_cancelled(
         yield Settle(run.s.budget, resolved.hold, charge)
     base: dict[str, Any] = {"tier": tier.name, "model": tier.provider.model, "provider": tier.provider_kind}
     launched = f"started {resolved.launched:.2f}s into the tier before"
-    run.attempts.append(
+    run.record(
         Attempt(
             **base,
             decision="cancelled",
@@ -802,5 +813,6 @@ def _hedge_note(run: _Run, backup: Backup, resolved: Resolved) -> None:
     for i in range(len(run.attempts) - 1, -1, -1):
         if run.attempts[i].tier == tier:  # a backup's own note (when it started) stays first
             before = run.attempts[i].hedge
-            run.attempts[i] = replace(run.attempts[i], hedge=f"{before}; {note}" if before else note)
+            noted = replace(run.attempts[i], hedge=f"{before}; {note}" if before else note)
+            run.attempts = (*run.attempts[:i], noted, *run.attempts[i + 1 :])
             return

@@ -69,13 +69,22 @@ class SampleCache:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self.reused = 0
 
+    @property
+    def empty(self) -> bool:
+        """Nothing asked for yet in this run (so nothing to reuse)."""
+        return not self._entries
+
     def bought(self, key: str, request: Request) -> int:
         """How many samples of this call the run has bought so far (reusable for free)."""
+        if not self._entries:  # no call yet: no request key to build
+            return 0
         entry = self._entries.get((key, _request_key(request)))
         return len(entry.samples) if entry is not None else 0
 
     def missing(self, key: str, request: Request, n: int) -> int:
         """How many of ``n`` samples of this call a request for them would still buy."""
+        if not self._entries:
+            return n
         entry = self._entries.get((key, _request_key(request)))
         return max(0, n - entry.asked) if entry is not None else n
 

@@ -127,10 +127,10 @@ def test_a_tiers_first_reservation_uses_its_retry_policy_as_is_and_a_later_one_a
     list(capped(MemoryLedger()).drive("hi", step))
     first = calls[0]
     assert first.attempts == first.tier.retry.attempts
-    assert _policy(first) is first.tier.retry
-    later = replace(first, attempts=1)
-    assert _policy(later) == replace(first.tier.retry, attempts=1)
-    assert replace(first, attempts=0).attempts == 0 and _policy(replace(first, attempts=0)).attempts == 1
+    policy = first.tier.retry
+    assert _policy(policy, first.attempts) is policy
+    assert _policy(policy, 1) == replace(policy, attempts=1)
+    assert _policy(policy, 0).attempts == 1
 
 
 def test_the_async_first_try_runs_with_no_retry_frame_in_flight_and_a_failed_one_is_retried() -> None:
@@ -177,3 +177,54 @@ def test_the_async_first_try_builds_no_partial_nor_deadline_when_none_is_due(
     monkeypatch.setattr(drive, "deadline", counting("deadline", drive.deadline))
     result = asyncio.run(capped(MemoryLedger()).arun("hi"))
     assert result.answer == "l" and built == []
+
+
+def test_while_a_provider_answers_no_action_outcome_trace_list_or_context_set_is_kept() -> None:
+    """Issue 24: what each run holds in flight is what the collector walks at every collection.
+
+    With a memory-ledger cap (a reservation made), while every run waits on its provider: no
+    ``Call`` nor ``Reserved`` is alive, no bound ``__exit__`` of a ``with``, no list in ``_Run``,
+    and the sample cache's context variable was never set in the run's task (an empty cache)."""
+    import gc
+
+    from cascade.engine import reuse
+    from cascade.engine.actions import Reserved
+    from cascade.engine.loop import _Run
+    from cascade.request import Request
+    from cascade.testing import ScriptedProvider
+    from cascade.types import Completion
+
+    contexts: list[object] = []
+    gates: list[asyncio.Event] = []
+
+    class Waiting(ScriptedProvider):
+        async def acomplete(self, request: Request, n: int = 1) -> Completion:
+            contexts.append(reuse.current.get())
+            await gates[0].wait()
+            return await super().acomplete(request, n)
+
+    tiers = [tier("small", Waiting("s"), 0.9, 0.5), tier("large", "l")]
+    c = Cascade(tiers, name="p", budget=Budget(caps=(Cap(cost_of(100), "total"),), ledger=MemoryLedger()))
+
+    async def main() -> list[object]:
+        gates.append(asyncio.Event())
+        gc.collect()
+        before = {id(o) for o in gc.get_objects()}  # other tests' leftovers are not this test's
+        tasks = [asyncio.ensure_future(c.arun(f"q{i}")) for i in range(20)]
+        while len(contexts) < 20:
+            await asyncio.sleep(0)
+        alive = [
+            o
+            for o in gc.get_objects()
+            if id(o) not in before
+            and (
+                type(o) in (Call, Reserved)
+                or (type(o).__name__ == "method" and type(o.__self__).__module__.startswith("cascade."))
+                or (isinstance(o, _Run) and any(isinstance(x, list) for x in (o.attempts, o.candidates)))
+            )
+        ]
+        gates[0].set()
+        assert all(r.answer == "s" for r in await asyncio.gather(*tasks))
+        return alive
+
+    assert asyncio.run(main()) == [] and contexts == [None] * 20
