@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/run_all.py [--data DIR] [--only NAME ...] [--json OUT]
 
-Reads ``../shared/data`` (or ``$CASCADE_DATA``) and exits with a message where it is absent. For
+Reads ``--data``, else ``$CASCADE_DATA``, else ``../shared/data`` beside the repository root (from
+a git worktree: beside the main checkout), and exits with an error (status 2) where it is absent. For
 each set a policy skeleton is written to a temporary folder (which models and which scorer kind
 are candidates: the input a user would give), ``cascade tune`` chooses tiers and thresholds on
 the training part, and the chosen policy is measured on the held-out part. The tuned family's
@@ -25,7 +26,30 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
+
+
+def repository_root(path: Path = ROOT) -> Path:
+    """The repository's root: ``path`` itself, or for a git worktree (a ``.git`` file pointing into
+    ``MAIN/.git/worktrees/NAME``) the main checkout ``MAIN`` that shares its ``.git``."""
+    dot_git = path / ".git"
+    if not dot_git.is_file():
+        return path
+    text = dot_git.read_text(encoding="utf-8").strip()
+    if not text.startswith("gitdir:"):
+        return path
+    gitdir = (path / text.removeprefix("gitdir:").strip()).resolve()
+    common = gitdir / "commondir"
+    shared = (gitdir / common.read_text(encoding="utf-8").strip()).resolve() if common.exists() else gitdir
+    return shared.parent if shared.name == ".git" else path
+
+
+def default_data(root: Path = ROOT) -> Path:
+    """``$CASCADE_DATA``, else ``../shared/data`` relative to the repository root."""
+    env = os.environ.get("CASCADE_DATA")
+    return Path(env) if env else repository_root(root).parent / "shared" / "data"
+
+
+DEFAULT_DATA = default_data()
 
 
 def sc(k: int, answer: str, **extra: Any) -> dict[str, Any]:
@@ -560,16 +584,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--data", type=Path, help="recorded outcomes (default: $CASCADE_DATA, else ../shared/data)"
+    )
     parser.add_argument("--only", nargs="*", choices=sorted(SETS))
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--seed", type=int, default=0, help="train/test split seed (files without their own split)"
     )
     args = parser.parse_args(argv)
+    args.data = args.data or default_data()
     if not (args.data / "README.md").exists():
-        print(f"benchmarks: recorded outcomes not found at {args.data} (set CASCADE_DATA); nothing to do")
-        return 0
+        print(
+            f"benchmarks: error: recorded outcomes not found at {args.data} (no README.md there):"
+            " give --data DIR or set CASCADE_DATA",
+            file=sys.stderr,
+        )
+        return 2
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only or list(SETS):

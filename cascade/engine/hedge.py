@@ -17,7 +17,9 @@ The sync driver (:func:`hedge`) arms the backup in a worker thread, its call und
 :class:`~cascade.retry.Cancellation`: a cancel ends a call of an SDK provider (OpenAI, Anthropic,
 OpenAI-compatible) at once (its socket is shut, its waits between retries cut short); any other
 provider's call (a LangChain model, a custom provider) is waited for. Either way the thread has
-ended when :func:`join` or :func:`cancel` returns, and its hold is settled by the loop.
+ended when :func:`join` or :func:`cancel` returns, and its hold is settled by the loop. What the
+thread raised (a ledger error while reserving or releasing, a bug in a provider) is raised to the
+caller by :func:`join` or :func:`cancel`, as the async driver's task's exception is.
 
 ``after: pNN`` is the tier's observed call latency at that quantile, kept in memory per
 :class:`~cascade.engine.cascade.Cascade` (its :class:`Latencies`, on the loop's ``Settings``): the
@@ -45,6 +47,7 @@ from typing import Any
 from cascade.engine.actions import Call, CallOutcome, Reserve, Settle
 from cascade.engine.latency import WARMUP, WINDOW, HedgeAfter, Latencies
 from cascade.errors import BudgetExceededError
+from cascade.logging import get_logger
 from cascade.retry import CANCEL, Cancellation, Cancelled
 from cascade.types import ZERO
 
@@ -185,6 +188,8 @@ async def ajoin(backup: Backup) -> Resolved:
     assert task is not None
     if backup.launched is None and not task.done():
         await _cancelled(task)  # still waiting or reserving (a cancelled reserve releases its hold)
+    elif backup.launched is None and not task.cancelled():
+        task.result()  # a ledger error in its reserve is the caller's, as in acancel()
     call = await task if backup.launched is not None else None
     return backup.resolved(call)
 
@@ -229,6 +234,9 @@ def stop_now(backup: Backup) -> None:
         backup.task.cancel()
     if backup.worker is not None:
         backup.worker.stop()
+        if backup.worker.error is not None:  # the run ends with another exception: logged, not lost
+            error = backup.worker.error
+            get_logger().error("cascade.hedge_backup_error", error=f"{type(error).__name__}: {error}")
     reserve = backup.hedge.reserve
     if backup.hold is not None and reserve is not None:
         reserve.budget.settle(backup.hold, reserve.amount)
@@ -247,7 +255,7 @@ class Worker:
     scope: Cancellation = field(default_factory=Cancellation)
     lock: threading.Lock = field(default_factory=threading.Lock)  # launch vs. disarm
     outcome: CallOutcome | None = None
-    error: BaseException | None = None  # what the backup's call raised (a bug, not a provider error)
+    error: BaseException | None = None  # what the thread raised: a ledger error, a bug (not a provider's)
 
     def stop(self) -> None:
         """Cancel the backup and wait for its thread to end (at once for an SDK provider's call)."""
@@ -301,20 +309,24 @@ def _run(
     if scope.event.wait(after) or backup.refusal is not None:
         return
     reserve = backup.hedge.reserve
-    held = execute(reserve) if reserve is not None else None
-    with worker.lock:
-        if held is not None and held.refusal is not None:
-            backup.refusal = held.refusal
-            return
-        if scope.cancelled:  # disarmed while reserving: the hold is released
-            if held is not None and reserve is not None:
-                execute(Settle(reserve.budget, held.hold, ZERO))
-            return
-        backup.hold = held.hold if held is not None else None
-        launch = time.monotonic()
-        backup.launched = launch - t0
-        if backup.hedge.then is not None:  # the backup's tier hedges in turn (not once disarmed)
-            backup.next = _arm_thread(backup.hedge.then, execute, call)
+    try:  # a ledger error (reserve, release) is the caller's, raised by join() or cancel()
+        held = execute(reserve) if reserve is not None else None
+        with worker.lock:
+            if held is not None and held.refusal is not None:
+                backup.refusal = held.refusal
+                return
+            if scope.cancelled:  # disarmed while reserving: the hold is released
+                if held is not None and reserve is not None:
+                    execute(Settle(reserve.budget, held.hold, ZERO))
+                return
+            backup.hold = held.hold if held is not None else None
+            launch = time.monotonic()
+            backup.launched = launch - t0
+            if backup.hedge.then is not None:  # the backup's tier hedges in turn (not once disarmed)
+                backup.next = _arm_thread(backup.hedge.then, execute, call)
+    except BaseException as exc:
+        worker.error = exc
+        return
     token = CANCEL.set(scope)
     try:
         outcome = call(backup.call, scope.sleep)
@@ -338,8 +350,7 @@ def join(backup: Backup) -> Resolved:
         if backup.launched is None:
             worker.scope.cancel()
     worker.thread.join()
-    if worker.error is not None and backup.launched is not None:
-        raise worker.error  # as ``await task`` raises it in ajoin(): the loop abandons the call
+    _raise(worker)  # as ``await task`` raises it in ajoin(): the loop abandons the call
     call = worker.outcome if backup.launched is not None else None
     return backup.resolved(call)
 
@@ -350,6 +361,13 @@ def cancel(backup: Backup) -> Resolved:
     assert worker is not None
     worker.stop()
     return backup.resolved(worker.outcome, worker.error)
+
+
+def _raise(worker: Worker) -> None:
+    """Raise what the backup's thread raised, once (the loop then cancels the backup again)."""
+    error, worker.error = worker.error, None
+    if error is not None:
+        raise error
 
 
 __all__ = [

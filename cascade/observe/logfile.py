@@ -51,6 +51,21 @@ def meta(row: Mapping[str, Any]) -> dict[str, Any]:
     return m if isinstance(m, dict) else {}
 
 
+def answered(row: Mapping[str, Any]) -> str | None:
+    """The tier whose answer the row's request got; None when it got none: an error, or an
+    abstention (rows written before ``abstained`` existed named the last tier with reason
+    ``abstained``: read as abstentions too)."""
+    m = meta(row)
+    tier = m.get("answered")
+    return tier if isinstance(tier, str) and not abstained(row) else None
+
+
+def abstained(row: Mapping[str, Any]) -> bool:
+    """Whether the row's request ended in an abstention (``on_unverified: abstain``)."""
+    m = meta(row)
+    return bool(m.get("abstained")) or m.get("reason") == "abstained"
+
+
 def _valid(d: Any) -> bool:
     if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not isinstance(d.get("prompt"), str):
         return False
@@ -169,4 +184,15 @@ def merged_card(cards: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Log", "merged_card", "meta", "policies", "read_log", "since", "timestamp", "undated"]
+__all__ = [
+    "Log",
+    "abstained",
+    "answered",
+    "merged_card",
+    "meta",
+    "policies",
+    "read_log",
+    "since",
+    "timestamp",
+    "undated",
+]

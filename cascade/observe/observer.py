@@ -137,7 +137,11 @@ class Observer:
             else:  # a tier the run did not call: the budget stopped it, or a session pin skipped it
                 row.uncalled[a.tier] = (a.decision, a.reason)
         if result is not None:
-            row.answered, row.accepted, row.reason = result.tier, result.accepted, result.reason
+            row.accepted, row.reason = result.accepted, result.reason
+            if result.abstained:  # no answer: the row says whose answer was withheld, and why
+                row.abstained = {"tier": result.tier, "why": result.abstention or ""}
+            else:
+                row.answered = result.tier
         else:
             assert error is not None
             row.reason, row.error = "error", error_text(error, self.include_text)

@@ -58,7 +58,8 @@ class Row:
     started: float = field(default_factory=time.time)
     session: str | None = None
     pinned: str | None = None
-    answered: str | None = None
+    answered: str | None = None  # the tier whose answer was returned (None: none, or an abstention)
+    abstained: dict[str, str] | None = None  # an abstention: {"tier": whose answer it withheld, "why"}
     accepted: bool = False
     reason: str = ""
     error: str | None = None
@@ -218,7 +219,7 @@ def render(
     }
     if rid is not None:
         meta["request_id"] = str(rid)
-    for k in ("session", "pinned", "error", "shadow_skipped"):
+    for k in ("abstained", "session", "pinned", "error", "shadow_skipped"):
         if getattr(row, k) is not None:
             meta[k] = getattr(row, k)
     return {

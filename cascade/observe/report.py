@@ -2,9 +2,10 @@
 
 Per tier: how often it was reached (called live), answered, accepted, and its accept rate;
 escalations by reason; cost per request; shadow rows and spend; quality estimated on the labelled
-shadow rows (the unbiased sample: the live answer's label). A tuned policy's header (written by
-``cascade tune``) gives predicted quality and cost per query with 95% intervals, and each tier's
-note its held-out accept rate and how many records it rests on.
+shadow rows (the unbiased sample: the live answer's label) that got an answer. An abstention is
+no tier's answer (:func:`~cascade.observe.logfile.answered`): it is counted apart (``abstained``).
+A tuned policy's header (written by ``cascade tune``) gives predicted quality and cost per query
+with 95% intervals, and each tier's note its held-out accept rate and how many records it rests on.
 
 Drift: a live figure is flagged when it differs from the prediction by more than 1.96 standard
 errors of the difference (the prediction's, from its interval or its record count, and the live
@@ -23,7 +24,7 @@ from typing import Any
 
 from cascade.files import replacing
 from cascade.money import usd_brief as _usd
-from cascade.observe.logfile import meta
+from cascade.observe.logfile import abstained, answered, meta
 from cascade.observe.metrics import reason_kind
 
 Z = 1.96
@@ -97,7 +98,7 @@ def _money(v: Any) -> Decimal:
 def _returned_quality(row: Mapping[str, Any]) -> float | None:
     m = meta(row)
     tiers = m.get("tiers") or {}
-    t = tiers.get(m.get("answered")) if isinstance(tiers, dict) else None
+    t = tiers.get(answered(row)) if isinstance(tiers, dict) else None
     if not isinstance(t, dict):
         return None
     samples = row["responses"].get(t.get("model")) or []
@@ -115,12 +116,12 @@ def report(
     """The live figures (see the module docstring) as a JSON-ready dict."""
     n = len(rows)
     reached: Counter[str] = Counter()
-    answered: Counter[str] = Counter()
+    answers: Counter[str] = Counter()
     accepted: Counter[str] = Counter()
     escalations: dict[str, Counter[str]] = defaultdict(Counter)
     costs: list[float] = []
     shadow_spend = Decimal(0)
-    shadow_rows = errors = pinned = 0
+    shadow_rows = errors = pinned = abstentions = 0
     quality: list[float] = []
     stamps = []
     for r in rows:
@@ -141,9 +142,10 @@ def report(
             errors += 1
         if m.get("pinned"):
             pinned += 1
-        tier = m.get("answered")
-        if isinstance(tier, str):
-            answered[tier] += 1
+        tier = answered(r)
+        abstentions += abstained(r)
+        if tier is not None:
+            answers[tier] += 1
             if m.get("accepted") is True:
                 accepted[tier] += 1
         costs.append(float(_money(m.get("cost", 0))))
@@ -160,7 +162,7 @@ def report(
         row: dict[str, Any] = {
             "tier": name,
             "reached": nr,
-            "answered": answered[name],
+            "answered": answers[name],
             "accepted": k,
             "accept_rate": k / nr if nr else None,
             "accept_rate_ci": list(wilson(k, nr)) if nr else None,
@@ -181,6 +183,7 @@ def report(
         "rows": n,
         "period": [min(stamps), max(stamps)] if stamps else None,
         "errors": errors,
+        "abstained": abstentions,
         "pinned_rows": pinned,
         "shadow_rows": shadow_rows,
         "shadow_spend_usd": str(shadow_spend.quantize(Decimal("1e-9")).normalize()),
@@ -218,7 +221,8 @@ def table(fig: Mapping[str, Any]) -> str:
         f"{fig['rows']} requests" + (f" ({fig['period'][0]} .. {fig['period'][1]})" if fig["period"] else "")
     ]
     lines.append(
-        f"errors {fig['errors']}, pinned {fig['pinned_rows']}, shadow rows {fig['shadow_rows']}"
+        f"errors {fig['errors']}, abstained {fig.get('abstained', 0)}, pinned {fig['pinned_rows']},"
+        f" shadow rows {fig['shadow_rows']}"
         f" (shadow spend ${fig['shadow_spend_usd']}, not in cost/request)"
     )
     lines.append("")

@@ -20,6 +20,7 @@ is an :class:`~cascade.errors.InvalidResponseError`; usage is checked by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -27,7 +28,6 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import openai
-from openai import omit
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -121,9 +121,57 @@ def _observe(got: _sdk.Received, chunk: Any) -> Any:
 _CALL_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *_sdk.WIRE_ERRORS)
 
 
-def _delta(event: Any) -> str | None:
-    """The text an event of ``chat.completions.stream`` adds, if any."""
-    return event.delta if getattr(event, "type", None) == "content.delta" else None
+@contextlib.asynccontextmanager
+async def _achunks(client: Any, kw: Mapping[str, Any]) -> AsyncIterator[Any]:
+    """An async streamed ``create``'s chunks, as a context manager (what :func:`_sdk.astream_steps` opens)."""
+    async with await client.chat.completions.create(**kw, stream=True) as chunks:
+        yield chunks
+
+
+class _Streamed:
+    """A streamed reply's chunks put together as the ``ChatCompletion`` that ``create`` returns
+    unstreamed: the one owner of that mapping for every streamed call (``stream: true`` tiers and
+    :meth:`OpenAIProvider.stream_text`). The SDK's own parsing (``get_final_completion``) is not
+    used: it raises for a ``length`` or ``content_filter`` finish, which unstreamed is an answer
+    (billed) with that finish reason, so it must be one streamed too.
+
+    ``got``: what the attempt received (usage, text, finishes: its bill if it fails)."""
+
+    def __init__(self, got: _sdk.Received | None = None) -> None:
+        self.state = ChatCompletionStreamState()  # no tools or format: we parse, not the SDK
+        self.got = got
+        self.usage: Any = None
+        self.failure: Exception | None = None
+
+    def add(self, chunk: Any) -> str | None:
+        """Take a chunk (untrusted); returns the text it adds to the first choice, if any."""
+        if self.got is not None:
+            self.usage = _observe(self.got, chunk) or self.usage
+        elif getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        if self.failure is not None:
+            return None  # after a failure the rest is drained: produced, so billed
+        try:
+            self.state.handle_chunk(chunk)
+            for choice in chunk.choices or ():
+                text = choice.delta.content if choice.index == 0 else None
+                if isinstance(text, str) and text:
+                    return text
+        except Exception as exc:
+            self.failure = exc
+        return None
+
+    def final(self, provider: str) -> Any:
+        """The assembled reply; a failed or truncated stream is refused; the last usage reported
+        is kept (a later chunk's ``usage: null`` does not replace it)."""
+        if self.failure is not None:
+            raise self.failure
+        if self.got is not None:
+            _sdk.truncated(provider, self.got)
+        response = self.state.current_completion_snapshot  # a ChatCompletion, checked by parse()
+        if self.usage is not None:
+            response.usage = self.usage
+        return response
 
 
 """The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
@@ -367,32 +415,16 @@ class OpenAIProvider:
             per_stop=self.params.max_tokens,
         )
 
-    def _final(self, state: Any, got: _sdk.Received, usage: Any, failure: Exception | None) -> Any:
-        """The assembled stream: a truncated one is refused; the last usage reported is kept."""
-        if failure is not None:
-            raise failure
-        _sdk.truncated(self.name, got)
-        response = state.get_final_completion()
-        if usage is not None:  # a later chunk's usage: null does not replace it
-            response.usage = usage
-        return response
-
     def _call(self, request: Request, n: int) -> Completion:
         kw = self.request_kwargs(request, n)
         start = time.perf_counter()
         with self._attempt(request, n) as got:
             if self.stream:
-                state, usage = ChatCompletionStreamState(input_tools=kw.get("tools", omit)), None
-                failure: Exception | None = None
+                streamed = _Streamed(got)
                 with self.client.chat.completions.create(**kw, stream=True) as chunks:
                     for chunk in chunks:
-                        usage = _observe(got, chunk) or usage
-                        if failure is None:  # after a failure the rest is drained: produced, so billed
-                            try:
-                                state.handle_chunk(chunk)
-                            except Exception as exc:
-                                failure = exc
-                response = self._final(state, got, usage, failure)
+                        streamed.add(chunk)
+                response = streamed.final(self.name)
             else:
                 response = self.client.chat.completions.create(**kw)
             return self.parse(response, time.perf_counter() - start, request, n)
@@ -416,17 +448,11 @@ class OpenAIProvider:
         start = time.perf_counter()
         with self._attempt(request, n) as got:
             if self.stream:
-                state, usage = ChatCompletionStreamState(input_tools=kw.get("tools", omit)), None
-                failure: Exception | None = None
+                streamed = _Streamed(got)
                 async with await client.chat.completions.create(**kw, stream=True) as chunks:
                     async for chunk in chunks:
-                        usage = _observe(got, chunk) or usage
-                        if failure is None:  # after a failure the rest is drained: produced, so billed
-                            try:
-                                state.handle_chunk(chunk)
-                            except Exception as exc:
-                                failure = exc
-                response = self._final(state, got, usage, failure)
+                        streamed.add(chunk)
+                response = streamed.final(self.name)
             else:
                 response = await client.chat.completions.create(**kw)
             return self.parse(response, time.perf_counter() - start, request, n)
@@ -449,14 +475,14 @@ class OpenAIProvider:
         :meth:`complete` returns it; usage asked for in the stream). The timeout bounds the call."""
         kw = {**self.request_kwargs(request), "stream_options": {"include_usage": True}}
         start = time.perf_counter()
+        streamed = _Streamed()
         with _errors(self.name):
             for step in _sdk.stream_steps(
-                lambda: self.client.chat.completions.stream(**kw), self.timeout, _delta
+                lambda: self.client.chat.completions.create(**kw, stream=True), self.timeout, streamed.add
             ):
                 if isinstance(step, str):
                     yield step
-                else:
-                    response = step.get_final_completion()
+            response = streamed.final(self.name)
         yield self.parse(response, time.perf_counter() - start, request, 1)
 
     async def astream_text(self, request: Request) -> AsyncIterator[str | Completion]:
@@ -464,15 +490,13 @@ class OpenAIProvider:
         kw = {**self.request_kwargs(request), "stream_options": {"include_usage": True}}
         client = self._async.get()
         start = time.perf_counter()
+        streamed = _Streamed()
         with _errors(self.name):
-            steps = _sdk.astream_steps(
-                lambda: client.chat.completions.stream(**kw), self.timeout, _delta, self.name
-            )
+            steps = _sdk.astream_steps(lambda: _achunks(client, kw), self.timeout, streamed.add, self.name)
             async for step in steps:
                 if isinstance(step, str):
                     yield step
-                else:
-                    response = await step.get_final_completion()
+            response = streamed.final(self.name)
         yield self.parse(response, time.perf_counter() - start, request, 1)
 
     @property

@@ -25,6 +25,8 @@ from cascade.errors import ConfigurationError
 from cascade.serve.errors import ApiError
 
 _HASHED = re.compile(r"^sha256:([0-9a-f]{64})$")
+_STR = "tag:yaml.org,2002:str"
+_SHAPE = "write `tenant: key` or `tenant: [key, ...]`"
 
 
 def digest(key: str) -> bytes:
@@ -32,23 +34,39 @@ def digest(key: str) -> bytes:
 
 
 class Keys:
-    """API key digests and their tenants."""
+    """API key digests and their tenants.
+
+    Errors name the file (``where``) and the line (an entry's number for a mapping given in
+    code) and what is wrong, never a value: a file written the wrong way round (``key: tenant``)
+    has keys where tenants go, so tenant names are not shown either."""
 
     def __init__(self, tenants: Mapping[str, str | list[str]], where: str = "keys") -> None:
         self._digests: dict[bytes, str] = {}
-        for tenant, keys in tenants.items():
-            if not isinstance(tenant, str) or not tenant:
-                raise ConfigurationError(f"{where}: a tenant is a non-empty string, not {tenant!r}")
-            for key in [keys] if isinstance(keys, str) else keys:
-                if not isinstance(key, str) or not key:
-                    raise ConfigurationError(f"{where}: tenant {tenant!r}: a key is a non-empty string")
-                match = _HASHED.match(key)
-                d = bytes.fromhex(match.group(1)) if match else digest(key)
-                if d in self._digests:
-                    raise ConfigurationError(
-                        f"{where}: tenant {tenant!r} repeats a key of {self._digests[d]!r}"
-                    )
-                self._digests[d] = tenant
+        self._at: dict[bytes, str] = {}  # digest -> where it was given (for a repeat's error)
+        for n, (tenant, keys) in enumerate(tenants.items(), 1):
+            self._add(tenant, keys, f"{where}: entry {n}", f"entry {n}")
+
+    def _add(self, tenant: object, keys: object, at: str, label: str) -> None:
+        """One tenant's keys; ``at``: where errors say it is, ``label``: what a repeat calls it."""
+        if not isinstance(tenant, str) or not tenant:
+            raise ConfigurationError(f"{at}: the tenant is not a non-empty string (value hidden); {_SHAPE}")
+        if _HASHED.match(tenant):
+            raise ConfigurationError(f"{at}: a key digest stands where the tenant goes (hidden); {_SHAPE}")
+        listed = [keys] if isinstance(keys, str) else keys
+        if not isinstance(listed, list) or not listed:
+            raise ConfigurationError(f"{at}: the tenant's value is not a key or a list of keys; {_SHAPE}")
+        for key in listed:
+            if not isinstance(key, str) or not key:
+                raise ConfigurationError(f"{at}: a key is not a non-empty string (value hidden); quote it")
+            match = _HASHED.match(key)
+            d = bytes.fromhex(match.group(1)) if match else digest(key)
+            if d in self._digests:
+                raise ConfigurationError(
+                    f"{at}: repeats a key of {self._at[d]} (value hidden): one key, one tenant"
+                    f" (a file written `key: tenant` looks like this: {_SHAPE})"
+                )
+            self._digests[d] = tenant
+            self._at[d] = label
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Keys:
@@ -58,15 +76,31 @@ class Keys:
 
     @classmethod
     def parse(cls, text: str, where: str) -> Keys:
-        """Keys from YAML ``text`` (a file's, or ``$CASCADE_SERVE_KEYS``); errors name ``where``,
-        never a key."""
+        """Keys from YAML ``text`` (a file's, or ``$CASCADE_SERVE_KEYS``); errors name ``where`` and
+        the line, never a key (nor a tenant: written the wrong way round, it is a key)."""
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(f"{where}: not YAML ({type(exc).__name__})") from None
-        if not isinstance(data, dict) or not data:
-            raise ConfigurationError(f"{where}: keys map tenants to keys (tenant: key or [keys])")
-        return cls(data, where)
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:  # its text quotes the line: only where it is and its kind
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigurationError(f"{where}{line}: not YAML ({type(exc).__name__})") from None
+        if not isinstance(root, yaml.MappingNode) or not root.value:
+            raise ConfigurationError(f"{where}: keys map tenants to keys; {_SHAPE}")
+        keys = cls({}, where)
+        seen: dict[str, int] = {}
+        for name, value in root.value:
+            line = name.start_mark.line + 1
+            at = f"{where}:{line}"
+            tenant = _scalar(name)
+            if isinstance(tenant, str) and tenant in seen:
+                raise ConfigurationError(
+                    f"{at}: repeats the tenant of line {seen[tenant]} (value hidden): give one entry"
+                    " per tenant, its keys as a list"
+                )
+            if isinstance(tenant, str):
+                seen[tenant] = line
+            keys._add(tenant, _keys(value), at, f"line {line}")
+        return keys
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -85,6 +119,20 @@ class Keys:
         if tenant is not None:
             return tenant
         raise ApiError(401, "Incorrect API key provided", code="invalid_api_key")
+
+
+def _scalar(node: yaml.Node) -> object:
+    """A YAML string's text; None for anything else (a number, a mapping, null: not a name or key)."""
+    return node.value if isinstance(node, yaml.ScalarNode) and node.tag == _STR else None
+
+
+def _keys(node: yaml.Node) -> list[object] | None:
+    """A tenant's keys as written: a list (a lone key or a sequence), None for null or a mapping."""
+    if isinstance(node, yaml.SequenceNode):
+        return [_scalar(v) for v in node.value]
+    if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:null":
+        return [_scalar(node)]  # a number or a boolean is no key: said so, not shown
+    return None
 
 
 __all__ = ["Keys", "digest"]

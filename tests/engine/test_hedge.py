@@ -22,6 +22,7 @@ from cascade.budget.memory import MemoryLedger
 from cascade.engine.assemble import assemble
 from cascade.engine.build import build
 from cascade.engine.latency import WARMUP, WINDOW, HedgeAfter, Latencies
+from cascade.errors import LedgerError
 from cascade.observe import Observer, OutcomeLog
 from cascade.policy import loads
 from cascade.testing import FixedScorer, ScriptedProvider
@@ -514,3 +515,32 @@ def test_a_cancelled_run_ends_the_whole_chain_and_settles_every_hold(cut_during:
     assert calls(tiers[1]) == 0 and calls(tiers[2]) == 0  # both backups were cut off before answering
     assert ledger.held(bucket) == 0  # the three holds settled...
     assert ledger.spent(bucket) == 3 * ONE_CALL  # ...each at its reserved worst case
+
+
+class BreaksAfterOne(MemoryLedger):
+    """Holds the first reservation; every later one fails (a ledger file gone corrupt)."""
+
+    reserves = 0
+
+    def reserve(self, caps: Any, amount: Decimal, *, ttl: float = 600.0) -> str:
+        self.reserves += 1
+        if self.reserves > 1:
+            raise LedgerError("ledger: corrupt")
+        return super().reserve(caps, amount, ttl=ttl)
+
+
+@pytest.mark.parametrize("score", [0.9, 0.1])  # accepted: the backup cancelled; escalated: joined
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_ledger_error_in_the_backups_reserve_reaches_the_caller(
+    driver: str, score: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lost: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: lost.append(args.exc_value))
+    tiers = hedged(0.05, cheap_latency=0.2, strong_latency=0.01, score=score)
+    ledger = BreaksAfterOne()
+    c = Cascade(tiers, name="p", budget=Budget(caps=(Cap(ONE_CALL * 10, "total"),), ledger=ledger))
+    with pytest.raises(LedgerError, match="corrupt"):
+        c.run("q") if driver == "sync" else asyncio.run(c.arun("q"))
+    assert lost == [] and hedge_threads() == []  # raised to the caller, not printed by a thread
+    assert ledger.held(c.settings.budget.buckets("p", None)[0][0]) == 0
+    assert calls(tiers[1]) == 0  # the backup never called without its hold

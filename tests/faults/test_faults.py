@@ -286,9 +286,9 @@ STREAMED: dict[
     "bad_index": "error: InvalidResponseError",
     "overloaded": "error: InvalidResponseError",
     "bad_tool_json": {"openai": "reported", "anthropic": "error: InvalidResponseError"},  # not strict
-    # the OpenAI SDK refuses a streamed length / content_filter stop (billed all the same)
-    "length": {"openai": "error: PermanentProviderError", "anthropic": "reported"},
-    "content_filter": {"openai": "error: PermanentProviderError", "anthropic": "reported"},
+    # a length / content_filter stop is an answer, streamed as unstreamed (the SDK's parser refused it)
+    "length": "reported",
+    "content_filter": "reported",
     # refused while read; Anthropic's SSE decoder may reach the deadline first (both cut off)
     "big_body": {
         "openai": "error: PermanentProviderError",

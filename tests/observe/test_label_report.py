@@ -260,3 +260,29 @@ def test_report_plot_and_since(tmp_path: Path, capsys: pytest.CaptureFixture[str
     fig = json.loads(capsys.readouterr().out)
     assert fig["rows"] == 5  # the 2020 row is older than a day
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_abstention_is_logged_as_one_and_never_read_as_an_answer(tmp_path: Path) -> None:
+    from cascade import Cascade
+    from cascade.observe import Observer, OutcomeLog
+    from tests.helpers import tier
+    from tests.observe.support import rows
+
+    obs = Observer(log=OutcomeLog(tmp_path / "out.jsonl"))
+    tiers = [tier("small", "s", 0.4, 0.5), tier("large", "l", 0.2, 0.5)]
+    result = Cascade(tiers, name="t", on_unverified="abstain", observer=obs).run("q")
+    obs.log.close()  # type: ignore[union-attr]
+    assert result.abstained
+    (logged,) = rows(tmp_path)
+    m = logged["cascade"]
+    assert m["answered"] is None and m["reason"] == "abstained" and m["accepted"] is False
+    assert m["abstained"] == {"tier": "large", "why": result.abstention}
+    old = json.loads(json.dumps(logged))  # a row written before: `answered` named the last tier
+    old["cascade"]["answered"] = "large"
+    del old["cascade"]["abstained"]
+    for r in (logged, old):
+        r["responses"][m["tiers"]["large"]["model"]][0]["quality"] = 1.0  # labelled: no answer's quality
+        r["cascade"]["shadow"] = True
+        fig = report([r], ["small", "large"], {})
+        assert [t["answered"] for t in fig["tiers"]] == [0, 0] and fig["abstained"] == 1
+        assert fig["quality"] is None

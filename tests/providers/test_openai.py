@@ -19,7 +19,7 @@ from cascade.errors import (
 from cascade.price_table import lookup
 from cascade.request import Request
 from cascade.retry import call_with_retry
-from cascade.types import Message, Usage
+from cascade.types import Completion, Message, Usage
 from tests.providers import helpers as h
 from tests.providers.conftest import Endpoints, made
 
@@ -339,3 +339,44 @@ def test_stream_text_timeout_and_errors_are_ours(wire: Any, monkeypatch: pytest.
     with pytest.raises(ProviderError) as info:
         list(p.stream_text(Request.of("q !fail=500")))
     assert info.value.status_code == 500
+
+
+# -- a reply cut by length or a content filter: an answer, streamed or not -------------------------
+
+
+def _cut(finish: str) -> tuple[Request, dict[str, Any]]:
+    """A request whose reply ends with ``finish``, and the provider options that make it so."""
+    if finish == "length":
+        return Request.of("say !answers=one_two_three"), {"params": {"max_tokens": 2}}
+    return Request.of(f"say !answers=one_two_three !finish={finish}"), {}
+
+
+def _answered(completion: Any, finish: str) -> None:
+    assert isinstance(completion, Completion)
+    assert completion.samples[0].finish_reason == finish and completion.samples[0].text
+    assert completion.usage.output_tokens > 0  # it started answering: billed as an answer
+
+
+@pytest.mark.parametrize("finish", ["length", "content_filter"])
+@pytest.mark.parametrize("how", ["create", "stream", "stream_text"])
+def test_a_length_or_filtered_finish_is_an_answer_streamed_or_not(
+    wire: Any, monkeypatch: pytest.MonkeyPatch, finish: str, how: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    request, kw = _cut(finish)
+    p = h.openai(f"{wire.url}/openai/v1", stream=how == "stream", **kw)
+    _answered(list(p.stream_text(request))[-1] if how == "stream_text" else p.complete(request), finish)
+
+
+@pytest.mark.parametrize("finish", ["length", "content_filter"])
+@pytest.mark.parametrize("how", ["create", "stream", "stream_text"])
+async def test_async_a_length_or_filtered_finish_is_an_answer_streamed_or_not(
+    wire: Any, monkeypatch: pytest.MonkeyPatch, finish: str, how: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    request, kw = _cut(finish)
+    p = h.openai(f"{wire.url}/openai/v1", stream=how == "stream", **kw)
+    if how == "stream_text":
+        _answered([s async for s in p.astream_text(request)][-1], finish)
+    else:
+        _answered(await p.acomplete(request), finish)

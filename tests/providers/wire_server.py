@@ -16,6 +16,7 @@ are deterministic; markers in the last user message choose the behaviour:
                        ``!cache-write=N`` Anthropic cache-creation tokens
 ``!choices=1``         OpenAI: return at most this many choices whatever ``n`` says (Ollama)
 ``!tool={...}``        when tools are given, call the first one with these JSON arguments
+``!finish=WHY``         OpenAI: every choice ends with this finish reason (``content_filter``)
 =====================  ==================================================================
 
 A request's ``max_tokens`` (``max_completion_tokens`` for OpenAI) is honoured as the APIs do: a
@@ -251,6 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
             choice = self._openai_choice(body, i, answer[: 4 * limit] if cut else answer, tool)
             if cut and tool is None:
                 choice["finish_reason"] = "length"
+            if marks.get("finish"):
+                choice["finish_reason"] = marks["finish"]
             choices.append(choice)
         completion = sum(_count(c["message"]["content"] or "x") for c in choices)
         usage = {

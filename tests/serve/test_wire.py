@@ -173,3 +173,33 @@ def test_each_cascade_error_has_its_status(error: CascadeError, status: int, cod
     err = from_cascade(error)
     assert (err.status, err.code) == (status, code)
     assert set(err.body()["error"]) == {"message", "type", "param", "code"}
+
+
+SECRETS = ("sk-live-1", "sk-live-2", "12345678")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        ("sk-live-1: acme\nsk-live-2: acme\n", 2, "one key, one tenant"),  # written key: tenant
+        ("acme: sk-live-1\n12345678: globex\n", 2, "tenant"),  # a key (a number) as a tenant
+        ("acme: sk-live-1\nglobex: 12345678\n", 2, "quote it"),
+        ("acme: [sk-live-1, {sk-live-2: x}]\n", 1, "key"),
+        ("acme: {sk-live-1: x}\n", 1, "key or a list"),
+        ("acme:\n", 1, "key or a list"),
+        ("acme: sk-live-1\nacme: sk-live-2\n", 2, "repeats"),  # YAML kept only the last one
+        (f"sha256:{'a' * 64}: acme\n", 1, "tenant: key"),  # a digest where the tenant goes
+        ("acme: sk-live-1\n  - sk-live-2: [\n", 2, "not YAML"),
+    ],
+)
+def test_a_keys_file_error_names_file_and_line_never_a_key(
+    tmp_path: Path, text: str, line: int, what: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError) as err:
+        Keys.load(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:{line}: ") and what in message
+    assert not any(s in message for s in (*SECRETS, "a" * 64)), message
+    assert not any(s in caplog.text for s in SECRETS)
