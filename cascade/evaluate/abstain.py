@@ -118,10 +118,10 @@ def tune_abstain(
     fit, cal = order[:cut], order[cut:]
 
     on_fit = [selective(s[fit], c[fit], t) for t in GRID]
-    bound = [binom_upper(r.errors, r.answered, delta) if r.answered else 1.0 for r in on_fit]
     # from the threshold with the lowest upper bound on the fit part down to wider coverage, while
     # the fit part's error stays within the target (higher thresholds only answer less)
     within = [i for i, r in enumerate(on_fit) if r.answered and r.risk <= target]
+    bound = {i: binom_upper(on_fit[i].errors, on_fit[i].answered, delta) for i in within}
     sequence: list[int] = []
     if within:
         start = min(within, key=lambda i: (bound[i], -GRID[i]))

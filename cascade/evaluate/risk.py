@@ -40,39 +40,54 @@ from cascade.evaluate.data import FloatArray
 Method = Literal["binomial", "betting"]
 
 
-def binom_cdf(k: int, n: int, p: float) -> float:
-    """P(Binomial(n, p) <= k)."""
+def _log_factorials(n: int) -> FloatArray:
+    out: FloatArray = np.r_[0.0, np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))]
+    return out
+
+
+def _binom_terms(k: int, n: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``log C(n, i)``, ``i`` and ``n - i`` for ``i = 0..k``: what :func:`_binom_cdf` sums over,
+    computed once for a search over ``p`` (empty unless ``0 <= k < n``: the CDF needs no sum there)."""
+    if not 0 <= k < n:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    logf = _log_factorials(n)
+    logc: FloatArray = logf[n] - logf[: k + 1] - logf[n - k - 1 : n + 1][::-1][: k + 1]
+    i = np.arange(k + 1, dtype=np.float64)
+    return logc, i, n - i
+
+
+def _binom_cdf(k: int, n: int, p: float, terms: tuple[FloatArray, FloatArray, FloatArray]) -> float:
+    """:func:`binom_cdf` given ``terms = _binom_terms(k, n)``."""
     if k < 0:
         return 0.0
     if k >= n or p <= 0.0:
         return 1.0
     if p >= 1.0:
         return 0.0
-    i = np.arange(k + 1, dtype=np.float64)
-    logf = np.r_[0.0, np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))]  # log(j!)
-    logc = logf[n] - logf[: k + 1] - logf[n - k - 1 : n + 1][::-1][: k + 1]
-    logp = logc + i * math.log(p) + (n - i) * math.log1p(-p)
+    logc, i, rest = terms
+    logp = logc + i * math.log(p) + rest * math.log1p(-p)
     top = float(logp.max())
     return float(min(1.0, math.exp(top) * float(np.exp(logp - top).sum())))
+
+
+def binom_cdf(k: int, n: int, p: float) -> float:
+    """P(Binomial(n, p) <= k)."""
+    return _binom_cdf(k, n, p, _binom_terms(k, n))
 
 
 def binom_upper(k: int, n: int, alpha: float) -> float:
     """Clopper-Pearson upper confidence bound on a binomial share, level ``1 - alpha``."""
     if n == 0 or k >= n:
         return 1.0
+    terms = _binom_terms(k, n)  # once for the 60 halvings
     lo, hi = k / n, 1.0
     for _ in range(60):
         mid = (lo + hi) / 2
-        if binom_cdf(k, n, mid) > alpha:
+        if _binom_cdf(k, n, mid, terms) > alpha:
             lo = mid
         else:
             hi = mid
     return hi
-
-
-def _log_factorials(n: int) -> FloatArray:
-    out: FloatArray = np.r_[0.0, np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))]
-    return out
 
 
 def _log_binom_pmf(k: np.ndarray, n: int, p: float, logf: FloatArray) -> FloatArray:
