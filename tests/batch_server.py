@@ -10,6 +10,7 @@ Faults, per batch (``server.faults``, a list consumed in creation order; ``None`
 (no output file), ``failed`` (status failed, no files), ``row_errors`` (every other row an error
 line), ``partial`` (the last line dropped), ``mismatch`` (the first line's custom_id altered), ``unhashable`` (the first line's custom_id a list),
 ``empty_choices`` (the first line a 200 with usage and no choices).
+``server.refusals``: per POST path (``/v1/files``, ``/v1/batches``), statuses answered first, in order.
 ``server.batches`` and ``server.lines`` record what was created and every request line sent.
 Anthropic Message Batches: ``POST/GET /v1/messages/batches``, ``GET .../{id}`` and ``.../{id}/results``.
 ``POST /v1/chat/completions`` answers live the same way (``server.live`` counts those requests).
@@ -42,6 +43,7 @@ class BatchServer(LocalServer):
         self.lines: list[dict[str, Any]] = []
         self.faults: list[str | None] = []
         self.live = 0  # live chat-completion requests (POST /v1/chat/completions)
+        self.refusals: dict[str, list[int]] = {}  # per POST path: statuses answered first, in order
         self.lock = threading.Lock()
 
     @property
@@ -255,6 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         data = self.rfile.read(int(self.headers.get("content-length", 0)))
         path = self.path.split("?")[0]
+        if self.server.refusals.get(path):  # refused before anything is stored or created
+            status = self.server.refusals[path].pop(0)
+            return self._json({"error": {"message": f"refused ({status})", "type": "test"}}, status)
         if path == "/v1/files":
             msg = email.parser.BytesParser().parsebytes(
                 f"content-type: {self.headers['content-type']}\r\n\r\n".encode() + data

@@ -33,16 +33,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from cascade.budget import Budget, hold_buckets
 from cascade.engine.actions import Call, CallOutcome, Rate, RateOutcome, Reserve, Reserved, Tier
 from cascade.engine.drive import Steps, execute
 from cascade.engine.loop import Outcome, Settings, steps
-from cascade.errors import CascadeError, ConfigurationError, ProviderError, ScorerError
+from cascade.errors import (
+    CascadeError,
+    ConfigurationError,
+    PermanentProviderError,
+    ProviderError,
+    ScorerError,
+)
 from cascade.files import write_text
 from cascade.logging import get_logger
 from cascade.price_table import BATCH_DISCOUNT, batch_price
+from cascade.providers._sdk import WIRE_ERRORS, map_error
 from cascade.request import Prompt, Request
 from cascade.scorers.judge import JudgeError, JudgeScorer
 from cascade.types import ZERO, CascadeResult, Completion, Score, Usage
@@ -78,6 +86,7 @@ class _Row:
     result: CascadeResult | CascadeError | None = None
     calls: int = 0  # calls yielded so far (the k-th call's recorded result is replayed)
     settled: int = 0  # calls whose reserve/settle were executed in an earlier run (not repeated)
+    hold: str | None = None  # its latest reservation's hold: open while it waits for a round
 
 
 @dataclass
@@ -128,6 +137,10 @@ class _State:
             if job["tier"] == tier and job.get("status") not in TERMINAL and set(job["ids"]) == set(ids):
                 return job
         return None
+
+    def submitted(self, cid: str) -> bool:
+        """Whether a job that the provider created carries ``cid``."""
+        return any(job.get("batch_id") and cid in job["ids"] for job in self.jobs)
 
 
 class _Budget(Budget):
@@ -340,7 +353,11 @@ def _rounds(
         calls = [_request(r) for r in batch]
         job = st.open_job(tier.name, ids)
         if job is None or job["batch_id"] is None:
-            job = _submit(tier, calls, ids, st, job, poll_interval)
+            try:
+                job = _submit(tier, calls, ids, st, job, poll_interval)
+            except Exception as exc:
+                unsent = [r for _, r in waiting if not st.submitted(_round_cid(r, tier_index))]
+                raise _not_submitted(exc, tier, unsent, st, s.budget) from exc
             jobs.append(job["batch_id"])
             if on_round is not None:
                 on_round(tier.name, len(batch))
@@ -373,6 +390,61 @@ def _request(row: _Row) -> tuple[Request, int]:
 
 def _cid(row: _Row, tier: int) -> str:
     return f"row-{row.index}-tier-{tier}"
+
+
+def _round_cid(row: _Row, index: dict[str, int]) -> str:
+    """The custom_id of what ``row`` sends in the round it waits for."""
+    tier, judged = _waits_for(row, index)
+    return _cid(row, tier) + ("-judge" if judged else "")
+
+
+def _not_submitted(exc: Exception, tier: Tier, rows: Sequence[_Row], st: _State, budget: Budget) -> Exception:
+    """What a round whose job could not be submitted raises, once the holds of ``rows`` (waiting
+    for rounds not submitted) are dealt with: released (settled at $0: nothing was sent, and the
+    state no longer names them) when the provider refused for certain (a 4xx that is not retried:
+    authentication, permission, a bad request); else kept in the state, for a resumed run that adopts
+    the job (the provider may have created it) or settles them."""
+    sdk: ModuleType
+    base: type[Exception]
+    if _anthropic(tier):
+        import anthropic
+
+        sdk, base = anthropic, anthropic.AnthropicError
+    else:
+        import openai
+
+        sdk, base = openai, openai.OpenAIError
+    name = tier.provider.name  # type: ignore[attr-defined]
+    err = map_error(exc, provider=name, sdk=sdk) if isinstance(exc, (base, *WIRE_ERRORS)) else exc
+    status = getattr(err, "status_code", None)
+    refused = isinstance(err, PermanentProviderError) and status is not None and 400 <= status < 500
+    held = {r.hold for r in rows if r.hold is not None}
+    if refused:
+        for hold in held:
+            budget.settle(hold, ZERO)
+        st.holds = {k: h for k, h in st.holds.items() if h not in held}
+        advice = f"no job was created; the holds of {len(held)} call(s) are released"
+    elif st.path is not None:
+        advice = (
+            f"the job may have been created: run the same command again (same state file {st.path})"
+            f" to adopt it or settle its holds, which otherwise expire in {BATCH_HOLD_TTL / 3600:.0f} h"
+        )
+    else:
+        advice = f"the job may have been created; its holds expire in {BATCH_HOLD_TTL / 3600:.0f} h"
+    with contextlib.suppress(OSError):  # the submission's error is what propagates
+        st.save()
+    get_logger().warning(
+        "cascade.batch_not_submitted",
+        tier=tier.name,
+        error=type(err).__name__,
+        refused=refused,
+        holds=len(held),
+        released=len(held) if refused else 0,
+    )
+    if err is exc:
+        return exc  # not the provider's word (a bug): as it is, its holds kept
+    err.args = (f"{err.args[0]}; {advice}",)
+    return err
 
 
 @dataclass
@@ -430,15 +502,18 @@ class _Step:
                     st.scores[key] = _saved(rated)
                     action = gen.send(rated)
                 elif isinstance(action, Reserve) and row.calls < row.settled:
+                    row.hold = None
                     action = gen.send(Reserved(None, None))  # reserved and settled by an earlier run
                 elif isinstance(action, Reserve):
                     key = f"{row.index}-{row.calls}"  # the hold of the row's next call
                     hold = st.holds.get(key)
+                    row.hold = hold
                     if hold is not None:  # an earlier run's: settled by this run (once: idempotent)
                         action = gen.send(Reserved(hold, None))
                         continue
                     held = execute(action)
                     assert isinstance(held, Reserved)
+                    row.hold = held.hold
                     if held.hold is not None and hold_buckets(held.hold):  # a durable ledger's hold
                         st.holds[key] = held.hold
                     action = gen.send(held)

@@ -100,7 +100,7 @@ def tuned_baselines(tuning: Tuning, ev: Evaluation, seed: int = 0) -> dict[str, 
         tuning.test,
         [tuning.candidates[i].scored for i in firsts],  # type: ignore[misc]
         [tuning.candidates[i].bare for i in lasts],  # type: ignore[misc]
-        first_model,
+        [first_model],
         frontier_aiq(tuning, lo, hi),
         choose=tuning.train,
         full=full,

@@ -193,7 +193,7 @@ def baseline_figures(
     rows: BoolArray,
     firsts: Sequence[TierArrays],
     lasts: Sequence[TierArrays],
-    weak: str,
+    weak: Sequence[str],
     policy_aiq: float,
     *,
     choose: BoolArray | None = None,
@@ -203,15 +203,18 @@ def baseline_figures(
 ) -> dict[str, Any]:
     """Both baselines on ``rows`` and the verdict against ``policy_aiq``. ``choose`` (default:
     the other records when there are at least 40 of them, else ``rows`` themselves) picks the
-    cascade's pair (:func:`best_cascade`) and trains the router."""
+    cascade's pair (:func:`best_cascade`), the router's weak model when there is no such cascade
+    (the cheapest of ``weak`` on ``choose``), and trains the router."""
     if choose is None:
         other = ~rows
         choose = other if int(other.sum()) >= 40 else rows
+    cost = es.cost[choose].mean(axis=0)
+    fallback = min(weak, key=lambda m: float(cost[es.models.index(m)]))
     found = {
         "two_model_cascade": best_cascade(firsts, lasts, es, rows, choose, full),
     }
     cas = found["two_model_cascade"]
-    found["prompt_router"] = prompt_router(es, rows, choose, cas.models[0] if cas else weak, seed=seed)
+    found["prompt_router"] = prompt_router(es, rows, choose, cas.models[0] if cas else fallback, seed=seed)
     get_logger().info(
         "eval_baselines",
         cascade=None if cas is None else list(cas.models),

@@ -245,13 +245,12 @@ def evaluate(
         from cascade.evaluate.baselines import baseline_figures
 
         mine = [m for m in dict.fromkeys(t.model for t in tiers) if m in models]
-        weak = min(mine, key=lambda m: float(sc[models.index(m)])) if mine else models[int(np.argmin(sc))]
         figures["baselines"] = baseline_figures(
             evalset,
             rows,
             pool,
             pool,
-            weak,
+            mine or models,  # the cheapest on the records the baselines are chosen on
             figures["aiq"]["policy_curve"]["value"]
             if len(full) > 1
             else aiq(np.array([pol_c(None)]), np.array([pol_q(None)]), lo, hi),

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cascade.errors import ConfigurationError
+from cascade.files import card_path, write_text
 from cascade.logging import get_logger
 
 _STOP = object()
@@ -142,9 +143,9 @@ class OutcomeLog:
         self._close_fd()
         path = day_path(self.base, day)
         path.parent.mkdir(parents=True, exist_ok=True)
-        card_path = path.with_name(path.name[: -len(".jsonl")] + ".card.json")
-        if self.card and not card_path.exists():
-            card_path.write_text(json.dumps(self.card, indent=2) + "\n", encoding="utf-8")
+        card = card_path(path)
+        if self.card and not card.exists():  # whole or absent: a failed write is retried next batch
+            write_text(card, json.dumps(self.card, indent=2) + "\n")
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._day = day
         return self._fd

@@ -813,3 +813,61 @@ def test_a_batch_that_finished_while_the_run_was_down_is_adopted_and_read(
     report = run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
     assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
     assert len(server.batches) == 2 and len(server.lines) == 9
+
+
+def _ledgered(server: BatchServer, tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    ledger = tmp_path / "ledger.sqlite3"
+    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("where", ["/v1/files", "/v1/batches"])
+def test_a_job_the_provider_refused_releases_its_rounds_holds(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """An authentication error at the upload or at batch creation: no job exists, so the round's holds are released
+    at once (not left on the caps for a day) and the state names none; a rerun holds afresh."""
+    from cascade.errors import PermanentProviderError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    state = tmp_path / "job.state.json"
+    server.refusals = {where: [401]}
+    with build(_ledgered(server, tmp_path)) as c:
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        book = c.settings.budget.ledger
+        assert book is not None
+        with pytest.raises(PermanentProviderError, match="no job was created") as caught:
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        assert caught.value.status_code == 401
+        assert book.held(bucket) == 0 and book.spent(bucket) == 0
+        assert json.loads(state.read_text())["holds"] == {}
+        assert server.batches == {}
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        assert book.held(bucket) == 0 and book.spent(bucket) == report.cost
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+
+
+@pytest.mark.parametrize("where", ["/v1/files", "/v1/batches"])
+def test_a_submission_that_may_have_created_a_job_keeps_its_holds_for_the_resumed_run(
+    server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A 500 at the upload or at batch creation may hide a created job: the holds stay recorded (the caps count
+    them), the error says to run the command again, and that run settles them."""
+    from cascade.errors import TransientProviderError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    state = tmp_path / "job.state.json"
+    server.refusals = {where: [500]}
+    with build(_ledgered(server, tmp_path)) as c:
+        bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+        book = c.settings.budget.ledger
+        assert book is not None
+        with pytest.raises(TransientProviderError, match="run the same command again"):
+            run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        held = book.held(bucket)
+        assert held > 0 and len(json.loads(state.read_text())["holds"]) == len(PROMPTS)
+        report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+        assert book.held(bucket) == 0 and book.spent(bucket) == report.cost
+    assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]

@@ -131,3 +131,31 @@ def test_a_family_is_compared_as_a_family(tmp_path: Path, capsys: pytest.Capture
     b = f["baselines"]
     assert b["verdict"] == verdict(f["aiq"]["family"], b, "the family")
     assert "the family" in b["verdict"]
+
+
+def test_the_routers_fallback_weak_model_is_chosen_on_the_choosing_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no two-model cascade found, the router's weak model is the policy's cheapest on the
+    records the baselines are chosen on, never on the measured (held-out) ones."""
+    from cascade.evaluate import baselines
+
+    data_path = write_outcomes(tmp_path, 160)
+    policy = loader.load(write_policy(tmp_path, data_path))
+    data = outcomes.load(data_path)
+    es = EvalSet.build(data, [t.model for t in policy.tiers])
+    tiers = score_policy(policy, data, es, tmp_path)
+    rows = es.split("seed", seed=0)
+    tiny, small = es.models.index("tiny"), es.models.index("small")
+    assert es.cost[~rows, tiny].mean() < es.cost[~rows, small].mean()
+    es.cost[rows, small] = 0.0  # the cheapest on the measured records only
+    seen: list[str] = []
+
+    def router(es: EvalSet, rows: object, choose: object, weak: str, seed: int = 0) -> None:
+        seen.append(weak)
+
+    monkeypatch.setattr(baselines, "best_cascade", lambda *a, **k: None)
+    monkeypatch.setattr(baselines, "prompt_router", router)
+    f = evaluate(policy, es, tiers, rows, reps=5, pool=tiers).figures
+    assert f["baselines"]["chosen_on"] == "the other records"
+    assert seen == ["tiny"]

@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from cascade.observe.outcome_log import OutcomeLog, day_path, log_files
 
 
@@ -115,3 +117,29 @@ def test_a_failing_disk_counts_rows_as_dropped(tmp_path: Path) -> None:
     assert log.write({"id": "1"})  # accepted: the caller never sees the disk
     log.close()
     assert log.written == 0 and log.dropped == 1 and log.errors == 1
+
+
+def test_a_failed_card_write_leaves_no_truncated_card(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while the day's card is written: no half card stays (it would never be
+    rewritten), and the next batch writes it whole."""
+    real, failures = Path.write_text, [1]
+
+    def disk_full(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        if not failures:
+            return real(self, data, *args, **kwargs)  # type: ignore[arg-type]
+        failures.pop()
+        real(self, data[: len(data) // 2], encoding="utf-8")
+        raise OSError(28, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    log = OutcomeLog(tmp_path / "o.jsonl", card={"models": {"m": {}}}, clock=lambda: "2026-01-02")
+    log.write({"id": "1"})
+    log.close()
+    assert log.dropped == 1 and not (tmp_path / "o-2026-01-02.card.json").exists()
+    log = OutcomeLog(tmp_path / "o.jsonl", card={"models": {"m": {}}}, clock=lambda: "2026-01-02")
+    log.write({"id": "2"})
+    log.close()
+    assert json.loads((tmp_path / "o-2026-01-02.card.json").read_text()) == {"models": {"m": {}}}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
