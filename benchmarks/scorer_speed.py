@@ -11,29 +11,18 @@ docs state). Needs no data.
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
+import sys
 import time
+from pathlib import Path
 
-from cascade.learn.features import FeatureConfig
 from cascade.request import Request
-from cascade.scorers.classifier import ClassifierScorer, Example, train
+from cascade.scorers.classifier import ClassifierScorer, train
 from cascade.scorers.self_consistency import SelfConsistencyScorer
 from cascade.types import Completion, Sample, Usage
 
-
-def synthetic(n: int, seed: int = 0) -> list[Example]:
-    """Sums: right answers are plain, wrong ones hedge more often (the classifier's test data)."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        a, b = rng.randint(1, 99), rng.randint(1, 99)
-        right = rng.random() < 0.6
-        value = a + b if right else a + b + rng.choice([-2, -1, 1, 3])
-        hedge = rng.random() < (0.15 if right else 0.8)
-        text = f"{'Maybe, I am not sure, but ' if hedge else ''}the sum is {value}."
-        out.append(Example(f"What is {a} + {b}?", (Sample(text),), 1.0 if right else 0.0, f"q{i}"))
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.scorers.test_classifier import SMALL, synthetic  # the classifier tests' data
 
 
 def per_score(score: object, request: Request, completion: Completion, n: int, repeats: int) -> float:
@@ -54,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     sc = SelfConsistencyScorer("number", k=10)
     votes = Completion(tuple(Sample(f"The answer is {i % 3}") for i in range(10)), Usage(), "m")
-    clf = ClassifierScorer(train(synthetic(200), config=FeatureConfig(bits=12)))
+    clf = ClassifierScorer(train(synthetic(200), config=SMALL))
     long_answer = Completion((Sample("The sum is 42. " * 40),), Usage(), "m")
     rows = [
         (
