@@ -150,15 +150,21 @@ class Crash(KeyboardInterrupt):
     pass
 
 
+def _ledgered(server: BatchServer, tmp_path: Path, template: str = POLICY) -> Path:
+    """``template``'s policy for ``server``, its caps on a SQLite ledger in ``tmp_path``."""
+    path = tmp_path / "policy.yaml"
+    ledger = tmp_path / "ledger.sqlite3"
+    text = template.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
 @pytest.mark.parametrize("crash_at", [1, 2])
 def test_a_killed_job_resumes_without_sending_or_paying_twice(
     server: BatchServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: int
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    ledger = tmp_path / "ledger.sqlite3"
-    path = tmp_path / "policy.yaml"
-    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
-    path.write_text(textwrap.dedent(text))
+    path = _ledgered(server, tmp_path)
     state = tmp_path / "job.state.json"
     submitted = 0
 
@@ -651,13 +657,7 @@ def test_a_resumed_job_does_not_pay_a_live_scorer_twice(
     """A scorer that calls a model live (a mixture's votes) is paid once per row: a resumed run
     replays the recorded verdicts of the rows' earlier rounds instead of scoring them again."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    path = tmp_path / "policy.yaml"
-    ledger = tmp_path / "ledger.sqlite3"
-    path.write_text(
-        textwrap.dedent(
-            VOTED.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
-        )
-    )
+    path = _ledgered(server, tmp_path, VOTED)
     state = tmp_path / "job.state.json"
 
     def crash(tier: str, n: int) -> None:
@@ -686,10 +686,7 @@ def test_a_billed_unusable_result_is_charged_once_under_a_cap(
     from cascade.types import Usage
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    path = tmp_path / "policy.yaml"
-    ledger = tmp_path / "ledger.sqlite3"
-    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
-    path.write_text(textwrap.dedent(text))
+    path = _ledgered(server, tmp_path)
     server.faults = ["empty_choices"]
     with build(path) as c:
         report = run_batch(c.settings, PROMPTS, poll_interval=0)
@@ -712,10 +709,7 @@ def test_a_resumed_run_settles_the_holds_of_the_jobs_in_flight(
     from cascade.engine.batch import batch_settings
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    ledger = tmp_path / "ledger.sqlite3"
-    path = tmp_path / "policy.yaml"
-    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
-    path.write_text(textwrap.dedent(text))
+    path = _ledgered(server, tmp_path)
     state = tmp_path / "job.state.json"
 
     def crash(tier: str, n: int) -> None:
@@ -743,13 +737,7 @@ def test_an_interrupted_round_keeps_its_holds_and_verdicts_for_the_resumed_run(
     from cascade.engine import batch as module
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    path = tmp_path / "policy.yaml"
-    ledger = tmp_path / "ledger.sqlite3"
-    path.write_text(
-        textwrap.dedent(
-            VOTED.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
-        )
-    )
+    path = _ledgered(server, tmp_path, VOTED)
     state = tmp_path / "job.state.json"
     real, rated = module.execute, 0
 
@@ -813,14 +801,6 @@ def test_a_batch_that_finished_while_the_run_was_down_is_adopted_and_read(
     report = run_batch(cascade.settings, PROMPTS, state=state, poll_interval=0)
     assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
     assert len(server.batches) == 2 and len(server.lines) == 9
-
-
-def _ledgered(server: BatchServer, tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yaml"
-    ledger = tmp_path / "ledger.sqlite3"
-    text = POLICY.format(url=json.dumps(server.base_url)) + LEDGER.format(path=json.dumps(str(ledger)))
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 @pytest.mark.parametrize("where", ["/v1/files", "/v1/batches"])
