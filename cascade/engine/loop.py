@@ -639,7 +639,7 @@ def _spent_by(error: CascadeError | None) -> Decimal:
 def _traced(run: _Run, exc: BaseException) -> None:
     """The run's trace goes with the exception that ends it (so its spend is reported)."""
     with contextlib.suppress(AttributeError, TypeError):  # an exception without a __dict__
-        exc.attempts = tuple(run.attempts)  # type: ignore[attr-defined]
+        exc.attempts = run.attempts  # type: ignore[attr-defined]
 
 
 def _abandon(

@@ -130,14 +130,12 @@ def _accumulate(event: Any, message: Any, bufs: dict[int, bytes]) -> Any:
 
 
 _CALL_ERRORS: tuple[type[Exception], ...] = (anthropic.AnthropicError, *_sdk.WIRE_ERRORS)
+"""The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 
 
 def _text(event: Any) -> str | None:
     """The text an event of ``messages.stream`` adds, if any."""
     return event.text if getattr(event, "type", None) == "text" else None
-
-
-"""The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 
 
 def _errors(provider: str) -> AbstractContextManager[None]:

@@ -119,6 +119,7 @@ def _observe(got: _sdk.Received, chunk: Any) -> Any:
 
 
 _CALL_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, *_sdk.WIRE_ERRORS)
+"""The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 
 
 @contextlib.asynccontextmanager
@@ -172,9 +173,6 @@ class _Streamed:
         if self.usage is not None:
             response.usage = self.usage
         return response
-
-
-"""The SDK's errors and the HTTP errors it lets through (both mapped by ``_sdk.map_error``)."""
 
 
 def _errors(provider: str) -> AbstractContextManager[None]:
