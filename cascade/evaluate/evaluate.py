@@ -241,10 +241,10 @@ def evaluate(
         "oracle": aiq(np.array([oc.mean()]), np.array([oq.mean()]), lo, hi),
         "cost_range_usd": [lo, hi],
     }
+    mine = [m for m in dict.fromkeys(t.model for t in tiers) if m in models]  # the policy's models
     if pool is not None:
         from cascade.evaluate.baselines import baseline_figures
 
-        mine = [m for m in dict.fromkeys(t.model for t in tiers) if m in models]
         figures["baselines"] = baseline_figures(
             evalset,
             rows,
@@ -261,7 +261,6 @@ def evaluate(
     if pair is not None:
         weak, strong = pair
     else:
-        mine = [m for m in dict.fromkeys(t.model for t in tiers) if m in models]
         weak = min(mine, key=lambda m: float(sc[models.index(m)])) if mine else ""
         strong = (
             max(mine, key=lambda m: (float(sq[models.index(m)]), -float(sc[models.index(m)]))) if mine else ""
