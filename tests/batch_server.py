@@ -10,7 +10,8 @@ Faults, per batch (``server.faults``, a list consumed in creation order; ``None`
 (no output file), ``failed`` (status failed, no files), ``row_errors`` (every other row an error
 line), ``partial`` (the last line dropped), ``mismatch`` (the first line's custom_id altered), ``unhashable`` (the first line's custom_id a list),
 ``empty_choices`` (the first line a 200 with usage and no choices).
-``server.refusals``: per POST path (``/v1/files``, ``/v1/batches``), statuses answered first, in order.
+``server.refusals``: per path (``/v1/files``, ``/v1/batches``, ``/v1/batches/batch_1``, a GET's too),
+statuses answered first, in order (``0``: the connection dropped without an answer).
 ``server.batches`` and ``server.lines`` record what was created and every request line sent.
 Anthropic Message Batches: ``POST/GET /v1/messages/batches``, ``GET .../{id}`` and ``.../{id}/results``.
 ``POST /v1/chat/completions`` answers live the same way (``server.live`` counts those requests).
@@ -43,7 +44,7 @@ class BatchServer(LocalServer):
         self.lines: list[dict[str, Any]] = []
         self.faults: list[str | None] = []
         self.live = 0  # live chat-completion requests (POST /v1/chat/completions)
-        self.refusals: dict[str, list[int]] = {}  # per POST path: statuses answered first, in order
+        self.refusals: dict[str, list[int]] = {}  # per path: statuses answered first, in order (0: dropped)
         self.lock = threading.Lock()
 
     @property
@@ -254,12 +255,24 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, obj: dict[str, Any], status: int = 200) -> None:
         self._send(status, json.dumps(obj).encode())
 
+    def _refused(self, path: str) -> bool:
+        """Answer a refusal queued for ``path``, if any (before anything is stored or created)."""
+        with self.server.lock:
+            queued = self.server.refusals.get(path)
+            status = queued.pop(0) if queued else None
+        if status is None:
+            return False
+        if status == 0:  # a transport failure: the connection closed without an answer
+            self.close_connection = True
+        else:
+            self._json({"error": {"message": f"refused ({status})", "type": "test"}}, status)
+        return True
+
     def do_POST(self) -> None:
         data = self.rfile.read(int(self.headers.get("content-length", 0)))
         path = self.path.split("?")[0]
-        if self.server.refusals.get(path):  # refused before anything is stored or created
-            status = self.server.refusals[path].pop(0)
-            return self._json({"error": {"message": f"refused ({status})", "type": "test"}}, status)
+        if self._refused(path):
+            return
         if path == "/v1/files":
             msg = email.parser.BytesParser().parsebytes(
                 f"content-type: {self.headers['content-type']}\r\n\r\n".encode() + data
@@ -285,6 +298,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
+        if self._refused(path):
+            return
         if path.startswith("/v1/files/") and path.endswith("/content"):
             return self._send(200, self.server.files[path.split("/")[3]], "application/octet-stream")
         if path.startswith("/v1/messages/batches/") and path.endswith("/results"):

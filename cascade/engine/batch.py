@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from cascade.budget import Budget, hold_buckets
@@ -50,7 +49,6 @@ from cascade.errors import (
 from cascade.files import write_text
 from cascade.logging import get_logger
 from cascade.price_table import BATCH_DISCOUNT, batch_price
-from cascade.providers._sdk import WIRE_ERRORS, map_error
 from cascade.request import Prompt, Request
 from cascade.scorers.judge import JudgeError, JudgeScorer
 from cascade.types import ZERO, CascadeResult, Completion, Score, Usage
@@ -354,15 +352,22 @@ def _rounds(
         job = st.open_job(tier.name, ids)
         if job is None or job["batch_id"] is None:
             try:
-                job = _submit(tier, calls, ids, st, job, poll_interval)
+                with tier.provider.mapped():  # type: ignore[attr-defined]
+                    job = _submit(tier, calls, ids, st, job, poll_interval)
             except Exception as exc:
                 unsent = [r for _, r in waiting if not st.submitted(_round_cid(r, tier_index))]
-                raise _not_submitted(exc, tier, unsent, st, s.budget) from exc
+                _not_submitted(exc, tier, unsent, st, s.budget)
+                raise
             jobs.append(job["batch_id"])
             if on_round is not None:
                 on_round(tier.name, len(batch))
         log.info("cascade.batch_round", tier=tier.name, rows=len(batch), batch_id=job["batch_id"])
-        unmatched += _finish(tier, job, poll_interval, st)
+        try:
+            with st.kept(), tier.provider.mapped():  # type: ignore[attr-defined]
+                unmatched += _finish(tier, job, poll_interval, st)
+        except ProviderError as err:
+            _not_read(err, tier, job, st)
+            raise
         with st.kept():
             for row, cid in zip(batch, ids, strict=True):
                 step.resume(row, st.recorded(cid))
@@ -398,24 +403,13 @@ def _round_cid(row: _Row, index: dict[str, int]) -> str:
     return _cid(row, tier) + ("-judge" if judged else "")
 
 
-def _not_submitted(exc: Exception, tier: Tier, rows: Sequence[_Row], st: _State, budget: Budget) -> Exception:
-    """What a round whose job could not be submitted raises, once the holds of ``rows`` (waiting
-    for rounds not submitted) are dealt with: released (settled at $0: nothing was sent, and the
-    state no longer names them) when the provider refused for certain (a 4xx that is not retried:
-    authentication, permission, a bad request); else kept in the state, for a resumed run that adopts
-    the job (the provider may have created it) or settles them."""
-    sdk: ModuleType
-    base: type[Exception]
-    if _anthropic(tier):
-        import anthropic
-
-        sdk, base = anthropic, anthropic.AnthropicError
-    else:
-        import openai
-
-        sdk, base = openai, openai.OpenAIError
-    name = tier.provider.name  # type: ignore[attr-defined]
-    err = map_error(exc, provider=name, sdk=sdk) if isinstance(exc, (base, *WIRE_ERRORS)) else exc
+def _not_submitted(err: Exception, tier: Tier, rows: Sequence[_Row], st: _State, budget: Budget) -> None:
+    """A round whose job could not be submitted (``err``: the provider's failure, already mapped, or
+    a bug), before ``err`` propagates: the holds of ``rows`` (waiting for rounds not submitted) are
+    released (settled at $0: nothing was sent, and the state no longer names them) when the provider
+    refused for certain (a 4xx that is not retried: authentication, permission, a bad request); else
+    kept in the state, for a resumed run that adopts the job (the provider may have created it) or
+    settles them. A provider's error's message says which."""
     status = getattr(err, "status_code", None)
     refused = isinstance(err, PermanentProviderError) and status is not None and 400 <= status < 500
     held = {r.hold for r in rows if r.hold is not None}
@@ -441,10 +435,36 @@ def _not_submitted(exc: Exception, tier: Tier, rows: Sequence[_Row], st: _State,
         holds=len(held),
         released=len(held) if refused else 0,
     )
-    if err is exc:
-        return exc  # not the provider's word (a bug): as it is, its holds kept
+    if isinstance(err, ProviderError):  # else not the provider's word (a bug): as it is, its holds kept
+        err.args = (f"{err.args[0]}; {advice}",)
+
+
+def _not_read(err: ProviderError, tier: Tier, job: dict[str, Any], st: _State) -> None:
+    """A failure while polling a submitted job or downloading its results, before ``err``
+    propagates. The job exists and may complete (and bill): the rows' holds stay held (for
+    :data:`BATCH_HOLD_TTL`) and the state, saved, keeps the job unread, so the same command run
+    again with the same state file polls that job and reads its results (nothing sent twice)."""
+    batch_id = job["batch_id"]
+    ttl = f"{BATCH_HOLD_TTL / 3600:.0f} h"
+    if st.path is not None:
+        advice = (
+            f"job {batch_id} was submitted and may complete: run the same command again (same state"
+            f" file {st.path}) to read its results; its holds are kept meanwhile (they expire in {ttl})"
+        )
+    else:
+        advice = (
+            f"job {batch_id} was submitted and may complete, but without a state file no later run"
+            f" can read it; its holds expire in {ttl}"
+        )
+    get_logger().warning(
+        "cascade.batch_not_read",
+        tier=tier.name,
+        batch_id=batch_id,
+        error=type(err).__name__,
+        status_code=err.status_code,
+        resumable=st.path is not None,
+    )
     err.args = (f"{err.args[0]}; {advice}",)
-    return err
 
 
 @dataclass

@@ -502,6 +502,11 @@ class OpenAIProvider:
         """The sync SDK client (made on first use, and again after :meth:`close`)."""
         return self._sync.get()
 
+    def mapped(self) -> AbstractContextManager[None]:
+        """The SDK's failures in cascade's words for requests made on :attr:`client` outside this
+        provider's calls (the batch driver's uploads, jobs, polls and downloads)."""
+        return _sdk.mapped(self.name, openai, _CALL_ERRORS, streaming=False)
+
     def close(self) -> None:
         """Close the sync HTTP client; a later call opens a new one."""
         self._sync.close()

@@ -851,3 +851,96 @@ def test_a_submission_that_may_have_created_a_job_keeps_its_holds_for_the_resume
         report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
         assert book.held(bucket) == 0 and book.spent(bucket) == report.cost
     assert _answers(report.results) == [("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)]
+
+
+# -- a submitted job that could not be read --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "where", "status", "job"),
+    [
+        pytest.param(POLICY, "/v1/batches/batch_1", 500, "batch_1", id="openai-poll-500"),
+        pytest.param(POLICY, "/v1/batches/batch_1", 0, "batch_1", id="openai-poll-dropped"),
+        pytest.param(POLICY, "/v1/files/file-2/content", 401, "batch_1", id="openai-results-401"),
+        pytest.param(POLICY, "/v1/files/file-2/content", 404, "batch_1", id="openai-results-404"),
+        pytest.param(POLICY, "/v1/batches/batch_2", 503, "batch_2", id="openai-round-two-poll-503"),
+        pytest.param(MIXED, "/v1/messages/batches/msgbatch_1", 500, "msgbatch_1", id="anthropic-poll-500"),
+        pytest.param(MIXED, "/v1/messages/batches/msgbatch_1", 0, "msgbatch_1", id="anthropic-poll-dropped"),
+        pytest.param(
+            MIXED, "/v1/messages/batches/msgbatch_1/results", 401, "msgbatch_1", id="anthropic-results-401"
+        ),
+        pytest.param(
+            MIXED, "/v1/messages/batches/msgbatch_1/results", 404, "msgbatch_1", id="anthropic-results-404"
+        ),
+    ],
+)
+def test_a_job_that_could_not_be_read_is_read_by_the_same_command_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template: str, where: str, status: int, job: str
+) -> None:
+    """A poll or a results download that fails (a 5xx, a dropped connection, a 401, a 404) raises
+    cascade's error, not the SDK's: the job stays in the state and its holds stay held, and the
+    same command run again reads that job (the same answers, nothing sent twice, paid once)."""
+    import structlog
+    from structlog.testing import capture_logs
+
+    from cascade.errors import PermanentProviderError, TransientProviderError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    state = tmp_path / "job.state.json"
+    kind = PermanentProviderError if status in (401, 404) else TransientProviderError
+    with BatchServer(_haiku_answer) as server:
+        first = server.url if template is MIXED else server.base_url
+        text = template.format(url=json.dumps(first), openai=json.dumps(server.base_url))
+        path = tmp_path / "policy.yaml"
+        path.write_text(textwrap.dedent(text) + LEDGER.format(path=json.dumps(str(tmp_path / "l.sqlite3"))))
+        server.refusals = {where: [status]}
+        with build(path) as c:
+            bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+            book = c.settings.budget.ledger
+            assert book is not None
+            try:
+                with (
+                    capture_logs() as logs,
+                    pytest.raises(kind, match="run the same command again") as caught,
+                ):
+                    run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+            finally:
+                structlog.reset_defaults()  # capture_logs leaves structlog "configured"
+            assert caught.value.status_code == (status or None)
+            assert str(state) in str(caught.value)
+            assert [e["batch_id"] for e in logs if e["event"] == "cascade.batch_not_read"] == [job]
+            saved = json.loads(state.read_text())
+            assert book.held(bucket) > 0 and saved["holds"]  # the job may still run: its worst case held
+            assert all(job["batch_id"] for job in saved["jobs"])
+            report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+            assert book.held(bucket) == 0 and book.spent(bucket) == report.cost
+        assert _answers(report.results) == [
+            ("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)
+        ]
+        assert len(server.batches) == 2  # no job sent twice, no request either:
+        assert len(server.lines) == (18 if template is MIXED else 6) + 3
+        assert server.refusals[where] == []  # the failure did happen where meant
+
+
+def test_a_message_batch_the_provider_refused_releases_its_rounds_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anthropic's refusal at batch creation is mapped like OpenAI's: no job, holds released."""
+    from cascade.errors import PermanentProviderError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    with BatchServer(_haiku_answer) as server:
+        text = MIXED.format(url=json.dumps(server.url), openai=json.dumps(server.base_url))
+        path = tmp_path / "policy.yaml"
+        path.write_text(textwrap.dedent(text) + LEDGER.format(path=json.dumps(str(tmp_path / "l.sqlite3"))))
+        server.refusals = {"/v1/messages/batches": [401]}
+        with build(path) as c:
+            bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+            book = c.settings.budget.ledger
+            assert book is not None
+            with pytest.raises(PermanentProviderError, match="no job was created") as caught:
+                run_batch(c.settings, PROMPTS, state=tmp_path / "job.state.json", poll_interval=0)
+            assert caught.value.status_code == 401 and caught.value.provider == "anthropic"
+            assert book.held(bucket) == 0 and server.batches == {}
