@@ -356,7 +356,7 @@ def _rounds(
                     job = _submit(tier, calls, ids, st, job, poll_interval)
             except Exception as exc:
                 unsent = [r for _, r in waiting if not st.submitted(_round_cid(r, tier_index))]
-                _not_submitted(exc, tier, unsent, st, s.budget)
+                _not_submitted(exc, tier, unsent, st, s.budget, adopting=job is not None)
                 raise
             jobs.append(job["batch_id"])
             if on_round is not None:
@@ -403,15 +403,19 @@ def _round_cid(row: _Row, index: dict[str, int]) -> str:
     return _cid(row, tier) + ("-judge" if judged else "")
 
 
-def _not_submitted(err: Exception, tier: Tier, rows: Sequence[_Row], st: _State, budget: Budget) -> None:
+def _not_submitted(
+    err: Exception, tier: Tier, rows: Sequence[_Row], st: _State, budget: Budget, *, adopting: bool
+) -> None:
     """A round whose job could not be submitted (``err``: the provider's failure, already mapped, or
     a bug), before ``err`` propagates: the holds of ``rows`` (waiting for rounds not submitted) are
     released (settled at $0: nothing was sent, and the state no longer names them) when the provider
-    refused for certain (a 4xx that is not retried: authentication, permission, a bad request); else
-    kept in the state, for a resumed run that adopts the job (the provider may have created it) or
-    settles them. A provider's error's message says which."""
+    refused for certain (a 4xx that is not retried: authentication, permission, a bad request) and
+    no earlier run's job was being looked for (``adopting``: a refused listing says nothing of that
+    job); else kept in the state, for a resumed run that adopts the job (the provider may have
+    created it) or settles them. A provider's error's message says which."""
     status = getattr(err, "status_code", None)
-    refused = isinstance(err, PermanentProviderError) and status is not None and 400 <= status < 500
+    certain = isinstance(err, PermanentProviderError) and status is not None and 400 <= status < 500
+    refused = certain and not adopting
     held = {r.hold for r in rows if r.hold is not None}
     if refused:
         for hold in held:

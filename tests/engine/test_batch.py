@@ -944,3 +944,47 @@ def test_a_message_batch_the_provider_refused_releases_its_rounds_holds(
                 run_batch(c.settings, PROMPTS, state=tmp_path / "job.state.json", poll_interval=0)
             assert caught.value.status_code == 401 and caught.value.provider == "anthropic"
             assert book.held(bucket) == 0 and server.batches == {}
+
+
+def test_a_refused_listing_while_adopting_keeps_the_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resumed run looking for the batch an earlier run created (its nonce) whose listing is refused
+    (a 401) does not know that batch is absent: its holds stay held, and the next run adopts it."""
+    from cascade.engine import batch as module
+    from cascade.errors import PermanentProviderError
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    state = tmp_path / "job.state.json"
+    real, saves = module._State.save, 0
+
+    def save(self: Any) -> None:
+        nonlocal saves
+        saves += 1
+        if saves == 2:  # the batch created, the state not naming it
+            raise Crash
+        real(self)
+
+    with BatchServer(_haiku_answer) as server:
+        text = MIXED.format(url=json.dumps(server.url), openai=json.dumps(server.base_url))
+        path = tmp_path / "policy.yaml"
+        path.write_text(textwrap.dedent(text) + LEDGER.format(path=json.dumps(str(tmp_path / "l.sqlite3"))))
+        with build(path) as c:
+            bucket = c.settings.budget.buckets(c.settings.name, None)[0][0]
+            book = c.settings.budget.ledger
+            assert book is not None
+            monkeypatch.setattr(module._State, "save", save)
+            with pytest.raises(Crash):
+                run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+            monkeypatch.setattr(module._State, "save", real)
+            server.refusals = {"/v1/messages/batches": [401]}  # the listing (GET) of the resumed run
+            with pytest.raises(PermanentProviderError, match="may have been created"):
+                run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+            assert book.held(bucket) > 0 and json.loads(state.read_text())["holds"]
+            report = run_batch(c.settings, PROMPTS, state=state, poll_interval=0)
+            assert book.held(bucket) == 0 and book.spent(bucket) == report.cost
+        assert _answers(report.results) == [
+            ("cheap" if i % 2 == 0 else "strong", str(i * 2)) for i in range(6)
+        ]
+        assert len(server.batches) == 2 and len(server.lines) == 18 + 3  # adopted, not sent again
