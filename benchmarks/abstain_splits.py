@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from data_path import default_data
 
-DEFAULT_DATA = Path(os.environ.get("CASCADE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DEFAULT_DATA = default_data()
 
 
 def agreement(data: Any, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

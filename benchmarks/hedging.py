@@ -40,15 +40,15 @@ import argparse
 import asyncio
 import hashlib
 import math
-import os
 import random
 import selectors
 import statistics
 import sys
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
+
+from data_path import default_data
 
 from cascade import Cascade, CascadeResult, outcomes
 from cascade.engine.build import build
@@ -58,7 +58,7 @@ from cascade.providers.replay import ReplayProvider
 from cascade.request import Request
 from cascade.types import Completion
 
-DATA = Path(os.environ.get("CASCADE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = default_data()
 
 # model -> (median time to first token in seconds, output tokens per second)
 SPEED: dict[str, tuple[float, float]] = {

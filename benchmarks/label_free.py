@@ -23,7 +23,6 @@ import contextlib
 import gzip
 import io
 import json
-import os
 import random
 import statistics
 import sys
@@ -34,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from data_path import default_data
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
+DEFAULT_DATA = default_data()
 SHADOW = 0.10
 CAPS = (0.3, 0.6)  # cost caps as shares of the strongest model's mean cost per query
 

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import textwrap
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
+
+from data_path import default_data
 
 from cascade import Cascade, CascadeResult, outcomes
 from cascade.engine.build import build
 from cascade.policy.schema import Policy
 
-DATA = Path(os.environ.get("CASCADE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = default_data()
 FILE = DATA / "gsm8k-zeroeval.jsonl.gz"
 LADDER = ["Phi-3.5-mini-instruct", "Qwen2-7B-Instruct", "Meta-Llama-3.1-70B-Instruct", "gpt-4o-2024-08-06"]
 

@@ -20,7 +20,6 @@ Reads ``../shared/data`` (or ``$CASCADE_DATA``); exits with a message where it i
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from data_path import default_data
 
 from cascade import outcomes
 from cascade.errors import ScorerError
@@ -49,7 +49,7 @@ from cascade.scorers.judge import JudgeScorer, ReplayJudgeProvider
 from cascade.scorers.self_consistency import SelfConsistencyScorer, Source
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
+DATA = default_data()
 THRESHOLDS = (0.5, 0.7, 0.9)
 
 

@@ -12,16 +12,16 @@ regularisation search, calibration) and the held-out AUROC on the next 2,000 ans
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
+
+from data_path import default_data
 
 from cascade import outcomes
 from cascade.learn.classifier import Example, evaluate, examples_from_outcomes, train
 from cascade.scorers.metrics import auroc
 
-DATA = Path(os.environ.get("CASCADE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = default_data()
 
 
 def pooled(name: str, n: int) -> list[Example]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 
+from benchmarks.data_path import default_data
+
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
+DATA = default_data()
 
 
 @pytest.fixture(scope="session")

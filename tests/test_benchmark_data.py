@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,16 @@ def test_absent_data_is_a_clear_error(
     assert str(tmp_path / "none") in err and "--data" in err and "CASCADE_DATA" in err
     assert run_all.main(["--data", str(tmp_path / "other")]) == 2
     assert str(tmp_path / "other") in capsys.readouterr().err
+
+
+def test_one_owner_finds_the_recorded_outcomes() -> None:
+    """The benchmarks and the tests ask ``benchmarks/data_path.py``; none keeps its own default."""
+    owner = ROOT / "benchmarks" / "data_path.py"
+    copies = [
+        str(f.relative_to(ROOT))
+        for folder in ("benchmarks", "tests")
+        for f in sorted((ROOT / folder).rglob("*.py"))
+        if f != owner
+        and re.search(r"(parent|parents\[\d\]) / .shared. / .data.", f.read_text(encoding="utf-8"))
+    ]
+    assert copies == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from cascade import PolicyError
 from cascade.policy import load, loads
 from cascade.policy.jsonschema import policy_json_schema
+from tests.conftest import DATA
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,11 +175,11 @@ def test_every_example_policy_builds_offline(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     monkeypatch.setenv("CASCADE_LEDGER", str(tmp_path / "ledger.sqlite3"))
-    data = Path(os.environ.get("CASCADE_DATA", ROOT.parent / "shared" / "data"))
+    monkeypatch.setenv("CASCADE_DATA", str(DATA))  # the replay policies read ${CASCADE_DATA:-...}
     built = 0
     for f in sorted((ROOT / "policies").glob("*.yaml")):
         policy = load(f)
-        if any(t.provider == "replay" for t in policy.tiers) and not (data / "README.md").exists():
+        if any(t.provider == "replay" for t in policy.tiers) and not (DATA / "README.md").exists():
             continue  # replay policies need the recorded outcomes
         cascade = build(f)
         assert [t.name for t in cascade.tiers] == [t.name for t in policy.tiers]

@@ -84,6 +84,12 @@ def execute(r: Rig, prompt: str, mode: str) -> CascadeResult:
     return asyncio.run(go())
 
 
+def timeout_for(fault: str) -> float:
+    """The tiers' deadline: 2 s, but 30 s for ``big_body``, which a loaded machine may read past 2 s
+    before the size limit stops it (the limit is what is tested there, not the deadline)."""
+    return 30.0 if fault == "big_body" else 2.0
+
+
 def prompt_for(fault: str) -> str:
     return f"What is six times seven? {uuid.uuid4().hex[:8]} !faults={fault}"
 
@@ -107,7 +113,7 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 def test_bad_answers_are_retried_then_escalated(
     server: FaultServer, ledger: Any, fault: str, kind: str, mode: str
 ) -> None:
-    r = rig(server, kind, ledger)
+    r = rig(server, kind, ledger, timeout=timeout_for(fault))
     before = server.served[fault]
     result = execute(r, prompt_for(fault), mode)
     small, big = result.attempts
@@ -194,20 +200,26 @@ def test_hangs_end_at_the_timeout(
     assert small.cost == r.cascade.tiers[0].call_worst(Request.of(text)) > 0
     assert small.charged == "cut off in flight: worst case"
     assert result.tier == "big"
-    assert elapsed < timeout + 1.0  # one try of the small tier, then a quick healthy answer
+    # ended by the deadline, not by the fault (a 30 s sleep, an endless drip); a generous bound, as a
+    # loaded machine may be seconds late (that no retry was sent is the assertion on small.retries)
+    assert elapsed < 10.0
     check_ledger(r, result)
     r.close()
+
+
+SAMPLES = 10
+"""Samples asked of a dripping tier one at a time: ten timeouts (4 s) if the deadline were per call."""
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_deadline_covers_every_sample_sync(server: FaultServer, kind: str) -> None:
-    # one call at a time: without a whole-call deadline, 3 samples would take 3 timeouts
+    # one call at a time: without a whole-call deadline, SAMPLES samples would take SAMPLES timeouts
     p = provider(server, kind, timeout=0.4, parallel=1, **({"supports_n": False} if kind == "openai" else {}))
     start = time.perf_counter()
     with pytest.raises(ProviderTimeoutError):
-        p.complete(Request.of(prompt_for("drip")), 3)
-    assert time.perf_counter() - start < 0.4 + 0.3
+        p.complete(Request.of(prompt_for("drip")), SAMPLES)
+    assert time.perf_counter() - start < 0.4 * SAMPLES / 2  # half of ten timeouts: room for a loaded machine
     p.close()
 
 
@@ -217,8 +229,8 @@ async def test_the_deadline_covers_every_sample_async(server: FaultServer, kind:
     p = provider(server, kind, timeout=0.4, parallel=1, **({"supports_n": False} if kind == "openai" else {}))
     start = time.perf_counter()
     with pytest.raises(ProviderTimeoutError, match=r"timeout of 0\.4 s"):
-        await p.acomplete(Request.of(prompt_for("drip_headers")), 3)
-    assert time.perf_counter() - start < 0.4 + 0.3
+        await p.acomplete(Request.of(prompt_for("drip_headers")), SAMPLES)
+    assert time.perf_counter() - start < 0.4 * SAMPLES / 2
     await p.aclose()
     p.close()
 
@@ -289,11 +301,8 @@ STREAMED: dict[
     # a length / content_filter stop is an answer, streamed as unstreamed (the SDK's parser refused it)
     "length": "reported",
     "content_filter": "reported",
-    # refused while read; Anthropic's SSE decoder may reach the deadline first (both cut off)
-    "big_body": {
-        "openai": "error: PermanentProviderError",
-        "anthropic": "error: PermanentProviderError|ProviderTimeoutError",
-    },
+    # refused while read (with a deadline of 30 s: timeout_for)
+    "big_body": "error: PermanentProviderError",
 }
 
 
@@ -303,7 +312,7 @@ STREAMED: dict[
 def test_streamed_replies_are_checked_too(
     server: FaultServer, fault: str, kind: str, mode: str, tmp_path: Path
 ) -> None:
-    r = rig(server, kind, make_ledger("memory", tmp_path), stream=True)
+    r = rig(server, kind, make_ledger("memory", tmp_path), timeout=timeout_for(fault), stream=True)
     entry = STREAMED[fault]
     expected: str = entry[WIRE[kind]] if isinstance(entry, dict) else entry
     text = prompt_for(fault)

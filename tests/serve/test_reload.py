@@ -39,7 +39,8 @@ def ask(url: str) -> str:
     return str(r.json()["choices"][0]["message"]["content"])
 
 
-def eventually(check: Callable[[], bool], within: float = 5.0) -> bool:
+def eventually(check: Callable[[], bool], within: float = 30.0) -> bool:
+    """Poll until ``check`` holds: a long cap, as a loaded machine may take seconds (a pass is quick)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if check():
@@ -92,13 +93,13 @@ def test_a_request_in_flight_finishes_on_the_policy_it_started_with(tmp_path: Pa
     with Server(gateway) as s:
         slow = threading.Thread(target=lambda: answers.append(ask(s.url)))
         slow.start()
-        assert eventually(lambda: bool(gateway.active), within=2)
+        assert eventually(lambda: bool(gateway.active))
         edit(path, policy("new"))
         gateway.swap(served.load(path))
         assert ask(s.url) == "new"
         assert id(old) in gateway.retired  # still answering: not closed
-        slow.join(5)
-        assert eventually(lambda: not gateway.retired, within=2)  # closed once its request was done
+        slow.join(30)
+        assert eventually(lambda: not gateway.retired)  # closed once its request was done
     assert answers == ["old"]
 
 
@@ -135,7 +136,7 @@ def test_sigterm_lets_a_request_in_flight_finish_and_settle_its_hold(
     path = tmp_path / "live.yaml"
     ledger = tmp_path / "ledger.db"
     path.write_text(
-        policy("done", latency=1.0)
+        policy("done", latency=2.0)
         + f"budget:\n  caps: [{{limit: 1, window: day}}]\n  ledger: {{kind: sqlite, path: {ledger}}}\n"
     )
     port = free_port()
@@ -145,21 +146,26 @@ def test_sigterm_lets_a_request_in_flight_finish_and_settle_its_hold(
     )
     url = f"http://127.0.0.1:{port}"
     answers: list[str] = []
+
+    def caps() -> dict[str, str]:
+        assert main(["spend", "--policy", str(path), "--json"]) == 0
+        (cap,) = json.loads(capsys.readouterr().out)["caps"]
+        return dict(cap)
+
     try:
         wait_ready(url, proc)
         slow = threading.Thread(target=lambda: answers.append(ask(url)))
         slow.start()
-        time.sleep(0.4)  # the request is in flight, its hold taken
+        assert eventually(lambda: Decimal(caps()["held"]) > 0)  # the request is in flight, its hold taken
         proc.send_signal(signal.SIGTERM)
-        slow.join(10)
+        slow.join(30)
         assert proc.wait(10) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it is done
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=10)
     assert answers == ["done"]
-    assert main(["spend", "--policy", str(path), "--json"]) == 0
-    (cap,) = json.loads(capsys.readouterr().out)["caps"]
+    cap = caps()
     assert Decimal(cap["spent"]) > 0 and Decimal(cap["held"]) == 0
 
 
