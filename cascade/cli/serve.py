@@ -10,6 +10,7 @@ environment (``CASCADE_SERVE``), so caps shared across them need a shared ledger
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 from typing import Any
@@ -19,6 +20,8 @@ from cascade.cli import UsageError
 NAME = "serve"
 HELP = "Serve policies over an OpenAI-compatible HTTP API (needs the serve extra)."
 _ENV = "CASCADE_SERVE"
+_WORKER_START_S = 30
+"""Seconds a replacement worker has to come up in a ``SIGHUP`` rolling restart (uvicorn's default: 5)."""
 KEYS_ENV = "CASCADE_SERVE_KEYS"
 """The keys file's text, when ``--keys`` is not given (for hosts that pass secrets as environment)."""
 
@@ -146,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     gw.models.clear()  # the workers load their own
     os.environ[_ENV] = json.dumps(config)
+    extra: dict[str, Any] = {}
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        # uvicorn gives a replacement worker 5 s to come up, else it abandons the restart; importing the
+        # SDKs on a loaded host takes longer. A worker that cannot load the policies exits at once anyway.
+        extra["timeout_worker_healthcheck"] = _WORKER_START_S
     uvicorn.run(
         "cascade.cli.serve:app_from_env",
         factory=True,
@@ -154,5 +162,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
+        **extra,
     )
     return 0

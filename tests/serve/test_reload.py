@@ -39,6 +39,14 @@ def ask(url: str) -> str:
     return str(r.json()["choices"][0]["message"]["content"])
 
 
+def answers_during_restart(url: str) -> set[str]:
+    """Six answers; a connection a retiring worker closed unanswered counts as none (clients retry it)."""
+    try:
+        return {ask(url) for _ in range(6)}
+    except httpx.TransportError:
+        return set()
+
+
 def eventually(check: Callable[[], bool], within: float = 30.0) -> bool:
     """Poll until ``check`` holds: a long cap, as a loaded machine may take seconds (a pass is quick)."""
     deadline = time.monotonic() + within
@@ -202,7 +210,7 @@ def test_with_workers_sighup_replaces_them_and_a_broken_edit_keeps_the_old_ones(
         time.sleep(6)  # uvicorn gives a replacement 5 s to come up before it gives up the restart
         edit(path, policy("second"))
         proc.send_signal(signal.SIGHUP)
-        assert eventually(lambda: {ask(url) for _ in range(6)} == {"second"}, within=20)
+        assert eventually(lambda: answers_during_restart(url) == {"second"}, within=60)
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
