@@ -42,6 +42,7 @@ import contextlib
 import math
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -223,11 +224,28 @@ def _wrap_sockets(transport: Any) -> bool:
     return True
 
 
+_TLS: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+_TLS_LOCK = threading.Lock()
+
+
+def tls_context() -> ssl.SSLContext:
+    """The default certificate check (httpx's, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured), built
+    once per process and setting: httpx builds one per client, reading the CA bundle each time (about
+    80 ms, paid by every provider's every client)."""
+    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    with _TLS_LOCK:
+        ctx = _TLS.get(key)
+        if ctx is None:
+            ctx = _TLS[key] = httpx2.create_ssl_context()
+        return ctx
+
+
 def http_client(factory: Callable[..., httpx2.Client]) -> httpx2.Client:
     """A sync HTTP client for an SDK (``factory``: its ``DefaultHttpxClient``) that honours
     :func:`deadline`: the sockets of its connection pools (direct, and through proxies from the
     environment) never wait past the deadline, and its responses are counted by :func:`receiving`."""
-    client = factory(event_hooks={"response": [_on_response]})  # own transports: proxies stay honoured
+    # own transports: proxies stay honoured
+    client = factory(event_hooks={"response": [_on_response]}, verify=tls_context())
     for transport in [client._transport, *client._mounts.values()]:
         if transport is not None:
             _wrap_sockets(transport)
@@ -414,7 +432,7 @@ async def _aon_response(response: httpx2.Response) -> None:
 def ahttp_client(factory: Callable[..., httpx2.AsyncClient]) -> httpx2.AsyncClient:
     """An async HTTP client for an SDK (``factory``: its ``DefaultAsyncHttpxClient``) whose responses
     are counted by :func:`receiving` (the size limit and the deadline hold while a body is read)."""
-    return factory(event_hooks={"response": [_aon_response]})
+    return factory(event_hooks={"response": [_aon_response]}, verify=tls_context())
 
 
 def charge_started(

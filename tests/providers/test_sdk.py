@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from decimal import Decimal
@@ -169,7 +170,6 @@ def test_price_table() -> None:
 
 
 def test_one_async_client_per_event_loop() -> None:
-    import asyncio
 
     made: list[object] = []
     clients = _sdk.PerLoop(lambda: made.append(object()) or made[-1])
@@ -181,6 +181,46 @@ def test_one_async_client_per_event_loop() -> None:
     b1, _ = asyncio.run(get_twice())
     assert a1 is a2 and a1 is not b1 and len(made) == 2
     assert len(clients._clients) <= 1  # the closed loop's client was dropped
+
+
+def test_every_sdk_client_shares_one_certificate_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx reads the CA bundle for each client it builds (about 80 ms); ours read it once per
+    process and ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` setting."""
+    import ssl
+
+    import httpcore2
+
+    from cascade.providers.anthropic import AnthropicProvider
+    from cascade.providers.openai import OpenAIProvider
+
+    built: list[ssl.SSLContext] = []
+    real = httpcore2.default_ssl_context  # what httpx calls for ``verify=True``
+
+    def counted(**kw: Any) -> ssl.SSLContext:
+        built.append(real(**kw))
+        return built[-1]
+
+    monkeypatch.setattr(httpcore2, "default_ssl_context", counted)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(_sdk, "_TLS", {})
+    url = "http://127.0.0.1:9/v1"
+    providers = [OpenAIProvider("gpt-4o-mini", api_key="k", base_url=url) for _ in range(3)]
+    providers += [AnthropicProvider("claude-haiku-4-5", api_key="k", base_url=url) for _ in range(3)]
+
+    async def async_clients() -> None:
+        for p in providers:
+            p._async.get()
+
+    asyncio.run(async_clients())
+    assert len(built) == 1  # six sync and six async clients
+    cafile = ssl.get_default_verify_paths().openssl_cafile
+    monkeypatch.setenv("SSL_CERT_FILE", cafile)  # another setting: its own check, then shared again
+    OpenAIProvider("gpt-4o-mini", api_key="k", base_url=url)
+    OpenAIProvider("gpt-4o-mini", api_key="k", base_url=url)
+    assert len(built) == 2 and _sdk.tls_context() is built[1]
+    for p in providers:
+        p.close()
 
 
 def test_import_cascade_does_not_import_the_sdks() -> None:
