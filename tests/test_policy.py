@@ -212,3 +212,18 @@ def test_a_redis_url_whose_database_is_not_a_number_is_refused(url: str, error: 
 )
 def test_a_redis_url_with_a_number_or_no_database_loads(url: str) -> None:
     assert loads(GOOD + f"budget:\n  ledger: {{kind: redis, url: '{url}'}}\n").budget.ledger is not None
+
+
+def test_libyaml_and_the_pure_python_parser_read_every_shipped_policy_alike() -> None:
+    """Policies parse with libyaml when installed (10 ms -> 0.75 ms a load); its data must be the
+    pure-Python parser's, and a refused text keeps the pure-Python wording."""
+    import yaml
+
+    from cascade.errors import PolicyError
+    from cascade.policy import loader
+
+    for path in sorted(Path("policies").glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        assert loader._parse(text) == yaml.load(text, Loader=loader._UniqueKeyLoader), path
+    with pytest.raises(PolicyError, match=r"<string>:2:1: duplicate key 'name' \(first defined on line 1\)"):
+        loader.loads("name: a\nname: b\n")

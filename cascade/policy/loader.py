@@ -8,6 +8,7 @@ each tier's provider options and scorer options against the registered implement
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -25,23 +26,47 @@ Loc = tuple[str | int, ...]
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys."""
+def _unique_mapping(self: Any, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    """``construct_mapping`` that rejects duplicate keys."""
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = self.construct_object(key_node, deep=deep)
+        if key in seen:
+            first = seen[key].start_mark
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first defined on line {first.line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node
+    return yaml.constructor.SafeConstructor.construct_mapping(self, node, deep=deep)
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Node] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if key in seen:
-                first = seen[key].start_mark
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {key!r} (first defined on line {first.line + 1})",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (pure Python: the error messages)."""
+
+    construct_mapping = _unique_mapping  # type: ignore[assignment]
+
+
+_FastUniqueKeyLoader: type[Any] = _UniqueKeyLoader
+if getattr(yaml, "__with_libyaml__", False):  # libyaml: a policy parses about 10x faster
+
+    class _CUniqueKeyLoader(yaml.CSafeLoader):
+        construct_mapping = _unique_mapping  # type: ignore[assignment]
+
+    _FastUniqueKeyLoader = _CUniqueKeyLoader
+
+
+def _parse(text: str) -> Any:
+    """The YAML data of ``text``: libyaml when it is installed; the pure-Python parser for a text
+    libyaml refuses, so that errors keep its wording and positions (or it accepts the text)."""
+    if _FastUniqueKeyLoader is not _UniqueKeyLoader:
+        try:
+            return yaml.load(text, Loader=_FastUniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        except (yaml.YAMLError, ValueError):  # ValueError: UnicodeError, lone surrogates
+            pass
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
 
 
 def format_loc(loc: Loc) -> str:
@@ -56,7 +81,15 @@ class _Locator:
 
     def __init__(self, source: str, text: str | None) -> None:
         self.source = source
-        self.root = yaml.compose(text, Loader=_UniqueKeyLoader) if text is not None else None
+        self.text = text
+
+    @functools.cached_property
+    def root(self) -> yaml.Node | None:
+        """The text's nodes, composed when a problem is to be placed (a valid policy never is)."""
+        try:
+            return yaml.compose(self.text, Loader=_UniqueKeyLoader) if self.text is not None else None
+        except yaml.YAMLError:  # libyaml read what the pure-Python parser does not: no positions
+            return None
 
     def where(self, loc: Loc, *, key: bool = False) -> str:
         """Where ``loc`` is; with ``key``, the mapping key's position rather than its value's."""
@@ -213,7 +246,7 @@ def validate(data: Any, *, source: str = "<policy>", text: str | None = None) ->
 def loads(text: str, *, source: str = "<string>") -> Policy:
     """Parse and validate policy YAML text."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        data = _parse(text)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
